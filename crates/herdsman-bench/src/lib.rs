@@ -1,0 +1,1 @@
+//! Shared helpers for herdsman's benchmarks.

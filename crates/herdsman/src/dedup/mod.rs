@@ -1,0 +1,102 @@
+//! Single-flight: concurrent identical requests share one inner call.
+//!
+//! [`Dedup`] asks a [`KeyFn`](crate::key::KeyFn) for each request's key. The
+//! first request of a key (the *driver*) calls the inner service; requests with
+//! the same key that arrive while that call runs (the *followers*) park until
+//! it finishes, then each gets a clone of the response, or of the error behind
+//! an `Arc` ([`SharedError`](crate::error::SharedError)). Requests without a
+//! key, or with a key longer than the configured cap, pass through.
+//!
+//! # Semantics
+//!
+//! - **One call.** Concurrent requests with equal keys make exactly one inner
+//!   call. Keys compare by full value, never by hash alone.
+//! - **Reuse window** ([`DedupLayer::with_window`]): a successful result is kept
+//!   for the window, and identical requests inside it get it without an inner
+//!   call. Zero (the default) re-executes. Errors are never reused.
+//! - **Cancellation.** If the driver's caller drops its future, the inner call
+//!   is handed to a waiting follower, which polls it on: no second inner call,
+//!   no error (hyper-util's "baton passing"). When the last caller is gone,
+//!   the inner future is dropped.
+//! - **Panics.** A panic in the inner service (in `call` or while polling its
+//!   future) reaches every caller of that key as a [`Panicked`] error; nothing
+//!   hangs, and the key is free again at once.
+//! - **Parking.** Followers are polled when they join and when they are woken
+//!   by the outcome: no self-waking loops, whatever the number of waiters.
+//! - **Shared state.** All clones of a `Dedup`, and all services made from one
+//!   [`DedupLayer`] value, share one in-flight map: put one layer value on the
+//!   services that should coalesce together, and key requests so that keys of
+//!   different services cannot be equal when they must not share.
+//! - **Unshareable responses.** The [`Share`](crate::share::Share) policy may
+//!   refuse to share a response (HTTP: a body over the buffer limit, a
+//!   `Set-Cookie`). Its own caller gets it; every follower then makes its own
+//!   uncoordinated call.
+//!
+//! # Back-pressure
+//!
+//! `poll_ready` is the inner service's. A follower does not use the readiness
+//! it was given: the inner service stays ready for the next call.
+//!
+//! # Examples
+//!
+//! ```
+//! use herdsman::{dedup::DedupLayer, key::Key};
+//! use std::convert::Infallible;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let layer = DedupLayer::new(|name: &String| Some(Key::from(name.as_str())));
+//! let svc = ServiceBuilder::new()
+//!     .layer(layer.clone())
+//!     .service(service_fn(|name: String| async move {
+//!         Ok::<_, Infallible>(format!("hello, {name}"))
+//!     }));
+//!
+//! let (a, b) = tokio::join!(
+//!     svc.clone().oneshot("ada".to_string()),
+//!     svc.clone().oneshot("ada".to_string()),
+//! );
+//! assert_eq!(a.unwrap(), "hello, ada");
+//! assert_eq!(b.unwrap(), "hello, ada");
+//! assert_eq!(layer.stats().leaders, 1);
+//! assert_eq!(layer.stats().coalesced, 1);
+//! # }
+//! ```
+//!
+//! # Tuning
+//!
+//! - The window trades freshness for upstream load: with pollers on a 5 s
+//!   interval, a window of 1 s absorbs callers that are slightly out of step.
+//! - Keys are hashed once; the map is sharded, so unrelated keys rarely
+//!   contend. The uncontended path takes two short critical sections and one
+//!   allocation (the boxed inner future, which may have to change hands).
+
+mod error;
+mod future;
+mod layer;
+mod service;
+mod state;
+
+pub use self::{error::Panicked, future::ResponseFuture, layer::DedupLayer, service::Dedup};
+
+/// Counters of one in-flight map, for the stats layer and for tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DedupStats {
+    /// Calls that reached the inner service as the first caller of their key.
+    pub leaders: u64,
+    /// Callers that joined a call already in flight.
+    pub coalesced: u64,
+    /// Callers served from the reuse window.
+    pub window_hits: u64,
+    /// Callers that dropped their future before it finished (and calls dropped
+    /// because nobody was left to want them).
+    pub cancelled: u64,
+    /// Times a dropped driver handed its call to a follower.
+    pub handoffs: u64,
+    /// Inner calls that panicked.
+    pub panics: u64,
+    /// Keys currently held: in flight, or kept for the reuse window.
+    pub entries: u64,
+}

@@ -1,0 +1,132 @@
+use std::{
+    fmt,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tower_service::Service;
+
+use super::{
+    future::ResponseFuture,
+    state::{Join, State},
+    DedupLayer, DedupStats,
+};
+use crate::{
+    error::BoxError,
+    key::{KeyFn, DEFAULT_MAX_KEY_LEN},
+    share::{CloneShare, Share},
+};
+
+/// Coalesces concurrent identical requests into one inner call.
+///
+/// See the [module docs](crate::dedup).
+pub struct Dedup<S, K, P = CloneShare> {
+    inner: S,
+    key: K,
+    share: P,
+    state: Arc<State>,
+}
+
+impl<S, K> Dedup<S, K> {
+    /// Wraps `inner`, keyed by `key`, with its own in-flight map.
+    pub fn new(inner: S, key: K) -> Self {
+        let state = Arc::new(State::new(Duration::ZERO, DEFAULT_MAX_KEY_LEN));
+        Dedup::from_parts(inner, key, CloneShare, state)
+    }
+
+    /// A [`DedupLayer`] keyed by `key`.
+    pub fn layer(key: K) -> DedupLayer<K> {
+        DedupLayer::new(key)
+    }
+}
+
+impl<S, K, P> Dedup<S, K, P> {
+    pub(crate) fn from_parts(inner: S, key: K, share: P, state: Arc<State>) -> Self {
+        Dedup {
+            inner,
+            key,
+            share,
+            state,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The counters of the in-flight map this service shares.
+    pub fn stats(&self) -> DedupStats {
+        self.state.stats()
+    }
+}
+
+impl<S, K, P, Req> Service<Req> for Dedup<S, K, P>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    K: KeyFn<Req>,
+    P: Share<S::Response> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req, P>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let key = match self.key.key(&req) {
+            Some(key) if key.len() <= self.state.max_key_len() => key,
+            _ => return ResponseFuture::passthrough(self.inner.call(req), self.share.clone()),
+        };
+        match self.state.join::<S::Future, P::Shared>(key) {
+            Join::Lead(mut driver) => {
+                // If `call` panics, dropping the driver tells the followers.
+                driver.start(Box::pin(self.inner.call(req)));
+                ResponseFuture::leading(driver, self.share.clone())
+            }
+            Join::Follow(follower) => {
+                // Kept in case the response cannot be shared and this caller
+                // must make its own call.
+                let retry = (self.inner.clone(), req);
+                ResponseFuture::following(follower, retry, self.share.clone())
+            }
+            Join::Reuse(shared) => ResponseFuture::ready(Ok(self.share.unshare(&shared)), self.share.clone()),
+            Join::Bypass => ResponseFuture::passthrough(self.inner.call(req), self.share.clone()),
+        }
+    }
+}
+
+impl<S: Clone, K: Clone, P: Clone> Clone for Dedup<S, K, P> {
+    fn clone(&self) -> Self {
+        Dedup {
+            inner: self.inner.clone(),
+            key: self.key.clone(),
+            share: self.share.clone(),
+            state: self.state.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, K, P> fmt::Debug for Dedup<S, K, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dedup")
+            .field("inner", &self.inner)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,572 @@
+//! The in-flight map behind [`Dedup`](super::Dedup): hand-written
+//! single-flight with baton passing.
+//!
+//! Layout: the map is split into shards, each a `Mutex<HashMap<Key, Slot>>`.
+//! A slot records that a call for its key is running (or, with a reuse window,
+//! has just finished). The first caller of a key is the *driver*: it owns the
+//! boxed inner future and polls it with its own waker. Nothing else is
+//! allocated unless a second caller arrives: that *follower* creates the
+//! [`Flight`] (waiters, outcome, hand-off slot) and parks on it. Followers are
+//! woken exactly once, when the outcome is published, or when they are chosen
+//! to take over the inner future from a driver that was dropped.
+//!
+//! Lock order: shard, then flight. No user code (inner futures, wakers,
+//! clones of responses) runs while either lock is held.
+
+use std::{
+    any::{Any, TypeId},
+    collections::{HashMap, VecDeque},
+    fmt,
+    future::Future,
+    hash::{BuildHasherDefault, Hasher},
+    panic::{catch_unwind, AssertUnwindSafe},
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError,
+    },
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
+
+use slab::Slab;
+use tokio::time::Instant;
+
+use super::{error::Panicked, DedupStats};
+use crate::{error::SharedError, key::Key};
+
+const SHARDS: usize = 16;
+
+/// Uses the key's precomputed hash.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `Key` is hashed here, and it calls `write_u64`.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Map = HashMap<Key, Slot, BuildHasherDefault<KeyHasher>>;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic never happens while our locks are held (no user code runs under
+    // them), but if one did, the data is still consistent: keep going.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The state shared by every service made from one `DedupLayer` value.
+pub(crate) struct State {
+    shards: Box<[Padded]>,
+    window: Duration,
+    max_key_len: usize,
+    cancelled: AtomicU64,
+    handoffs: AtomicU64,
+    panics: AtomicU64,
+}
+
+#[repr(align(64))]
+struct Padded(Mutex<Shard>);
+
+#[derive(Default)]
+struct Shard {
+    map: Map,
+    /// Finished slots kept for the reuse window, in expiry order (the window
+    /// is the same for every slot, so completion order is expiry order).
+    expiry: VecDeque<(Key, u64, Instant)>,
+    next_gen: u64,
+    leaders: u64,
+    coalesced: u64,
+    window_hits: u64,
+}
+
+struct Slot {
+    gen: u64,
+    /// `TypeId` of the `Flight<F, V>` that callers of this slot share; a
+    /// caller of another type (another service behind the same layer) cannot
+    /// join and passes through.
+    flight_type: TypeId,
+    flight: Option<Arc<dyn Any + Send + Sync>>,
+    /// Set once the call finished and its result is kept for reuse.
+    done_until: Option<Instant>,
+}
+
+/// How one call ended, as seen by every follower.
+pub(crate) enum Outcome<V> {
+    Ok(V),
+    Err(SharedError),
+    /// The response could not be shared: followers make their own calls.
+    NotShared,
+}
+
+impl<V: Clone> Clone for Outcome<V> {
+    fn clone(&self) -> Self {
+        match self {
+            Outcome::Ok(v) => Outcome::Ok(v.clone()),
+            Outcome::Err(e) => Outcome::Err(e.clone()),
+            Outcome::NotShared => Outcome::NotShared,
+        }
+    }
+}
+
+/// What a new caller of a key becomes.
+pub(crate) enum Join<F, V> {
+    Lead(Driver<F, V>),
+    Follow(Follower<F, V>),
+    Reuse(V),
+    Bypass,
+}
+
+pub(crate) struct Flight<F, V> {
+    inner: Mutex<FlightInner<F, V>>,
+}
+
+struct FlightInner<F, V> {
+    waiters: Slab<Option<Waker>>,
+    outcome: Option<Outcome<V>>,
+    /// An inner future whose driver was dropped, waiting for `heir`.
+    orphan: Option<Pin<Box<F>>>,
+    heir: Option<usize>,
+}
+
+impl<F, V> Flight<F, V> {
+    fn new() -> Self {
+        Flight {
+            inner: Mutex::new(FlightInner {
+                waiters: Slab::new(),
+                outcome: None,
+                orphan: None,
+                heir: None,
+            }),
+        }
+    }
+
+    /// Stores the outcome and returns the wakers to wake (outside the lock).
+    fn publish(&self, outcome: Outcome<V>) -> Vec<Waker> {
+        let mut inner = lock(&self.inner);
+        inner.outcome = Some(outcome);
+        inner.orphan = None;
+        inner.heir = None;
+        inner.waiters.iter_mut().filter_map(|(_, w)| w.take()).collect()
+    }
+}
+
+fn first_waiter(waiters: &Slab<Option<Waker>>) -> Option<(usize, Option<Waker>)> {
+    waiters.iter().next().map(|(idx, waker)| (idx, waker.clone()))
+}
+
+fn wake_all(wakers: Vec<Waker>) {
+    for waker in wakers {
+        waker.wake();
+    }
+}
+
+impl State {
+    pub(crate) fn new(window: Duration, max_key_len: usize) -> Self {
+        State {
+            shards: (0..SHARDS)
+                .map(|_| Padded(Mutex::default()))
+                .collect(),
+            window,
+            max_key_len,
+            cancelled: AtomicU64::new(0),
+            handoffs: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn window(&self) -> Duration {
+        self.window
+    }
+
+    pub(crate) fn max_key_len(&self) -> usize {
+        self.max_key_len
+    }
+
+    fn shard(&self, key: &Key) -> &Mutex<Shard> {
+        // The low bits pick the hashbrown bucket; use high bits for the shard.
+        &self.shards[(key.hash_value() >> 58) as usize % SHARDS].0
+    }
+
+    /// Registers a caller of `key`.
+    pub(crate) fn join<F, V>(self: &Arc<Self>, key: Key) -> Join<F, V>
+    where
+        F: Send + 'static,
+        V: Clone + Send + 'static,
+    {
+        let flight_type = TypeId::of::<Flight<F, V>>();
+        let mut shard = lock(self.shard(&key));
+        let shard = &mut *shard;
+        if !self.window.is_zero() {
+            shard.purge(Instant::now());
+        }
+        if let Some(slot) = shard.map.get_mut(&key) {
+            if slot.flight_type != flight_type {
+                return Join::Bypass;
+            }
+            let flight = slot
+                .flight
+                .get_or_insert_with(|| Arc::new(Flight::<F, V>::new()))
+                .clone()
+                .downcast::<Flight<F, V>>()
+                .expect("flight type checked above");
+            let gen = slot.gen;
+            let done = slot.done_until.is_some();
+            let mut inner = lock(&flight.inner);
+            if let Some(Outcome::Ok(value)) = &inner.outcome {
+                // Within the reuse window (expired slots were purged above).
+                shard.window_hits += 1;
+                return Join::Reuse(value.clone());
+            }
+            debug_assert!(!done || inner.outcome.is_none());
+            let idx = inner.waiters.insert(None);
+            drop(inner);
+            shard.coalesced += 1;
+            return Join::Follow(Follower {
+                state: self.clone(),
+                flight,
+                idx,
+                key,
+                gen,
+                done: false,
+                downcast: downcast::<F, V>,
+            });
+        }
+        let gen = shard.next_gen;
+        shard.next_gen += 1;
+        shard.leaders += 1;
+        shard.map.insert(
+            key.clone(),
+            Slot {
+                gen,
+                flight_type,
+                flight: None,
+                done_until: None,
+            },
+        );
+        Join::Lead(Driver {
+            state: self.clone(),
+            key,
+            gen,
+            fut: None,
+            done: false,
+            downcast: downcast::<F, V>,
+        })
+    }
+
+    /// Counters, summed over the shards.
+    pub(crate) fn stats(&self) -> DedupStats {
+        let now = (!self.window.is_zero()).then(Instant::now);
+        let mut stats = DedupStats {
+            cancelled: self.cancelled.load(Ordering::Relaxed),
+            handoffs: self.handoffs.load(Ordering::Relaxed),
+            panics: self.panics.load(Ordering::Relaxed),
+            ..DedupStats::default()
+        };
+        for shard in self.shards.iter() {
+            let mut shard = lock(&shard.0);
+            if let Some(now) = now {
+                shard.purge(now);
+            }
+            stats.leaders += shard.leaders;
+            stats.coalesced += shard.coalesced;
+            stats.window_hits += shard.window_hits;
+            stats.entries += shard.map.len() as u64;
+        }
+        stats
+    }
+}
+
+impl Shard {
+    /// Drops reuse entries whose window has passed.
+    fn purge(&mut self, now: Instant) {
+        while let Some((_, _, until)) = self.expiry.front() {
+            if *until > now {
+                break;
+            }
+            let (key, gen, _) = self.expiry.pop_front().expect("front exists");
+            if let Some(slot) = self.map.get(&key) {
+                if slot.gen == gen && slot.done_until.is_some() {
+                    self.map.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn slot(&mut self, key: &Key, gen: u64) -> Option<&mut Slot> {
+        self.map.get_mut(key).filter(|slot| slot.gen == gen)
+    }
+}
+
+/// Owns the inner future of one key and publishes its outcome.
+pub(crate) struct Driver<F, V> {
+    state: Arc<State>,
+    key: Key,
+    gen: u64,
+    fut: Option<Pin<Box<F>>>,
+    done: bool,
+    /// Made where the bounds are known: `Drop` cannot name them.
+    downcast: Downcast<F, V>,
+}
+
+type Downcast<F, V> = fn(Arc<dyn Any + Send + Sync>) -> Option<Arc<Flight<F, V>>>;
+
+fn downcast<F, V>(flight: Arc<dyn Any + Send + Sync>) -> Option<Arc<Flight<F, V>>>
+where
+    F: Send + 'static,
+    V: Send + 'static,
+{
+    flight.downcast().ok()
+}
+
+impl<F, V> Driver<F, V>
+where
+    F: Future + Send + 'static,
+    V: Clone + Send + 'static,
+{
+    pub(crate) fn start(&mut self, fut: Pin<Box<F>>) {
+        self.fut = Some(fut);
+    }
+
+    /// Polls the inner future; a panic in it becomes [`Panicked`].
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<F::Output, Panicked>> {
+        let fut = self.fut.as_mut().expect("driver polled after completion");
+        let out = match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(out)) => Ok(out),
+            Err(payload) => {
+                self.state.panics.fetch_add(1, Ordering::Relaxed);
+                Err(Panicked::from_payload(payload))
+            }
+        };
+        self.fut = None;
+        Poll::Ready(out)
+    }
+
+    /// The fast path: when nobody joined and nothing is kept for reuse, the
+    /// slot is removed and the caller keeps its response unshared. Returns
+    /// `false` when the outcome must be published with [`Driver::finish`].
+    pub(crate) fn finish_alone(&mut self) -> bool {
+        if !self.state.window.is_zero() {
+            return false;
+        }
+        let mut shard = lock(self.state.shard(&self.key));
+        match shard.slot(&self.key, self.gen) {
+            Some(slot) if slot.flight.is_some() => false,
+            Some(_) => {
+                shard.map.remove(&self.key);
+                self.done = true;
+                true
+            }
+            None => {
+                self.done = true;
+                true
+            }
+        }
+    }
+
+    /// Ends the flight and hands `outcome` to every follower.
+    pub(crate) fn finish(&mut self, outcome: Outcome<V>) {
+        self.done = true;
+        let keep = !self.state.window.is_zero() && matches!(outcome, Outcome::Ok(_));
+        let flight = {
+            let mut shard = lock(self.state.shard(&self.key));
+            if keep {
+                let until = Instant::now() + self.state.window;
+                let flight = shard.slot(&self.key, self.gen).map(|slot| {
+                    slot.done_until = Some(until);
+                    slot.flight
+                        .get_or_insert_with(|| Arc::new(Flight::<F, V>::new()))
+                        .clone()
+                });
+                if flight.is_some() {
+                    shard.expiry.push_back((self.key.clone(), self.gen, until));
+                }
+                flight
+            } else {
+                match shard.slot(&self.key, self.gen) {
+                    Some(_) => shard.map.remove(&self.key).and_then(|slot| slot.flight),
+                    None => None,
+                }
+            }
+        };
+        if let Some(flight) = flight {
+            let flight = (self.downcast)(flight).expect("slot type is the driver's");
+            wake_all(flight.publish(outcome));
+        }
+    }
+}
+
+impl<F, V> Drop for Driver<F, V> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut fut = self.fut.take();
+        let started = fut.is_some();
+        let mut wake = Vec::new();
+        {
+            let mut shard = lock(self.state.shard(&self.key));
+            let Some(slot) = shard.slot(&self.key, self.gen) else {
+                return;
+            };
+            let flight = slot.flight.clone();
+            let mut remove = true;
+            if let Some(flight) = flight {
+                if let Some(flight) = (self.downcast)(flight) {
+                    let mut inner = lock(&flight.inner);
+                    if !started {
+                        // `Service::call` panicked before the future existed.
+                        self.state.panics.fetch_add(1, Ordering::Relaxed);
+                        inner.outcome = Some(Outcome::Err(SharedError::new(Panicked::in_call())));
+                        wake.extend(inner.waiters.iter_mut().filter_map(|(_, w)| w.take()));
+                    } else if let Some((heir, waker)) = first_waiter(&inner.waiters) {
+                        // Baton passing: the first waiter takes over the call.
+                        inner.heir = Some(heir);
+                        inner.orphan = fut.take();
+                        wake.extend(waker);
+                        remove = false;
+                        self.state.handoffs.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            if remove {
+                shard.map.remove(&self.key);
+                if started {
+                    self.state.cancelled.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        wake_all(wake);
+        // Dropped outside the locks: it is user code.
+        drop(fut);
+    }
+}
+
+/// A caller parked on another caller's flight.
+pub(crate) struct Follower<F, V> {
+    state: Arc<State>,
+    flight: Arc<Flight<F, V>>,
+    idx: usize,
+    key: Key,
+    gen: u64,
+    done: bool,
+    downcast: Downcast<F, V>,
+}
+
+/// What a follower got when it was woken.
+pub(crate) enum Woken<F, V> {
+    Outcome(Outcome<V>),
+    /// The driver was dropped; this follower now drives the call.
+    Promoted(Driver<F, V>),
+}
+
+impl<F, V> Follower<F, V>
+where
+    V: Clone,
+{
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Woken<F, V>> {
+        let mut inner = lock(&self.flight.inner);
+        if let Some(outcome) = &inner.outcome {
+            let outcome = outcome.clone();
+            inner.waiters.remove(self.idx);
+            self.done = true;
+            return Poll::Ready(Woken::Outcome(outcome));
+        }
+        if inner.heir == Some(self.idx) {
+            if let Some(fut) = inner.orphan.take() {
+                inner.heir = None;
+                inner.waiters.remove(self.idx);
+                self.done = true;
+                return Poll::Ready(Woken::Promoted(Driver {
+                    state: self.state.clone(),
+                    key: self.key.clone(),
+                    gen: self.gen,
+                    fut: Some(fut),
+                    done: false,
+                    downcast: self.downcast,
+                }));
+            }
+        }
+        let slot = &mut inner.waiters[self.idx];
+        match slot {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl<F, V> Drop for Follower<F, V> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.state.cancelled.fetch_add(1, Ordering::Relaxed);
+        let mut wake = None;
+        let mut abandoned = None;
+        {
+            let mut shard = lock(self.state.shard(&self.key));
+            let mut inner = lock(&self.flight.inner);
+            inner.waiters.remove(self.idx);
+            if inner.heir == Some(self.idx) {
+                inner.heir = None;
+                if inner.orphan.is_some() {
+                    if let Some((next, waker)) = first_waiter(&inner.waiters) {
+                        inner.heir = Some(next);
+                        wake = waker;
+                    } else {
+                        // Nobody is left to want the result: drop the call.
+                        abandoned = inner.orphan.take();
+                        drop(inner);
+                        if shard.slot(&self.key, self.gen).is_some() {
+                            shard.map.remove(&self.key);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(waker) = wake {
+            waker.wake();
+        }
+        drop(abandoned);
+    }
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("State")
+            .field("window", &self.window)
+            .field("max_key_len", &self.max_key_len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, V> fmt::Debug for Driver<F, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver")
+            .field("key", &self.key)
+            .field("gen", &self.gen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, V> fmt::Debug for Follower<F, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Follower")
+            .field("key", &self.key)
+            .field("gen", &self.gen)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,93 @@
+//! Errors shared by every layer.
+//!
+//! Layers follow tower's convention: they return [`BoxError`], and each
+//! failure mode they add is its own small error type that callers find by
+//! downcasting. When one result is handed to many callers (dedup, cache,
+//! registry), the error is shared behind an `Arc` as a [`SharedError`];
+//! [`find`] looks through that wrapper and the `source()` chain, so callers
+//! need not care whether their error was shared.
+
+use std::{error::Error, fmt, sync::Arc};
+
+/// A type-erased error, as used throughout tower.
+pub type BoxError = Box<dyn Error + Send + Sync>;
+
+/// One error handed to many callers.
+///
+/// Cloning is cheap (an `Arc`). `Display` and `source()` are those of the
+/// wrapped error, so the wrapper is transparent in logs.
+#[derive(Clone)]
+pub struct SharedError {
+    inner: Arc<dyn Error + Send + Sync>,
+}
+
+impl SharedError {
+    /// Wraps `err` to be shared.
+    pub fn new(err: impl Into<BoxError>) -> Self {
+        let err: BoxError = err.into();
+        SharedError {
+            inner: Arc::from(err),
+        }
+    }
+
+    /// The shared error.
+    pub fn get_ref(&self) -> &(dyn Error + Send + Sync + 'static) {
+        &*self.inner
+    }
+
+    /// Whether two handles share the same error value.
+    pub fn ptr_eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl fmt::Debug for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SharedError").field(&self.inner).finish()
+    }
+}
+
+impl fmt::Display for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.inner, f)
+    }
+}
+
+impl Error for SharedError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.inner.source()
+    }
+}
+
+/// Finds an error of type `T` in `err`, looking inside [`SharedError`]s and
+/// along the `source()` chain.
+///
+/// ```
+/// use herdsman::error::{find, BoxError, SharedError};
+/// use std::fmt;
+///
+/// #[derive(Debug)]
+/// struct Upstream;
+/// impl fmt::Display for Upstream {
+///     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str("upstream failed") }
+/// }
+/// impl std::error::Error for Upstream {}
+///
+/// let err: BoxError = Box::new(SharedError::new(Upstream));
+/// assert!(find::<Upstream>(&*err).is_some());
+/// ```
+pub fn find<'a, T: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'a T> {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        if let Some(shared) = err.downcast_ref::<SharedError>() {
+            if let Some(found) = find::<T>(shared.get_ref()) {
+                return Some(found);
+            }
+        }
+        next = err.source();
+    }
+    None
+}

@@ -1,0 +1,219 @@
+use std::sync::Arc;
+
+use http::{header, HeaderName, Method, Request};
+
+use crate::key::{Key, KeyFn};
+
+/// The default key of an HTTP request.
+///
+/// Only `GET` and `HEAD` requests get a key; others pass through. The key is
+/// made of:
+///
+/// - the method;
+/// - the authority (from the URI, or else the `Host` header);
+/// - the path and query, as sent;
+/// - the values of each header named with [`vary`](HttpKey::vary), in order;
+/// - unless the endpoint is [`public`](HttpKey::public), the full values of
+///   `Authorization`, `Proxy-Authorization` and `Cookie` (the *auth
+///   partition*), so that users never share responses. They are redacted from
+///   the key's `Debug` output.
+///
+/// ```
+/// use herdsman::{http::HttpKey, key::KeyFn};
+/// use http::Request;
+///
+/// let key = HttpKey::new().vary(http::header::ACCEPT_LANGUAGE);
+/// let alice = Request::get("http://api/users?page=1")
+///     .header("authorization", "Bearer alice")
+///     .body(())
+///     .unwrap();
+/// let bob = Request::get("http://api/users?page=1")
+///     .header("authorization", "Bearer bob")
+///     .body(())
+///     .unwrap();
+/// assert_ne!(key.key(&alice), key.key(&bob));
+///
+/// let post = Request::post("http://api/users").body(()).unwrap();
+/// assert_eq!(key.key(&post), None);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct HttpKey {
+    vary: Arc<[HeaderName]>,
+    public: bool,
+}
+
+const AUTH_HEADERS: [HeaderName; 3] = [
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+    header::COOKIE,
+];
+
+impl HttpKey {
+    /// Keys `GET` and `HEAD` requests, partitioned by credentials.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a header the response varies on: requests with different values
+    /// of it get different keys.
+    pub fn vary(mut self, name: HeaderName) -> Self {
+        let mut vary = self.vary.to_vec();
+        if !vary.contains(&name) {
+            vary.push(name);
+        }
+        self.vary = vary.into();
+        self
+    }
+
+    /// Declares the endpoint public: its responses do not depend on who asks,
+    /// so requests with different credentials share them.
+    ///
+    /// Only declare endpoints public whose responses carry no per-user data.
+    pub fn public(mut self) -> Self {
+        self.public = true;
+        self
+    }
+}
+
+impl<B> KeyFn<Request<B>> for HttpKey {
+    fn key(&self, req: &Request<B>) -> Option<Key> {
+        let method = req.method();
+        if method != Method::GET && method != Method::HEAD {
+            return None;
+        }
+        let mut key = Key::builder();
+        key.push(method.as_str().as_bytes());
+        match req.uri().authority() {
+            Some(authority) => key.push(authority.as_str().as_bytes()),
+            None => key.push(
+                req.headers()
+                    .get(header::HOST)
+                    .map_or(&b""[..], |host| host.as_bytes()),
+            ),
+        }
+        key.push(
+            req.uri()
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .as_bytes(),
+        );
+        for name in self.vary.iter() {
+            push_header(&mut key, req, name);
+        }
+        if !self.public {
+            key.mark_private();
+            for name in &AUTH_HEADERS {
+                push_header(&mut key, req, name);
+            }
+        }
+        Some(key.build())
+    }
+}
+
+fn push_header<B>(key: &mut crate::key::KeyBuilder, req: &Request<B>, name: &HeaderName) {
+    let values = req.headers().get_all(name);
+    let count = values.iter().count() as u32;
+    key.push(name.as_str().as_bytes());
+    key.push(&count.to_be_bytes());
+    for value in values {
+        key.push(value.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(uri: &str) -> http::request::Builder {
+        Request::get(uri)
+    }
+
+    fn key(k: &HttpKey, req: http::request::Builder) -> Option<Key> {
+        k.key(&req.body(()).unwrap())
+    }
+
+    #[test]
+    fn only_get_and_head_are_keyed() {
+        let k = HttpKey::new();
+        assert!(key(&k, get("/a")).is_some());
+        assert!(key(&k, Request::head("/a")).is_some());
+        for m in ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+            assert!(key(&k, Request::builder().method(m).uri("/a")).is_none(), "{m}");
+        }
+    }
+
+    #[test]
+    fn method_authority_path_and_query_all_count() {
+        let k = HttpKey::new();
+        let base = key(&k, get("http://a/x?q=1"));
+        assert_eq!(base, key(&k, get("http://a/x?q=1")));
+        assert_ne!(base, key(&k, Request::head("http://a/x?q=1")));
+        assert_ne!(base, key(&k, get("http://b/x?q=1")));
+        assert_ne!(base, key(&k, get("http://a/y?q=1")));
+        assert_ne!(base, key(&k, get("http://a/x?q=2")));
+    }
+
+    #[test]
+    fn host_header_stands_in_for_a_missing_authority() {
+        let k = HttpKey::new();
+        assert_ne!(
+            key(&k, get("/x").header("host", "a")),
+            key(&k, get("/x").header("host", "b"))
+        );
+        assert_eq!(key(&k, get("http://a/x")), key(&k, get("http://a/x").header("host", "b")));
+    }
+
+    #[test]
+    fn credentials_partition_keys_unless_public() {
+        let k = HttpKey::new();
+        let alice = get("/me").header("authorization", "Bearer alice");
+        let bob = get("/me").header("authorization", "Bearer bob");
+        assert_ne!(key(&k, alice), key(&k, bob));
+        assert_ne!(
+            key(&k, get("/me").header("cookie", "sid=1")),
+            key(&k, get("/me").header("cookie", "sid=2"))
+        );
+        assert_ne!(key(&k, get("/me")), key(&k, get("/me").header("cookie", "sid=1")));
+
+        let public = HttpKey::new().public();
+        assert_eq!(
+            key(&public, get("/me").header("authorization", "Bearer alice")),
+            key(&public, get("/me").header("authorization", "Bearer bob"))
+        );
+    }
+
+    #[test]
+    fn credentials_cannot_be_smuggled_between_headers() {
+        let k = HttpKey::new();
+        assert_ne!(
+            key(&k, get("/me").header("authorization", "x")),
+            key(&k, get("/me").header("cookie", "x"))
+        );
+    }
+
+    #[test]
+    fn varied_headers_count_and_others_do_not() {
+        let k = HttpKey::new().vary(header::ACCEPT_LANGUAGE);
+        assert_ne!(
+            key(&k, get("/a").header("accept-language", "en")),
+            key(&k, get("/a").header("accept-language", "fr"))
+        );
+        assert_eq!(
+            key(&k, get("/a").header("user-agent", "x")),
+            key(&k, get("/a").header("user-agent", "y"))
+        );
+        assert_ne!(
+            key(&k, get("/a").header("accept-language", "en").header("accept-language", "fr")),
+            key(&k, get("/a").header("accept-language", "en"))
+        );
+    }
+
+    #[test]
+    fn credentials_are_redacted_from_debug() {
+        let k = HttpKey::new();
+        let key = key(&k, get("http://a/me").header("authorization", "Bearer hunter2")).unwrap();
+        let shown = format!("{key:?}");
+        assert!(shown.contains("/me"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}

@@ -1,0 +1,60 @@
+//! HTTP adapter: keys, buffering and sharing for `http` requests and responses.
+//!
+//! Coordinating layers hand one response to many callers, so the response must
+//! be cheap to clone. An `http::Response<B>` is not: its body is a stream.
+//! This module provides the three pieces that make HTTP services coordinate:
+//!
+//! - [`HttpKey`]: the default [`KeyFn`](crate::key::KeyFn) for
+//!   `http::Request`. Only `GET` and `HEAD` are coordinated. The key is the
+//!   method, authority, path and query, the values of the headers the endpoint
+//!   varies on, and an **auth partition** (the full `Authorization` and
+//!   `Cookie` values) unless the endpoint is declared public: one user's
+//!   response is never handed to another user.
+//! - [`BufferLayer`]: placed *below* the coordinating layer, it reads the
+//!   response body of a `GET`/`HEAD` into [`Bytes`](bytes::Bytes), up to a
+//!   limit (default 1 MiB). A larger body, an event stream, or a body whose
+//!   `Content-Length` is over the limit is streamed to its own caller,
+//!   uncoordinated: never failed, never truncated.
+//! - [`HttpShare`]: the [`Share`](crate::share::Share) policy for the
+//!   buffered responses. It refuses to share a streamed body or a response
+//!   carrying `Set-Cookie`; the other callers then make their own calls.
+//!
+//! Responses come out as `Response<HttpBody<B>>`, where [`HttpBody`] is an
+//! [`http_body::Body`] with `Bytes` data and `B`'s error type. axum accepts it
+//! as a response directly.
+//!
+//! # Examples
+//!
+//! Around a hyper-util client (the same stack works around an axum `Router`):
+//!
+//! ```
+//! use herdsman::{dedup::DedupLayer, http::{BufferLayer, HttpKey, HttpShare}};
+//! use tower::ServiceBuilder;
+//! # fn client() -> tower::util::BoxCloneService<http::Request<String>, http::Response<String>, std::convert::Infallible> {
+//! #     tower::util::BoxCloneService::new(tower::service_fn(|_| async { Ok(http::Response::new(String::new())) }))
+//! # }
+//!
+//! let client = ServiceBuilder::new()
+//!     .layer(DedupLayer::new(HttpKey::new()).with_share(HttpShare))
+//!     .layer(BufferLayer::new())
+//!     .service(client());
+//! # let _ = client;
+//! ```
+//!
+//! # Trade-offs
+//!
+//! A coordinated response is delivered once it has been read whole (up to the
+//! limit): the first byte reaches the caller later than it would uncoordinated.
+//! Responses to `text/event-stream` requests are never buffered.
+
+mod body;
+mod buffer;
+mod key;
+mod share;
+
+pub use self::{
+    body::{HttpBody, SharedBody},
+    buffer::{Buffer, BufferLayer, ResponseFuture, DEFAULT_BODY_LIMIT},
+    key::HttpKey,
+    share::HttpShare,
+};

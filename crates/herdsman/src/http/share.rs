@@ -1,0 +1,37 @@
+use http::{header, Response};
+
+use super::{HttpBody, SharedBody};
+use crate::share::Share;
+
+/// Shares buffered HTTP responses (see [`BufferLayer`](super::BufferLayer)).
+///
+/// A response is shared when its body was buffered whole. It is given to its
+/// own caller only, and the other callers make their own calls, when:
+///
+/// - its body is streaming (over the buffer limit, or an event stream);
+/// - it carries `Set-Cookie`: cookies are set for one client, never for
+///   everyone who asked at the same time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpShare;
+
+impl<B> Share<Response<HttpBody<B>>> for HttpShare {
+    type Shared = Response<SharedBody>;
+
+    fn share(&self, response: Response<HttpBody<B>>) -> Result<Self::Shared, Response<HttpBody<B>>> {
+        if !response.body().is_buffered() || response.headers().contains_key(header::SET_COOKIE) {
+            return Err(response);
+        }
+        let (parts, mut body) = response.into_parts();
+        let shared = body.take_buffered().expect("checked buffered above");
+        Ok(Response::from_parts(parts, shared))
+    }
+
+    fn unshare(&self, shared: &Self::Shared) -> Response<HttpBody<B>> {
+        let mut response = Response::new(shared.body().to_body());
+        *response.status_mut() = shared.status();
+        *response.version_mut() = shared.version();
+        *response.headers_mut() = shared.headers().clone();
+        *response.extensions_mut() = shared.extensions().clone();
+        response
+    }
+}

@@ -1,0 +1,337 @@
+//! Keys: what makes two requests "the same".
+//!
+//! Every coordinating layer asks a [`KeyFn`] for the [`Key`] of a request.
+//! Requests with equal keys are coordinated (coalesced, cached, polled once);
+//! a request whose key function answers `None` passes through untouched.
+//!
+//! Keys compare by their **full value**. The hash is only used to find the
+//! bucket: two different keys whose hashes collide stay two different keys,
+//! so a collision can never hand one caller another caller's response.
+//!
+//! # Examples
+//!
+//! ```
+//! use herdsman::key::{Key, KeyFn};
+//!
+//! // Any `Fn(&Req) -> Option<Key>` is a key function.
+//! let by_path = |req: &String| -> Option<Key> {
+//!     req.starts_with("/api/").then(|| Key::from(req.as_str()))
+//! };
+//! assert_eq!(by_path.key(&"/api/users".to_string()), Some(Key::from("/api/users")));
+//! assert_eq!(by_path.key(&"/health".to_string()), None);
+//! ```
+
+use std::{
+    fmt,
+    hash::{BuildHasher, Hash, Hasher},
+    sync::{Arc, OnceLock},
+};
+
+/// Keys longer than this many bytes pass through uncoordinated unless a layer
+/// is configured otherwise (8 KiB).
+pub const DEFAULT_MAX_KEY_LEN: usize = 8 * 1024;
+
+/// Keys up to this length are stored inline, without an allocation.
+const INLINE_CAP: usize = 38;
+
+/// Maps a request to the [`Key`] it is coordinated under.
+///
+/// `None` means "do not coordinate this request": it passes through the layer
+/// as if the layer were not there. Implemented for every
+/// `Fn(&Req) -> Option<Key>`; [`HttpKey`](crate::http::HttpKey) is the default
+/// for HTTP requests.
+pub trait KeyFn<Req> {
+    /// The key of `req`, or `None` to let it pass through uncoordinated.
+    fn key(&self, req: &Req) -> Option<Key>;
+}
+
+impl<Req, F> KeyFn<Req> for F
+where
+    F: Fn(&Req) -> Option<Key>,
+{
+    fn key(&self, req: &Req) -> Option<Key> {
+        self(req)
+    }
+}
+
+/// The identity of a coordinated request.
+///
+/// A key is an immutable byte string with a precomputed hash. Short keys
+/// (up to 38 bytes) are stored inline; longer ones are shared behind an `Arc`,
+/// so cloning a key never copies a long value.
+///
+/// `Debug` shows only the *public* part of a key: the part after
+/// [`KeyBuilder::private`] (credentials, cookies) is redacted, so keys can be
+/// logged safely.
+#[derive(Clone)]
+pub struct Key {
+    repr: Repr,
+    hash: u64,
+    /// Bytes from the start that may be shown in logs.
+    public_len: u32,
+}
+
+#[derive(Clone)]
+enum Repr {
+    Inline { len: u8, buf: [u8; INLINE_CAP] },
+    Heap(Arc<[u8]>),
+}
+
+fn hasher() -> &'static std::collections::hash_map::RandomState {
+    // Seeded once per process at random: an attacker who controls URLs
+    // cannot precompute colliding keys to slow the maps down.
+    static STATE: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    STATE.get_or_init(Default::default)
+}
+
+impl Key {
+    /// A key holding a copy of `bytes`.
+    pub fn new(bytes: impl AsRef<[u8]>) -> Self {
+        let bytes = bytes.as_ref();
+        Self::with_public_len(bytes, bytes.len())
+    }
+
+    /// Starts a key made of several parts; see [`KeyBuilder`].
+    pub fn builder() -> KeyBuilder {
+        KeyBuilder::default()
+    }
+
+    fn with_public_len(bytes: &[u8], public_len: usize) -> Self {
+        let hash = hasher().hash_one(bytes);
+        let repr = if bytes.len() <= INLINE_CAP {
+            let mut buf = [0; INLINE_CAP];
+            buf[..bytes.len()].copy_from_slice(bytes);
+            Repr::Inline {
+                len: bytes.len() as u8,
+                buf,
+            }
+        } else {
+            Repr::Heap(Arc::from(bytes))
+        };
+        Key {
+            repr,
+            hash,
+            public_len: public_len.min(u32::MAX as usize) as u32,
+        }
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.repr {
+            Repr::Inline { len, buf } => &buf[..*len as usize],
+            Repr::Heap(bytes) => bytes,
+        }
+    }
+
+    /// The key's length in bytes.
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    /// Whether the key is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The precomputed hash (seeded per process; not stable across runs).
+    pub fn hash_value(&self) -> u64 {
+        self.hash
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        // The hash is a shortcut for inequality only; equality is decided by
+        // the full value.
+        self.hash == other.hash && self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bytes = self.as_bytes();
+        let public = &bytes[..(self.public_len as usize).min(bytes.len())];
+        write!(f, "Key(\"{}\"", public.escape_ascii())?;
+        let private = bytes.len() - public.len();
+        if private > 0 {
+            write!(f, " + {private} private bytes")?;
+        }
+        f.write_str(")")
+    }
+}
+
+impl From<&str> for Key {
+    fn from(s: &str) -> Self {
+        Key::new(s)
+    }
+}
+
+impl From<String> for Key {
+    fn from(s: String) -> Self {
+        Key::new(s)
+    }
+}
+
+impl From<&[u8]> for Key {
+    fn from(bytes: &[u8]) -> Self {
+        Key::new(bytes)
+    }
+}
+
+impl From<Vec<u8>> for Key {
+    fn from(bytes: Vec<u8>) -> Self {
+        Key::new(bytes)
+    }
+}
+
+impl From<u64> for Key {
+    fn from(n: u64) -> Self {
+        Key::new(n.to_be_bytes())
+    }
+}
+
+/// Builds a [`Key`] from several parts without ambiguity.
+///
+/// Each part is escaped and terminated, so `["ab", "c"]` and `["a", "bc"]`
+/// give different keys. Parts pushed after [`private`](KeyBuilder::private)
+/// are part of the key's identity but are redacted from its `Debug` output.
+///
+/// ```
+/// use herdsman::key::Key;
+///
+/// let a = Key::builder().part("ab").part("c").build();
+/// let b = Key::builder().part("a").part("bc").build();
+/// assert_ne!(a, b);
+///
+/// let k = Key::builder().part("GET").private().part("Bearer secret").build();
+/// assert!(!format!("{k:?}").contains("secret"));
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct KeyBuilder {
+    buf: Vec<u8>,
+    public_len: Option<usize>,
+}
+
+impl KeyBuilder {
+    /// Appends one part.
+    pub fn part(mut self, part: impl AsRef<[u8]>) -> Self {
+        self.push(part.as_ref());
+        self
+    }
+
+    /// Appends one part in place.
+    pub fn push(&mut self, part: &[u8]) {
+        if part.iter().all(|&b| b > 1) {
+            self.buf.extend_from_slice(part);
+        } else {
+            for &b in part {
+                match b {
+                    0 => self.buf.extend_from_slice(&[1, 2]),
+                    1 => self.buf.extend_from_slice(&[1, 1]),
+                    b => self.buf.push(b),
+                }
+            }
+        }
+        self.buf.push(0);
+    }
+
+    /// Marks the rest of the key as private (redacted in `Debug`).
+    pub fn private(mut self) -> Self {
+        self.mark_private();
+        self
+    }
+
+    /// Marks the rest of the key as private, in place.
+    pub fn mark_private(&mut self) {
+        self.public_len.get_or_insert(self.buf.len());
+    }
+
+    /// The number of bytes the key will have.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether no part has been pushed.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Finishes the key.
+    pub fn build(self) -> Key {
+        let public_len = self.public_len.unwrap_or(self.buf.len());
+        match self.buf.len() {
+            n if n <= INLINE_CAP => Key::with_public_len(&self.buf, public_len),
+            _ => {
+                let hash = hasher().hash_one(&self.buf[..]);
+                Key {
+                    repr: Repr::Heap(Arc::from(self.buf)),
+                    hash,
+                    public_len: public_len.min(u32::MAX as usize) as u32,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_compare_by_full_value_not_by_hash() {
+        let a = Key::new("a");
+        let mut forged = Key::new("b");
+        forged.hash = a.hash;
+        assert_ne!(a, forged);
+    }
+
+    #[test]
+    fn short_and_long_keys_round_trip() {
+        for len in [0, 1, INLINE_CAP, INLINE_CAP + 1, 10_000] {
+            let bytes = vec![7u8; len];
+            let key = Key::new(&bytes);
+            assert_eq!(key.as_bytes(), &bytes[..]);
+            assert_eq!(key.len(), len);
+            assert_eq!(key.clone(), key);
+        }
+    }
+
+    #[test]
+    fn builder_matches_new_for_the_same_bytes() {
+        let built = Key::builder().part("abc").build();
+        assert_eq!(built, Key::new(b"abc\0"));
+        let long = Key::builder().part("x".repeat(100)).build();
+        assert_eq!(long.len(), 101);
+    }
+
+    #[test]
+    fn builder_escapes_separators() {
+        let a = Key::builder().part([0u8]).part("").build();
+        let b = Key::builder().part("").part([0u8]).build();
+        assert_ne!(a, b);
+        let c = Key::builder().part([1u8, 2]).build();
+        let d = Key::builder().part([0u8]).build();
+        assert_ne!(c, d);
+    }
+
+    #[test]
+    fn debug_redacts_private_parts() {
+        let key = Key::builder()
+            .part("GET")
+            .private()
+            .part("Bearer hunter2")
+            .build();
+        let shown = format!("{key:?}");
+        assert!(shown.contains("GET"));
+        assert!(!shown.contains("hunter2"));
+        assert!(shown.contains("private bytes"));
+    }
+}

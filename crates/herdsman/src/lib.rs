@@ -1,0 +1,39 @@
+//! herdsman: Tower middleware that turns N identical callers into one
+//! upstream call.
+//!
+//! Each layer is its own [`tower_layer::Layer`] and works alone:
+//!
+//! - [`dedup`]: single-flight; concurrent identical requests share one call.
+//!
+//! Shared concepts live here once: [`key`] (what makes two requests the
+//! same), [`share`] (how one response reaches many callers), [`http`] (keys,
+//! buffering and sharing for `http::Request`/`http::Response`), and [`error`].
+//!
+//! See `docs/ARCHITECTURE.md` in the repository for the whole stack.
+
+pub mod dedup;
+pub mod error;
+pub mod http;
+pub mod key;
+pub mod share;
+
+pub use crate::{
+    dedup::{Dedup, DedupLayer},
+    error::{BoxError, SharedError},
+    key::{Key, KeyFn},
+};
+
+#[cfg(test)]
+mod send_sync {
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        assert_send_sync::<crate::Key>();
+        assert_send_sync::<crate::SharedError>();
+        assert_send_sync::<crate::DedupLayer<crate::http::HttpKey, crate::http::HttpShare>>();
+        assert_send_sync::<crate::http::HttpKey>();
+        assert_send_sync::<crate::http::BufferLayer>();
+        assert_send_sync::<crate::dedup::Panicked>();
+    }
+}

@@ -1,0 +1,1 @@
+//! End-to-end tests for herdsman live in `tests/tests/`.
