@@ -41,15 +41,16 @@
 //!
 //! ```
 //! use herdsman::{dedup::DedupLayer, key::Key};
-//! use std::convert::Infallible;
+//! use std::{convert::Infallible, time::Duration};
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //!
-//! # #[tokio::main(flavor = "current_thread")]
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
 //! let layer = DedupLayer::new(|name: &String| Some(Key::from(name.as_str())));
 //! let svc = ServiceBuilder::new()
 //!     .layer(layer.clone())
 //!     .service(service_fn(|name: String| async move {
+//!         tokio::time::sleep(Duration::from_millis(50)).await; // a slow upstream
 //!         Ok::<_, Infallible>(format!("hello, {name}"))
 //!     }));
 //!
@@ -90,9 +91,11 @@ pub struct DedupStats {
     pub coalesced: u64,
     /// Callers served from the reuse window.
     pub window_hits: u64,
-    /// Callers that dropped their future before it finished (and calls dropped
-    /// because nobody was left to want them).
+    /// Callers (drivers or followers) that dropped their future before it
+    /// finished.
     pub cancelled: u64,
+    /// Inner calls dropped unfinished because no caller was left to want them.
+    pub abandoned: u64,
     /// Times a dropped driver handed its call to a follower.
     pub handoffs: u64,
     /// Inner calls that panicked.

@@ -72,6 +72,7 @@ pub(crate) struct State {
     window: Duration,
     max_key_len: usize,
     cancelled: AtomicU64,
+    abandoned: AtomicU64,
     handoffs: AtomicU64,
     panics: AtomicU64,
 }
@@ -181,6 +182,7 @@ impl State {
             window,
             max_key_len,
             cancelled: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
             handoffs: AtomicU64::new(0),
             panics: AtomicU64::new(0),
         }
@@ -270,6 +272,7 @@ impl State {
         let now = (!self.window.is_zero()).then(Instant::now);
         let mut stats = DedupStats {
             cancelled: self.cancelled.load(Ordering::Relaxed),
+            abandoned: self.abandoned.load(Ordering::Relaxed),
             handoffs: self.handoffs.load(Ordering::Relaxed),
             panics: self.panics.load(Ordering::Relaxed),
             ..DedupStats::default()
@@ -441,10 +444,13 @@ impl<F, V> Drop for Driver<F, V> {
                     }
                 }
             }
+            if started {
+                self.state.cancelled.fetch_add(1, Ordering::Relaxed);
+            }
             if remove {
                 shard.map.remove(&self.key);
                 if started {
-                    self.state.cancelled.fetch_add(1, Ordering::Relaxed);
+                    self.state.abandoned.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -529,6 +535,7 @@ impl<F, V> Drop for Follower<F, V> {
                     } else {
                         // Nobody is left to want the result: drop the call.
                         abandoned = inner.orphan.take();
+                        self.state.abandoned.fetch_add(1, Ordering::Relaxed);
                         drop(inner);
                         if shard.slot(&self.key, self.gen).is_some() {
                             shard.map.remove(&self.key);
