@@ -16,6 +16,7 @@ pub mod error;
 pub mod http;
 pub mod key;
 pub mod share;
+mod sync;
 
 pub use crate::{
     dedup::{Dedup, DedupLayer},

@@ -23,7 +23,7 @@ use std::{
     pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex, MutexGuard, PoisonError,
+        Arc, PoisonError,
     },
     task::{Context, Poll, Waker},
     time::Duration,
@@ -33,7 +33,11 @@ use slab::Slab;
 use tokio::time::Instant;
 
 use super::{error::Panicked, DedupStats};
-use crate::{error::SharedError, key::Key};
+use crate::{
+    error::SharedError,
+    key::Key,
+    sync::{Mutex, MutexGuard},
+};
 
 const SHARDS: usize = 16;
 
@@ -177,7 +181,7 @@ impl State {
     pub(crate) fn new(window: Duration, max_key_len: usize) -> Self {
         State {
             shards: (0..SHARDS)
-                .map(|_| Padded(Mutex::default()))
+                .map(|_| Padded(Mutex::new(Shard::default())))
                 .collect(),
             window,
             max_key_len,

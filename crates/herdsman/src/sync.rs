@@ -1,0 +1,7 @@
+//! Synchronization primitives, swapped for loom's models under
+//! `--cfg herdsman_loom` so that `tests/loom.rs` can check every interleaving.
+
+#[cfg(herdsman_loom)]
+pub(crate) use loom::sync::{Mutex, MutexGuard};
+#[cfg(not(herdsman_loom))]
+pub(crate) use std::sync::{Mutex, MutexGuard};
