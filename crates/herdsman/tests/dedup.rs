@@ -230,7 +230,10 @@ async fn a_cancelled_driver_hands_the_call_to_a_follower() {
     }
     assert_eq!(upstream.calls(), 1);
     let stats = layer.stats();
-    assert_eq!((stats.handoffs, stats.cancelled, stats.abandoned), (1, 1, 0));
+    assert_eq!(
+        (stats.handoffs, stats.cancelled, stats.abandoned),
+        (1, 1, 0)
+    );
     assert_eq!(stats.entries, 0);
 }
 
@@ -284,13 +287,20 @@ async fn the_inner_call_is_dropped_when_the_last_waiter_leaves() {
     settle().await;
     driver.abort();
     settle().await;
-    assert_eq!(dropped.load(Ordering::SeqCst), 0, "the follower still wants it");
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        0,
+        "the follower still wants it"
+    );
     follower.abort();
     settle().await;
     assert_eq!(dropped.load(Ordering::SeqCst), 1);
     assert_eq!(layer.stats().entries, 0);
     let stats = layer.stats();
-    assert_eq!((stats.cancelled, stats.handoffs, stats.abandoned), (2, 1, 1));
+    assert_eq!(
+        (stats.cancelled, stats.handoffs, stats.abandoned),
+        (2, 1, 1)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -338,7 +348,7 @@ async fn a_panic_in_call_leaves_the_key_usable() {
         }));
 
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _ = svc.call("a");
+        drop(svc.call("a"));
     }));
     assert!(panicked.is_err());
     assert_eq!(layer.stats().entries, 0);
@@ -432,7 +442,10 @@ async fn requests_without_a_key_or_with_a_long_key_pass_through() {
     let layer = dedup_layer();
     let svc = stack(&layer, &upstream);
     let (a, b) = tokio::join!(svc.clone().oneshot("skip"), svc.clone().oneshot("skip"));
-    assert_eq!((a.unwrap().as_str(), b.unwrap().as_str()), ("skip#1", "skip#2"));
+    assert_eq!(
+        (a.unwrap().as_str(), b.unwrap().as_str()),
+        ("skip#1", "skip#2")
+    );
 
     let capped = DedupLayer::new(key_of as fn(&Req) -> Option<Key>).with_max_key_len(3);
     let svc = stack(&capped, &upstream);
@@ -485,7 +498,9 @@ async fn followers_make_their_own_call_when_a_response_cannot_be_shared() {
 
     let first = tokio::spawn(svc.clone().oneshot("a"));
     settle().await;
-    let others: Vec<_> = (0..3).map(|_| tokio::spawn(svc.clone().oneshot("a"))).collect();
+    let others: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(svc.clone().oneshot("a")))
+        .collect();
     settle().await;
     gate.notify_one();
     // Call 1 is odd: it goes to its own caller, the three others call again.

@@ -124,7 +124,11 @@ fn op() -> impl Strategy<Value = Op> {
 fn check(caller_key: u8, result: Result<(u8, usize), BoxError>) -> Result<(), TestCaseError> {
     match result {
         Ok((key, _)) => prop_assert_eq!(key, caller_key, "a caller got another key's response"),
-        Err(err) => prop_assert!(find::<Panicked>(&*err).is_some(), "unexpected error: {}", err),
+        Err(err) => prop_assert!(
+            find::<Panicked>(&*err).is_some(),
+            "unexpected error: {}",
+            err
+        ),
     }
     Ok(())
 }
@@ -213,7 +217,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             .filter(|(_, c)| c.woken.0.load(Ordering::SeqCst))
             .map(|(id, _)| *id)
             .collect();
-        prop_assert!(!woken.is_empty(), "{} callers hang: nothing woke them", callers.len());
+        prop_assert!(
+            !woken.is_empty(),
+            "{} callers hang: nothing woke them",
+            callers.len()
+        );
         for id in woken {
             if let Poll::Ready(result) = poll(callers.get_mut(&id).unwrap()) {
                 let caller = callers.remove(&id).unwrap();
@@ -227,7 +235,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     prop_assert_eq!(stats.entries, 0, "the in-flight map did not drain");
     let calls = upstream.control.lock().unwrap().calls.len() as u64;
     prop_assert!(calls <= arrivals);
-    prop_assert_eq!(stats.leaders, calls, "every inner call has exactly one leader");
+    prop_assert_eq!(
+        stats.leaders,
+        calls,
+        "every inner call has exactly one leader"
+    );
     prop_assert_eq!(stats.leaders + stats.coalesced, arrivals);
     Ok(())
 }

@@ -76,14 +76,14 @@ fn poll_once(fut: &mut Fut) -> Poll<Result<u32, BoxError>> {
     fut.as_mut().poll(&mut Context::from_waker(&waker))
 }
 
-fn setup() -> (
-    DedupLayer<fn(&u8) -> Option<Key>>,
-    Upstream,
-) {
+fn setup() -> (DedupLayer<fn(&u8) -> Option<Key>>, Upstream) {
     fn key(k: &u8) -> Option<Key> {
         Some(Key::from(u64::from(*k)))
     }
-    (DedupLayer::new(key as fn(&u8) -> Option<Key>), Upstream::default())
+    (
+        DedupLayer::new(key as fn(&u8) -> Option<Key>),
+        Upstream::default(),
+    )
 }
 
 #[test]
@@ -138,6 +138,10 @@ fn driver_and_follower_both_dropped_leave_nothing_behind() {
         t.join().unwrap();
         assert_eq!(layer.stats().entries, 0);
         let calls = upstream.calls.load(Ordering::SeqCst);
-        assert_eq!(upstream.drops.load(Ordering::SeqCst), calls, "every inner future dropped");
+        assert_eq!(
+            upstream.drops.load(Ordering::SeqCst),
+            calls,
+            "every inner future dropped"
+        );
     });
 }

@@ -191,6 +191,8 @@ where
             Kind::Retrying { .. } => "retrying",
             Kind::Ready { .. } => "ready",
         };
-        f.debug_struct("ResponseFuture").field("kind", &kind).finish()
+        f.debug_struct("ResponseFuture")
+            .field("kind", &kind)
+            .finish()
     }
 }

@@ -70,7 +70,12 @@ impl<S, K: Clone, P: Clone> Layer<S> for DedupLayer<K, P> {
     type Service = Dedup<S, K, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Dedup::from_parts(inner, self.key.clone(), self.share.clone(), self.state.clone())
+        Dedup::from_parts(
+            inner,
+            self.key.clone(),
+            self.share.clone(),
+            self.state.clone(),
+        )
     }
 }
 

@@ -105,7 +105,9 @@ where
                 let retry = (self.inner.clone(), req);
                 ResponseFuture::following(follower, retry, self.share.clone())
             }
-            Join::Reuse(shared) => ResponseFuture::ready(Ok(self.share.unshare(&shared)), self.share.clone()),
+            Join::Reuse(shared) => {
+                ResponseFuture::ready(Ok(self.share.unshare(&shared)), self.share.clone())
+            }
             Join::Bypass => ResponseFuture::passthrough(self.inner.call(req), self.share.clone()),
         }
     }

@@ -163,12 +163,19 @@ impl<F, V> Flight<F, V> {
         inner.outcome = Some(outcome);
         inner.orphan = None;
         inner.heir = None;
-        inner.waiters.iter_mut().filter_map(|(_, w)| w.take()).collect()
+        inner
+            .waiters
+            .iter_mut()
+            .filter_map(|(_, w)| w.take())
+            .collect()
     }
 }
 
 fn first_waiter(waiters: &Slab<Option<Waker>>) -> Option<(usize, Option<Waker>)> {
-    waiters.iter().next().map(|(idx, waker)| (idx, waker.clone()))
+    waiters
+        .iter()
+        .next()
+        .map(|(idx, waker)| (idx, waker.clone()))
 }
 
 fn wake_all(wakers: Vec<Waker>) {

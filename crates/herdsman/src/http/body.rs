@@ -113,7 +113,9 @@ where
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Full { data, .. } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Full { data, .. } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             Kind::Streaming { prefix, body } => {
                 let buffered: u64 = prefix.iter().map(|c| c.len() as u64).sum();
                 let rest = body.size_hint();

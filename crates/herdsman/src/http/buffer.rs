@@ -97,7 +97,11 @@ fn is_event_stream(headers: &HeaderMap, name: header::HeaderName) -> bool {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        })
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for Buffer<S>
@@ -196,7 +200,10 @@ where
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
                 .is_some_and(|len| len > *this.limit as u64);
-            if !*this.buffer || too_long || is_event_stream(response.headers(), header::CONTENT_TYPE) {
+            if !*this.buffer
+                || too_long
+                || is_event_stream(response.headers(), header::CONTENT_TYPE)
+            {
                 return Poll::Ready(Ok(response.map(HttpBody::streaming)));
             }
             let (parts, body) = response.into_parts();

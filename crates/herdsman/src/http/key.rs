@@ -138,7 +138,10 @@ mod tests {
         assert!(key(&k, get("/a")).is_some());
         assert!(key(&k, Request::head("/a")).is_some());
         for m in ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
-            assert!(key(&k, Request::builder().method(m).uri("/a")).is_none(), "{m}");
+            assert!(
+                key(&k, Request::builder().method(m).uri("/a")).is_none(),
+                "{m}"
+            );
         }
     }
 
@@ -160,7 +163,10 @@ mod tests {
             key(&k, get("/x").header("host", "a")),
             key(&k, get("/x").header("host", "b"))
         );
-        assert_eq!(key(&k, get("http://a/x")), key(&k, get("http://a/x").header("host", "b")));
+        assert_eq!(
+            key(&k, get("http://a/x")),
+            key(&k, get("http://a/x").header("host", "b"))
+        );
     }
 
     #[test]
@@ -173,7 +179,10 @@ mod tests {
             key(&k, get("/me").header("cookie", "sid=1")),
             key(&k, get("/me").header("cookie", "sid=2"))
         );
-        assert_ne!(key(&k, get("/me")), key(&k, get("/me").header("cookie", "sid=1")));
+        assert_ne!(
+            key(&k, get("/me")),
+            key(&k, get("/me").header("cookie", "sid=1"))
+        );
 
         let public = HttpKey::new().public();
         assert_eq!(
@@ -203,7 +212,12 @@ mod tests {
             key(&k, get("/a").header("user-agent", "y"))
         );
         assert_ne!(
-            key(&k, get("/a").header("accept-language", "en").header("accept-language", "fr")),
+            key(
+                &k,
+                get("/a")
+                    .header("accept-language", "en")
+                    .header("accept-language", "fr")
+            ),
             key(&k, get("/a").header("accept-language", "en"))
         );
     }
@@ -211,7 +225,11 @@ mod tests {
     #[test]
     fn credentials_are_redacted_from_debug() {
         let k = HttpKey::new();
-        let key = key(&k, get("http://a/me").header("authorization", "Bearer hunter2")).unwrap();
+        let key = key(
+            &k,
+            get("http://a/me").header("authorization", "Bearer hunter2"),
+        )
+        .unwrap();
         let shown = format!("{key:?}");
         assert!(shown.contains("/me"), "{shown}");
         assert!(!shown.contains("hunter2"), "{shown}");

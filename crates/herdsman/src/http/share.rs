@@ -17,7 +17,10 @@ pub struct HttpShare;
 impl<B> Share<Response<HttpBody<B>>> for HttpShare {
     type Shared = Response<SharedBody>;
 
-    fn share(&self, response: Response<HttpBody<B>>) -> Result<Self::Shared, Response<HttpBody<B>>> {
+    fn share(
+        &self,
+        response: Response<HttpBody<B>>,
+    ) -> Result<Self::Shared, Response<HttpBody<B>>> {
         if !response.body().is_buffered() || response.headers().contains_key(header::SET_COOKIE) {
             return Err(response);
         }
