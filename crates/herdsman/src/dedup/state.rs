@@ -15,7 +15,7 @@
 
 use std::{
     any::{Any, TypeId},
-    collections::{HashMap, VecDeque},
+    collections::{hash_map::Entry, HashMap, VecDeque},
     fmt,
     future::Future,
     hash::{BuildHasherDefault, Hasher},
@@ -219,60 +219,62 @@ impl State {
         V: Clone + Send + 'static,
     {
         let flight_type = TypeId::of::<Flight<F, V>>();
-        let mut shard = lock(self.shard(&key));
-        let shard = &mut *shard;
+        let mut guard = lock(self.shard(&key));
+        let shard = &mut *guard;
         if !self.window.is_zero() {
             shard.purge(Instant::now());
         }
-        if let Some(slot) = shard.map.get_mut(&key) {
-            if slot.flight_type != flight_type {
-                return Join::Bypass;
+        let slot = match shard.map.entry(key) {
+            Entry::Occupied(slot) => slot,
+            Entry::Vacant(vacant) => {
+                let gen = shard.next_gen;
+                shard.next_gen += 1;
+                shard.leaders += 1;
+                let key = vacant.key().clone();
+                vacant.insert(Slot {
+                    gen,
+                    flight_type,
+                    flight: None,
+                    done_until: None,
+                });
+                return Join::Lead(Driver {
+                    state: self.clone(),
+                    key,
+                    gen,
+                    fut: None,
+                    done: false,
+                    downcast: downcast::<F, V>,
+                });
             }
-            let flight = slot
-                .flight
-                .get_or_insert_with(|| Arc::new(Flight::<F, V>::new()))
-                .clone()
-                .downcast::<Flight<F, V>>()
-                .expect("flight type checked above");
-            let gen = slot.gen;
-            let done = slot.done_until.is_some();
-            let mut inner = lock(&flight.inner);
-            if let Some(Outcome::Ok(value)) = &inner.outcome {
-                // Within the reuse window (expired slots were purged above).
-                shard.window_hits += 1;
-                return Join::Reuse(value.clone());
-            }
-            debug_assert!(!done || inner.outcome.is_none());
-            let idx = inner.waiters.insert(None);
-            drop(inner);
-            shard.coalesced += 1;
-            return Join::Follow(Follower {
-                state: self.clone(),
-                flight,
-                idx,
-                key,
-                gen,
-                done: false,
-                downcast: downcast::<F, V>,
-            });
+        };
+        let key = slot.key().clone();
+        let slot = slot.into_mut();
+        if slot.flight_type != flight_type {
+            return Join::Bypass;
         }
-        let gen = shard.next_gen;
-        shard.next_gen += 1;
-        shard.leaders += 1;
-        shard.map.insert(
-            key.clone(),
-            Slot {
-                gen,
-                flight_type,
-                flight: None,
-                done_until: None,
-            },
-        );
-        Join::Lead(Driver {
+        let flight = slot
+            .flight
+            .get_or_insert_with(|| Arc::new(Flight::<F, V>::new()))
+            .clone()
+            .downcast::<Flight<F, V>>()
+            .expect("flight type checked above");
+        let gen = slot.gen;
+        let mut inner = lock(&flight.inner);
+        if let Some(Outcome::Ok(value)) = &inner.outcome {
+            // A finished call kept for the reuse window (expired slots were
+            // purged above). Errors are never kept.
+            shard.window_hits += 1;
+            return Join::Reuse(value.clone());
+        }
+        let idx = inner.waiters.insert(None);
+        drop(inner);
+        shard.coalesced += 1;
+        Join::Follow(Follower {
             state: self.clone(),
+            flight,
+            idx,
             key,
             gen,
-            fut: None,
             done: false,
             downcast: downcast::<F, V>,
         })
