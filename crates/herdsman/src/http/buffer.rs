@@ -93,7 +93,7 @@ impl<S> Buffer<S> {
     }
 }
 
-fn is_event_stream(headers: &HeaderMap, name: header::HeaderName) -> bool {
+pub(super) fn is_event_stream(headers: &HeaderMap, name: header::HeaderName) -> bool {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -120,12 +120,14 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let buffer = (req.method() == Method::GET || req.method() == Method::HEAD)
+        let head = req.method() == Method::HEAD;
+        let buffer = (head || req.method() == Method::GET)
             && !is_event_stream(req.headers(), header::ACCEPT);
         ResponseFuture {
             fut: self.inner.call(req),
             limit: self.limit,
             buffer,
+            head,
             reading: None,
         }
     }
@@ -138,6 +140,8 @@ pin_project! {
         fut: F,
         limit: usize,
         buffer: bool,
+        // A HEAD response has no body, whatever its Content-Length says.
+        head: bool,
         reading: Option<Reading<B>>,
     }
 }
@@ -195,11 +199,12 @@ where
                 continue;
             }
             let response = ready!(this.fut.as_mut().poll(cx)).map_err(Into::into)?;
-            let too_long = response
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-                .is_some_and(|len| len > *this.limit as u64);
+            let too_long = !*this.head
+                && response
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                    .is_some_and(|len| len > *this.limit as u64);
             if !*this.buffer
                 || too_long
                 || is_event_stream(response.headers(), header::CONTENT_TYPE)

@@ -6,17 +6,28 @@ use crate::key::{Key, KeyFn};
 
 /// The default key of an HTTP request.
 ///
-/// Only `GET` and `HEAD` requests get a key; others pass through. The key is
-/// made of:
+/// Only `GET` and `HEAD` requests get a key; others pass through, and so do
+/// requests that ask for an event stream (`Accept: text/event-stream`), which
+/// is never a response to share. The key is made of:
 ///
 /// - the method;
 /// - the authority (from the URI, or else the `Host` header);
 /// - the path and query, as sent;
+/// - the values of the headers that select a different response even from an
+///   endpoint that declares no `Vary`: `Accept`, `Accept-Encoding`, `Range`,
+///   `If-Range`, `If-None-Match`, `If-Modified-Since`, `If-Match` and
+///   `If-Unmodified-Since` (so a plain `GET` never gets the `304` or `206` of a
+///   conditional or ranged one; clients sending the same validators still
+///   coalesce);
 /// - the values of each header named with [`vary`](HttpKey::vary), in order;
 /// - unless the endpoint is [`public`](HttpKey::public), the full values of
 ///   `Authorization`, `Proxy-Authorization` and `Cookie` (the *auth
 ///   partition*), so that users never share responses. They are redacted from
 ///   the key's `Debug` output.
+///
+/// Coalescing happens before the response exists, so the response's own
+/// `Vary` header cannot be consulted: name with `vary` every request header
+/// the endpoint's responses depend on (`Accept-Language`, a tenant header...).
 ///
 /// ```
 /// use herdsman::{http::HttpKey, key::KeyFn};
@@ -36,10 +47,31 @@ use crate::key::{Key, KeyFn};
 /// let post = Request::post("http://api/users").body(()).unwrap();
 /// assert_eq!(key.key(&post), None);
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HttpKey {
     vary: Arc<[HeaderName]>,
     public: bool,
+}
+
+/// Request headers in every key unless [`HttpKey::without_default_vary`].
+const DEFAULT_VARY: [HeaderName; 8] = [
+    header::ACCEPT,
+    header::ACCEPT_ENCODING,
+    header::RANGE,
+    header::IF_RANGE,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+];
+
+impl Default for HttpKey {
+    fn default() -> Self {
+        HttpKey {
+            vary: Arc::from(DEFAULT_VARY.to_vec()),
+            public: false,
+        }
+    }
 }
 
 const AUTH_HEADERS: [HeaderName; 3] = [
@@ -65,6 +97,18 @@ impl HttpKey {
         self
     }
 
+    /// Drops the default content-negotiation and conditional headers from the
+    /// key, keeping only those named with [`vary`](HttpKey::vary).
+    ///
+    /// Only for endpoints that ignore `Accept`, `Accept-Encoding`, `Range` and
+    /// conditional headers (or strip them before the request is keyed):
+    /// otherwise a caller may get a `304`, a `206` or an encoding it did not
+    /// ask for.
+    pub fn without_default_vary(mut self) -> Self {
+        self.vary = Arc::from(Vec::new());
+        self
+    }
+
     /// Declares the endpoint public: its responses do not depend on who asks,
     /// so requests with different credentials share them.
     ///
@@ -79,6 +123,9 @@ impl<B> KeyFn<Request<B>> for HttpKey {
     fn key(&self, req: &Request<B>) -> Option<Key> {
         let method = req.method();
         if method != Method::GET && method != Method::HEAD {
+            return None;
+        }
+        if super::buffer::is_event_stream(req.headers(), header::ACCEPT) {
             return None;
         }
         let mut key = Key::builder();
@@ -220,6 +267,39 @@ mod tests {
             ),
             key(&k, get("/a").header("accept-language", "en"))
         );
+    }
+
+    #[test]
+    fn conditional_ranged_and_negotiated_requests_get_their_own_keys() {
+        let k = HttpKey::new();
+        let plain = key(&k, get("/doc"));
+        for (name, value) in [
+            ("if-none-match", "\"v1\""),
+            ("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT"),
+            ("range", "bytes=0-3"),
+            ("accept-encoding", "gzip"),
+            ("accept", "application/json"),
+        ] {
+            let other = key(&k, get("/doc").header(name, value));
+            assert_ne!(plain, other, "{name}");
+            assert_eq!(other, key(&k, get("/doc").header(name, value)), "{name}");
+        }
+        let bare = HttpKey::new().without_default_vary();
+        assert_eq!(
+            key(&bare, get("/doc")),
+            key(&bare, get("/doc").header("range", "bytes=0-3"))
+        );
+    }
+
+    #[test]
+    fn event_stream_requests_pass_through() {
+        let k = HttpKey::new();
+        assert!(key(&k, get("/events").header("accept", "text/event-stream")).is_none());
+        assert!(key(
+            &k,
+            get("/events").header("accept", "Text/Event-Stream; q=1")
+        )
+        .is_none());
     }
 
     #[test]

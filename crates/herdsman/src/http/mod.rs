@@ -5,10 +5,12 @@
 //! This module provides the three pieces that make HTTP services coordinate:
 //!
 //! - [`HttpKey`]: the default [`KeyFn`](crate::key::KeyFn) for
-//!   `http::Request`. Only `GET` and `HEAD` are coordinated. The key is the
-//!   method, authority, path and query, the values of the headers the endpoint
-//!   varies on, and an **auth partition** (the full `Authorization` and
-//!   `Cookie` values) unless the endpoint is declared public: one user's
+//!   `http::Request`. Only `GET` and `HEAD` are coordinated, and never a
+//!   request for an event stream. The key is the method, authority, path and
+//!   query, the negotiation and conditional headers (`Accept`,
+//!   `Accept-Encoding`, `Range`, `If-None-Match`, ...), the headers the
+//!   endpoint varies on, and an **auth partition** (the full `Authorization`
+//!   and `Cookie` values) unless the endpoint is declared public: one user's
 //!   response is never handed to another user.
 //! - [`BufferLayer`]: placed *below* the coordinating layer, it reads the
 //!   response body of a `GET`/`HEAD` into [`Bytes`](bytes::Bytes), up to a
