@@ -11,6 +11,7 @@
 //!
 //! See `docs/ARCHITECTURE.md` in the repository for the whole stack.
 
+pub mod class;
 pub mod dedup;
 pub mod error;
 pub mod http;

@@ -51,12 +51,14 @@
 
 mod body;
 mod buffer;
+mod classes;
 mod key;
 mod share;
 
 pub use self::{
     body::{HttpBody, SharedBody},
     buffer::{Buffer, BufferLayer, ResponseFuture, DEFAULT_BODY_LIMIT},
+    classes::PathClasses,
     key::HttpKey,
     share::HttpShare,
 };
