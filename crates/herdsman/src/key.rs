@@ -34,6 +34,31 @@ pub const DEFAULT_MAX_KEY_LEN: usize = 8 * 1024;
 /// Keys up to this length are stored inline, without an allocation.
 const INLINE_CAP: usize = 38;
 
+/// Hashes a [`Key`] by its precomputed hash: maps keyed by `Key` need not
+/// hash the bytes again.
+#[derive(Default, Clone, Copy, Debug)]
+pub(crate) struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `Key` is hashed with this hasher, and it calls `write_u64`.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A `BuildHasher` for maps keyed by [`Key`].
+pub(crate) type KeyBuildHasher = std::hash::BuildHasherDefault<KeyHasher>;
+
 /// Maps a request to the [`Key`] it is coordinated under.
 ///
 /// `None` means "do not coordinate this request": it passes through the layer
@@ -69,6 +94,8 @@ pub struct Key {
     hash: u64,
     /// Bytes from the start that may be shown in logs.
     public_len: u32,
+    /// Where the request path is, if the key function marked it.
+    path: (u16, u16),
 }
 
 #[derive(Clone)]
@@ -112,6 +139,7 @@ impl Key {
             repr,
             hash,
             public_len: public_len.min(u32::MAX as usize) as u32,
+            path: (0, 0),
         }
     }
 
@@ -131,6 +159,14 @@ impl Key {
     /// Whether the key is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The request path this key was built from, when its key function marked
+    /// it with [`KeyBuilder::path`] (as [`HttpKey`](crate::http::HttpKey)
+    /// does). Used to invalidate cached entries by path or prefix.
+    pub fn path(&self) -> Option<&[u8]> {
+        let (start, end) = self.path;
+        (end > start).then(|| &self.as_bytes()[start as usize..end as usize])
     }
 
     /// The precomputed hash (seeded per process; not stable across runs).
@@ -218,6 +254,7 @@ impl From<u64> for Key {
 pub struct KeyBuilder {
     buf: Vec<u8>,
     public_len: Option<usize>,
+    path: (u16, u16),
 }
 
 impl KeyBuilder {
@@ -241,6 +278,20 @@ impl KeyBuilder {
             }
         }
         self.buf.push(0);
+    }
+
+    /// Appends the request path as one part and remembers where it is
+    /// ([`Key::path`]). An empty path, or one that would not start within the
+    /// first 64 KiB of the key, is appended but not marked.
+    pub fn path(&mut self, path: &[u8]) {
+        let start = self.buf.len();
+        self.push(path);
+        let end = self.buf.len() - 1;
+        if let (Ok(start), Ok(end)) = (u16::try_from(start), u16::try_from(end)) {
+            if end > start && !path.iter().any(|&b| b <= 1) {
+                self.path = (start, end);
+            }
+        }
     }
 
     /// Marks the rest of the key as private (redacted in `Debug`).
@@ -268,13 +319,17 @@ impl KeyBuilder {
     pub fn build(self) -> Key {
         let public_len = self.public_len.unwrap_or(self.buf.len());
         match self.buf.len() {
-            n if n <= INLINE_CAP => Key::with_public_len(&self.buf, public_len),
+            n if n <= INLINE_CAP => Key {
+                path: self.path,
+                ..Key::with_public_len(&self.buf, public_len)
+            },
             _ => {
                 let hash = hasher().hash_one(&self.buf[..]);
                 Key {
                     repr: Repr::Heap(Arc::from(self.buf)),
                     hash,
                     public_len: public_len.min(u32::MAX as usize) as u32,
+                    path: self.path,
                 }
             }
         }
@@ -320,6 +375,18 @@ mod tests {
         let c = Key::builder().part([1u8, 2]).build();
         let d = Key::builder().part([0u8]).build();
         assert_ne!(c, d);
+    }
+
+    #[test]
+    fn a_marked_path_can_be_read_back() {
+        let mut b = Key::builder().part("GET");
+        b.path(b"/api/boards/1");
+        let key = b.part("q=1").build();
+        assert_eq!(key.path(), Some(&b"/api/boards/1"[..]));
+        assert_eq!(Key::new("x").path(), None);
+        let mut long = Key::builder().part("x".repeat(100));
+        long.path(b"/p");
+        assert_eq!(long.build().path(), Some(&b"/p"[..]));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //!
 //! Each layer is its own [`tower_layer::Layer`] and works alone:
 //!
+//! - [`cache`]: answers repeated requests from a bounded store, with
+//!   stale-while-revalidate and stale-if-error;
 //! - [`dedup`]: single-flight; concurrent identical requests share one call.
 //!
 //! Shared concepts live here once: [`key`] (what makes two requests the
@@ -11,6 +13,7 @@
 //!
 //! See `docs/ARCHITECTURE.md` in the repository for the whole stack.
 
+pub mod cache;
 pub mod class;
 pub mod dedup;
 pub mod error;

@@ -18,7 +18,6 @@ use std::{
     collections::{hash_map::Entry, HashMap, VecDeque},
     fmt,
     future::Future,
-    hash::{BuildHasherDefault, Hasher},
     panic::{catch_unwind, AssertUnwindSafe},
     pin::Pin,
     sync::{
@@ -35,34 +34,13 @@ use tokio::time::Instant;
 use super::{error::Panicked, DedupStats};
 use crate::{
     error::SharedError,
-    key::Key,
+    key::{Key, KeyBuildHasher},
     sync::{Mutex, MutexGuard},
 };
 
 const SHARDS: usize = 16;
 
-/// Uses the key's precomputed hash.
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `Key` is hashed here, and it calls `write_u64`.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type Map = HashMap<Key, Slot, BuildHasherDefault<KeyHasher>>;
+type Map = HashMap<Key, Slot, KeyBuildHasher>;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic never happens while our locks are held (no user code runs under

@@ -12,7 +12,8 @@ use crate::key::{Key, KeyFn};
 ///
 /// - the method;
 /// - the authority (from the URI, or else the `Host` header);
-/// - the path and query, as sent;
+/// - the path and the query, as sent (the path is marked, see
+///   [`Key::path`]);
 /// - the values of the headers that select a different response even from an
 ///   endpoint that declares no `Vary`: `Accept`, `Accept-Encoding`, `Range`,
 ///   `If-Range`, `If-None-Match`, `If-Modified-Since`, `If-Match` and
@@ -138,12 +139,8 @@ impl<B> KeyFn<Request<B>> for HttpKey {
                     .map_or(&b""[..], |host| host.as_bytes()),
             ),
         }
-        key.push(
-            req.uri()
-                .path_and_query()
-                .map_or("/", |pq| pq.as_str())
-                .as_bytes(),
-        );
+        key.path(req.uri().path().as_bytes());
+        key.push(req.uri().query().unwrap_or("").as_bytes());
         for name in self.vary.iter() {
             push_header(&mut key, req, name);
         }
@@ -201,6 +198,18 @@ mod tests {
         assert_ne!(base, key(&k, get("http://b/x?q=1")));
         assert_ne!(base, key(&k, get("http://a/y?q=1")));
         assert_ne!(base, key(&k, get("http://a/x?q=2")));
+    }
+
+    #[test]
+    fn the_path_is_marked_without_the_query() {
+        let k = HttpKey::new();
+        let key = key(&k, get("http://a/x/y?q=1")).unwrap();
+        assert_eq!(key.path(), Some(&b"/x/y"[..]));
+        assert_ne!(Some(key), super::tests::key(&k, get("http://a/x/y")));
+        assert_ne!(
+            super::tests::key(&k, get("http://a/x?")),
+            super::tests::key(&k, get("http://a/x%3F"))
+        );
     }
 
     #[test]

@@ -51,13 +51,16 @@
 
 mod body;
 mod buffer;
+mod cache_policy;
 mod classes;
+pub(crate) mod freshness;
 mod key;
 mod share;
 
 pub use self::{
     body::{HttpBody, SharedBody},
     buffer::{Buffer, BufferLayer, ResponseFuture, DEFAULT_BODY_LIMIT},
+    cache_policy::HttpCachePolicy,
     classes::PathClasses,
     key::HttpKey,
     share::HttpShare,

@@ -21,20 +21,38 @@ impl<B> Share<Response<HttpBody<B>>> for HttpShare {
         &self,
         response: Response<HttpBody<B>>,
     ) -> Result<Self::Shared, Response<HttpBody<B>>> {
-        if !response.body().is_buffered() || response.headers().contains_key(header::SET_COOKIE) {
+        if response.headers().contains_key(header::SET_COOKIE) {
             return Err(response);
         }
-        let (parts, mut body) = response.into_parts();
-        let shared = body.take_buffered().expect("checked buffered above");
-        Ok(Response::from_parts(parts, shared))
+        share_buffered(response)
     }
 
     fn unshare(&self, shared: &Self::Shared) -> Response<HttpBody<B>> {
-        let mut response = Response::new(shared.body().to_body());
-        *response.status_mut() = shared.status();
-        *response.version_mut() = shared.version();
-        *response.headers_mut() = shared.headers().clone();
-        *response.extensions_mut() = shared.extensions().clone();
-        response
+        unshare(shared)
     }
+}
+
+/// Shares a response whose body was buffered whole.
+// The `Err` is the caller's own response, handed straight back: boxing it
+// would allocate for nothing.
+#[allow(clippy::result_large_err)]
+pub(super) fn share_buffered<B>(
+    response: Response<HttpBody<B>>,
+) -> Result<Response<SharedBody>, Response<HttpBody<B>>> {
+    if !response.body().is_buffered() {
+        return Err(response);
+    }
+    let (parts, mut body) = response.into_parts();
+    let shared = body.take_buffered().expect("checked buffered above");
+    Ok(Response::from_parts(parts, shared))
+}
+
+/// One caller's copy of a shared response.
+pub(super) fn unshare<B>(shared: &Response<SharedBody>) -> Response<HttpBody<B>> {
+    let mut response = Response::new(shared.body().to_body());
+    *response.status_mut() = shared.status();
+    *response.version_mut() = shared.version();
+    *response.headers_mut() = shared.headers().clone();
+    *response.extensions_mut() = shared.extensions().clone();
+    response
 }

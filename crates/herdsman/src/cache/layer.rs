@@ -1,0 +1,239 @@
+use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
+
+use tower_layer::Layer;
+
+use super::{
+    handle::CacheHandle,
+    store::{Store, Windows},
+    Cache,
+};
+use crate::{
+    class::{AllDefault, Class},
+    key::DEFAULT_MAX_KEY_LEN,
+    share::CloneShare,
+};
+
+/// Default byte bound of a store: 64 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Default TTL: 5 s, the development poll interval.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
+
+/// Freshness settings of one endpoint class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassSettings {
+    /// How long an entry is fresh.
+    pub ttl: Duration,
+    /// How long past its TTL an entry is served while one refresh runs.
+    pub stale_while_revalidate: Duration,
+    /// How long past its TTL an entry stands in for a failed inner call.
+    pub stale_if_error: Duration,
+}
+
+impl Default for ClassSettings {
+    fn default() -> Self {
+        ClassSettings {
+            ttl: DEFAULT_TTL,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+        }
+    }
+}
+
+impl From<ClassSettings> for Windows {
+    fn from(s: ClassSettings) -> Self {
+        Windows {
+            ttl: s.ttl,
+            stale_while_revalidate: s.stale_while_revalidate,
+            stale_if_error: s.stale_if_error,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) default: ClassSettings,
+    pub(crate) classes: HashMap<Class, ClassSettings>,
+    pub(crate) max_key_len: usize,
+}
+
+impl Settings {
+    pub(crate) fn windows(&self, class: &Class) -> Windows {
+        self.classes
+            .get(class)
+            .copied()
+            .unwrap_or(self.default)
+            .into()
+    }
+}
+
+/// Applies [`Cache`] to a service.
+///
+/// `V` is the form responses are stored in: the response type itself with the
+/// default policy, `Response<SharedBody>` with
+/// [`HttpCachePolicy`](crate::http::HttpCachePolicy). It is usually inferred.
+///
+/// All services made from one `CacheLayer` value, and their clones, share one
+/// store; the `with_*` methods that size the store start a new one.
+pub struct CacheLayer<K, V, P = CloneShare, C = AllDefault> {
+    key: K,
+    policy: P,
+    classify: C,
+    settings: Arc<Settings>,
+    max_bytes: u64,
+    max_entries: Option<u64>,
+    store: Arc<Store<V>>,
+}
+
+impl<K, V> CacheLayer<K, V> {
+    /// A cache keyed by `key`, storing `Clone` responses for
+    /// [`DEFAULT_TTL`], bounded by [`DEFAULT_MAX_BYTES`].
+    pub fn new(key: K) -> Self {
+        CacheLayer {
+            key,
+            policy: CloneShare,
+            classify: AllDefault,
+            settings: Arc::new(Settings {
+                default: ClassSettings::default(),
+                classes: HashMap::new(),
+                max_key_len: DEFAULT_MAX_KEY_LEN,
+            }),
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_entries: None,
+            store: Arc::new(Store::new(DEFAULT_MAX_BYTES, None)),
+        }
+    }
+}
+
+impl<K> CacheLayer<K, http::Response<crate::http::SharedBody>, crate::http::HttpCachePolicy> {
+    /// A cache of HTTP responses keyed by `key` (usually
+    /// [`HttpKey`](crate::http::HttpKey)), with every rule of
+    /// [`HttpCachePolicy`](crate::http::HttpCachePolicy) on. Put a
+    /// [`BufferLayer`](crate::http::BufferLayer) below it.
+    pub fn http(key: K) -> Self {
+        CacheLayer::new(key).with_policy(crate::http::HttpCachePolicy::new())
+    }
+}
+
+impl<K, V, P, C> CacheLayer<K, V, P, C> {
+    fn settings(&mut self) -> &mut Settings {
+        Arc::make_mut(&mut self.settings)
+    }
+
+    /// The TTL of classes without their own settings.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.settings().default.ttl = ttl;
+        self
+    }
+
+    /// The stale-while-revalidate window of classes without their own settings.
+    pub fn with_stale_while_revalidate(mut self, window: Duration) -> Self {
+        self.settings().default.stale_while_revalidate = window;
+        self
+    }
+
+    /// The stale-if-error window of classes without their own settings.
+    pub fn with_stale_if_error(mut self, window: Duration) -> Self {
+        self.settings().default.stale_if_error = window;
+        self
+    }
+
+    /// Settings for one endpoint class (see [`with_classifier`](Self::with_classifier)).
+    pub fn with_class(mut self, class: impl Into<Class>, settings: ClassSettings) -> Self {
+        self.settings().classes.insert(class.into(), settings);
+        self
+    }
+
+    /// Names the class of each request, e.g. [`PathClasses`](crate::http::PathClasses).
+    pub fn with_classifier<C2>(self, classify: C2) -> CacheLayer<K, V, P, C2> {
+        CacheLayer {
+            key: self.key,
+            policy: self.policy,
+            classify,
+            settings: self.settings,
+            max_bytes: self.max_bytes,
+            max_entries: self.max_entries,
+            store: self.store,
+        }
+    }
+
+    /// The cache policy, e.g. [`HttpCachePolicy`](crate::http::HttpCachePolicy).
+    pub fn with_policy<P2>(self, policy: P2) -> CacheLayer<K, V, P2, C> {
+        CacheLayer {
+            key: self.key,
+            policy,
+            classify: self.classify,
+            settings: self.settings,
+            max_bytes: self.max_bytes,
+            max_entries: self.max_entries,
+            store: self.store,
+        }
+    }
+
+    /// Bounds the store to `bytes` (sum of entry weights). Starts a new store.
+    pub fn with_max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes;
+        self.store = Arc::new(Store::new(bytes, self.max_entries));
+        self
+    }
+
+    /// Also bounds the store to `entries` entries. Starts a new store.
+    pub fn with_max_entries(mut self, entries: u64) -> Self {
+        self.max_entries = Some(entries);
+        self.store = Arc::new(Store::new(self.max_bytes, self.max_entries));
+        self
+    }
+
+    /// Requests whose key is longer than `max` bytes pass through
+    /// uncached. Default 8 KiB.
+    pub fn with_max_key_len(mut self, max: usize) -> Self {
+        self.settings().max_key_len = max;
+        self
+    }
+
+    /// A handle to inspect and invalidate this layer's store.
+    pub fn handle(&self) -> CacheHandle<V> {
+        CacheHandle {
+            store: self.store.clone(),
+        }
+    }
+}
+
+impl<S, K: Clone, V, P: Clone, C: Clone> Layer<S> for CacheLayer<K, V, P, C> {
+    type Service = Cache<S, K, V, P, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Cache {
+            inner,
+            key: self.key.clone(),
+            policy: self.policy.clone(),
+            classify: self.classify.clone(),
+            settings: self.settings.clone(),
+            store: self.store.clone(),
+        }
+    }
+}
+
+impl<K: Clone, V, P: Clone, C: Clone> Clone for CacheLayer<K, V, P, C> {
+    fn clone(&self) -> Self {
+        CacheLayer {
+            key: self.key.clone(),
+            policy: self.policy.clone(),
+            classify: self.classify.clone(),
+            settings: self.settings.clone(),
+            max_bytes: self.max_bytes,
+            max_entries: self.max_entries,
+            store: self.store.clone(),
+        }
+    }
+}
+
+impl<K, V, P, C> fmt::Debug for CacheLayer<K, V, P, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheLayer")
+            .field("settings", &self.settings)
+            .field("max_bytes", &self.max_bytes)
+            .field("max_entries", &self.max_entries)
+            .finish_non_exhaustive()
+    }
+}

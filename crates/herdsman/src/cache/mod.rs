@@ -1,0 +1,119 @@
+//! Cache: answer repeated requests from memory, bounded by bytes, with
+//! stale-while-revalidate and stale-if-error.
+//!
+//! A cache hit is the most common request in a coordinated app, so it is the
+//! cheapest path in the stack: one key, one sharded read lock, one clock read,
+//! one clone of the stored response. [`Cache`] asks a [`KeyFn`](crate::key::KeyFn)
+//! for the key, like every coordinating layer; requests without a key pass
+//! through.
+//!
+//! # Freshness
+//!
+//! Each entry is, by its age:
+//!
+//! - **fresh** (younger than its TTL): served from the cache;
+//! - **stale, within stale-while-revalidate**: served at once, while exactly
+//!   one background refresh per key runs through the layers below (so Dedup
+//!   coalesces it with any concurrent miss);
+//! - **stale, within stale-if-error**: served only when the inner call fails
+//!   (an `Err`, such as an open breaker, or a response the policy calls a
+//!   failure: HTTP 500, 502, 503, 504); the failure is logged and counted;
+//! - **beyond both**: gone.
+//!
+//! Errors are never stored. With the HTTP policy, responses with listed
+//! statuses can be stored for their own short TTL (negative caching).
+//!
+//! # Store
+//!
+//! The store is [quick_cache] (S3-FIFO eviction, sharded read/write locks),
+//! bounded by the sum of entry weights: the policy's weight of the value (for
+//! HTTP: headers and body), plus the key, plus a fixed per-entry overhead. An
+//! optional entry limit is enforced by giving each entry a minimum weight of
+//! `max_bytes / max_entries`. One store belongs to each [`CacheLayer`] value:
+//! every service made from it, and every clone, share it.
+//!
+//! TTLs, stale windows are per endpoint class ([`CacheLayer::with_class`]),
+//! with a [`Classify`](crate::class::Classify) naming each request's class.
+//!
+//! # Background refresh
+//!
+//! A stale-while-revalidate refresh is spawned on the current tokio runtime
+//! with a clone of the inner service and the request that found the entry
+//! stale (the key includes its credentials, so it fetches what that caller may
+//! see). Outside a runtime no refresh is spawned: the stale copy is served
+//! until the window ends.
+//!
+//! # Invalidation
+//!
+//! [`CacheHandle`] removes entries by key, by class, by path or by path
+//! prefix; path and prefix scans visit every entry (they are for writes, not
+//! for the request path). With the HTTP policy, a successful `POST`, `PUT`,
+//! `PATCH` or `DELETE` invalidates the entries for its path (RFC 9111 §4.4).
+//!
+//! # Examples
+//!
+//! ```
+//! use herdsman::{cache::CacheLayer, key::Key};
+//! use std::{convert::Infallible, time::Duration};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let cache = CacheLayer::new(|id: &u64| Some(Key::from(*id)))
+//!     .with_ttl(Duration::from_secs(5))
+//!     .with_stale_while_revalidate(Duration::from_secs(30));
+//! let svc = ServiceBuilder::new()
+//!     .layer(cache.clone())
+//!     .service(service_fn(|id: u64| async move { Ok::<_, Infallible>(format!("user {id}")) }));
+//!
+//! assert_eq!(svc.clone().oneshot(7).await.unwrap(), "user 7"); // miss: stored
+//! assert_eq!(svc.clone().oneshot(7).await.unwrap(), "user 7"); // hit
+//! let stats = cache.handle().stats();
+//! assert_eq!((stats.hits, stats.misses), (1, 1));
+//! # }
+//! ```
+
+mod future;
+mod handle;
+mod layer;
+mod policy;
+mod service;
+mod store;
+
+pub use self::{
+    future::ResponseFuture,
+    handle::CacheHandle,
+    layer::{CacheLayer, ClassSettings, DEFAULT_MAX_BYTES, DEFAULT_TTL},
+    policy::{CachePolicy, Directive, Outcome},
+    service::Cache,
+};
+
+/// Counters and size of one cache store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Requests answered fresh from the cache.
+    pub hits: u64,
+    /// Requests that went to the inner service (including forced refreshes).
+    pub misses: u64,
+    /// Stale responses served while a refresh ran.
+    pub stale_while_revalidate: u64,
+    /// Stale responses served because the inner call failed.
+    pub stale_if_error: u64,
+    /// Background refreshes started.
+    pub refreshes: u64,
+    /// Responses stored.
+    pub stored: u64,
+    /// Responses the policy kept out of the cache (or too large to store).
+    pub not_stored: u64,
+    /// Requests that asked to bypass the cache.
+    pub bypassed: u64,
+    /// Entries removed by invalidation.
+    pub invalidated: u64,
+    /// Entries held now.
+    pub entries: u64,
+    /// Bytes held now (sum of entry weights).
+    pub bytes: u64,
+    /// The byte bound.
+    pub max_bytes: u64,
+}

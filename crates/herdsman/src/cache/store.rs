@@ -1,0 +1,334 @@
+//! The bounded store behind [`Cache`](super::Cache): quick_cache (S3-FIFO
+//! eviction, sharded locks) holding entries with their freshness windows.
+
+use std::{
+    collections::HashSet,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    time::Duration,
+};
+
+use quick_cache::{sync::Cache as QuickCache, OptionsBuilder, Weighter};
+use tokio::time::Instant;
+
+use super::CacheStats;
+use crate::{
+    class::Class,
+    key::{Key, KeyBuildHasher},
+};
+
+/// One stored response and its freshness, in milliseconds since the store's
+/// epoch (compact: the store is bounded by bytes, and bookkeeping counts).
+pub(crate) struct Entry<V> {
+    pub(crate) value: Arc<V>,
+    stored_ms: u64,
+    fresh_ms: u32,
+    swr_ms: u32,
+    sie_ms: u32,
+    weight: u32,
+    class: u16,
+}
+
+impl<V> Clone for Entry<V> {
+    fn clone(&self) -> Self {
+        Entry {
+            value: self.value.clone(),
+            ..*self
+        }
+    }
+}
+
+/// What a lookup found.
+pub(crate) enum Found<V> {
+    Fresh {
+        value: Arc<V>,
+        age: Duration,
+    },
+    /// Past its TTL. `revalidate`: within stale-while-revalidate, serve it
+    /// and refresh; `if_error`: within stale-if-error, keep it for a failure.
+    Stale {
+        value: Arc<V>,
+        age: Duration,
+        staleness: Duration,
+        revalidate: bool,
+        if_error: bool,
+    },
+    Missing,
+}
+
+/// The freshness windows of one entry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Windows {
+    pub(crate) ttl: Duration,
+    pub(crate) stale_while_revalidate: Duration,
+    pub(crate) stale_if_error: Duration,
+}
+
+#[derive(Clone)]
+struct Weigh;
+
+impl<V> Weighter<Key, Entry<V>> for Weigh {
+    fn weight(&self, _key: &Key, entry: &Entry<V>) -> u64 {
+        u64::from(entry.weight)
+    }
+}
+
+/// Counters, striped so that threads hitting the same key do not fight over
+/// one cache line.
+#[derive(Default)]
+#[repr(align(128))]
+struct Stripe {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    stale_while_revalidate: AtomicU64,
+    stale_if_error: AtomicU64,
+    stored: AtomicU64,
+    not_stored: AtomicU64,
+    bypassed: AtomicU64,
+    refreshes: AtomicU64,
+    invalidated: AtomicU64,
+}
+
+const STRIPES: usize = 8;
+
+fn stripe_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    }
+    INDEX.with(|i| *i)
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Count {
+    Hit,
+    Miss,
+    StaleWhileRevalidate,
+    StaleIfError,
+    Stored,
+    NotStored,
+    Bypassed,
+    Refresh,
+}
+
+pub(crate) struct Store<V> {
+    entries: QuickCache<Key, Entry<V>, Weigh, KeyBuildHasher>,
+    epoch: Instant,
+    /// Keys with a stale-while-revalidate refresh running: at most one each.
+    refreshing: Mutex<HashSet<Key, KeyBuildHasher>>,
+    classes: Mutex<Vec<Class>>,
+    /// Each entry weighs at least this much, which bounds the entry count.
+    min_weight: u64,
+    max_bytes: u64,
+    stripes: Box<[Stripe]>,
+}
+
+impl<V> Store<V> {
+    pub(crate) fn new(max_bytes: u64, max_entries: Option<u64>) -> Self {
+        let max_bytes = max_bytes.max(1);
+        let min_weight = max_entries.map_or(1, |n| max_bytes.div_ceil(n.max(1)));
+        // Only an estimate for sizing quick_cache's tables.
+        let estimated = max_entries.unwrap_or(max_bytes / 1024).clamp(16, 1 << 20) as usize;
+        let mut options = OptionsBuilder::new();
+        options
+            .estimated_items_capacity(estimated)
+            .weight_capacity(max_bytes);
+        if max_entries == Some(1) {
+            // A single entry weighs the whole store; quick_cache only admits
+            // entries that fit its "hot" share, so make that all of it.
+            options.hot_allocation(1.0);
+        }
+        let options = options.build().expect("capacities are set");
+        Store {
+            entries: QuickCache::with_options(
+                options,
+                Weigh,
+                KeyBuildHasher::default(),
+                Default::default(),
+            ),
+            epoch: Instant::now(),
+            refreshing: Mutex::default(),
+            classes: Mutex::new(vec![Class::default()]),
+            min_weight,
+            max_bytes,
+            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+        }
+    }
+
+    pub(crate) fn count(&self, what: Count) {
+        let s = &self.stripes[stripe_index()];
+        let counter = match what {
+            Count::Hit => &s.hits,
+            Count::Miss => &s.misses,
+            Count::StaleWhileRevalidate => &s.stale_while_revalidate,
+            Count::StaleIfError => &s.stale_if_error,
+            Count::Stored => &s.stored,
+            Count::NotStored => &s.not_stored,
+            Count::Bypassed => &s.bypassed,
+            Count::Refresh => &s.refreshes,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn now_ms(&self) -> u64 {
+        Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_millis() as u64
+    }
+
+    pub(crate) fn lookup(&self, key: &Key) -> Found<V> {
+        let Some(entry) = self.entries.get(key) else {
+            return Found::Missing;
+        };
+        let age_ms = self.now_ms().saturating_sub(entry.stored_ms);
+        let age = Duration::from_millis(age_ms);
+        let fresh = u64::from(entry.fresh_ms);
+        if age_ms < fresh {
+            return Found::Fresh {
+                value: entry.value,
+                age,
+            };
+        }
+        let revalidate = age_ms < fresh + u64::from(entry.swr_ms);
+        let if_error = age_ms < fresh + u64::from(entry.sie_ms);
+        if !revalidate && !if_error {
+            // Expired for good: free it now rather than at eviction.
+            self.entries.remove(key);
+            return Found::Missing;
+        }
+        Found::Stale {
+            value: entry.value,
+            age,
+            staleness: Duration::from_millis(age_ms - fresh),
+            revalidate,
+            if_error,
+        }
+    }
+
+    /// Stores `value` for `key`. Returns `false` when it is larger than the
+    /// whole store (it is then not stored).
+    pub(crate) fn insert(
+        &self,
+        key: Key,
+        value: V,
+        weight: usize,
+        windows: Windows,
+        class: &Class,
+    ) -> bool {
+        let weight = (weight as u64 + key.len() as u64 + ENTRY_OVERHEAD).max(self.min_weight);
+        if weight > self.max_bytes || weight > u64::from(u32::MAX) {
+            self.entries.remove(&key);
+            return false;
+        }
+        let ms = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as u32;
+        let entry = Entry {
+            value: Arc::new(value),
+            stored_ms: self.now_ms(),
+            fresh_ms: ms(windows.ttl),
+            swr_ms: ms(windows.stale_while_revalidate),
+            sie_ms: ms(windows.stale_if_error),
+            weight: weight as u32,
+            class: self.class_index(class),
+        };
+        // quick_cache refuses an entry too heavy for its shard; say so.
+        self.entries.insert(key.clone(), entry);
+        self.entries.contains_key(&key)
+    }
+
+    fn class_index(&self, class: &Class) -> u16 {
+        let mut classes = self.classes.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = classes.iter().position(|c| c == class) {
+            return i as u16;
+        }
+        if classes.len() >= usize::from(u16::MAX) {
+            return 0;
+        }
+        classes.push(class.clone());
+        (classes.len() - 1) as u16
+    }
+
+    /// Claims the one background refresh of `key`; `false` if one runs.
+    pub(crate) fn claim_refresh(&self, key: &Key) -> bool {
+        let mut refreshing = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        refreshing.insert(key.clone())
+    }
+
+    pub(crate) fn release_refresh(&self, key: &Key) {
+        let mut refreshing = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        refreshing.remove(key);
+    }
+
+    pub(crate) fn remove(&self, key: &Key) -> bool {
+        let removed = self.entries.remove(key).is_some();
+        if removed {
+            self.count_invalidated(1);
+        }
+        removed
+    }
+
+    /// Removes the entries for which `pred` holds; returns how many.
+    pub(crate) fn remove_if(&self, pred: impl Fn(&Key, &Entry<V>) -> bool) -> u64 {
+        let removed = AtomicU64::new(0);
+        self.entries.retain(|key, entry| {
+            let gone = pred(key, entry);
+            if gone {
+                removed.fetch_add(1, Ordering::Relaxed);
+            }
+            !gone
+        });
+        let removed = removed.into_inner();
+        self.count_invalidated(removed);
+        removed
+    }
+
+    pub(crate) fn remove_class(&self, class: &Class) -> u64 {
+        let index = {
+            let classes = self.classes.lock().unwrap_or_else(PoisonError::into_inner);
+            match classes.iter().position(|c| c == class) {
+                Some(i) => i as u16,
+                None => return 0,
+            }
+        };
+        self.remove_if(|_, entry| entry.class == index)
+    }
+
+    fn count_invalidated(&self, n: u64) {
+        self.stripes[stripe_index()]
+            .invalidated
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stats(&self) -> CacheStats {
+        let mut stats = CacheStats {
+            entries: self.entries.len() as u64,
+            bytes: self.entries.weight(),
+            max_bytes: self.max_bytes,
+            ..CacheStats::default()
+        };
+        for s in self.stripes.iter() {
+            let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            stats.hits += load(&s.hits);
+            stats.misses += load(&s.misses);
+            stats.stale_while_revalidate += load(&s.stale_while_revalidate);
+            stats.stale_if_error += load(&s.stale_if_error);
+            stats.stored += load(&s.stored);
+            stats.not_stored += load(&s.not_stored);
+            stats.bypassed += load(&s.bypassed);
+            stats.refreshes += load(&s.refreshes);
+            stats.invalidated += load(&s.invalidated);
+        }
+        stats
+    }
+}
+
+/// What one entry costs beyond its key and value, counted in its weight:
+/// the entry record, its `Arc`, and quick_cache's slot.
+pub(crate) const ENTRY_OVERHEAD: u64 = 96;
