@@ -1,0 +1,451 @@
+//! The cache with HTTP semantics: `HttpKey`, `BufferLayer` and
+//! `HttpCachePolicy` around an in-process upstream, paused time.
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use herdsman::{
+    cache::{CacheHandle, CacheLayer},
+    http::{BufferLayer, HttpBody, HttpCachePolicy, HttpKey, SharedBody},
+    BoxError,
+};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use proptest::prelude::*;
+use tokio::time;
+use tower::{service_fn, util::BoxCloneSyncService, Layer, Service, ServiceBuilder, ServiceExt};
+
+type Upstream = BoxCloneSyncService<Request<Full<Bytes>>, Response<Full<Bytes>>, Infallible>;
+type Stack = BoxCloneSyncService<Request<Full<Bytes>>, Response<HttpBody<Full<Bytes>>>, BoxError>;
+
+/// A status and response headers.
+type Route = (StatusCode, Vec<(&'static str, String)>);
+
+/// Per-path response headers and status; counts calls per path. Bodies are
+/// "`{path}` for `{authorization}` #`{n}`".
+#[derive(Clone, Default)]
+struct Origin {
+    calls: Arc<AtomicUsize>,
+    routes: Arc<Mutex<HashMap<String, Route>>>,
+}
+
+impl Origin {
+    fn route(&self, path: &str, status: StatusCode, headers: &[(&'static str, &str)]) {
+        let headers = headers.iter().map(|(n, v)| (*n, v.to_string())).collect();
+        self.routes
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), (status, headers));
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn service(&self) -> Upstream {
+        let this = self.clone();
+        BoxCloneSyncService::new(service_fn(move |req: Request<Full<Bytes>>| {
+            let n = this.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let (status, headers) = this
+                .routes
+                .lock()
+                .unwrap()
+                .get(req.uri().path())
+                .cloned()
+                .unwrap_or((StatusCode::OK, Vec::new()));
+            let who = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .map_or("anyone".to_string(), |v| v.to_str().unwrap().to_string());
+            let body = format!("{} for {who} #{n}", req.uri().path());
+            async move {
+                let mut response = Response::new(Full::new(Bytes::from(body)));
+                *response.status_mut() = status;
+                for (name, value) in headers {
+                    response
+                        .headers_mut()
+                        .append(name, HeaderValue::from_str(&value).unwrap());
+                }
+                Ok(response)
+            }
+        }))
+    }
+}
+
+type HttpCache = CacheLayer<HttpKey, Response<SharedBody>, HttpCachePolicy>;
+
+fn cache() -> HttpCache {
+    CacheLayer::http(HttpKey::new()).with_ttl(Duration::from_secs(10))
+}
+
+fn stack(layer: &HttpCache, origin: &Origin) -> Stack {
+    BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(layer.clone())
+            .layer(BufferLayer::new())
+            .service(origin.service()),
+    )
+}
+
+fn get(path: &str) -> Request<Full<Bytes>> {
+    request(Method::GET, path, &[])
+}
+
+fn request(method: Method, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://api{path}"));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.body(Full::default()).unwrap()
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+async fn send(svc: &Stack, req: Request<Full<Bytes>>) -> Reply {
+    let response = svc.clone().oneshot(req).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
+}
+
+async fn body(svc: &Stack, req: Request<Full<Bytes>>) -> String {
+    send(svc, req).await.body
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_get_is_served_from_the_cache_with_age_and_cache_status() {
+    let origin = Origin::default();
+    let layer = cache();
+    let svc = stack(&layer, &origin);
+
+    let miss = send(&svc, get("/a")).await;
+    assert_eq!(miss.body, "/a for anyone #1");
+    assert_eq!(miss.headers["cache-status"], "herdsman; fwd=miss; stored");
+    assert!(miss.headers.get(header::AGE).is_none());
+
+    time::advance(Duration::from_secs(3)).await;
+    let hit = send(&svc, get("/a")).await;
+    assert_eq!(hit.body, "/a for anyone #1");
+    assert_eq!(hit.headers["cache-status"], "herdsman; hit");
+    assert_eq!(hit.headers[header::AGE], "3");
+    assert_eq!(origin.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn users_never_see_each_others_entries() {
+    let origin = Origin::default();
+    let layer = cache();
+    let svc = stack(&layer, &origin);
+    let alice = || request(Method::GET, "/me", &[("authorization", "alice")]);
+    let bob = || request(Method::GET, "/me", &[("authorization", "bob")]);
+    assert_eq!(body(&svc, alice()).await, "/me for alice #1");
+    assert_eq!(body(&svc, bob()).await, "/me for bob #2");
+    assert_eq!(body(&svc, alice()).await, "/me for alice #1");
+    assert_eq!(body(&svc, bob()).await, "/me for bob #2");
+    assert_eq!(body(&svc, get("/me")).await, "/me for anyone #3");
+
+    let public = CacheLayer::http(HttpKey::new().public());
+    let svc = stack(&public, &origin);
+    assert_eq!(body(&svc, alice()).await, "/me for alice #4");
+    assert_eq!(
+        body(&svc, bob()).await,
+        "/me for alice #4",
+        "declared public"
+    );
+}
+
+async fn stored(origin: &Origin, headers: &[(&'static str, &str)]) -> bool {
+    origin.route("/x", StatusCode::OK, headers);
+    let layer = cache();
+    let svc = stack(&layer, origin);
+    let first = body(&svc, get("/x")).await;
+    let second = body(&svc, get("/x")).await;
+    first == second
+}
+
+#[tokio::test(start_paused = true)]
+async fn response_cache_control_decides_what_is_stored() {
+    let origin = Origin::default();
+    assert!(stored(&origin, &[]).await);
+    assert!(stored(&origin, &[("cache-control", "public, max-age=60")]).await);
+    assert!(!stored(&origin, &[("cache-control", "no-store")]).await);
+    assert!(!stored(&origin, &[("cache-control", "private")]).await);
+    assert!(!stored(&origin, &[("cache-control", "no-cache")]).await);
+    assert!(!stored(&origin, &[("cache-control", "max-age=0")]).await);
+    assert!(!stored(&origin, &[("cache-control", "max-age=abc")]).await);
+    assert!(!stored(&origin, &[("cache-control", "max-age=10, max-age=20")]).await);
+    assert!(!stored(&origin, &[("cache-control", "max-age=\"")]).await);
+    assert!(stored(&origin, &[("cache-control", "MAX-AGE=60 , ,,")]).await);
+    assert!(!stored(&origin, &[("expires", "0")]).await);
+    assert!(!stored(&origin, &[("expires", "Thu, 01 Jan 1970 00:00:00 GMT")]).await);
+    assert!(!stored(&origin, &[("expires", "not a date")]).await);
+    assert!(stored(&origin, &[("expires", "Fri, 01 Jan 2100 00:00:00 GMT")]).await);
+    assert!(!stored(&origin, &[("set-cookie", "sid=1")]).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_age_and_s_maxage_cap_the_ttl() {
+    let origin = Origin::default();
+    origin.route("/short", StatusCode::OK, &[("cache-control", "max-age=2")]);
+    origin.route(
+        "/shared",
+        StatusCode::OK,
+        &[("cache-control", "max-age=1, s-maxage=4")],
+    );
+    origin.route(
+        "/long",
+        StatusCode::OK,
+        &[("cache-control", "max-age=3600")],
+    );
+    let layer = cache();
+    let svc = stack(&layer, &origin);
+    for path in ["/short", "/shared", "/long"] {
+        body(&svc, get(path)).await;
+    }
+    time::advance(Duration::from_secs(2)).await;
+    assert!(
+        body(&svc, get("/short")).await.ends_with("#4"),
+        "max-age=2 is over"
+    );
+    assert!(
+        body(&svc, get("/shared")).await.ends_with("#2"),
+        "s-maxage wins"
+    );
+    time::advance(Duration::from_secs(8)).await;
+    assert!(
+        body(&svc, get("/long")).await.ends_with("#5"),
+        "capped by the class TTL"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_cookie_is_stored_only_when_the_endpoint_opts_in() {
+    let origin = Origin::default();
+    origin.route("/login", StatusCode::OK, &[("set-cookie", "sid=1")]);
+    let opted = cache().with_policy(HttpCachePolicy::new().store_set_cookie(true));
+    let svc = stack(&opted, &origin);
+    assert_eq!(
+        body(&svc, get("/login")).await,
+        body(&svc, get("/login")).await
+    );
+    assert_eq!(origin.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn request_no_cache_refreshes_and_no_store_bypasses() {
+    let origin = Origin::default();
+    let layer = cache();
+    let svc = stack(&layer, &origin);
+    assert_eq!(body(&svc, get("/a")).await, "/a for anyone #1");
+
+    let refresh = send(
+        &svc,
+        request(Method::GET, "/a", &[("cache-control", "no-cache")]),
+    )
+    .await;
+    assert_eq!(refresh.body, "/a for anyone #2");
+    assert_eq!(
+        refresh.headers["cache-status"],
+        "herdsman; fwd=request; stored"
+    );
+    assert_eq!(
+        body(&svc, get("/a")).await,
+        "/a for anyone #2",
+        "the refresh was stored"
+    );
+
+    let pragma = request(Method::GET, "/a", &[("pragma", "no-cache")]);
+    assert_eq!(body(&svc, pragma).await, "/a for anyone #3");
+
+    let bypass = request(Method::GET, "/a", &[("cache-control", "no-store")]);
+    assert_eq!(body(&svc, bypass).await, "/a for anyone #4");
+    assert_eq!(
+        body(&svc, get("/a")).await,
+        "/a for anyone #3",
+        "a bypass stores nothing"
+    );
+    assert_eq!(layer.handle().stats().bypassed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_successful_unsafe_request_invalidates_its_path_for_everyone() {
+    let origin = Origin::default();
+    let layer = cache();
+    let svc = stack(&layer, &origin);
+    body(&svc, get("/cards")).await;
+    body(&svc, get("/cards?page=2")).await;
+    body(
+        &svc,
+        request(Method::GET, "/cards", &[("authorization", "alice")]),
+    )
+    .await;
+    body(&svc, get("/other")).await;
+    assert_eq!(layer.handle().stats().entries, 4);
+
+    origin.route("/cards", StatusCode::CREATED, &[]);
+    let post = send(&svc, request(Method::POST, "/cards", &[])).await;
+    assert_eq!(post.status, StatusCode::CREATED);
+    assert_eq!(layer.handle().stats().entries, 1, "only /other is left");
+
+    origin.route("/other", StatusCode::INTERNAL_SERVER_ERROR, &[]);
+    send(&svc, request(Method::DELETE, "/other", &[])).await;
+    assert_eq!(
+        layer.handle().stats().entries,
+        1,
+        "a failed unsafe request invalidates nothing"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn statuses_outside_the_list_are_stored_only_by_negative_caching() {
+    let origin = Origin::default();
+    origin.route("/missing", StatusCode::NOT_FOUND, &[]);
+    let layer = cache();
+    let svc = stack(&layer, &origin);
+    body(&svc, get("/missing")).await;
+    body(&svc, get("/missing")).await;
+    assert_eq!(origin.calls(), 2, "404 is not stored by default");
+
+    let negative = cache().with_policy(
+        HttpCachePolicy::new().negative([StatusCode::NOT_FOUND], Duration::from_secs(1)),
+    );
+    let svc = stack(&negative, &origin);
+    let first = send(&svc, get("/missing")).await;
+    assert_eq!(first.status, StatusCode::NOT_FOUND);
+    assert_eq!(body(&svc, get("/missing")).await, first.body);
+    time::advance(Duration::from_secs(1)).await;
+    assert_ne!(
+        body(&svc, get("/missing")).await,
+        first.body,
+        "its own short TTL"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_5xx_is_answered_with_a_stale_copy_within_stale_if_error() {
+    let origin = Origin::default();
+    let layer = cache().with_stale_if_error(Duration::from_secs(60));
+    let svc = stack(&layer, &origin);
+    assert_eq!(body(&svc, get("/a")).await, "/a for anyone #1");
+    time::advance(Duration::from_secs(15)).await;
+    origin.route("/a", StatusCode::SERVICE_UNAVAILABLE, &[]);
+    let stale = send(&svc, get("/a")).await;
+    assert_eq!(stale.status, StatusCode::OK);
+    assert_eq!(stale.body, "/a for anyone #1");
+    assert_eq!(stale.headers[header::AGE], "15");
+    assert_eq!(
+        stale.headers["cache-status"],
+        "herdsman; fwd=stale; detail=stale-if-error"
+    );
+    assert_eq!(layer.handle().stats().stale_if_error, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_hit_says_so_in_cache_status() {
+    let origin = Origin::default();
+    let layer = cache().with_stale_while_revalidate(Duration::from_secs(30));
+    let svc = stack(&layer, &origin);
+    body(&svc, get("/a")).await;
+    time::advance(Duration::from_secs(12)).await;
+    let stale = send(&svc, get("/a")).await;
+    assert_eq!(stale.body, "/a for anyone #1");
+    assert_eq!(
+        stale.headers["cache-status"],
+        "herdsman; hit; ttl=-2; detail=stale-while-revalidate"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn entries_can_be_invalidated_by_path_and_prefix() {
+    let origin = Origin::default();
+    let layer = cache();
+    let svc = stack(&layer, &origin);
+    for path in [
+        "/boards/1/events",
+        "/boards/1/events?since=3",
+        "/boards/2/events",
+        "/users",
+    ] {
+        body(&svc, get(path)).await;
+    }
+    let handle: CacheHandle<_> = layer.handle();
+    assert_eq!(handle.invalidate_path("/boards/1/events"), 2);
+    assert_eq!(handle.invalidate_prefix("/boards/"), 1);
+    assert_eq!(handle.stats().entries, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bodies_over_the_buffer_limit_are_streamed_and_not_stored() {
+    let origin = Origin::default();
+    let layer = cache();
+    let svc: Stack = BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(layer.clone())
+            .layer(BufferLayer::new().with_limit(4))
+            .service(origin.service()),
+    );
+    assert_eq!(body(&svc, get("/a")).await, "/a for anyone #1");
+    assert_eq!(body(&svc, get("/a")).await, "/a for anyone #2");
+    assert_eq!(layer.handle().stats().entries, 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+
+    /// 1,000 users hit one path at once; each must get only their own body.
+    #[test]
+    fn concurrent_users_only_ever_get_their_own_response(order in Just((0..1000u32).collect::<Vec<_>>()).prop_shuffle()) {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
+        runtime.block_on(async move {
+            let origin = Origin::default();
+            let layer = cache();
+            let svc = stack(&layer, &origin);
+            let tasks: Vec<_> = order
+                .into_iter()
+                .flat_map(|user| [user, user])
+                .map(|user| {
+                    let svc = svc.clone();
+                    tokio::spawn(async move {
+                        let who = format!("user-{user}");
+                        let req = request(Method::GET, "/me", &[("authorization", &who)]);
+                        (who, body(&svc, req).await)
+                    })
+                })
+                .collect();
+            for task in tasks {
+                let (who, body) = task.await.unwrap();
+                prop_assert!(body.starts_with(&format!("/me for {who} #")), "{} got {}", who, body);
+            }
+            Ok(())
+        })?;
+    }
+}
+
+#[test]
+fn the_cache_layer_wraps_any_tower_service() {
+    // Compile-time: the HTTP cache composes with tower's ServiceBuilder and
+    // keeps the inner service reachable.
+    let layer = cache();
+    let svc = layer.layer(BufferLayer::new().layer(Origin::default().service()));
+    let _: &Upstream = svc.get_ref().get_ref();
+    fn is_service<S: Service<Request<Full<Bytes>>>>(_: &S) {}
+    is_service(&svc);
+}
