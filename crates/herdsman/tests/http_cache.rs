@@ -449,3 +449,49 @@ fn the_cache_layer_wraps_any_tower_service() {
     fn is_service<S: Service<Request<Full<Bytes>>>>(_: &S) {}
     is_service(&svc);
 }
+
+/// The stack in DESIGN.md order: Cache above Dedup above Buffer.
+#[tokio::test(start_paused = true)]
+async fn misses_and_forced_refreshes_are_coalesced_by_dedup_below_the_cache() {
+    use herdsman::{dedup::DedupLayer, http::HttpShare};
+
+    let origin = Origin::default();
+    let slow = origin.clone();
+    let upstream = service_fn(move |req: Request<Full<Bytes>>| {
+        let mut inner = slow.service();
+        async move {
+            time::sleep(Duration::from_millis(50)).await;
+            inner.call(req).await
+        }
+    });
+    let layer = cache().with_stale_while_revalidate(Duration::from_secs(30));
+    let dedup = DedupLayer::new(HttpKey::new()).with_share(HttpShare);
+    let svc: Stack = BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(layer.clone())
+            .layer(dedup.clone())
+            .layer(BufferLayer::new())
+            .service(upstream),
+    );
+
+    let misses = futures_util::future::join_all((0..100).map(|_| body(&svc, get("/a")))).await;
+    assert!(misses.iter().all(|b| b == "/a for anyone #1"));
+    assert_eq!(
+        origin.calls(),
+        1,
+        "100 concurrent misses, one upstream call"
+    );
+
+    let refresh = || request(Method::GET, "/a", &[("cache-control", "no-cache")]);
+    let refreshed = futures_util::future::join_all((0..100).map(|_| body(&svc, refresh()))).await;
+    assert!(refreshed.iter().all(|b| b == "/a for anyone #2"));
+    assert_eq!(origin.calls(), 2, "100 forced refreshes, one upstream call");
+
+    // A stale hit's background refresh joins a concurrent forced refresh.
+    time::advance(Duration::from_secs(10)).await;
+    let (stale, forced) = tokio::join!(body(&svc, get("/a")), body(&svc, refresh()));
+    assert_eq!(stale, "/a for anyone #2");
+    assert_eq!(forced, "/a for anyone #3");
+    assert_eq!(origin.calls(), 3);
+    assert_eq!(dedup.stats().entries, 0);
+}

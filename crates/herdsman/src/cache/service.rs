@@ -88,6 +88,8 @@ where
                 self.store.count(Count::Bypassed);
                 return ResponseFuture::passthrough(self.inner.call(req));
             }
+            // Never answered from the cache; a stored copy may still stand in
+            // for a failure.
             Directive::Refresh => match self.store.lookup(&key) {
                 Found::Fresh { value, age } => Found::Stale {
                     value,
@@ -96,7 +98,20 @@ where
                     revalidate: false,
                     if_error: true,
                 },
-                other => other,
+                Found::Stale {
+                    value,
+                    age,
+                    staleness,
+                    if_error,
+                    ..
+                } => Found::Stale {
+                    value,
+                    age,
+                    staleness,
+                    revalidate: false,
+                    if_error,
+                },
+                Found::Missing => Found::Missing,
             },
             Directive::Normal => self.store.lookup(&key),
         };
