@@ -116,17 +116,17 @@ where
                     return Poll::Ready(finish(driver, out, this.share));
                 }
                 KindProj::Following { follower, retry } => match ready!(follower.poll(cx)) {
-                    Woken::Outcome(Outcome::Ok(shared)) => {
-                        return Poll::Ready(Ok(this.share.unshare(&shared)))
-                    }
-                    Woken::Outcome(Outcome::Err(err)) => return Poll::Ready(Err(Box::new(err))),
-                    Woken::Outcome(Outcome::NotShared) => {
-                        let (svc, req) = retry.take().expect("retry is taken once");
-                        this.kind.set(Kind::Retrying {
-                            svc,
-                            req: Some(req),
-                        });
-                    }
+                    Woken::Outcome(outcome) => match &*outcome {
+                        Outcome::Ok(shared) => return Poll::Ready(Ok(this.share.unshare(shared))),
+                        Outcome::Err(err) => return Poll::Ready(Err(Box::new(err.clone()))),
+                        Outcome::NotShared => {
+                            let (svc, req) = retry.take().expect("retry is taken once");
+                            this.kind.set(Kind::Retrying {
+                                svc,
+                                req: Some(req),
+                            });
+                        }
+                    },
                     Woken::Promoted(driver) => this.kind.set(Kind::Leading { driver }),
                 },
                 KindProj::Retrying { svc, req } => {

@@ -9,7 +9,7 @@ use tower_service::Service;
 
 use super::{
     future::ResponseFuture,
-    state::{Join, State},
+    state::{Join, Outcome, State},
     DedupLayer, DedupStats,
 };
 use crate::{
@@ -105,8 +105,13 @@ where
                 let retry = (self.inner.clone(), req);
                 ResponseFuture::following(follower, retry, self.share.clone())
             }
-            Join::Reuse(shared) => {
-                ResponseFuture::ready(Ok(self.share.unshare(&shared)), self.share.clone())
+            Join::Reuse(outcome) => {
+                let result = match &*outcome {
+                    Outcome::Ok(shared) => Ok(self.share.unshare(shared)),
+                    Outcome::Err(err) => Err(Box::new(err.clone()) as BoxError),
+                    Outcome::NotShared => unreachable!("only successes are kept for reuse"),
+                };
+                ResponseFuture::ready(result, self.share.clone())
             }
             Join::Bypass => ResponseFuture::passthrough(self.inner.call(req), self.share.clone()),
         }

@@ -93,21 +93,12 @@ pub(crate) enum Outcome<V> {
     NotShared,
 }
 
-impl<V: Clone> Clone for Outcome<V> {
-    fn clone(&self) -> Self {
-        match self {
-            Outcome::Ok(v) => Outcome::Ok(v.clone()),
-            Outcome::Err(e) => Outcome::Err(e.clone()),
-            Outcome::NotShared => Outcome::NotShared,
-        }
-    }
-}
-
 /// What a new caller of a key becomes.
 pub(crate) enum Join<F, V> {
     Lead(Driver<F, V>),
     Follow(Follower<F, V>),
-    Reuse(V),
+    /// A finished call's outcome kept for the reuse window (always `Ok`).
+    Reuse(Arc<Outcome<V>>),
     Bypass,
 }
 
@@ -117,7 +108,9 @@ pub(crate) struct Flight<F, V> {
 
 struct FlightInner<F, V> {
     waiters: Slab<Option<Waker>>,
-    outcome: Option<Outcome<V>>,
+    /// Shared behind an `Arc` so that it is cloned under the lock by a
+    /// reference count only; each caller clones the value outside.
+    outcome: Option<Arc<Outcome<V>>>,
     /// An inner future whose driver was dropped, waiting for `heir`.
     orphan: Option<Pin<Box<F>>>,
     heir: Option<usize>,
@@ -138,7 +131,7 @@ impl<F, V> Flight<F, V> {
     /// Stores the outcome and returns the wakers to wake (outside the lock).
     fn publish(&self, outcome: Outcome<V>) -> Vec<Waker> {
         let mut inner = lock(&self.inner);
-        inner.outcome = Some(outcome);
+        inner.outcome = Some(Arc::new(outcome));
         inner.orphan = None;
         inner.heir = None;
         inner
@@ -194,7 +187,7 @@ impl State {
     pub(crate) fn join<F, V>(self: &Arc<Self>, key: Key) -> Join<F, V>
     where
         F: Send + 'static,
-        V: Clone + Send + 'static,
+        V: Send + Sync + 'static,
     {
         let flight_type = TypeId::of::<Flight<F, V>>();
         let mut guard = lock(self.shard(&key));
@@ -238,11 +231,12 @@ impl State {
             .expect("flight type checked above");
         let gen = slot.gen;
         let mut inner = lock(&flight.inner);
-        if let Some(Outcome::Ok(value)) = &inner.outcome {
+        if let Some(outcome) = &inner.outcome {
             // A finished call kept for the reuse window (expired slots were
-            // purged above). Errors are never kept.
+            // purged above). Only successes are kept.
+            debug_assert!(matches!(**outcome, Outcome::Ok(_)));
             shard.window_hits += 1;
-            return Join::Reuse(value.clone());
+            return Join::Reuse(outcome.clone());
         }
         let idx = inner.waiters.insert(None);
         drop(inner);
@@ -319,7 +313,7 @@ type Downcast<F, V> = fn(Arc<dyn Any + Send + Sync>) -> Option<Arc<Flight<F, V>>
 fn downcast<F, V>(flight: Arc<dyn Any + Send + Sync>) -> Option<Arc<Flight<F, V>>>
 where
     F: Send + 'static,
-    V: Send + 'static,
+    V: Send + Sync + 'static,
 {
     flight.downcast().ok()
 }
@@ -327,7 +321,7 @@ where
 impl<F, V> Driver<F, V>
 where
     F: Future + Send + 'static,
-    V: Clone + Send + 'static,
+    V: Send + Sync + 'static,
 {
     pub(crate) fn start(&mut self, fut: Pin<Box<F>>) {
         self.fut = Some(fut);
@@ -356,12 +350,16 @@ where
             return false;
         }
         let mut shard = lock(self.state.shard(&self.key));
-        match shard.slot(&self.key, self.gen) {
-            Some(slot) if slot.flight.is_some() => false,
-            Some(_) => {
-                shard.map.remove(&self.key);
+        // One probe on the common path: remove, and put back in the rare case
+        // that followers joined.
+        match shard.map.remove(&self.key) {
+            Some(slot) if slot.gen == self.gen && slot.flight.is_none() => {
                 self.done = true;
                 true
+            }
+            Some(slot) => {
+                shard.map.insert(self.key.clone(), slot);
+                false
             }
             None => {
                 self.done = true;
@@ -423,7 +421,8 @@ impl<F, V> Drop for Driver<F, V> {
                     if !started {
                         // `Service::call` panicked before the future existed.
                         self.state.panics.fetch_add(1, Ordering::Relaxed);
-                        inner.outcome = Some(Outcome::Err(SharedError::new(Panicked::in_call())));
+                        let err = SharedError::new(Panicked::in_call());
+                        inner.outcome = Some(Arc::new(Outcome::Err(err)));
                         wake.extend(inner.waiters.iter_mut().filter_map(|(_, w)| w.take()));
                     } else if let Some((heir, waker)) = first_waiter(&inner.waiters) {
                         // Baton passing: the first waiter takes over the call.
@@ -464,19 +463,16 @@ pub(crate) struct Follower<F, V> {
 
 /// What a follower got when it was woken.
 pub(crate) enum Woken<F, V> {
-    Outcome(Outcome<V>),
+    Outcome(Arc<Outcome<V>>),
     /// The driver was dropped; this follower now drives the call.
     Promoted(Driver<F, V>),
 }
 
-impl<F, V> Follower<F, V>
-where
-    V: Clone,
-{
+impl<F, V> Follower<F, V> {
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Woken<F, V>> {
         let mut inner = lock(&self.flight.inner);
         if let Some(outcome) = &inner.outcome {
-            let outcome = outcome.clone();
+            let outcome = Arc::clone(outcome);
             inner.waiters.remove(self.idx);
             self.done = true;
             return Poll::Ready(Woken::Outcome(outcome));
