@@ -24,6 +24,13 @@ pub trait Share<T> {
 
     /// Makes one caller's copy of a shared response.
     fn unshare(&self, shared: &Self::Shared) -> T;
+
+    /// Turns a copy of the shared form that the caller already owns into its
+    /// response. The default clones via [`unshare`](Share::unshare); policies
+    /// whose shared form *is* the response move it instead.
+    fn unshare_owned(&self, shared: Self::Shared) -> T {
+        self.unshare(&shared)
+    }
 }
 
 /// Shares any `Clone` response by cloning it.
@@ -42,5 +49,9 @@ where
 
     fn unshare(&self, shared: &T) -> T {
         shared.clone()
+    }
+
+    fn unshare_owned(&self, shared: T) -> T {
+        shared
     }
 }

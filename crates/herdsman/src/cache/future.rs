@@ -47,7 +47,7 @@ pin_project! {
 pub(super) struct Fetch<P, V> {
     key: Key,
     class: Class,
-    fallback: Option<(Arc<V>, Duration, Duration)>,
+    fallback: Option<(V, Duration, Duration)>,
     forced: bool,
     store: Arc<Store<V>>,
     policy: P,
@@ -76,7 +76,7 @@ where
         fut: F,
         key: Key,
         class: Class,
-        fallback: Option<(Arc<V>, Duration, Duration)>,
+        fallback: Option<(V, Duration, Duration)>,
         forced: bool,
         store: Arc<Store<V>>,
         policy: P,
@@ -115,6 +115,7 @@ where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
     P: CachePolicy<Req, T, Shared = V>,
+    V: Clone,
 {
     type Output = Result<T, BoxError>;
 
@@ -150,7 +151,7 @@ where
     }
 }
 
-impl<P, V> Fetch<P, V> {
+impl<P, V: Clone> Fetch<P, V> {
     fn finish<Req, T>(self, result: Result<T, BoxError>) -> Result<T, BoxError>
     where
         P: CachePolicy<Req, T, Shared = V>,
@@ -160,7 +161,7 @@ impl<P, V> Fetch<P, V> {
             Err(_) => true,
         };
         if failed {
-            if let Some((value, age, staleness)) = &self.fallback {
+            if let Some((value, age, staleness)) = self.fallback {
                 match &result {
                     Err(err) => {
                         tracing::warn!(error = %err, "inner call failed; serving a stale copy")
@@ -168,11 +169,9 @@ impl<P, V> Fetch<P, V> {
                     Ok(_) => tracing::warn!("inner call answered a failure; serving a stale copy"),
                 }
                 self.store.count(Count::StaleIfError);
-                let mut response = self.policy.unshare(value);
-                let outcome = Outcome::StaleIfError {
-                    staleness: *staleness,
-                };
-                self.policy.decorate(&mut response, outcome, *age);
+                let mut response = self.policy.unshare_owned(value);
+                let outcome = Outcome::StaleIfError { staleness };
+                self.policy.decorate(&mut response, outcome, age);
                 return Ok(response);
             }
         }
@@ -212,6 +211,7 @@ pub(super) fn store_response<Req, T, P, V>(
 ) -> (T, bool)
 where
     P: CachePolicy<Req, T, Shared = V>,
+    V: Clone,
 {
     let windows = settings.windows(class);
     let ttl = match policy.ttl(&response, windows.ttl) {

@@ -10,7 +10,7 @@ pub struct CacheHandle<V> {
     pub(crate) store: Arc<Store<V>>,
 }
 
-impl<V> CacheHandle<V> {
+impl<V: Clone> CacheHandle<V> {
     /// Removes the entry for `key`; `true` if there was one.
     pub fn invalidate(&self, key: &Key) -> bool {
         self.store.remove(key)
@@ -56,7 +56,7 @@ impl<V> Clone for CacheHandle<V> {
     }
 }
 
-impl<V> fmt::Debug for CacheHandle<V> {
+impl<V: Clone> fmt::Debug for CacheHandle<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheHandle")
             .field("stats", &self.stats())

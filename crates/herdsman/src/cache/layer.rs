@@ -85,7 +85,7 @@ pub struct CacheLayer<K, V, P = CloneShare, C = AllDefault> {
     store: Arc<Store<V>>,
 }
 
-impl<K, V> CacheLayer<K, V> {
+impl<K, V: Clone> CacheLayer<K, V> {
     /// A cache keyed by `key`, storing `Clone` responses for
     /// [`DEFAULT_TTL`], bounded by [`DEFAULT_MAX_BYTES`].
     pub fn new(key: K) -> Self {
@@ -171,14 +171,20 @@ impl<K, V, P, C> CacheLayer<K, V, P, C> {
     }
 
     /// Bounds the store to `bytes` (sum of entry weights). Starts a new store.
-    pub fn with_max_bytes(mut self, bytes: u64) -> Self {
+    pub fn with_max_bytes(mut self, bytes: u64) -> Self
+    where
+        V: Clone,
+    {
         self.max_bytes = bytes;
         self.store = Arc::new(Store::new(bytes, self.max_entries));
         self
     }
 
     /// Also bounds the store to `entries` entries. Starts a new store.
-    pub fn with_max_entries(mut self, entries: u64) -> Self {
+    pub fn with_max_entries(mut self, entries: u64) -> Self
+    where
+        V: Clone,
+    {
         self.max_entries = Some(entries);
         self.store = Arc::new(Store::new(self.max_bytes, self.max_entries));
         self

@@ -58,7 +58,7 @@ where
     K: KeyFn<Req>,
     C: Classify<Req>,
     P: CachePolicy<Req, S::Response, Shared = V> + Clone + Send + Sync + 'static,
-    V: Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -118,7 +118,7 @@ where
         let fallback = match found {
             Found::Fresh { value, age } => {
                 self.store.count(Count::Hit);
-                let mut response = self.policy.unshare(&value);
+                let mut response = self.policy.unshare_owned(value);
                 self.policy.decorate(&mut response, Outcome::Hit, age);
                 return ResponseFuture::ready(Ok(response));
             }
@@ -130,7 +130,7 @@ where
                 ..
             } => {
                 self.store.count(Count::StaleWhileRevalidate);
-                let mut response = self.policy.unshare(&value);
+                let mut response = self.policy.unshare_owned(value);
                 let outcome = Outcome::StaleWhileRevalidate { staleness };
                 self.policy.decorate(&mut response, outcome, age);
                 self.spawn_refresh(key, req);
@@ -173,7 +173,7 @@ impl<S, K, V, P, C> Cache<S, K, V, P, C> {
         Req: Send + 'static,
         C: Classify<Req>,
         P: CachePolicy<Req, S::Response, Shared = V> + Clone + Send + Sync + 'static,
-        V: Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
     {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;

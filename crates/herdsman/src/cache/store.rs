@@ -5,7 +5,7 @@ use std::{
     collections::HashSet,
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
-        Arc, Mutex, PoisonError,
+        Mutex, PoisonError,
     },
     time::Duration,
 };
@@ -22,7 +22,7 @@ use crate::{
 /// One stored response and its freshness, in milliseconds since the store's
 /// epoch (compact: the store is bounded by bytes, and bookkeeping counts).
 pub(crate) struct Entry<V> {
-    pub(crate) value: Arc<V>,
+    pub(crate) value: V,
     stored_ms: u64,
     fresh_ms: u32,
     swr_ms: u32,
@@ -31,7 +31,7 @@ pub(crate) struct Entry<V> {
     class: u16,
 }
 
-impl<V> Clone for Entry<V> {
+impl<V: Clone> Clone for Entry<V> {
     fn clone(&self) -> Self {
         Entry {
             value: self.value.clone(),
@@ -43,13 +43,13 @@ impl<V> Clone for Entry<V> {
 /// What a lookup found.
 pub(crate) enum Found<V> {
     Fresh {
-        value: Arc<V>,
+        value: V,
         age: Duration,
     },
     /// Past its TTL. `revalidate`: within stale-while-revalidate, serve it
     /// and refresh; `if_error`: within stale-if-error, keep it for a failure.
     Stale {
-        value: Arc<V>,
+        value: V,
         age: Duration,
         staleness: Duration,
         revalidate: bool,
@@ -126,6 +126,25 @@ pub(crate) struct Store<V> {
 }
 
 impl<V> Store<V> {
+    /// Claims the one background refresh of `key`; `false` if one runs.
+    pub(crate) fn claim_refresh(&self, key: &Key) -> bool {
+        let mut refreshing = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        refreshing.insert(key.clone())
+    }
+
+    pub(crate) fn release_refresh(&self, key: &Key) {
+        let mut refreshing = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        refreshing.remove(key);
+    }
+}
+
+impl<V: Clone> Store<V> {
     pub(crate) fn new(max_bytes: u64, max_entries: Option<u64>) -> Self {
         let max_bytes = max_bytes.max(1);
         let min_weight = max_entries.map_or(1, |n| max_bytes.div_ceil(n.max(1)));
@@ -178,6 +197,9 @@ impl<V> Store<V> {
             .as_millis() as u64
     }
 
+    /// Finds `key`. The value is cloned under quick_cache's shard *read*
+    /// lock (readers do not block each other); that clone is the caller's
+    /// copy, handed over without a second clone.
     pub(crate) fn lookup(&self, key: &Key) -> Found<V> {
         let Some(entry) = self.entries.get(key) else {
             return Found::Missing;
@@ -224,7 +246,7 @@ impl<V> Store<V> {
         }
         let ms = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as u32;
         let entry = Entry {
-            value: Arc::new(value),
+            value,
             stored_ms: self.now_ms(),
             fresh_ms: ms(windows.ttl),
             swr_ms: ms(windows.stale_while_revalidate),
@@ -247,23 +269,6 @@ impl<V> Store<V> {
         }
         classes.push(class.clone());
         (classes.len() - 1) as u16
-    }
-
-    /// Claims the one background refresh of `key`; `false` if one runs.
-    pub(crate) fn claim_refresh(&self, key: &Key) -> bool {
-        let mut refreshing = self
-            .refreshing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        refreshing.insert(key.clone())
-    }
-
-    pub(crate) fn release_refresh(&self, key: &Key) {
-        let mut refreshing = self
-            .refreshing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        refreshing.remove(key);
     }
 
     pub(crate) fn remove(&self, key: &Key) -> bool {
@@ -330,5 +335,5 @@ impl<V> Store<V> {
 }
 
 /// What one entry costs beyond its key and value, counted in its weight:
-/// the entry record, its `Arc`, and quick_cache's slot.
+/// the entry record and quick_cache's slot (an estimate; see docs/BENCHMARKS.md).
 pub(crate) const ENTRY_OVERHEAD: u64 = 96;
