@@ -216,8 +216,11 @@ impl<V: Clone> Store<V> {
         let revalidate = age_ms < fresh + u64::from(entry.swr_ms);
         let if_error = age_ms < fresh + u64::from(entry.sie_ms);
         if !revalidate && !if_error {
-            // Expired for good: free it now rather than at eviction.
-            self.entries.remove(key);
+            // Expired for good: free it now rather than at eviction, unless a
+            // fresh copy was stored since it was read.
+            let stored_ms = entry.stored_ms;
+            self.entries
+                .remove_if(key, |current| current.stored_ms == stored_ms);
             return Found::Missing;
         }
         Found::Stale {
