@@ -91,3 +91,14 @@ pub fn find<'a, T: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'
     }
     None
 }
+
+/// Whether `err` is a rejection made by a herdsman layer on this side of the
+/// upstream (a load limit, a rate limit, an open breaker), rather than a
+/// failure of the upstream itself.
+///
+/// The circuit breaker does not count such rejections as upstream failures.
+pub fn is_rejection(err: &(dyn Error + 'static)) -> bool {
+    // Each layer that rejects locally lists its error types here.
+    let _ = err;
+    false
+}
