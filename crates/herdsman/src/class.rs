@@ -16,46 +16,82 @@
 //! assert_eq!(by_prefix.classify(&"/health").as_str(), "default");
 //! ```
 
-use std::{borrow::Borrow, fmt, sync::Arc};
+use std::{
+    cmp::Ordering,
+    fmt,
+    hash::{BuildHasher, Hash, Hasher},
+    sync::{Arc, OnceLock},
+};
 
-/// The name of an endpoint class. Cheap to clone.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Class(Arc<str>);
+/// The name of an endpoint class. Cheap to clone (an `Arc`); its hash is
+/// computed once, so per-class maps on the request path do not hash the name.
+#[derive(Clone)]
+pub struct Class {
+    name: Arc<str>,
+    hash: u64,
+}
 
 impl Class {
     /// The class called `name`.
     pub fn new(name: impl AsRef<str>) -> Self {
-        Class(Arc::from(name.as_ref()))
+        static STATE: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
+        let name = name.as_ref();
+        Class {
+            hash: STATE.get_or_init(Default::default).hash_one(name),
+            name: Arc::from(name),
+        }
     }
 
     /// The class's name.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.name
     }
 }
 
 impl Default for Class {
-    /// The class of requests no rule matched: `"default"`.
+    /// The class of requests no rule matched: `"default"`. Made once per
+    /// process; cloning it is a reference count.
     fn default() -> Self {
-        Class::new("default")
+        static DEFAULT: OnceLock<Class> = OnceLock::new();
+        DEFAULT.get_or_init(|| Class::new("default")).clone()
+    }
+}
+
+impl PartialEq for Class {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.name, &other.name) || (self.hash == other.hash && self.name == other.name)
+    }
+}
+
+impl Eq for Class {}
+
+impl Hash for Class {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialOrd for Class {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Class {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.name.cmp(&other.name)
     }
 }
 
 impl fmt::Debug for Class {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(&*self.name, f)
     }
 }
 
 impl fmt::Display for Class {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Borrow<str> for Class {
-    fn borrow(&self) -> &str {
-        &self.0
+        f.write_str(&self.name)
     }
 }
 
