@@ -3,6 +3,8 @@
 //!
 //! Each layer is its own [`tower_layer::Layer`] and works alone:
 //!
+//! - [`breaker`]: per-class circuit breakers that fail fast while an upstream
+//!   is sick and probe it when it may have recovered;
 //! - [`cache`]: answers repeated requests from a bounded store, with
 //!   stale-while-revalidate and stale-if-error;
 //! - [`dedup`]: single-flight; concurrent identical requests share one call.
@@ -13,6 +15,7 @@
 //!
 //! See `docs/ARCHITECTURE.md` in the repository for the whole stack.
 
+pub mod breaker;
 pub mod cache;
 pub mod class;
 pub mod dedup;

@@ -53,6 +53,7 @@ mod body;
 mod buffer;
 mod cache_policy;
 mod classes;
+mod failures;
 pub(crate) mod freshness;
 mod key;
 mod share;
@@ -62,6 +63,7 @@ pub use self::{
     buffer::{Buffer, BufferLayer, ResponseFuture, DEFAULT_BODY_LIMIT},
     cache_policy::HttpCachePolicy,
     classes::PathClasses,
+    failures::ServerErrors,
     key::HttpKey,
     share::HttpShare,
 };

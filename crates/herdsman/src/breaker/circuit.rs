@@ -1,0 +1,430 @@
+//! One circuit breaker: a state machine on atomics.
+//!
+//! The state, the number of trips in a row and the time the open state ends
+//! live in one `AtomicU64`, so transitions are single compare-and-swaps. The
+//! closed path reads it, bumps the window position and, only when an outcome
+//! changes a bit, writes the window: no lock, no allocation, and no clock read
+//! unless slow-call detection is on.
+//!
+//! Outcomes carry the generation they were admitted in; outcomes of an older
+//! generation (a call admitted before the last transition) are ignored.
+
+use std::{
+    fmt,
+    hash::BuildHasher,
+    sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    time::Duration,
+};
+
+use tokio::{sync::broadcast, time::Instant};
+
+use super::{BreakerConfig, BreakerEvent, BreakerOpen, BreakerState, BreakerStats};
+use crate::class::Class;
+
+const KIND_BITS: u64 = 3;
+const TRIPS_SHIFT: u64 = KIND_BITS;
+const TRIPS_BITS: u64 = 8;
+const UNTIL_SHIFT: u64 = TRIPS_SHIFT + TRIPS_BITS;
+
+fn pack(state: BreakerState, trips: u32, until_ms: u64) -> u64 {
+    let kind = match state {
+        BreakerState::Closed => 0,
+        BreakerState::Open => 1,
+        BreakerState::HalfOpen => 2,
+        BreakerState::ForcedOpen => 3,
+        BreakerState::Disabled => 4,
+    };
+    kind | (u64::from(trips.min(255)) << TRIPS_SHIFT) | (until_ms << UNTIL_SHIFT)
+}
+
+fn kind(word: u64) -> BreakerState {
+    match word & ((1 << KIND_BITS) - 1) {
+        0 => BreakerState::Closed,
+        1 => BreakerState::Open,
+        2 => BreakerState::HalfOpen,
+        3 => BreakerState::ForcedOpen,
+        _ => BreakerState::Disabled,
+    }
+}
+
+fn trips(word: u64) -> u32 {
+    ((word >> TRIPS_SHIFT) & ((1 << TRIPS_BITS) - 1)) as u32
+}
+
+fn until_ms(word: u64) -> u64 {
+    word >> UNTIL_SHIFT
+}
+
+/// What a call was admitted as.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Admit {
+    /// A call in the closed state; its outcome goes to the window.
+    Closed { generation: u32 },
+    /// A half-open probe holding one of the probe permits.
+    Probe { generation: u32 },
+    /// The breaker is disabled: nothing is recorded.
+    Untracked,
+}
+
+/// How a call ended, as the breaker counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub(crate) failure: bool,
+    pub(crate) slow: bool,
+}
+
+pub(crate) struct Circuit {
+    class: Class,
+    config: BreakerConfig,
+    word: AtomicU64,
+    generation: AtomicU32,
+    position: AtomicU64,
+    failures: AtomicU64,
+    slow: AtomicU64,
+    consecutive: AtomicU32,
+    probes: AtomicU32,
+    probe_successes: AtomicU32,
+    /// Set by calls, cleared by the idle sweep.
+    pub(crate) used: AtomicBool,
+    epoch: Instant,
+    events: broadcast::Sender<BreakerEvent>,
+    trips_total: AtomicU64,
+    rejected_total: AtomicU64,
+    metrics: Metrics,
+}
+
+struct Metrics {
+    state: [metrics::Gauge; 5],
+    rejections: metrics::Counter,
+    trips: metrics::Counter,
+}
+
+fn state_index(state: BreakerState) -> usize {
+    match state {
+        BreakerState::Closed => 0,
+        BreakerState::Open => 1,
+        BreakerState::HalfOpen => 2,
+        BreakerState::ForcedOpen => 3,
+        BreakerState::Disabled => 4,
+    }
+}
+
+impl Circuit {
+    pub(crate) fn new(
+        class: Class,
+        config: BreakerConfig,
+        events: broadcast::Sender<BreakerEvent>,
+    ) -> Self {
+        let endpoint = class.as_str().to_owned();
+        let state = BreakerState::ALL.map(|s| {
+            metrics::gauge!("herdsman_breaker_state", "endpoint" => endpoint.clone(), "state" => s.as_str())
+        });
+        state[0].set(1.0);
+        let metrics = Metrics {
+            state,
+            rejections: metrics::counter!("herdsman_breaker_rejections_total", "endpoint" => endpoint.clone()),
+            trips: metrics::counter!("herdsman_breaker_trips_total", "endpoint" => endpoint),
+        };
+        Circuit {
+            class,
+            config,
+            word: AtomicU64::new(pack(BreakerState::Closed, 0, 0)),
+            generation: AtomicU32::new(0),
+            position: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            slow: AtomicU64::new(0),
+            consecutive: AtomicU32::new(0),
+            probes: AtomicU32::new(0),
+            probe_successes: AtomicU32::new(0),
+            used: AtomicBool::new(true),
+            epoch: Instant::now(),
+            events,
+            trips_total: AtomicU64::new(0),
+            rejected_total: AtomicU64::new(0),
+            metrics,
+        }
+    }
+
+    pub(crate) fn class(&self) -> &Class {
+        &self.class
+    }
+
+    pub(crate) fn config(&self) -> &BreakerConfig {
+        &self.config
+    }
+
+    fn now_ms(&self) -> u64 {
+        Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_millis() as u64
+    }
+
+    pub(crate) fn state(&self) -> BreakerState {
+        kind(self.word.load(Ordering::Acquire))
+    }
+
+    /// Admits a call, or says how long the breaker stays open.
+    pub(crate) fn admit(&self) -> Result<Admit, BreakerOpen> {
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
+        loop {
+            let word = self.word.load(Ordering::Acquire);
+            match kind(word) {
+                BreakerState::Closed => {
+                    return Ok(Admit::Closed {
+                        generation: self.generation.load(Ordering::Acquire),
+                    })
+                }
+                BreakerState::Disabled => return Ok(Admit::Untracked),
+                BreakerState::ForcedOpen => return Err(self.reject(None)),
+                BreakerState::Open => {
+                    let now = self.now_ms();
+                    let until = until_ms(word);
+                    if now < until {
+                        return Err(self.reject(Some(Duration::from_millis(until - now))));
+                    }
+                    // The wait is over: the first caller moves it to half-open.
+                    let half_open = pack(BreakerState::HalfOpen, trips(word), 0);
+                    self.transition(word, half_open);
+                }
+                BreakerState::HalfOpen => {
+                    let generation = self.generation.load(Ordering::Acquire);
+                    let max = self.config.half_open_probes.max(1);
+                    let took = self
+                        .probes
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                            (n < max).then_some(n + 1)
+                        })
+                        .is_ok();
+                    if took {
+                        return Ok(Admit::Probe { generation });
+                    }
+                    // Every probe permit is out; rejected calls change nothing.
+                    return Err(self.reject(Some(self.config.probe_timeout)));
+                }
+            }
+        }
+    }
+
+    fn reject(&self, retry_after: Option<Duration>) -> BreakerOpen {
+        self.rejected_total.fetch_add(1, Ordering::Relaxed);
+        self.metrics.rejections.increment(1);
+        let _ = self.events.send(BreakerEvent::Rejected {
+            class: self.class.clone(),
+        });
+        BreakerOpen::new(self.class.clone(), retry_after)
+    }
+
+    /// Whether slow-call detection needs the call's start time.
+    pub(crate) fn times_calls(&self) -> bool {
+        self.config.slow_call_duration.is_some()
+    }
+
+    pub(crate) fn is_slow(&self, elapsed: Duration) -> bool {
+        self.config
+            .slow_call_duration
+            .is_some_and(|slow| elapsed >= slow)
+    }
+
+    /// Records the outcome of an admitted call.
+    pub(crate) fn record(&self, admit: Admit, outcome: Outcome) {
+        match admit {
+            Admit::Untracked => {}
+            Admit::Closed { generation } => self.record_closed(generation, outcome),
+            Admit::Probe { generation } => self.record_probe(generation, outcome),
+        }
+    }
+
+    fn record_closed(&self, generation: u32, outcome: Outcome) {
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        let window = u64::from(self.config.window_len());
+        let n = self.position.fetch_add(1, Ordering::AcqRel);
+        let bit = 1u64 << (n % window);
+        set_bit(&self.failures, bit, outcome.failure);
+        set_bit(&self.slow, bit, outcome.slow);
+        let consecutive = if outcome.failure {
+            self.consecutive.fetch_add(1, Ordering::AcqRel) + 1
+        } else {
+            if self.consecutive.load(Ordering::Relaxed) != 0 {
+                self.consecutive.store(0, Ordering::Release);
+            }
+            0
+        };
+        if !outcome.failure && !outcome.slow {
+            return;
+        }
+        let calls = (n + 1).min(window);
+        let mask = if window == 64 {
+            u64::MAX
+        } else {
+            (1 << window) - 1
+        };
+        let rate = |bits: &AtomicU64| {
+            f64::from((bits.load(Ordering::Acquire) & mask).count_ones()) / calls as f64
+        };
+        let rate_rules = calls >= u64::from(self.config.minimum_calls.max(1));
+        let trip = self
+            .config
+            .consecutive_failures
+            .is_some_and(|n| consecutive >= n.max(1))
+            || (rate_rules && outcome.failure && rate(&self.failures) >= self.config.failure_rate)
+            || (rate_rules
+                && outcome.slow
+                && self.config.slow_call_duration.is_some()
+                && rate(&self.slow) >= self.config.slow_call_rate);
+        if trip {
+            let word = self.word.load(Ordering::Acquire);
+            if kind(word) == BreakerState::Closed
+                && self.generation.load(Ordering::Acquire) == generation
+            {
+                self.open(word, 1);
+            }
+        }
+    }
+
+    fn record_probe(&self, generation: u32, outcome: Outcome) {
+        self.probes.fetch_sub(1, Ordering::AcqRel);
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        let word = self.word.load(Ordering::Acquire);
+        if kind(word) != BreakerState::HalfOpen {
+            return;
+        }
+        if outcome.failure || outcome.slow {
+            self.open(word, trips(word).saturating_add(1));
+        } else {
+            let successes = self.probe_successes.fetch_add(1, Ordering::AcqRel) + 1;
+            if successes >= self.config.half_open_probes.max(1) {
+                self.transition(word, pack(BreakerState::Closed, 0, 0));
+            }
+        }
+    }
+
+    /// A probe ended without an outcome (its caller went away): its permit
+    /// is returned and nothing is recorded.
+    pub(crate) fn cancel(&self, admit: Admit) {
+        if let Admit::Probe { .. } = admit {
+            self.probes.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    fn open(&self, from: u64, trips: u32) -> bool {
+        let mut wait = self.config.open_for(trips);
+        let jitter = self.config.jitter.clamp(0.0, 1.0);
+        if jitter > 0.0 {
+            wait += wait.mul_f64(jitter * random_unit());
+        }
+        let until = self.now_ms() + wait.as_millis().max(1) as u64;
+        let opened = self.transition(from, pack(BreakerState::Open, trips, until));
+        if opened {
+            self.trips_total.fetch_add(1, Ordering::Relaxed);
+            self.metrics.trips.increment(1);
+        }
+        opened
+    }
+
+    /// Moves from the state `from` to `to`; `false` if another thread moved
+    /// it first.
+    fn transition(&self, from: u64, to: u64) -> bool {
+        if self
+            .word
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        self.entered(kind(from), kind(to));
+        true
+    }
+
+    /// Resets what the new state starts with, then tells the world.
+    fn entered(&self, from: BreakerState, to: BreakerState) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        match to {
+            BreakerState::Closed => {
+                self.failures.store(0, Ordering::Release);
+                self.slow.store(0, Ordering::Release);
+                self.position.store(0, Ordering::Release);
+                self.consecutive.store(0, Ordering::Release);
+            }
+            BreakerState::HalfOpen => {
+                self.probes.store(0, Ordering::Release);
+                self.probe_successes.store(0, Ordering::Release);
+            }
+            _ => {}
+        }
+        if from != to {
+            self.metrics.state[state_index(from)].set(0.0);
+        }
+        self.metrics.state[state_index(to)].set(1.0);
+        match to {
+            BreakerState::Open | BreakerState::ForcedOpen => {
+                tracing::warn!(endpoint = %self.class, ?from, ?to, "circuit breaker opened")
+            }
+            _ => {
+                tracing::info!(endpoint = %self.class, ?from, ?to, "circuit breaker changed state")
+            }
+        }
+        let _ = self.events.send(BreakerEvent::Transition {
+            class: self.class.clone(),
+            from,
+            to,
+        });
+    }
+
+    /// Sets the state by hand (force open, disable, reset to closed).
+    pub(crate) fn set(&self, to: BreakerState) {
+        let word = pack(to, 0, 0);
+        let from = self.word.swap(word, Ordering::AcqRel);
+        self.entered(kind(from), to);
+    }
+
+    pub(crate) fn stats(&self) -> BreakerStats {
+        let window = u64::from(self.config.window_len());
+        let mask = if window == 64 {
+            u64::MAX
+        } else {
+            (1 << window) - 1
+        };
+        BreakerStats {
+            state: self.state(),
+            calls_in_window: self.position.load(Ordering::Acquire).min(window) as u32,
+            failures_in_window: (self.failures.load(Ordering::Acquire) & mask).count_ones(),
+            slow_in_window: (self.slow.load(Ordering::Acquire) & mask).count_ones(),
+            consecutive_failures: self.consecutive.load(Ordering::Acquire),
+            trips: self.trips_total.load(Ordering::Relaxed),
+            rejected: self.rejected_total.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Sets or clears `bit`, writing only when it changes.
+fn set_bit(bits: &AtomicU64, bit: u64, on: bool) {
+    let set = bits.load(Ordering::Relaxed) & bit != 0;
+    if on && !set {
+        bits.fetch_or(bit, Ordering::AcqRel);
+    } else if !on && set {
+        bits.fetch_and(!bit, Ordering::AcqRel);
+    }
+}
+
+/// A number in `0.0..1.0`, for jitter (no need for a good generator).
+fn random_unit() -> f64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let hash = foldhash::fast::RandomState::default().hash_one(n);
+    (hash >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl fmt::Debug for Circuit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Circuit")
+            .field("class", &self.class)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,153 @@
+//! The response future of [`Breaker`](super::Breaker).
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{ready, Context, Poll},
+};
+
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use super::{
+    circuit::{Admit, Circuit, Outcome},
+    BreakerOpen, FailureClassifier, ProbeTimedOut, Verdict,
+};
+use crate::error::BoxError;
+
+pin_project! {
+    /// Response future of [`Breaker`](super::Breaker).
+    pub struct ResponseFuture<F, K> {
+        #[pin]
+        kind: Kind<F, K>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, K> {
+        Rejected { open: Option<BreakerOpen> },
+        Admitted { #[pin] fut: F, call: Call<K> },
+    }
+}
+
+/// An admitted call: records its outcome, or returns its probe permit if it
+/// is dropped first.
+struct Call<K> {
+    circuit: Arc<Circuit>,
+    admit: Admit,
+    start: Option<Instant>,
+    /// Only probes have one.
+    timeout: Option<Pin<Box<Sleep>>>,
+    classifier: K,
+    done: bool,
+}
+
+impl<K> Drop for Call<K> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.circuit.cancel(self.admit);
+        }
+    }
+}
+
+impl<F, K> ResponseFuture<F, K> {
+    pub(super) fn admitted(fut: F, circuit: Arc<Circuit>, admit: Admit, classifier: K) -> Self {
+        let start = circuit.times_calls().then(Instant::now);
+        let timeout = matches!(admit, Admit::Probe { .. })
+            .then(|| Box::pin(tokio::time::sleep(circuit.config().probe_timeout)));
+        ResponseFuture {
+            kind: Kind::Admitted {
+                fut,
+                call: Call {
+                    circuit,
+                    admit,
+                    start,
+                    timeout,
+                    classifier,
+                    done: false,
+                },
+            },
+        }
+    }
+
+    pub(super) fn rejected(open: BreakerOpen) -> Self {
+        ResponseFuture {
+            kind: Kind::Rejected { open: Some(open) },
+        }
+    }
+}
+
+impl<F, T, E, K> Future for ResponseFuture<F, K>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    K: FailureClassifier<T>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Rejected { open } => {
+                let open = open.take().expect("polled after completion");
+                Poll::Ready(Err(Box::new(open)))
+            }
+            KindProj::Admitted { fut, call } => {
+                let result = match fut.poll(cx) {
+                    Poll::Ready(result) => result.map_err(Into::into),
+                    Poll::Pending => {
+                        if let Some(timeout) = call.timeout.as_mut() {
+                            ready!(timeout.as_mut().poll(cx));
+                            call.done = true;
+                            let outcome = Outcome {
+                                failure: true,
+                                slow: false,
+                            };
+                            call.circuit.record(call.admit, outcome);
+                            let after = call.circuit.config().probe_timeout;
+                            let err = ProbeTimedOut::new(call.circuit.class().clone(), after);
+                            return Poll::Ready(Err(Box::new(err)));
+                        }
+                        return Poll::Pending;
+                    }
+                };
+                call.done = true;
+                let slow = call
+                    .start
+                    .is_some_and(|start| call.circuit.is_slow(start.elapsed()));
+                match call.classifier.verdict(&result) {
+                    Verdict::Success => call.circuit.record(
+                        call.admit,
+                        Outcome {
+                            failure: false,
+                            slow,
+                        },
+                    ),
+                    Verdict::Failure => call.circuit.record(
+                        call.admit,
+                        Outcome {
+                            failure: true,
+                            slow,
+                        },
+                    ),
+                    Verdict::Ignore => call.circuit.cancel(call.admit),
+                }
+                Poll::Ready(result)
+            }
+        }
+    }
+}
+
+impl<F, K> fmt::Debug for ResponseFuture<F, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Rejected { .. } => "rejected",
+            Kind::Admitted { .. } => "admitted",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("kind", &kind)
+            .finish()
+    }
+}

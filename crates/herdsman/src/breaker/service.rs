@@ -1,0 +1,86 @@
+use std::{
+    fmt,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use tower_service::Service;
+
+use super::{circuits::Circuits, future::ResponseFuture, FailureClassifier};
+use crate::{class::Classify, error::BoxError};
+
+/// Fails calls fast while the upstream of their endpoint class is sick; see
+/// the [module docs](crate::breaker).
+pub struct Breaker<S, C, K> {
+    pub(super) inner: S,
+    pub(super) classify: C,
+    pub(super) classifier: K,
+    pub(super) circuits: Arc<Circuits>,
+}
+
+impl<S, C, K> Breaker<S, C, K> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, C, K, Req> Service<Req> for Breaker<S, C, K>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<Req>,
+    K: FailureClassifier<S::Response> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, K>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let class = self.classify.classify(&req);
+        let circuit = self.circuits.get(&class);
+        match circuit.admit() {
+            Ok(admit) => ResponseFuture::admitted(
+                self.inner.call(req),
+                circuit,
+                admit,
+                self.classifier.clone(),
+            ),
+            Err(open) => ResponseFuture::rejected(open),
+        }
+    }
+}
+
+impl<S: Clone, C: Clone, K: Clone> Clone for Breaker<S, C, K> {
+    fn clone(&self) -> Self {
+        Breaker {
+            inner: self.inner.clone(),
+            classify: self.classify.clone(),
+            classifier: self.classifier.clone(),
+            circuits: self.circuits.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, C, K> fmt::Debug for Breaker<S, C, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Breaker")
+            .field("inner", &self.inner)
+            .field("circuits", &self.circuits.len())
+            .finish_non_exhaustive()
+    }
+}
