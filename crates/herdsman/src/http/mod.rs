@@ -53,6 +53,7 @@ mod body;
 mod buffer;
 mod cache_policy;
 mod classes;
+mod errors;
 mod failures;
 pub(crate) mod freshness;
 mod key;
@@ -63,6 +64,7 @@ pub use self::{
     buffer::{Buffer, BufferLayer, ResponseFuture, DEFAULT_BODY_LIMIT},
     cache_policy::HttpCachePolicy,
     classes::PathClasses,
+    errors::error_response,
     failures::ServerErrors,
     key::HttpKey,
     share::HttpShare,
