@@ -678,3 +678,58 @@ fn infallible_services_compose() {
     fn is_service<S: Service<()>>(_: &S) {}
     is_service(&svc);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_time_window_counts_the_calls_of_its_span_only() {
+    let upstream = Upstream::new();
+    let cfg = BreakerConfig {
+        time_window: Some(Duration::from_secs(10)),
+        consecutive_failures: None,
+        minimum_calls: 4,
+        failure_rate: 0.5,
+        ..config()
+    };
+    let layer = layer(cfg);
+    let mut svc = layer.layer(upstream.clone());
+    upstream.set(Act::Fail);
+    call(&mut svc, "a").await.ok();
+    call(&mut svc, "a").await.ok();
+    upstream.set(Act::Ok);
+    call(&mut svc, "a").await.ok();
+    assert_eq!(layer.handle().stats(&a()).unwrap().failures_in_window, 2);
+
+    // The two failures age out of the 10 s window.
+    time::advance(Duration::from_secs(11)).await;
+    assert_eq!(layer.handle().stats(&a()).unwrap().calls_in_window, 0);
+    for _ in 0..3 {
+        call(&mut svc, "a").await.ok();
+    }
+    upstream.set(Act::Fail);
+    call(&mut svc, "a").await.ok(); // 1 of 4
+    assert_eq!(layer.handle().state(&a()), BreakerState::Closed);
+    call(&mut svc, "a").await.ok();
+    call(&mut svc, "a").await.ok(); // 3 of 6
+    assert_eq!(layer.handle().state(&a()), BreakerState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_time_window_holds_its_memory_fixed_under_any_traffic() {
+    let upstream = Upstream::new();
+    let cfg = BreakerConfig {
+        time_window: Some(Duration::from_secs(1)),
+        consecutive_failures: None,
+        ..config()
+    };
+    let layer = layer(cfg);
+    let mut svc = layer.layer(upstream.clone());
+    // 20,000 calls spread over 20 s: the window only ever holds the last
+    // second's, in its ten fixed buckets.
+    for i in 0..20_000u64 {
+        if i % 1_000 == 0 {
+            time::advance(Duration::from_secs(1)).await;
+        }
+        call(&mut svc, "a").await.unwrap();
+    }
+    let stats = layer.handle().stats(&a()).unwrap();
+    assert_eq!(stats.calls_in_window, 1_000);
+}

@@ -82,6 +82,8 @@ pub(crate) struct Circuit {
     failures: AtomicU64,
     slow: AtomicU64,
     consecutive: AtomicU32,
+    /// The time-based window, when configured.
+    buckets: Option<Buckets>,
     probes: AtomicU32,
     probe_successes: AtomicU32,
     /// Set by calls, cleared by the idle sweep.
@@ -134,6 +136,7 @@ impl Circuit {
             failures: AtomicU64::new(0),
             slow: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
+            buckets: config.time_window.map(Buckets::new),
             probes: AtomicU32::new(0),
             probe_successes: AtomicU32::new(0),
             used: AtomicBool::new(true),
@@ -240,11 +243,21 @@ impl Circuit {
         if self.generation.load(Ordering::Acquire) != generation {
             return;
         }
-        let window = u64::from(self.config.window_len());
-        let n = self.position.fetch_add(1, Ordering::AcqRel);
-        let bit = 1u64 << (n % window);
-        set_bit(&self.failures, bit, outcome.failure);
-        set_bit(&self.slow, bit, outcome.slow);
+        let tally = match &self.buckets {
+            Some(buckets) => {
+                let now = self.now_ms();
+                buckets.record(now, outcome);
+                (outcome.failure || outcome.slow).then(|| buckets.tally(now))
+            }
+            None => {
+                let window = u64::from(self.config.window_len());
+                let n = self.position.fetch_add(1, Ordering::AcqRel);
+                let bit = 1u64 << (n % window);
+                set_bit(&self.failures, bit, outcome.failure);
+                set_bit(&self.slow, bit, outcome.slow);
+                (outcome.failure || outcome.slow).then(|| self.count_tally(n + 1))
+            }
+        };
         let consecutive = if outcome.failure {
             self.consecutive.fetch_add(1, Ordering::AcqRel) + 1
         } else {
@@ -253,28 +266,25 @@ impl Circuit {
             }
             0
         };
-        if !outcome.failure && !outcome.slow {
+        let Some(Tally {
+            calls,
+            failures,
+            slow,
+        }) = tally
+        else {
             return;
-        }
-        let calls = (n + 1).min(window);
-        let mask = if window == 64 {
-            u64::MAX
-        } else {
-            (1 << window) - 1
         };
-        let rate = |bits: &AtomicU64| {
-            f64::from((bits.load(Ordering::Acquire) & mask).count_ones()) / calls as f64
-        };
+        let rate = |n: u64| n as f64 / calls.max(1) as f64;
         let rate_rules = calls >= u64::from(self.config.minimum_calls.max(1));
         let trip = self
             .config
             .consecutive_failures
             .is_some_and(|n| consecutive >= n.max(1))
-            || (rate_rules && outcome.failure && rate(&self.failures) >= self.config.failure_rate)
+            || (rate_rules && outcome.failure && rate(failures) >= self.config.failure_rate)
             || (rate_rules
                 && outcome.slow
                 && self.config.slow_call_duration.is_some()
-                && rate(&self.slow) >= self.config.slow_call_rate);
+                && rate(slow) >= self.config.slow_call_rate);
         if trip {
             let word = self.word.load(Ordering::Acquire);
             if kind(word) == BreakerState::Closed
@@ -350,6 +360,9 @@ impl Circuit {
                 self.slow.store(0, Ordering::Release);
                 self.position.store(0, Ordering::Release);
                 self.consecutive.store(0, Ordering::Release);
+                if let Some(buckets) = &self.buckets {
+                    buckets.clear();
+                }
             }
             BreakerState::HalfOpen => {
                 self.probes.store(0, Ordering::Release);
@@ -383,21 +396,122 @@ impl Circuit {
         self.entered(kind(from), to);
     }
 
-    pub(crate) fn stats(&self) -> BreakerStats {
+    /// The count-based window's totals after `recorded` outcomes.
+    fn count_tally(&self, recorded: u64) -> Tally {
         let window = u64::from(self.config.window_len());
         let mask = if window == 64 {
             u64::MAX
         } else {
             (1 << window) - 1
         };
+        let ones = |bits: &AtomicU64| u64::from((bits.load(Ordering::Acquire) & mask).count_ones());
+        Tally {
+            calls: recorded.min(window),
+            failures: ones(&self.failures),
+            slow: ones(&self.slow),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> BreakerStats {
+        let tally = match &self.buckets {
+            Some(buckets) => buckets.tally(self.now_ms()),
+            None => self.count_tally(self.position.load(Ordering::Acquire)),
+        };
         BreakerStats {
             state: self.state(),
-            calls_in_window: self.position.load(Ordering::Acquire).min(window) as u32,
-            failures_in_window: (self.failures.load(Ordering::Acquire) & mask).count_ones(),
-            slow_in_window: (self.slow.load(Ordering::Acquire) & mask).count_ones(),
+            calls_in_window: tally.calls as u32,
+            failures_in_window: tally.failures as u32,
+            slow_in_window: tally.slow as u32,
             consecutive_failures: self.consecutive.load(Ordering::Acquire),
             trips: self.trips_total.load(Ordering::Relaxed),
             rejected: self.rejected_total.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Calls, failures and slow calls in the window.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    calls: u64,
+    failures: u64,
+    slow: u64,
+}
+
+/// A time-based window: a ring of buckets, each one atomic word holding its
+/// bucket number and its counts, so recording is one compare-and-swap and
+/// memory is fixed.
+struct Buckets {
+    slots: Box<[AtomicU64]>,
+    bucket_ms: u64,
+}
+
+const BUCKETS: u64 = 10;
+const EMPTY: u64 = u64::MAX;
+const ID_BITS: u32 = 24;
+const COUNT_BITS: u32 = 13;
+const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
+
+impl Buckets {
+    fn new(span: Duration) -> Self {
+        Buckets {
+            slots: (0..BUCKETS).map(|_| AtomicU64::new(EMPTY)).collect(),
+            bucket_ms: (span.as_millis() as u64 / BUCKETS).max(1),
+        }
+    }
+
+    fn pack(id: u64, calls: u64, failures: u64, slow: u64) -> u64 {
+        (id & ((1 << ID_BITS) - 1))
+            | (calls.min(COUNT_MAX) << ID_BITS)
+            | (failures.min(COUNT_MAX) << (ID_BITS + COUNT_BITS))
+            | (slow.min(COUNT_MAX) << (ID_BITS + 2 * COUNT_BITS))
+    }
+
+    fn unpack(word: u64) -> Option<(u64, u64, u64, u64)> {
+        (word != EMPTY).then_some((
+            word & ((1 << ID_BITS) - 1),
+            (word >> ID_BITS) & COUNT_MAX,
+            (word >> (ID_BITS + COUNT_BITS)) & COUNT_MAX,
+            (word >> (ID_BITS + 2 * COUNT_BITS)) & COUNT_MAX,
+        ))
+    }
+
+    fn record(&self, now_ms: u64, outcome: Outcome) {
+        let id = now_ms / self.bucket_ms;
+        let slot = &self.slots[(id % BUCKETS) as usize];
+        let (f, s) = (u64::from(outcome.failure), u64::from(outcome.slow));
+        let _ = slot.fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+            Some(match Self::unpack(word) {
+                Some((bucket, calls, failures, slow)) if bucket == id & ((1 << ID_BITS) - 1) => {
+                    Self::pack(id, calls + 1, failures + f, slow + s)
+                }
+                // An old bucket: its time has passed, start it afresh.
+                _ => Self::pack(id, 1, f, s),
+            })
+        });
+    }
+
+    fn tally(&self, now_ms: u64) -> Tally {
+        let id = now_ms / self.bucket_ms;
+        let mask = (1 << ID_BITS) - 1;
+        let mut tally = Tally::default();
+        for slot in self.slots.iter() {
+            if let Some((bucket, calls, failures, slow)) =
+                Self::unpack(slot.load(Ordering::Acquire))
+            {
+                // Buckets of the last `BUCKETS` periods, this one included.
+                if (id.wrapping_sub(bucket) & mask) < BUCKETS {
+                    tally.calls += calls;
+                    tally.failures += failures;
+                    tally.slow += slow;
+                }
+            }
+        }
+        tally
+    }
+
+    fn clear(&self) {
+        for slot in self.slots.iter() {
+            slot.store(EMPTY, Ordering::Release);
         }
     }
 }

@@ -10,7 +10,12 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BreakerConfig {
     /// Outcomes in the sliding window: the last `window` calls (1 to 64).
+    /// Ignored when [`time_window`](Self::time_window) is set.
     pub window: u32,
+    /// Makes the window the calls of the last `time_window` instead of the
+    /// last `window` calls: ten buckets of a tenth of it each, so memory
+    /// stays fixed whatever the traffic. Costs a clock read per call.
+    pub time_window: Option<Duration>,
     /// Calls the window must hold before the rate rules apply.
     pub minimum_calls: u32,
     /// The breaker opens when failures / calls in the window reach this
@@ -49,6 +54,7 @@ impl Default for BreakerConfig {
     fn default() -> Self {
         BreakerConfig {
             window: 10,
+            time_window: None,
             minimum_calls: 5,
             failure_rate: 0.5,
             consecutive_failures: Some(3),

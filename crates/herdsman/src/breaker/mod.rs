@@ -9,8 +9,10 @@
 //!
 //! # States
 //!
-//! - **Closed**: calls go through; their outcomes fill a sliding window of
-//!   the last [`window`](BreakerConfig::window) calls. The breaker opens when,
+//! - **Closed**: calls go through; their outcomes fill a sliding window: the
+//!   last [`window`](BreakerConfig::window) calls (a ring of bits), or the
+//!   calls of the last [`time_window`](BreakerConfig::time_window) (ten
+//!   buckets of fixed size). The breaker opens when,
 //!   once [`minimum_calls`](BreakerConfig::minimum_calls) are in the window,
 //!   the failure rate or the slow-call rate reaches its threshold (exactly at
 //!   the threshold opens), or after
