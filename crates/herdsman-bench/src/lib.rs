@@ -1,19 +1,29 @@
 //! Shared helpers for herdsman's benchmarks.
 //!
-//! The benchmarks in `benches/` compare [`herdsman::dedup`] with its peers,
-//! `tower-resilience`'s `coalesce` module and `async_singleflight`, in one
-//! run:
+//! The benchmarks in `benches/` compare herdsman's layers with their peers in
+//! one run:
 //!
 //! ```text
 //! cargo bench -p herdsman-bench
 //! ```
 //!
+//! [`herdsman::dedup`] against `tower-resilience`'s `coalesce` module and
+//! `async_singleflight`:
+//!
 //! - `overhead`: the uncontended path (criterion).
 //! - `storm`: 10,000 concurrent identical requests on a 50 ms inner call.
 //! - `leader_cancelled`: the first caller is dropped 10 ms into the call.
 //!
+//! [`herdsman::cache`] against `tower-resilience`'s `cache` module and the
+//! bare stores moka and quick_cache:
+//!
+//! - `cache_hit`: the hit path (criterion), and a bare clock read.
+//! - `cache_contention`: hits on one key from 1 and 2 threads.
+//! - the `cache_memory` binary: peak RSS with 100,000 entries of 1 KiB.
+//!
 //! Results and how to read them: `docs/BENCHMARKS.md`.
 
+pub mod caches;
 pub mod peers;
 pub mod probe;
 pub mod singleflight;
