@@ -32,7 +32,7 @@ use std::{
 pub const DEFAULT_MAX_KEY_LEN: usize = 8 * 1024;
 
 /// Keys up to this length are stored inline, without an allocation.
-const INLINE_CAP: usize = 40;
+const INLINE_CAP: usize = 24;
 
 /// Hashes a [`Key`] by its precomputed hash: maps keyed by `Key` need not
 /// hash the bytes again.
@@ -82,7 +82,7 @@ where
 /// The identity of a coordinated request.
 ///
 /// A key is an immutable byte string with a precomputed hash. Short keys
-/// (up to 40 bytes) are stored inline; longer ones are shared behind an `Arc`,
+/// (up to 24 bytes) are stored inline; longer ones are shared behind an `Arc`,
 /// so cloning a key never copies a long value.
 ///
 /// `Debug` shows only the *public* part of a key: the part after
@@ -199,7 +199,7 @@ impl PartialEq for Key {
 
 impl Eq for Key {}
 
-/// An inline buffer as five words: comparing them is five loads and compares,
+/// An inline buffer as three words: comparing them is five loads and compares,
 /// where a byte-array compare is a call to `memcmp`.
 fn words(buf: &[u8; INLINE_CAP]) -> [u64; INLINE_CAP / 8] {
     std::array::from_fn(|i| {

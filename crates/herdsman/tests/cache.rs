@@ -368,3 +368,24 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_weigher_makes_the_byte_bound_count_heap_memory() {
+    let layer = CacheLayer::new(|k: &u32| Some(Key::from(u64::from(*k))))
+        .with_max_bytes(20_000)
+        .with_weigher(|body: &bytes::Bytes| body.len());
+    let svc = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(service_fn(|_: u32| async {
+            Ok::<_, Infallible>(bytes::Bytes::from(vec![1u8; 1_000]))
+        }));
+    for i in 0..100 {
+        svc.clone().oneshot(i).await.unwrap();
+    }
+    let stats = layer.handle().stats();
+    assert!(stats.bytes <= 20_000, "{stats:?}");
+    assert!(
+        stats.entries < 20,
+        "each entry weighs its 1,000 bytes: {stats:?}"
+    );
+}

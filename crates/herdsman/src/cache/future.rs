@@ -38,10 +38,17 @@ pin_project! {
         F: Future,
     {
         Passthrough { #[pin] fut: F },
-        Invalidating { #[pin] fut: F, path: Vec<u8>, store: Arc<Store<V>>, policy: P },
-        Fetching { #[pin] fut: F, fetch: Option<Fetch<P, V>> },
+        Invalidating { #[pin] fut: F, invalidation: Option<Box<Invalidation<P, V>>> },
+        // Boxed: only a miss needs it, and a hit should not carry its size.
+        Fetching { #[pin] fut: F, fetch: Option<Box<Fetch<P, V>>> },
         Ready { result: Option<F::Output> },
     }
+}
+
+pub(super) struct Invalidation<P, V> {
+    path: Vec<u8>,
+    store: Arc<Store<V>>,
+    policy: P,
 }
 
 pub(super) struct Fetch<P, V> {
@@ -65,9 +72,11 @@ where
     pub(super) fn invalidating(fut: F, path: Vec<u8>, store: Arc<Store<V>>, policy: P) -> Self {
         Self::with(Kind::Invalidating {
             fut,
-            path,
-            store,
-            policy,
+            invalidation: Some(Box::new(Invalidation {
+                path,
+                store,
+                policy,
+            })),
         })
     }
 
@@ -84,7 +93,7 @@ where
     ) -> Self {
         Self::with(Kind::Fetching {
             fut,
-            fetch: Some(Fetch {
+            fetch: Some(Box::new(Fetch {
                 key,
                 class,
                 fallback,
@@ -92,7 +101,7 @@ where
                 store,
                 policy,
                 settings,
-            }),
+            })),
         })
     }
 
@@ -122,16 +131,12 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Passthrough { fut } => fut.poll(cx).map_err(Into::into),
-            KindProj::Invalidating {
-                fut,
-                path,
-                store,
-                policy,
-            } => {
+            KindProj::Invalidating { fut, invalidation } => {
                 let response = ready!(fut.poll(cx)).map_err(Into::into)?;
-                if policy.succeeded(&response) {
-                    let path = &path[..];
-                    let removed = store.remove_if(|key, _| key.path() == Some(path));
+                let inv = invalidation.take().expect("polled after completion");
+                if inv.policy.succeeded(&response) {
+                    let path = &inv.path[..];
+                    let removed = inv.store.remove_if(|key, _| key.path() == Some(path));
                     tracing::debug!(removed, "unsafe request invalidated cached entries");
                 }
                 Poll::Ready(Ok(response))
@@ -224,7 +229,10 @@ where
     match policy.share(response) {
         Ok(shared) => {
             let mine = policy.unshare(&shared);
-            let weight = policy.weigh(&shared);
+            let weight = match &store.weigher {
+                Some(weigh) => weigh(&shared),
+                None => policy.weigh(&shared),
+            };
             let stored = store.insert(key, shared, weight, Windows { ttl, ..windows }, class);
             store.count(if stored {
                 Count::Stored

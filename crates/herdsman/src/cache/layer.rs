@@ -4,7 +4,7 @@ use tower_layer::Layer;
 
 use super::{
     handle::CacheHandle,
-    store::{Store, Windows},
+    store::{Store, Weigher, Windows},
     Cache,
 };
 use crate::{
@@ -82,6 +82,7 @@ pub struct CacheLayer<K, V, P = CloneShare, C = AllDefault> {
     settings: Arc<Settings>,
     max_bytes: u64,
     max_entries: Option<u64>,
+    weigher: Option<Weigher<V>>,
     store: Arc<Store<V>>,
 }
 
@@ -100,6 +101,7 @@ impl<K, V: Clone> CacheLayer<K, V> {
             }),
             max_bytes: DEFAULT_MAX_BYTES,
             max_entries: None,
+            weigher: None,
             store: Arc::new(Store::new(DEFAULT_MAX_BYTES, None)),
         }
     }
@@ -153,6 +155,7 @@ impl<K, V, P, C> CacheLayer<K, V, P, C> {
             settings: self.settings,
             max_bytes: self.max_bytes,
             max_entries: self.max_entries,
+            weigher: self.weigher,
             store: self.store,
         }
     }
@@ -166,6 +169,7 @@ impl<K, V, P, C> CacheLayer<K, V, P, C> {
             settings: self.settings,
             max_bytes: self.max_bytes,
             max_entries: self.max_entries,
+            weigher: self.weigher,
             store: self.store,
         }
     }
@@ -176,7 +180,30 @@ impl<K, V, P, C> CacheLayer<K, V, P, C> {
         V: Clone,
     {
         self.max_bytes = bytes;
-        self.store = Arc::new(Store::new(bytes, self.max_entries));
+        self.new_store()
+    }
+
+    /// Weighs stored values with `weigh` (bytes) instead of the policy.
+    ///
+    /// The default policy for `Clone` responses counts only a value's inline
+    /// size: for responses that own heap memory (`Bytes`, `String`, `Vec`),
+    /// give a weigher, or the byte bound does not bound memory. Starts a new
+    /// store.
+    pub fn with_weigher(mut self, weigh: impl Fn(&V) -> usize + Send + Sync + 'static) -> Self
+    where
+        V: Clone,
+    {
+        self.weigher = Some(Arc::new(weigh));
+        self.new_store()
+    }
+
+    fn new_store(mut self) -> Self
+    where
+        V: Clone,
+    {
+        let mut store = Store::new(self.max_bytes, self.max_entries);
+        store.weigher = self.weigher.clone();
+        self.store = Arc::new(store);
         self
     }
 
@@ -186,8 +213,7 @@ impl<K, V, P, C> CacheLayer<K, V, P, C> {
         V: Clone,
     {
         self.max_entries = Some(entries);
-        self.store = Arc::new(Store::new(self.max_bytes, self.max_entries));
-        self
+        self.new_store()
     }
 
     /// Requests whose key is longer than `max` bytes pass through
@@ -229,6 +255,7 @@ impl<K: Clone, V, P: Clone, C: Clone> Clone for CacheLayer<K, V, P, C> {
             settings: self.settings.clone(),
             max_bytes: self.max_bytes,
             max_entries: self.max_entries,
+            weigher: self.weigher.clone(),
             store: self.store.clone(),
         }
     }

@@ -67,7 +67,9 @@ pub trait CachePolicy<Req, T>: Share<T> {
     }
 
     /// The bytes one stored response holds (the store is bounded by the sum).
-    /// The default is the value's inline size.
+    /// The default is the value's inline size, which undercounts values that
+    /// own heap memory: give such caches a
+    /// [`with_weigher`](super::CacheLayer::with_weigher).
     fn weigh(&self, _shared: &Self::Shared) -> usize {
         std::mem::size_of::<Self::Shared>()
     }
