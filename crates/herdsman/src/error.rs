@@ -99,6 +99,6 @@ pub fn find<'a, T: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'
 /// The circuit breaker does not count such rejections as upstream failures.
 pub fn is_rejection(err: &(dyn Error + 'static)) -> bool {
     // Each layer that rejects locally lists its error types here.
-    let _ = err;
-    false
+    find::<crate::limit::Overloaded>(err).is_some()
+        || find::<crate::limit::RateLimited>(err).is_some()
 }

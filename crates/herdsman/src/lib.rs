@@ -7,7 +7,9 @@
 //!   is sick and probe it when it may have recovered;
 //! - [`cache`]: answers repeated requests from a bounded store, with
 //!   stale-while-revalidate and stale-if-error;
-//! - [`dedup`]: single-flight; concurrent identical requests share one call.
+//! - [`dedup`]: single-flight; concurrent identical requests share one call;
+//! - [`limit`]: a concurrency limit per endpoint class, with a queue, and
+//!   keyed rate rules.
 //!
 //! Shared concepts live here once: [`key`] (what makes two requests the
 //! same), [`share`] (how one response reaches many callers), [`http`] (keys,
@@ -22,6 +24,7 @@ pub mod dedup;
 pub mod error;
 pub mod http;
 pub mod key;
+pub mod limit;
 pub mod share;
 mod sync;
 
@@ -43,5 +46,12 @@ mod send_sync {
         assert_send_sync::<crate::http::HttpKey>();
         assert_send_sync::<crate::http::BufferLayer>();
         assert_send_sync::<crate::dedup::Panicked>();
+        assert_send_sync::<crate::limit::LimitLayer<crate::http::PathClasses>>();
+        assert_send_sync::<crate::limit::Limit<()>>();
+        assert_send_sync::<crate::limit::ClassLimits>();
+        assert_send_sync::<crate::limit::RateRule>();
+        assert_send_sync::<crate::limit::LimitStats>();
+        assert_send_sync::<crate::limit::Overloaded>();
+        assert_send_sync::<crate::limit::RateLimited>();
     }
 }

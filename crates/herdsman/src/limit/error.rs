@@ -1,0 +1,110 @@
+//! Errors of the limit layer.
+
+use std::{error::Error, fmt, time::Duration};
+
+use crate::class::Class;
+
+/// An endpoint class is at its concurrency limit, and the request could not
+/// wait for a permit: the class has no queue, its queue was full, or no
+/// permit came within its `max_wait`.
+///
+/// A rejection made on this side of the upstream: the circuit breaker does not
+/// count it as an upstream failure ([`is_rejection`](crate::error::is_rejection)),
+/// and the HTTP adapter answers `503 Service Unavailable` with `Retry-After`.
+#[derive(Debug, Clone)]
+pub struct Overloaded {
+    class: Class,
+    reason: Reason,
+    retry_after: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reason {
+    /// Every permit taken and the class has no queue.
+    NoQueue,
+    /// Every permit taken and the queue is full.
+    QueueFull,
+    /// Waited this long in the queue without getting a permit.
+    TimedOut(Duration),
+}
+
+impl Overloaded {
+    pub(crate) fn new(class: Class, reason: Reason, retry_after: Duration) -> Self {
+        Overloaded {
+            class,
+            reason,
+            retry_after,
+        }
+    }
+
+    /// The endpoint class that is overloaded.
+    pub fn class(&self) -> &Class {
+        &self.class
+    }
+
+    /// When a retry has a fair chance: the class's configured hint
+    /// ([`ClassLimits::with_retry_after`](super::ClassLimits::with_retry_after)).
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+
+    /// Whether the request waited in the queue for `max_wait` without getting
+    /// a permit (rather than being turned away at once).
+    pub fn timed_out(&self) -> bool {
+        matches!(self.reason, Reason::TimedOut(_))
+    }
+}
+
+impl fmt::Display for Overloaded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "endpoint class `{}` is overloaded: ", self.class)?;
+        match self.reason {
+            Reason::NoQueue => f.write_str("concurrency limit reached"),
+            Reason::QueueFull => f.write_str("concurrency limit reached and queue full"),
+            Reason::TimedOut(waited) => write!(f, "no permit within {waited:?}"),
+        }
+    }
+}
+
+impl Error for Overloaded {}
+
+/// A rate rule turned the request away: its caller (or its class, depending
+/// on the rule's [`RateKey`](super::RateKey)) sent more than the rule allows.
+///
+/// A rejection made on this side of the upstream: the circuit breaker does not
+/// count it as an upstream failure ([`is_rejection`](crate::error::is_rejection)),
+/// and the HTTP adapter answers `429 Too Many Requests` with `Retry-After`.
+#[derive(Debug, Clone)]
+pub struct RateLimited {
+    class: Class,
+    retry_after: Duration,
+}
+
+impl RateLimited {
+    pub(crate) fn new(class: Class, retry_after: Duration) -> Self {
+        RateLimited { class, retry_after }
+    }
+
+    /// The endpoint class of the rejected request.
+    pub fn class(&self) -> &Class {
+        &self.class
+    }
+
+    /// How long until the rule would let the same request through (never
+    /// zero for a rejection).
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for RateLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rate limit of endpoint class `{}` exceeded; retry after {:?}",
+            self.class, self.retry_after
+        )
+    }
+}
+
+impl Error for RateLimited {}

@@ -1,0 +1,137 @@
+//! The response future of [`Limit`](super::Limit).
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    task::{ready, Context, Poll},
+};
+
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::state::{Permit, Wait};
+use crate::error::BoxError;
+
+pin_project! {
+    /// Response future of [`Limit`](super::Limit).
+    ///
+    /// Holds its class's permit while the inner call runs, and gives it back
+    /// as soon as the call completes, or when the future is dropped, or when
+    /// the inner future panics. A request that found every permit taken waits
+    /// here, in its class's queue, with the inner service that was made ready
+    /// for it.
+    pub struct ResponseFuture<S, Req>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        kind: Kind<S, Req>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<S, Req>
+    where
+        S: Service<Req>,
+    {
+        Running { #[pin] fut: S::Future, permit: Option<Permit> },
+        Waiting { wait: Wait, call: Option<(S, Req)> },
+        Rejected { err: Option<BoxError> },
+    }
+}
+
+impl<S, Req> ResponseFuture<S, Req>
+where
+    S: Service<Req>,
+{
+    /// `permit` is `None` for a class without a concurrency limit.
+    pub(super) fn running(fut: S::Future, permit: Option<Permit>) -> Self {
+        Self::with(Kind::Running { fut, permit })
+    }
+
+    pub(super) fn waiting(wait: Wait, svc: S, req: Req) -> Self {
+        Self::with(Kind::Waiting {
+            wait,
+            call: Some((svc, req)),
+        })
+    }
+
+    pub(super) fn rejected(err: BoxError) -> Self {
+        Self::with(Kind::Rejected { err: Some(err) })
+    }
+
+    fn with(kind: Kind<S, Req>) -> Self {
+        ResponseFuture { kind }
+    }
+}
+
+/// Gives the permit back if polling the inner future unwinds, even when the
+/// panic is caught and this future is kept.
+struct ReleaseOnUnwind<'a>(&'a mut Option<Permit>);
+
+impl Drop for ReleaseOnUnwind<'_> {
+    fn drop(&mut self) {
+        self.0.take();
+    }
+}
+
+impl<S, Req> Future for ResponseFuture<S, Req>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.kind.as_mut().project() {
+                KindProj::Running { fut, permit } => {
+                    let guard = ReleaseOnUnwind(&mut *permit);
+                    let out = fut.poll(cx);
+                    // Not unwinding: keep the permit until the call completes.
+                    std::mem::forget(guard);
+                    let out = ready!(out);
+                    // Given back on completion, not when the caller gets round
+                    // to dropping this future.
+                    permit.take();
+                    return Poll::Ready(out.map_err(Into::into));
+                }
+                KindProj::Waiting { wait, call } => {
+                    let permit = match ready!(wait.as_mut().poll(cx)) {
+                        Ok(permit) => permit,
+                        Err(err) => return Poll::Ready(Err(err.into())),
+                    };
+                    let (mut svc, req) = call.take().expect("a request is sent once");
+                    // If `call` panics, the permit is dropped, and so given back.
+                    let fut = svc.call(req);
+                    this.kind.set(Kind::Running {
+                        fut,
+                        permit: Some(permit),
+                    });
+                }
+                KindProj::Rejected { err } => {
+                    return Poll::Ready(Err(err.take().expect("polled after completion")))
+                }
+            }
+        }
+    }
+}
+
+impl<S, Req> fmt::Debug for ResponseFuture<S, Req>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Running { .. } => "running",
+            Kind::Waiting { .. } => "waiting",
+            Kind::Rejected { .. } => "rejected",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("kind", &kind)
+            .finish()
+    }
+}

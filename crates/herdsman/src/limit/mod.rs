@@ -1,0 +1,216 @@
+//! Limit: a concurrency limit per endpoint class, and keyed rate rules.
+//!
+//! One slow endpoint must not take every connection to the upstream, and no
+//! hook or client may poll faster than the operator allows. [`Limit`] gives
+//! each endpoint class (named by a [`Classify`](crate::class::Classify)) its
+//! own permits, an optional first-come-first-served queue and an optional
+//! [`RateRule`]. It sits innermost in the stack, so it bounds real upstream
+//! work, and its rejections are not counted as upstream failures by the
+//! breaker ([`is_rejection`](crate::error::is_rejection)).
+//!
+//! # Semantics
+//!
+//! - **Per class.** Each class has `max_concurrent` permits, a queue of
+//!   `max_queue` (zero: reject at once when all permits are taken) and a
+//!   `max_wait` ([`ClassLimits`]). Classes without limits of their own get the
+//!   default limits, and still permits of their own: classes are isolated, and
+//!   a class saturated by slow calls does not delay another. (Up to 256 such
+//!   classes; past that they share the permits of one `"overflow"` class.)
+//!   [`ClassLimits::unlimited`] gives a class a rate rule and no concurrency
+//!   limit.
+//! - **Queue.** Waiters are served first come, first served (in the order of
+//!   their `call`s): a newcomer never takes a permit while anybody waits. A
+//!   waiter that gets no permit within `max_wait` of its call is rejected.
+//! - **Permits** are taken by the response future and given back when the
+//!   inner call completes, when the response future is dropped (cancelled),
+//!   and when the inner future panics, even if the panic is caught and the
+//!   future kept. The service itself never holds one, so dropping it frees
+//!   nothing and leaks nothing.
+//! - **Rejections** are typed, returned as [`BoxError`](crate::error::BoxError)
+//!   and found with [`find`](crate::error::find): [`Overloaded`] (the HTTP
+//!   adapter answers 503 with `Retry-After`) and [`RateLimited`] (429 with
+//!   `Retry-After`).
+//! - **Rate rules** ([`RateRule`]) are GCRA through the [governor] crate, per
+//!   class, counted by class, by caller identity
+//!   ([`LimitLayer::with_identity`]) or by both ([`RateKey`]), with a burst.
+//!   They are checked before the concurrency limit: a request over its budget
+//!   takes no permit. An alert-only rule ([`RateMode::AlertOnly`]) lets every
+//!   request through, counts the would-be rejections
+//!   ([`ClassStats::rate_alerts`]) and logs a warning at most once per key per
+//!   period of the rule.
+//! - **Shared state.** All clones of a `Limit`, and all services made from
+//!   one [`LimitLayer`] value, share its permits, queues and budgets: put one
+//!   layer value on every service that reaches the same upstream.
+//!
+//! # Back-pressure
+//!
+//! A request's class is known only in `call`, so `poll_ready` cannot wait for
+//! *its* permit: `poll_ready` is the inner service's, and the permit is taken
+//! by the response future (as hyper-util's keyed connection pool and axum's
+//! per-route middleware do). A full class answers with an error or a wait in
+//! its queue, not with `Poll::Pending`.
+//!
+//! When the whole service should push back as well, put tower's
+//! `ConcurrencyLimit` (which waits in `poll_ready`) under `LoadShed` (which
+//! turns that wait into an immediate error) around the stack:
+//!
+//! ```
+//! use herdsman::limit::{ClassLimits, LimitLayer};
+//! use std::convert::Infallible;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let svc = ServiceBuilder::new()
+//!     .load_shed() // not ready: fail at once with tower's `Overloaded`
+//!     .concurrency_limit(64) // at most 64 calls in all, taken in `poll_ready`
+//!     .layer(LimitLayer::new(ClassLimits::new(16))) // at most 16 per class, taken in `call`
+//!     .service(service_fn(|req: u32| async move { Ok::<_, Infallible>(req) }));
+//! assert_eq!(svc.oneshot(7).await.unwrap(), 7);
+//! # }
+//! ```
+//!
+//! # Examples
+//!
+//! ```
+//! use herdsman::{
+//!     class::Class,
+//!     error::find,
+//!     limit::{ClassLimits, LimitLayer, Overloaded},
+//! };
+//! use std::{convert::Infallible, time::Duration};
+//! use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let class_of = |path: &&str| {
+//!     if path.starts_with("/reports") { Class::new("reports") } else { Class::default() }
+//! };
+//! let limit = LimitLayer::new(ClassLimits::new(16))
+//!     .with_class("reports", ClassLimits::new(1)) // one report at a time, no queue
+//!     .with_classifier(class_of);
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(limit.clone())
+//!     .service(service_fn(|path: &'static str| async move {
+//!         if path.starts_with("/reports") {
+//!             tokio::time::sleep(Duration::from_secs(10)).await; // a slow endpoint
+//!         }
+//!         Ok::<_, Infallible>(path)
+//!     }));
+//!
+//! let report = svc.ready().await.unwrap().call("/reports/2024"); // takes the permit
+//! let err = svc.ready().await.unwrap().call("/reports/2025").await.unwrap_err();
+//! assert!(find::<Overloaded>(&*err).is_some());
+//! // Other classes are not held up by the slow one.
+//! assert_eq!(svc.ready().await.unwrap().call("/boards").await.unwrap(), "/boards");
+//! assert_eq!(report.await.unwrap(), "/reports/2024");
+//! assert_eq!(limit.stats().class("reports").unwrap().rejected_overloaded, 1);
+//! # }
+//! ```
+//!
+//! The operations plan's alarm, "more than 20 requests per minute per hook",
+//! as a rule that reports without rejecting (drop `.alert_only()` to
+//! enforce it):
+//!
+//! ```
+//! use herdsman::{key::Key, limit::{ClassLimits, LimitLayer, RateKey, RateRule}};
+//!
+//! let hook_id = |req: &http::Request<()>| {
+//!     req.headers().get("x-hook-id").map(|id| Key::new(id.as_bytes()))
+//! };
+//! let limit = LimitLayer::new(
+//!     ClassLimits::new(32).with_rate(
+//!         RateRule::per_minute(20).keyed_by(RateKey::ClassAndIdentity).alert_only(),
+//!     ),
+//! )
+//! .with_identity(hook_id);
+//! # let _ = limit;
+//! ```
+//!
+//! # Tuning
+//!
+//! - `max_concurrent`: what the upstream can serve at once for that class,
+//!   e.g. its share of the client's connection pool. A queue (with a
+//!   `max_wait` below the caller's own timeout) absorbs short bursts; no
+//!   queue sheds load at once, which suits callers that poll again anyway.
+//! - Rate rules: `burst` is what a quiet caller may send at once; `1` spaces
+//!   requests evenly. A rule tracks at most `max_keys` keys (default
+//!   100,000, some 100 to 200 bytes each). Idle keys, whose budget has
+//!   refilled, are pruned every `max_keys / 4` new keys, so memory stays
+//!   bounded however many distinct callers come and go. If the store is
+//!   still full of active keys, new keys pass untracked
+//!   ([`LimitStats::rate_untracked`]); raise `max_keys` if that counter
+//!   moves. A rule costs one clock read and a compare-and-swap per
+//!   request, plus a sharded map lookup when it counts by caller; pruning
+//!   scans the store on the request that triggers it.
+//! - Cost: an admitted request with a free permit takes no lock, no
+//!   allocation and no clock read in this layer: a map lookup of its class
+//!   (none for the default class), a compare-and-swap on the class's
+//!   semaphore and a counter; giving the permit back takes the semaphore's
+//!   short internal lock, as tower's `ConcurrencyLimit` does. A wait in the
+//!   queue allocates its future and reads the clock once.
+
+mod error;
+mod future;
+mod layer;
+mod rate;
+mod service;
+mod state;
+
+pub use self::{
+    error::{Overloaded, RateLimited},
+    future::ResponseFuture,
+    layer::{
+        ClassLimits, LimitLayer, NoIdentity, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_WAIT,
+        DEFAULT_RETRY_AFTER,
+    },
+    rate::{RateKey, RateMode, RateRule, DEFAULT_MAX_KEYS},
+    service::Limit,
+};
+
+use crate::class::Class;
+
+/// Counters of one layer value's classes, for the stats layer and for tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LimitStats {
+    /// One entry per class seen or configured, sorted by class name.
+    pub classes: Vec<ClassStats>,
+    /// Keys the rate rules hold now.
+    pub rate_keys: u64,
+    /// Requests a rate rule decided without keeping their key, its key store
+    /// being full of active keys.
+    pub rate_untracked: u64,
+}
+
+impl LimitStats {
+    /// The counters of the class called `name`.
+    pub fn class(&self, name: &str) -> Option<&ClassStats> {
+        self.classes.iter().find(|c| c.class.as_str() == name)
+    }
+}
+
+/// Counters of one endpoint class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClassStats {
+    /// The class.
+    pub class: Class,
+    /// Requests that got a permit (at once or after waiting).
+    pub admitted: u64,
+    /// Requests that had to wait in the queue.
+    pub queued: u64,
+    /// Requests rejected with [`Overloaded`] (no queue, queue full, or timed
+    /// out).
+    pub rejected_overloaded: u64,
+    /// Of those, requests that waited `max_wait` in vain.
+    pub timed_out: u64,
+    /// Requests rejected with [`RateLimited`].
+    pub rejected_rate: u64,
+    /// Requests over an alert-only rule's budget, let through.
+    pub rate_alerts: u64,
+    /// Permits taken now.
+    pub in_flight: u64,
+    /// Requests waiting now.
+    pub waiting: u64,
+}

@@ -1,0 +1,503 @@
+//! Keyed rate rules: GCRA through governor, over tokio time, in a key store
+//! whose size is bounded.
+
+use std::{
+    hash::Hash,
+    num::NonZeroU32,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use governor::{
+    clock::Clock,
+    middleware::NoOpMiddleware,
+    nanos::Nanos,
+    state::{
+        keyed::{DashMapStateStore, ShrinkableKeyedStateStore},
+        InMemoryState, NotKeyed, StateStore,
+    },
+    NotUntil, Quota, RateLimiter,
+};
+use tokio::time::Instant;
+
+use crate::key::Key;
+
+/// Default bound on the number of keys one rate rule tracks: 100,000.
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
+
+/// What a [`RateRule`] counts requests by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RateKey {
+    /// One budget for each endpoint class, shared by all its callers.
+    #[default]
+    Class,
+    /// One budget for each caller identity (see
+    /// [`LimitLayer::with_identity`](super::LimitLayer::with_identity)).
+    /// A rule set on one class counts that class only; the default rule
+    /// (for classes without limits of their own) is one budget per caller
+    /// across all those classes.
+    Identity,
+    /// One budget for each caller in each endpoint class.
+    ClassAndIdentity,
+}
+
+/// What a [`RateRule`] does with a request over its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RateMode {
+    /// Reject it with [`RateLimited`](super::RateLimited).
+    #[default]
+    Enforce,
+    /// Let it through, count it in
+    /// [`ClassStats::rate_alerts`](super::ClassStats::rate_alerts) and log a
+    /// warning, at most once per key per period of the rule.
+    AlertOnly,
+}
+
+/// A keyed rate limit: `limit` requests per `per`, in bursts of up to
+/// `burst`, by class, by caller or by both.
+///
+/// The algorithm is GCRA (the [governor] crate): one request is let through
+/// every `per / limit` on average, and up to `burst` (default `limit`) at once
+/// after a quiet spell. Unlike a fixed window it has no edge: a burst just
+/// before the end of one period and another just after it are not both let
+/// through. In any span of time `t` at most `burst + t × limit / per`
+/// requests of one key pass.
+///
+/// ```
+/// use herdsman::limit::{RateKey, RateRule};
+///
+/// // The operations plan's alarm: more than 20 requests per minute per hook.
+/// let alarm = RateRule::per_minute(20).keyed_by(RateKey::ClassAndIdentity).alert_only();
+/// # let _ = alarm;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RateRule {
+    limit: NonZeroU32,
+    per: Duration,
+    burst: NonZeroU32,
+    key: RateKey,
+    mode: RateMode,
+    max_keys: usize,
+}
+
+impl RateRule {
+    /// `limit` requests per `per`, bursts of up to `limit`, by class,
+    /// enforced.
+    ///
+    /// # Panics
+    ///
+    /// If `limit` or `per` is zero.
+    pub fn new(limit: u32, per: Duration) -> Self {
+        let limit = NonZeroU32::new(limit).expect("a rate rule must allow at least one request");
+        assert!(!per.is_zero(), "a rate rule's period must not be zero");
+        RateRule {
+            limit,
+            per,
+            burst: limit,
+            key: RateKey::Class,
+            mode: RateMode::Enforce,
+            max_keys: DEFAULT_MAX_KEYS,
+        }
+    }
+
+    /// `limit` requests per second; see [`new`](Self::new).
+    pub fn per_second(limit: u32) -> Self {
+        Self::new(limit, Duration::from_secs(1))
+    }
+
+    /// `limit` requests per minute; see [`new`](Self::new).
+    pub fn per_minute(limit: u32) -> Self {
+        Self::new(limit, Duration::from_secs(60))
+    }
+
+    /// Lets up to `burst` requests through at once after a quiet spell
+    /// (default: the limit). `1` spaces requests evenly.
+    ///
+    /// # Panics
+    ///
+    /// If `burst` is zero.
+    pub fn with_burst(mut self, burst: u32) -> Self {
+        self.burst = NonZeroU32::new(burst).expect("a rate rule's burst must be at least 1");
+        self
+    }
+
+    /// Counts requests by class, by caller identity or by both (default:
+    /// by class).
+    pub fn keyed_by(mut self, key: RateKey) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// Enforces the rule or only reports breaches (default: enforce).
+    pub fn with_mode(mut self, mode: RateMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Shorthand for `with_mode(RateMode::AlertOnly)`: requests over the
+    /// budget are counted and logged, not rejected.
+    pub fn alert_only(self) -> Self {
+        self.with_mode(RateMode::AlertOnly)
+    }
+
+    /// Bounds the number of keys the rule tracks (default
+    /// [`DEFAULT_MAX_KEYS`]). Idle keys are pruned as new ones arrive; if the
+    /// store is still full of active keys, requests of keys it does not hold
+    /// pass untracked (counted in [`LimitStats::rate_untracked`](super::LimitStats::rate_untracked)),
+    /// as a key seen for the first time would.
+    pub fn with_max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys.max(1);
+        self
+    }
+
+    /// Requests allowed per [`per`](Self::per).
+    pub fn limit(&self) -> u32 {
+        self.limit.get()
+    }
+
+    /// The period of the limit.
+    pub fn per(&self) -> Duration {
+        self.per
+    }
+
+    /// The largest burst let through at once.
+    pub fn burst(&self) -> u32 {
+        self.burst.get()
+    }
+
+    /// What requests are counted by.
+    pub fn key(&self) -> RateKey {
+        self.key
+    }
+
+    /// Enforce or alert only.
+    pub fn mode(&self) -> RateMode {
+        self.mode
+    }
+
+    /// The bound on tracked keys.
+    pub fn max_keys(&self) -> usize {
+        self.max_keys
+    }
+
+    fn quota(&self) -> Quota {
+        let interval = (self.per / self.limit.get()).max(Duration::from_nanos(1));
+        Quota::with_period(interval)
+            .expect("the interval is not zero")
+            .allow_burst(self.burst)
+    }
+}
+
+/// governor's clock over tokio time, so that paused tests drive it: `Nanos`
+/// since the rule's state was created.
+#[derive(Debug, Clone, Copy)]
+struct TokioClock {
+    epoch: Instant,
+}
+
+impl Clock for TokioClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        Nanos::from(Instant::now().saturating_duration_since(self.epoch))
+    }
+}
+
+/// What one budget is kept under.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Bucket {
+    /// The class's index, or `u32::MAX` for a budget shared by classes.
+    pub(crate) class: u32,
+    pub(crate) identity: Option<Key>,
+}
+
+pub(crate) const ANY_CLASS: u32 = u32::MAX;
+
+type Hasher = foldhash::fast::RandomState;
+
+/// governor's DashMap store, bounded: a key it does not hold is tracked only
+/// while the store has room, and every so many such keys the rule prunes the
+/// idle ones (`retain_recent`), so the cost of pruning is spread over the
+/// requests that grow the store.
+struct BoundedStore {
+    map: DashMapStateStore<Bucket, Hasher>,
+    tracking: Arc<Tracking>,
+    /// When full, decide for an untracked key as for a fresh one (a budget),
+    /// or as for one far over its budget (the warnings: no log flood).
+    when_full: WhenFull,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WhenFull {
+    Conform,
+    Refuse,
+}
+
+/// The bookkeeping of a [`BoundedStore`], shared with its rule: governor's
+/// `RateLimiter` does not lend out its store.
+struct Tracking {
+    max_keys: usize,
+    /// An estimate of the store's length (exact after each pruning).
+    len: AtomicUsize,
+    /// Requests whose key the store did not hold.
+    misses: AtomicUsize,
+    prune_every: usize,
+    prune_due: AtomicBool,
+    untracked: AtomicU64,
+}
+
+impl BoundedStore {
+    fn new(max_keys: usize, when_full: WhenFull) -> Self {
+        BoundedStore {
+            when_full,
+            map: DashMapStateStore::with_hasher(Hasher::default()),
+            tracking: Arc::new(Tracking {
+                max_keys,
+                len: AtomicUsize::new(0),
+                misses: AtomicUsize::new(0),
+                // Pruning scans at most `max_keys` entries once per this many
+                // new keys: a few entries per new key, amortised.
+                prune_every: (max_keys / 4).clamp(1, 1 << 16),
+                prune_due: AtomicBool::new(false),
+                untracked: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+impl StateStore for BoundedStore {
+    type Key = Bucket;
+
+    fn measure_and_replace<T, F, E>(&self, key: &Bucket, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        if let Some(state) = self.map.get(key) {
+            return state.measure_and_replace(&NotKeyed::NonKey, f);
+        }
+        let t = &*self.tracking;
+        if (t.misses.fetch_add(1, Ordering::Relaxed) + 1) % t.prune_every == 0 {
+            t.prune_due.store(true, Ordering::Relaxed);
+        }
+        if t.len.load(Ordering::Relaxed) >= t.max_keys {
+            // Decided without keeping the key.
+            t.untracked.fetch_add(1, Ordering::Relaxed);
+            let state = match self.when_full {
+                WhenFull::Conform => None,
+                // A theoretical arrival time far in the future.
+                WhenFull::Refuse => Some(Nanos::from(u64::MAX >> 1)),
+            };
+            return f(state).map(|(decision, _)| decision);
+        }
+        t.len.fetch_add(1, Ordering::Relaxed);
+        self.map.measure_and_replace(key, f)
+    }
+}
+
+impl ShrinkableKeyedStateStore<Bucket> for BoundedStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        let before = self.map.len();
+        self.map.retain_recent(drop_below);
+        let after = self.map.len();
+        if after < before / 2 {
+            self.map.shrink_to_fit();
+        }
+        self.tracking.len.store(after, Ordering::Relaxed);
+    }
+
+    fn shrink_to_fit(&self) {
+        self.map.shrink_to_fit();
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+type Limiter = RateLimiter<Bucket, BoundedStore, TokioClock, NoOpMiddleware<Nanos>>;
+type DirectLimiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Nanos>>;
+
+/// The budgets of one rule: a single one (by class: the rule's state belongs
+/// to one class, no map), or one per key in a bounded store.
+enum Budgets {
+    Direct(DirectLimiter),
+    Keyed {
+        limiter: Limiter,
+        tracking: Arc<Tracking>,
+    },
+}
+
+impl Budgets {
+    fn new(quota: Quota, rule: &RateRule, when_full: WhenFull, clock: TokioClock) -> Self {
+        if rule.key == RateKey::Class {
+            return Budgets::Direct(DirectLimiter::direct_with_clock(quota, clock));
+        }
+        let store = BoundedStore::new(rule.max_keys, when_full);
+        let tracking = store.tracking.clone();
+        Budgets::Keyed {
+            limiter: Limiter::new(quota, store, clock),
+            tracking,
+        }
+    }
+
+    /// Takes one request from `bucket`'s budget, or tells how long until it
+    /// could.
+    fn check(&self, bucket: &Bucket) -> Result<(), Duration> {
+        let retry_after = |not_until: NotUntil<Nanos>, clock: &TokioClock| {
+            not_until
+                .wait_time_from(clock.now())
+                .max(Duration::from_millis(1))
+        };
+        match self {
+            Budgets::Direct(limiter) => limiter
+                .check()
+                .map_err(|not_until| retry_after(not_until, limiter.clock())),
+            Budgets::Keyed { limiter, tracking } => {
+                let result = limiter
+                    .check_key(bucket)
+                    .map_err(|not_until| retry_after(not_until, limiter.clock()));
+                if tracking.prune_due.load(Ordering::Relaxed)
+                    && tracking.prune_due.swap(false, Ordering::Relaxed)
+                {
+                    limiter.retain_recent();
+                }
+                result
+            }
+        }
+    }
+
+    fn keys(&self) -> u64 {
+        match self {
+            Budgets::Direct(_) => 0,
+            Budgets::Keyed { limiter, .. } => limiter.len() as u64,
+        }
+    }
+
+    fn untracked(&self) -> u64 {
+        match self {
+            Budgets::Direct(_) => 0,
+            Budgets::Keyed { tracking, .. } => tracking.untracked.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The budgets of one rule. A rule by class has state of its own in each
+/// class; a rule by caller is shared by the classes it applies to.
+pub(crate) struct RateState {
+    pub(crate) rule: RateRule,
+    budgets: Budgets,
+    /// Alert-only rules: one warning per key per period.
+    warnings: Option<Budgets>,
+}
+
+/// What a rule decided for one request.
+pub(crate) enum Verdict {
+    Pass,
+    /// Over the budget of an alert-only rule: let it through, and warn if
+    /// this key was not warned about in this period.
+    Alert {
+        warn: bool,
+        retry_after: Duration,
+    },
+    Reject {
+        retry_after: Duration,
+    },
+}
+
+impl RateState {
+    pub(crate) fn new(rule: RateRule) -> Self {
+        let clock = TokioClock {
+            epoch: Instant::now(),
+        };
+        let warnings = (rule.mode == RateMode::AlertOnly).then(|| {
+            let once = Quota::with_period(rule.per).expect("the period is not zero");
+            Budgets::new(once, &rule, WhenFull::Refuse, clock)
+        });
+        RateState {
+            budgets: Budgets::new(rule.quota(), &rule, WhenFull::Conform, clock),
+            warnings,
+            rule,
+        }
+    }
+
+    /// Checks one request. `bucket` is ignored by a rule by class.
+    pub(crate) fn check(&self, bucket: &Bucket) -> Verdict {
+        match self.budgets.check(bucket) {
+            Ok(()) => Verdict::Pass,
+            Err(retry_after) => match &self.warnings {
+                None => Verdict::Reject { retry_after },
+                Some(warnings) => Verdict::Alert {
+                    warn: warnings.check(bucket).is_ok(),
+                    retry_after,
+                },
+            },
+        }
+    }
+
+    /// Keys held now (none for a rule by class).
+    pub(crate) fn keys(&self) -> u64 {
+        self.budgets.keys() + self.warnings.as_ref().map_or(0, Budgets::keys)
+    }
+
+    /// Requests decided without keeping their key, the store being full.
+    pub(crate) fn untracked(&self) -> u64 {
+        self.budgets.untracked()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket(n: u64) -> Bucket {
+        Bucket {
+            class: ANY_CLASS,
+            identity: Some(Key::from(n)),
+        }
+    }
+
+    #[test]
+    fn a_full_store_decides_untracked_keys_by_its_policy() {
+        let rule = RateRule::per_minute(1)
+            .keyed_by(RateKey::Identity)
+            .with_max_keys(1);
+        let clock = TokioClock {
+            epoch: Instant::now(),
+        };
+
+        // Budgets: an untracked key passes, as a fresh key would.
+        let budgets = Budgets::new(rule.quota(), &rule, WhenFull::Conform, clock);
+        assert!(budgets.check(&bucket(1)).is_ok());
+        assert!(budgets.check(&bucket(1)).is_err());
+        assert!(budgets.check(&bucket(2)).is_ok());
+        assert!(budgets.check(&bucket(2)).is_ok());
+        assert_eq!((budgets.keys(), budgets.untracked()), (1, 2));
+
+        // Warnings: an untracked key is not warned about.
+        let warnings = Budgets::new(rule.quota(), &rule, WhenFull::Refuse, clock);
+        assert!(warnings.check(&bucket(1)).is_ok());
+        assert!(warnings.check(&bucket(2)).is_err());
+    }
+
+    #[test]
+    fn a_rule_spreads_its_limit_over_its_period() {
+        let rule = RateRule::new(20, Duration::from_secs(60)).with_burst(5);
+        let quota = rule.quota();
+        assert_eq!(quota.replenish_interval(), Duration::from_secs(3));
+        assert_eq!(quota.burst_size().get(), 5);
+        assert_eq!(RateRule::per_second(3).burst(), 3);
+    }
+
+    #[test]
+    #[should_panic(expected = "at least one request")]
+    fn a_rule_of_zero_requests_is_refused() {
+        let _ = RateRule::new(0, Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,161 @@
+use std::{
+    fmt,
+    sync::Arc,
+    task::{Context, Poll, Waker},
+};
+
+use tower_service::Service;
+
+use super::{
+    future::ResponseFuture,
+    layer::{ClassLimits, NoIdentity, Settings},
+    state::Shared,
+    LimitLayer, LimitStats,
+};
+use crate::{
+    class::{AllDefault, Classify},
+    error::BoxError,
+    key::KeyFn,
+};
+
+/// Limits the calls in flight per endpoint class, with an optional queue and
+/// optional rate rules.
+///
+/// See the [module docs](crate::limit).
+pub struct Limit<S, C = AllDefault, I = NoIdentity> {
+    inner: S,
+    classify: C,
+    identity: I,
+    shared: Arc<Shared>,
+}
+
+impl<S> Limit<S> {
+    /// Wraps `inner`, giving every request (all in the default class) `limits`,
+    /// with state of its own.
+    pub fn new(inner: S, limits: ClassLimits) -> Self {
+        let settings = Settings {
+            default: limits,
+            classes: Vec::new(),
+        };
+        Limit::from_parts(
+            inner,
+            AllDefault,
+            NoIdentity,
+            Arc::new(Shared::new(settings)),
+        )
+    }
+
+    /// A [`LimitLayer`] giving every class `limits`.
+    pub fn layer(limits: ClassLimits) -> LimitLayer {
+        LimitLayer::new(limits)
+    }
+}
+
+impl<S, C, I> Limit<S, C, I> {
+    pub(crate) fn from_parts(inner: S, classify: C, identity: I, shared: Arc<Shared>) -> Self {
+        Limit {
+            inner,
+            classify,
+            identity,
+            shared,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The counters of the classes this service shares.
+    pub fn stats(&self) -> LimitStats {
+        self.shared.stats()
+    }
+}
+
+impl<S, C, I, Req> Service<Req> for Limit<S, C, I>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<Req>,
+    I: KeyFn<Req>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req>;
+
+    /// The inner service's readiness: the class of a request, and so its
+    /// permit, is known only in `call`.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let class = self.classify.classify(&req);
+        let dynamic;
+        let state = match self.shared.lookup(&class) {
+            Some(state) => state,
+            None => {
+                dynamic = self.shared.dynamic(&class);
+                &dynamic
+            }
+        };
+        if let Err(err) = state.check_rate(|| self.identity.key(&req)) {
+            return ResponseFuture::rejected(err.into());
+        }
+        if let Some(permit) = state.try_admit() {
+            // If `call` panics, the permit is dropped, and so given back.
+            return ResponseFuture::running(self.inner.call(req), permit);
+        }
+        let mut wait = match state.enqueue() {
+            Ok(wait) => wait,
+            Err(err) => return ResponseFuture::rejected(err.into()),
+        };
+        // Poll once now, so that the request takes its place in the queue in
+        // the order of the calls, not of the first polls. Outside a runtime
+        // the timer cannot be set: the first poll does it.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            match wait.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                Poll::Ready(Ok(permit)) => {
+                    return ResponseFuture::running(self.inner.call(req), Some(permit))
+                }
+                Poll::Ready(Err(err)) => return ResponseFuture::rejected(err.into()),
+                Poll::Pending => {}
+            }
+        }
+        // The service made ready goes with the request and is called once a
+        // permit comes; a clone stays here for the next `poll_ready`.
+        let ready = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, ready);
+        ResponseFuture::waiting(wait, ready, req)
+    }
+}
+
+impl<S: Clone, C: Clone, I: Clone> Clone for Limit<S, C, I> {
+    fn clone(&self) -> Self {
+        Limit {
+            inner: self.inner.clone(),
+            classify: self.classify.clone(),
+            identity: self.identity.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, C, I> fmt::Debug for Limit<S, C, I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Limit")
+            .field("inner", &self.inner)
+            .field("settings", self.shared.settings())
+            .finish_non_exhaustive()
+    }
+}

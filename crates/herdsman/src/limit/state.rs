@@ -1,0 +1,395 @@
+//! The state one layer value shares with every service made from it: one
+//! semaphore, queue count and set of counters per endpoint class, and the
+//! budgets of the rate rules.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use tokio::{sync::Semaphore, time::Instant};
+
+use super::{
+    error::Reason,
+    layer::{ClassLimits, Settings},
+    rate::{Bucket, RateKey, RateState, Verdict, ANY_CLASS},
+    ClassStats, LimitStats, Overloaded, RateLimited,
+};
+use crate::{
+    class::Class,
+    key::{Key, KeyBuildHasher},
+};
+
+/// Classes met at run time that have no limits of their own each get their
+/// own permits (with the default limits), up to this many; further ones share
+/// the permits of one `"overflow"` class.
+pub(crate) const MAX_DYNAMIC_CLASSES: usize = 256;
+
+type ClassMap = HashMap<Class, Arc<ClassState>, KeyBuildHasher>;
+
+pub(crate) struct Shared {
+    settings: Settings,
+    /// `Class::default()`: the requests no rule matched.
+    default: Arc<ClassState>,
+    /// The classes given limits of their own.
+    configured: ClassMap,
+    /// Other classes, met at run time, with the default limits. Read through
+    /// `ArcSwap` (no lock); a new class copies the map under `insert`.
+    dynamic: ArcSwap<ClassMap>,
+    insert: Mutex<()>,
+    /// The default limits' rate rule if it is by caller: one set of budgets
+    /// for all the classes that use the default limits.
+    default_rate: Option<Arc<RateState>>,
+}
+
+impl Shared {
+    pub(crate) fn new(settings: Settings) -> Self {
+        let default_rate = shared_rate(&settings.default);
+        let mut configured = ClassMap::default();
+        let mut default = None;
+        for (i, (class, limits)) in settings.classes.iter().enumerate() {
+            let rate = shared_rate(limits);
+            let state = Arc::new(ClassState::new(class.clone(), i as u32 + 1, limits, rate));
+            if *class == Class::default() {
+                default = Some(state);
+            } else {
+                configured.insert(class.clone(), state);
+            }
+        }
+        let default = default.unwrap_or_else(|| {
+            Arc::new(ClassState::new(
+                Class::default(),
+                0,
+                &settings.default,
+                default_rate.clone(),
+            ))
+        });
+        Shared {
+            settings,
+            default,
+            configured,
+            dynamic: ArcSwap::default(),
+            insert: Mutex::new(()),
+            default_rate,
+        }
+    }
+
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The state of `class` if it is the default class or has limits of its
+    /// own: no lock, no hashing of the name (a class carries its hash).
+    pub(crate) fn lookup(&self, class: &Class) -> Option<&Arc<ClassState>> {
+        if *class == self.default.class {
+            return Some(&self.default);
+        }
+        self.configured.get(class)
+    }
+
+    /// The state of a class without limits of its own, made on first use.
+    pub(crate) fn dynamic(&self, class: &Class) -> Arc<ClassState> {
+        if let Some(state) = self.dynamic.load().get(class) {
+            return state.clone();
+        }
+        self.insert(class)
+    }
+
+    #[cold]
+    fn insert(&self, class: &Class) -> Arc<ClassState> {
+        let _guard = self.insert.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.dynamic.load_full();
+        if let Some(state) = current.get(class) {
+            return state.clone();
+        }
+        let mut class = class.clone();
+        if current.len() >= MAX_DYNAMIC_CLASSES {
+            class = Class::new("overflow");
+            if let Some(state) = current.get(&class) {
+                return state.clone();
+            }
+            tracing::warn!(
+                max = MAX_DYNAMIC_CLASSES,
+                "too many endpoint classes without limits of their own; \
+                 further ones share the permits of class `overflow`"
+            );
+        }
+        let id = (self.settings.classes.len() + 1 + current.len()) as u32;
+        let state = Arc::new(ClassState::new(
+            class.clone(),
+            id,
+            &self.settings.default,
+            self.default_rate.clone(),
+        ));
+        let mut map = ClassMap::clone(&current);
+        map.insert(class, state.clone());
+        self.dynamic.store(Arc::new(map));
+        state
+    }
+
+    pub(crate) fn stats(&self) -> LimitStats {
+        let mut classes: Vec<ClassStats> = Vec::new();
+        let mut rates: Vec<Arc<RateState>> = Vec::new();
+        let mut visit = |state: &Arc<ClassState>| {
+            classes.push(state.stats());
+            if let Some(rate) = &state.rate {
+                if !rates.iter().any(|r| Arc::ptr_eq(r, rate)) {
+                    rates.push(rate.clone());
+                }
+            }
+        };
+        visit(&self.default);
+        self.configured.values().for_each(&mut visit);
+        self.dynamic.load().values().for_each(&mut visit);
+        classes.sort_by(|a, b| a.class.cmp(&b.class));
+        LimitStats {
+            classes,
+            rate_keys: rates.iter().map(|r| r.keys()).sum(),
+            rate_untracked: rates.iter().map(|r| r.untracked()).sum(),
+        }
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The state of a rule by caller, shared by the classes it applies to. (A
+/// rule by class has state of its own in each class.)
+fn shared_rate(limits: &ClassLimits) -> Option<Arc<RateState>> {
+    let rule = limits.rate.as_ref()?;
+    (rule.key() != RateKey::Class).then(|| Arc::new(RateState::new(rule.clone())))
+}
+
+#[derive(Default)]
+struct Counters {
+    admitted: AtomicU64,
+    queued: AtomicU64,
+    rejected_overloaded: AtomicU64,
+    timed_out: AtomicU64,
+    rejected_rate: AtomicU64,
+    rate_alerts: AtomicU64,
+}
+
+/// One endpoint class: its permits, its queue and its counters.
+pub(crate) struct ClassState {
+    pub(crate) class: Class,
+    /// Tells the class's budgets apart in a rate rule shared by classes.
+    id: u32,
+    /// No concurrency limit: no permits, only counters (and a rate rule).
+    unlimited: bool,
+    max_concurrent: usize,
+    max_queue: usize,
+    max_wait: Duration,
+    retry_after: Duration,
+    /// Fair: permits go to waiters in the order they queued, and a newcomer
+    /// cannot take one while anybody waits.
+    semaphore: Semaphore,
+    waiting: AtomicUsize,
+    pub(crate) rate: Option<Arc<RateState>>,
+    counters: Counters,
+}
+
+impl ClassState {
+    /// `shared_rate`: the state of the limits' rule if it is by caller.
+    fn new(
+        class: Class,
+        id: u32,
+        limits: &ClassLimits,
+        shared_rate: Option<Arc<RateState>>,
+    ) -> Self {
+        let rate = match &limits.rate {
+            Some(rule) if rule.key() == RateKey::Class => {
+                Some(Arc::new(RateState::new(rule.clone())))
+            }
+            _ => shared_rate,
+        };
+        let unlimited = limits.max_concurrent >= Semaphore::MAX_PERMITS;
+        let max_concurrent = limits.max_concurrent.min(Semaphore::MAX_PERMITS);
+        ClassState {
+            class,
+            id,
+            unlimited,
+            max_concurrent,
+            max_queue: limits.max_queue,
+            max_wait: limits.max_wait,
+            retry_after: limits.retry_after,
+            semaphore: Semaphore::new(max_concurrent),
+            waiting: AtomicUsize::new(0),
+            rate,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Checks the class's rate rule; `identity` is asked only when the rule
+    /// counts by caller.
+    pub(crate) fn check_rate(
+        &self,
+        identity: impl FnOnce() -> Option<Key>,
+    ) -> Result<(), RateLimited> {
+        let Some(rate) = &self.rate else {
+            return Ok(());
+        };
+        let bucket = match rate.rule.key() {
+            RateKey::Class => Bucket {
+                class: self.id,
+                identity: None,
+            },
+            // Requests without an identity are not counted by caller.
+            RateKey::Identity => match identity() {
+                Some(identity) => Bucket {
+                    class: ANY_CLASS,
+                    identity: Some(identity),
+                },
+                None => return Ok(()),
+            },
+            RateKey::ClassAndIdentity => match identity() {
+                Some(identity) => Bucket {
+                    class: self.id,
+                    identity: Some(identity),
+                },
+                None => return Ok(()),
+            },
+        };
+        match rate.check(&bucket) {
+            Verdict::Pass => Ok(()),
+            Verdict::Reject { retry_after } => {
+                self.counters.rejected_rate.fetch_add(1, Ordering::Relaxed);
+                Err(RateLimited::new(self.class.clone(), retry_after))
+            }
+            Verdict::Alert { warn, retry_after } => {
+                self.counters.rate_alerts.fetch_add(1, Ordering::Relaxed);
+                if warn {
+                    let rule = &rate.rule;
+                    tracing::warn!(
+                        class = %self.class,
+                        key = ?bucket.identity,
+                        limit = rule.limit(),
+                        per = ?rule.per(),
+                        over_for = ?retry_after,
+                        "rate alert: requests over the rule's budget (let through: alert-only rule)"
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Takes a permit if one is free and nobody waits: atomics only. `None`
+    /// when every permit is taken; `Some(None)` for a class without a
+    /// concurrency limit.
+    pub(crate) fn try_admit(self: &Arc<Self>) -> Option<Option<Permit>> {
+        if self.unlimited {
+            self.counters.admitted.fetch_add(1, Ordering::Relaxed);
+            return Some(None);
+        }
+        let permit = self.semaphore.try_acquire().ok()?;
+        permit.forget();
+        self.counters.admitted.fetch_add(1, Ordering::Relaxed);
+        Some(Some(Permit(self.clone())))
+    }
+
+    /// Joins the queue, or is turned away at once when the class has no
+    /// queue or its queue is full.
+    pub(crate) fn enqueue(self: &Arc<Self>) -> Result<Wait, Overloaded> {
+        let reject = |reason| {
+            self.counters
+                .rejected_overloaded
+                .fetch_add(1, Ordering::Relaxed);
+            Err(self.overloaded(reason))
+        };
+        if self.max_queue == 0 {
+            return reject(Reason::NoQueue);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_queue {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return reject(Reason::QueueFull);
+        }
+        self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        let slot = QueueSlot(self.clone());
+        // Tokio's own bound for "never": about 30 years.
+        let max_wait = self.max_wait.min(Duration::from_secs(86_400 * 365 * 30));
+        let deadline = Instant::now() + max_wait;
+        Ok(Box::pin(async move {
+            let state = &slot.0;
+            match tokio::time::timeout_at(deadline, state.semaphore.acquire()).await {
+                Ok(Ok(permit)) => {
+                    permit.forget();
+                    state.counters.admitted.fetch_add(1, Ordering::Relaxed);
+                    Ok(Permit(state.clone()))
+                }
+                Ok(Err(_)) => unreachable!("the semaphore is never closed"),
+                Err(_) => {
+                    let counters = &state.counters;
+                    counters.rejected_overloaded.fetch_add(1, Ordering::Relaxed);
+                    counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                    Err(state.overloaded(Reason::TimedOut(max_wait)))
+                }
+            }
+        }))
+    }
+
+    fn overloaded(&self, reason: Reason) -> Overloaded {
+        Overloaded::new(self.class.clone(), reason, self.retry_after)
+    }
+
+    fn stats(&self) -> ClassStats {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let c = &self.counters;
+        let free = self.semaphore.available_permits();
+        ClassStats {
+            class: self.class.clone(),
+            admitted: load(&c.admitted),
+            queued: load(&c.queued),
+            rejected_overloaded: load(&c.rejected_overloaded),
+            timed_out: load(&c.timed_out),
+            rejected_rate: load(&c.rejected_rate),
+            rate_alerts: load(&c.rate_alerts),
+            in_flight: if self.unlimited {
+                0
+            } else {
+                self.max_concurrent.saturating_sub(free) as u64
+            },
+            waiting: self.waiting.load(Ordering::Relaxed) as u64,
+        }
+    }
+}
+
+/// Waits in a class's queue for a permit, until the class's `max_wait`.
+pub(crate) type Wait = Pin<Box<dyn Future<Output = Result<Permit, Overloaded>> + Send>>;
+
+/// A place in a class's queue, given back however the wait ends.
+struct QueueSlot(Arc<ClassState>);
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One of a class's permits, given back when dropped.
+pub(crate) struct Permit(Arc<ClassState>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.semaphore.add_permits(1);
+    }
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Permit").field(&self.0.class).finish()
+    }
+}
