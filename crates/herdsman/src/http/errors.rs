@@ -5,6 +5,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use crate::{
     breaker::{BreakerOpen, ProbeTimedOut},
     error::find,
+    limit::{Overloaded, RateLimited},
 };
 
 /// The HTTP response for an error a herdsman layer made, or `None` for any
@@ -12,7 +13,9 @@ use crate::{
 ///
 /// - [`BreakerOpen`]: `503 Service Unavailable`, with `Retry-After` in whole
 ///   seconds, rounded up, when the breaker will probe again;
-/// - [`ProbeTimedOut`]: `504 Gateway Timeout`.
+/// - [`ProbeTimedOut`]: `504 Gateway Timeout`;
+/// - [`Overloaded`]: `503 Service Unavailable` with `Retry-After`;
+/// - [`RateLimited`]: `429 Too Many Requests` with `Retry-After`.
 ///
 /// The body is `B::default()` (empty for the common body types). With axum,
 /// use it from a `HandleErrorLayer`:
@@ -41,6 +44,14 @@ pub fn error_response<B: Default>(err: &(dyn Error + 'static)) -> Option<Respons
     }
     if find::<ProbeTimedOut>(err).is_some() {
         return Some(with_retry_after(StatusCode::GATEWAY_TIMEOUT, None));
+    }
+    if let Some(overloaded) = find::<Overloaded>(err) {
+        let after = Some(overloaded.retry_after());
+        return Some(with_retry_after(StatusCode::SERVICE_UNAVAILABLE, after));
+    }
+    if let Some(limited) = find::<RateLimited>(err) {
+        let after = Some(limited.retry_after());
+        return Some(with_retry_after(StatusCode::TOO_MANY_REQUESTS, after));
     }
     None
 }
@@ -75,6 +86,36 @@ mod tests {
         let forced: BoxError = Box::new(SharedError::new(BreakerOpen::new(Class::default(), None)));
         let res: Response<String> = error_response(&*forced).unwrap();
         assert!(res.headers().get(header::RETRY_AFTER).is_none());
+    }
+
+    #[test]
+    fn limit_rejections_are_503_and_429_with_retry_after() {
+        use crate::limit::{ClassLimits, LimitLayer, RateRule};
+        use tower::{service_fn, Layer, ServiceExt};
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let limits = ClassLimits::new(0).with_retry_after(Duration::from_secs(3));
+            let svc =
+                LimitLayer::new(limits).layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+            let err = svc.oneshot(()).await.unwrap_err();
+            let res: Response<String> = error_response(&*err).unwrap();
+            assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(res.headers()[header::RETRY_AFTER], "3");
+
+            let rate = ClassLimits::unlimited().with_rate(RateRule::per_minute(1));
+            let svc =
+                LimitLayer::new(rate).layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+            svc.clone().oneshot(()).await.unwrap();
+            let err = svc.oneshot(()).await.unwrap_err();
+            let res: Response<String> = error_response(&*err).unwrap();
+            assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert!(res.headers().contains_key(header::RETRY_AFTER));
+        });
     }
 
     #[test]
