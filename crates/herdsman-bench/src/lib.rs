@@ -21,8 +21,15 @@
 //! - `cache_contention`: hits on one key from 1 and 2 threads.
 //! - the `cache_memory` binary: peak RSS with 100,000 entries of 1 KiB.
 //!
+//! [`herdsman::breaker`] against `tower-resilience`'s `circuitbreaker` module
+//! and `failsafe`:
+//!
+//! - `breaker`: the closed path, with and without slow-call detection, and
+//!   the cost of a rejection when open (criterion).
+//!
 //! Results and how to read them: `docs/BENCHMARKS.md`.
 
+pub mod breakers;
 pub mod caches;
 pub mod peers;
 pub mod probe;
