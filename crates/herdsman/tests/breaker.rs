@@ -733,3 +733,19 @@ async fn a_time_window_holds_its_memory_fixed_under_any_traffic() {
     let stats = layer.handle().stats(&a()).unwrap();
     assert_eq!(stats.calls_in_window, 1_000);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_service_never_keeps_using_a_breaker_dropped_from_the_set() {
+    let upstream = Upstream::new();
+    let layer = layer(config()).with_max_circuits(1);
+    let mut cached = layer.layer(upstream.clone());
+    let mut other = layer.layer(upstream.clone());
+    call(&mut cached, "a").await.unwrap(); // `cached` now remembers a's breaker
+                                           // Two sweeps push the idle breaker of "a" out of the set of one.
+    call(&mut other, "b").await.unwrap();
+    call(&mut other, "c").await.unwrap();
+    call(&mut other, "d").await.unwrap();
+    // The operator opens "a": the service must see it, not its stale copy.
+    layer.handle().force_open(&a());
+    assert!(is_open(&call(&mut cached, "a").await));
+}

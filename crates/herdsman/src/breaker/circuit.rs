@@ -12,7 +12,10 @@
 use std::{
     fmt,
     hash::BuildHasher,
-    sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    sync::{
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -88,6 +91,10 @@ pub(crate) struct Circuit {
     probe_successes: AtomicU32,
     /// Set by calls, cleared by the idle sweep.
     pub(crate) used: AtomicBool,
+    /// Set when the idle sweep dropped this circuit from its set: services
+    /// that cached it look it up again.
+    pub(crate) retired: AtomicBool,
+    subscribed: Arc<AtomicBool>,
     epoch: Instant,
     events: broadcast::Sender<BreakerEvent>,
     trips_total: AtomicU64,
@@ -116,6 +123,7 @@ impl Circuit {
         class: Class,
         config: BreakerConfig,
         events: broadcast::Sender<BreakerEvent>,
+        subscribed: Arc<AtomicBool>,
     ) -> Self {
         let endpoint = class.as_str().to_owned();
         let state = BreakerState::ALL.map(|s| {
@@ -140,6 +148,8 @@ impl Circuit {
             probes: AtomicU32::new(0),
             probe_successes: AtomicU32::new(0),
             used: AtomicBool::new(true),
+            retired: AtomicBool::new(false),
+            subscribed,
             epoch: Instant::now(),
             events,
             trips_total: AtomicU64::new(0),
@@ -213,9 +223,13 @@ impl Circuit {
     fn reject(&self, retry_after: Option<Duration>) -> BreakerOpen {
         self.rejected_total.fetch_add(1, Ordering::Relaxed);
         self.metrics.rejections.increment(1);
-        let _ = self.events.send(BreakerEvent::Rejected {
-            class: self.class.clone(),
-        });
+        // A broadcast send takes the channel's lock even with nobody
+        // listening: skip it until someone subscribed.
+        if self.subscribed.load(Ordering::Relaxed) {
+            let _ = self.events.send(BreakerEvent::Rejected {
+                class: self.class.clone(),
+            });
+        }
         BreakerOpen::new(self.class.clone(), retry_after)
     }
 

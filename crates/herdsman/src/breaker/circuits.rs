@@ -7,22 +7,30 @@
 
 use std::{
     collections::HashMap,
-    sync::{atomic::Ordering, Arc, Mutex, PoisonError},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, PoisonError,
+    },
 };
 
 use arc_swap::ArcSwap;
 use tokio::sync::broadcast;
 
 use super::{circuit::Circuit, BreakerConfig, BreakerEvent, BreakerState};
-use crate::class::Class;
+use crate::{class::Class, key::KeyBuildHasher};
+
+/// `Class` carries its hash: the map does not hash the name again.
+type CircuitMap = HashMap<Class, Arc<Circuit>, KeyBuildHasher>;
 
 pub(crate) struct Circuits {
-    map: ArcSwap<HashMap<Class, Arc<Circuit>>>,
+    map: ArcSwap<CircuitMap>,
     insert: Mutex<()>,
     pub(crate) default: BreakerConfig,
     pub(crate) classes: HashMap<Class, BreakerConfig>,
     pub(crate) max: usize,
     pub(crate) events: broadcast::Sender<BreakerEvent>,
+    /// Set once anyone subscribed: until then rejections send no event.
+    pub(crate) subscribed: Arc<AtomicBool>,
 }
 
 impl Circuits {
@@ -33,12 +41,13 @@ impl Circuits {
     ) -> Self {
         let (events, _) = broadcast::channel(1024);
         Circuits {
-            map: ArcSwap::from_pointee(HashMap::new()),
+            map: ArcSwap::from_pointee(CircuitMap::default()),
             insert: Mutex::new(()),
             default,
             classes,
             max: max.max(1),
             events,
+            subscribed: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -72,7 +81,11 @@ impl Circuits {
             // Drop idle closed circuits; mark the rest for the next sweep.
             map.retain(|_, c| {
                 let used = c.used.swap(false, Ordering::Relaxed);
-                used || c.state() != BreakerState::Closed
+                let keep = used || c.state() != BreakerState::Closed;
+                if !keep {
+                    c.retired.store(true, Ordering::Release);
+                }
+                keep
             });
             if map.len() >= self.max {
                 class = Class::new("overflow");
@@ -82,7 +95,12 @@ impl Circuits {
             }
         }
         let config = self.classes.get(&class).copied().unwrap_or(self.default);
-        let circuit = Arc::new(Circuit::new(class.clone(), config, self.events.clone()));
+        let circuit = Arc::new(Circuit::new(
+            class.clone(),
+            config,
+            self.events.clone(),
+            self.subscribed.clone(),
+        ));
         map.insert(class, Arc::clone(&circuit));
         self.map.store(Arc::new(map));
         circuit

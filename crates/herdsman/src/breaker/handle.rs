@@ -41,6 +41,9 @@ impl BreakerHandle {
     /// Every transition and rejection from now on. A receiver that falls more
     /// than 1,024 events behind skips the oldest (`RecvError::Lagged`).
     pub fn subscribe(&self) -> broadcast::Receiver<BreakerEvent> {
+        self.circuits
+            .subscribed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.circuits.events.subscribe()
     }
 

@@ -110,6 +110,7 @@ impl<S, C: Clone, K: Clone> Layer<S> for BreakerLayer<C, K> {
             classify: self.classify.clone(),
             classifier: self.classifier.clone(),
             circuits: self.circuits.clone(),
+            last: None,
         }
     }
 }

@@ -1,12 +1,12 @@
 use std::{
     fmt,
-    sync::Arc,
+    sync::{atomic::Ordering, Arc},
     task::{Context, Poll},
 };
 
 use tower_service::Service;
 
-use super::{circuits::Circuits, future::ResponseFuture, FailureClassifier};
+use super::{circuit::Circuit, circuits::Circuits, future::ResponseFuture, FailureClassifier};
 use crate::{class::Classify, error::BoxError};
 
 /// Fails calls fast while the upstream of their endpoint class is sick; see
@@ -16,6 +16,9 @@ pub struct Breaker<S, C, K> {
     pub(super) classify: C,
     pub(super) classifier: K,
     pub(super) circuits: Arc<Circuits>,
+    /// The circuit of the last call's class: most services see one class, and
+    /// this skips the map on the next call.
+    pub(super) last: Option<Arc<Circuit>>,
 }
 
 impl<S, C, K> Breaker<S, C, K> {
@@ -52,7 +55,16 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let class = self.classify.classify(&req);
-        let circuit = self.circuits.get(&class);
+        let circuit = match &self.last {
+            Some(last) if last.class() == &class && !last.retired.load(Ordering::Acquire) => {
+                Arc::clone(last)
+            }
+            _ => {
+                let circuit = self.circuits.get(&class);
+                self.last = Some(Arc::clone(&circuit));
+                circuit
+            }
+        };
         match circuit.admit() {
             Ok(admit) => ResponseFuture::admitted(
                 self.inner.call(req),
@@ -72,6 +84,7 @@ impl<S: Clone, C: Clone, K: Clone> Clone for Breaker<S, C, K> {
             classify: self.classify.clone(),
             classifier: self.classifier.clone(),
             circuits: self.circuits.clone(),
+            last: self.last.clone(),
         }
     }
 }
