@@ -27,10 +27,18 @@
 //! - `breaker`: the closed path, with and without slow-call detection, and
 //!   the cost of a rejection when open (criterion).
 //!
+//! [`herdsman::limit`] against tower's `ConcurrencyLimit`, `tower-resilience`'s
+//! `bulkhead` and `ratelimiter` modules, and `governor` used bare:
+//!
+//! - `limit`: an admitted request under a concurrency limit, under a rate
+//!   rule by class and under one by caller, with no limit reached
+//!   (criterion).
+//!
 //! Results and how to read them: `docs/BENCHMARKS.md`.
 
 pub mod breakers;
 pub mod caches;
+pub mod limiters;
 pub mod peers;
 pub mod probe;
 pub mod singleflight;
