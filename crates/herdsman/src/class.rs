@@ -23,43 +23,70 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
-/// The name of an endpoint class. Cheap to clone (an `Arc`); its hash is
-/// computed once, so per-class maps on the request path do not hash the name.
+/// The name of an endpoint class. Cheap to clone (a copy for names known at
+/// compile time, a reference count otherwise); its hash is computed once, so
+/// per-class maps on the request path do not hash the name.
 #[derive(Clone)]
 pub struct Class {
-    name: Arc<str>,
+    name: Name,
     hash: u64,
+}
+
+#[derive(Clone)]
+enum Name {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+fn hash_name(name: &str) -> u64 {
+    static STATE: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
+    STATE.get_or_init(Default::default).hash_one(name)
 }
 
 impl Class {
     /// The class called `name`.
     pub fn new(name: impl AsRef<str>) -> Self {
-        static STATE: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
         let name = name.as_ref();
         Class {
-            hash: STATE.get_or_init(Default::default).hash_one(name),
-            name: Arc::from(name),
+            hash: hash_name(name),
+            name: Name::Shared(Arc::from(name)),
+        }
+    }
+
+    /// The class called `name`, known at compile time: cloning it copies a
+    /// pointer, with no reference count to touch on the request path.
+    pub fn from_static(name: &'static str) -> Self {
+        Class {
+            hash: hash_name(name),
+            name: Name::Static(name),
         }
     }
 
     /// The class's name.
     pub fn as_str(&self) -> &str {
-        &self.name
+        match &self.name {
+            Name::Static(name) => name,
+            Name::Shared(name) => name,
+        }
     }
 }
 
 impl Default for Class {
-    /// The class of requests no rule matched: `"default"`. Made once per
-    /// process; cloning it is a reference count.
+    /// The class of requests no rule matched: `"default"`. Cloning it is a
+    /// copy.
     fn default() -> Self {
         static DEFAULT: OnceLock<Class> = OnceLock::new();
-        DEFAULT.get_or_init(|| Class::new("default")).clone()
+        DEFAULT
+            .get_or_init(|| Class::from_static("default"))
+            .clone()
     }
 }
 
 impl PartialEq for Class {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.name, &other.name) || (self.hash == other.hash && self.name == other.name)
+        let (a, b) = (self.as_str(), other.as_str());
+        // Same string in memory (the default class, a clone): no compare.
+        (std::ptr::eq(a, b)) || (self.hash == other.hash && a == b)
     }
 }
 
@@ -79,19 +106,19 @@ impl PartialOrd for Class {
 
 impl Ord for Class {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.name.cmp(&other.name)
+        self.as_str().cmp(other.as_str())
     }
 }
 
 impl fmt::Debug for Class {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.name, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl fmt::Display for Class {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name)
+        f.write_str(self.as_str())
     }
 }
 
@@ -126,5 +153,21 @@ pub struct AllDefault;
 impl<Req> Classify<Req> for AllDefault {
     fn classify(&self, _: &Req) -> Class {
         Class::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn static_and_shared_names_are_the_same_class() {
+        assert_eq!(Class::default(), Class::new("default"));
+        assert_eq!(Class::from_static("a"), Class::new(String::from("a")));
+        assert_ne!(Class::from_static("a"), Class::from_static("b"));
+        let set: HashSet<Class> = [Class::new("a"), Class::from_static("a")].into();
+        assert_eq!(set.len(), 1);
+        assert_eq!(Class::default().to_string(), "default");
     }
 }
