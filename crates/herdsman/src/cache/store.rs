@@ -346,4 +346,4 @@ impl<V: Clone> Store<V> {
 /// What one entry costs beyond its key and value, counted in its weight:
 /// the entry record and quick_cache's slot, as measured for 100,000 entries
 /// (docs/BENCHMARKS.md).
-pub(crate) const ENTRY_OVERHEAD: u64 = 112;
+pub(crate) const ENTRY_OVERHEAD: u64 = 96;
