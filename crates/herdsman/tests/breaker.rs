@@ -749,3 +749,39 @@ async fn a_service_never_keeps_using_a_breaker_dropped_from_the_set() {
     layer.handle().force_open(&a());
     assert!(is_open(&call(&mut cached, "a").await));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_that_ends_after_the_breaker_moved_on_does_not_wedge_the_next_half_open() {
+    let upstream = Upstream::new();
+    let cfg = BreakerConfig {
+        half_open_probes: 2,
+        probe_timeout: Duration::from_secs(3_600),
+        ..config()
+    };
+    let layer = layer(cfg);
+    let mut svc = layer.layer(upstream.clone());
+    open(&layer, &mut svc, &upstream).await;
+    time::advance(Duration::from_secs(5)).await;
+
+    // Probe A hangs; probe B fails and opens the breaker again.
+    upstream.set(Act::Hang);
+    let probe_a = svc.ready().await.unwrap().call("a");
+    upstream.set(Act::Fail);
+    call(&mut svc, "a").await.ok();
+    assert_eq!(layer.handle().state(&a()), BreakerState::Open);
+
+    // The next half-open starts with fresh permits; then A's caller leaves.
+    time::advance(Duration::from_secs(10)).await;
+    upstream.set(Act::Hang);
+    let probe_c = svc.ready().await.unwrap().call("a");
+    drop(probe_a);
+    drop(probe_c);
+    upstream.set(Act::Ok);
+    assert_eq!(
+        call(&mut svc, "a").await.unwrap(),
+        "ok",
+        "a permit is still there"
+    );
+    assert_eq!(call(&mut svc, "a").await.unwrap(), "ok");
+    assert_eq!(layer.handle().state(&a()), BreakerState::Closed);
+}

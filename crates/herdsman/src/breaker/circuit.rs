@@ -211,7 +211,17 @@ impl Circuit {
                         })
                         .is_ok();
                     if took {
-                        return Ok(Admit::Probe { generation });
+                        if self.generation.load(Ordering::Acquire) == generation {
+                            return Ok(Admit::Probe { generation });
+                        }
+                        // The breaker moved on while the permit was taken:
+                        // give it back and look again.
+                        let _ =
+                            self.probes
+                                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                                    n.checked_sub(1)
+                                });
+                        continue;
                     }
                     // Every probe permit is out; rejected calls change nothing.
                     return Err(self.reject(Some(self.config.probe_timeout)));
@@ -310,8 +320,7 @@ impl Circuit {
     }
 
     fn record_probe(&self, generation: u32, outcome: Outcome) {
-        self.probes.fetch_sub(1, Ordering::AcqRel);
-        if self.generation.load(Ordering::Acquire) != generation {
+        if !self.release_probe(generation) {
             return;
         }
         let word = self.word.load(Ordering::Acquire);
@@ -331,9 +340,25 @@ impl Circuit {
     /// A probe ended without an outcome (its caller went away): its permit
     /// is returned and nothing is recorded.
     pub(crate) fn cancel(&self, admit: Admit) {
-        if let Admit::Probe { .. } = admit {
-            self.probes.fetch_sub(1, Ordering::AcqRel);
+        if let Admit::Probe { generation } = admit {
+            self.release_probe(generation);
         }
+    }
+
+    /// Gives a probe permit back, if the half-open state it was taken in is
+    /// still the current one; `false` if the breaker has moved on since (its
+    /// permits were renewed when it entered its new state, and this one must
+    /// not be taken from them).
+    fn release_probe(&self, generation: u32) -> bool {
+        if self.generation.load(Ordering::Acquire) != generation {
+            return false;
+        }
+        // Saturating: a reset racing with this release leaves zero, never a
+        // wrapped count that would refuse every probe.
+        let _ = self
+            .probes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        true
     }
 
     fn open(&self, from: u64, trips: u32) -> bool {
@@ -368,21 +393,20 @@ impl Circuit {
     /// Resets what the new state starts with, then tells the world.
     fn entered(&self, from: BreakerState, to: BreakerState) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        match to {
-            BreakerState::Closed => {
-                self.failures.store(0, Ordering::Release);
-                self.slow.store(0, Ordering::Release);
-                self.position.store(0, Ordering::Release);
-                self.consecutive.store(0, Ordering::Release);
-                if let Some(buckets) = &self.buckets {
-                    buckets.clear();
-                }
+        if to != BreakerState::HalfOpen {
+            // Probe permits are renewed on the way out of half-open, so that
+            // no caller can take one in the next half-open before the reset.
+            self.probes.store(0, Ordering::Release);
+            self.probe_successes.store(0, Ordering::Release);
+        }
+        if to == BreakerState::Closed {
+            self.failures.store(0, Ordering::Release);
+            self.slow.store(0, Ordering::Release);
+            self.position.store(0, Ordering::Release);
+            self.consecutive.store(0, Ordering::Release);
+            if let Some(buckets) = &self.buckets {
+                buckets.clear();
             }
-            BreakerState::HalfOpen => {
-                self.probes.store(0, Ordering::Release);
-                self.probe_successes.store(0, Ordering::Release);
-            }
-            _ => {}
         }
         if from != to {
             self.metrics.state[state_index(from)].set(0.0);
