@@ -76,7 +76,9 @@ fn poll_once(fut: &mut Fut) -> Poll<Result<u32, BoxError>> {
     fut.as_mut().poll(&mut Context::from_waker(&waker))
 }
 
-fn setup() -> (DedupLayer<fn(&u8) -> Option<Key>>, Upstream) {
+type KeyedLayer = DedupLayer<fn(&u8) -> Option<Key>>;
+
+fn setup() -> (KeyedLayer, Upstream) {
     fn key(k: &u8) -> Option<Key> {
         Some(Key::from(u64::from(*k)))
     }

@@ -12,17 +12,17 @@
 use std::{
     fmt,
     hash::BuildHasher,
-    sync::{
-        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
-        Arc,
-    },
+    sync::{atomic::Ordering, Arc},
     time::Duration,
 };
 
 use tokio::{sync::broadcast, time::Instant};
 
 use super::{BreakerConfig, BreakerEvent, BreakerOpen, BreakerState, BreakerStats};
-use crate::class::Class;
+use crate::{
+    class::Class,
+    sync::{AtomicBool, AtomicU32, AtomicU64},
+};
 
 const KIND_BITS: u64 = 3;
 const TRIPS_SHIFT: u64 = KIND_BITS;
@@ -393,12 +393,12 @@ impl Circuit {
     /// Resets what the new state starts with, then tells the world.
     fn entered(&self, from: BreakerState, to: BreakerState) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        if to != BreakerState::HalfOpen {
-            // Probe permits are renewed on the way out of half-open, so that
-            // no caller can take one in the next half-open before the reset.
-            self.probes.store(0, Ordering::Release);
-            self.probe_successes.store(0, Ordering::Release);
-        }
+        // Probe permits are renewed on every transition, half-open included:
+        // a permit leaked by a caller racing a transition can never outlive
+        // the state it was taken in, so half-open cannot wedge. (The price:
+        // in that race one extra probe may be let through.)
+        self.probes.store(0, Ordering::Release);
+        self.probe_successes.store(0, Ordering::Release);
         if to == BreakerState::Closed {
             self.failures.store(0, Ordering::Release);
             self.slow.store(0, Ordering::Release);
@@ -566,7 +566,7 @@ fn set_bit(bits: &AtomicU64, bit: u64, on: bool) {
 
 /// A number in `0.0..1.0`, for jitter (no need for a good generator).
 fn random_unit() -> f64 {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let hash = foldhash::fast::RandomState::default().hash_one(n);
     (hash >> 11) as f64 / (1u64 << 53) as f64
@@ -578,5 +578,95 @@ impl fmt::Debug for Circuit {
             .field("class", &self.class)
             .field("state", &self.state())
             .finish_non_exhaustive()
+    }
+}
+
+/// Model checks of the probe permits with loom: every interleaving of two
+/// callers racing through half-open.
+///
+/// `RUSTFLAGS="--cfg herdsman_loom" cargo test -p herdsman --lib --release breaker::circuit::loom`
+#[cfg(all(test, herdsman_loom))]
+mod loom {
+    use super::*;
+
+    fn circuit() -> Arc<Circuit> {
+        let config = BreakerConfig {
+            half_open_probes: 1,
+            jitter: 0.0,
+            ..BreakerConfig::default()
+        };
+        let (events, _) = broadcast::channel(16);
+        Arc::new(Circuit::new(
+            Class::default(),
+            config,
+            events,
+            Arc::new(AtomicBool::new(false)),
+        ))
+    }
+
+    const FAILURE: Outcome = Outcome {
+        failure: true,
+        slow: false,
+    };
+
+    #[test]
+    fn racing_probes_never_leave_the_next_half_open_without_its_permit() {
+        ::loom::model(|| {
+            let c = circuit();
+            c.set(BreakerState::HalfOpen);
+            let (c1, c2) = (c.clone(), c.clone());
+            let failing = ::loom::thread::spawn(move || {
+                if let Ok(admit) = c1.admit() {
+                    c1.record(admit, FAILURE);
+                }
+            });
+            let leaving = ::loom::thread::spawn(move || {
+                if let Ok(admit) = c2.admit() {
+                    c2.cancel(admit);
+                }
+            });
+            failing.join().unwrap();
+            leaving.join().unwrap();
+            let before = (c.state(), c.probes.load(Ordering::SeqCst));
+            c.set(BreakerState::HalfOpen);
+            let admitted = c.admit();
+            assert!(
+                admitted.is_ok(),
+                "the new half-open admits its probe: {before:?} {:?}",
+                c.probes.load(Ordering::SeqCst)
+            );
+            assert!(c.admit().is_err(), "and only one");
+        });
+    }
+
+    #[test]
+    fn concurrent_callers_in_half_open_get_exactly_the_probe_limit() {
+        ::loom::model(|| {
+            let c = circuit();
+            c.set(BreakerState::HalfOpen);
+            let c1 = c.clone();
+            let other = ::loom::thread::spawn(move || c1.admit().is_ok());
+            let mine = c.admit().is_ok();
+            let theirs = other.join().unwrap();
+            assert!(mine ^ theirs, "exactly one probe: {mine} {theirs}");
+        });
+    }
+
+    #[test]
+    fn a_probe_ending_across_a_reopen_does_not_take_a_later_permit() {
+        ::loom::model(|| {
+            let c = circuit();
+            c.set(BreakerState::HalfOpen);
+            let probe = c.admit().expect("the first probe");
+            let c1 = c.clone();
+            let operator = ::loom::thread::spawn(move || {
+                c1.set(BreakerState::ForcedOpen);
+                c1.set(BreakerState::HalfOpen);
+            });
+            c.cancel(probe);
+            operator.join().unwrap();
+            assert!(c.admit().is_ok(), "the new half-open admits its probe");
+            assert!(c.admit().is_err(), "and only one");
+        });
     }
 }

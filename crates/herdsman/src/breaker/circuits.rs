@@ -7,17 +7,14 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex, PoisonError,
-    },
+    sync::{atomic::Ordering, Arc, Mutex, PoisonError},
 };
 
 use arc_swap::ArcSwap;
 use tokio::sync::broadcast;
 
 use super::{circuit::Circuit, BreakerConfig, BreakerEvent, BreakerState};
-use crate::{class::Class, key::KeyBuildHasher};
+use crate::{class::Class, key::KeyBuildHasher, sync::AtomicBool};
 
 /// `Class` carries its hash: the map does not hash the name again.
 type CircuitMap = HashMap<Class, Arc<Circuit>, KeyBuildHasher>;
