@@ -209,6 +209,8 @@ pub struct ClassStats {
     pub rejected_rate: u64,
     /// Requests over an alert-only rule's budget, let through.
     pub rate_alerts: u64,
+    /// Warnings logged for them: at most one per key per period.
+    pub rate_warnings: u64,
     /// Permits taken now.
     pub in_flight: u64,
     /// Requests waiting now.

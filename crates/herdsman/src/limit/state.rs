@@ -181,6 +181,7 @@ struct Counters {
     timed_out: AtomicU64,
     rejected_rate: AtomicU64,
     rate_alerts: AtomicU64,
+    rate_warnings: AtomicU64,
 }
 
 /// One endpoint class: its permits, its queue and its counters.
@@ -272,6 +273,7 @@ impl ClassState {
             Verdict::Alert { warn, retry_after } => {
                 self.counters.rate_alerts.fetch_add(1, Ordering::Relaxed);
                 if warn {
+                    self.counters.rate_warnings.fetch_add(1, Ordering::Relaxed);
                     let rule = &rate.rule;
                     tracing::warn!(
                         class = %self.class,
@@ -357,6 +359,7 @@ impl ClassState {
             timed_out: load(&c.timed_out),
             rejected_rate: load(&c.rejected_rate),
             rate_alerts: load(&c.rate_alerts),
+            rate_warnings: load(&c.rate_warnings),
             in_flight: if self.unlimited {
                 0
             } else {
