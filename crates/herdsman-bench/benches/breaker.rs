@@ -15,9 +15,7 @@
 
 use std::{
     convert::Infallible,
-    fmt,
     future::{ready, Future, Ready},
-    hint::black_box,
     pin::Pin,
     time::{Duration, Instant},
 };
@@ -29,7 +27,10 @@ use herdsman::{
     breaker::{BreakerConfig, BreakerLayer, BreakerState},
     class::Class,
 };
-use herdsman_bench::breakers::{self, Failsafe, LONG_OPEN};
+use herdsman_bench::{
+    breakers::{self, Failsafe, LONG_OPEN},
+    harness::{run_err, run_ok},
+};
 use tokio::runtime::{Builder, Runtime};
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_resilience::circuitbreaker::CircuitState;
@@ -50,42 +51,6 @@ fn echo_boxed(req: u64) -> BoxedFuture {
 /// An inner service that always fails, to trip breakers.
 fn fail(_: u64) -> Ready<Result<u64, &'static str>> {
     ready(Err("upstream down"))
-}
-
-/// Sends `iters` requests through `svc`, one after another, each answered
-/// `Ok`, and returns the time they took.
-fn run<S>(rt: &Runtime, svc: &mut S, iters: u64) -> Duration
-where
-    S: Service<u64, Response = u64>,
-    S::Error: fmt::Debug,
-{
-    rt.block_on(async {
-        let start = Instant::now();
-        for n in 0..iters {
-            let ready = svc.ready().await.expect("inner service is always ready");
-            let res = ready.call(black_box(n)).await;
-            black_box(res.expect("closed breaker lets every call through"));
-        }
-        start.elapsed()
-    })
-}
-
-/// Sends `iters` requests through `svc`, one after another, each rejected,
-/// and returns the time they took.
-fn run_rejected<S>(rt: &Runtime, svc: &mut S, iters: u64) -> Duration
-where
-    S: Service<u64, Response = u64>,
-    S::Error: fmt::Debug,
-{
-    rt.block_on(async {
-        let start = Instant::now();
-        for n in 0..iters {
-            let ready = svc.ready().await.expect("an open breaker is ready");
-            let res = ready.call(black_box(n)).await;
-            black_box(res.expect_err("open breaker rejects every call"));
-        }
-        start.elapsed()
-    })
 }
 
 /// Sends `n` requests through `svc`, one after another, and drops their
@@ -127,18 +92,20 @@ fn breaker(c: &mut Criterion) {
     let mut group = c.benchmark_group("breaker");
 
     let mut bare = service_fn(echo);
-    case(&mut group, "bare", |iters| run(&rt, &mut bare, iters));
+    case(&mut group, "bare", |iters| {
+        run_ok(&rt, &mut bare, iters, |n| n)
+    });
 
     let mut boxed = service_fn(echo_boxed);
     case(&mut group, "bare_boxed_future", |iters| {
-        run(&rt, &mut boxed, iters)
+        run_ok(&rt, &mut boxed, iters, |n| n)
     });
 
     // herdsman, closed: the default settings.
     let layer = BreakerLayer::new();
     let mut herdsman = layer.layer(service_fn(echo));
     if case(&mut group, "herdsman_closed", |iters| {
-        run(&rt, &mut herdsman, iters)
+        run_ok(&rt, &mut herdsman, iters, |n| n)
     }) {
         let stats = layer.handle().stats(&class).expect("the breaker was used");
         assert_eq!(stats.state, BreakerState::Closed);
@@ -153,7 +120,7 @@ fn breaker(c: &mut Criterion) {
     });
     let mut herdsman = layer.layer(service_fn(echo));
     if case(&mut group, "herdsman_closed_slow_call", |iters| {
-        run(&rt, &mut herdsman, iters)
+        run_ok(&rt, &mut herdsman, iters, |n| n)
     }) {
         let stats = layer.handle().stats(&class).expect("the breaker was used");
         assert_eq!(stats.state, BreakerState::Closed);
@@ -165,7 +132,7 @@ fn breaker(c: &mut Criterion) {
     layer.handle().force_open(&class);
     let mut herdsman = layer.layer(service_fn(echo));
     if case(&mut group, "herdsman_open_forced", |iters| {
-        run_rejected(&rt, &mut herdsman, iters)
+        run_err(&rt, &mut herdsman, iters, |n| n)
     }) {
         let stats = layer.handle().stats(&class).expect("the breaker was used");
         assert_eq!(stats.state, BreakerState::ForcedOpen);
@@ -183,7 +150,7 @@ fn breaker(c: &mut Criterion) {
     assert_eq!(layer.handle().state(&class), BreakerState::Open);
     let mut herdsman = layer.layer(service_fn(echo));
     if case(&mut group, "herdsman_open_tripped", |iters| {
-        run_rejected(&rt, &mut herdsman, iters)
+        run_err(&rt, &mut herdsman, iters, |n| n)
     }) {
         let stats = layer.handle().stats(&class).expect("the breaker was used");
         assert_eq!((stats.state, stats.trips), (BreakerState::Open, 1));
@@ -192,14 +159,14 @@ fn breaker(c: &mut Criterion) {
     // tower-resilience, closed: its defaults.
     let (mut resilience, handle) = breakers::tower_resilience(service_fn(echo), false);
     if case(&mut group, "tower_resilience_closed", |iters| {
-        run(&rt, &mut resilience, iters)
+        run_ok(&rt, &mut resilience, iters, |n| n)
     }) {
         assert_eq!(handle.state(), CircuitState::Closed);
     }
 
     let (mut resilience, handle) = breakers::tower_resilience(service_fn(echo), true);
     if case(&mut group, "tower_resilience_closed_slow_call", |iters| {
-        run(&rt, &mut resilience, iters)
+        run_ok(&rt, &mut resilience, iters, |n| n)
     }) {
         assert_eq!(handle.state(), CircuitState::Closed);
     }
@@ -209,7 +176,7 @@ fn breaker(c: &mut Criterion) {
     let (mut resilience, handle) = breakers::tower_resilience(service_fn(echo), false);
     rt.block_on(handle.force_open());
     if case(&mut group, "tower_resilience_open_forced", |iters| {
-        run_rejected(&rt, &mut resilience, iters)
+        run_err(&rt, &mut resilience, iters, |n| n)
     }) {
         assert_eq!(handle.state(), CircuitState::Open);
     }
@@ -218,7 +185,7 @@ fn breaker(c: &mut Criterion) {
     let breaker = breakers::failsafe_default();
     let mut failsafe = Failsafe::new(service_fn(echo), breaker.clone());
     if case(&mut group, "failsafe_closed", |iters| {
-        run(&rt, &mut failsafe, iters)
+        run_ok(&rt, &mut failsafe, iters, |n| n)
     }) {
         assert!(breaker.is_call_permitted());
     }
@@ -233,7 +200,7 @@ fn breaker(c: &mut Criterion) {
     assert!(!breaker.is_call_permitted());
     let mut failsafe = Failsafe::new(service_fn(echo), breaker.clone());
     if case(&mut group, "failsafe_open_tripped", |iters| {
-        run_rejected(&rt, &mut failsafe, iters)
+        run_err(&rt, &mut failsafe, iters, |n| n)
     }) {
         assert!(!breaker.is_call_permitted());
     }

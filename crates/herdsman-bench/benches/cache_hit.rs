@@ -22,10 +22,13 @@ use std::{
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use herdsman::key::Key;
-use herdsman_bench::caches::{self, KeyHash};
+use herdsman_bench::{
+    caches::{self, KeyHash},
+    harness::run_ok,
+};
 use quick_cache::UnitWeighter;
 use tokio::runtime::{Builder, Runtime};
-use tower::{service_fn, Service, ServiceExt};
+use tower::{service_fn, Service};
 
 /// The one key every request asks for.
 const KEY: u64 = 7;
@@ -35,31 +38,13 @@ fn echo(req: u64) -> Ready<Result<u64, Infallible>> {
     ready(Ok(req))
 }
 
-/// Sends `iters` requests for [`KEY`] through `svc`, one after another, and
-/// returns the time they took.
-fn run<S>(rt: &Runtime, svc: &mut S, iters: u64) -> Duration
-where
-    S: Service<u64, Response = u64>,
-    S::Error: fmt::Debug,
-{
-    rt.block_on(async {
-        let start = Instant::now();
-        for _ in 0..iters {
-            let ready = svc.ready().await.expect("inner service is always ready");
-            let res = ready.call(black_box(KEY)).await;
-            black_box(res.expect("inner service never fails"));
-        }
-        start.elapsed()
-    })
-}
-
 /// Sends one request for [`KEY`], so that the next ones hit.
 fn warm<S>(rt: &Runtime, svc: &mut S)
 where
     S: Service<u64, Response = u64>,
     S::Error: fmt::Debug,
 {
-    run(rt, svc, 1);
+    run_ok(rt, svc, 1, |_| KEY);
 }
 
 fn hit(c: &mut Criterion) {
@@ -71,13 +56,13 @@ fn hit(c: &mut Criterion) {
 
     let mut bare = service_fn(echo);
     group.bench_function("bare", |b| {
-        b.iter_custom(|iters| run(&rt, &mut bare, iters))
+        b.iter_custom(|iters| run_ok(&rt, &mut bare, iters, |_| KEY))
     });
 
     let (mut herdsman, handle) = caches::herdsman(service_fn(echo), 64 << 20);
     warm(&rt, &mut herdsman);
     group.bench_function("herdsman_cache", |b| {
-        b.iter_custom(|iters| run(&rt, &mut herdsman, iters))
+        b.iter_custom(|iters| run_ok(&rt, &mut herdsman, iters, |_| KEY))
     });
     let stats = handle.stats();
     assert_eq!(stats.misses, 1, "every request after the first hits");
@@ -85,14 +70,14 @@ fn hit(c: &mut Criterion) {
     let mut resilience = caches::tower_resilience(service_fn(echo), 1024, Some(caches::TTL));
     warm(&rt, &mut resilience);
     group.bench_function("tower_resilience_cache", |b| {
-        b.iter_custom(|iters| run(&rt, &mut resilience, iters))
+        b.iter_custom(|iters| run_ok(&rt, &mut resilience, iters, |_| KEY))
     });
 
     // Its default: no TTL, so one clock read fewer per hit.
     let mut resilience = caches::tower_resilience(service_fn(echo), 1024, None);
     warm(&rt, &mut resilience);
     group.bench_function("tower_resilience_cache_no_ttl", |b| {
-        b.iter_custom(|iters| run(&rt, &mut resilience, iters))
+        b.iter_custom(|iters| run_ok(&rt, &mut resilience, iters, |_| KEY))
     });
 
     let moka_sync = moka::sync::Cache::<u64, u64>::new(1024);

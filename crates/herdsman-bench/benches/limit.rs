@@ -18,7 +18,6 @@
 
 use std::{
     convert::Infallible,
-    fmt,
     future::{ready, Future, Ready},
     hint::black_box,
     pin::Pin,
@@ -32,9 +31,12 @@ use herdsman::{
     key::Key,
     limit::{ClassStats, LimitStats},
 };
-use herdsman_bench::limiters::{self, CALLERS, MAX_CONCURRENT};
-use tokio::runtime::{Builder, Runtime};
-use tower::{service_fn, Layer, Service, ServiceExt};
+use herdsman_bench::{
+    harness::run_ok,
+    limiters::{self, CALLERS, MAX_CONCURRENT},
+};
+use tokio::runtime::Builder;
+use tower::{service_fn, Layer};
 
 /// The inner service: ready at once, answers at once.
 fn echo(req: u64) -> Ready<Result<u64, Infallible>> {
@@ -47,24 +49,6 @@ type BoxedFuture = Pin<Box<dyn Future<Output = Result<u64, Infallible>> + Send>>
 /// its future (tower-resilience does).
 fn echo_boxed(req: u64) -> BoxedFuture {
     Box::pin(ready(Ok(req)))
-}
-
-/// Sends `iters` requests through `svc`, one after another, each answered
-/// `Ok`, and returns the time they took.
-fn run<S>(rt: &Runtime, svc: &mut S, iters: u64) -> Duration
-where
-    S: Service<u64, Response = u64>,
-    S::Error: fmt::Debug,
-{
-    rt.block_on(async {
-        let start = Instant::now();
-        for n in 0..iters {
-            let ready = svc.ready().await.expect("inner service is always ready");
-            let res = ready.call(black_box(n)).await;
-            black_box(res.expect("no limit is ever reached"));
-        }
-        start.elapsed()
-    })
 }
 
 /// Runs the case `name` of `group`, timed by `f` (criterion's
@@ -117,11 +101,13 @@ fn limit(c: &mut Criterion) {
     let mut group = c.benchmark_group("limit");
 
     let mut bare = service_fn(echo);
-    case(&mut group, "bare", |iters| run(&rt, &mut bare, iters));
+    case(&mut group, "bare", |iters| {
+        run_ok(&rt, &mut bare, iters, |n| n)
+    });
 
     let mut boxed = service_fn(echo_boxed);
     case(&mut group, "bare_boxed_future", |iters| {
-        run(&rt, &mut boxed, iters)
+        run_ok(&rt, &mut boxed, iters, |n| n)
     });
 
     // Concurrency limits.
@@ -129,7 +115,7 @@ fn limit(c: &mut Criterion) {
     let layer = limiters::herdsman_concurrency();
     let mut herdsman = layer.layer(service_fn(echo));
     if case(&mut group, "herdsman_concurrency", |iters| {
-        run(&rt, &mut herdsman, iters)
+        run_ok(&rt, &mut herdsman, iters, |n| n)
     }) {
         let stats = layer.stats();
         assert_admitted_all(&stats);
@@ -139,7 +125,7 @@ fn limit(c: &mut Criterion) {
     let (layer, semaphore) = limiters::tower_concurrency();
     let mut tower = layer.layer(service_fn(echo));
     if case(&mut group, "tower_concurrency_limit", |iters| {
-        run(&rt, &mut tower, iters)
+        run_ok(&rt, &mut tower, iters, |n| n)
     }) {
         assert_eq!(semaphore.available_permits(), MAX_CONCURRENT);
     }
@@ -147,7 +133,7 @@ fn limit(c: &mut Criterion) {
     let (layer, handle) = limiters::tower_resilience_bulkhead();
     let mut resilience = layer.layer(service_fn(echo));
     if case(&mut group, "tower_resilience_bulkhead", |iters| {
-        run(&rt, &mut resilience, iters)
+        run_ok(&rt, &mut resilience, iters, |n| n)
     }) {
         assert_eq!(handle.active_calls(), 0);
         assert_eq!(handle.available_permits(), MAX_CONCURRENT);
@@ -158,7 +144,7 @@ fn limit(c: &mut Criterion) {
     let layer = limiters::herdsman_rate_by_class();
     let mut herdsman = layer.layer(service_fn(echo));
     if case(&mut group, "herdsman_rate_by_class", |iters| {
-        run(&rt, &mut herdsman, iters)
+        run_ok(&rt, &mut herdsman, iters, |n| n)
     }) {
         let stats = layer.stats();
         assert_admitted_all(&stats);
@@ -168,7 +154,7 @@ fn limit(c: &mut Criterion) {
     let layer = limiters::herdsman_rate_by_caller();
     let mut herdsman = layer.layer(service_fn(echo));
     if case(&mut group, "herdsman_rate_by_caller", |iters| {
-        run(&rt, &mut herdsman, iters)
+        run_ok(&rt, &mut herdsman, iters, |n| n)
     }) {
         let stats = layer.stats();
         assert_admitted_all(&stats);
@@ -181,7 +167,7 @@ fn limit(c: &mut Criterion) {
     let (layer, handle) = limiters::tower_resilience_ratelimiter();
     let mut resilience = layer.layer(service_fn(echo));
     if case(&mut group, "tower_resilience_ratelimiter", |iters| {
-        run(&rt, &mut resilience, iters)
+        run_ok(&rt, &mut resilience, iters, |n| n)
     }) {
         assert!(!handle.is_throttling());
     }

@@ -38,6 +38,7 @@
 
 pub mod breakers;
 pub mod caches;
+pub mod harness;
 pub mod limiters;
 pub mod peers;
 pub mod probe;

@@ -1,0 +1,47 @@
+//! The loop every per-request benchmark times: sequential requests through a
+//! service inside one `block_on` of a current_thread runtime, so the
+//! runtime's entry cost is paid once per batch, not once per request.
+
+use std::{
+    fmt,
+    hint::black_box,
+    time::{Duration, Instant},
+};
+
+use tokio::runtime::Runtime;
+use tower::{Service, ServiceExt};
+
+/// Sends `iters` requests, the `n`th being `request(n)`, through `svc`, one
+/// after another, each answered `Ok`, and returns the time they took.
+pub fn run_ok<S>(rt: &Runtime, svc: &mut S, iters: u64, request: impl Fn(u64) -> u64) -> Duration
+where
+    S: Service<u64, Response = u64>,
+    S::Error: fmt::Debug,
+{
+    rt.block_on(async {
+        let start = Instant::now();
+        for n in 0..iters {
+            let ready = svc.ready().await.expect("the service is always ready");
+            let res = ready.call(black_box(request(n))).await;
+            black_box(res.expect("every request of this case is answered Ok"));
+        }
+        start.elapsed()
+    })
+}
+
+/// Like [`run_ok`], for a case where every request is rejected.
+pub fn run_err<S>(rt: &Runtime, svc: &mut S, iters: u64, request: impl Fn(u64) -> u64) -> Duration
+where
+    S: Service<u64, Response = u64>,
+    S::Error: fmt::Debug,
+{
+    rt.block_on(async {
+        let start = Instant::now();
+        for n in 0..iters {
+            let ready = svc.ready().await.expect("the service is always ready");
+            let res = ready.call(black_box(request(n))).await;
+            black_box(res.expect_err("every request of this case is rejected"));
+        }
+        start.elapsed()
+    })
+}
