@@ -73,6 +73,37 @@ fn dedup_client(
         .service(client())
 }
 
+/// Sends `CALLERS` identical GETs for `url` through `svc`, holds the upstream
+/// until every follower has joined the leader, runs `held` (checks made while
+/// the upstream is held), then releases it and returns every reply.
+async fn storm<S, B>(
+    svc: &S,
+    url: &str,
+    layer: &HttpDedupLayer,
+    probe: &Probe,
+    held: impl FnOnce(),
+) -> Vec<Reply>
+where
+    S: tower::Service<Request<Full<Bytes>>, Response = axum::http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let calls = send_all(svc, (0..CALLERS).map(|_| get(url)));
+    wait_until("every follower joined the leader", || {
+        layer.stats().coalesced == FOLLOWERS
+    })
+    .await;
+    held();
+    probe.open();
+    replies(calls).await
+}
+
 /// Starts an upstream serving `app`, whose handlers report to `probe`.
 async fn upstream(app: Router<Probe>, probe: &Probe) -> Server {
     Server::start(app.with_state(probe.clone())).await
@@ -149,14 +180,10 @@ async fn concurrent_gets_through_an_axum_router_run_the_handler_once() {
         let app = dedup_router(app, &layer, BufferLayer::new());
         let server = upstream(app, &probe).await;
 
-        let calls = send_all(&client(), (0..CALLERS).map(|_| get(&server.url("/hello"))));
-        wait_until("every follower joined the leader", || {
-            layer.stats().coalesced == FOLLOWERS
+        let replies = storm(&client(), &server.url("/hello"), &layer, &probe, || {
+            assert_eq!(probe.calls(), 1, "only the leader reaches the handler");
         })
         .await;
-        assert_eq!(probe.calls(), 1, "only the leader reaches the handler");
-        probe.open();
-        let replies = replies(calls).await;
 
         assert_eq!(probe.calls(), 1);
         assert_eq!(replies.len(), CALLERS);
@@ -175,13 +202,7 @@ async fn a_500_from_an_axum_handler_reaches_every_client() {
         let app = dedup_router(app, &layer, BufferLayer::new());
         let server = upstream(app, &probe).await;
 
-        let calls = send_all(&client(), (0..CALLERS).map(|_| get(&server.url("/fail"))));
-        wait_until("every follower joined the leader", || {
-            layer.stats().coalesced == FOLLOWERS
-        })
-        .await;
-        probe.open();
-        let replies = replies(calls).await;
+        let replies = storm(&client(), &server.url("/fail"), &layer, &probe, || {}).await;
 
         assert_eq!(probe.calls(), 1);
         assert_eq!(replies.len(), CALLERS);
@@ -204,13 +225,7 @@ async fn an_oversized_handler_body_reaches_every_client_whole_through_an_axum_ro
         let app = dedup_router(app, &layer, BufferLayer::new().with_limit(LIMIT));
         let server = upstream(app, &probe).await;
 
-        let calls = send_all(&client(), (0..CALLERS).map(|_| get(&server.url("/big"))));
-        wait_until("every follower joined the leader", || {
-            layer.stats().coalesced == FOLLOWERS
-        })
-        .await;
-        probe.open();
-        let replies = replies(calls).await;
+        let replies = storm(&client(), &server.url("/big"), &layer, &probe, || {}).await;
 
         // Not shareable: each follower made its own call.
         assert_eq!(probe.calls(), CALLERS);
@@ -231,13 +246,7 @@ async fn concurrent_gets_through_a_hyper_client_make_one_upstream_call() {
         let layer = http_dedup(HttpKey::new());
         let svc = dedup_client(&layer, BufferLayer::new());
 
-        let calls = send_all(&svc, (0..CALLERS).map(|_| get(&server.url("/hello"))));
-        wait_until("every follower joined the leader", || {
-            layer.stats().coalesced == FOLLOWERS
-        })
-        .await;
-        probe.open();
-        let replies = replies(calls).await;
+        let replies = storm(&svc, &server.url("/hello"), &layer, &probe, || {}).await;
 
         assert_eq!(probe.calls(), 1);
         assert_eq!(replies.len(), CALLERS);
@@ -263,13 +272,7 @@ async fn a_streamed_body_over_the_limit_reaches_every_caller_whole_through_its_o
         let layer = http_dedup(HttpKey::new());
         let svc = dedup_client(&layer, BufferLayer::new().with_limit(LIMIT));
 
-        let calls = send_all(&svc, (0..CALLERS).map(|_| get(&server.url("/big"))));
-        wait_until("every follower joined the leader", || {
-            layer.stats().coalesced == FOLLOWERS
-        })
-        .await;
-        probe.open();
-        let replies = replies(calls).await;
+        let replies = storm(&svc, &server.url("/big"), &layer, &probe, || {}).await;
 
         assert_eq!(probe.calls(), CALLERS);
         assert_eq!(replies.len(), CALLERS);
@@ -290,13 +293,7 @@ async fn a_content_length_over_the_limit_reaches_every_caller_whole_through_its_
         let layer = http_dedup(HttpKey::new());
         let svc = dedup_client(&layer, BufferLayer::new().with_limit(LIMIT));
 
-        let calls = send_all(&svc, (0..CALLERS).map(|_| get(&server.url("/big"))));
-        wait_until("every follower joined the leader", || {
-            layer.stats().coalesced == FOLLOWERS
-        })
-        .await;
-        probe.open();
-        let replies = replies(calls).await;
+        let replies = storm(&svc, &server.url("/big"), &layer, &probe, || {}).await;
 
         assert_eq!(probe.calls(), CALLERS);
         assert_eq!(replies.len(), CALLERS);
@@ -420,13 +417,7 @@ async fn a_response_with_set_cookie_is_never_shared() {
         let layer = http_dedup(HttpKey::new());
         let svc = dedup_client(&layer, BufferLayer::new());
 
-        let calls = send_all(&svc, (0..CALLERS).map(|_| get(&server.url("/login"))));
-        wait_until("every follower joined the leader", || {
-            layer.stats().coalesced == FOLLOWERS
-        })
-        .await;
-        probe.open();
-        let replies = replies(calls).await;
+        let replies = storm(&svc, &server.url("/login"), &layer, &probe, || {}).await;
 
         assert_eq!(probe.calls(), CALLERS);
         let mut sessions = Vec::new();
@@ -484,13 +475,7 @@ async fn an_upstream_500_is_shared_as_a_response() {
         let layer = http_dedup(HttpKey::new());
         let svc = dedup_client(&layer, BufferLayer::new());
 
-        let calls = send_all(&svc, (0..CALLERS).map(|_| get(&server.url("/fail"))));
-        wait_until("every follower joined the leader", || {
-            layer.stats().coalesced == FOLLOWERS
-        })
-        .await;
-        probe.open();
-        let replies = replies(calls).await;
+        let replies = storm(&svc, &server.url("/fail"), &layer, &probe, || {}).await;
 
         assert_eq!(probe.calls(), 1);
         assert_eq!(replies.len(), CALLERS);
