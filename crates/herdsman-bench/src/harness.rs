@@ -18,14 +18,8 @@ where
     S: Service<u64, Response = u64>,
     S::Error: fmt::Debug,
 {
-    rt.block_on(async {
-        let start = Instant::now();
-        for n in 0..iters {
-            let ready = svc.ready().await.expect("the service is always ready");
-            let res = ready.call(black_box(request(n))).await;
-            black_box(res.expect("every request of this case is answered Ok"));
-        }
-        start.elapsed()
+    run(rt, svc, iters, request, |res| {
+        res.expect("every request of this case is answered Ok");
     })
 }
 
@@ -35,12 +29,28 @@ where
     S: Service<u64, Response = u64>,
     S::Error: fmt::Debug,
 {
+    run(rt, svc, iters, request, |res| {
+        res.expect_err("every request of this case is rejected");
+    })
+}
+
+fn run<S>(
+    rt: &Runtime,
+    svc: &mut S,
+    iters: u64,
+    request: impl Fn(u64) -> u64,
+    check: impl Fn(Result<u64, S::Error>),
+) -> Duration
+where
+    S: Service<u64, Response = u64>,
+    S::Error: fmt::Debug,
+{
     rt.block_on(async {
         let start = Instant::now();
         for n in 0..iters {
             let ready = svc.ready().await.expect("the service is always ready");
             let res = ready.call(black_box(request(n))).await;
-            black_box(res.expect_err("every request of this case is rejected"));
+            check(black_box(res));
         }
         start.elapsed()
     })
