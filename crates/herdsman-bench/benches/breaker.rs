@@ -20,16 +20,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use criterion::{
-    criterion_group, criterion_main, measurement::WallTime, BenchmarkGroup, Criterion,
-};
+use criterion::{criterion_group, criterion_main, Criterion};
 use herdsman::{
     breaker::{BreakerConfig, BreakerLayer, BreakerState},
     class::Class,
 };
 use herdsman_bench::{
     breakers::{self, Failsafe, LONG_OPEN},
-    harness::{run_err, run_ok},
+    harness::{case, run_err, run_ok},
 };
 use tokio::runtime::{Builder, Runtime};
 use tower::{service_fn, Layer, Service, ServiceExt};
@@ -66,21 +64,6 @@ where
             }
         }
     });
-}
-
-/// Runs the case `name` of `group`, timed by `f` (criterion's
-/// `iter_custom`); `false` if a filter on the command line left it out, so
-/// that its checks are skipped too.
-fn case<F>(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, mut f: F) -> bool
-where
-    F: FnMut(u64) -> Duration,
-{
-    let mut ran = false;
-    group.bench_function(name, |b| {
-        ran = true;
-        b.iter_custom(&mut f)
-    });
-    ran
 }
 
 fn breaker(c: &mut Criterion) {

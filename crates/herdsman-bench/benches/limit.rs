@@ -24,15 +24,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use criterion::{
-    criterion_group, criterion_main, measurement::WallTime, BenchmarkGroup, Criterion,
-};
+use criterion::{criterion_group, criterion_main, Criterion};
 use herdsman::{
     key::Key,
     limit::{ClassStats, LimitStats},
 };
 use herdsman_bench::{
-    harness::run_ok,
+    harness::{case, run_ok},
     limiters::{self, CALLERS, MAX_CONCURRENT},
 };
 use tokio::runtime::Builder;
@@ -49,21 +47,6 @@ type BoxedFuture = Pin<Box<dyn Future<Output = Result<u64, Infallible>> + Send>>
 /// its future (tower-resilience does).
 fn echo_boxed(req: u64) -> BoxedFuture {
     Box::pin(ready(Ok(req)))
-}
-
-/// Runs the case `name` of `group`, timed by `f` (criterion's
-/// `iter_custom`); `false` if a filter on the command line left it out, so
-/// that its checks are skipped too.
-fn case<F>(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, mut f: F) -> bool
-where
-    F: FnMut(u64) -> Duration,
-{
-    let mut ran = false;
-    group.bench_function(name, |b| {
-        ran = true;
-        b.iter_custom(&mut f)
-    });
-    ran
 }
 
 /// The counters of the default class, the only one the herdsman cases use.

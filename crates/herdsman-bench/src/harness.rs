@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use criterion::{measurement::WallTime, BenchmarkGroup};
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceExt};
 
@@ -54,4 +55,19 @@ where
         }
         start.elapsed()
     })
+}
+
+/// Runs the case `name` of `group`, timed by `f` (criterion's `iter_custom`);
+/// `false` if a filter on the command line left it out, so that the checks
+/// made after it are skipped too.
+pub fn case<F>(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, mut f: F) -> bool
+where
+    F: FnMut(u64) -> Duration,
+{
+    let mut ran = false;
+    group.bench_function(name, |b| {
+        ran = true;
+        b.iter_custom(&mut f)
+    });
+    ran
 }
