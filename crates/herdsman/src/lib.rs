@@ -22,6 +22,7 @@ pub mod cache;
 pub mod class;
 pub mod dedup;
 pub mod error;
+pub mod event;
 pub mod http;
 pub mod key;
 pub mod limit;

@@ -1,0 +1,166 @@
+//! What the layers report: one small observer interface.
+//!
+//! Each layer can be given an [`Observer`] (`with_observer`). It reports what
+//! it does, per endpoint [`Class`]: a cache hit, a coalesced follower, a
+//! breaker changing state, a local rejection, a registry poll. The layers
+//! never import each other; they meet here and in the Coordinator.
+//!
+//! [`stats::Stats`](crate::stats::Stats) implements `Observer` and feeds the
+//! `metrics` facade from it. An application can implement it too, to count
+//! or log something herdsman does not:
+//!
+//! ```
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use herdsman::{class::Class, event::{Event, Observer}};
+//!
+//! #[derive(Default)]
+//! struct CountHits(AtomicU64);
+//!
+//! impl Observer for CountHits {
+//!     fn observe(&self, _class: &Class, event: Event) {
+//!         if event == Event::CacheHit {
+//!             self.0.fetch_add(1, Ordering::Relaxed);
+//!         }
+//!     }
+//! }
+//!
+//! let hits = CountHits::default();
+//! hits.observe(&Class::default(), Event::CacheHit);
+//! assert_eq!(hits.0.load(Ordering::Relaxed), 1);
+//! ```
+//!
+//! # Cost
+//!
+//! A layer without an observer pays one branch per event. With one, it pays
+//! a virtual call; observers run on the request path and must not block.
+
+use std::{fmt, sync::Arc};
+
+use crate::{breaker::BreakerState, class::Class};
+
+/// Something a layer did, reported to an [`Observer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Cache: answered from a fresh entry.
+    CacheHit,
+    /// Cache: answered from a stale entry (stale-while-revalidate or
+    /// stale-if-error).
+    StaleServed,
+    /// Cache: no usable entry; the request went down the stack.
+    CacheMiss,
+    /// Dedup: the request joined a call already in flight.
+    Coalesced,
+    /// Dedup: the request was answered from the reuse window.
+    Reused,
+    /// Breaker: a circuit moved to a new state.
+    BreakerState(BreakerState),
+    /// A request was refused locally, without reaching the upstream.
+    Rejected(Rejection),
+    /// Registry: a subscriber joined a key of this class.
+    Subscribed,
+    /// Registry: a subscriber left a key of this class.
+    Unsubscribed,
+    /// Registry: a poll loop fetched its key.
+    Polled,
+}
+
+/// Why a request was refused locally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The circuit breaker is open.
+    BreakerOpen,
+    /// The concurrency limit and its queue were full, or the wait timed out.
+    Overloaded,
+    /// A rate rule refused the request.
+    RateLimited,
+}
+
+impl Rejection {
+    /// The label used in metrics and JSON: `breaker_open`, `overloaded`,
+    /// `rate_limited`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::BreakerOpen => "breaker_open",
+            Rejection::Overloaded => "overloaded",
+            Rejection::RateLimited => "rate_limited",
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Receives the [`Event`]s of the layers it is given to.
+///
+/// Implementations must be cheap and must not block: `observe` runs on the
+/// request path, sometimes while a layer holds a shard lock.
+pub trait Observer: Send + Sync + 'static {
+    /// One event of one endpoint class.
+    fn observe(&self, class: &Class, event: Event);
+}
+
+impl<O: Observer + ?Sized> Observer for Arc<O> {
+    fn observe(&self, class: &Class, event: Event) {
+        (**self).observe(class, event)
+    }
+}
+
+/// A layer's optional observer: what each layer stores.
+#[derive(Clone, Default)]
+pub struct Observers(Option<Arc<dyn Observer>>);
+
+impl Observers {
+    /// No observer: events cost one branch.
+    pub fn none() -> Self {
+        Observers(None)
+    }
+
+    /// Report to `observer`.
+    pub fn new(observer: impl Observer) -> Self {
+        Observers(Some(Arc::new(observer)))
+    }
+
+    /// Whether an observer is set; lets a layer skip work (such as
+    /// classifying a request) that only the observer needs.
+    #[inline]
+    pub fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Report `event` for `class`, if an observer is set.
+    #[inline]
+    pub fn observe(&self, class: &Class, event: Event) {
+        if let Some(observer) = &self.0 {
+            observer.observe(class, event);
+        }
+    }
+}
+
+impl fmt::Debug for Observers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Observers")
+            .field("set", &self.is_set())
+            .finish()
+    }
+}
+
+/// Memory a layer holds, as it estimates it: cache entries, in-flight maps,
+/// registry keys. The Stats layer sums its sources for the memory alert.
+pub trait MemorySource: Send + Sync + 'static {
+    /// Bytes held now, estimated.
+    fn memory_bytes(&self) -> u64;
+}
+
+impl<F> MemorySource for F
+where
+    F: Fn() -> u64 + Send + Sync + 'static,
+{
+    fn memory_bytes(&self) -> u64 {
+        self()
+    }
+}
