@@ -36,7 +36,7 @@
 
 use std::{fmt, sync::Arc};
 
-use crate::{breaker::BreakerState, class::Class};
+use crate::{breaker::BreakerState, class::Class, key::Key};
 
 /// Something a layer did, reported to an [`Observer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,5 +162,38 @@ where
 {
     fn memory_bytes(&self) -> u64 {
         self()
+    }
+}
+
+/// What was invalidated: the Cache layer announces it (by hand through its
+/// handle, or on an unsafe method such as `POST`), and the Registry follows
+/// it with an immediate poll of the keys it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Invalidation {
+    /// One key.
+    Key(Key),
+    /// Every key of one endpoint class.
+    Class(Class),
+    /// Every key whose path (see [`KeyBuilder::path`](crate::key::KeyBuilder::path)) is exactly this one.
+    Path(Arc<str>),
+    /// Every key whose path starts with this prefix.
+    Prefix(Arc<str>),
+    /// Everything.
+    All,
+}
+
+impl Invalidation {
+    /// Whether a key of `class` is covered.
+    pub fn covers(&self, key: &Key, class: &Class) -> bool {
+        match self {
+            Invalidation::Key(k) => k == key,
+            Invalidation::Class(c) => c == class,
+            Invalidation::Path(p) => key.path() == Some(p.as_bytes()),
+            Invalidation::Prefix(p) => key
+                .path()
+                .is_some_and(|path| path.starts_with(p.as_bytes())),
+            Invalidation::All => true,
+        }
     }
 }
