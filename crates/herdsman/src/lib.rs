@@ -27,6 +27,7 @@ pub mod http;
 pub mod key;
 pub mod limit;
 pub mod share;
+pub mod stats;
 mod sync;
 
 pub use crate::{

@@ -1,0 +1,240 @@
+//! One endpoint class's counters.
+
+use std::{
+    collections::VecDeque,
+    error::Error,
+    sync::{
+        atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed},
+        Mutex, PoisonError,
+    },
+};
+
+use super::{clock::Clock, histogram::Latency};
+use crate::{
+    breaker::{BreakerOpen, BreakerState, ProbeTimedOut},
+    class::Class,
+    dedup::Panicked,
+    error::find,
+    event::Rejection,
+    limit::{Overloaded, RateLimited},
+};
+
+/// What kind of error a client got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The upstream failed (an error, or a response the failure classifier
+    /// calls a failure, such as a 5xx).
+    Upstream,
+    /// A circuit breaker was open.
+    BreakerOpen,
+    /// The concurrency limit was full.
+    Overloaded,
+    /// A rate rule refused the request.
+    RateLimited,
+    /// The inner call panicked.
+    Panicked,
+    /// A half-open probe timed out.
+    Timeout,
+}
+
+impl ErrorKind {
+    pub(crate) const ALL: [ErrorKind; 6] = [
+        ErrorKind::Upstream,
+        ErrorKind::BreakerOpen,
+        ErrorKind::Overloaded,
+        ErrorKind::RateLimited,
+        ErrorKind::Panicked,
+        ErrorKind::Timeout,
+    ];
+
+    /// The label in metrics and JSON: `upstream`, `breaker_open`,
+    /// `overloaded`, `rate_limited`, `panicked`, `timeout`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Upstream => "upstream",
+            ErrorKind::BreakerOpen => "breaker_open",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Panicked => "panicked",
+            ErrorKind::Timeout => "timeout",
+        }
+    }
+
+    /// The kind of an error a layer returned.
+    pub fn of(err: &(dyn Error + 'static)) -> ErrorKind {
+        if find::<BreakerOpen>(err).is_some() {
+            ErrorKind::BreakerOpen
+        } else if find::<Overloaded>(err).is_some() {
+            ErrorKind::Overloaded
+        } else if find::<RateLimited>(err).is_some() {
+            ErrorKind::RateLimited
+        } else if find::<Panicked>(err).is_some() {
+            ErrorKind::Panicked
+        } else if find::<ProbeTimedOut>(err).is_some() {
+            ErrorKind::Timeout
+        } else {
+            ErrorKind::Upstream
+        }
+    }
+}
+
+pub(crate) const REJECTIONS: [Rejection; 3] = [
+    Rejection::BreakerOpen,
+    Rejection::Overloaded,
+    Rejection::RateLimited,
+];
+
+fn rejection_index(r: Rejection) -> usize {
+    match r {
+        Rejection::BreakerOpen => 0,
+        Rejection::Overloaded => 1,
+        Rejection::RateLimited => 2,
+    }
+}
+
+/// Cumulative totals sampled once per monitor tick, for sliding rates.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Sample {
+    pub(crate) at_sec: u64,
+    pub(crate) requests: u64,
+    pub(crate) upstream_calls: u64,
+    pub(crate) errors: u64,
+}
+
+pub(crate) struct ClassRecorder {
+    pub(crate) class: Class,
+    pub(crate) clock: Clock,
+    // Written on every client request.
+    pub(crate) requests: AtomicU64,
+    pub(crate) in_flight: AtomicI64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) errors_by_kind: [AtomicU64; ErrorKind::ALL.len()],
+    pub(crate) cancelled: AtomicU64,
+    pub(crate) latency: Latency,
+    // Written on upstream calls.
+    pub(crate) upstream_calls: AtomicU64,
+    pub(crate) upstream_errors: AtomicU64,
+    pub(crate) upstream_in_flight: AtomicI64,
+    pub(crate) upstream_latency: Latency,
+    // Written by events from the other layers.
+    pub(crate) cache_hits: AtomicU64,
+    pub(crate) cache_misses: AtomicU64,
+    pub(crate) stale_served: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
+    pub(crate) reused: AtomicU64,
+    pub(crate) rejections: [AtomicU64; REJECTIONS.len()],
+    pub(crate) subscribers: AtomicI64,
+    pub(crate) polls: AtomicU64,
+    pub(crate) breaker: AtomicU8,
+    // Written by the monitor.
+    pub(crate) history: Mutex<VecDeque<Sample>>,
+}
+
+const NO_BREAKER: u8 = u8::MAX;
+
+impl ClassRecorder {
+    pub(crate) fn new(class: Class, clock: Clock) -> Self {
+        ClassRecorder {
+            class,
+            clock,
+            requests: AtomicU64::new(0),
+            in_flight: AtomicI64::new(0),
+            errors: AtomicU64::new(0),
+            errors_by_kind: Default::default(),
+            cancelled: AtomicU64::new(0),
+            latency: Latency::new(),
+            upstream_calls: AtomicU64::new(0),
+            upstream_errors: AtomicU64::new(0),
+            upstream_in_flight: AtomicI64::new(0),
+            upstream_latency: Latency::new(),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
+            stale_served: AtomicU64::new(0),
+            coalesced: AtomicU64::new(0),
+            reused: AtomicU64::new(0),
+            rejections: Default::default(),
+            subscribers: AtomicI64::new(0),
+            polls: AtomicU64::new(0),
+            breaker: AtomicU8::new(NO_BREAKER),
+            history: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn error(&self, kind: ErrorKind) {
+        self.errors.fetch_add(1, Relaxed);
+        let i = ErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        self.errors_by_kind[i].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn errors_of(&self, kind: ErrorKind) -> u64 {
+        let i = ErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        self.errors_by_kind[i].load(Relaxed)
+    }
+
+    pub(crate) fn rejected(&self, r: Rejection) {
+        self.rejections[rejection_index(r)].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn rejections_of(&self, r: Rejection) -> u64 {
+        self.rejections[rejection_index(r)].load(Relaxed)
+    }
+
+    pub(crate) fn set_breaker(&self, state: BreakerState) {
+        let i = BreakerState::ALL
+            .iter()
+            .position(|s| *s == state)
+            .unwrap_or(0);
+        self.breaker.store(i as u8, Relaxed);
+    }
+
+    pub(crate) fn breaker(&self) -> Option<BreakerState> {
+        BreakerState::ALL
+            .get(usize::from(self.breaker.load(Relaxed)))
+            .copied()
+    }
+
+    pub(crate) fn sample(&self, at_sec: u64) -> Sample {
+        Sample {
+            at_sec,
+            requests: self.requests.load(Relaxed),
+            upstream_calls: self.upstream_calls.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+        }
+    }
+
+    /// Keeps one sample per tick, `keep_secs` back.
+    pub(crate) fn push_sample(&self, sample: Sample, keep_secs: u64) {
+        let mut h = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        while h
+            .front()
+            .is_some_and(|s| s.at_sec + keep_secs < sample.at_sec)
+        {
+            h.pop_front();
+        }
+        h.push_back(sample);
+    }
+
+    /// The totals as they were `secs` ago (the newest sample at or before
+    /// then; zero before the first sample).
+    pub(crate) fn ago(&self, now_sec: u64, secs: u64) -> Sample {
+        if now_sec < secs {
+            // Younger than the window: everything counted is inside it.
+            return Sample::default();
+        }
+        let then = now_sec - secs;
+        let h = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        h.iter()
+            .rev()
+            .find(|s| s.at_sec <= then)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn memory_bytes(&self) -> u64 {
+        std::mem::size_of::<Self>() as u64
+            + self.latency.memory_bytes()
+            + self.upstream_latency.memory_bytes()
+    }
+}

@@ -1,0 +1,441 @@
+//! The Stats layer: exact counts, percentiles, sliding rates, alerts and the
+//! snapshot's JSON shape.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use futures_util::StreamExt;
+use herdsman::{
+    breaker::BreakerState,
+    class::{AllDefault, Class},
+    event::{Event, Observer, Rejection},
+    stats::{AlertRule, AlertRules, AlertState, Stats, StatsClock},
+    BoxError, Key,
+};
+use tokio::time::{self, Instant};
+use tower::{service_fn, Layer, Service, ServiceBuilder, ServiceExt};
+
+fn paused_stats(rules: AlertRules) -> Stats {
+    Stats::builder()
+        .with_clock(StatsClock::Tokio)
+        .with_rules(rules)
+        .build()
+}
+
+fn no_key(_: &u64) -> Option<Key> {
+    None
+}
+
+fn by_value(req: &u64) -> Option<Key> {
+    Some(Key::from(*req))
+}
+
+/// Advances the paused clock one second at a time, letting the monitor
+/// run after each step.
+async fn seconds(n: u64) {
+    for _ in 0..n {
+        time::advance(Duration::from_secs(1)).await;
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn fails_every_seventh(req: u64) -> Result<u64, BoxError> {
+    tokio::task::yield_now().await;
+    if req % 7 == 0 {
+        Err("upstream failed".into())
+    } else {
+        Ok(req)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn counts_are_exact_with_many_tasks_on_a_multi_thread_runtime() {
+    let stats = Stats::new();
+    let upstream_calls = Arc::new(AtomicU64::new(0));
+    let calls = upstream_calls.clone();
+    let svc = ServiceBuilder::new()
+        .layer(stats.layer(|req: &u64| {
+            if req % 2 == 0 {
+                Class::from_static("even")
+            } else {
+                Class::from_static("odd")
+            }
+        }))
+        .layer(stats.upstream_layer(AllDefault, no_key))
+        .service(service_fn(move |req: u64| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            fails_every_seventh(req)
+        }));
+
+    let tasks: Vec<_> = (0..64u64)
+        .map(|t| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                for i in 0..500u64 {
+                    let _ = svc.clone().oneshot(t * 500 + i).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    let snap = stats.snapshot();
+    let (even, odd) = (&snap.endpoints["even"], &snap.endpoints["odd"]);
+    let total = 64 * 500;
+    assert_eq!(even.requests + odd.requests, total);
+    assert_eq!(even.requests, total / 2);
+    let failing = (0..total).filter(|n| n % 7 == 0).count() as u64;
+    let failing_even = (0..total).filter(|n| n % 7 == 0 && n % 2 == 0).count() as u64;
+    assert_eq!(even.errors + odd.errors, failing);
+    assert_eq!(even.errors, failing_even);
+    assert_eq!(even.errors_by_kind["upstream"], failing_even);
+    assert_eq!(even.latency_ms.count, even.requests);
+    assert_eq!((even.in_flight, odd.in_flight), (0, 0));
+    let upstream = &snap.endpoints["default"];
+    assert_eq!(
+        upstream.upstream_calls,
+        upstream_calls.load(Ordering::Relaxed)
+    );
+    assert_eq!(upstream.upstream_calls, total);
+    assert_eq!(upstream.upstream_errors, failing);
+    assert_eq!(upstream.upstream_latency_ms.count, total);
+}
+
+#[tokio::test(start_paused = true)]
+async fn percentiles_are_within_the_histograms_precision() {
+    let stats = paused_stats(AlertRules::none());
+    let mut svc = stats
+        .layer(AllDefault)
+        .layer(service_fn(|ms: u64| async move {
+            time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, BoxError>(())
+        }));
+    // 1 ms to 1000 ms, once each.
+    for ms in 1..=1000 {
+        svc.ready().await.unwrap().call(ms).await.unwrap();
+    }
+    let p = stats.snapshot().endpoints["default"].latency_ms;
+    assert_eq!(p.count, 1000);
+    let within = |got: f64, want: f64| (got - want).abs() <= want * 0.01;
+    assert!(within(p.p50, 500.0), "p50 {}", p.p50);
+    assert!(within(p.p90, 900.0), "p90 {}", p.p90);
+    assert!(within(p.p99, 990.0), "p99 {}", p.p99);
+    assert!(within(p.max, 1000.0), "max {}", p.max);
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_per_minute_slides_in_one_second_steps() {
+    let stats = paused_stats(AlertRules::none());
+    let mut svc = stats
+        .layer(AllDefault)
+        .layer(service_fn(|_: u64| async { Ok::<_, BoxError>(()) }));
+    let rpm = || stats.snapshot().endpoints["default"].requests_per_minute;
+
+    for i in 0..30 {
+        svc.ready().await.unwrap().call(i).await.unwrap();
+    }
+    seconds(30).await;
+    for i in 0..10 {
+        svc.ready().await.unwrap().call(i).await.unwrap();
+    }
+    assert_eq!(rpm(), 40);
+    seconds(29).await;
+    assert_eq!(rpm(), 40, "the first 30 are still inside the minute");
+    seconds(2).await;
+    assert_eq!(rpm(), 10, "the first 30 left the window");
+    seconds(30).await;
+    assert_eq!(rpm(), 0);
+    assert_eq!(stats.snapshot().endpoints["default"].requests, 40);
+}
+
+#[tokio::test]
+async fn cancelled_requests_leave_in_flight_and_are_counted() {
+    let stats = Stats::new();
+    let mut svc = stats.layer(AllDefault).layer(service_fn(|_: u64| {
+        std::future::pending::<Result<(), BoxError>>()
+    }));
+    let fut = svc.ready().await.unwrap().call(1);
+    assert_eq!(stats.snapshot().endpoints["default"].in_flight, 1);
+    drop(fut);
+    let e = &stats.snapshot().endpoints["default"];
+    assert_eq!((e.in_flight, e.cancelled, e.errors), (0, 1, 0));
+}
+
+#[tokio::test]
+async fn server_errors_count_as_errors_with_the_http_classifier() {
+    let stats = Stats::new();
+    let mut svc = stats
+        .layer(AllDefault)
+        .with_failure_classifier(herdsman::http::ServerErrors)
+        .layer(service_fn(|status: u16| async move {
+            Ok::<_, BoxError>(http::Response::builder().status(status).body(()).unwrap())
+        }));
+    for status in [200, 404, 500, 503] {
+        svc.ready().await.unwrap().call(status).await.unwrap();
+    }
+    let e = &stats.snapshot().endpoints["default"];
+    assert_eq!((e.requests, e.errors), (4, 2));
+    assert_eq!(e.errors_by_kind["upstream"], 2);
+}
+
+#[tokio::test]
+async fn events_from_other_layers_are_counted_per_class() {
+    let stats = Stats::new();
+    let users = Class::from_static("active-users");
+    let board = Class::from_static("board-events");
+    for _ in 0..3 {
+        stats.observe(&users, Event::CacheHit);
+    }
+    stats.observe(&users, Event::CacheMiss);
+    stats.observe(&users, Event::StaleServed);
+    stats.observe(&board, Event::Coalesced);
+    stats.observe(&board, Event::Reused);
+    stats.observe(&board, Event::Rejected(Rejection::Overloaded));
+    stats.observe(&board, Event::Rejected(Rejection::RateLimited));
+    stats.observe(&board, Event::Rejected(Rejection::BreakerOpen));
+    stats.observe(&board, Event::BreakerState(BreakerState::HalfOpen));
+    stats.observe(&users, Event::Subscribed);
+    stats.observe(&users, Event::Subscribed);
+    stats.observe(&users, Event::Unsubscribed);
+    stats.observe(&users, Event::Polled);
+
+    let snap = stats.snapshot();
+    let (u, b) = (
+        &snap.endpoints["active-users"],
+        &snap.endpoints["board-events"],
+    );
+    assert_eq!((u.cache_hits, u.cache_misses, u.stale_served), (3, 1, 1));
+    assert_eq!(u.hit_ratio, Some(0.75));
+    assert_eq!((u.subscribers, u.polls), (1, 1));
+    assert_eq!((b.coalesced, b.reused, b.rejected), (1, 1, 3));
+    assert_eq!(b.rejections["overloaded"], 1);
+    assert_eq!(b.breaker, Some("half_open"));
+    assert_eq!(u.breaker, None);
+}
+
+#[tokio::test]
+async fn classes_beyond_the_cap_are_counted_as_other() {
+    let stats = Stats::new();
+    for i in 0..herdsman::stats::MAX_CLASSES + 10 {
+        stats.observe(&Class::new(format!("c{i}")), Event::CacheHit);
+    }
+    let snap = stats.snapshot();
+    assert_eq!(snap.endpoints.len(), herdsman::stats::MAX_CLASSES + 1);
+    assert_eq!(snap.endpoints["other"].cache_hits, 10);
+}
+
+// ---- alerts ----
+
+#[tokio::test(start_paused = true)]
+async fn the_hook_alert_fires_once_above_20_calls_a_minute_and_resolves_once() {
+    let stats = paused_stats(AlertRules::none().with_upstream_calls_per_minute(Some(20)));
+    let mut alerts = stats.alerts();
+    let mut svc = stats
+        .upstream_layer(AllDefault, by_value)
+        .layer(service_fn(|_: u64| async { Ok::<_, BoxError>(()) }));
+
+    // 20 calls for key 1 (one per second) and plenty for other keys: quiet.
+    for _ in 0..20 {
+        svc.ready().await.unwrap().call(1).await.unwrap();
+        svc.ready().await.unwrap().call(2).await.unwrap();
+        seconds(1).await;
+    }
+    assert!(stats.active_alerts().is_empty());
+
+    // The 21st call inside the minute fires, once.
+    svc.ready().await.unwrap().call(1).await.unwrap();
+    let fired = alerts.next().await.unwrap();
+    assert_eq!(
+        (fired.rule, fired.state, fired.value),
+        (AlertRule::UpstreamCalls, AlertState::Firing, 21.0)
+    );
+    assert_eq!(fired.endpoint.as_deref(), Some("default"));
+    for _ in 0..10 {
+        svc.ready().await.unwrap().call(1).await.unwrap();
+    }
+    stats.evaluate();
+    assert_eq!(stats.active_alerts().len(), 1, "still firing, not again");
+
+    // Calls age out of the minute; it resolves once, when 16 or fewer remain.
+    seconds(120).await;
+    let resolved = alerts.next().await.unwrap();
+    assert_eq!(
+        (resolved.rule, resolved.state),
+        (AlertRule::UpstreamCalls, AlertState::Resolved)
+    );
+    assert!(resolved.value <= 16.0);
+    assert!(stats.active_alerts().is_empty());
+    drop(stats);
+    drop(svc);
+    assert!(alerts.next().await.is_none(), "no other event was sent");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_memory_alert_has_hysteresis() {
+    let stats = paused_stats(AlertRules::none().with_memory_bytes(Some(1_000_000)));
+    let held = Arc::new(AtomicU64::new(0));
+    let h = held.clone();
+    stats.track_memory("cache", move || h.load(Ordering::Relaxed));
+    let mut alerts = stats.alerts();
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+
+    let set_and_evaluate = |bytes: u64| {
+        held.store(bytes, Ordering::Relaxed);
+        metrics::with_local_recorder(&recorder, || stats.evaluate());
+        stats.active_alerts().len()
+    };
+    assert_eq!(set_and_evaluate(900_000), 0);
+    assert_eq!(set_and_evaluate(1_200_000), 1);
+    assert_eq!(set_and_evaluate(1_300_000), 1);
+    assert_eq!(set_and_evaluate(850_000), 1, "above 80 % of the threshold");
+    assert_eq!(set_and_evaluate(700_000), 0);
+
+    let states: Vec<_> = [alerts.next().await.unwrap(), alerts.next().await.unwrap()]
+        .iter()
+        .map(|a| (a.rule, a.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (AlertRule::Memory, AlertState::Firing),
+            (AlertRule::Memory, AlertState::Resolved)
+        ]
+    );
+    let fired = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .find(|(key, ..)| key.key().name() == "herdsman_alerts_total")
+        .map(|(key, _, _, value)| (key.key().labels().next().unwrap().value().to_owned(), value));
+    assert_eq!(
+        fired,
+        Some((
+            "memory".to_owned(),
+            metrics_util::debugging::DebugValue::Counter(1)
+        ))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_error_rate_alert_needs_enough_samples_then_fires_and_resolves() {
+    let stats = paused_stats(AlertRules::none().with_error_rate(Some(0.05), 20));
+    let mut alerts = stats.alerts();
+    let mut svc = stats
+        .layer(AllDefault)
+        .layer(service_fn(|fail: u64| async move {
+            if fail == 1 {
+                Err::<(), BoxError>("boom".into())
+            } else {
+                Ok(())
+            }
+        }));
+    let mut send = async |fail: u64, n: usize| {
+        for _ in 0..n {
+            let _ = svc.ready().await.unwrap().call(fail).await;
+        }
+    };
+
+    // 10 failures of 10 requests: 100 %, but too few samples.
+    send(1, 10).await;
+    seconds(2).await;
+    assert!(stats.active_alerts().is_empty());
+
+    // 30 requests, 10 failing: 33 %.
+    send(0, 20).await;
+    seconds(2).await;
+    let fired = alerts.next().await.unwrap();
+    assert_eq!(
+        (fired.rule, fired.state),
+        (AlertRule::ErrorRate, AlertState::Firing)
+    );
+
+    // Steady traffic keeps it firing without new events...
+    send(0, 100).await;
+    seconds(2).await;
+    assert_eq!(stats.active_alerts().len(), 1);
+    // ...until the failures leave the window.
+    seconds(60).await;
+    send(0, 30).await;
+    seconds(2).await;
+    let resolved = alerts.next().await.unwrap();
+    assert_eq!(
+        (resolved.rule, resolved.state),
+        (AlertRule::ErrorRate, AlertState::Resolved)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_trip_fires_once_until_the_breaker_closes() {
+    let stats = paused_stats(AlertRules::none().with_breaker_trips(true));
+    let mut alerts = stats.alerts();
+    let class = Class::from_static("board-events");
+    stats.observe(&class, Event::BreakerState(BreakerState::Open));
+    stats.observe(&class, Event::BreakerState(BreakerState::HalfOpen));
+    stats.observe(&class, Event::BreakerState(BreakerState::Open));
+    assert_eq!(stats.active_alerts().len(), 1);
+    stats.observe(&class, Event::BreakerState(BreakerState::HalfOpen));
+    stats.observe(&class, Event::BreakerState(BreakerState::Closed));
+    assert!(stats.active_alerts().is_empty());
+
+    let fired = alerts.next().await.unwrap();
+    assert_eq!(
+        (fired.rule, fired.state, fired.endpoint.as_deref()),
+        (
+            AlertRule::BreakerTrip,
+            AlertState::Firing,
+            Some("board-events")
+        )
+    );
+    let resolved = alerts.next().await.unwrap();
+    assert_eq!(resolved.state, AlertState::Resolved);
+    drop(stats);
+    assert!(alerts.next().await.is_none(), "one trip, one firing");
+}
+
+// ---- the snapshot ----
+
+#[tokio::test(start_paused = true)]
+async fn the_snapshot_serializes_to_the_documented_json_shape() {
+    let stats = paused_stats(AlertRules::default());
+    let users = Class::from_static("active-users");
+    let mut svc = ServiceBuilder::new()
+        .layer(stats.layer(move |_: &u64| Class::from_static("active-users")))
+        .layer(stats.upstream_layer(|_: &u64| Class::from_static("active-users"), no_key))
+        .service(service_fn(|ms: u64| async move {
+            time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, BoxError>(())
+        }));
+    let start = Instant::now();
+    for ms in [10, 20, 30] {
+        svc.ready().await.unwrap().call(ms).await.unwrap();
+    }
+    assert_eq!(start.elapsed(), Duration::from_millis(60));
+    stats.observe(&users, Event::CacheHit);
+    stats.observe(&users, Event::CacheMiss);
+    stats.observe(&users, Event::Coalesced);
+    stats.observe(&users, Event::Subscribed);
+    stats.observe(&users, Event::BreakerState(BreakerState::Open));
+    seconds(1).await;
+
+    let mut json = serde_json::to_value(stats.snapshot()).unwrap();
+    // Wall-clock and size-dependent fields.
+    json["alerts"][0]["since"] = "2026-01-01T00:00:00Z".into();
+    json["memory"]["stats"] = 0.into();
+    json["memory_bytes"] = 0.into();
+    let golden: serde_json::Value =
+        serde_json::from_str(include_str!("golden/stats_snapshot.json")).unwrap();
+    assert_eq!(
+        json,
+        golden,
+        "got:\n{}",
+        serde_json::to_string_pretty(&json).unwrap()
+    );
+}
