@@ -9,11 +9,14 @@
 //!   stale-while-revalidate and stale-if-error;
 //! - [`dedup`]: single-flight; concurrent identical requests share one call;
 //! - [`limit`]: a concurrency limit per endpoint class, with a queue, and
-//!   keyed rate rules.
+//!   keyed rate rules;
+//! - [`stats`]: per-class counts, latency percentiles, sliding rates and
+//!   alerts, exported through `metrics` and as a serializable snapshot.
 //!
 //! Shared concepts live here once: [`key`] (what makes two requests the
 //! same), [`share`] (how one response reaches many callers), [`http`] (keys,
-//! buffering and sharing for `http::Request`/`http::Response`), and [`error`].
+//! buffering and sharing for `http::Request`/`http::Response`), [`error`], and
+//! [`event`] (the observer interface the layers report through).
 //!
 //! See `docs/ARCHITECTURE.md` in the repository for the whole stack.
 
@@ -55,5 +58,10 @@ mod send_sync {
         assert_send_sync::<crate::limit::LimitStats>();
         assert_send_sync::<crate::limit::Overloaded>();
         assert_send_sync::<crate::limit::RateLimited>();
+        assert_send_sync::<crate::stats::Stats>();
+        assert_send_sync::<crate::stats::StatsLayer<crate::class::AllDefault>>();
+        assert_send_sync::<crate::stats::Snapshot>();
+        assert_send_sync::<crate::stats::AlertEvents>();
+        assert_send_sync::<crate::event::Observers>();
     }
 }

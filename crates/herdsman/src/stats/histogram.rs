@@ -38,8 +38,12 @@ fn stripe() -> usize {
     })
 }
 
+/// Each stripe's histogram (about 26 KiB) is allocated on its first record,
+/// so classes and sides that never record (a class seen only through
+/// events, the upstream side of a class always answered from cache) cost
+/// nothing.
 pub(crate) struct Latency {
-    stripes: [Mutex<Histogram<u64>>; STRIPES],
+    stripes: [Mutex<Option<Histogram<u64>>>; STRIPES],
 }
 
 fn empty() -> Histogram<u64> {
@@ -50,7 +54,7 @@ fn empty() -> Histogram<u64> {
 impl Latency {
     pub(crate) fn new() -> Self {
         Latency {
-            stripes: std::array::from_fn(|_| Mutex::new(empty())),
+            stripes: std::array::from_fn(|_| Mutex::new(None)),
         }
     }
 
@@ -61,15 +65,16 @@ impl Latency {
         let mut h = self.stripes[stripe()]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        h.saturating_record(micros);
+        h.get_or_insert_with(empty).saturating_record(micros);
     }
 
     pub(crate) fn merged(&self) -> Histogram<u64> {
         let mut all = empty();
         for s in &self.stripes {
-            let h = s.lock().unwrap_or_else(PoisonError::into_inner);
-            // Same bounds on both sides: adding cannot fail.
-            let _ = all.add(&*h);
+            if let Some(h) = &*s.lock().unwrap_or_else(PoisonError::into_inner) {
+                // Same bounds on both sides: adding cannot fail.
+                let _ = all.add(h);
+            }
         }
         all
     }
@@ -80,10 +85,17 @@ impl Latency {
 
     /// Approximate heap bytes held.
     pub(crate) fn memory_bytes(&self) -> u64 {
-        let h = self.stripes[0]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        (h.distinct_values() * std::mem::size_of::<u64>() * STRIPES) as u64
+        self.stripes
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_ref()
+                    .map_or(0, |h| {
+                        (h.distinct_values() * std::mem::size_of::<u64>()) as u64
+                    })
+            })
+            .sum()
     }
 }
 
