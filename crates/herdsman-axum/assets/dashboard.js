@@ -166,7 +166,7 @@
   }
 
   function percent(ratio) {
-    return ratio === null ? "–" : (ratio * 100).toFixed(1) + " %";
+    return ratio === null ? "–" : (ratio * 100).toFixed(1) + "\u00a0%";
   }
 
   function renderEndpoints(endpoints) {
@@ -237,7 +237,13 @@
     title.textContent = last
       ? name + ": " + last.requests + " client requests, " + last.upstream + " upstream calls in the last refresh"
       : name + ": no history yet";
-    svg.append(title);
+    const baseline = document.createElementNS(SVG, "line");
+    baseline.setAttribute("class", "baseline");
+    baseline.setAttribute("x1", "0");
+    baseline.setAttribute("x2", String(width));
+    baseline.setAttribute("y1", String(height - 0.5));
+    baseline.setAttribute("y2", String(height - 0.5));
+    svg.append(title, baseline);
     const max = Math.max(1, ...points.map((p) => p.requests), ...points.map((p) => p.upstream));
     const step = width / (HISTORY_POINTS - 1);
     const offset = HISTORY_POINTS - points.length; // newest point at the right edge
@@ -461,6 +467,10 @@
         const headers = etags[stream] ? { "If-None-Match": etags[stream] } : {};
         // no-store keeps the HTTP cache out of the way, so a 304 reaches us.
         const response = await fetch(STREAMS[stream].poll, { headers, cache: "no-store" });
+        // Back on SSE meanwhile: this answer may be older than what SSE sent.
+        if (exposed.transport !== "polling") return;
+        // EventSource does not expose the `retry:` field to scripts, so the
+        // server's interval can only reach a polling page as a header.
         const interval = Number(response.headers.get("X-Poll-Interval"));
         if (interval > 0) wait = pollMs = interval;
         if (response.status === 200) {
