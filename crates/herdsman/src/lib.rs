@@ -9,7 +9,9 @@
 //!   stale-while-revalidate and stale-if-error;
 //! - [`dedup`]: single-flight; concurrent identical requests share one call;
 //! - [`limit`]: a concurrency limit per endpoint class, with a queue, and
-//!   keyed rate rules.
+//!   keyed rate rules;
+//! - [`registry`]: one shared poll loop per endpoint key, however many
+//!   subscribers.
 //!
 //! Shared concepts live here once: [`key`] (what makes two requests the
 //! same), [`share`] (how one response reaches many callers), [`http`] (keys,
@@ -26,6 +28,7 @@ pub mod event;
 pub mod http;
 pub mod key;
 pub mod limit;
+pub mod registry;
 pub mod share;
 mod sync;
 
@@ -33,6 +36,7 @@ pub use crate::{
     dedup::{Dedup, DedupLayer},
     error::{BoxError, SharedError},
     key::{Key, KeyFn},
+    registry::{Registry, RegistryLayer},
 };
 
 #[cfg(test)]
@@ -54,5 +58,11 @@ mod send_sync {
         assert_send_sync::<crate::limit::LimitStats>();
         assert_send_sync::<crate::limit::Overloaded>();
         assert_send_sync::<crate::limit::RateLimited>();
+        assert_send_sync::<crate::RegistryLayer<crate::http::HttpKey>>();
+        assert_send_sync::<crate::Registry<(), crate::http::HttpKey>>();
+        assert_send_sync::<crate::registry::Subscription<String>>();
+        assert_send_sync::<crate::registry::Update<String>>();
+        assert_send_sync::<crate::registry::RegistryHandle>();
+        assert_send_sync::<crate::registry::TooManySubscribers>();
     }
 }
