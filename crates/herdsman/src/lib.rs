@@ -11,7 +11,9 @@
 //! - [`limit`]: a concurrency limit per endpoint class, with a queue, and
 //!   keyed rate rules;
 //! - [`stats`]: per-class counts, latency percentiles, sliding rates and
-//!   alerts, exported through `metrics` and as a serializable snapshot.
+//!   alerts, exported through `metrics` and as a serializable snapshot;
+//! - [`registry`]: one shared poll loop per endpoint key, however many
+//!   subscribers.
 //!
 //! Shared concepts live here once: [`key`] (what makes two requests the
 //! same), [`share`] (how one response reaches many callers), [`http`] (keys,
@@ -29,6 +31,7 @@ pub mod event;
 pub mod http;
 pub mod key;
 pub mod limit;
+pub mod registry;
 pub mod share;
 pub mod stats;
 mod sync;
@@ -37,6 +40,7 @@ pub use crate::{
     dedup::{Dedup, DedupLayer},
     error::{BoxError, SharedError},
     key::{Key, KeyFn},
+    registry::{Registry, RegistryLayer},
 };
 
 #[cfg(test)]
@@ -63,5 +67,11 @@ mod send_sync {
         assert_send_sync::<crate::stats::Snapshot>();
         assert_send_sync::<crate::stats::AlertEvents>();
         assert_send_sync::<crate::event::Observers>();
+        assert_send_sync::<crate::RegistryLayer<crate::http::HttpKey>>();
+        assert_send_sync::<crate::Registry<(), crate::http::HttpKey>>();
+        assert_send_sync::<crate::registry::Subscription<String>>();
+        assert_send_sync::<crate::registry::Update<String>>();
+        assert_send_sync::<crate::registry::RegistryHandle>();
+        assert_send_sync::<crate::registry::TooManySubscribers>();
     }
 }

@@ -118,6 +118,55 @@ impl HttpKey {
         self.public = true;
         self
     }
+
+    /// A request made of what this key function puts in the key, and nothing
+    /// else: the method, the URI, the version, the `Host` header when the URI
+    /// has no authority, the values of the varied headers and, unless the
+    /// endpoint is public, the credential headers. The body is empty
+    /// (`B::default()`) and no extension is kept.
+    ///
+    /// The [registry](crate::registry) polls with it, so that one
+    /// subscriber's other headers are never sent on behalf of the others.
+    ///
+    /// ```
+    /// use herdsman::{http::HttpKey, key::KeyFn};
+    /// use http::Request;
+    ///
+    /// let key = HttpKey::new();
+    /// let req = Request::get("http://api/users")
+    ///     .header("authorization", "Bearer alice")
+    ///     .header("x-request-id", "42")
+    ///     .body(String::from("ignored"))
+    ///     .unwrap();
+    /// let canonical = key.canonical_request(&req);
+    /// assert_eq!(canonical.headers()["authorization"], "Bearer alice");
+    /// assert!(!canonical.headers().contains_key("x-request-id"));
+    /// assert!(canonical.body().is_empty());
+    /// assert_eq!(key.key(&canonical), key.key(&req));
+    /// ```
+    pub fn canonical_request<B: Default>(&self, req: &Request<B>) -> Request<B> {
+        let mut out = Request::new(B::default());
+        *out.method_mut() = req.method().clone();
+        *out.uri_mut() = req.uri().clone();
+        *out.version_mut() = req.version();
+        let mut copy = |name: &HeaderName| {
+            for value in req.headers().get_all(name) {
+                out.headers_mut().append(name.clone(), value.clone());
+            }
+        };
+        if req.uri().authority().is_none() {
+            copy(&header::HOST);
+        }
+        for name in self.vary.iter() {
+            copy(name);
+        }
+        if !self.public {
+            for name in &AUTH_HEADERS {
+                copy(name);
+            }
+        }
+        out
+    }
 }
 
 impl<B> KeyFn<Request<B>> for HttpKey {
@@ -309,6 +358,43 @@ mod tests {
             get("/events").header("accept", "Text/Event-Stream; q=1")
         )
         .is_none());
+    }
+
+    #[test]
+    fn a_canonical_request_keeps_only_the_keys_parts_and_has_the_same_key() {
+        let k = HttpKey::new().vary(header::ACCEPT_LANGUAGE);
+        let req = get("/a?q=1")
+            .header("host", "api")
+            .header("accept-language", "en")
+            .header("accept-language", "fr")
+            .header("cookie", "sid=1")
+            .header("x-request-id", "7")
+            .body(String::from("body"))
+            .unwrap();
+        let canonical = k.canonical_request(&req);
+        assert_eq!(k.key(&canonical), k.key(&req));
+        assert_eq!(canonical.uri(), "/a?q=1");
+        assert_eq!(canonical.headers()["host"], "api");
+        assert_eq!(
+            canonical
+                .headers()
+                .get_all("accept-language")
+                .iter()
+                .count(),
+            2
+        );
+        assert!(!canonical.headers().contains_key("x-request-id"));
+        assert!(canonical.body().is_empty());
+        assert_eq!(
+            k.canonical_request(&canonical).headers(),
+            canonical.headers()
+        );
+
+        let public = HttpKey::new().public();
+        assert!(!public
+            .canonical_request(&req)
+            .headers()
+            .contains_key("cookie"));
     }
 
     #[test]

@@ -1,0 +1,109 @@
+//! Errors of the registry.
+
+use std::{error::Error, fmt};
+
+/// `subscribe` refused a subscriber: one of the registry's limits is reached.
+///
+/// Nothing was started and nothing is held; the caller may retry later or
+/// fall back to one-shot calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManySubscribers {
+    reason: Limit,
+}
+
+/// Which limit refused a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Limit {
+    /// The registry already polls its maximum number of keys
+    /// ([`with_max_keys`](super::RegistryLayer::with_max_keys)).
+    Keys,
+    /// The key already has its maximum number of subscribers
+    /// ([`with_max_subscribers_per_key`](super::RegistryLayer::with_max_subscribers_per_key)).
+    SubscribersPerKey,
+    /// The registry already has its maximum number of subscribers in total
+    /// ([`with_max_subscribers`](super::RegistryLayer::with_max_subscribers)).
+    Subscribers,
+}
+
+impl TooManySubscribers {
+    pub(crate) fn new(reason: Limit) -> Self {
+        TooManySubscribers { reason }
+    }
+
+    /// Which limit was reached.
+    pub fn reason(&self) -> Limit {
+        self.reason
+    }
+}
+
+impl fmt::Display for TooManySubscribers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.reason {
+            Limit::Keys => "too many keys",
+            Limit::SubscribersPerKey => "too many subscribers for this key",
+            Limit::Subscribers => "too many subscribers",
+        };
+        write!(f, "subscription refused: {what}")
+    }
+}
+
+impl Error for TooManySubscribers {}
+
+/// The inner service panicked while a poll loop fetched its key.
+///
+/// Every subscriber of the key receives it as an update; the loop backs off
+/// and polls again, as after any other error.
+#[derive(Debug)]
+pub struct PollPanicked {
+    message: Option<String>,
+}
+
+impl PollPanicked {
+    pub(crate) fn from_payload(payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = payload
+            .downcast_ref::<&'static str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned());
+        PollPanicked { message }
+    }
+
+    /// The panic message, when it was a string.
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+}
+
+impl fmt::Display for PollPanicked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.message {
+            Some(msg) => write!(f, "inner service panicked while polling: {msg}"),
+            None => f.write_str("inner service panicked while polling"),
+        }
+    }
+}
+
+impl Error for PollPanicked {}
+
+/// The poll loop fetched a response that its share policy refuses to hand to
+/// many callers (HTTP: a streamed body over the buffer limit, a
+/// `Set-Cookie`).
+///
+/// Subscribers receive it as an update; the response itself is dropped,
+/// since no subscriber may have it alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unshareable(());
+
+impl Unshareable {
+    pub(crate) fn new() -> Self {
+        Unshareable(())
+    }
+}
+
+impl fmt::Display for Unshareable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("polled response cannot be shared among subscribers")
+    }
+}
+
+impl Error for Unshareable {}

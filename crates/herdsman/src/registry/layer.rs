@@ -1,0 +1,239 @@
+use std::{fmt, sync::Arc, time::Duration};
+
+use tower_layer::Layer;
+
+use super::{
+    change::{CloneRequest, HashFingerprint, HttpFingerprint},
+    handle::RegistryHandle,
+    state::{Config, Core},
+    Registry,
+};
+use crate::{
+    class::AllDefault,
+    event::{Observer, Observers},
+    http::{HttpKey, HttpShare},
+    share::CloneShare,
+};
+
+/// Applies [`Registry`] to a service: one shared poll loop per key, however
+/// many subscribers.
+///
+/// All services made from one `RegistryLayer` value, and all their clones,
+/// share one registry: subscribers to the same key through any of them share
+/// one loop. Every `with_*` setting starts a fresh registry, so set them
+/// before handing the layer out. See the [module docs](crate::registry).
+pub struct RegistryLayer<K, C = AllDefault, P = CloneShare, F = HashFingerprint, Q = CloneRequest> {
+    pub(super) key: K,
+    pub(super) classify: C,
+    pub(super) share: P,
+    pub(super) fingerprint: F,
+    pub(super) canonical: Q,
+    config: Config,
+    observers: Observers,
+    core: Arc<Core>,
+}
+
+impl<K> RegistryLayer<K> {
+    /// A registry keyed by `key`, sharing `Clone` values, telling changes by
+    /// their `Hash` and polling with a clone of the first subscriber's
+    /// request.
+    pub fn new(key: K) -> Self {
+        let config = Config::default();
+        RegistryLayer {
+            key,
+            classify: AllDefault,
+            share: CloneShare,
+            fingerprint: HashFingerprint,
+            canonical: CloneRequest,
+            core: Arc::new(Core::new(config.clone(), Observers::none())),
+            config,
+            observers: Observers::none(),
+        }
+    }
+}
+
+impl RegistryLayer<HttpKey, AllDefault, HttpShare, HttpFingerprint, HttpKey> {
+    /// A registry for HTTP services (with [`BufferLayer`](crate::http::BufferLayer)
+    /// below it): keyed by `key`, sharing buffered responses, telling
+    /// changes by `ETag` or body, and polling with a request rebuilt from the
+    /// key's parts only ([`HttpKey::canonical_request`]).
+    pub fn http(key: HttpKey) -> Self {
+        RegistryLayer::new(key.clone())
+            .with_share(HttpShare)
+            .with_fingerprint(HttpFingerprint)
+            .with_canonical(key)
+    }
+}
+
+impl<K, C, P, F, Q> RegistryLayer<K, C, P, F, Q> {
+    fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.config);
+        self.core = Arc::new(Core::new(self.config.clone(), self.observers.clone()));
+        self
+    }
+
+    /// The interval of subscribers that ask for none. Default 5 s.
+    pub fn with_interval(self, interval: Duration) -> Self {
+        self.configure(|c| c.interval = interval)
+    }
+
+    /// No loop polls more often than every `floor`, whatever its subscribers
+    /// ask. Default 1 s.
+    pub fn with_floor(self, floor: Duration) -> Self {
+        self.configure(|c| c.floor = floor)
+    }
+
+    /// Spreads each wait by up to ± `fraction` of it (clamped to 0..=1), so
+    /// that keys started together do not poll in lockstep. Default 0.1.
+    pub fn with_jitter(self, fraction: f64) -> Self {
+        let fraction = if fraction.is_nan() {
+            0.0
+        } else {
+            fraction.clamp(0.0, 1.0)
+        };
+        self.configure(|c| c.jitter = fraction)
+    }
+
+    /// Keeps a key's loop (and its value, without polling) for `linger`
+    /// after its last subscriber leaves, so a subscriber that comes right
+    /// back (a page reload) gets the value at once. Default zero.
+    pub fn with_linger(self, linger: Duration) -> Self {
+        self.configure(|c| c.linger = linger)
+    }
+
+    /// At most `max` keys polled at once. Default 100,000.
+    pub fn with_max_keys(self, max: usize) -> Self {
+        self.configure(|c| c.max_keys = max)
+    }
+
+    /// At most `max` subscribers of one key. Default 1,000,000.
+    pub fn with_max_subscribers_per_key(self, max: usize) -> Self {
+        self.configure(|c| c.max_subscribers_per_key = max)
+    }
+
+    /// At most `max` subscribers in all. Default 1,000,000.
+    pub fn with_max_subscribers(self, max: usize) -> Self {
+        self.configure(|c| c.max_subscribers = max)
+    }
+
+    /// While the upstream fails, the n-th retry waits `base` × 2ⁿ⁻¹, never
+    /// less than the key's interval nor more than `cap` (with jitter).
+    /// Default 1 s and 60 s.
+    pub fn with_backoff(self, base: Duration, cap: Duration) -> Self {
+        self.configure(|c| {
+            c.backoff_base = base;
+            c.backoff_cap = cap;
+        })
+    }
+
+    /// Reports subscriptions and polls to `observer`.
+    pub fn with_observer(mut self, observer: impl Observer) -> Self {
+        self.observers = Observers::new(observer);
+        self.configure(|_| {})
+    }
+
+    /// Names each key's endpoint class (from its first subscriber's request)
+    /// for introspection and events.
+    pub fn with_classifier<C2>(self, classify: C2) -> RegistryLayer<K, C2, P, F, Q> {
+        RegistryLayer {
+            key: self.key,
+            classify,
+            share: self.share,
+            fingerprint: self.fingerprint,
+            canonical: self.canonical,
+            config: self.config,
+            observers: self.observers,
+            core: self.core,
+        }
+    }
+
+    /// Uses `share` to hold one polled response for many subscribers.
+    pub fn with_share<P2>(self, share: P2) -> RegistryLayer<K, C, P2, F, Q> {
+        RegistryLayer {
+            key: self.key,
+            classify: self.classify,
+            share,
+            fingerprint: self.fingerprint,
+            canonical: self.canonical,
+            config: self.config,
+            observers: self.observers,
+            core: self.core,
+        }
+    }
+
+    /// Tells changes with `fingerprint`.
+    pub fn with_fingerprint<F2>(self, fingerprint: F2) -> RegistryLayer<K, C, P, F2, Q> {
+        RegistryLayer {
+            key: self.key,
+            classify: self.classify,
+            share: self.share,
+            fingerprint,
+            canonical: self.canonical,
+            config: self.config,
+            observers: self.observers,
+            core: self.core,
+        }
+    }
+
+    /// Builds each loop's upstream request with `canonical`.
+    pub fn with_canonical<Q2>(self, canonical: Q2) -> RegistryLayer<K, C, P, F, Q2> {
+        RegistryLayer {
+            key: self.key,
+            classify: self.classify,
+            share: self.share,
+            fingerprint: self.fingerprint,
+            canonical,
+            config: self.config,
+            observers: self.observers,
+            core: self.core,
+        }
+    }
+
+    /// A handle on this layer's registry.
+    pub fn handle(&self) -> RegistryHandle {
+        RegistryHandle {
+            core: self.core.clone(),
+        }
+    }
+}
+
+impl<S, K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone> Layer<S>
+    for RegistryLayer<K, C, P, F, Q>
+{
+    type Service = Registry<S, K, C, P, F, Q>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Registry {
+            inner,
+            key: self.key.clone(),
+            classify: self.classify.clone(),
+            share: self.share.clone(),
+            fingerprint: self.fingerprint.clone(),
+            canonical: self.canonical.clone(),
+            core: self.core.clone(),
+        }
+    }
+}
+
+impl<K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone> Clone for RegistryLayer<K, C, P, F, Q> {
+    fn clone(&self) -> Self {
+        RegistryLayer {
+            key: self.key.clone(),
+            classify: self.classify.clone(),
+            share: self.share.clone(),
+            fingerprint: self.fingerprint.clone(),
+            canonical: self.canonical.clone(),
+            config: self.config.clone(),
+            observers: self.observers.clone(),
+            core: self.core.clone(),
+        }
+    }
+}
+
+impl<K, C, P, F, Q> fmt::Debug for RegistryLayer<K, C, P, F, Q> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryLayer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,183 @@
+//! Subscriptions: one shared poll loop per key, however many subscribers.
+//!
+//! The bug that started herdsman: two client hooks for the same "active
+//! users" endpoint were alive at once, each polled on its own timer, and
+//! together they doubled the load; every open tab made it worse. The
+//! [`Registry`] sits above every other layer and gives all concurrent
+//! subscribers of one key (the same [`KeyFn`](crate::key::KeyFn) as the
+//! other layers) **one poll loop and one inner call per interval**.
+//!
+//! # Semantics
+//!
+//! - **Subscribing.** [`Registry::subscribe`] returns a [`Subscription`], a
+//!   `Stream` of [`Update`]s (the value or a shared error, a version that
+//!   grows only when the result changes, the time it was fetched). Dropping
+//!   it unsubscribes.
+//! - **One loop per key.** Its interval is the shortest any current
+//!   subscriber asked for ([`SubscribeOptions::with_interval`]), never below
+//!   the floor ([`RegistryLayer::with_floor`]), each wait spread by ± 10 %
+//!   jitter so that keys do not poll in lockstep.
+//! - **Joining.** A new subscriber gets the current value at once. If it is
+//!   older than the interval the subscriber asked for, the loop polls now
+//!   (no extra call otherwise); a subscriber arriving during a poll gets its
+//!   result.
+//! - **Only changes are sent.** Each result is compared by its
+//!   [`Fingerprint`] (HTTP: `ETag`, else status and body); an unchanged poll
+//!   sends nothing. A slow subscriber skips to the latest update: it never
+//!   buffers, never sees a version twice, never goes back.
+//! - **One canonical request.** The loop polls with a request built by its
+//!   [`Canonical`] from the key's parts only (HTTP: method, URI and the
+//!   headers in the key): no subscriber's other headers are sent on behalf
+//!   of the others.
+//! - **Errors.** Subscribers get the error as an update, with
+//!   [`Update::last_good`] still readable. While the upstream fails, the loop
+//!   backs off exponentially (with jitter, up to a cap), then returns to its
+//!   interval on the first success. A panic in the inner service is an error
+//!   ([`PollPanicked`]) like any other.
+//! - **Push.** [`Registry::refresh`] and [`Registry::invalidate`] poll at
+//!   once and push the result to every subscriber; [`Registry::follow`]
+//!   applies the invalidations a Cache layer announces (writes through
+//!   `POST`, `PUT`, ...). This is how a card update reaches every board
+//!   viewer without waiting for the interval.
+//! - **Lifecycle.** The loop (one tokio task) starts with the first
+//!   subscriber and stops when the last leaves, after the optional linger
+//!   ([`RegistryLayer::with_linger`]); a fetch in flight is dropped. When
+//!   every subscriber is gone the registry holds no key and no task.
+//! - **Limits.** Keys, subscribers per key and subscribers in total are
+//!   bounded; beyond them `subscribe` fails with [`TooManySubscribers`].
+//! - **One-shot calls.** `Registry` is a tower `Service`: a request whose
+//!   key has a live loop with a fresh successful value is answered from it;
+//!   any other goes to the inner service (put Dedup below to coalesce those).
+//! - **Introspection.** [`Registry::hooks`] lists each key with its class,
+//!   subscribers, interval, start, last fetch, fetches and errors;
+//!   [`Registry::stats`] counts; [`RegistryHandle`] is a
+//!   [`MemorySource`](crate::event::MemorySource).
+//!
+//! # Examples
+//!
+//! ```
+//! use herdsman::{key::Key, registry::{RegistryLayer, SubscribeOptions}};
+//! use std::{convert::Infallible, sync::{atomic::{AtomicU64, Ordering}, Arc}, time::Duration};
+//! use futures_util::StreamExt;
+//! use tower::{service_fn, Layer};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let calls = Arc::new(AtomicU64::new(0));
+//! let counter = calls.clone();
+//! let upstream = service_fn(move |endpoint: &'static str| {
+//!     let n = counter.fetch_add(1, Ordering::SeqCst);
+//!     async move { Ok::<_, Infallible>(format!("{endpoint}: {} online", n / 2)) }
+//! });
+//! let layer = RegistryLayer::new(|endpoint: &&'static str| Some(Key::from(*endpoint)))
+//!     .with_interval(Duration::from_secs(5))
+//!     .with_jitter(0.0);
+//! let registry = layer.layer(upstream);
+//!
+//! // Two hooks on the same endpoint, one asking for a faster interval.
+//! let mut a = registry.subscribe("/active-users").unwrap();
+//! let mut b = registry
+//!     .subscribe_with("/active-users", SubscribeOptions::new().with_interval(Duration::from_secs(2)))
+//!     .unwrap();
+//! assert_eq!(a.next().await.unwrap().value().unwrap(), "/active-users: 0 online");
+//! assert_eq!(b.next().await.unwrap().version(), 1);
+//!
+//! // One call every 2 s for both; the value changes every other call.
+//! tokio::time::sleep(Duration::from_secs(4) + Duration::from_millis(1)).await;
+//! assert_eq!(calls.load(Ordering::SeqCst), 3);
+//! let update = a.next().await.unwrap();
+//! assert_eq!((update.version(), update.value().unwrap().as_str()), (2, "/active-users: 1 online"));
+//!
+//! drop((a, b));
+//! tokio::task::yield_now().await;
+//! assert_eq!(registry.stats().keys, 0);
+//! # }
+//! ```
+//!
+//! For HTTP, [`RegistryLayer::http`] shares buffered responses (put
+//! [`BufferLayer`](crate::http::BufferLayer) below), tells changes by `ETag`
+//! or body, and polls with [`HttpKey::canonical_request`](crate::http::HttpKey::canonical_request).
+//!
+//! # Tuning and trade-offs
+//!
+//! - The floor protects the upstream from a subscriber asking for a very
+//!   short interval; every other subscriber of the key gets that interval.
+//! - A linger of a few seconds absorbs page reloads, at the price of
+//!   holding the value (not polling) that long.
+//! - Each subscriber costs its handle and one waker slot (well under 256
+//!   bytes); a change wakes every subscriber of the key once, outside any
+//!   lock.
+//! - Values are compared by a 64-bit fingerprint: a collision would hide
+//!   one change until the next (about 2⁻⁶⁴ per poll).
+
+mod cell;
+mod change;
+mod error;
+mod future;
+mod handle;
+mod layer;
+mod poll;
+mod service;
+mod state;
+mod subscription;
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub use self::{
+    cell::Update,
+    change::{Canonical, CloneRequest, Fingerprint, HashFingerprint, HttpFingerprint},
+    error::{Limit, PollPanicked, TooManySubscribers, Unshareable},
+    future::ResponseFuture,
+    handle::RegistryHandle,
+    layer::RegistryLayer,
+    service::Registry,
+    subscription::{SubscribeOptions, Subscription},
+};
+use crate::{class::Class, key::Key};
+
+/// One polled key, as operators see it ([`Registry::hooks`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HookInfo {
+    /// The key (credentials redacted from its `Debug`).
+    pub key: Key,
+    /// The endpoint class of its first subscriber's request.
+    pub class: Class,
+    /// Current subscribers.
+    pub subscribers: usize,
+    /// The interval the loop polls at now.
+    pub interval: Duration,
+    /// When the loop started.
+    pub started_at: Instant,
+    /// When the last fetch ended, if any did.
+    pub last_fetch: Option<Instant>,
+    /// Fetches made.
+    pub fetches: u64,
+    /// Fetches that failed.
+    pub errors: u64,
+}
+
+/// Counters and sizes of one registry ([`Registry::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RegistryStats {
+    /// Keys with a poll loop (lingering ones included).
+    pub keys: u64,
+    /// Live subscriptions.
+    pub subscribers: u64,
+    /// Loops of their own for subscriptions that could not share one (a
+    /// request without a key).
+    pub private_loops: u64,
+    /// Poll loop tasks running.
+    pub tasks: u64,
+    /// Fetches made by every loop.
+    pub polls: u64,
+    /// Fetches that failed.
+    pub errors: u64,
+    /// Updates sent (polls whose result changed).
+    pub updates: u64,
+    /// Subscriptions refused by a limit.
+    pub refused: u64,
+}

@@ -1,0 +1,517 @@
+//! The registry's shared state: one map from key to poll loop, with the
+//! subscriber counts the limits are checked against.
+//!
+//! Lock order: the map, then a hook's [`Cell`]. Observers and wakers are
+//! called with no lock held.
+
+use std::{
+    any::Any,
+    collections::{BTreeMap, HashMap},
+    fmt, mem,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    task::Waker,
+    time::Duration,
+};
+
+use tokio::{sync::Notify, time::Instant};
+
+use super::{
+    cell::Cell,
+    error::{Limit, TooManySubscribers},
+    HookInfo, RegistryStats,
+};
+use crate::{
+    class::Class,
+    event::{Event, Invalidation, Observers},
+    key::{Key, KeyBuildHasher},
+};
+
+/// The settings of one registry.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) interval: Duration,
+    pub(crate) floor: Duration,
+    pub(crate) jitter: f64,
+    pub(crate) linger: Duration,
+    pub(crate) max_keys: usize,
+    pub(crate) max_subscribers_per_key: usize,
+    pub(crate) max_subscribers: usize,
+    pub(crate) backoff_base: Duration,
+    pub(crate) backoff_cap: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            interval: Duration::from_secs(5),
+            floor: Duration::from_secs(1),
+            jitter: 0.1,
+            linger: Duration::ZERO,
+            max_keys: 100_000,
+            max_subscribers_per_key: 1_000_000,
+            max_subscribers: 1_000_000,
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Config {
+    /// A subscriber's asked-for interval, or the default, never below the
+    /// floor.
+    pub(crate) fn clamp(&self, asked: Option<Duration>) -> Duration {
+        asked.unwrap_or(self.interval).max(self.floor)
+    }
+}
+
+/// What the poll loop and the registry share about one key, whatever the
+/// value type.
+pub(crate) struct Meta {
+    pub(crate) key: Key,
+    pub(crate) class: Class,
+    pub(crate) started_at: Instant,
+    /// Not in the map: a subscription without a key, or whose key is polled
+    /// by a loop of another value type.
+    pub(crate) private: bool,
+    /// The loop's interval (the shortest a subscriber asked for), in ns.
+    interval_ns: AtomicU64,
+    /// Nanoseconds from `started_at` to the end of the last fetch, plus one;
+    /// zero before the first.
+    last_fetch_ns: AtomicU64,
+    fetches: AtomicU64,
+    errors: AtomicU64,
+    /// A mirror of the map's count, for the loop (lingering) and `hooks()`.
+    subscribers: AtomicUsize,
+    refresh: AtomicBool,
+    stop: AtomicBool,
+    /// Wakes the loop: refresh, a shorter interval, the last subscriber gone,
+    /// stop. One waiter (the loop), so `notify_one`'s stored permit means no
+    /// wake-up is lost.
+    wake: Notify,
+}
+
+impl Meta {
+    fn new(key: Key, class: Class, interval: Duration, private: bool) -> Self {
+        Meta {
+            key,
+            class,
+            started_at: Instant::now(),
+            private,
+            interval_ns: AtomicU64::new(nanos(interval)),
+            last_fetch_ns: AtomicU64::new(0),
+            fetches: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            subscribers: AtomicUsize::new(1),
+            refresh: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            wake: Notify::new(),
+        }
+    }
+
+    pub(crate) fn interval(&self) -> Duration {
+        Duration::from_nanos(self.interval_ns.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn last_fetch(&self) -> Option<Instant> {
+        match self.last_fetch_ns.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(self.started_at + Duration::from_nanos(n - 1)),
+        }
+    }
+
+    pub(crate) fn fetched(&self, at: Instant, failed: bool) {
+        let since = nanos(at.saturating_duration_since(self.started_at));
+        self.last_fetch_ns
+            .store(since.saturating_add(1), Ordering::Release);
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the last fetch is younger than `max_age` at `now`.
+    pub(crate) fn fresh(&self, now: Instant, max_age: Duration) -> bool {
+        self.last_fetch()
+            .is_some_and(|at| now.saturating_duration_since(at) < max_age)
+    }
+
+    pub(crate) fn subscribers(&self) -> usize {
+        self.subscribers.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn request_refresh(&self) {
+        self.refresh.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Takes a pending refresh request.
+    pub(crate) fn take_refresh(&self) -> bool {
+        self.refresh.swap(false, Ordering::AcqRel)
+    }
+
+    pub(crate) fn refresh_pending(&self) -> bool {
+        self.refresh.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn poke(&self) {
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn woken(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
+    }
+
+    fn info(&self) -> HookInfo {
+        HookInfo {
+            key: self.key.clone(),
+            class: self.class.clone(),
+            subscribers: self.subscribers(),
+            interval: self.interval(),
+            started_at: self.started_at,
+            last_fetch: self.last_fetch(),
+            fetches: self.fetches.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u128::from(u64::MAX)) as u64
+}
+
+/// One key's poll loop, as its subscribers and the loop see it.
+pub(crate) struct Hook<T> {
+    pub(crate) meta: Meta,
+    pub(crate) cell: Cell<T>,
+}
+
+/// A hook whatever its value type: what the map holds.
+pub(crate) trait AnyHook: Send + Sync + 'static {
+    fn meta(&self) -> &Meta;
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    /// Bytes of bookkeeping (not the value itself).
+    fn memory(&self) -> usize;
+}
+
+impl<T: Send + Sync + 'static> AnyHook for Hook<T> {
+    fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+
+    fn memory(&self) -> usize {
+        let key = if self.meta.key.len() > 24 {
+            self.meta.key.len()
+        } else {
+            0
+        };
+        mem::size_of::<Self>()
+            + key
+            // A slab slot: the waker and the slab's tag.
+            + self.cell.waiters() * (mem::size_of::<Option<Waker>>() + mem::size_of::<usize>())
+    }
+}
+
+struct Entry {
+    hook: Arc<dyn AnyHook>,
+    subscribers: usize,
+    /// The intervals subscribers asked for (clamped), with their counts.
+    intervals: BTreeMap<Duration, usize>,
+}
+
+impl Entry {
+    fn interval(&self) -> Option<Duration> {
+        self.intervals.keys().next().copied()
+    }
+}
+
+#[derive(Default)]
+struct Map {
+    hooks: HashMap<Key, Entry, KeyBuildHasher>,
+    subscribers: usize,
+    /// Subscriptions with a private loop, outside `hooks`.
+    private: usize,
+}
+
+/// The state every clone of a registry, and every subscription, shares.
+pub(crate) struct Core {
+    pub(crate) config: Config,
+    pub(crate) observers: Observers,
+    map: Mutex<Map>,
+    tasks: AtomicU64,
+    polls: AtomicU64,
+    errors: AtomicU64,
+    updates: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// How a subscriber joined.
+pub(crate) enum Joined<T> {
+    /// The key's loop exists.
+    Existing(Arc<Hook<T>>),
+    /// A new loop: the caller must spawn it.
+    Started(Arc<Hook<T>>),
+}
+
+impl Core {
+    pub(crate) fn new(config: Config, observers: Observers) -> Self {
+        Core {
+            config,
+            observers,
+            map: Mutex::new(Map::default()),
+            tasks: AtomicU64::new(0),
+            polls: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            updates: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Map> {
+        // The map is consistent between statements that can panic.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn refuse(&self, limit: Limit) -> TooManySubscribers {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        TooManySubscribers::new(limit)
+    }
+
+    /// Adds a subscriber of `key` asking for `interval`, to the key's loop
+    /// or to a new one (`class` is called only then). `None` as the key: a
+    /// private loop.
+    pub(crate) fn join<T: Send + Sync + 'static>(
+        &self,
+        key: Option<Key>,
+        interval: Duration,
+        class: impl FnOnce() -> Class,
+    ) -> Result<Joined<T>, TooManySubscribers> {
+        let mut map = self.lock();
+        if map.subscribers >= self.config.max_subscribers {
+            return Err(self.refuse(Limit::Subscribers));
+        }
+        let Some(key) = key else {
+            map.subscribers += 1;
+            map.private += 1;
+            drop(map);
+            let meta = Meta::new(Key::new(b""), class(), interval, true);
+            return Ok(Joined::Started(Arc::new(Hook {
+                meta,
+                cell: Cell::new(),
+            })));
+        };
+        if let Some(entry) = map.hooks.get_mut(&key) {
+            let Ok(hook) = entry.hook.clone().into_any().downcast::<Hook<T>>() else {
+                // Another value type polls this key: this subscriber gets a
+                // loop of its own rather than an error.
+                map.subscribers += 1;
+                map.private += 1;
+                drop(map);
+                let meta = Meta::new(key, class(), interval, true);
+                return Ok(Joined::Started(Arc::new(Hook {
+                    meta,
+                    cell: Cell::new(),
+                })));
+            };
+            if entry.subscribers >= self.config.max_subscribers_per_key {
+                return Err(self.refuse(Limit::SubscribersPerKey));
+            }
+            entry.subscribers += 1;
+            *entry.intervals.entry(interval).or_default() += 1;
+            let shortest = entry.interval().unwrap_or(interval);
+            let meta = &hook.meta;
+            let shorter = shortest < meta.interval();
+            meta.interval_ns.store(nanos(shortest), Ordering::Relaxed);
+            let woke = meta.subscribers.fetch_add(1, Ordering::AcqRel) == 0;
+            map.subscribers += 1;
+            drop(map);
+            if shorter || woke {
+                meta.poke();
+            }
+            return Ok(Joined::Existing(hook));
+        }
+        if map.hooks.len() >= self.config.max_keys {
+            return Err(self.refuse(Limit::Keys));
+        }
+        let hook = Arc::new(Hook {
+            meta: Meta::new(key.clone(), class(), interval, false),
+            cell: Cell::new(),
+        });
+        map.hooks.insert(
+            key,
+            Entry {
+                hook: hook.clone(),
+                subscribers: 1,
+                intervals: BTreeMap::from([(interval, 1)]),
+            },
+        );
+        map.subscribers += 1;
+        Ok(Joined::Started(hook))
+    }
+
+    /// Removes a subscriber that asked for `interval`; stops the loop when
+    /// it was the last one and there is no linger.
+    pub(crate) fn leave(&self, meta: &Meta, interval: Duration) {
+        let mut map = self.lock();
+        map.subscribers -= 1;
+        if meta.private {
+            map.private -= 1;
+            drop(map);
+            meta.subscribers.store(0, Ordering::Release);
+            meta.stop();
+            return;
+        }
+        let Some(entry) = map
+            .hooks
+            .get_mut(&meta.key)
+            .filter(|e| std::ptr::eq(e.hook.meta(), meta))
+        else {
+            // The loop ended abnormally and was removed already.
+            return;
+        };
+        entry.subscribers -= 1;
+        if let Some(n) = entry.intervals.get_mut(&interval) {
+            *n -= 1;
+            if *n == 0 {
+                entry.intervals.remove(&interval);
+            }
+        }
+        if let Some(shortest) = entry.interval() {
+            meta.interval_ns.store(nanos(shortest), Ordering::Relaxed);
+        }
+        let last = entry.subscribers == 0;
+        meta.subscribers.fetch_sub(1, Ordering::AcqRel);
+        if last && self.config.linger.is_zero() {
+            map.hooks.remove(&meta.key);
+            drop(map);
+            meta.stop();
+        } else if last {
+            drop(map);
+            meta.poke();
+        }
+    }
+
+    /// Removes a lingering loop if it still has no subscriber; `true` if it
+    /// did (the loop then ends).
+    pub(crate) fn retire(&self, meta: &Meta) -> bool {
+        let mut map = self.lock();
+        let idle = map
+            .hooks
+            .get(&meta.key)
+            .is_some_and(|e| std::ptr::eq(e.hook.meta(), meta) && e.subscribers == 0);
+        if idle {
+            map.hooks.remove(&meta.key);
+        }
+        idle
+    }
+
+    /// Removes a loop that ended without being asked to (a panic, the
+    /// runtime shutting down), so the next subscriber starts a new one.
+    pub(crate) fn forget(&self, meta: &Meta) {
+        let mut map = self.lock();
+        let ours = map
+            .hooks
+            .get(&meta.key)
+            .is_some_and(|e| std::ptr::eq(e.hook.meta(), meta));
+        if ours && !meta.private {
+            map.hooks.remove(&meta.key);
+        }
+    }
+
+    /// The hook of `key`, if it is polled with values of type `T`.
+    pub(crate) fn hook<T: Send + Sync + 'static>(&self, key: &Key) -> Option<Arc<Hook<T>>> {
+        let hook = self.lock().hooks.get(key)?.hook.clone();
+        hook.into_any().downcast::<Hook<T>>().ok()
+    }
+
+    pub(crate) fn refresh(&self, key: &Key) -> bool {
+        let hook = self.lock().hooks.get(key).map(|e| e.hook.clone());
+        hook.inspect(|h| h.meta().request_refresh()).is_some()
+    }
+
+    pub(crate) fn invalidate(&self, what: &Invalidation) -> usize {
+        let hooks: Vec<_> = self
+            .lock()
+            .hooks
+            .values()
+            .filter(|e| what.covers(&e.hook.meta().key, &e.hook.meta().class))
+            .map(|e| e.hook.clone())
+            .collect();
+        hooks.iter().for_each(|h| h.meta().request_refresh());
+        hooks.len()
+    }
+
+    pub(crate) fn hooks(&self) -> Vec<HookInfo> {
+        let hooks: Vec<_> = self.lock().hooks.values().map(|e| e.hook.clone()).collect();
+        hooks.iter().map(|h| h.meta().info()).collect()
+    }
+
+    pub(crate) fn stats(&self) -> RegistryStats {
+        let map = self.lock();
+        RegistryStats {
+            keys: map.hooks.len() as u64,
+            subscribers: map.subscribers as u64,
+            private_loops: map.private as u64,
+            tasks: self.tasks.load(Ordering::Acquire),
+            polls: self.polls.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            updates: self.updates.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn memory_bytes(&self) -> u64 {
+        let map = self.lock();
+        let per_entry = mem::size_of::<(Key, Entry)>() + 64;
+        let hooks: usize = map
+            .hooks
+            .values()
+            .map(|e| per_entry + e.hook.memory() + e.intervals.len() * 48)
+            .sum();
+        let subscribers = map.subscribers * super::subscription::SUBSCRIPTION_BYTES;
+        (hooks + subscribers) as u64
+    }
+
+    pub(crate) fn task_started(&self) {
+        self.tasks.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn task_ended(&self) {
+        self.tasks.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn polled(&self, meta: &Meta, failed: bool, changed: bool) {
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if changed {
+            self.updates.fetch_add(1, Ordering::Relaxed);
+        }
+        self.observers.observe(&meta.class, Event::Polled);
+    }
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Core")
+            .field("config", &self.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
