@@ -20,6 +20,7 @@
 pub mod breaker;
 pub mod cache;
 pub mod class;
+pub mod config;
 pub mod dedup;
 pub mod error;
 pub mod event;
