@@ -272,8 +272,8 @@ impl Reader<'_> {
                     let mut path = prefix.clone();
                     path.extend(e.path.iter().cloned());
                     let reason = match &e.kind {
-                        Kind::UnknownField(field, expected) => {
-                            path.push(field.clone());
+                        Kind::UnknownField(_, expected) => {
+                            // figment's path already ends with the field.
                             format!("unknown key, expected one of {}", expected.join(", "))
                         }
                         Kind::MissingField(field) => {
