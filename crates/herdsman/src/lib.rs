@@ -28,6 +28,7 @@ pub mod http;
 pub mod key;
 pub mod limit;
 pub mod share;
+pub mod switch;
 mod sync;
 
 pub use crate::{

@@ -549,3 +549,12 @@ fn config_error_lists_its_problems() {
         Some("HERDSMAN__CACHE__TTL")
     );
 }
+
+#[test]
+fn config_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Config>();
+    assert_send_sync::<ConfigError>();
+    assert_send_sync::<herdsman::config::EffectiveClass>();
+    assert_send_sync::<herdsman::config::UnknownEnvironment>();
+}
