@@ -533,6 +533,18 @@ fn a_toml_syntax_error_names_the_file_and_the_line() {
 }
 
 #[test]
+fn a_token_of_digits_set_by_a_variable_stays_text() {
+    let source = StaticEnv::new().var("HERDSMAN__ADMIN__TOKEN", "12345678901234567890");
+    let config = load(Environment::Production, &source).unwrap();
+    assert_eq!(config.admin.token.as_deref(), Some("12345678901234567890"));
+    let source = StaticEnv::new().var("HERDSMAN__ADMIN__TOKEN", "true");
+    assert_eq!(
+        errors(Environment::Production, &source),
+        "admin.token = true: expected a string (set by HERDSMAN__ADMIN__TOKEN)"
+    );
+}
+
+#[test]
 fn config_error_lists_its_problems() {
     let err = load(
         Environment::Development,

@@ -301,7 +301,11 @@ pub struct AlertSettings {
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
     /// The bearer token the admin endpoints require; none leaves them off.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "text"
+    )]
     pub token: Option<String>,
 }
 
@@ -497,4 +501,40 @@ pub struct ClassConfig {
     /// Limit overrides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<LimitOverride>,
+}
+
+/// A string, also when a `HERDSMAN__` variable holding only digits was read
+/// as a number (a token may be all digits).
+fn text<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    struct Text;
+
+    impl serde::de::Visitor<'_> for Text {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_owned()))
+        }
+
+        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+
+        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+
+        fn visit_u128<E>(self, v: u128) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+
+        fn visit_i128<E>(self, v: i128) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+    }
+
+    de.deserialize_any(Text)
 }
