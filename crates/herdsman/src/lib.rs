@@ -25,6 +25,7 @@
 pub mod breaker;
 pub mod cache;
 pub mod class;
+pub mod config;
 pub mod dedup;
 pub mod error;
 pub mod event;
@@ -34,6 +35,7 @@ pub mod limit;
 pub mod registry;
 pub mod share;
 pub mod stats;
+pub mod switch;
 mod sync;
 
 pub use crate::{

@@ -1,0 +1,433 @@
+//! Reading a configuration: profile < TOML file < `HERDSMAN__` variables,
+//! merged by figment, deserialized section by section so that one bad key
+//! does not hide the others.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+use figment::{
+    error::Kind,
+    providers::{Format, Serialized, Toml},
+    value::{Dict, Map, Value},
+    Figment, Metadata, Profile, Provider,
+};
+use serde::de::DeserializeOwned;
+
+use super::{
+    env::{CONFIG_VAR, DEFAULT_CONFIG_FILE, OVERRIDE_PREFIX},
+    error::{ConfigError, Problem},
+    profile::profile,
+    validate, ClassConfig, Config, EnvSource, Environment,
+};
+
+/// The top-level keys of a configuration.
+const SECTIONS: [&str; 10] = [
+    "layers", "registry", "cache", "dedup", "breaker", "limit", "alerts", "admin", "rollout",
+    "classes",
+];
+
+const PROFILE_SOURCE: &str = "profile default";
+const ENV_SOURCE: &str = "environment";
+
+/// A loaded, validated configuration and what loading it warned about.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Loaded {
+    /// The effective configuration.
+    pub config: Config,
+    /// Values that were accepted after a correction (an interval raised to
+    /// the floor), one [`Problem`](super::Problem) each.
+    pub warnings: Vec<Problem>,
+    /// The file that was read, if any.
+    pub file: Option<PathBuf>,
+}
+
+/// Loads a [`Config`]; made by [`Config::loader`].
+///
+/// ```
+/// use herdsman::config::{Config, Environment, StaticEnv};
+///
+/// let source = StaticEnv::new()
+///     .file("ops/herdsman.toml", "[cache]\nttl = \"20s\"\nstale_while_revalidate = \"40s\"")
+///     .var("HERDSMAN__LIMIT__MAX_CONCURRENCY", "8");
+/// let loaded = Config::loader(Environment::Production)
+///     .source(&source)
+///     .file("ops/herdsman.toml")
+///     .load()
+///     .unwrap();
+/// assert_eq!(loaded.config.cache.ttl.as_secs(), 20);
+/// assert_eq!(loaded.config.limit.max_concurrency, 8);
+/// ```
+#[derive(Clone, Copy)]
+pub struct Loader<'a> {
+    env: Environment,
+    source: &'a dyn EnvSource,
+    file: Option<&'a Path>,
+}
+
+impl std::fmt::Debug for Loader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loader")
+            .field("env", &self.env)
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Loader<'a> {
+    pub(super) fn new(env: Environment) -> Loader<'static> {
+        Loader {
+            env,
+            source: &super::SystemEnv,
+            file: None,
+        }
+    }
+
+    /// Reads variables and files from `source` instead of the process.
+    pub fn source<'b>(self, source: &'b dyn EnvSource) -> Loader<'b>
+    where
+        'a: 'b,
+    {
+        Loader {
+            env: self.env,
+            source,
+            file: self.file,
+        }
+    }
+
+    /// Reads this file (which must exist) instead of the one named by
+    /// `HERDSMAN_CONFIG` or `herdsman.toml`.
+    pub fn file<'b>(self, path: &'b (impl AsRef<Path> + ?Sized)) -> Loader<'b>
+    where
+        'a: 'b,
+    {
+        Loader {
+            env: self.env,
+            source: self.source,
+            file: Some(path.as_ref()),
+        }
+    }
+
+    /// Merges, deserializes and validates. Every problem found is in the
+    /// error, not just the first.
+    pub fn load(self) -> Result<Loaded, ConfigError> {
+        let mut problems = Vec::new();
+        let file = self.choose_file();
+        let mut figment = Figment::from(Named {
+            name: PROFILE_SOURCE.into(),
+            inner: Serialized::defaults(profile(self.env)),
+        });
+        if let Some(path) = &file {
+            match self.source.read(path) {
+                Ok(contents) => {
+                    figment = figment.merge(Named {
+                        name: path.display().to_string(),
+                        inner: Toml::string(&contents),
+                    })
+                }
+                Err(err) => problems.push(Problem {
+                    path: String::new(),
+                    value: Some(format!("{:?}", path.display().to_string())),
+                    reason: format!("cannot read the configuration file: {err}"),
+                    source: None,
+                }),
+            }
+        }
+        figment = figment.merge(EnvProvider::new(self.source));
+
+        let root = match figment.find_value("") {
+            Ok(root) => root,
+            Err(err) => {
+                problems.extend(err.into_iter().map(|e| {
+                    Problem {
+                        path: String::new(),
+                        value: None,
+                        reason: one_line(&e.kind.to_string()),
+                        source: e
+                            .metadata
+                            .as_ref()
+                            .map(|m| m.name.to_string())
+                            .or_else(|| file.as_ref().map(|p| p.display().to_string())),
+                    }
+                }));
+                return Err(ConfigError::new(problems));
+            }
+        };
+        let Some(dict) = root.as_dict() else {
+            problems.push(Problem {
+                path: String::new(),
+                value: None,
+                reason: "expected a table".into(),
+                source: None,
+            });
+            return Err(ConfigError::new(problems));
+        };
+        let reader = Reader {
+            figment: &figment,
+            root: &root,
+        };
+        for key in dict.keys().filter(|k| !SECTIONS.contains(&k.as_str())) {
+            problems.push(reader.problem(
+                vec![key.clone()],
+                format!("unknown key, expected one of {}", SECTIONS.join(", ")),
+            ));
+        }
+
+        let defaults = profile(self.env);
+        let mut config = Config {
+            layers: reader.section("layers", defaults.layers, &mut problems),
+            registry: reader.section("registry", defaults.registry, &mut problems),
+            cache: reader.section("cache", defaults.cache, &mut problems),
+            dedup: reader.section("dedup", defaults.dedup, &mut problems),
+            breaker: reader.section("breaker", defaults.breaker, &mut problems),
+            limit: reader.section("limit", defaults.limit, &mut problems),
+            alerts: reader.section("alerts", defaults.alerts, &mut problems),
+            admin: reader.section("admin", defaults.admin, &mut problems),
+            rollout: reader.section("rollout", defaults.rollout, &mut problems),
+            classes: reader.classes(&mut problems),
+        };
+
+        let (found, warnings) = validate::validate(&mut config, self.env);
+        let with_source = |p: Problem| Problem {
+            source: reader.source_of(&p.path),
+            ..p
+        };
+        problems.extend(found.into_iter().map(with_source));
+        let warnings: Vec<Problem> = warnings.into_iter().map(with_source).collect();
+        if problems.is_empty() {
+            Ok(Loaded {
+                config,
+                warnings,
+                file,
+            })
+        } else {
+            Err(ConfigError::new(problems))
+        }
+    }
+
+    fn choose_file(&self) -> Option<PathBuf> {
+        if let Some(path) = self.file {
+            return Some(path.to_owned());
+        }
+        if let Some(path) = self.source.var(CONFIG_VAR) {
+            return Some(PathBuf::from(path));
+        }
+        let default = Path::new(DEFAULT_CONFIG_FILE);
+        self.source.exists(default).then(|| default.to_owned())
+    }
+}
+
+/// Reads sections out of the merged value and turns figment's errors into
+/// [`Problem`]s.
+struct Reader<'f> {
+    figment: &'f Figment,
+    root: &'f Value,
+}
+
+impl Reader<'_> {
+    fn section<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        default: T,
+        problems: &mut Vec<Problem>,
+    ) -> T {
+        match self.root.find_ref(name) {
+            Some(value) => self
+                .read(vec![name.to_owned()], value, problems)
+                .unwrap_or(default),
+            None => default,
+        }
+    }
+
+    fn classes(&self, problems: &mut Vec<Problem>) -> BTreeMap<String, ClassConfig> {
+        let Some(value) = self.root.find_ref("classes") else {
+            return BTreeMap::new();
+        };
+        let Some(dict) = value.as_dict() else {
+            problems.push(self.problem(vec!["classes".into()], "expected a table".into()));
+            return BTreeMap::new();
+        };
+        dict.iter()
+            .filter_map(|(name, value)| {
+                let path = vec!["classes".to_owned(), name.clone()];
+                let class = self.read(path, value, problems)?;
+                Some((name.clone(), class))
+            })
+            .collect()
+    }
+
+    fn read<T: DeserializeOwned>(
+        &self,
+        prefix: Vec<String>,
+        value: &Value,
+        problems: &mut Vec<Problem>,
+    ) -> Option<T> {
+        match value.deserialize::<T>() {
+            Ok(section) => Some(section),
+            Err(err) => {
+                for e in err {
+                    let mut path = prefix.clone();
+                    path.extend(e.path.iter().cloned());
+                    let reason = match &e.kind {
+                        Kind::UnknownField(_, expected) => {
+                            // figment's path already ends with the field.
+                            format!("unknown key, expected one of {}", expected.join(", "))
+                        }
+                        Kind::MissingField(field) => {
+                            path.push(field.to_string());
+                            "missing".to_owned()
+                        }
+                        Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected) => {
+                            format!("expected {}", expected_in_words(expected))
+                        }
+                        kind => one_line(&kind.to_string()),
+                    };
+                    problems.push(self.problem(path, reason));
+                }
+                None
+            }
+        }
+    }
+
+    fn problem(&self, path: Vec<String>, reason: String) -> Problem {
+        let value = self.lookup(&path);
+        Problem {
+            value: value.and_then(render),
+            source: value.and_then(|v| self.source_of_value(v, &path)),
+            path: path.join("."),
+            reason,
+        }
+    }
+
+    fn lookup(&self, path: &[String]) -> Option<&Value> {
+        path.iter()
+            .try_fold(self.root, |value, key| value.as_dict()?.get(key))
+    }
+
+    fn source_of(&self, path: &str) -> Option<String> {
+        let path: Vec<String> = path.split('.').map(str::to_owned).collect();
+        self.source_of_value(self.lookup(&path)?, &path)
+    }
+
+    fn source_of_value(&self, value: &Value, path: &[String]) -> Option<String> {
+        let metadata = self.figment.get_metadata(value.tag())?;
+        Some(if metadata.name == ENV_SOURCE {
+            env_var_name(path)
+        } else {
+            metadata.name.to_string()
+        })
+    }
+}
+
+/// A value as TOML writes it: `"10s"`, `3`, `["/a"]`.
+fn render(value: &Value) -> Option<String> {
+    toml::Value::try_from(value).ok().map(|v| v.to_string())
+}
+
+fn expected_in_words(expected: &str) -> String {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => {
+            "a whole number, zero or more (within the key's range)".to_owned()
+        }
+        "f64" | "f32" => "a number".to_owned(),
+        "a duration" => "a duration such as \"10s\", \"250ms\" or \"1m 30s\"".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// Parser messages span several lines (a source snippet); keep the words.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.contains('|') && !line.starts_with('^'))
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// The variable that sets `path`: `HERDSMAN__CACHE__TTL`.
+pub(super) fn env_var_name(path: &[String]) -> String {
+    let mut name = OVERRIDE_PREFIX.trim_end_matches('_').to_owned();
+    for part in path {
+        name.push_str("__");
+        name.push_str(&part.to_uppercase());
+    }
+    name
+}
+
+/// Gives a provider a name of our choosing, shown as the source of its values.
+struct Named<P> {
+    name: String,
+    inner: P,
+}
+
+impl<P: Provider> Provider for Named<P> {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.name.clone())
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        self.inner.data()
+    }
+}
+
+/// `HERDSMAN__SECTION__KEY=value` variables, read from an [`EnvSource`]
+/// (figment's own `Env` reads only the process environment). Names are
+/// split on `__` and lowercased; values are parsed as figment does (`true`,
+/// `8`, `0.5`, `[1, 2]`, or else a string).
+struct EnvProvider {
+    vars: Vec<(String, String)>,
+}
+
+impl EnvProvider {
+    fn new(source: &dyn EnvSource) -> Self {
+        EnvProvider {
+            vars: source.vars_with_prefix(OVERRIDE_PREFIX),
+        }
+    }
+}
+
+impl Provider for EnvProvider {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(ENV_SOURCE)
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut root = Dict::new();
+        for (name, raw) in &self.vars {
+            let keys: Vec<String> = name[OVERRIDE_PREFIX.len()..]
+                .split("__")
+                .map(str::to_lowercase)
+                .collect();
+            if keys.iter().any(String::is_empty) {
+                continue;
+            }
+            let value = Value::from_str(raw).unwrap_or_else(|never| match never {});
+            insert(&mut root, &keys, value);
+        }
+        Ok(Profile::Default.collect(root))
+    }
+}
+
+fn insert(dict: &mut Dict, keys: &[String], value: Value) {
+    match keys {
+        [] => {}
+        [last] => {
+            dict.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = dict
+                .entry(first.clone())
+                .or_insert_with(|| Value::from(Dict::new()));
+            if entry.as_dict().is_none() {
+                *entry = Value::from(Dict::new());
+            }
+            if let Value::Dict(_, inner) = entry {
+                insert(inner, rest, value);
+            }
+        }
+    }
+}

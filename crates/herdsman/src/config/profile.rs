@@ -1,0 +1,102 @@
+//! The defaults of each environment.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use super::{
+    settings::{
+        AdminSettings, AlertSettings, BreakerSettings, CacheSettings, DedupSettings, Layers,
+        LimitSettings, RegistrySettings, RolloutSettings,
+    },
+    Config, Environment,
+};
+use crate::breaker::BreakerConfig;
+
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+const fn millis(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// The value for `env` among those for development, production, docker
+/// and test.
+fn pick<T: Copy>(env: Environment, [dev, prod, docker, test]: [T; 4]) -> T {
+    match env {
+        Environment::Development => dev,
+        Environment::Production => prod,
+        Environment::Docker => docker,
+        Environment::Test => test,
+    }
+}
+
+pub(super) fn profile(env: Environment) -> Config {
+    use Environment::*;
+    let layers = match env {
+        // Developers see upstream errors as they are, unthrottled.
+        Development => Layers {
+            breaker: false,
+            limit: false,
+            ..Layers::ALL
+        },
+        Production | Docker | Test => Layers::ALL,
+    };
+    let breaker = match env {
+        Test => BreakerConfig {
+            open_duration: millis(100),
+            max_open_duration: secs(1),
+            probe_timeout: secs(1),
+            jitter: 0.0,
+            ..BreakerConfig::default()
+        },
+        _ => BreakerConfig::default(),
+    };
+    Config {
+        layers,
+        registry: RegistrySettings {
+            interval: pick(env, [secs(5), secs(10), secs(8), millis(50)]),
+            floor: pick(env, [secs(1), secs(5), secs(2), millis(1)]),
+            allow_unsafe_intervals: false,
+            jitter: pick(env, [0.1, 0.1, 0.1, 0.0]),
+            linger: pick(env, [secs(30), secs(30), secs(30), millis(100)]),
+            max_keys: 10_000,
+            max_subscribers_per_key: 10_000,
+            max_subscribers: 100_000,
+        },
+        cache: CacheSettings {
+            ttl: pick(env, [secs(5), secs(10), secs(8), millis(50)]),
+            stale_while_revalidate: pick(env, [Duration::ZERO, secs(30), secs(24), Duration::ZERO]),
+            stale_if_error: pick(env, [Duration::ZERO, secs(300), secs(300), Duration::ZERO]),
+            max_bytes: pick(env, [64 * MIB, 64 * MIB, 64 * MIB, MIB]),
+            max_entries: None,
+        },
+        dedup: DedupSettings {
+            window: Duration::ZERO,
+        },
+        breaker: BreakerSettings::from(breaker),
+        limit: LimitSettings {
+            max_concurrency: 32,
+            max_queue: pick(env, [0, 64, 64, 0]),
+            max_wait: pick(env, [secs(1), secs(1), secs(1), millis(100)]),
+            retry_after: secs(1),
+            rate: None,
+        },
+        alerts: AlertSettings {
+            upstream_calls_per_minute: 20,
+            memory_bytes: 100_000_000,
+            error_rate: 0.05,
+            error_window: secs(60),
+            min_samples: 20,
+            breaker_trips: true,
+        },
+        admin: AdminSettings::default(),
+        rollout: RolloutSettings {
+            percent: 100,
+            allow: Vec::new(),
+            identity_header: None,
+        },
+        classes: BTreeMap::new(),
+    }
+}

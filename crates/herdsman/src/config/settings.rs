@@ -1,0 +1,540 @@
+//! The sections of a [`Config`](super::Config) and their per-class overrides.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{breaker::BreakerConfig, cache, limit};
+
+/// Which layers of the stack are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layers {
+    /// One shared poll loop per endpoint key.
+    pub registry: bool,
+    /// Counts, latency percentiles and alerts.
+    pub stats: bool,
+    /// Answers repeated requests from a store.
+    pub cache: bool,
+    /// Single-flight: concurrent identical requests share one call.
+    pub dedup: bool,
+    /// Circuit breakers.
+    pub breaker: bool,
+    /// Concurrency and rate limits.
+    pub limit: bool,
+}
+
+impl Layers {
+    /// Every layer on.
+    pub const ALL: Layers = Layers {
+        registry: true,
+        stats: true,
+        cache: true,
+        dedup: true,
+        breaker: true,
+        limit: true,
+    };
+}
+
+/// The subscription registry: one poll loop per endpoint key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySettings {
+    /// How often a key with subscribers is polled.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// The shortest interval accepted: in production a faster one is an
+    /// error, elsewhere it is raised to the floor with a warning, unless
+    /// [`allow_unsafe_intervals`](Self::allow_unsafe_intervals) is set.
+    #[serde(with = "humantime_serde")]
+    pub floor: Duration,
+    /// Accept intervals under the floor as they are.
+    pub allow_unsafe_intervals: bool,
+    /// Up to this fraction of the interval (`0.0..=1.0`) is added at random
+    /// to each poll, so that loops started together do not poll together.
+    pub jitter: f64,
+    /// How long a poll loop keeps running after its last subscriber left, so
+    /// that a page reload does not restart it.
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    /// Keys polled at once, at most.
+    pub max_keys: usize,
+    /// Subscribers of one key, at most.
+    pub max_subscribers_per_key: usize,
+    /// Subscribers in all, at most.
+    pub max_subscribers: usize,
+}
+
+/// The cache layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    /// How long an entry is fresh.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// How long past its TTL an entry is served while one refresh runs
+    /// (`0s`: off). When on, at least the TTL.
+    #[serde(with = "humantime_serde")]
+    pub stale_while_revalidate: Duration,
+    /// How long past its TTL an entry stands in for a failed call (`0s`:
+    /// off). When on, at least the TTL.
+    #[serde(with = "humantime_serde")]
+    pub stale_if_error: Duration,
+    /// Bound of the store, in bytes (global only).
+    pub max_bytes: u64,
+    /// Bound of the store, in entries (global only; none by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_entries: Option<u64>,
+}
+
+impl CacheSettings {
+    /// The cache layer's freshness settings for one class.
+    pub fn class_settings(&self) -> cache::ClassSettings {
+        cache::ClassSettings {
+            ttl: self.ttl,
+            stale_while_revalidate: self.stale_while_revalidate,
+            stale_if_error: self.stale_if_error,
+        }
+    }
+}
+
+/// The dedup (single-flight) layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupSettings {
+    /// How long a finished result answers identical requests (`0s`: only
+    /// requests that arrive while the call is in flight share it).
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+/// The circuit breaker layer: the fields of
+/// [`BreakerConfig`](crate::breaker::BreakerConfig), documented there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct BreakerSettings {
+    pub window: u32,
+    #[serde(
+        with = "humantime_serde::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub time_window: Option<Duration>,
+    pub minimum_calls: u32,
+    pub failure_rate: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<u32>,
+    #[serde(
+        with = "humantime_serde::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub slow_call_duration: Option<Duration>,
+    pub slow_call_rate: f64,
+    #[serde(with = "humantime_serde")]
+    pub open_duration: Duration,
+    pub backoff: f64,
+    #[serde(with = "humantime_serde")]
+    pub max_open_duration: Duration,
+    pub jitter: f64,
+    pub half_open_probes: u32,
+    #[serde(with = "humantime_serde")]
+    pub probe_timeout: Duration,
+}
+
+impl From<BreakerConfig> for BreakerSettings {
+    fn from(c: BreakerConfig) -> Self {
+        BreakerSettings {
+            window: c.window,
+            time_window: c.time_window,
+            minimum_calls: c.minimum_calls,
+            failure_rate: c.failure_rate,
+            consecutive_failures: c.consecutive_failures,
+            slow_call_duration: c.slow_call_duration,
+            slow_call_rate: c.slow_call_rate,
+            open_duration: c.open_duration,
+            backoff: c.backoff,
+            max_open_duration: c.max_open_duration,
+            jitter: c.jitter,
+            half_open_probes: c.half_open_probes,
+            probe_timeout: c.probe_timeout,
+        }
+    }
+}
+
+impl From<&BreakerSettings> for BreakerConfig {
+    fn from(s: &BreakerSettings) -> Self {
+        BreakerConfig {
+            window: s.window,
+            time_window: s.time_window,
+            minimum_calls: s.minimum_calls,
+            failure_rate: s.failure_rate,
+            consecutive_failures: s.consecutive_failures,
+            slow_call_duration: s.slow_call_duration,
+            slow_call_rate: s.slow_call_rate,
+            open_duration: s.open_duration,
+            backoff: s.backoff,
+            max_open_duration: s.max_open_duration,
+            jitter: s.jitter,
+            half_open_probes: s.half_open_probes,
+            probe_timeout: s.probe_timeout,
+        }
+    }
+}
+
+/// The limit layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Calls of one class in flight at once.
+    pub max_concurrency: usize,
+    /// Requests that may wait for a permit (`0`: reject at once).
+    pub max_queue: usize,
+    /// How long a queued request waits.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+    /// The `Retry-After` hint of rejections.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+    /// An optional rate rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<RateSettings>,
+}
+
+impl LimitSettings {
+    /// The limit layer's settings for one class. Meant for validated
+    /// settings: zero counts are raised to one rather than panicking.
+    pub fn class_limits(&self) -> limit::ClassLimits {
+        let limits = limit::ClassLimits::new(self.max_concurrency)
+            .with_max_queue(self.max_queue)
+            .with_max_wait(self.max_wait)
+            .with_retry_after(self.retry_after);
+        match &self.rate {
+            Some(rate) => limits.with_rate(rate.rule()),
+            None => limits,
+        }
+    }
+}
+
+/// A rate rule: exactly one of `per_second` and `per_minute`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateSettings {
+    /// Requests per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_second: Option<u32>,
+    /// Requests per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_minute: Option<u32>,
+    /// Requests let through at once after a quiet spell (default: the limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// What requests are counted by (default: the class).
+    #[serde(default)]
+    pub by: RateBy,
+    /// Only count and log requests over the rate; never reject them.
+    #[serde(default)]
+    pub alert_only: bool,
+}
+
+impl RateSettings {
+    /// The limit layer's rule. Meant for validated settings: a zero limit or
+    /// burst is raised to one rather than panicking.
+    pub fn rule(&self) -> limit::RateRule {
+        let rule = match (self.per_second, self.per_minute) {
+            (_, Some(n)) => limit::RateRule::per_minute(n.max(1)),
+            (n, None) => limit::RateRule::per_second(n.unwrap_or(1).max(1)),
+        };
+        let rule = match self.burst {
+            Some(burst) => rule.with_burst(burst.max(1)),
+            None => rule,
+        };
+        let rule = rule.keyed_by(match self.by {
+            RateBy::Class => limit::RateKey::Class,
+            RateBy::Identity => limit::RateKey::Identity,
+            RateBy::ClassAndIdentity => limit::RateKey::ClassAndIdentity,
+        });
+        if self.alert_only {
+            rule.alert_only()
+        } else {
+            rule
+        }
+    }
+}
+
+/// What a rate rule counts requests by; see [`RateKey`](crate::limit::RateKey).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RateBy {
+    /// One budget per class.
+    #[default]
+    Class,
+    /// One budget per caller.
+    Identity,
+    /// One budget per caller per class.
+    ClassAndIdentity,
+}
+
+/// Alert thresholds (the operations plan's monitoring defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    /// Upstream calls per minute for one key above which an alert fires.
+    pub upstream_calls_per_minute: u32,
+    /// Memory held by coordination above which an alert fires, in bytes.
+    pub memory_bytes: u64,
+    /// Error rate (`0.0..=1.0`) over `error_window` above which an alert
+    /// fires.
+    pub error_rate: f64,
+    /// The window the error rate is measured over.
+    #[serde(with = "humantime_serde")]
+    pub error_window: Duration,
+    /// Calls the window must hold before the error rate counts.
+    pub min_samples: u32,
+    /// Alert when a circuit breaker trips.
+    pub breaker_trips: bool,
+}
+
+/// The admin endpoints (switches, stats).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// The bearer token the admin endpoints require; none leaves them off.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "text"
+    )]
+    pub token: Option<String>,
+}
+
+/// Gradual rollout of the coordinated path; see
+/// [`Rollout`](crate::switch::Rollout).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSettings {
+    /// Percentage of callers (`0..=100`) that take the coordinated path.
+    pub percent: u8,
+    /// Callers that take it whatever the percentage: identity values or
+    /// their fingerprints.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// The request header that names the caller; none uses the credentials
+    /// (the key's auth partition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_header: Option<String>,
+}
+
+/// Declares a struct of optional fields that override some of a section's.
+macro_rules! overrides {
+    (
+        $(#[$meta:meta])*
+        $name:ident => $base:ident {
+            $( $(#[$fmeta:meta])* $field:ident : $ty:ty, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $(
+                $(#[$fmeta])*
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $field: Option<$ty>,
+            )*
+        }
+
+        impl $name {
+            /// `base` with the fields set here replacing its own.
+            pub fn apply(&self, base: &$base) -> $base {
+                #[allow(unused_mut)]
+                let mut merged = base.clone();
+                $(
+                    if let Some(value) = &self.$field {
+                        merged.$field = value.clone().into();
+                    }
+                )*
+                merged
+            }
+        }
+    };
+}
+
+overrides! {
+    /// A class's overrides of [`Layers`].
+    LayersOverride => Layers {
+        /// See [`Layers::registry`].
+        registry: bool,
+        /// See [`Layers::stats`].
+        stats: bool,
+        /// See [`Layers::cache`].
+        cache: bool,
+        /// See [`Layers::dedup`].
+        dedup: bool,
+        /// See [`Layers::breaker`].
+        breaker: bool,
+        /// See [`Layers::limit`].
+        limit: bool,
+    }
+}
+
+overrides! {
+    /// A class's overrides of [`RegistrySettings`].
+    RegistryOverride => RegistrySettings {
+        /// See [`RegistrySettings::interval`].
+        #[serde(with = "humantime_serde::option")]
+        interval: Duration,
+        /// See [`RegistrySettings::jitter`].
+        jitter: f64,
+        /// See [`RegistrySettings::linger`].
+        #[serde(with = "humantime_serde::option")]
+        linger: Duration,
+        /// See [`RegistrySettings::max_subscribers_per_key`].
+        max_subscribers_per_key: usize,
+    }
+}
+
+overrides! {
+    /// A class's overrides of [`CacheSettings`] (the store's bounds are
+    /// global).
+    CacheOverride => CacheSettings {
+        /// See [`CacheSettings::ttl`].
+        #[serde(with = "humantime_serde::option")]
+        ttl: Duration,
+        /// See [`CacheSettings::stale_while_revalidate`].
+        #[serde(with = "humantime_serde::option")]
+        stale_while_revalidate: Duration,
+        /// See [`CacheSettings::stale_if_error`].
+        #[serde(with = "humantime_serde::option")]
+        stale_if_error: Duration,
+    }
+}
+
+overrides! {
+    /// A class's overrides of [`DedupSettings`].
+    DedupOverride => DedupSettings {
+        /// See [`DedupSettings::window`].
+        #[serde(with = "humantime_serde::option")]
+        window: Duration,
+    }
+}
+
+overrides! {
+    /// A class's overrides of [`BreakerSettings`].
+    #[allow(missing_docs)]
+    BreakerOverride => BreakerSettings {
+        window: u32,
+        #[serde(with = "humantime_serde::option")]
+        time_window: Duration,
+        minimum_calls: u32,
+        failure_rate: f64,
+        consecutive_failures: u32,
+        #[serde(with = "humantime_serde::option")]
+        slow_call_duration: Duration,
+        slow_call_rate: f64,
+        #[serde(with = "humantime_serde::option")]
+        open_duration: Duration,
+        backoff: f64,
+        #[serde(with = "humantime_serde::option")]
+        max_open_duration: Duration,
+        jitter: f64,
+        half_open_probes: u32,
+        #[serde(with = "humantime_serde::option")]
+        probe_timeout: Duration,
+    }
+}
+
+overrides! {
+    /// A class's overrides of [`LimitSettings`].
+    LimitOverride => LimitSettings {
+        /// See [`LimitSettings::max_concurrency`].
+        max_concurrency: usize,
+        /// See [`LimitSettings::max_queue`].
+        max_queue: usize,
+        /// See [`LimitSettings::max_wait`].
+        #[serde(with = "humantime_serde::option")]
+        max_wait: Duration,
+        /// See [`LimitSettings::retry_after`].
+        #[serde(with = "humantime_serde::option")]
+        retry_after: Duration,
+        /// See [`LimitSettings::rate`].
+        rate: RateSettings,
+    }
+}
+
+/// One endpoint class: the paths it matches and its overrides of the global
+/// sections.
+///
+/// ```toml
+/// [classes.active-users]
+/// paths = ["/api/active-users"]
+/// cache = { ttl = "2s" }
+/// limit = { max_concurrency = 4 }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassConfig {
+    /// Path patterns, as [`PathClasses`](crate::http::PathClasses) reads
+    /// them: literal segments, `{name}` for any one segment, a final `*` for
+    /// the rest of the path.
+    pub paths: Vec<String>,
+    /// The responses do not depend on who asks: requests with different
+    /// credentials share them.
+    #[serde(default)]
+    pub public: bool,
+    /// Layers on or off for this class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<LayersOverride>,
+    /// Registry overrides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryOverride>,
+    /// Cache overrides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheOverride>,
+    /// Dedup overrides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<DedupOverride>,
+    /// Breaker overrides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerOverride>,
+    /// Limit overrides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<LimitOverride>,
+}
+
+/// A string, also when a `HERDSMAN__` variable holding only digits was read
+/// as a number (a token may be all digits).
+fn text<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    struct Text;
+
+    impl serde::de::Visitor<'_> for Text {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_owned()))
+        }
+
+        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+
+        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+
+        fn visit_u128<E>(self, v: u128) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+
+        fn visit_i128<E>(self, v: i128) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+    }
+
+    de.deserialize_any(Text)
+}

@@ -1,0 +1,378 @@
+//! The rules a configuration must follow, beyond its types.
+
+use std::time::Duration;
+
+use humantime_serde::re::humantime::format_duration;
+
+use super::{
+    error::Problem,
+    settings::{
+        AlertSettings, BreakerSettings, CacheSettings, LimitSettings, RegistrySettings,
+        RolloutSettings,
+    },
+    Config, Environment,
+};
+
+/// Checks `config`, raising intervals under the floor where the environment
+/// allows it. Returns the problems and the warnings, without sources.
+pub(super) fn validate(config: &mut Config, env: Environment) -> (Vec<Problem>, Vec<Problem>) {
+    let mut check = Check::default();
+    check.registry("registry", &config.registry);
+    check.cache("cache", &config.cache);
+    check.breaker("breaker", &config.breaker);
+    check.limit("limit", &config.limit);
+    check.alerts(&config.alerts);
+    check.rollout(&config.rollout);
+    if let Some(token) = &config.admin.token {
+        if token.chars().count() < 16 {
+            check.fail(
+                "admin.token",
+                Some("\"<redacted>\"".into()),
+                "must be at least 16 characters long",
+            );
+        }
+    }
+    let floor = config.registry.floor;
+    let allow_unsafe = config.registry.allow_unsafe_intervals;
+    check.interval(
+        "registry.interval",
+        &mut config.registry.interval,
+        floor,
+        allow_unsafe,
+        env,
+    );
+
+    let global = check.problems.clone();
+    let mut claimed: Vec<(&str, &str)> = Vec::new();
+    let names: Vec<String> = config.classes.keys().cloned().collect();
+    for name in &names {
+        let prefix = format!("classes.{name}");
+        check.class_name(&prefix, name);
+        let class = &config.classes[name];
+        if class.paths.is_empty() {
+            check.fail(
+                &format!("{prefix}.paths"),
+                Some("[]".into()),
+                "must list at least one path",
+            );
+        }
+        for path in &class.paths {
+            check.path_pattern(&format!("{prefix}.paths"), path);
+        }
+
+        // Overridden sections are checked whole, as the class will use them;
+        // problems inherited unchanged from the global section were reported
+        // there already.
+        let before = check.problems.len();
+        if let Some(over) = &class.registry {
+            check.registry(&format!("{prefix}.registry"), &over.apply(&config.registry));
+        }
+        if let Some(over) = &class.cache {
+            check.cache(&format!("{prefix}.cache"), &over.apply(&config.cache));
+        }
+        if let Some(over) = &class.breaker {
+            check.breaker(&format!("{prefix}.breaker"), &over.apply(&config.breaker));
+        }
+        if let Some(over) = &class.limit {
+            check.limit(&format!("{prefix}.limit"), &over.apply(&config.limit));
+        }
+        let fresh = check.problems.split_off(before);
+        check.problems.extend(fresh.into_iter().filter(|p| {
+            !global.iter().any(|g| {
+                g.value == p.value
+                    && g.reason == p.reason
+                    && p.path.strip_prefix(&prefix) == Some(&format!(".{}", g.path))
+            })
+        }));
+    }
+    for name in &names {
+        let class = config.classes.get_mut(name).expect("listed above");
+        if let Some(interval) = class.registry.as_mut().and_then(|r| r.interval.as_mut()) {
+            check.interval(
+                &format!("classes.{name}.registry.interval"),
+                interval,
+                floor,
+                allow_unsafe,
+                env,
+            );
+        }
+    }
+    for (name, class) in &config.classes {
+        for path in &class.paths {
+            match claimed.iter().find(|(_, p)| p == path) {
+                Some((owner, _)) => check.fail(
+                    &format!("classes.{name}.paths"),
+                    Some(format!("{path:?}")),
+                    &format!("already matched by class {owner}"),
+                ),
+                None => claimed.push((name, path)),
+            }
+        }
+    }
+    (check.problems, check.warnings)
+}
+
+fn dur(d: Duration) -> Option<String> {
+    Some(format!("\"{}\"", format_duration(d)))
+}
+
+#[derive(Default)]
+struct Check {
+    problems: Vec<Problem>,
+    warnings: Vec<Problem>,
+}
+
+impl Check {
+    fn fail(&mut self, path: &str, value: Option<String>, reason: &str) {
+        self.problems.push(Problem {
+            path: path.to_owned(),
+            value,
+            reason: reason.to_owned(),
+            source: None,
+        });
+    }
+
+    fn positive(&mut self, path: &str, d: Duration) {
+        if d.is_zero() {
+            self.fail(path, dur(d), "must be greater than zero");
+        }
+    }
+
+    fn at_least_one(&mut self, path: &str, n: u64) {
+        if n == 0 {
+            self.fail(path, Some("0".into()), "must be at least 1");
+        }
+    }
+
+    /// `0.0..=1.0`, or `(0.0..=1.0)` when `zero_ok` is false.
+    fn fraction(&mut self, path: &str, x: f64, zero_ok: bool) {
+        let ok = if zero_ok {
+            (0.0..=1.0).contains(&x)
+        } else {
+            x > 0.0 && x <= 1.0
+        };
+        if !ok {
+            let range = if zero_ok {
+                "must be between 0.0 and 1.0"
+            } else {
+                "must be greater than 0.0 and at most 1.0"
+            };
+            self.fail(path, Some(x.to_string()), range);
+        }
+    }
+
+    fn registry(&mut self, p: &str, r: &RegistrySettings) {
+        self.positive(&format!("{p}.interval"), r.interval);
+        self.positive(&format!("{p}.floor"), r.floor);
+        self.fraction(&format!("{p}.jitter"), r.jitter, true);
+        self.at_least_one(&format!("{p}.max_keys"), r.max_keys as u64);
+        self.at_least_one(
+            &format!("{p}.max_subscribers_per_key"),
+            r.max_subscribers_per_key as u64,
+        );
+        self.at_least_one(&format!("{p}.max_subscribers"), r.max_subscribers as u64);
+    }
+
+    fn interval(
+        &mut self,
+        path: &str,
+        interval: &mut Duration,
+        floor: Duration,
+        allow_unsafe: bool,
+        env: Environment,
+    ) {
+        if interval.is_zero() || *interval >= floor || allow_unsafe {
+            return;
+        }
+        if env == Environment::Production {
+            self.fail(
+                path,
+                dur(*interval),
+                &format!(
+                    "under the floor of {} in production (set registry.allow_unsafe_intervals to allow it)",
+                    format_duration(floor)
+                ),
+            );
+        } else {
+            self.warnings.push(Problem {
+                path: path.to_owned(),
+                value: dur(*interval),
+                reason: format!(
+                    "under the floor of {}, raised to it (set registry.allow_unsafe_intervals to keep it)",
+                    format_duration(floor)
+                ),
+                source: None,
+            });
+            *interval = floor;
+        }
+    }
+
+    fn cache(&mut self, p: &str, c: &CacheSettings) {
+        self.positive(&format!("{p}.ttl"), c.ttl);
+        for (key, window) in [
+            ("stale_while_revalidate", c.stale_while_revalidate),
+            ("stale_if_error", c.stale_if_error),
+        ] {
+            if !window.is_zero() && window < c.ttl {
+                self.fail(
+                    &format!("{p}.{key}"),
+                    dur(window),
+                    &format!(
+                        "shorter than the ttl ({}): use at least the ttl, or 0s to turn it off",
+                        format_duration(c.ttl)
+                    ),
+                );
+            }
+        }
+        self.at_least_one(&format!("{p}.max_bytes"), c.max_bytes);
+        if let Some(entries) = c.max_entries {
+            self.at_least_one(&format!("{p}.max_entries"), entries);
+        }
+    }
+
+    fn breaker(&mut self, p: &str, b: &BreakerSettings) {
+        if !(1..=64).contains(&b.window) {
+            self.fail(
+                &format!("{p}.window"),
+                Some(b.window.to_string()),
+                "must be between 1 and 64",
+            );
+        }
+        if let Some(window) = b.time_window {
+            self.positive(&format!("{p}.time_window"), window);
+        }
+        self.at_least_one(&format!("{p}.minimum_calls"), b.minimum_calls.into());
+        self.fraction(&format!("{p}.failure_rate"), b.failure_rate, false);
+        if let Some(n) = b.consecutive_failures {
+            self.at_least_one(&format!("{p}.consecutive_failures"), n.into());
+        }
+        if let Some(slow) = b.slow_call_duration {
+            self.positive(&format!("{p}.slow_call_duration"), slow);
+        }
+        self.fraction(&format!("{p}.slow_call_rate"), b.slow_call_rate, false);
+        self.positive(&format!("{p}.open_duration"), b.open_duration);
+        if b.backoff.is_nan() || b.backoff < 1.0 {
+            self.fail(
+                &format!("{p}.backoff"),
+                Some(b.backoff.to_string()),
+                "must be at least 1.0",
+            );
+        }
+        if b.max_open_duration < b.open_duration {
+            self.fail(
+                &format!("{p}.max_open_duration"),
+                dur(b.max_open_duration),
+                &format!(
+                    "shorter than open_duration ({})",
+                    format_duration(b.open_duration)
+                ),
+            );
+        }
+        self.fraction(&format!("{p}.jitter"), b.jitter, true);
+        self.at_least_one(&format!("{p}.half_open_probes"), b.half_open_probes.into());
+        self.positive(&format!("{p}.probe_timeout"), b.probe_timeout);
+    }
+
+    fn limit(&mut self, p: &str, l: &LimitSettings) {
+        self.at_least_one(&format!("{p}.max_concurrency"), l.max_concurrency as u64);
+        self.positive(&format!("{p}.max_wait"), l.max_wait);
+        self.positive(&format!("{p}.retry_after"), l.retry_after);
+        if let Some(rate) = &l.rate {
+            match (rate.per_second, rate.per_minute) {
+                (Some(_), Some(_)) => self.fail(
+                    &format!("{p}.rate"),
+                    None,
+                    "set one of per_second and per_minute, not both",
+                ),
+                (None, None) => self.fail(
+                    &format!("{p}.rate"),
+                    None,
+                    "set one of per_second and per_minute",
+                ),
+                (Some(n), None) => self.at_least_one(&format!("{p}.rate.per_second"), n.into()),
+                (None, Some(n)) => self.at_least_one(&format!("{p}.rate.per_minute"), n.into()),
+            }
+            if let Some(burst) = rate.burst {
+                self.at_least_one(&format!("{p}.rate.burst"), burst.into());
+            }
+        }
+    }
+
+    fn alerts(&mut self, a: &AlertSettings) {
+        self.at_least_one(
+            "alerts.upstream_calls_per_minute",
+            a.upstream_calls_per_minute.into(),
+        );
+        self.at_least_one("alerts.memory_bytes", a.memory_bytes);
+        self.fraction("alerts.error_rate", a.error_rate, false);
+        self.positive("alerts.error_window", a.error_window);
+        self.at_least_one("alerts.min_samples", a.min_samples.into());
+    }
+
+    fn rollout(&mut self, r: &RolloutSettings) {
+        if r.percent > 100 {
+            self.fail(
+                "rollout.percent",
+                Some(r.percent.to_string()),
+                "must be between 0 and 100",
+            );
+        }
+        if let Some(header) = &r.identity_header {
+            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                self.fail(
+                    "rollout.identity_header",
+                    Some(format!("{header:?}")),
+                    "not a valid header name",
+                );
+            }
+        }
+        if r.allow.iter().any(String::is_empty) {
+            self.fail(
+                "rollout.allow",
+                Some("\"\"".into()),
+                "entries must not be empty",
+            );
+        }
+    }
+
+    fn class_name(&mut self, path: &str, name: &str) {
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !valid {
+            self.fail(
+                path,
+                None,
+                "class names use lowercase letters, digits, '-' and '_'",
+            );
+        } else if name == "default" {
+            self.fail(
+                path,
+                None,
+                "\"default\" is reserved: the global sections configure the default class",
+            );
+        }
+    }
+
+    fn path_pattern(&mut self, path: &str, pattern: &str) {
+        let value = Some(format!("{pattern:?}"));
+        if !pattern.starts_with('/') {
+            return self.fail(path, value, "a path pattern starts with '/'");
+        }
+        if pattern.contains(['?', '#']) {
+            return self.fail(path, value, "a path pattern has no query or fragment");
+        }
+        let segments: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).collect();
+        for segment in &segments {
+            let param = segment.starts_with('{') && segment.ends_with('}') && segment.len() > 2;
+            if !param && segment.contains(['{', '}', '*']) && *segment != "*" {
+                return self.fail(
+                    path,
+                    value,
+                    "a parameter or '*' is a whole segment: {name} or *",
+                );
+            }
+        }
+    }
+}

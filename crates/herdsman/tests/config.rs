@@ -1,0 +1,572 @@
+//! Configuration: environment detection, the precedence of every source,
+//! validation messages (golden), and the conversions the Coordinator uses.
+//! Every test reads a `StaticEnv`, never the process environment.
+
+use std::time::Duration;
+
+use herdsman::{
+    class::{Class, Classify},
+    config::{Config, ConfigError, Environment, StaticEnv},
+};
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn load(env: Environment, source: &StaticEnv) -> Result<Config, ConfigError> {
+    Config::load_from(env, source)
+}
+
+fn with_file(toml: &str) -> StaticEnv {
+    StaticEnv::new().file("herdsman.toml", toml)
+}
+
+/// The full text of the error a source gives, as start-up and the CLI print it.
+fn errors(env: Environment, source: &StaticEnv) -> String {
+    load(env, source)
+        .expect_err("the configuration should be refused")
+        .to_string()
+}
+
+// ---- detection ----
+
+#[test]
+fn herdsman_env_names_each_environment_in_any_case() {
+    for (value, env) in [
+        ("development", Environment::Development),
+        ("production", Environment::Production),
+        ("docker", Environment::Docker),
+        ("test", Environment::Test),
+        ("Production", Environment::Production),
+        (" TEST ", Environment::Test),
+    ] {
+        let source = StaticEnv::new().var("HERDSMAN_ENV", value);
+        assert_eq!(Environment::detect_from(&source), Ok(env), "{value:?}");
+    }
+}
+
+#[test]
+fn an_unknown_herdsman_env_is_an_error_not_a_default() {
+    for value in ["prod", "", "staging"] {
+        let source = StaticEnv::new().var("HERDSMAN_ENV", value);
+        let err = Environment::detect_from(&source).unwrap_err();
+        assert_eq!(err.value(), value);
+    }
+    let err = Environment::detect_from(&StaticEnv::new().var("HERDSMAN_ENV", "prod")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"HERDSMAN_ENV = "prod": unknown environment, expected one of development, production, docker, test"#
+    );
+}
+
+#[test]
+fn container_markers_mean_docker() {
+    let cgroup_v1 = "12:pids:/docker/3f1c0e\n11:cpu:/docker/3f1c0e\n";
+    let kubernetes = "1:name=systemd:/kubepods/burstable/pod1/abc\n";
+    for source in [
+        StaticEnv::new().file("/.dockerenv", ""),
+        StaticEnv::new().file("/run/.containerenv", ""),
+        StaticEnv::new().file("/proc/1/cgroup", cgroup_v1),
+        StaticEnv::new().file("/proc/1/cgroup", kubernetes),
+    ] {
+        assert_eq!(
+            Environment::detect_from(&source),
+            Ok(Environment::Docker),
+            "{source:?}"
+        );
+    }
+}
+
+#[test]
+fn without_variable_or_marker_the_environment_is_development() {
+    for source in [
+        StaticEnv::new(),
+        StaticEnv::new().file("/proc/1/cgroup", "0::/init.scope\n"),
+        StaticEnv::new().file("/proc/1/cgroup", "1:name=systemd:/user.slice\n"),
+    ] {
+        assert_eq!(
+            Environment::detect_from(&source),
+            Ok(Environment::Development)
+        );
+    }
+}
+
+#[test]
+fn herdsman_env_wins_over_container_markers() {
+    let source = StaticEnv::new()
+        .file("/.dockerenv", "")
+        .var("HERDSMAN_ENV", "production");
+    assert_eq!(
+        Environment::detect_from(&source),
+        Ok(Environment::Production)
+    );
+    let bad = source.var("HERDSMAN_ENV", "dokcer");
+    assert!(Environment::detect_from(&bad).is_err());
+}
+
+// ---- profiles ----
+
+#[test]
+fn each_profile_has_its_poll_interval_and_floor() {
+    let expect = [
+        (Environment::Development, secs(5), secs(1)),
+        (Environment::Production, secs(10), secs(5)),
+        (Environment::Docker, secs(8), secs(2)),
+        (
+            Environment::Test,
+            Duration::from_millis(50),
+            Duration::from_millis(1),
+        ),
+    ];
+    for (env, interval, floor) in expect {
+        let config = load(env, &StaticEnv::new()).unwrap();
+        assert_eq!(config.registry.interval, interval, "{env}");
+        assert_eq!(config.registry.floor, floor, "{env}");
+        assert_eq!(config, Config::profile(env), "{env}: nothing overrides it");
+    }
+}
+
+#[test]
+fn profiles_differ_in_layers_and_share_the_alert_thresholds() {
+    let dev = Config::profile(Environment::Development);
+    assert!(!dev.layers.breaker && !dev.layers.limit && dev.layers.cache);
+    let prod = Config::profile(Environment::Production);
+    assert!(prod.layers.breaker && prod.layers.limit);
+    for env in Environment::ALL {
+        let alerts = Config::profile(env).alerts;
+        assert_eq!(alerts.upstream_calls_per_minute, 20);
+        assert_eq!(alerts.memory_bytes, 100_000_000);
+        assert_eq!(alerts.error_rate, 0.05);
+        assert_eq!(alerts.error_window, secs(60));
+        assert!(alerts.breaker_trips);
+    }
+}
+
+// ---- precedence ----
+
+#[test]
+fn the_file_overrides_the_profile_and_variables_override_the_file() {
+    let file = r#"
+        [registry]
+        interval = "20s"
+        [cache]
+        ttl = "15s"
+        stale_while_revalidate = "30s"
+    "#;
+    let source = with_file(file);
+    let config = load(Environment::Production, &source).unwrap();
+    assert_eq!(config.registry.interval, secs(20), "file over profile");
+    assert_eq!(config.cache.ttl, secs(15));
+    assert_eq!(config.cache.stale_if_error, secs(300), "profile kept");
+
+    let source = source
+        .var("HERDSMAN__REGISTRY__INTERVAL", "30s")
+        .var("HERDSMAN__LAYERS__CACHE", "false")
+        .var("HERDSMAN__ALERTS__ERROR_RATE", "0.1");
+    let config = load(Environment::Production, &source).unwrap();
+    assert_eq!(config.registry.interval, secs(30), "variable over file");
+    assert_eq!(config.cache.ttl, secs(15), "file kept");
+    assert!(!config.layers.cache, "variable over profile");
+    assert_eq!(config.alerts.error_rate, 0.1);
+}
+
+#[test]
+fn herdsman_config_names_the_file_and_herdsman_toml_is_the_default() {
+    let source = StaticEnv::new()
+        .file("herdsman.toml", "[dedup]\nwindow = \"1s\"")
+        .file("/etc/herdsman/prod.toml", "[dedup]\nwindow = \"2s\"");
+    assert_eq!(
+        load(Environment::Test, &source).unwrap().dedup.window,
+        secs(1)
+    );
+    let source = source.var("HERDSMAN_CONFIG", "/etc/herdsman/prod.toml");
+    assert_eq!(
+        load(Environment::Test, &source).unwrap().dedup.window,
+        secs(2)
+    );
+    let loaded = Config::loader(Environment::Test)
+        .source(&source)
+        .file("herdsman.toml")
+        .load()
+        .unwrap();
+    assert_eq!(loaded.config.dedup.window, secs(1), "an explicit file wins");
+}
+
+#[test]
+fn a_named_file_that_does_not_exist_is_an_error_but_a_missing_default_is_not() {
+    assert!(load(Environment::Test, &StaticEnv::new()).is_ok());
+    let source = StaticEnv::new().var("HERDSMAN_CONFIG", "/nope.toml");
+    assert_eq!(
+        errors(Environment::Test, &source),
+        r#"(root) = "/nope.toml": cannot read the configuration file: no such file"#
+    );
+}
+
+#[test]
+fn class_sections_override_the_global_ones_and_inherit_the_rest() {
+    let file = r#"
+        [limit]
+        max_concurrency = 16
+        [classes.active-users]
+        paths = ["/api/active-users"]
+        public = true
+        cache = { ttl = "2s" }
+        limit = { max_queue = 4, rate = { per_second = 10, burst = 20 } }
+        breaker = { window = 20, consecutive_failures = 5 }
+        layers = { dedup = false }
+        registry = { interval = "30s" }
+    "#;
+    let config = load(Environment::Production, &with_file(file)).unwrap();
+    let class = config.class("active-users");
+    assert!(class.public);
+    assert_eq!(class.cache.ttl, secs(2));
+    assert_eq!(class.cache.max_bytes, config.cache.max_bytes);
+    assert!(!class.layers.dedup && class.layers.cache);
+    assert_eq!(class.registry.interval, secs(30));
+    assert_eq!(class.registry.floor, secs(5));
+    assert_eq!(class.limit.max_concurrency, 16, "the global file value");
+    assert_eq!(class.limit.max_queue, 4);
+    assert_eq!(class.breaker.window, 20);
+    assert_eq!(class.breaker.consecutive_failures, Some(5));
+    let default = config.class("default");
+    assert_eq!(default.cache.ttl, secs(10));
+    assert_eq!(default.class, Class::default());
+    assert!(default.paths.is_empty());
+}
+
+#[test]
+fn a_class_interval_is_held_to_the_global_floor() {
+    let file = r#"
+        [classes.active-users]
+        paths = ["/api/active-users"]
+        registry = { interval = "3s" }
+    "#;
+    assert_eq!(
+        errors(Environment::Production, &with_file(file)),
+        r#"classes.active-users.registry.interval = "3s": under the floor of 5s in production (set registry.allow_unsafe_intervals to allow it) (set by herdsman.toml)"#
+    );
+    let loaded = Config::loader(Environment::Docker)
+        .source(&with_file(file))
+        .load()
+        .unwrap();
+    assert_eq!(
+        loaded.config.class("active-users").registry.interval,
+        secs(3)
+    );
+    assert!(loaded.warnings.is_empty(), "3 s is over docker's 2 s floor");
+}
+
+#[test]
+fn class_settings_convert_into_the_layers_own_types() {
+    let file = r#"
+        [classes.board-events]
+        paths = ["/api/boards/*/events", "/api/boards/{board}/cards/*"]
+        cache = { ttl = "20s", stale_while_revalidate = "40s" }
+        limit = { max_concurrency = 4, max_queue = 8, max_wait = "2s", rate = { per_minute = 600, burst = 5, by = "class-and-identity", alert_only = true } }
+        breaker = { failure_rate = 0.25, open_duration = "10s" }
+    "#;
+    let config = load(Environment::Production, &with_file(file)).unwrap();
+    let class = config.class("board-events");
+
+    let cache = class.cache_settings();
+    assert_eq!(cache.ttl, secs(20));
+    assert_eq!(cache.stale_while_revalidate, secs(40));
+    assert_eq!(cache.stale_if_error, secs(300));
+
+    let limits = class.class_limits();
+    assert_eq!(limits.max_concurrent(), 4);
+    assert_eq!(limits.max_queue(), 8);
+    assert_eq!(limits.max_wait(), secs(2));
+    let rate = limits.rate().unwrap();
+    assert_eq!((rate.limit(), rate.per(), rate.burst()), (600, secs(60), 5));
+    assert_eq!(rate.key(), herdsman::limit::RateKey::ClassAndIdentity);
+    assert_eq!(rate.mode(), herdsman::limit::RateMode::AlertOnly);
+
+    let breaker = class.breaker_config();
+    assert_eq!(breaker.failure_rate, 0.25);
+    assert_eq!(breaker.open_duration, secs(10));
+    assert_eq!(
+        breaker.window,
+        herdsman::breaker::BreakerConfig::default().window
+    );
+
+    let classes = config.path_classes();
+    let classify = |path: &str| classes.classify(&http::Request::get(path).body(()).unwrap());
+    assert_eq!(classify("/api/boards/7/events"), Class::new("board-events"));
+    assert_eq!(
+        classify("/api/boards/7/cards/3/x"),
+        Class::new("board-events")
+    );
+    assert_eq!(classify("/api/boards/7/other"), Class::default());
+}
+
+#[test]
+fn show_output_loads_back_to_the_same_configuration() {
+    let file = r#"
+        [admin]
+        token = "0123456789abcdef0123"
+        [classes.active-users]
+        paths = ["/api/active-users"]
+        cache = { ttl = "2s" }
+    "#;
+    for env in Environment::ALL {
+        let config = load(env, &with_file(file)).unwrap();
+        let shown = config.to_toml();
+        let again = load(env, &with_file(&shown)).unwrap();
+        assert_eq!(again, config, "{env}");
+        assert!(!config.redacted().to_toml().contains("0123456789abcdef"));
+    }
+}
+
+#[test]
+fn under_the_floor_outside_production_an_interval_is_raised_with_a_warning() {
+    let source = StaticEnv::new().var("HERDSMAN__REGISTRY__INTERVAL", "100ms");
+    let loaded = Config::loader(Environment::Development)
+        .source(&source)
+        .load()
+        .unwrap();
+    assert_eq!(loaded.config.registry.interval, secs(1));
+    let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            r#"registry.interval = "100ms": under the floor of 1s, raised to it (set registry.allow_unsafe_intervals to keep it) (set by HERDSMAN__REGISTRY__INTERVAL)"#
+        ]
+    );
+
+    let source = source.var("HERDSMAN__REGISTRY__ALLOW_UNSAFE_INTERVALS", "true");
+    for env in [Environment::Development, Environment::Production] {
+        let config = load(env, &source).unwrap();
+        assert_eq!(
+            config.registry.interval,
+            Duration::from_millis(100),
+            "{env}"
+        );
+    }
+}
+
+// ---- validation: golden messages ----
+
+#[test]
+fn every_invalid_value_is_reported_with_path_value_reason_and_source() {
+    let file = r#"
+        [registry]
+        interval = "2s"
+        jitter = 1.5
+        max_keys = 0
+
+        [cache]
+        ttl = "30s"
+        stale_while_revalidate = "10s"
+        max_bytes = 0
+
+        [breaker]
+        window = 100
+        failure_rate = 0.0
+        backoff = 0.5
+        open_duration = "2m"
+        max_open_duration = "1m"
+
+        [limit]
+        max_concurrency = 0
+        rate = { per_second = 10, per_minute = 100 }
+
+        [alerts]
+        error_rate = 2.0
+        min_samples = 0
+
+        [admin]
+        token = "short"
+
+        [rollout]
+        percent = 150
+        identity_header = "x user"
+    "#;
+    let expected = [
+        r#"registry.jitter = 1.5: must be between 0.0 and 1.0 (set by herdsman.toml)"#,
+        r#"registry.max_keys = 0: must be at least 1 (set by herdsman.toml)"#,
+        r#"cache.stale_while_revalidate = "10s": shorter than the ttl (30s): use at least the ttl, or 0s to turn it off (set by herdsman.toml)"#,
+        r#"cache.max_bytes = 0: must be at least 1 (set by herdsman.toml)"#,
+        r#"breaker.window = 100: must be between 1 and 64 (set by herdsman.toml)"#,
+        r#"breaker.failure_rate = 0: must be greater than 0.0 and at most 1.0 (set by herdsman.toml)"#,
+        r#"breaker.backoff = 0.5: must be at least 1.0 (set by herdsman.toml)"#,
+        r#"breaker.max_open_duration = "1m": shorter than open_duration (2m) (set by herdsman.toml)"#,
+        r#"limit.max_concurrency = 0: must be at least 1 (set by herdsman.toml)"#,
+        r#"limit.rate: set one of per_second and per_minute, not both (set by herdsman.toml)"#,
+        r#"alerts.error_rate = 2: must be greater than 0.0 and at most 1.0 (set by herdsman.toml)"#,
+        r#"alerts.min_samples = 0: must be at least 1 (set by herdsman.toml)"#,
+        r#"rollout.percent = 150: must be between 0 and 100 (set by herdsman.toml)"#,
+        r#"rollout.identity_header = "x user": not a valid header name (set by herdsman.toml)"#,
+        r#"admin.token = "<redacted>": must be at least 16 characters long (set by herdsman.toml)"#,
+        r#"registry.interval = "2s": under the floor of 5s in production (set registry.allow_unsafe_intervals to allow it) (set by herdsman.toml)"#,
+    ];
+    assert_eq!(
+        errors(Environment::Production, &with_file(file)),
+        expected.join("\n")
+    );
+}
+
+#[test]
+fn unparsable_and_negative_durations_name_the_expected_form() {
+    let source = with_file("[cache]\nttl = \"ten seconds\"\n[dedup]\nwindow = \"-5s\"")
+        .var("HERDSMAN__LIMIT__MAX_WAIT", "5");
+    assert_eq!(
+        errors(Environment::Development, &source),
+        [
+            r#"cache.ttl = "ten seconds": expected a duration such as "10s", "250ms" or "1m 30s" (set by herdsman.toml)"#,
+            r#"dedup.window = "-5s": expected a duration such as "10s", "250ms" or "1m 30s" (set by herdsman.toml)"#,
+            r#"limit.max_wait = 5: expected a duration such as "10s", "250ms" or "1m 30s" (set by HERDSMAN__LIMIT__MAX_WAIT)"#,
+        ]
+        .join("\n")
+    );
+}
+
+#[test]
+fn zero_durations_and_negative_sizes_are_refused() {
+    let source = with_file(
+        "[registry]\ninterval = \"0s\"\nmax_subscribers = -3\n[limit]\nmax_wait = \"0ms\"",
+    );
+    assert_eq!(
+        errors(Environment::Development, &source),
+        [
+            r#"registry.max_subscribers = -3: expected a whole number, zero or more (within the key's range) (set by herdsman.toml)"#,
+            r#"limit.max_wait = "0s": must be greater than zero (set by herdsman.toml)"#,
+        ]
+        .join("\n"),
+        "the registry section is unreadable, so its interval is not checked"
+    );
+    let source = with_file("[registry]\ninterval = \"0s\"");
+    assert_eq!(
+        errors(Environment::Development, &source),
+        r#"registry.interval = "0s": must be greater than zero (set by herdsman.toml)"#
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused_wherever_they_are() {
+    let file = r#"
+        colour = "blue"
+        [cache]
+        tll = "5s"
+        [classes.active-users]
+        paths = ["/api/active-users"]
+        cache = { max_bytes = 10 }
+        publik = true
+    "#;
+    assert_eq!(
+        errors(Environment::Development, &with_file(file)),
+        [
+            r#"colour = "blue": unknown key, expected one of layers, registry, cache, dedup, breaker, limit, alerts, admin, rollout, classes (set by herdsman.toml)"#,
+            r#"cache.tll = "5s": unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, max_bytes, max_entries (set by herdsman.toml)"#,
+            r#"classes.active-users.cache.max_bytes = 10: unknown key, expected one of ttl, stale_while_revalidate, stale_if_error (set by herdsman.toml)"#,
+        ]
+        .join("\n")
+    );
+    let source = StaticEnv::new().var("HERDSMAN__CACHE__SIZE", "3");
+    assert_eq!(
+        errors(Environment::Development, &source),
+        r#"cache.size = 3: unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, max_bytes, max_entries (set by HERDSMAN__CACHE__SIZE)"#
+    );
+}
+
+#[test]
+fn class_names_paths_and_windows_are_checked() {
+    let file = r#"
+        [classes.Active]
+        paths = ["api/active"]
+        [classes.default]
+        paths = ["/x"]
+        [classes.board]
+        paths = ["/a/{b/c", "/x"]
+        cache = { ttl = "20s" }
+        [classes.empty]
+        paths = []
+        [classes.nopaths]
+        public = true
+    "#;
+    assert_eq!(
+        errors(Environment::Development, &with_file(file)),
+        [
+            r#"classes.nopaths.paths: missing"#,
+            r#"classes.Active: class names use lowercase letters, digits, '-' and '_' (set by herdsman.toml)"#,
+            r#"classes.Active.paths = "api/active": a path pattern starts with '/' (set by herdsman.toml)"#,
+            r#"classes.board.paths = "/a/{b/c": a parameter or '*' is a whole segment: {name} or * (set by herdsman.toml)"#,
+            r#"classes.default: "default" is reserved: the global sections configure the default class (set by herdsman.toml)"#,
+            r#"classes.empty.paths = []: must list at least one path (set by herdsman.toml)"#,
+            r#"classes.default.paths = "/x": already matched by class board (set by herdsman.toml)"#,
+        ]
+        .join("\n")
+    );
+}
+
+#[test]
+fn a_class_override_is_checked_against_the_settings_it_inherits() {
+    let file = r#"
+        [cache]
+        ttl = "5s"
+        stale_while_revalidate = "10s"
+        [classes.slow]
+        paths = ["/slow"]
+        cache = { ttl = "60s" }
+        limit = { rate = { per_second = 0 } }
+    "#;
+    assert_eq!(
+        errors(Environment::Development, &with_file(file)),
+        [
+            r#"classes.slow.cache.stale_while_revalidate = "10s": shorter than the ttl (1m): use at least the ttl, or 0s to turn it off"#,
+            r#"classes.slow.limit.rate.per_second = 0: must be at least 1 (set by herdsman.toml)"#,
+        ]
+        .join("\n")
+    );
+}
+
+#[test]
+fn a_toml_syntax_error_names_the_file_and_the_line() {
+    let source = with_file("[cache]\nttl = \"5s\n");
+    let text = errors(Environment::Development, &source);
+    assert!(
+        text.starts_with("(root): TOML parse error at line 2"),
+        "{text}"
+    );
+    assert!(text.ends_with("(set by herdsman.toml)"), "{text}");
+    assert_eq!(text.lines().count(), 1, "{text}");
+}
+
+#[test]
+fn a_token_of_digits_set_by_a_variable_stays_text() {
+    let source = StaticEnv::new().var("HERDSMAN__ADMIN__TOKEN", "12345678901234567890");
+    let config = load(Environment::Production, &source).unwrap();
+    assert_eq!(config.admin.token.as_deref(), Some("12345678901234567890"));
+    let source = StaticEnv::new().var("HERDSMAN__ADMIN__TOKEN", "true");
+    assert_eq!(
+        errors(Environment::Production, &source),
+        "admin.token = true: expected a string (set by HERDSMAN__ADMIN__TOKEN)"
+    );
+}
+
+#[test]
+fn config_error_lists_its_problems() {
+    let err = load(
+        Environment::Development,
+        &StaticEnv::new()
+            .var("HERDSMAN__CACHE__TTL", "0s")
+            .var("HERDSMAN__DEDUP__WINDOW", "x"),
+    )
+    .unwrap_err();
+    let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["dedup.window", "cache.ttl"]);
+    assert_eq!(err.problems()[1].value.as_deref(), Some("\"0s\""));
+    assert_eq!(
+        err.problems()[1].source.as_deref(),
+        Some("HERDSMAN__CACHE__TTL")
+    );
+}
+
+#[test]
+fn config_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Config>();
+    assert_send_sync::<ConfigError>();
+    assert_send_sync::<herdsman::config::EffectiveClass>();
+    assert_send_sync::<herdsman::config::UnknownEnvironment>();
+}
