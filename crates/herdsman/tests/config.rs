@@ -254,6 +254,18 @@ fn a_class_interval_is_held_to_the_global_floor() {
         secs(3)
     );
     assert!(loaded.warnings.is_empty(), "3 s is over docker's 2 s floor");
+
+    let fast =
+        with_file("[classes.live]\npaths = [\"/live\"]\nregistry = { interval = \"500ms\" }");
+    let loaded = Config::loader(Environment::Development)
+        .source(&fast)
+        .load()
+        .unwrap();
+    assert_eq!(loaded.config.class("live").registry.interval, secs(1));
+    assert_eq!(
+        loaded.warnings[0].to_string(),
+        r#"classes.live.registry.interval = "500ms": under the floor of 1s, raised to it (set registry.allow_unsafe_intervals to keep it) (set by herdsman.toml)"#
+    );
 }
 
 #[test]

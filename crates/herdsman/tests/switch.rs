@@ -303,6 +303,21 @@ fn the_allow_list_admits_by_identity_or_fingerprint() {
 }
 
 #[test]
+fn the_stack_switch_and_a_rollout_gate_http_requests_together() {
+    let switches = Switches::new(["a"]);
+    let gate = (
+        switches.stack(),
+        Rollout::new(0)
+            .with_identity_header(http::HeaderName::from_static("x-user"))
+            .with_allow(["u1"]),
+    );
+    assert!(gate.admit(&request(&[("x-user", "u1")])));
+    assert!(!gate.admit(&request(&[("x-user", "u2")])));
+    switches.set_all(false);
+    assert!(!gate.admit(&request(&[("x-user", "u1")])));
+}
+
+#[test]
 fn rollout_settings_build_the_rollout() {
     let source = StaticEnv::new().file(
         "herdsman.toml",
