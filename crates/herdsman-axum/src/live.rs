@@ -1,0 +1,209 @@
+//! SSE and polling endpoints over one HTTP registry.
+
+use std::{fmt, sync::Arc};
+
+use axum::{
+    body::Body,
+    http::{header, request::Parts, HeaderValue, Request, Response, StatusCode},
+};
+use futures_core::Stream;
+use herdsman::{
+    http::SharedBody,
+    registry::{Subscription, TooManySubscribers, Update},
+};
+
+use crate::{
+    error::error_response,
+    poll::poll_response,
+    routes::Toggle,
+    sse::{sse, LastEventId, SseMessage},
+    streams::StreamCap,
+};
+
+type SubscribeFn = dyn Fn(Request<Body>) -> Result<Subscription<Response<SharedBody>>, TooManySubscribers>
+    + Send
+    + Sync;
+
+/// SSE and polling answers over a registry of HTTP responses.
+///
+/// Built from any function that subscribes a request (usually
+/// `move |req| registry.subscribe(req)` on a
+/// [`Registry`](herdsman::registry::Registry) made with
+/// `RegistryLayer::http`), so it does not carry the registry's type
+/// parameters.
+///
+/// Both answers take the *data request*: the `GET` of the JSON resource
+/// whose changes are streamed, with the caller's credentials
+/// ([`data_request`] builds it). All callers of one key share the
+/// registry's one poll loop, so a thousand tabs cost the upstream one call
+/// per interval.
+#[derive(Clone)]
+pub struct Live {
+    subscribe: Arc<SubscribeFn>,
+    sse_enabled: Toggle,
+    streams: StreamCap,
+}
+
+impl Live {
+    /// Answers over `subscribe`; at most 6 streams per caller identity, SSE
+    /// on.
+    pub fn new(
+        subscribe: impl Fn(Request<Body>) -> Result<Subscription<Response<SharedBody>>, TooManySubscribers>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        Live {
+            subscribe: Arc::new(subscribe),
+            sse_enabled: Toggle::new(true),
+            streams: StreamCap::new(6),
+        }
+    }
+
+    /// Caps concurrent streams per caller identity (answered 429 beyond).
+    pub fn with_max_streams_per_caller(mut self, max: usize) -> Self {
+        self.streams = StreamCap::new(max);
+        self
+    }
+
+    /// The SSE on/off toggle: off, SSE routes answer 503 + `Retry-After`
+    /// and clients fall back to polling.
+    pub fn with_sse_toggle(mut self, toggle: Toggle) -> Self {
+        self.sse_enabled = toggle;
+        self
+    }
+
+    /// The SSE toggle.
+    pub fn sse_toggle(&self) -> &Toggle {
+        &self.sse_enabled
+    }
+
+    /// The stream cap.
+    pub fn streams(&self) -> &StreamCap {
+        &self.streams
+    }
+
+    /// An SSE response streaming the changes of `data_request`'s resource:
+    /// one event per change, `id:` the version, `retry:` the poll interval,
+    /// keep-alive comments, `Cache-Control: no-store`. A failed poll is sent
+    /// as an `upstream-error` event (`{"status": n}` or `{"error": "..."}`)
+    /// and the stream goes on. `identity` is the caller, for the stream cap.
+    pub fn sse(
+        &self,
+        data_request: Request<Body>,
+        last_event_id: LastEventId,
+        identity: &str,
+    ) -> Response<Body> {
+        if !self.sse_enabled.is_on() {
+            let mut r = Response::new(Body::from("event streams are switched off; poll instead"));
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("15"));
+            return r;
+        }
+        let permit = match self.streams.acquire(identity) {
+            Ok(permit) => permit,
+            Err(err) => return error_response(&err),
+        };
+        match (self.subscribe)(data_request) {
+            Ok(subscription) => sse(
+                subscription,
+                last_event_id,
+                encode_http,
+                Some(Box::new(permit)),
+                Some(Box::pin(self.sse_enabled.off())),
+            ),
+            Err(err) => error_response(&err),
+        }
+    }
+
+    /// The polling response for `data_request`'s resource: the current
+    /// value with `ETag` (the version) and `Cache-Control: no-cache`; 304
+    /// when `If-None-Match` matches. `X-Poll-Interval` gives the key's poll
+    /// interval in milliseconds (a browser cannot read SSE's `retry:`, so
+    /// this is how a polling page learns it).
+    ///
+    /// It subscribes for the length of the call, so pollers join the key's
+    /// poll loop (give the registry a linger of a few intervals so that the
+    /// loop outlives the gap between two polls).
+    pub async fn poll(&self, data_request: Request<Body>) -> Response<Body> {
+        let headers = data_request.headers().clone();
+        let mut subscription = match (self.subscribe)(data_request) {
+            Ok(s) => s,
+            Err(err) => return error_response(&err),
+        };
+        match next(&mut subscription).await {
+            Some(update) => {
+                let mut response = poll_response(&update, &headers);
+                let ms = subscription.interval().as_millis().max(1);
+                response.headers_mut().insert(
+                    "x-poll-interval",
+                    HeaderValue::from_str(&ms.to_string()).expect("digits"),
+                );
+                response
+            }
+            None => {
+                let mut r = Response::new(Body::from("the poll loop ended"));
+                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                r
+            }
+        }
+    }
+}
+
+async fn next<S: Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_next(cx)).await
+}
+
+fn encode_http(update: &Update<Response<SharedBody>>) -> Option<SseMessage> {
+    match update.result() {
+        Ok(response) if response.status().is_success() => {
+            match std::str::from_utf8(response.body().data()) {
+                Ok(text) => Some(SseMessage::new(text)),
+                Err(_) => {
+                    tracing::warn!("herdsman: a non-UTF-8 body cannot be sent as SSE data");
+                    None
+                }
+            }
+        }
+        Ok(response) => SseMessage::new(format!("{{\"status\":{}}}", response.status().as_u16()))
+            .with_event("upstream-error")
+            .ok(),
+        Err(err) => SseMessage::new(serde_json::json!({ "error": err.to_string() }).to_string())
+            .with_event("upstream-error")
+            .ok(),
+    }
+}
+
+impl fmt::Debug for Live {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Live")
+            .field("sse_enabled", &self.sse_enabled)
+            .field("streams", &self.streams)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The data request for an SSE or polling route: `GET path_and_query` with
+/// the caller's `Host`, `Authorization` and `Cookie` (so the key keeps its
+/// auth partition) and `Accept: application/json`. Nothing else of the
+/// caller's request is kept.
+pub fn data_request(caller: &Parts, path_and_query: &str) -> Request<Body> {
+    let mut req = Request::new(Body::empty());
+    *req.uri_mut() = path_and_query
+        .parse()
+        .unwrap_or_else(|_| axum::http::Uri::from_static("/"));
+    for name in [header::HOST, header::AUTHORIZATION, header::COOKIE] {
+        for value in caller.headers.get_all(&name) {
+            req.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    req.headers_mut()
+        .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    for name in [header::IF_NONE_MATCH] {
+        if let Some(v) = caller.headers.get(&name) {
+            req.headers_mut().insert(name, v.clone());
+        }
+    }
+    req
+}
