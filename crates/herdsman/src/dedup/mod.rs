@@ -81,6 +81,50 @@ mod state;
 
 pub use self::{error::Panicked, future::ResponseFuture, layer::DedupLayer, service::Dedup};
 
+use std::{fmt, sync::Arc};
+
+use crate::event::MemorySource;
+
+/// The bytes one entry of the in-flight map is estimated to hold, for
+/// [`MemorySource`]: the map's record of the key and its slot (about 140
+/// bytes with the hash table's spare room), the reuse window's expiry record
+/// (about 90) and the shared part of a flight. Key bytes beyond the 24 stored
+/// inline and the boxed inner future are not counted.
+pub const ENTRY_ESTIMATE_BYTES: u64 = 256;
+
+/// A handle to one [`DedupLayer`] value's in-flight map, from
+/// [`DedupLayer::handle`]: its counters, and its memory for the Stats layer
+/// (entries × [`ENTRY_ESTIMATE_BYTES`]). Cheap to clone.
+#[derive(Clone)]
+pub struct DedupHandle {
+    state: Arc<state::State>,
+}
+
+impl DedupHandle {
+    fn new(state: Arc<state::State>) -> Self {
+        DedupHandle { state }
+    }
+
+    /// The counters of the in-flight map.
+    pub fn stats(&self) -> DedupStats {
+        self.state.stats()
+    }
+}
+
+impl MemorySource for DedupHandle {
+    fn memory_bytes(&self) -> u64 {
+        self.state.entries() * ENTRY_ESTIMATE_BYTES
+    }
+}
+
+impl fmt::Debug for DedupHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DedupHandle")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
 /// Counters of one in-flight map, for the stats layer and for tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
