@@ -11,6 +11,10 @@
 //! - [`limit`]: a concurrency limit per endpoint class, with a queue, and
 //!   keyed rate rules.
 //!
+//! [`ServiceBuilderExt`] adds them to `tower::ServiceBuilder` by name, and
+//! [`event`] is how they report what they do (to the Stats layer, or to an
+//! observer of your own).
+//!
 //! Shared concepts live here once: [`key`] (what makes two requests the
 //! same), [`share`] (how one response reaches many callers), [`http`] (keys,
 //! buffering and sharing for `http::Request`/`http::Response`), and [`error`].
@@ -18,6 +22,7 @@
 //! See `docs/ARCHITECTURE.md` in the repository for the whole stack.
 
 pub mod breaker;
+pub mod builder;
 pub mod cache;
 pub mod class;
 pub mod dedup;
@@ -30,6 +35,7 @@ pub mod share;
 mod sync;
 
 pub use crate::{
+    builder::ServiceBuilderExt,
     dedup::{Dedup, DedupLayer},
     error::{BoxError, SharedError},
     key::{Key, KeyFn},
@@ -54,5 +60,10 @@ mod send_sync {
         assert_send_sync::<crate::limit::LimitStats>();
         assert_send_sync::<crate::limit::Overloaded>();
         assert_send_sync::<crate::limit::RateLimited>();
+        assert_send_sync::<crate::limit::LimitHandle>();
+        assert_send_sync::<crate::dedup::DedupHandle>();
+        assert_send_sync::<crate::cache::CacheHandle<u64>>();
+        assert_send_sync::<crate::event::Observers>();
+        assert_send_sync::<crate::event::Invalidation>();
     }
 }
