@@ -32,6 +32,18 @@
 //!   `Set-Cookie`). Its own caller gets it; every follower then makes its own
 //!   uncoordinated call.
 //!
+//! # Events
+//!
+//! With [`DedupLayer::with_observer`], each follower that joins a call in
+//! flight is reported as [`Event::Coalesced`](crate::event::Event::Coalesced)
+//! and each caller answered from the reuse window as
+//! [`Event::Reused`](crate::event::Event::Reused), with the class named by
+//! [`DedupLayer::with_classifier`] (the default class without one). Drivers
+//! and pass-throughs report nothing. Requests are classified only when an
+//! observer is set, after the shard lock is released; without one an event
+//! costs a branch. [`DedupHandle`] is the map's
+//! [`MemorySource`].
+//!
 //! # Back-pressure
 //!
 //! `poll_ready` is the inner service's. A follower does not use the readiness

@@ -42,6 +42,17 @@
 //!   one [`LimitLayer`] value, share its permits, queues and budgets: put one
 //!   layer value on every service that reaches the same upstream.
 //!
+//! # Events
+//!
+//! With [`LimitLayer::with_observer`], each refused request reports
+//! [`Event::Rejected`](crate::event::Event::Rejected) with
+//! [`Rejection::Overloaded`](crate::event::Rejection::Overloaded) (no queue,
+//! queue full, or wait timed out) or
+//! [`Rejection::RateLimited`](crate::event::Rejection::RateLimited), with its
+//! class, where the class's counters are bumped. Alert-only breaches are let
+//! through and report nothing. [`LimitHandle`] is the rate rules' key
+//! stores' [`MemorySource`].
+//!
 //! # Back-pressure
 //!
 //! A request's class is known only in `call`, so `poll_ready` cannot wait for
