@@ -15,6 +15,10 @@
 //! - [`registry`]: one shared poll loop per endpoint key, however many
 //!   subscribers.
 //!
+//! [`ServiceBuilderExt`] adds them to `tower::ServiceBuilder` by name, and
+//! [`event`] is how they report what they do (to the Stats layer, or to an
+//! observer of your own).
+//!
 //! Shared concepts live here once: [`key`] (what makes two requests the
 //! same), [`share`] (how one response reaches many callers), [`http`] (keys,
 //! buffering and sharing for `http::Request`/`http::Response`), [`error`], and
@@ -23,6 +27,7 @@
 //! See `docs/ARCHITECTURE.md` in the repository for the whole stack.
 
 pub mod breaker;
+pub mod builder;
 pub mod cache;
 pub mod class;
 pub mod config;
@@ -39,6 +44,7 @@ pub mod switch;
 mod sync;
 
 pub use crate::{
+    builder::ServiceBuilderExt,
     dedup::{Dedup, DedupLayer},
     error::{BoxError, SharedError},
     key::{Key, KeyFn},
@@ -75,5 +81,9 @@ mod send_sync {
         assert_send_sync::<crate::registry::Update<String>>();
         assert_send_sync::<crate::registry::RegistryHandle>();
         assert_send_sync::<crate::registry::TooManySubscribers>();
+        assert_send_sync::<crate::limit::LimitHandle>();
+        assert_send_sync::<crate::dedup::DedupHandle>();
+        assert_send_sync::<crate::cache::CacheHandle<u64>>();
+        assert_send_sync::<crate::event::Invalidation>();
     }
 }

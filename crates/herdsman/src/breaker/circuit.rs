@@ -21,6 +21,7 @@ use tokio::{sync::broadcast, time::Instant};
 use super::{BreakerConfig, BreakerEvent, BreakerOpen, BreakerState, BreakerStats};
 use crate::{
     class::Class,
+    event::{Event, Observers, Rejection},
     sync::{AtomicBool, AtomicU32, AtomicU64},
 };
 
@@ -100,6 +101,7 @@ pub(crate) struct Circuit {
     trips_total: AtomicU64,
     rejected_total: AtomicU64,
     metrics: Metrics,
+    observers: Observers,
 }
 
 struct Metrics {
@@ -124,6 +126,7 @@ impl Circuit {
         config: BreakerConfig,
         events: broadcast::Sender<BreakerEvent>,
         subscribed: Arc<AtomicBool>,
+        observers: Observers,
     ) -> Self {
         let endpoint = class.as_str().to_owned();
         let state = BreakerState::ALL.map(|s| {
@@ -155,6 +158,7 @@ impl Circuit {
             trips_total: AtomicU64::new(0),
             rejected_total: AtomicU64::new(0),
             metrics,
+            observers,
         }
     }
 
@@ -233,6 +237,8 @@ impl Circuit {
     fn reject(&self, retry_after: Option<Duration>) -> BreakerOpen {
         self.rejected_total.fetch_add(1, Ordering::Relaxed);
         self.metrics.rejections.increment(1);
+        self.observers
+            .observe(&self.class, Event::Rejected(Rejection::BreakerOpen));
         // A broadcast send takes the channel's lock even with nobody
         // listening: skip it until someone subscribed.
         if self.subscribed.load(Ordering::Relaxed) {
@@ -410,6 +416,8 @@ impl Circuit {
         }
         if from != to {
             self.metrics.state[state_index(from)].set(0.0);
+            // A state change, not a reset to the state it was in.
+            self.observers.observe(&self.class, Event::BreakerState(to));
         }
         self.metrics.state[state_index(to)].set(1.0);
         match to {
@@ -601,6 +609,7 @@ mod loom {
             config,
             events,
             Arc::new(AtomicBool::new(false)),
+            Observers::none(),
         ))
     }
 

@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::broadcast;
 
 use super::{circuit::Circuit, BreakerConfig, BreakerEvent, BreakerState};
-use crate::{class::Class, key::KeyBuildHasher, sync::AtomicBool};
+use crate::{class::Class, event::Observers, key::KeyBuildHasher, sync::AtomicBool};
 
 /// `Class` carries its hash: the map does not hash the name again.
 type CircuitMap = HashMap<Class, Arc<Circuit>, KeyBuildHasher>;
@@ -28,6 +28,7 @@ pub(crate) struct Circuits {
     pub(crate) events: broadcast::Sender<BreakerEvent>,
     /// Set once anyone subscribed: until then rejections send no event.
     pub(crate) subscribed: Arc<AtomicBool>,
+    observers: Observers,
 }
 
 impl Circuits {
@@ -35,6 +36,7 @@ impl Circuits {
         default: BreakerConfig,
         classes: HashMap<Class, BreakerConfig>,
         max: usize,
+        observers: Observers,
     ) -> Self {
         let (events, _) = broadcast::channel(1024);
         Circuits {
@@ -45,6 +47,7 @@ impl Circuits {
             max: max.max(1),
             events,
             subscribed: Arc::new(AtomicBool::new(false)),
+            observers,
         }
     }
 
@@ -97,6 +100,7 @@ impl Circuits {
             config,
             self.events.clone(),
             self.subscribed.clone(),
+            self.observers.clone(),
         ));
         map.insert(class, Arc::clone(&circuit));
         self.map.store(Arc::new(map));

@@ -3,7 +3,10 @@ use std::{collections::HashMap, fmt, sync::Arc};
 use tower_layer::Layer;
 
 use super::{circuits::Circuits, Breaker, BreakerConfig, BreakerHandle, DefaultFailures};
-use crate::class::{AllDefault, Class};
+use crate::{
+    class::{AllDefault, Class},
+    event::{Observer, Observers},
+};
 
 /// Circuits kept at most, by default.
 pub const DEFAULT_MAX_CIRCUITS: usize = 1024;
@@ -18,6 +21,7 @@ pub struct BreakerLayer<C = AllDefault, K = DefaultFailures> {
     default: BreakerConfig,
     classes: HashMap<Class, BreakerConfig>,
     max: usize,
+    observers: Observers,
     circuits: Arc<Circuits>,
 }
 
@@ -31,7 +35,13 @@ impl BreakerLayer {
             default,
             classes: HashMap::new(),
             max: DEFAULT_MAX_CIRCUITS,
-            circuits: Arc::new(Circuits::new(default, HashMap::new(), DEFAULT_MAX_CIRCUITS)),
+            observers: Observers::none(),
+            circuits: Arc::new(Circuits::new(
+                default,
+                HashMap::new(),
+                DEFAULT_MAX_CIRCUITS,
+                Observers::none(),
+            )),
         }
     }
 }
@@ -44,7 +54,12 @@ impl Default for BreakerLayer {
 
 impl<C, K> BreakerLayer<C, K> {
     fn rebuild(mut self) -> Self {
-        self.circuits = Arc::new(Circuits::new(self.default, self.classes.clone(), self.max));
+        self.circuits = Arc::new(Circuits::new(
+            self.default,
+            self.classes.clone(),
+            self.max,
+            self.observers.clone(),
+        ));
         self
     }
 
@@ -70,6 +85,7 @@ impl<C, K> BreakerLayer<C, K> {
             default: self.default,
             classes: self.classes,
             max: self.max,
+            observers: self.observers,
             circuits: self.circuits,
         }
     }
@@ -83,6 +99,7 @@ impl<C, K> BreakerLayer<C, K> {
             default: self.default,
             classes: self.classes,
             max: self.max,
+            observers: self.observers,
             circuits: self.circuits,
         }
     }
@@ -90,6 +107,19 @@ impl<C, K> BreakerLayer<C, K> {
     /// Keeps at most `max` circuits (idle closed ones are dropped first).
     pub fn with_max_circuits(mut self, max: usize) -> Self {
         self.max = max;
+        self.rebuild()
+    }
+
+    /// Reports [`Event::BreakerState`](crate::event::Event::BreakerState) on
+    /// every change of a breaker's state (reset to the state it is in is
+    /// not a change) and
+    /// [`Event::Rejected`](crate::event::Event::Rejected)`(`[`BreakerOpen`](crate::event::Rejection::BreakerOpen)`)`
+    /// for every call failed fast, with the breaker's class. The class is
+    /// the one the breaker already knows: no extra classification. Starts
+    /// new circuits, like the other settings (call it before handing out
+    /// [`handle`](Self::handle)s).
+    pub fn with_observer(mut self, observer: impl Observer) -> Self {
+        self.observers = Observers::new(observer);
         self.rebuild()
     }
 
@@ -123,6 +153,7 @@ impl<C: Clone, K: Clone> Clone for BreakerLayer<C, K> {
             default: self.default,
             classes: self.classes.clone(),
             max: self.max,
+            observers: self.observers.clone(),
             circuits: self.circuits.clone(),
         }
     }
@@ -134,6 +165,7 @@ impl<C, K> fmt::Debug for BreakerLayer<C, K> {
             .field("default", &self.default)
             .field("classes", &self.classes)
             .field("max", &self.max)
+            .field("observers", &self.observers)
             .finish_non_exhaustive()
     }
 }

@@ -49,6 +49,12 @@
 //! `herdsman_breaker_rejections_total{endpoint}`. Metric handles are
 //! registered when a breaker is first used, with the recorder installed then.
 //!
+//! With [`BreakerLayer::with_observer`], the same places report
+//! [`Event::BreakerState`](crate::event::Event::BreakerState) on each change
+//! of state (a reset to the state a breaker is in is not a change) and
+//! [`Event::Rejected`](crate::event::Event::Rejected)`(BreakerOpen)` for each
+//! call failed fast, with the breaker's class: nothing is classified twice.
+//!
 //! # Hot path
 //!
 //! Closed, the breaker reads one atomic word to admit a call and, when it

@@ -17,7 +17,12 @@ use super::{
     policy::{CachePolicy, Outcome},
     store::{Count, Store, Windows},
 };
-use crate::{class::Class, error::BoxError, key::Key};
+use crate::{
+    class::Class,
+    error::BoxError,
+    event::{Event, Invalidation as Announced, Observers},
+    key::Key,
+};
 
 pin_project! {
     /// Response future of [`Cache`](super::Cache).
@@ -59,6 +64,7 @@ pub(super) struct Fetch<P, V> {
     store: Arc<Store<V>>,
     policy: P,
     settings: Arc<Settings>,
+    observers: Observers,
 }
 
 impl<F, Req, P, V> ResponseFuture<F, Req, P, V>
@@ -90,6 +96,7 @@ where
         store: Arc<Store<V>>,
         policy: P,
         settings: Arc<Settings>,
+        observers: Observers,
     ) -> Self {
         Self::with(Kind::Fetching {
             fut,
@@ -101,6 +108,7 @@ where
                 store,
                 policy,
                 settings,
+                observers,
             })),
         })
     }
@@ -138,6 +146,9 @@ where
                     let path = &inv.path[..];
                     let removed = inv.store.remove_if(|key, _| key.path() == Some(path));
                     tracing::debug!(removed, "unsafe request invalidated cached entries");
+                    inv.store.announce(|| {
+                        Announced::Path(String::from_utf8_lossy(path).as_ref().into())
+                    });
                 }
                 Poll::Ready(Ok(response))
             }
@@ -174,6 +185,7 @@ impl<P, V: Clone> Fetch<P, V> {
                     Ok(_) => tracing::warn!("inner call answered a failure; serving a stale copy"),
                 }
                 self.store.count(Count::StaleIfError);
+                self.observers.observe(&self.class, Event::StaleServed);
                 let mut response = self.policy.unshare_owned(value);
                 let outcome = Outcome::StaleIfError { staleness };
                 self.policy.decorate(&mut response, outcome, age);

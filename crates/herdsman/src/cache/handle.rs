@@ -1,7 +1,13 @@
 use std::{fmt, sync::Arc};
 
+use tokio::sync::broadcast;
+
 use super::{store::Store, CacheStats};
-use crate::{class::Class, key::Key};
+use crate::{
+    class::Class,
+    event::{Invalidation, MemorySource},
+    key::Key,
+};
 
 /// Inspects and invalidates one cache store at run time.
 ///
@@ -13,38 +19,68 @@ pub struct CacheHandle<V> {
 impl<V: Clone> CacheHandle<V> {
     /// Removes the entry for `key`; `true` if there was one.
     pub fn invalidate(&self, key: &Key) -> bool {
-        self.store.remove(key)
+        let removed = self.store.remove(key);
+        self.store.announce(|| Invalidation::Key(key.clone()));
+        removed
     }
 
     /// Removes every entry of `class`; returns how many.
     pub fn invalidate_class(&self, class: &Class) -> u64 {
-        self.store.remove_class(class)
+        let removed = self.store.remove_class(class);
+        self.store.announce(|| Invalidation::Class(class.clone()));
+        removed
     }
 
     /// Removes every entry whose key was built from exactly `path` (any query,
     /// any method, any user); returns how many. Keys without a marked path
     /// ([`Key::path`]) are kept.
     pub fn invalidate_path(&self, path: &str) -> u64 {
-        let path = path.as_bytes();
-        self.store.remove_if(|key, _| key.path() == Some(path))
+        let bytes = path.as_bytes();
+        let removed = self.store.remove_if(|key, _| key.path() == Some(bytes));
+        self.store.announce(|| Invalidation::Path(path.into()));
+        removed
     }
 
     /// Removes every entry whose key's path starts with `prefix`; returns how
     /// many.
     pub fn invalidate_prefix(&self, prefix: &str) -> u64 {
-        let prefix = prefix.as_bytes();
-        self.store
-            .remove_if(|key, _| key.path().is_some_and(|p| p.starts_with(prefix)))
+        let bytes = prefix.as_bytes();
+        let removed = self
+            .store
+            .remove_if(|key, _| key.path().is_some_and(|p| p.starts_with(bytes)));
+        self.store.announce(|| Invalidation::Prefix(prefix.into()));
+        removed
     }
 
     /// Removes every entry; returns how many.
     pub fn clear(&self) -> u64 {
-        self.store.remove_if(|_, _| true)
+        let removed = self.store.remove_if(|_, _| true);
+        self.store.announce(|| Invalidation::All);
+        removed
+    }
+
+    /// Every invalidation from now on: those made through this handle, and
+    /// those a successful unsafe request (`POST`, `PUT`, `PATCH`, `DELETE`)
+    /// makes with the HTTP policy, as [`Invalidation::Path`]. Each is
+    /// announced whether or not it removed an entry, so that the Registry
+    /// can poll the keys it covers at once. A receiver that falls more than
+    /// 64 invalidations behind skips the oldest (`RecvError::Lagged`); with
+    /// no receiver, nothing is built or sent.
+    pub fn invalidations(&self) -> broadcast::Receiver<Invalidation> {
+        self.store.invalidations()
     }
 
     /// Counters and size.
     pub fn stats(&self) -> CacheStats {
         self.store.stats()
+    }
+}
+
+/// The store's bytes as [`CacheStats::bytes`] counts them: the sum of entry
+/// weights (value, key and a fixed per-entry overhead).
+impl<V: Clone + Send + Sync + 'static> MemorySource for CacheHandle<V> {
+    fn memory_bytes(&self) -> u64 {
+        self.store.bytes()
     }
 }
 

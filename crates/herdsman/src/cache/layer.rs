@@ -9,6 +9,7 @@ use super::{
 };
 use crate::{
     class::{AllDefault, Class},
+    event::{Observer, Observers},
     key::DEFAULT_MAX_KEY_LEN,
     share::CloneShare,
 };
@@ -83,6 +84,7 @@ pub struct CacheLayer<K, V, P = CloneShare, C = AllDefault> {
     max_bytes: u64,
     max_entries: Option<u64>,
     weigher: Option<Weigher<V>>,
+    observers: Observers,
     store: Arc<Store<V>>,
 }
 
@@ -102,6 +104,7 @@ impl<K, V: Clone> CacheLayer<K, V> {
             max_bytes: DEFAULT_MAX_BYTES,
             max_entries: None,
             weigher: None,
+            observers: Observers::none(),
             store: Arc::new(Store::new(DEFAULT_MAX_BYTES, None)),
         }
     }
@@ -156,6 +159,7 @@ impl<K, V, P, C> CacheLayer<K, V, P, C> {
             max_bytes: self.max_bytes,
             max_entries: self.max_entries,
             weigher: self.weigher,
+            observers: self.observers,
             store: self.store,
         }
     }
@@ -170,6 +174,7 @@ impl<K, V, P, C> CacheLayer<K, V, P, C> {
             max_bytes: self.max_bytes,
             max_entries: self.max_entries,
             weigher: self.weigher,
+            observers: self.observers,
             store: self.store,
         }
     }
@@ -223,6 +228,18 @@ impl<K, V, P, C> CacheLayer<K, V, P, C> {
         self
     }
 
+    /// Reports [`Event::CacheHit`](crate::event::Event::CacheHit),
+    /// [`Event::StaleServed`](crate::event::Event::StaleServed) and
+    /// [`Event::CacheMiss`](crate::event::Event::CacheMiss) per request, with
+    /// the class named by [`with_classifier`](Self::with_classifier). A hit
+    /// classifies its request only when an observer is set. Services made
+    /// from this layer value afterwards, and their clones, share the
+    /// observer.
+    pub fn with_observer(mut self, observer: impl Observer) -> Self {
+        self.observers = Observers::new(observer);
+        self
+    }
+
     /// A handle to inspect and invalidate this layer's store.
     pub fn handle(&self) -> CacheHandle<V> {
         CacheHandle {
@@ -241,6 +258,7 @@ impl<S, K: Clone, V, P: Clone, C: Clone> Layer<S> for CacheLayer<K, V, P, C> {
             policy: self.policy.clone(),
             classify: self.classify.clone(),
             settings: self.settings.clone(),
+            observers: self.observers.clone(),
             store: self.store.clone(),
         }
     }
@@ -256,6 +274,7 @@ impl<K: Clone, V, P: Clone, C: Clone> Clone for CacheLayer<K, V, P, C> {
             max_bytes: self.max_bytes,
             max_entries: self.max_entries,
             weigher: self.weigher.clone(),
+            observers: self.observers.clone(),
             store: self.store.clone(),
         }
     }
@@ -267,6 +286,7 @@ impl<K, V, P, C> fmt::Debug for CacheLayer<K, V, P, C> {
             .field("settings", &self.settings)
             .field("max_bytes", &self.max_bytes)
             .field("max_entries", &self.max_entries)
+            .field("observers", &self.observers)
             .finish_non_exhaustive()
     }
 }

@@ -50,6 +50,23 @@
 //! for the request path). With the HTTP policy, a successful `POST`, `PUT`,
 //! `PATCH` or `DELETE` invalidates the entries for its path (RFC 9111 §4.4).
 //!
+//! Every invalidation, by hand or by an unsafe request, is announced on
+//! [`CacheHandle::invalidations`] (the Registry follows it with an immediate
+//! poll of the keys it covers).
+//!
+//! # Events
+//!
+//! With [`CacheLayer::with_observer`], each request with a key reports one of
+//! [`Event::CacheHit`](crate::event::Event::CacheHit) (fresh),
+//! [`Event::StaleServed`](crate::event::Event::StaleServed)
+//! (stale-while-revalidate) or [`Event::CacheMiss`](crate::event::Event::CacheMiss)
+//! (sent down the stack, forced refreshes included); a miss whose failure is
+//! answered with a stale copy (stale-if-error) then reports `StaleServed`
+//! too, as the counters of [`CacheStats`] do. Bypassing and invalidating
+//! requests report nothing. A hit classifies its request only when an
+//! observer is set. [`CacheHandle`] is the store's
+//! [`MemorySource`](crate::event::MemorySource) (its weight in bytes).
+//!
 //! # Examples
 //!
 //! ```

@@ -17,6 +17,7 @@ use super::{
 use crate::{
     class::Classify,
     error::BoxError,
+    event::{Event, Observers},
     key::{Key, KeyFn},
 };
 
@@ -28,6 +29,7 @@ pub struct Cache<S, K, V, P, C> {
     pub(super) policy: P,
     pub(super) classify: C,
     pub(super) settings: Arc<Settings>,
+    pub(super) observers: Observers,
     pub(super) store: Arc<Store<V>>,
 }
 
@@ -71,6 +73,7 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         if let Some(path) = self.policy.invalidates(&req) {
             let store = self.store.clone();
+            // Invalidating requests are not looked up: no hit, no miss.
             return ResponseFuture::invalidating(
                 self.inner.call(req),
                 path,
@@ -118,6 +121,7 @@ where
         let fallback = match found {
             Found::Fresh { value, age } => {
                 self.store.count(Count::Hit);
+                self.observe(&req, Event::CacheHit);
                 let mut response = self.policy.unshare_owned(value);
                 self.policy.decorate(&mut response, Outcome::Hit, age);
                 return ResponseFuture::ready(Ok(response));
@@ -130,6 +134,7 @@ where
                 ..
             } => {
                 self.store.count(Count::StaleWhileRevalidate);
+                self.observe(&req, Event::StaleServed);
                 let mut response = self.policy.unshare_owned(value);
                 let outcome = Outcome::StaleWhileRevalidate { staleness };
                 self.policy.decorate(&mut response, outcome, age);
@@ -147,6 +152,7 @@ where
         };
         self.store.count(Count::Miss);
         let class = self.classify.classify(&req);
+        self.observers.observe(&class, Event::CacheMiss);
         let forced = directive == Directive::Refresh;
         ResponseFuture::fetching(
             self.inner.call(req),
@@ -157,11 +163,24 @@ where
             self.store.clone(),
             self.policy.clone(),
             self.settings.clone(),
+            self.observers.clone(),
         )
     }
 }
 
 impl<S, K, V, P, C> Cache<S, K, V, P, C> {
+    /// Reports `event` for `req`'s class; the request is classified only
+    /// when an observer is set.
+    #[inline]
+    fn observe<Req>(&self, req: &Req, event: Event)
+    where
+        C: Classify<Req>,
+    {
+        if self.observers.is_set() {
+            self.observers.observe(&self.classify.classify(req), event);
+        }
+    }
+
     /// Starts the one background refresh of `key`, unless one runs or there
     /// is no runtime to run it on.
     fn spawn_refresh<Req>(&self, key: Key, req: Req)
@@ -232,6 +251,7 @@ impl<S: Clone, K: Clone, V, P: Clone, C: Clone> Clone for Cache<S, K, V, P, C> {
             policy: self.policy.clone(),
             classify: self.classify.clone(),
             settings: self.settings.clone(),
+            observers: self.observers.clone(),
             store: self.store.clone(),
         }
     }

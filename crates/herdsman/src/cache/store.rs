@@ -11,13 +11,18 @@ use std::{
 };
 
 use quick_cache::{sync::Cache as QuickCache, OptionsBuilder, Weighter};
-use tokio::time::Instant;
+use tokio::{sync::broadcast, time::Instant};
 
 use super::CacheStats;
 use crate::{
     class::Class,
+    event::Invalidation,
     key::{Key, KeyBuildHasher},
 };
+
+/// Invalidations a receiver of [`CacheHandle::invalidations`](super::CacheHandle::invalidations)
+/// may fall behind by before it skips the oldest.
+pub(crate) const INVALIDATIONS_CAPACITY: usize = 64;
 
 /// One stored response and its freshness, in milliseconds since the store's
 /// epoch (compact: the store is bounded by bytes, and bookkeeping counts).
@@ -125,6 +130,7 @@ pub(crate) struct Store<V> {
     /// Weighs values instead of the policy, when set.
     pub(crate) weigher: Option<Weigher<V>>,
     stripes: Box<[Stripe]>,
+    invalidations: broadcast::Sender<Invalidation>,
 }
 
 /// Weighs one stored value in bytes.
@@ -138,6 +144,20 @@ impl<V> Store<V> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         refreshing.insert(key.clone())
+    }
+
+    /// Announces an invalidation to the receivers of
+    /// [`CacheHandle::invalidations`](super::CacheHandle::invalidations).
+    /// `what` is built only when someone listens; a send never fails the
+    /// caller.
+    pub(crate) fn announce(&self, what: impl FnOnce() -> Invalidation) {
+        if self.invalidations.receiver_count() > 0 {
+            let _ = self.invalidations.send(what());
+        }
+    }
+
+    pub(crate) fn invalidations(&self) -> broadcast::Receiver<Invalidation> {
+        self.invalidations.subscribe()
     }
 
     pub(crate) fn release_refresh(&self, key: &Key) {
@@ -179,6 +199,7 @@ impl<V: Clone> Store<V> {
             max_bytes,
             weigher: None,
             stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+            invalidations: broadcast::channel(INVALIDATIONS_CAPACITY).0,
         }
     }
 
@@ -318,6 +339,11 @@ impl<V: Clone> Store<V> {
         self.stripes[stripe_index()]
             .invalidated
             .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Bytes held now: the sum of entry weights.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.entries.weight()
     }
 
     pub(crate) fn stats(&self) -> CacheStats {

@@ -2,8 +2,13 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use tower_layer::Layer;
 
-use super::{state::State, Dedup, DedupStats};
-use crate::{key::DEFAULT_MAX_KEY_LEN, share::CloneShare};
+use super::{state::State, Dedup, DedupHandle, DedupStats};
+use crate::{
+    class::AllDefault,
+    event::{Observer, Observers},
+    key::DEFAULT_MAX_KEY_LEN,
+    share::CloneShare,
+};
 
 /// Applies [`Dedup`] to a service: concurrent identical requests share one
 /// inner call.
@@ -12,9 +17,11 @@ use crate::{key::DEFAULT_MAX_KEY_LEN, share::CloneShare};
 /// one in-flight map: a request through any of them coalesces with identical
 /// requests through the others. Build a new layer value for an independent
 /// map. See the [module docs](crate::dedup) for semantics.
-pub struct DedupLayer<K, P = CloneShare> {
+pub struct DedupLayer<K, P = CloneShare, C = AllDefault> {
     key: K,
     share: P,
+    classify: C,
+    observers: Observers,
     state: Arc<State>,
 }
 
@@ -25,12 +32,14 @@ impl<K> DedupLayer<K> {
         DedupLayer {
             key,
             share: CloneShare,
+            classify: AllDefault,
+            observers: Observers::none(),
             state: Arc::new(State::new(Duration::ZERO, DEFAULT_MAX_KEY_LEN)),
         }
     }
 }
 
-impl<K, P> DedupLayer<K, P> {
+impl<K, P, C> DedupLayer<K, P, C> {
     /// Keeps a finished successful result for `window`: identical requests in
     /// that time get it without an inner call. Zero (the default) re-executes.
     /// Errors are never reused.
@@ -52,22 +61,55 @@ impl<K, P> DedupLayer<K, P> {
 
     /// Uses `share` to hand one response to many callers, e.g.
     /// [`HttpShare`](crate::http::HttpShare).
-    pub fn with_share<P2>(self, share: P2) -> DedupLayer<K, P2> {
+    pub fn with_share<P2>(self, share: P2) -> DedupLayer<K, P2, C> {
         DedupLayer {
             key: self.key,
             share,
+            classify: self.classify,
+            observers: self.observers,
             state: self.state,
         }
+    }
+
+    /// Names the endpoint class of each request, e.g.
+    /// [`PathClasses`](crate::http::PathClasses), for the events reported to
+    /// the observer. Requests are classified only when an observer is set:
+    /// coalescing itself is by key alone.
+    pub fn with_classifier<C2>(self, classify: C2) -> DedupLayer<K, P, C2> {
+        DedupLayer {
+            key: self.key,
+            share: self.share,
+            classify,
+            observers: self.observers,
+            state: self.state,
+        }
+    }
+
+    /// Reports [`Event::Coalesced`](crate::event::Event::Coalesced) for each
+    /// caller that joins a call in flight and
+    /// [`Event::Reused`](crate::event::Event::Reused) for each caller answered
+    /// from the reuse window, with the class named by
+    /// [`with_classifier`](Self::with_classifier). Services made from this
+    /// layer value afterwards, and their clones, share the observer.
+    pub fn with_observer(mut self, observer: impl Observer) -> Self {
+        self.observers = Observers::new(observer);
+        self
     }
 
     /// The counters of this layer's in-flight map.
     pub fn stats(&self) -> DedupStats {
         self.state.stats()
     }
+
+    /// A handle to this layer's in-flight map, for stats and memory
+    /// accounting; it outlives the layer value.
+    pub fn handle(&self) -> DedupHandle {
+        DedupHandle::new(self.state.clone())
+    }
 }
 
-impl<S, K: Clone, P: Clone> Layer<S> for DedupLayer<K, P> {
-    type Service = Dedup<S, K, P>;
+impl<S, K: Clone, P: Clone, C: Clone> Layer<S> for DedupLayer<K, P, C> {
+    type Service = Dedup<S, K, P, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Dedup::from_parts(
@@ -76,24 +118,28 @@ impl<S, K: Clone, P: Clone> Layer<S> for DedupLayer<K, P> {
             self.share.clone(),
             self.state.clone(),
         )
+        .with_events(self.classify.clone(), self.observers.clone())
     }
 }
 
-impl<K: Clone, P: Clone> Clone for DedupLayer<K, P> {
+impl<K: Clone, P: Clone, C: Clone> Clone for DedupLayer<K, P, C> {
     fn clone(&self) -> Self {
         DedupLayer {
             key: self.key.clone(),
             share: self.share.clone(),
+            classify: self.classify.clone(),
+            observers: self.observers.clone(),
             state: self.state.clone(),
         }
     }
 }
 
-impl<K, P> fmt::Debug for DedupLayer<K, P> {
+impl<K, P, C> fmt::Debug for DedupLayer<K, P, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DedupLayer")
             .field("window", &self.state.window())
             .field("max_key_len", &self.state.max_key_len())
+            .field("observers", &self.observers)
             .finish_non_exhaustive()
     }
 }

@@ -32,6 +32,18 @@
 //!   `Set-Cookie`). Its own caller gets it; every follower then makes its own
 //!   uncoordinated call.
 //!
+//! # Events
+//!
+//! With [`DedupLayer::with_observer`], each follower that joins a call in
+//! flight is reported as [`Event::Coalesced`](crate::event::Event::Coalesced)
+//! and each caller answered from the reuse window as
+//! [`Event::Reused`](crate::event::Event::Reused), with the class named by
+//! [`DedupLayer::with_classifier`] (the default class without one). Drivers
+//! and pass-throughs report nothing. Requests are classified only when an
+//! observer is set, after the shard lock is released; without one an event
+//! costs a branch. [`DedupHandle`] is the map's
+//! [`MemorySource`].
+//!
 //! # Back-pressure
 //!
 //! `poll_ready` is the inner service's. A follower does not use the readiness
@@ -80,6 +92,50 @@ mod service;
 mod state;
 
 pub use self::{error::Panicked, future::ResponseFuture, layer::DedupLayer, service::Dedup};
+
+use std::{fmt, sync::Arc};
+
+use crate::event::MemorySource;
+
+/// The bytes one entry of the in-flight map is estimated to hold, for
+/// [`MemorySource`]: the map's record of the key and its slot (about 140
+/// bytes with the hash table's spare room), the reuse window's expiry record
+/// (about 90) and the shared part of a flight. Key bytes beyond the 24 stored
+/// inline and the boxed inner future are not counted.
+pub const ENTRY_ESTIMATE_BYTES: u64 = 256;
+
+/// A handle to one [`DedupLayer`] value's in-flight map, from
+/// [`DedupLayer::handle`]: its counters, and its memory for the Stats layer
+/// (entries × [`ENTRY_ESTIMATE_BYTES`]). Cheap to clone.
+#[derive(Clone)]
+pub struct DedupHandle {
+    state: Arc<state::State>,
+}
+
+impl DedupHandle {
+    fn new(state: Arc<state::State>) -> Self {
+        DedupHandle { state }
+    }
+
+    /// The counters of the in-flight map.
+    pub fn stats(&self) -> DedupStats {
+        self.state.stats()
+    }
+}
+
+impl MemorySource for DedupHandle {
+    fn memory_bytes(&self) -> u64 {
+        self.state.entries() * ENTRY_ESTIMATE_BYTES
+    }
+}
+
+impl fmt::Debug for DedupHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DedupHandle")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
 
 /// Counters of one in-flight map, for the stats layer and for tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -13,7 +13,9 @@ use super::{
     DedupLayer, DedupStats,
 };
 use crate::{
+    class::{AllDefault, Classify},
     error::BoxError,
+    event::{Event, Observers},
     key::{KeyFn, DEFAULT_MAX_KEY_LEN},
     share::{CloneShare, Share},
 };
@@ -21,10 +23,12 @@ use crate::{
 /// Coalesces concurrent identical requests into one inner call.
 ///
 /// See the [module docs](crate::dedup).
-pub struct Dedup<S, K, P = CloneShare> {
+pub struct Dedup<S, K, P = CloneShare, C = AllDefault> {
     inner: S,
     key: K,
     share: P,
+    classify: C,
+    observers: Observers,
     state: Arc<State>,
 }
 
@@ -47,10 +51,25 @@ impl<S, K, P> Dedup<S, K, P> {
             inner,
             key,
             share,
+            classify: AllDefault,
+            observers: Observers::none(),
             state,
         }
     }
 
+    pub(crate) fn with_events<C>(self, classify: C, observers: Observers) -> Dedup<S, K, P, C> {
+        Dedup {
+            inner: self.inner,
+            key: self.key,
+            share: self.share,
+            classify,
+            observers,
+            state: self.state,
+        }
+    }
+}
+
+impl<S, K, P, C> Dedup<S, K, P, C> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -72,13 +91,14 @@ impl<S, K, P> Dedup<S, K, P> {
     }
 }
 
-impl<S, K, P, Req> Service<Req> for Dedup<S, K, P>
+impl<S, K, P, C, Req> Service<Req> for Dedup<S, K, P, C>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
     K: KeyFn<Req>,
     P: Share<S::Response> + Clone,
+    C: Classify<Req>,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -100,12 +120,14 @@ where
                 ResponseFuture::leading(driver, self.share.clone())
             }
             Join::Follow(follower) => {
+                self.observe(&req, Event::Coalesced);
                 // Kept in case the response cannot be shared and this caller
                 // must make its own call.
                 let retry = (self.inner.clone(), req);
                 ResponseFuture::following(follower, retry, self.share.clone())
             }
             Join::Reuse(outcome) => {
+                self.observe(&req, Event::Reused);
                 let result = match &*outcome {
                     Outcome::Ok(shared) => Ok(self.share.unshare(shared)),
                     Outcome::Err(err) => Err(Box::new(err.clone()) as BoxError),
@@ -118,22 +140,39 @@ where
     }
 }
 
-impl<S: Clone, K: Clone, P: Clone> Clone for Dedup<S, K, P> {
+impl<S, K, P, C> Dedup<S, K, P, C> {
+    /// Reports `event` for `req`'s class; the request is classified only
+    /// when an observer is set.
+    #[inline]
+    fn observe<Req>(&self, req: &Req, event: Event)
+    where
+        C: Classify<Req>,
+    {
+        if self.observers.is_set() {
+            self.observers.observe(&self.classify.classify(req), event);
+        }
+    }
+}
+
+impl<S: Clone, K: Clone, P: Clone, C: Clone> Clone for Dedup<S, K, P, C> {
     fn clone(&self) -> Self {
         Dedup {
             inner: self.inner.clone(),
             key: self.key.clone(),
             share: self.share.clone(),
+            classify: self.classify.clone(),
+            observers: self.observers.clone(),
             state: self.state.clone(),
         }
     }
 }
 
-impl<S: fmt::Debug, K, P> fmt::Debug for Dedup<S, K, P> {
+impl<S: fmt::Debug, K, P, C> fmt::Debug for Dedup<S, K, P, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Dedup")
             .field("inner", &self.inner)
             .field("state", &self.state)
+            .field("observers", &self.observers)
             .finish_non_exhaustive()
     }
 }

@@ -252,6 +252,22 @@ impl State {
         })
     }
 
+    /// Keys held now: in flight, or kept for the reuse window. Expired reuse
+    /// entries are purged first, as in [`stats`](Self::stats).
+    pub(crate) fn entries(&self) -> u64 {
+        let now = (!self.window.is_zero()).then(Instant::now);
+        self.shards
+            .iter()
+            .map(|shard| {
+                let mut shard = lock(&shard.0);
+                if let Some(now) = now {
+                    shard.purge(now);
+                }
+                shard.map.len() as u64
+            })
+            .sum()
+    }
+
     /// Counters, summed over the shards.
     pub(crate) fn stats(&self) -> DedupStats {
         let now = (!self.window.is_zero()).then(Instant::now);
@@ -562,5 +578,21 @@ impl<F, V> fmt::Debug for Follower<F, V> {
             .field("key", &self.key)
             .field("gen", &self.gen)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_entry_estimate_covers_a_slot_and_its_expiry_record() {
+        let slot = std::mem::size_of::<(Key, Slot)>() + 1; // + hashbrown's control byte
+        let with_spare_room = slot * 8 / 7;
+        let expiry = std::mem::size_of::<(Key, u64, Instant)>();
+        assert!(
+            (with_spare_room + expiry) as u64 <= super::super::ENTRY_ESTIMATE_BYTES,
+            "{with_spare_room} + {expiry}"
+        );
     }
 }

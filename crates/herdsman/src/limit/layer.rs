@@ -2,9 +2,10 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use tower_layer::Layer;
 
-use super::{rate::RateRule, state::Shared, Limit, LimitStats};
+use super::{rate::RateRule, state::Shared, Limit, LimitHandle, LimitStats};
 use crate::{
     class::{AllDefault, Class},
+    event::{Observer, Observers},
     key::{Key, KeyFn},
 };
 
@@ -128,6 +129,7 @@ impl Default for ClassLimits {
 pub(crate) struct Settings {
     pub(crate) default: ClassLimits,
     pub(crate) classes: Vec<(Class, ClassLimits)>,
+    pub(crate) observers: Observers,
 }
 
 /// The caller identity of layers built without
@@ -167,6 +169,7 @@ impl LimitLayer {
             shared: Arc::new(Shared::new(Settings {
                 default: limits,
                 classes: Vec::new(),
+                observers: Observers::none(),
             })),
         }
     }
@@ -214,9 +217,31 @@ impl<C, I> LimitLayer<C, I> {
         }
     }
 
+    /// Reports [`Event::Rejected`](crate::event::Event::Rejected) with
+    /// [`Rejection::Overloaded`](crate::event::Rejection::Overloaded) or
+    /// [`Rejection::RateLimited`](crate::event::Rejection::RateLimited) for
+    /// every request this layer refuses, with its class (requests over an
+    /// alert-only rule are let through and not reported). Starts new state,
+    /// like [`with_class`](Self::with_class).
+    pub fn with_observer(self, observer: impl Observer) -> Self {
+        let mut settings = self.shared.settings().clone();
+        settings.observers = Observers::new(observer);
+        LimitLayer {
+            classify: self.classify,
+            identity: self.identity,
+            shared: Arc::new(Shared::new(settings)),
+        }
+    }
+
     /// The counters of this layer's classes.
     pub fn stats(&self) -> LimitStats {
         self.shared.stats()
+    }
+
+    /// A handle to this layer's state, for stats and memory accounting; it
+    /// outlives the layer value.
+    pub fn handle(&self) -> LimitHandle {
+        LimitHandle::new(self.shared.clone())
     }
 }
 

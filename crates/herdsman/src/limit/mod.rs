@@ -42,6 +42,17 @@
 //!   one [`LimitLayer`] value, share its permits, queues and budgets: put one
 //!   layer value on every service that reaches the same upstream.
 //!
+//! # Events
+//!
+//! With [`LimitLayer::with_observer`], each refused request reports
+//! [`Event::Rejected`](crate::event::Event::Rejected) with
+//! [`Rejection::Overloaded`](crate::event::Rejection::Overloaded) (no queue,
+//! queue full, or wait timed out) or
+//! [`Rejection::RateLimited`](crate::event::Rejection::RateLimited), with its
+//! class, where the class's counters are bumped. Alert-only breaches are let
+//! through and report nothing. [`LimitHandle`] is the rate rules' key
+//! stores' [`MemorySource`].
+//!
 //! # Back-pressure
 //!
 //! A request's class is known only in `call`, so `poll_ready` cannot wait for
@@ -168,7 +179,50 @@ pub use self::{
     service::Limit,
 };
 
-use crate::class::Class;
+use std::{fmt, sync::Arc};
+
+use crate::{class::Class, event::MemorySource};
+
+/// The bytes one key of a rate rule is estimated to hold, for
+/// [`MemorySource`]: the key store's record of the budget's key (class
+/// index and caller identity) and its state, with the hash table's spare
+/// room. Identity bytes beyond the 24 stored inline are not counted.
+pub const RATE_KEY_ESTIMATE_BYTES: u64 = 160;
+
+/// A handle to one [`LimitLayer`] value's state, from
+/// [`LimitLayer::handle`]: its counters, and the memory its rate rules' key
+/// stores hold for the Stats layer ([`LimitStats::rate_keys`] ×
+/// [`RATE_KEY_ESTIMATE_BYTES`]; the per-class state is fixed and small).
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct LimitHandle {
+    shared: Arc<state::Shared>,
+}
+
+impl LimitHandle {
+    fn new(shared: Arc<state::Shared>) -> Self {
+        LimitHandle { shared }
+    }
+
+    /// The counters of the layer's classes.
+    pub fn stats(&self) -> LimitStats {
+        self.shared.stats()
+    }
+}
+
+impl MemorySource for LimitHandle {
+    fn memory_bytes(&self) -> u64 {
+        self.shared.rate_keys() * RATE_KEY_ESTIMATE_BYTES
+    }
+}
+
+impl fmt::Debug for LimitHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LimitHandle")
+            .field("shared", &self.shared)
+            .finish()
+    }
+}
 
 /// Counters of one layer value's classes, for the stats layer and for tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

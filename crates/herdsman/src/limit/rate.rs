@@ -487,6 +487,17 @@ mod tests {
     }
 
     #[test]
+    fn the_key_estimate_covers_a_key_and_its_state() {
+        // + hashbrown's control byte, with its spare room (load factor 7/8).
+        let record = std::mem::size_of::<(Bucket, InMemoryState)>() + 1;
+        let with_spare_room = record * 8 / 7;
+        assert!(
+            with_spare_room as u64 <= super::super::RATE_KEY_ESTIMATE_BYTES,
+            "{with_spare_room}"
+        );
+    }
+
+    #[test]
     fn a_rule_spreads_its_limit_over_its_period() {
         let rule = RateRule::new(20, Duration::from_secs(60)).with_burst(5);
         let quota = rule.quota();

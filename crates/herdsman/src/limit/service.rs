@@ -15,6 +15,7 @@ use super::{
 use crate::{
     class::{AllDefault, Classify},
     error::BoxError,
+    event::Observers,
     key::KeyFn,
 };
 
@@ -36,6 +37,7 @@ impl<S> Limit<S> {
         let settings = Settings {
             default: limits,
             classes: Vec::new(),
+            observers: Observers::none(),
         };
         Limit::from_parts(
             inner,

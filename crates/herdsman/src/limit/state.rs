@@ -25,6 +25,7 @@ use super::{
 };
 use crate::{
     class::Class,
+    event::{Event, Observers, Rejection},
     key::{Key, KeyBuildHasher},
 };
 
@@ -57,7 +58,13 @@ impl Shared {
         let mut default = None;
         for (i, (class, limits)) in settings.classes.iter().enumerate() {
             let rate = shared_rate(limits);
-            let state = Arc::new(ClassState::new(class.clone(), i as u32 + 1, limits, rate));
+            let state = Arc::new(ClassState::new(
+                class.clone(),
+                i as u32 + 1,
+                limits,
+                rate,
+                settings.observers.clone(),
+            ));
             if *class == Class::default() {
                 default = Some(state);
             } else {
@@ -70,6 +77,7 @@ impl Shared {
                 0,
                 &settings.default,
                 default_rate.clone(),
+                settings.observers.clone(),
             ))
         });
         Shared {
@@ -128,6 +136,7 @@ impl Shared {
             id,
             &self.settings.default,
             self.default_rate.clone(),
+            self.settings.observers.clone(),
         ));
         let mut map = ClassMap::clone(&current);
         map.insert(class, state.clone());
@@ -135,20 +144,36 @@ impl Shared {
         state
     }
 
-    pub(crate) fn stats(&self) -> LimitStats {
-        let mut classes: Vec<ClassStats> = Vec::new();
+    /// Calls `visit` with every class's state.
+    fn for_each_class(&self, mut visit: impl FnMut(&Arc<ClassState>)) {
+        visit(&self.default);
+        self.configured.values().for_each(&mut visit);
+        self.dynamic.load().values().for_each(&mut visit);
+    }
+
+    /// The rate rules' states, each once (a rule by caller is shared by
+    /// classes).
+    fn rates(&self) -> Vec<Arc<RateState>> {
         let mut rates: Vec<Arc<RateState>> = Vec::new();
-        let mut visit = |state: &Arc<ClassState>| {
-            classes.push(state.stats());
+        self.for_each_class(|state| {
             if let Some(rate) = &state.rate {
                 if !rates.iter().any(|r| Arc::ptr_eq(r, rate)) {
                     rates.push(rate.clone());
                 }
             }
-        };
-        visit(&self.default);
-        self.configured.values().for_each(&mut visit);
-        self.dynamic.load().values().for_each(&mut visit);
+        });
+        rates
+    }
+
+    /// Keys the rate rules hold now.
+    pub(crate) fn rate_keys(&self) -> u64 {
+        self.rates().iter().map(|r| r.keys()).sum()
+    }
+
+    pub(crate) fn stats(&self) -> LimitStats {
+        let mut classes: Vec<ClassStats> = Vec::new();
+        self.for_each_class(|state| classes.push(state.stats()));
+        let rates = self.rates();
         classes.sort_by(|a, b| a.class.cmp(&b.class));
         LimitStats {
             classes,
@@ -201,6 +226,7 @@ pub(crate) struct ClassState {
     waiting: AtomicUsize,
     pub(crate) rate: Option<Arc<RateState>>,
     counters: Counters,
+    observers: Observers,
 }
 
 impl ClassState {
@@ -210,6 +236,7 @@ impl ClassState {
         id: u32,
         limits: &ClassLimits,
         shared_rate: Option<Arc<RateState>>,
+        observers: Observers,
     ) -> Self {
         let rate = match &limits.rate {
             Some(rule) if rule.key() == RateKey::Class => {
@@ -231,6 +258,7 @@ impl ClassState {
             waiting: AtomicUsize::new(0),
             rate,
             counters: Counters::default(),
+            observers,
         }
     }
 
@@ -268,6 +296,7 @@ impl ClassState {
             Verdict::Pass => Ok(()),
             Verdict::Reject { retry_after } => {
                 self.counters.rejected_rate.fetch_add(1, Ordering::Relaxed);
+                self.rejected(Rejection::RateLimited);
                 Err(RateLimited::new(self.class.clone(), retry_after))
             }
             Verdict::Alert { warn, retry_after } => {
@@ -310,6 +339,7 @@ impl ClassState {
             self.counters
                 .rejected_overloaded
                 .fetch_add(1, Ordering::Relaxed);
+            self.rejected(Rejection::Overloaded);
             Err(self.overloaded(reason))
         };
         if self.max_queue == 0 {
@@ -337,10 +367,15 @@ impl ClassState {
                     let counters = &state.counters;
                     counters.rejected_overloaded.fetch_add(1, Ordering::Relaxed);
                     counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                    state.rejected(Rejection::Overloaded);
                     Err(state.overloaded(Reason::TimedOut(max_wait)))
                 }
             }
         }))
+    }
+
+    fn rejected(&self, why: Rejection) {
+        self.observers.observe(&self.class, Event::Rejected(why));
     }
 
     fn overloaded(&self, reason: Reason) -> Overloaded {

@@ -1,0 +1,102 @@
+//! [`ServiceBuilderExt`]: one method per herdsman layer on
+//! [`tower::ServiceBuilder`], as tower-http does for its middleware.
+
+use tower::ServiceBuilder;
+use tower_layer::Stack;
+
+use crate::{breaker::BreakerLayer, cache::CacheLayer, dedup::DedupLayer, limit::LimitLayer};
+
+/// Adds herdsman's layers to [`tower::ServiceBuilder`].
+///
+/// Each method is `.layer(layer)` with the layer's type spelled out; the
+/// order of the calls is the order of the stack, outermost first. The
+/// recommended order is cache, dedup, breaker, limit (see `DESIGN.md`).
+///
+/// The trait is sealed: it is implemented for `ServiceBuilder` only.
+///
+/// # Example
+///
+/// ```
+/// use herdsman::{
+///     breaker::BreakerLayer, builder::ServiceBuilderExt, cache::CacheLayer, dedup::DedupLayer,
+///     key::Key, limit::{ClassLimits, LimitLayer},
+/// };
+/// use std::convert::Infallible;
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let key = |id: &u64| Some(Key::from(*id));
+/// let cache = CacheLayer::new(key);
+/// let svc = ServiceBuilder::new()
+///     .cache(cache.clone())
+///     .dedup(DedupLayer::new(key))
+///     .breaker(BreakerLayer::new())
+///     .limit(LimitLayer::new(ClassLimits::new(16)))
+///     .service(service_fn(|id: u64| async move { Ok::<_, Infallible>(id * 2) }));
+///
+/// assert_eq!(svc.clone().oneshot(21).await.unwrap(), 42); // a miss, stored
+/// assert_eq!(svc.oneshot(21).await.unwrap(), 42); // a hit
+/// assert_eq!(cache.handle().stats().hits, 1);
+/// # }
+/// ```
+pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
+    /// Adds a [`DedupLayer`]: concurrent identical requests share one inner
+    /// call. See [`crate::dedup`].
+    fn dedup<K, P, C>(
+        self,
+        layer: DedupLayer<K, P, C>,
+    ) -> ServiceBuilder<Stack<DedupLayer<K, P, C>, L>>;
+
+    /// Adds a [`CacheLayer`]: repeated requests are answered from memory.
+    /// See [`crate::cache`].
+    fn cache<K, V, P, C>(
+        self,
+        layer: CacheLayer<K, V, P, C>,
+    ) -> ServiceBuilder<Stack<CacheLayer<K, V, P, C>, L>>;
+
+    /// Adds a [`BreakerLayer`]: calls fail fast while their upstream is
+    /// sick. See [`crate::breaker`].
+    fn breaker<C, K>(
+        self,
+        layer: BreakerLayer<C, K>,
+    ) -> ServiceBuilder<Stack<BreakerLayer<C, K>, L>>;
+
+    /// Adds a [`LimitLayer`]: a concurrency limit and rate rules per
+    /// endpoint class. See [`crate::limit`].
+    fn limit<C, I>(self, layer: LimitLayer<C, I>) -> ServiceBuilder<Stack<LimitLayer<C, I>, L>>;
+}
+
+impl<L> sealed::Sealed<L> for ServiceBuilder<L> {}
+
+impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
+    fn dedup<K, P, C>(
+        self,
+        layer: DedupLayer<K, P, C>,
+    ) -> ServiceBuilder<Stack<DedupLayer<K, P, C>, L>> {
+        self.layer(layer)
+    }
+
+    fn cache<K, V, P, C>(
+        self,
+        layer: CacheLayer<K, V, P, C>,
+    ) -> ServiceBuilder<Stack<CacheLayer<K, V, P, C>, L>> {
+        self.layer(layer)
+    }
+
+    fn breaker<C, K>(
+        self,
+        layer: BreakerLayer<C, K>,
+    ) -> ServiceBuilder<Stack<BreakerLayer<C, K>, L>> {
+        self.layer(layer)
+    }
+
+    fn limit<C, I>(self, layer: LimitLayer<C, I>) -> ServiceBuilder<Stack<LimitLayer<C, I>, L>> {
+        self.layer(layer)
+    }
+}
+
+mod sealed {
+    #[allow(unreachable_pub)]
+    pub trait Sealed<T> {}
+}
