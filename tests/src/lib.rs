@@ -135,6 +135,25 @@ impl Server {
         Server { addr, task }
     }
 
+    /// Serves `app` like [`Server::start`], with each connection's peer
+    /// address in the request extensions (`ConnectInfo<SocketAddr>`), as an
+    /// app whose admin routes check for loopback callers needs.
+    pub async fn start_with_connect_info(app: Router) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local address");
+        let task = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .expect("axum::serve");
+        });
+        Server { addr, task }
+    }
+
     /// The absolute URL of `path` on this server.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)

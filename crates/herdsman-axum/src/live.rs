@@ -1,6 +1,6 @@
 //! SSE and polling endpoints over one HTTP registry.
 
-use std::{fmt, sync::Arc};
+use std::{fmt, sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
@@ -16,7 +16,7 @@ use crate::{
     error::error_response,
     poll::poll_response,
     routes::Toggle,
-    sse::{sse, LastEventId, SseMessage},
+    sse::{sse, LastEventId, SseMessage, KEEP_ALIVE},
     streams::StreamCap,
 };
 
@@ -42,6 +42,7 @@ pub struct Live {
     subscribe: Arc<SubscribeFn>,
     sse_enabled: Toggle,
     streams: StreamCap,
+    keep_alive: Duration,
 }
 
 impl Live {
@@ -57,6 +58,7 @@ impl Live {
             subscribe: Arc::new(subscribe),
             sse_enabled: Toggle::new(true),
             streams: StreamCap::new(6),
+            keep_alive: KEEP_ALIVE,
         }
     }
 
@@ -70,6 +72,13 @@ impl Live {
     /// and clients fall back to polling.
     pub fn with_sse_toggle(mut self, toggle: Toggle) -> Self {
         self.sse_enabled = toggle;
+        self
+    }
+
+    /// How long an idle stream waits before a keep-alive comment (default
+    /// [`KEEP_ALIVE`], 15 s).
+    pub fn with_keep_alive(mut self, every: Duration) -> Self {
+        self.keep_alive = every;
         self
     }
 
@@ -112,6 +121,7 @@ impl Live {
                 encode_http,
                 Some(Box::new(permit)),
                 Some(Box::pin(self.sse_enabled.off())),
+                self.keep_alive,
             ),
             Err(err) => error_response(&err),
         }

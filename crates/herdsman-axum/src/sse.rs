@@ -223,18 +223,21 @@ impl<T: Send + Sync + 'static, E: Encode<T> + Unpin> Stream for UpdateEvents<T, 
 /// Each update the subscription yields (the current value first, then each
 /// change) becomes one event through `encode`, with `id:` its version and,
 /// on the first event, `retry:` the key's poll interval. An idle stream
-/// sends a keep-alive comment every 15 s. When `last_event_id` is the
+/// sends a keep-alive comment every `keep_alive`. When `last_event_id` is the
 /// current version the client is current and the initial event is skipped.
 /// The response carries `Cache-Control: no-store`.
 ///
 /// `guard` is held for the stream's life (a per-caller stream permit, say);
 /// the stream ends when `until` resolves (the SSE switch turned off, say).
+/// `keep_alive` is the idle time before a keep-alive comment
+/// ([`KEEP_ALIVE`] is the usual 15 s).
 pub fn sse<T, E>(
     subscription: Subscription<T>,
     last_event_id: LastEventId,
     encode: E,
     guard: Option<Box<dyn Send + Sync>>,
     until: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    keep_alive: Duration,
 ) -> Response
 where
     T: Send + Sync + 'static,
@@ -249,7 +252,7 @@ where
         _guard: guard,
     };
     let mut response = Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+        .keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"))
         .into_response();
     response
         .headers_mut()

@@ -1,0 +1,278 @@
+//! The herdsman demo: a board app whose "active users" and card events
+//! stream to every open tab, where a thousand tabs cost the upstream one
+//! call per interval, and where a page shows what coordination saves.
+//!
+//! ```text
+//! cargo run --release -p active-users
+//! ```
+//!
+//! Then open <http://127.0.0.1:3000/> in a few tabs. Environment variables:
+//! `HERDSMAN_ADDR` (default `127.0.0.1:3000`), `HERDSMAN_ENV`,
+//! `HERDSMAN_CONFIG` and `HERDSMAN__SECTION__KEY` (see
+//! docs/CONFIGURATION.md), `DEMO_UPSTREAM_LATENCY_MS` (default 50),
+//! `DEMO_UPSTREAM_FAIL_RATE` (0.0 to 1.0, default 0), `RUST_LOG`.
+//!
+//! The routes and what they answer are in docs/HTTP.md.
+
+mod upstream;
+
+use std::{
+    collections::hash_map::DefaultHasher,
+    hash::{Hash, Hasher},
+    net::SocketAddr,
+    time::Duration,
+};
+
+use axum::{
+    body::Body,
+    extract::{ConnectInfo, Path, Request, State},
+    http::{request::Parts, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Router,
+};
+use herdsman::{
+    config::{CacheOverride, ClassConfig, Config, Environment},
+    coordinator::{BuildError, Coordinated, Coordinator},
+    event::Invalidation,
+};
+use herdsman_axum::{data_request, error_response, Admin, LastEventId, Live};
+use tower::ServiceExt;
+
+pub use crate::upstream::{CardEvent, Endpoint, NewCard, Upstream};
+
+/// The demo's endpoint classes: name, path pattern, shared across users.
+pub const CLASSES: [(&str, &str, bool); 3] = [
+    ("active-users", "/api/active-users", true),
+    ("board-events", "/api/boards/{board}/events", true),
+    ("me", "/api/me", false),
+];
+
+/// Adds the demo's endpoint classes to `config` (where the file or the
+/// variables did not define them): their GET routes are cached for the
+/// profile's poll interval, with stale-while-revalidate for twice that.
+pub fn with_demo_classes(mut config: Config) -> Config {
+    let interval = config.registry.interval;
+    for (name, path, public) in CLASSES {
+        config
+            .classes
+            .entry(name.to_owned())
+            .or_insert_with(|| ClassConfig {
+                paths: vec![path.to_owned()],
+                public,
+                cache: Some(CacheOverride {
+                    ttl: Some(interval),
+                    stale_while_revalidate: Some(interval * 2),
+                    ..CacheOverride::default()
+                }),
+                ..ClassConfig::default()
+            });
+    }
+    config
+}
+
+/// What the demo reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `DEMO_UPSTREAM_LATENCY_MS` (default 50).
+    pub latency: Duration,
+    /// `DEMO_UPSTREAM_FAIL_RATE` (0.0 to 1.0, default 0).
+    pub fail_rate: f64,
+    /// How often a simulated user arrives or leaves (none in tests).
+    pub churn: Option<Duration>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            latency: Duration::from_millis(50),
+            fail_rate: 0.0,
+            churn: Some(Duration::from_secs(4)),
+        }
+    }
+}
+
+impl Options {
+    /// Reads `DEMO_UPSTREAM_LATENCY_MS` and `DEMO_UPSTREAM_FAIL_RATE`; an
+    /// invalid value is an error naming the variable.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let mut options = Options::default();
+        if let Some(v) = var("DEMO_UPSTREAM_LATENCY_MS") {
+            let ms: u64 = v.trim().parse().map_err(|_| {
+                format!("DEMO_UPSTREAM_LATENCY_MS = {v:?}: not a whole number of milliseconds")
+            })?;
+            options.latency = Duration::from_millis(ms);
+        }
+        if let Some(v) = var("DEMO_UPSTREAM_FAIL_RATE") {
+            let rate: f64 = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|r: &f64| (0.0..=1.0).contains(r))
+                .ok_or_else(|| format!("DEMO_UPSTREAM_FAIL_RATE = {v:?}: not a number from 0.0 to 1.0"))?;
+            options.fail_rate = rate;
+        }
+        Ok(options)
+    }
+}
+
+/// The running demo: the coordinator, the upstream it protects and the
+/// SSE/polling answers over its registry.
+#[derive(Clone)]
+pub struct Demo {
+    /// The coordinator (stats, switches, registry).
+    pub coordinator: Coordinator,
+    /// The simulated upstream (its own call counts).
+    pub upstream: Upstream,
+    /// SSE and polling over the registry.
+    pub live: Live,
+    coordinated: Coordinated<Router>,
+}
+
+impl Demo {
+    /// Builds the demo for `environment` with `config` (give it
+    /// [`with_demo_classes`]). Must run inside a tokio runtime.
+    pub fn build(environment: Environment, config: Config, options: &Options) -> Result<Demo, BuildError> {
+        let coordinator = Coordinator::builder()
+            .environment(environment)
+            .config(config)
+            .build()?;
+        let upstream = Upstream::new(options.latency, options.fail_rate);
+        let coordinated = tower::Layer::layer(&coordinator.layer(), upstream.router());
+        let subscriber = coordinated.clone();
+        let live = Live::new(move |req| subscriber.subscribe(req));
+        if let Some(every) = options.churn {
+            let up = upstream.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    up.churn();
+                }
+            });
+        }
+        Ok(Demo {
+            coordinator,
+            upstream,
+            live,
+            coordinated,
+        })
+    }
+
+    /// The public router. Serve it with
+    /// `into_make_service_with_connect_info::<SocketAddr>()` so the admin
+    /// routes can tell loopback callers in development.
+    pub fn router(&self) -> Router {
+        let config = self.coordinator.config();
+        let admin = Admin::builder(
+            self.coordinator.stats().clone(),
+            self.coordinator.environment(),
+            config.admin.token.as_deref(),
+        )
+        .with_switches(self.coordinator.switches().clone())
+        .with_toggle("sse", self.live.sse_toggle().clone())
+        .router();
+        Router::new()
+            .route("/api/active-users", get(poll))
+            .route("/api/boards/{board}/events", get(poll_board))
+            .route("/api/boards/{board}/cards", post(add_card))
+            .route("/api/me", get(poll))
+            .route("/sse/active-users", get(sse_active_users))
+            .route("/sse/boards/{board}/events", get(sse_board))
+            .with_state(self.clone())
+            .merge(admin)
+    }
+}
+
+/// Board names are untrusted path input: 1 to 64 of `[A-Za-z0-9_-]`.
+fn valid_board(board: &str) -> bool {
+    (1..=64).contains(&board.len())
+        && board
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "no such board").into_response()
+}
+
+/// The caller, for the per-caller stream cap: a hash of its credentials if
+/// it sent any, otherwise its address.
+fn identity(parts: &Parts) -> String {
+    let credentials = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .or_else(|| parts.headers.get(axum::http::header::COOKIE));
+    match credentials {
+        Some(value) => {
+            let mut h = DefaultHasher::new();
+            value.as_bytes().hash(&mut h);
+            format!("credentials:{:016x}", h.finish())
+        }
+        None => match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+            Some(ConnectInfo(peer)) => format!("peer:{}", peer.ip()),
+            None => "anonymous".to_owned(),
+        },
+    }
+}
+
+async fn poll(State(demo): State<Demo>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    demo.live.poll(data_request(&parts, &path)).await
+}
+
+async fn poll_board(
+    State(demo): State<Demo>,
+    Path(board): Path<String>,
+    req: Request,
+) -> Response {
+    if !valid_board(&board) {
+        return not_found();
+    }
+    poll(State(demo), req).await
+}
+
+async fn sse_active_users(State(demo): State<Demo>, last: LastEventId, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let data = data_request(&parts, "/api/active-users");
+    demo.live.sse(data, last, &identity(&parts))
+}
+
+async fn sse_board(
+    State(demo): State<Demo>,
+    Path(board): Path<String>,
+    last: LastEventId,
+    req: Request,
+) -> Response {
+    if !valid_board(&board) {
+        return not_found();
+    }
+    let (parts, _) = req.into_parts();
+    let data = data_request(&parts, &format!("/api/boards/{board}/events"));
+    demo.live.sse(data, last, &identity(&parts))
+}
+
+/// Writes go through the coordinated stack (the Cache drops what the write
+/// makes stale), then the board's events are invalidated: the registry polls
+/// at once and every viewer gets the new card without waiting.
+async fn add_card(State(demo): State<Demo>, Path(board): Path<String>, req: Request) -> Response {
+    if !valid_board(&board) {
+        return not_found();
+    }
+    let response = match demo.coordinated.clone().oneshot(req).await {
+        Ok(response) => response.map(Body::new),
+        Err(err) => return error_response(&*err),
+    };
+    if response.status().is_success() {
+        let path = format!("/api/boards/{board}/events");
+        demo.coordinator
+            .invalidate(&Invalidation::Path(path.into()));
+    }
+    response
+}

@@ -1,0 +1,58 @@
+//! The herdsman demo app.
+//!
+//! ```text
+//! cargo run --release -p active-users
+//! ```
+//!
+//! See the crate docs (`src/lib.rs`) for the variables it reads.
+
+use std::{net::SocketAddr, process::ExitCode};
+
+use active_users::{with_demo_classes, Demo, Options};
+use herdsman::config::{Config, Environment};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("active-users: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let environment = Environment::detect().map_err(|e| e.to_string())?;
+    let config = Config::load(environment).map_err(|e| format!("invalid configuration:\n{e}"))?;
+    let options = Options::from_env(|name| std::env::var(name).ok())?;
+    let demo = Demo::build(environment, with_demo_classes(config), &options)
+        .map_err(|e| format!("invalid configuration:\n{e}"))?;
+
+    let addr = std::env::var("HERDSMAN_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(
+        environment = environment.as_str(),
+        interval = ?demo.coordinator.config().registry.interval,
+        "active-users demo listening on http://{local}/"
+    );
+    axum::serve(
+        listener,
+        demo.router()
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .map_err(|e| e.to_string())
+}

@@ -1,0 +1,424 @@
+//! The demo app end to end: a real server on 127.0.0.1:0, a real client.
+//!
+//! Intervals are set to a minute so that no poll happens on its own during
+//! a test; changes are pushed with invalidations, as a card write does.
+
+use std::time::Duration;
+
+use active_users::{with_demo_classes, Demo, Endpoint, Options};
+use bytes::Bytes;
+use herdsman::{
+    config::{Config, Environment},
+    event::Invalidation,
+};
+use herdsman_tests::{bounded, client, empty, get, replies, request, send_all, Server};
+use http::{header, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+
+struct App {
+    demo: Demo,
+    server: Server,
+}
+
+impl App {
+    async fn start(environment: Environment, tweak: impl FnOnce(&mut Config)) -> App {
+        let mut config = Config::profile(environment);
+        config.registry.interval = Duration::from_secs(60);
+        config.registry.linger = Duration::from_secs(120);
+        config.admin.token = Some("a-long-enough-admin-token".to_owned());
+        tweak(&mut config);
+        let options = Options {
+            latency: Duration::from_millis(20),
+            fail_rate: 0.0,
+            churn: None,
+        };
+        let demo = Demo::build(environment, with_demo_classes(config), &options)
+            .expect("the demo's configuration is valid");
+        let server = Server::start_with_connect_info(demo.router()).await;
+        App { demo, server }
+    }
+
+    fn url(&self, path: &str) -> String {
+        self.server.url(path)
+    }
+
+    fn calls(&self, endpoint: Endpoint) -> u64 {
+        self.demo.upstream.calls(endpoint)
+    }
+}
+
+/// One SSE stream, read event by event.
+struct Events {
+    body: hyper::body::Incoming,
+    buf: String,
+}
+
+impl Events {
+    async fn open(url: &str, last_event_id: Option<&str>) -> (http::response::Parts, Events) {
+        Events::open_as(url, last_event_id, None).await
+    }
+
+    /// Opens a stream as the caller `Authorization: Bearer <who>`.
+    async fn open_as(
+        url: &str,
+        last_event_id: Option<&str>,
+        who: Option<&str>,
+    ) -> (http::response::Parts, Events) {
+        let mut req = request(Method::GET, url).header(header::ACCEPT, "text/event-stream");
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        if let Some(who) = who {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {who}"));
+        }
+        let response = client().request(empty(req)).await.expect("connect");
+        let (parts, body) = response.into_parts();
+        (
+            parts,
+            Events {
+                body,
+                buf: String::new(),
+            },
+        )
+    }
+
+    /// The next block (event or comment), without its blank line.
+    async fn next_block(&mut self) -> String {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block = self.buf[..end].to_owned();
+                self.buf.drain(..end + 2);
+                return block;
+            }
+            let frame = self
+                .body
+                .frame()
+                .await
+                .expect("the stream is open")
+                .expect("a frame");
+            if let Ok(data) = frame.into_data() {
+                self.buf.push_str(std::str::from_utf8(&data).expect("UTF-8"));
+            }
+        }
+    }
+
+    /// The next event (comments skipped), as its field lines.
+    async fn next_event(&mut self) -> Vec<(String, String)> {
+        loop {
+            let block = self.next_block().await;
+            let fields: Vec<(String, String)> = block
+                .lines()
+                .filter(|l| !l.starts_with(':'))
+                .map(|l| {
+                    let (name, value) = l.split_once(':').unwrap_or((l, ""));
+                    (name.to_owned(), value.strip_prefix(' ').unwrap_or(value).to_owned())
+                })
+                .collect();
+            if !fields.is_empty() {
+                return fields;
+            }
+        }
+    }
+}
+
+fn field<'a>(event: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    event
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn json(body: &Bytes) -> serde_json::Value {
+    serde_json::from_slice(body).expect("a JSON body")
+}
+
+#[tokio::test]
+async fn five_hundred_concurrent_gets_cause_one_upstream_call() {
+    bounded(async {
+        let app = App::start(Environment::Development, |_| {}).await;
+        let client = client();
+        let url = app.url("/api/active-users");
+        let calls = send_all(&client, (0..500).map(|_| get(&url)));
+        let replies = replies(calls).await;
+        assert!(replies.iter().all(|r| r.status == StatusCode::OK));
+        let first = json(&replies[0].body);
+        assert_eq!(first["count"], 4);
+        assert!(replies.iter().all(|r| r.body == replies[0].body));
+        assert_eq!(app.calls(Endpoint::ActiveUsers), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_hundred_sse_subscribers_cost_one_upstream_call_per_poll() {
+    bounded(async {
+        let app = App::start(Environment::Development, |_| {}).await;
+        let url = app.url("/sse/active-users");
+        let mut streams = Vec::new();
+        for i in 0..200 {
+            // Distinct callers (the per-caller cap is 6 streams); the class
+            // is public, so they all share one key.
+            let (parts, events) = Events::open_as(&url, None, Some(&format!("viewer{i}"))).await;
+            assert_eq!(parts.status, StatusCode::OK);
+            streams.push(events);
+        }
+        for events in &mut streams {
+            let event = events.next_event().await;
+            assert_eq!(field(&event, "id"), Some("1"));
+        }
+        assert_eq!(app.calls(Endpoint::ActiveUsers), 1);
+
+        // One change, pushed: one more upstream call reaches all 200.
+        app.demo.upstream.set_users(["zoe"]);
+        app.demo
+            .coordinator
+            .invalidate(&Invalidation::Path("/api/active-users".into()));
+        for events in &mut streams {
+            let event = events.next_event().await;
+            assert_eq!(field(&event, "id"), Some("2"));
+            let data: serde_json::Value =
+                serde_json::from_str(field(&event, "data").unwrap()).unwrap();
+            assert_eq!(data["users"], serde_json::json!(["zoe"]));
+        }
+        assert_eq!(app.calls(Endpoint::ActiveUsers), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sse_frames_carry_the_version_the_interval_and_the_json() {
+    bounded(async {
+        let app = App::start(Environment::Development, |_| {}).await;
+        let (parts, mut events) = Events::open(&app.url("/sse/active-users"), None).await;
+        assert_eq!(parts.headers[header::CONTENT_TYPE], "text/event-stream");
+        assert_eq!(parts.headers[header::CACHE_CONTROL], "no-store");
+        let event = events.next_event().await;
+        assert_eq!(field(&event, "id"), Some("1"));
+        assert_eq!(field(&event, "retry"), Some("60000"));
+        let data: serde_json::Value = serde_json::from_str(field(&event, "data").unwrap()).unwrap();
+        assert_eq!(data["count"], 4);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_idle_stream_gets_keep_alive_comments() {
+    bounded(async {
+        let mut app = App::start(Environment::Development, |_| {}).await;
+        app.demo.live = app
+            .demo
+            .live
+            .clone()
+            .with_keep_alive(Duration::from_millis(20));
+        let server = Server::start_with_connect_info(app.demo.router()).await;
+        let (_, mut events) = Events::open(&server.url("/sse/active-users"), None).await;
+        let _first = events.next_event().await;
+        assert_eq!(events.next_block().await, ":keep-alive");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn last_event_id_skips_the_initial_event_when_the_client_is_current() {
+    bounded(async {
+        let app = App::start(Environment::Development, |_| {}).await;
+        let url = app.url("/sse/boards/demo/events");
+        let (_, mut first) = Events::open(&url, None).await;
+        assert_eq!(field(&first.next_event().await, "id"), Some("1"));
+
+        // Reconnecting at version 1: nothing until the next change.
+        let (_, mut current) = Events::open(&url, Some("1")).await;
+        // Untrusted garbage is ignored: the initial event comes.
+        let (_, mut garbage) = Events::open(&url, Some("1\r\nevent: x")).await;
+        assert_eq!(field(&garbage.next_event().await, "id"), Some("1"));
+
+        let reply = client()
+            .request(
+                Request::post(app.url("/api/boards/demo/cards"))
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Full::new(Bytes::from(r#"{"card":"ship it"}"#)))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), StatusCode::CREATED);
+        let event = current.next_event().await;
+        assert_eq!(field(&event, "id"), Some("2"), "the first event it gets is the change");
+        assert!(field(&event, "data").unwrap().contains("ship it"));
+        assert_eq!(field(&first.next_event().await, "id"), Some("2"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn polling_answers_carry_an_etag_and_304_when_current() {
+    bounded(async {
+        let app = App::start(Environment::Development, |_| {}).await;
+        let client = client();
+        let url = app.url("/api/active-users");
+        let first = client.request(get(&url)).await.unwrap();
+        assert_eq!(first.status(), StatusCode::OK);
+        assert_eq!(first.headers()[header::ETAG], "\"1\"");
+        assert_eq!(first.headers()[header::CACHE_CONTROL], "no-cache");
+        assert_eq!(first.headers()["x-poll-interval"], "60000");
+
+        let again = client
+            .request(empty(
+                request(Method::GET, &url).header(header::IF_NONE_MATCH, "\"1\""),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(again.headers()[header::ETAG], "\"1\"");
+        assert_eq!(app.calls(Endpoint::ActiveUsers), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn fifty_users_calling_me_at_once_each_get_their_own_name() {
+    bounded(async {
+        let app = App::start(Environment::Development, |_| {}).await;
+        let client = client();
+        let url = app.url("/api/me");
+        let calls = send_all(
+            &client,
+            (0..50).map(|i| {
+                empty(
+                    request(Method::GET, &url)
+                        .header(header::AUTHORIZATION, format!("Bearer user{i}")),
+                )
+            }),
+        );
+        for (i, reply) in replies(calls).await.iter().enumerate() {
+            assert_eq!(reply.status, StatusCode::OK);
+            assert_eq!(json(&reply.body)["name"], format!("user{i}"));
+        }
+        assert_eq!(app.calls(Endpoint::Me), 50, "one call per user, none shared");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn injected_faults_open_the_breaker_and_the_endpoint_answers_503_with_retry_after() {
+    bounded(async {
+        let app = App::start(Environment::Production, |config| {
+            config.breaker.consecutive_failures = Some(3);
+        })
+        .await;
+        app.demo.upstream.set_fail_rate(1.0);
+        let client = client();
+        let url = app.url("/api/me");
+        let me = |i: usize| {
+            empty(request(Method::GET, &url).header(header::AUTHORIZATION, format!("Bearer u{i}")))
+        };
+        for i in 0..3 {
+            let reply = client.request(me(i)).await.unwrap();
+            assert_eq!(reply.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        }
+        let reply = client.request(me(3)).await.unwrap();
+        assert_eq!(reply.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(reply.headers().contains_key(header::RETRY_AFTER));
+        assert_eq!(app.calls(Endpoint::Me), 3, "the open breaker kept the 4th call away");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn admin_routes_refuse_callers_without_the_token_in_production() {
+    bounded(async {
+        let app = App::start(Environment::Production, |_| {}).await;
+        let client = client();
+        for path in ["/_herdsman/stats", "/metrics", "/_herdsman/switches"] {
+            let reply = client.request(get(&app.url(path))).await.unwrap();
+            assert_eq!(reply.status(), StatusCode::FORBIDDEN, "{path}");
+            let wrong = client
+                .request(empty(
+                    request(Method::GET, &app.url(path))
+                        .header(header::AUTHORIZATION, "Bearer not-the-admin-token"),
+                ))
+                .await
+                .unwrap();
+            assert_eq!(wrong.status(), StatusCode::FORBIDDEN, "{path}");
+        }
+        let flip = client
+            .request(
+                Request::post(app.url("/_herdsman/switches/sse"))
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Full::new(Bytes::from(r#"{"enabled":false}"#)))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(flip.status(), StatusCode::FORBIDDEN);
+        assert!(app.demo.live.sse_toggle().is_on());
+
+        let ok = client
+            .request(empty(
+                request(Method::GET, &app.url("/_herdsman/stats"))
+                    .header(header::AUTHORIZATION, "Bearer a-long-enough-admin-token"),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+        let body = ok.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(json(&body)["environment"], "production");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_stats_document_counts_client_requests_against_real_upstream_calls() {
+    bounded(async {
+        let app = App::start(Environment::Development, |_| {}).await;
+        let client = client();
+        let url = app.url("/api/active-users");
+        replies(send_all(&client, (0..20).map(|_| get(&url)))).await;
+        let reply = client.request(get(&app.url("/_herdsman/stats"))).await.unwrap();
+        assert_eq!(reply.status(), StatusCode::OK, "open on loopback in development");
+        let doc = json(&reply.into_body().collect().await.unwrap().to_bytes());
+        let users = &doc["endpoints"]["active-users"];
+        assert_eq!(users["upstream_calls"], app.calls(Endpoint::ActiveUsers));
+        assert_eq!(users["breaker"], "closed");
+        assert!(doc["switches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "sse"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn switching_sse_off_ends_open_streams_and_refuses_new_ones() {
+    bounded(async {
+        let app = App::start(Environment::Development, |_| {}).await;
+        let url = app.url("/sse/active-users");
+        let (_, mut events) = Events::open(&url, None).await;
+        let _first = events.next_event().await;
+
+        let flip = Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<Full<Bytes>>()
+            .request(
+                Request::post(app.url("/_herdsman/switches/sse"))
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Full::new(Bytes::from(r#"{"enabled":false}"#)))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(flip.status(), StatusCode::OK);
+        // The open stream ends.
+        while let Some(frame) = events.body.frame().await {
+            frame.expect("a clean end");
+        }
+        let (parts, _) = Events::open(&url, None).await;
+        assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(parts.headers.contains_key(header::RETRY_AFTER));
+        // Polling still works.
+        let reply = client().request(get(&app.url("/api/active-users"))).await.unwrap();
+        assert_eq!(reply.status(), StatusCode::OK);
+    })
+    .await;
+}
