@@ -109,7 +109,9 @@ impl Options {
                 .parse()
                 .ok()
                 .filter(|r: &f64| (0.0..=1.0).contains(r))
-                .ok_or_else(|| format!("DEMO_UPSTREAM_FAIL_RATE = {v:?}: not a number from 0.0 to 1.0"))?;
+                .ok_or_else(|| {
+                    format!("DEMO_UPSTREAM_FAIL_RATE = {v:?}: not a number from 0.0 to 1.0")
+                })?;
             options.fail_rate = rate;
         }
         Ok(options)
@@ -132,7 +134,11 @@ pub struct Demo {
 impl Demo {
     /// Builds the demo for `environment` with `config` (give it
     /// [`with_demo_classes`]). Must run inside a tokio runtime.
-    pub fn build(environment: Environment, config: Config, options: &Options) -> Result<Demo, BuildError> {
+    pub fn build(
+        environment: Environment,
+        config: Config,
+        options: &Options,
+    ) -> Result<Demo, BuildError> {
         let coordinator = Coordinator::builder()
             .environment(environment)
             .config(config)
@@ -227,11 +233,7 @@ async fn poll(State(demo): State<Demo>, req: Request) -> Response {
     demo.live.poll(data_request(&parts, &path)).await
 }
 
-async fn poll_board(
-    State(demo): State<Demo>,
-    Path(board): Path<String>,
-    req: Request,
-) -> Response {
+async fn poll_board(State(demo): State<Demo>, Path(board): Path<String>, req: Request) -> Response {
     if !valid_board(&board) {
         return not_found();
     }

@@ -88,11 +88,7 @@ impl Upstream {
         let upstream = Upstream {
             inner: Arc::new(State_ {
                 calls: Default::default(),
-                users: Mutex::new(
-                    ["ann", "bob", "chen", "dara"]
-                        .map(String::from)
-                        .to_vec(),
-                ),
+                users: Mutex::new(["ann", "bob", "chen", "dara"].map(String::from).to_vec()),
                 boards: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 latency,
