@@ -211,6 +211,8 @@ async fn ten_thousand_subscribers_make_one_upstream_call_per_interval() {
     }
     assert_eq!(registry.stats().subscribers, 10_000);
     assert_eq!(registry.hooks()[0].subscribers, 10_000);
+    let per_subscriber = registry.handle().memory_bytes() / 10_000;
+    assert!((48..=256).contains(&per_subscriber), "{per_subscriber} B");
 }
 
 #[tokio::test(start_paused = true)]
