@@ -83,6 +83,8 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
 
     /// Adds a [`RegistryLayer`]: one shared poll loop per key, and one-shot
     /// calls answered from live loops. See [`crate::registry`].
+    // The type is the layer's own, spelled out like the other methods'.
+    #[allow(clippy::type_complexity)]
     fn registry<K, C, P, F, Q>(
         self,
         layer: RegistryLayer<K, C, P, F, Q>,
