@@ -218,7 +218,7 @@ async fn an_idle_stream_gets_keep_alive_comments() {
         let server = Server::start_with_connect_info(app.demo.router()).await;
         let (_, mut events) = Events::open(&server.url("/sse/active-users"), None).await;
         let _first = events.next_event().await;
-        assert_eq!(events.next_block().await, ":keep-alive");
+        assert_eq!(events.next_block().await, ": keep-alive");
     })
     .await;
 }
@@ -234,7 +234,7 @@ async fn last_event_id_skips_the_initial_event_when_the_client_is_current() {
         // Reconnecting at version 1: nothing until the next change.
         let (_, mut current) = Events::open(&url, Some("1")).await;
         // Untrusted garbage is ignored: the initial event comes.
-        let (_, mut garbage) = Events::open(&url, Some("1\r\nevent: x")).await;
+        let (_, mut garbage) = Events::open(&url, Some("1; event: x")).await;
         assert_eq!(field(&garbage.next_event().await, "id"), Some("1"));
 
         let reply = client()
@@ -246,7 +246,9 @@ async fn last_event_id_skips_the_initial_event_when_the_client_is_current() {
             )
             .await
             .unwrap();
-        assert_eq!(reply.status(), StatusCode::CREATED);
+        let status = reply.status();
+        let body = reply.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(status, StatusCode::CREATED, "{body:?}");
         let event = current.next_event().await;
         assert_eq!(
             field(&event, "id"),

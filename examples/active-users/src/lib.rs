@@ -191,6 +191,16 @@ impl Demo {
     }
 }
 
+impl std::fmt::Debug for Demo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Demo")
+            .field("coordinator", &self.coordinator)
+            .field("upstream", &self.upstream)
+            .field("live", &self.live)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Board names are untrusted path input: 1 to 64 of `[A-Za-z0-9_-]`.
 fn valid_board(board: &str) -> bool {
     (1..=64).contains(&board.len())
@@ -267,7 +277,15 @@ async fn add_card(State(demo): State<Demo>, Path(board): Path<String>, req: Requ
     if !valid_board(&board) {
         return not_found();
     }
-    let response = match demo.coordinated.clone().oneshot(req).await {
+    // A fresh request: the outer router's extensions (its path parameters)
+    // must not reach the upstream router.
+    let (parts, body) = req.into_parts();
+    let mut forward = Request::new(body);
+    *forward.method_mut() = parts.method;
+    *forward.uri_mut() = parts.uri;
+    *forward.version_mut() = parts.version;
+    *forward.headers_mut() = parts.headers;
+    let response = match demo.coordinated.clone().oneshot(forward).await {
         Ok(response) => response.map(Body::new),
         Err(err) => return error_response(&*err),
     };
