@@ -15,6 +15,10 @@
 //! - [`registry`]: one shared poll loop per endpoint key, however many
 //!   subscribers.
 //!
+//! [`Coordinator`] builds all of them at once from a
+//! [`Config`](config::Config), in the order of the stack, with run-time
+//! [`switch`]es and a gradual rollout (see [`coordinator`]).
+//!
 //! [`ServiceBuilderExt`] adds them to `tower::ServiceBuilder` by name, and
 //! [`event`] is how they report what they do (to the Stats layer, or to an
 //! observer of your own).

@@ -206,6 +206,10 @@ async fn the_snapshot_counts_requests_and_upstream_calls_per_class() {
     let b = &snapshot.endpoints["b"];
     assert_eq!((b.requests, b.upstream_calls), (1, 1));
     assert!(!snapshot.endpoints.contains_key("default"));
+    for source in ["cache", "dedup", "limit", "registry"] {
+        assert!(snapshot.memory.contains_key(source), "{source} is tracked");
+    }
+    assert!(snapshot.memory["cache"] > 0, "two stored responses");
 }
 
 #[tokio::test(start_paused = true)]
@@ -567,9 +571,14 @@ async fn invalidate_drops_cache_entries_and_polls_the_registry_at_once() {
     fetch(&svc, get("http://api/board/2")).await.unwrap();
     assert_eq!(origin.calls(), 2);
 
+    let invalidated = time::Instant::now();
     coordinator.invalidate(&Invalidation::Prefix("/board/".into()));
     let update = sub.next().await.unwrap();
     assert_eq!(update.version(), 2);
+    assert!(
+        invalidated.elapsed() < Duration::from_secs(1),
+        "pushed, not polled"
+    );
     assert_eq!(origin.calls_to("/board/1"), 2, "polled once, at once");
     fetch(&svc, get("http://api/board/2")).await.unwrap();
     assert_eq!(origin.calls_to("/board/2"), 2, "the entry was dropped");
@@ -585,11 +594,16 @@ async fn a_post_through_the_stack_pushes_to_subscribers_of_its_path() {
 
     let mut sub = svc.subscribe(get("http://api/board")).unwrap();
     assert_eq!(sub.next().await.unwrap().version(), 1);
+    let posted = time::Instant::now();
     fetch(&svc, request(Method::POST, "http://api/board", None))
         .await
         .unwrap();
     let update = sub.next().await.unwrap();
     assert_eq!(update.version(), 2);
+    assert!(
+        posted.elapsed() < Duration::from_secs(1),
+        "pushed, not polled"
+    );
     assert_eq!(origin.calls_to("/board"), 3);
 }
 
@@ -633,8 +647,29 @@ fn the_defaults_are_the_development_profile_and_build_outside_a_runtime() {
     assert!(coordinator
         .switches()
         .is_on(LayerName::Cache, &Class::default()));
-    // A layer made outside a runtime starts following invalidations later.
-    let _svc: Stack = coordinator.layer().layer(Origin::default().service());
+    // A service made outside a runtime starts following the cache's
+    // invalidations once it is used within one.
+    let origin = Origin::default();
+    let svc: Stack = coordinator.layer().layer(origin.service());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut sub = svc.subscribe(get("http://api/board")).unwrap();
+        assert_eq!(sub.next().await.unwrap().version(), 1);
+        let posted = time::Instant::now();
+        fetch(&svc, request(Method::POST, "http://api/board", None))
+            .await
+            .unwrap();
+        assert_eq!(sub.next().await.unwrap().version(), 2);
+        assert!(
+            posted.elapsed() < Duration::from_secs(1),
+            "pushed, not polled"
+        );
+        assert_eq!(origin.calls(), 3);
+    });
 }
 
 #[test]

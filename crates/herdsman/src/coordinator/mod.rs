@@ -123,8 +123,15 @@
 //! - The registry is one for all classes: a class's registry `interval`
 //!   applies (to its subscriptions), but `floor`, `jitter`, `linger` and
 //!   the subscriber limits are the global section's.
-//! - Subscriptions ignore the registry switch (there is no other path for
-//!   a stream); it turns off one-shot answers from live loops only.
+//! - Subscriptions always go through the registry (there is no other path
+//!   for a stream): its switch, the stack switch and the rollout decide
+//!   one-shot calls. A loop's polls still skip the layers switched off.
+//! - Cost: in a rough single-threaded loop (a shared 2-core machine, so
+//!   noisy), a cache hit through the whole stack took about 3 µs against
+//!   1.4 µs through `CacheLayer` and `BufferLayer` alone (the registry's
+//!   lookup, both Stats layers, the per-layer switch reads); with the stack
+//!   switch off a call took about 0.45 µs more than the bare service,
+//!   mostly cloning the stack for `oneshot`.
 
 mod builder;
 mod error;

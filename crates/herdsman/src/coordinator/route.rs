@@ -139,7 +139,13 @@ impl fmt::Debug for ClassOf {
 /// [`HttpKey`], without the auth partition for classes declared `public`.
 #[derive(Clone)]
 pub struct ClassKey {
-    pub(crate) routes: Arc<Routes>,
+    // One `Arc`: every layer holds a clone, and services are cloned per
+    // request.
+    inner: Arc<ClassKeyInner>,
+}
+
+struct ClassKeyInner {
+    routes: Arc<Routes>,
     private: HttpKey,
     public: HttpKey,
 }
@@ -147,17 +153,20 @@ pub struct ClassKey {
 impl ClassKey {
     pub(crate) fn new(routes: Arc<Routes>) -> Self {
         ClassKey {
-            routes,
-            private: HttpKey::new(),
-            public: HttpKey::new().public(),
+            inner: Arc::new(ClassKeyInner {
+                routes,
+                private: HttpKey::new(),
+                public: HttpKey::new().public(),
+            }),
         }
     }
 
     fn pick<B>(&self, req: &Request<B>) -> &HttpKey {
-        if self.routes.with(req, |route| route.public) {
-            &self.public
+        let inner = &*self.inner;
+        if inner.routes.with(req, |route| route.public) {
+            &inner.public
         } else {
-            &self.private
+            &inner.private
         }
     }
 }
