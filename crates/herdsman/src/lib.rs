@@ -31,6 +31,7 @@ pub mod builder;
 pub mod cache;
 pub mod class;
 pub mod config;
+pub mod coordinator;
 pub mod dedup;
 pub mod error;
 pub mod event;
@@ -45,6 +46,7 @@ mod sync;
 
 pub use crate::{
     builder::ServiceBuilderExt,
+    coordinator::{BuildError, Coordinated, Coordinator, CoordinatorBuilder, CoordinatorLayer},
     dedup::{Dedup, DedupLayer},
     error::{BoxError, SharedError},
     key::{Key, KeyFn},

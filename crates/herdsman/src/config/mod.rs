@@ -149,6 +149,20 @@ impl Config {
         Loader::new(env)
     }
 
+    /// Checks a configuration built in code as [`Loader::load`] checks a
+    /// loaded one: the problems are an error, the corrections (an interval
+    /// raised to the floor) are logged with `tracing` and applied.
+    pub(crate) fn validated(mut self, env: Environment) -> Result<Config, ConfigError> {
+        let (problems, warnings) = validate::validate(&mut self, env);
+        if !problems.is_empty() {
+            return Err(ConfigError::new(problems));
+        }
+        for warning in &warnings {
+            tracing::warn!(%warning, "herdsman configuration corrected");
+        }
+        Ok(self)
+    }
+
     fn log_warnings(loaded: Loaded) -> Config {
         for warning in &loaded.warnings {
             tracing::warn!(%warning, "herdsman configuration corrected");

@@ -1,0 +1,202 @@
+use std::{
+    fmt,
+    sync::{atomic::AtomicBool, Arc},
+    time::Duration,
+};
+
+use super::{
+    error::BuildError,
+    handle::{Coordinator, Shared},
+    route::{CallerIdentity, ClassKey, ClassOf, Routes},
+};
+use crate::{
+    breaker::BreakerLayer,
+    cache::CacheLayer,
+    config::{AlertSettings, Config, Environment},
+    dedup::DedupLayer,
+    http::{BufferLayer, HttpShare, ServerErrors},
+    limit::LimitLayer,
+    registry::{HttpFingerprint, RegistryLayer},
+    stats::{AlertRules, Stats, StatsClock},
+    switch::{Rollout, Switches},
+};
+
+/// Builds a [`Coordinator`]: made by [`Coordinator::builder`].
+#[derive(Clone, Default)]
+pub struct CoordinatorBuilder {
+    environment: Option<Environment>,
+    config: Option<Config>,
+}
+
+impl CoordinatorBuilder {
+    /// The environment; default [`Environment::Development`]. Chooses the
+    /// profile when no configuration is given, how validation treats
+    /// intervals under the floor, and the stats clock (the tokio clock in
+    /// [`Environment::Test`], so that paused time drives it).
+    pub fn environment(mut self, environment: Environment) -> Self {
+        self.environment = Some(environment);
+        self
+    }
+
+    /// The configuration, endpoint classes included (`config.classes`);
+    /// default [`Config::profile`] of the environment.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Validates the configuration as start-up does and builds every
+    /// layer's shared state.
+    pub fn build(self) -> Result<Coordinator, BuildError> {
+        let environment = self.environment.unwrap_or(Environment::Development);
+        let config = self
+            .config
+            .unwrap_or_else(|| Config::profile(environment))
+            .validated(environment)
+            .map_err(BuildError::new)?;
+        Ok(Coordinator {
+            shared: Arc::new(compose(environment, config)),
+        })
+    }
+}
+
+impl fmt::Debug for CoordinatorBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CoordinatorBuilder")
+            .field("environment", &self.environment)
+            .field("config", &self.config.as_ref().map(Config::redacted))
+            .finish()
+    }
+}
+
+fn alert_rules(alerts: &AlertSettings) -> AlertRules {
+    AlertRules::default()
+        .with_upstream_calls_per_minute(Some(alerts.upstream_calls_per_minute.into()))
+        .with_memory_bytes(Some(alerts.memory_bytes))
+        .with_error_rate(Some(alerts.error_rate), alerts.min_samples.into())
+        .with_window(alerts.error_window)
+        .with_breaker_trips(alerts.breaker_trips)
+}
+
+fn compose(environment: Environment, config: Config) -> Shared {
+    let clock = match environment {
+        Environment::Test => StatsClock::Tokio,
+        _ => StatsClock::Fast,
+    };
+    let stats = Stats::builder()
+        .with_rules(alert_rules(&config.alerts))
+        .with_clock(clock)
+        .build();
+    let switches = Switches::from_config(&config);
+    let classes = config.classes();
+
+    // One dedup layer per distinct reuse window, the global one first.
+    let mut windows = vec![config.dedup.window];
+    for class in &classes {
+        if !windows.contains(&class.dedup.window) {
+            windows.push(class.dedup.window);
+        }
+    }
+    let routes = Arc::new(Routes::new(&config, &switches, &windows));
+    let classify = ClassOf {
+        routes: routes.clone(),
+    };
+    let key = ClassKey::new(routes.clone());
+    let rollout = Rollout::from_settings(&config.rollout);
+
+    let r = &config.registry;
+    // Intervals under the floor survive validation only when explicitly
+    // allowed; the registry must then not raise them again.
+    let floor = if r.allow_unsafe_intervals {
+        classes
+            .iter()
+            .map(|c| c.registry.interval)
+            .fold(r.floor, Duration::min)
+    } else {
+        r.floor
+    };
+    let registry = RegistryLayer::new(key.clone())
+        .with_share(HttpShare)
+        .with_fingerprint(HttpFingerprint)
+        .with_canonical(key.clone())
+        .with_classifier(classify.clone())
+        .with_interval(r.interval)
+        .with_floor(floor)
+        .with_jitter(r.jitter)
+        .with_linger(r.linger)
+        .with_max_keys(r.max_keys)
+        .with_max_subscribers_per_key(r.max_subscribers_per_key)
+        .with_max_subscribers(r.max_subscribers)
+        .with_observer(stats.clone());
+
+    let c = &config.cache;
+    let mut cache = CacheLayer::http(key.clone())
+        .with_classifier(classify.clone())
+        .with_ttl(c.ttl)
+        .with_stale_while_revalidate(c.stale_while_revalidate)
+        .with_stale_if_error(c.stale_if_error)
+        .with_max_bytes(c.max_bytes)
+        .with_observer(stats.clone());
+    if let Some(entries) = c.max_entries {
+        cache = cache.with_max_entries(entries);
+    }
+
+    let dedups: Vec<_> = windows
+        .iter()
+        .map(|window| {
+            DedupLayer::new(key.clone())
+                .with_share(HttpShare)
+                .with_classifier(classify.clone())
+                .with_window(*window)
+                .with_observer(stats.clone())
+        })
+        .collect();
+
+    let mut breaker = BreakerLayer::new()
+        .with_classifier(classify.clone())
+        .with_failure_classifier(ServerErrors)
+        .with_config((&config.breaker).into())
+        .with_observer(stats.clone());
+    let mut limit = LimitLayer::new(config.limit.class_limits())
+        .with_classifier(classify.clone())
+        .with_identity(CallerIdentity::new(rollout.clone()))
+        .with_observer(stats.clone());
+    for class in classes
+        .iter()
+        .filter(|c| config.classes.contains_key(c.class.as_str()))
+    {
+        cache = cache.with_class(class.class.clone(), class.cache_settings());
+        breaker = breaker.with_class(class.class.clone(), class.breaker_config());
+        limit = limit.with_class(class.class.clone(), class.class_limits());
+    }
+
+    stats.track_memory("registry", registry.handle());
+    stats.track_memory("cache", cache.handle());
+    for dedup in &dedups {
+        stats.track_memory("dedup", dedup.handle());
+    }
+    stats.track_memory("limit", limit.handle());
+
+    Shared {
+        environment,
+        stats_layer: stats
+            .layer(classify.clone())
+            .with_failure_classifier(ServerErrors),
+        upstream: stats
+            .upstream_layer(classify, key)
+            .with_failure_classifier(ServerErrors),
+        stats,
+        stack: switches.stack(),
+        switches,
+        routes,
+        rollout,
+        registry,
+        cache,
+        dedups,
+        breaker,
+        limit,
+        buffer: BufferLayer::new(),
+        following: AtomicBool::new(false),
+        config,
+    }
+}

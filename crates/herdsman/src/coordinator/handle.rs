@@ -1,0 +1,169 @@
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
+
+use http::Response;
+
+use super::{
+    builder::CoordinatorBuilder,
+    layer::CoordinatorLayer,
+    route::{CallerIdentity, ClassKey, ClassOf, Routes},
+};
+use crate::{
+    breaker::BreakerLayer,
+    cache::CacheLayer,
+    config::{Config, Environment},
+    dedup::DedupLayer,
+    event::Invalidation,
+    http::{BufferLayer, HttpCachePolicy, HttpShare, ServerErrors, SharedBody},
+    limit::LimitLayer,
+    registry::{HttpFingerprint, RegistryHandle, RegistryLayer},
+    stats::{Snapshot, Stats, StatsLayer, UpstreamLayer},
+    switch::{Rollout, Switch, Switches},
+};
+
+/// The whole herdsman stack built from one configuration: its layer, its
+/// registry, its switches and its stats.
+///
+/// Made by [`Coordinator::builder`]. Clones share everything, and so do all
+/// the services its [`layer`](Coordinator::layer) makes: one cache store, one
+/// set of breakers and limits, one registry, one set of stats. See the
+/// [module docs](crate::coordinator).
+#[derive(Clone)]
+pub struct Coordinator {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// What every service of one coordinator shares.
+pub(crate) struct Shared {
+    pub(crate) environment: Environment,
+    pub(crate) config: Config,
+    pub(crate) stats: Stats,
+    pub(crate) switches: Switches,
+    /// The whole-stack switch, read first by every request.
+    pub(crate) stack: Switch,
+    pub(crate) routes: Arc<Routes>,
+    pub(crate) rollout: Rollout,
+    pub(crate) registry: RegistryLayer<ClassKey, ClassOf, HttpShare, HttpFingerprint, ClassKey>,
+    pub(crate) stats_layer: StatsLayer<ClassOf, ServerErrors>,
+    pub(crate) cache: CacheLayer<ClassKey, Response<SharedBody>, HttpCachePolicy, ClassOf>,
+    pub(crate) dedups: Vec<DedupLayer<ClassKey, HttpShare, ClassOf>>,
+    pub(crate) breaker: BreakerLayer<ClassOf, ServerErrors>,
+    pub(crate) limit: LimitLayer<ClassOf, CallerIdentity>,
+    pub(crate) upstream: UpstreamLayer<ClassOf, ClassKey, ServerErrors>,
+    pub(crate) buffer: BufferLayer,
+    /// Whether the registry follows the cache's invalidations yet.
+    pub(crate) following: AtomicBool,
+}
+
+impl Shared {
+    /// Makes the registry follow the cache's invalidations, once, if called
+    /// within a tokio runtime; `true` once it does.
+    pub(crate) fn follow(&self) -> bool {
+        if self.following.load(Ordering::Acquire) {
+            return true;
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return false;
+        }
+        if !self.following.swap(true, Ordering::AcqRel) {
+            // The task ends by itself when the cache's channel closes or the
+            // registry is dropped.
+            drop(
+                self.registry
+                    .handle()
+                    .follow(self.cache.handle().invalidations()),
+            );
+        }
+        true
+    }
+}
+
+impl Coordinator {
+    /// A builder: environment and configuration.
+    pub fn builder() -> CoordinatorBuilder {
+        CoordinatorBuilder::default()
+    }
+
+    /// The environment it was built for.
+    pub fn environment(&self) -> Environment {
+        self.shared.environment
+    }
+
+    /// The validated configuration it was built from.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The stats every layer reports to.
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// The run-time switches: one per layer per class, one for the stack.
+    pub fn switches(&self) -> &Switches {
+        &self.shared.switches
+    }
+
+    /// The registry: refresh, invalidate, list hooks, count.
+    pub fn registry(&self) -> RegistryHandle {
+        self.shared.registry.handle()
+    }
+
+    /// Removes the cache entries `what` covers and polls at once every
+    /// registry key it covers (pushing changes to their subscribers).
+    pub fn invalidate(&self, what: &Invalidation) {
+        // Removed from the store directly, not through the handle: the
+        // handle's announcement would make the registry poll a second time.
+        let store = &self.shared.cache.handle().store;
+        match what {
+            Invalidation::Key(key) => {
+                store.remove(key);
+            }
+            Invalidation::Class(class) => {
+                store.remove_class(class);
+            }
+            Invalidation::Path(path) => {
+                let path = path.as_bytes();
+                store.remove_if(|key, _| key.path() == Some(path));
+            }
+            Invalidation::Prefix(prefix) => {
+                let prefix = prefix.as_bytes();
+                store.remove_if(|key, _| key.path().is_some_and(|p| p.starts_with(prefix)));
+            }
+            Invalidation::All => {
+                store.remove_if(|_, _| true);
+            }
+        }
+        self.shared.registry.handle().invalidate(what);
+    }
+
+    /// Everything the stats know now.
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// The tower layer of the whole stack. Every service it makes shares this
+    /// coordinator's state.
+    pub fn layer(&self) -> CoordinatorLayer {
+        self.shared.follow();
+        CoordinatorLayer {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("environment", &self.shared.environment)
+            .field("routes", &self.shared.routes)
+            .field("switches", &self.shared.switches)
+            .field("rollout", &self.shared.rollout)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,208 @@
+//! What the stack knows about a request's endpoint class, looked up once.
+
+use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
+
+use http::Request;
+
+use crate::{
+    class::{Class, Classify},
+    config::Config,
+    http::{HttpKey, PathClasses},
+    key::{Key, KeyFn},
+    registry::Canonical,
+    switch::{LayerName, Rollout, Switch, Switches},
+};
+
+/// One class's switches and settings, as the request path reads them.
+pub(crate) struct ClassRoute {
+    pub(crate) class: Class,
+    /// Indexed by [`layer_index`].
+    switches: [Switch; 6],
+    pub(crate) public: bool,
+    /// Which of the dedup layers (one per distinct window) serves the class.
+    pub(crate) dedup: usize,
+    /// The registry interval of the class.
+    pub(crate) interval: Duration,
+}
+
+impl ClassRoute {
+    #[inline]
+    pub(crate) fn is_on(&self, layer: LayerName) -> bool {
+        self.switches[layer_index(layer)].is_on()
+    }
+}
+
+fn layer_index(layer: LayerName) -> usize {
+    match layer {
+        LayerName::Registry => 0,
+        LayerName::Stats => 1,
+        LayerName::Cache => 2,
+        LayerName::Dedup => 3,
+        LayerName::Breaker => 4,
+        LayerName::Limit => 5,
+    }
+}
+
+/// The route of a request, put in its extensions by [`Coordinated`]
+/// (super::Coordinated) so that the layers below do not classify it again.
+#[derive(Clone)]
+pub(crate) struct Routed(pub(crate) Arc<ClassRoute>);
+
+/// Every class's route, and the classifier for requests that carry none
+/// (the registry's canonical requests).
+pub(crate) struct Routes {
+    paths: PathClasses,
+    classes: HashMap<Class, Arc<ClassRoute>>,
+    default: Arc<ClassRoute>,
+}
+
+impl Routes {
+    /// The routes of `config`; `windows` lists the distinct dedup windows,
+    /// in the order of the dedup layers.
+    pub(crate) fn new(config: &Config, switches: &Switches, windows: &[Duration]) -> Self {
+        let mut classes = HashMap::new();
+        let mut default = None;
+        for effective in config.classes() {
+            let class = effective.class.clone();
+            let route = Arc::new(ClassRoute {
+                switches: LayerName::ALL.map(|layer| switches.switch(layer, &class)),
+                public: effective.public,
+                dedup: windows
+                    .iter()
+                    .position(|w| *w == effective.dedup.window)
+                    .unwrap_or(0),
+                interval: effective.registry.interval,
+                class: class.clone(),
+            });
+            if class == Class::default() {
+                default = Some(route.clone());
+            }
+            classes.insert(class, route);
+        }
+        Routes {
+            paths: config.path_classes(),
+            default: default.expect("Config::classes ends with the default class"),
+            classes,
+        }
+    }
+
+    /// The route of `class` (the default class's for an unknown one).
+    pub(crate) fn of_class(&self, class: &Class) -> &Arc<ClassRoute> {
+        self.classes.get(class).unwrap_or(&self.default)
+    }
+
+    /// The route of a request path.
+    pub(crate) fn of_path(&self, path: &str) -> &Arc<ClassRoute> {
+        self.of_class(&self.paths.classify_path(path))
+    }
+
+    /// Reads the route of `req`: its extension, else its path.
+    #[inline]
+    pub(crate) fn with<B, R>(&self, req: &Request<B>, f: impl FnOnce(&ClassRoute) -> R) -> R {
+        match req.extensions().get::<Routed>() {
+            Some(Routed(route)) => f(route),
+            None => f(self.of_path(req.uri().path())),
+        }
+    }
+}
+
+impl fmt::Debug for Routes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut classes: Vec<&str> = self.classes.keys().map(Class::as_str).collect();
+        classes.sort_unstable();
+        f.debug_struct("Routes").field("classes", &classes).finish()
+    }
+}
+
+/// The endpoint class of a request in a [`Coordinator`](super::Coordinator)'s
+/// stack: the one [`Coordinated`](super::Coordinated) found for it on the
+/// way in, or else the class its path matches in the configuration.
+#[derive(Clone)]
+pub struct ClassOf {
+    pub(crate) routes: Arc<Routes>,
+}
+
+impl<B> Classify<Request<B>> for ClassOf {
+    #[inline]
+    fn classify(&self, req: &Request<B>) -> Class {
+        self.routes.with(req, |route| route.class.clone())
+    }
+}
+
+impl fmt::Debug for ClassOf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ClassOf").field(&self.routes).finish()
+    }
+}
+
+/// The key of a request in a [`Coordinator`](super::Coordinator)'s stack:
+/// [`HttpKey`], without the auth partition for classes declared `public`.
+#[derive(Clone)]
+pub struct ClassKey {
+    pub(crate) routes: Arc<Routes>,
+    private: HttpKey,
+    public: HttpKey,
+}
+
+impl ClassKey {
+    pub(crate) fn new(routes: Arc<Routes>) -> Self {
+        ClassKey {
+            routes,
+            private: HttpKey::new(),
+            public: HttpKey::new().public(),
+        }
+    }
+
+    fn pick<B>(&self, req: &Request<B>) -> &HttpKey {
+        if self.routes.with(req, |route| route.public) {
+            &self.public
+        } else {
+            &self.private
+        }
+    }
+}
+
+impl<B> KeyFn<Request<B>> for ClassKey {
+    #[inline]
+    fn key(&self, req: &Request<B>) -> Option<Key> {
+        self.pick(req).key(req)
+    }
+}
+
+impl<B: Default> Canonical<Request<B>> for ClassKey {
+    fn canonical(&self, req: &Request<B>) -> Request<B> {
+        self.pick(req).canonical_request(req)
+    }
+}
+
+impl fmt::Debug for ClassKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClassKey").finish_non_exhaustive()
+    }
+}
+
+/// The caller of a request for the limit layer's per-caller rate rules: the
+/// same identity the [`Rollout`] reads (the configured identity header, or
+/// the credentials).
+#[derive(Clone)]
+pub struct CallerIdentity {
+    rollout: Rollout,
+}
+
+impl CallerIdentity {
+    pub(crate) fn new(rollout: Rollout) -> Self {
+        CallerIdentity { rollout }
+    }
+}
+
+impl<B> KeyFn<Request<B>> for CallerIdentity {
+    fn key(&self, req: &Request<B>) -> Option<Key> {
+        self.rollout.identity(req).map(Key::from)
+    }
+}
+
+impl fmt::Debug for CallerIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallerIdentity").finish_non_exhaustive()
+    }
+}

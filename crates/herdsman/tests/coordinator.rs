@@ -1,0 +1,581 @@
+//! The Coordinator: each layer through the composed stack, per-class
+//! settings, switches flipped mid-traffic, rollout, and the build errors.
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::{future::join_all, StreamExt};
+use herdsman::{
+    breaker::BreakerOpen,
+    class::Class,
+    config::{ClassConfig, Config, Environment},
+    error::find,
+    event::Invalidation,
+    http::{error_response, HttpBody},
+    limit::Overloaded,
+    switch::LayerName,
+    BoxError, Coordinated, Coordinator,
+};
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tokio::time;
+use tower::{
+    service_fn,
+    util::{BoxCloneSyncService, ServiceExt},
+    Layer,
+};
+
+type Upstream = BoxCloneSyncService<Request<Full<Bytes>>, Response<Full<Bytes>>, Infallible>;
+type Stack = Coordinated<Upstream>;
+
+/// An in-process upstream: answers "`{method} {path}?{query}` for
+/// `{authorization}` #`{n}`" after `delay`, with the status set for its
+/// path, and counts calls per path.
+#[derive(Clone, Default)]
+struct Origin {
+    calls: Arc<AtomicUsize>,
+    by_path: Arc<Mutex<HashMap<String, usize>>>,
+    statuses: Arc<Mutex<HashMap<String, StatusCode>>>,
+    delay: Duration,
+}
+
+impl Origin {
+    fn with_delay(delay: Duration) -> Self {
+        Origin {
+            delay,
+            ..Origin::default()
+        }
+    }
+
+    fn fail(&self, path: &str, status: StatusCode) {
+        self.statuses
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), status);
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn calls_to(&self, path: &str) -> usize {
+        self.by_path.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
+    fn service(&self) -> Upstream {
+        let this = self.clone();
+        BoxCloneSyncService::new(service_fn(move |req: Request<Full<Bytes>>| {
+            let this = this.clone();
+            async move {
+                let n = this.calls.fetch_add(1, Ordering::SeqCst) + 1;
+                let path = req.uri().path().to_owned();
+                *this
+                    .by_path
+                    .lock()
+                    .unwrap()
+                    .entry(path.clone())
+                    .or_default() += 1;
+                if !this.delay.is_zero() {
+                    time::sleep(this.delay).await;
+                }
+                let status = this
+                    .statuses
+                    .lock()
+                    .unwrap()
+                    .get(&path)
+                    .copied()
+                    .unwrap_or(StatusCode::OK);
+                let user = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .map_or("nobody", |v| v.to_str().unwrap());
+                let body = format!(
+                    "{} {} for {user} #{n}",
+                    req.method(),
+                    req.uri().path_and_query().unwrap()
+                );
+                Ok(Response::builder()
+                    .status(status)
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap())
+            }
+        }))
+    }
+}
+
+/// The test profile with these classes (name, path pattern).
+fn config(classes: &[(&str, &str)]) -> Config {
+    let mut config = Config::profile(Environment::Test);
+    for (name, path) in classes {
+        config.classes.insert(
+            (*name).to_owned(),
+            ClassConfig {
+                paths: vec![(*path).to_owned()],
+                ..ClassConfig::default()
+            },
+        );
+    }
+    config
+}
+
+fn class<'a>(config: &'a mut Config, name: &str) -> &'a mut ClassConfig {
+    config.classes.get_mut(name).unwrap()
+}
+
+fn coordinator(config: Config) -> Coordinator {
+    Coordinator::builder()
+        .environment(Environment::Test)
+        .config(config)
+        .build()
+        .unwrap()
+}
+
+fn stack(coordinator: &Coordinator, origin: &Origin) -> Stack {
+    coordinator.layer().layer(origin.service())
+}
+
+fn request(method: Method, uri: &str, user: Option<&str>) -> Request<Full<Bytes>> {
+    let mut builder = Request::builder().method(method).uri(uri);
+    if let Some(user) = user {
+        builder = builder.header(header::AUTHORIZATION, user);
+    }
+    builder.body(Full::default()).unwrap()
+}
+
+fn get(uri: &str) -> Request<Full<Bytes>> {
+    request(Method::GET, uri, None)
+}
+
+async fn text(res: Response<HttpBody<Full<Bytes>>>) -> String {
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+async fn fetch(svc: &Stack, req: Request<Full<Bytes>>) -> Result<String, BoxError> {
+    let res = svc.clone().oneshot(req).await?;
+    Ok(text(res).await)
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_subscribers_of_one_key_share_one_upstream_call_per_interval() {
+    let mut config = config(&[("active", "/api/active")]);
+    class(&mut config, "active").registry = Some(herdsman::config::RegistryOverride {
+        interval: Some(Duration::from_secs(1)),
+        ..Default::default()
+    });
+    let coordinator = coordinator(config);
+    let origin = Origin::default();
+    let svc = stack(&coordinator, &origin);
+
+    let mut a = svc.subscribe(get("http://api/api/active")).unwrap();
+    let mut b = svc.subscribe(get("http://api/api/active")).unwrap();
+    let first = a.next().await.unwrap();
+    assert_eq!(b.next().await.unwrap().version(), first.version());
+    assert_eq!(origin.calls(), 1);
+
+    time::sleep(Duration::from_secs(3) + Duration::from_millis(1)).await;
+    assert_eq!(origin.calls(), 4, "one call per interval for both");
+    let hooks = coordinator.registry().hooks();
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0].subscribers, 2);
+    assert_eq!(hooks[0].class, Class::new("active"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_snapshot_counts_requests_and_upstream_calls_per_class() {
+    let coordinator = coordinator(config(&[("a", "/a"), ("b", "/b")]));
+    let origin = Origin::default();
+    let svc = stack(&coordinator, &origin);
+
+    for _ in 0..3 {
+        fetch(&svc, get("/a")).await.unwrap();
+    }
+    fetch(&svc, get("/b")).await.unwrap();
+
+    let snapshot = coordinator.snapshot();
+    let a = &snapshot.endpoints["a"];
+    assert_eq!((a.requests, a.upstream_calls, a.cache_hits), (3, 1, 2));
+    let b = &snapshot.endpoints["b"];
+    assert_eq!((b.requests, b.upstream_calls), (1, 1));
+    assert!(!snapshot.endpoints.contains_key("default"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_get_is_served_from_the_cache_and_a_post_invalidates_it() {
+    let coordinator = coordinator(config(&[("items", "/items")]));
+    let origin = Origin::default();
+    let svc = stack(&coordinator, &origin);
+
+    let first = fetch(&svc, get("/items")).await.unwrap();
+    assert_eq!(fetch(&svc, get("/items")).await.unwrap(), first);
+    assert_eq!(origin.calls(), 1);
+
+    fetch(&svc, request(Method::POST, "/items", None))
+        .await
+        .unwrap();
+    assert_eq!(origin.calls(), 2);
+    let after = fetch(&svc, get("/items")).await.unwrap();
+    assert_eq!(after, "GET /items for nobody #3");
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_identical_gets_make_one_inner_call() {
+    let mut config = config(&[("board", "/board")]);
+    class(&mut config, "board").layers = Some(herdsman::config::LayersOverride {
+        cache: Some(false),
+        ..Default::default()
+    });
+    let coordinator = coordinator(config);
+    let origin = Origin::with_delay(Duration::from_millis(10));
+    let svc = stack(&coordinator, &origin);
+
+    let replies = join_all((0..10).map(|_| fetch(&svc, get("/board")))).await;
+    assert_eq!(origin.calls(), 1);
+    for reply in replies {
+        assert_eq!(reply.unwrap(), "GET /board for nobody #1");
+    }
+    let board = &coordinator.snapshot().endpoints["board"];
+    assert_eq!(
+        (board.requests, board.coalesced, board.cache_hits),
+        (10, 9, 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_open_the_breaker_and_its_errors_map_to_503() {
+    let coordinator = coordinator(config(&[("flaky", "/flaky")]));
+    let origin = Origin::default();
+    origin.fail("/flaky", StatusCode::INTERNAL_SERVER_ERROR);
+    let svc = stack(&coordinator, &origin);
+
+    // The test profile opens after three consecutive failures.
+    for _ in 0..3 {
+        let res = svc.clone().oneshot(get("/flaky")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    let err = svc.clone().oneshot(get("/flaky")).await.unwrap_err();
+    assert!(find::<BreakerOpen>(&*err).is_some(), "{err}");
+    let res: Response<String> = error_response(&*err).unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().contains_key(header::RETRY_AFTER));
+    assert_eq!(origin.calls(), 3);
+
+    // Other classes are not affected.
+    fetch(&svc, get("/other")).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_over_the_concurrency_limit_are_overloaded() {
+    let mut config = config(&[("slow", "/slow")]);
+    class(&mut config, "slow").limit = Some(herdsman::config::LimitOverride {
+        max_concurrency: Some(1),
+        max_queue: Some(0),
+        ..Default::default()
+    });
+    let coordinator = coordinator(config);
+    let origin = Origin::with_delay(Duration::from_millis(100));
+    let svc = stack(&coordinator, &origin);
+
+    // Two different keys: dedup cannot merge them.
+    let (a, b) = tokio::join!(fetch(&svc, get("/slow?a")), async {
+        time::sleep(Duration::from_millis(1)).await;
+        fetch(&svc, get("/slow?b")).await
+    });
+    assert_eq!(a.unwrap(), "GET /slow?a for nobody #1");
+    let err = b.unwrap_err();
+    assert!(find::<Overloaded>(&*err).is_some(), "{err}");
+    assert_eq!(
+        error_response::<String>(&*err).unwrap().status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(origin.calls(), 1);
+    // Rejections are not upstream failures: the breaker stays closed.
+    for i in 0..5 {
+        fetch(&svc, get(&format!("/slow?{i}"))).await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_classes_keep_their_own_cache_ttls() {
+    let mut config = config(&[("fast", "/fast"), ("slow", "/slow")]);
+    for (name, secs) in [("fast", 1), ("slow", 10)] {
+        class(&mut config, name).cache = Some(herdsman::config::CacheOverride {
+            ttl: Some(Duration::from_secs(secs)),
+            ..Default::default()
+        });
+    }
+    let coordinator = coordinator(config);
+    let origin = Origin::default();
+    let svc = stack(&coordinator, &origin);
+
+    fetch(&svc, get("/fast")).await.unwrap();
+    fetch(&svc, get("/slow")).await.unwrap();
+    time::sleep(Duration::from_secs(2)).await;
+    fetch(&svc, get("/fast")).await.unwrap();
+    fetch(&svc, get("/slow")).await.unwrap();
+    assert_eq!(origin.calls_to("/fast"), 2, "1 s TTL expired");
+    assert_eq!(origin.calls_to("/slow"), 1, "10 s TTL still fresh");
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_users_never_share_a_private_response_but_share_a_public_one() {
+    let mut config = config(&[("me", "/me"), ("news", "/news")]);
+    class(&mut config, "news").public = true;
+    let coordinator = coordinator(config);
+    let origin = Origin::with_delay(Duration::from_millis(10));
+    let svc = stack(&coordinator, &origin);
+
+    let users = ["Bearer alice", "Bearer bob"];
+    // Concurrently (dedup) and again (cache).
+    for _ in 0..2 {
+        let me = join_all(users.map(|u| fetch(&svc, request(Method::GET, "/me", Some(u))))).await;
+        for (reply, user) in me.into_iter().zip(users) {
+            assert!(reply.unwrap().contains(&format!("for {user} #")));
+        }
+    }
+    assert_eq!(origin.calls_to("/me"), 2, "one call per user");
+
+    for _ in 0..2 {
+        let news =
+            join_all(users.map(|u| fetch(&svc, request(Method::GET, "/news", Some(u))))).await;
+        let news: Vec<String> = news.into_iter().map(Result::unwrap).collect();
+        assert_eq!(news[0], news[1]);
+    }
+    assert_eq!(origin.calls_to("/news"), 1, "one call for everyone");
+}
+
+#[tokio::test(start_paused = true)]
+async fn flipping_the_cache_off_for_one_class_sends_the_next_request_to_the_inner_service() {
+    let coordinator = coordinator(config(&[("a", "/a"), ("b", "/b")]));
+    let origin = Origin::default();
+    let svc = stack(&coordinator, &origin);
+    for _ in 0..2 {
+        fetch(&svc, get("/a")).await.unwrap();
+        fetch(&svc, get("/b")).await.unwrap();
+    }
+    assert_eq!(origin.calls(), 2);
+
+    let a = Class::new("a");
+    coordinator
+        .switches()
+        .set(LayerName::Cache, &a, false)
+        .unwrap();
+    assert_eq!(
+        fetch(&svc, get("/a")).await.unwrap(),
+        "GET /a for nobody #3"
+    );
+    fetch(&svc, get("/b")).await.unwrap();
+    assert_eq!(origin.calls_to("/b"), 1, "class b still cached");
+
+    coordinator
+        .switches()
+        .set(LayerName::Cache, &a, true)
+        .unwrap();
+    fetch(&svc, get("/a")).await.unwrap();
+    assert_eq!(origin.calls_to("/a"), 2, "the entry stored before the flip");
+
+    // The whole stack off: straight to the inner service, unbuffered.
+    coordinator.switches().set_all(false);
+    let res = svc.clone().oneshot(get("/b")).await.unwrap();
+    assert!(!res.body().is_buffered());
+    assert_eq!(text(res).await, "GET /b for nobody #4");
+    coordinator.switches().set_all(true);
+    fetch(&svc, get("/b")).await.unwrap();
+    assert_eq!(origin.calls(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn switch_flips_mid_traffic_lose_and_double_no_request() {
+    let mut config = config(&[("a", "/a"), ("b", "/b")]);
+    // Room for every request at once: a rejection would be a lost request.
+    config.limit.max_concurrency = 1_000;
+    let coordinator = coordinator(config);
+    let origin = Origin::with_delay(Duration::from_millis(3));
+    let svc = stack(&coordinator, &origin);
+
+    let flipper = {
+        let switches = coordinator.switches().clone();
+        tokio::spawn(async move {
+            for round in 0u32.. {
+                let class = Class::new(if round % 2 == 0 { "a" } else { "b" });
+                let layer = LayerName::ALL[round as usize % LayerName::ALL.len()];
+                switches.set(layer, &class, round % 3 != 0).unwrap();
+                switches.set_all(round % 5 != 0);
+                time::sleep(Duration::from_micros(700)).await;
+            }
+        })
+    };
+    // Every request has its own key (and POSTs are never shared): each must
+    // reach the inner service exactly once, and get its own answer.
+    let requests = (0..400).map(|i| {
+        let svc = svc.clone();
+        async move {
+            time::sleep(Duration::from_micros(i * 50)).await;
+            let (method, path) = match i % 4 {
+                0 => (Method::GET, "/a"),
+                1 => (Method::GET, "/b"),
+                2 => (Method::POST, "/a"),
+                _ => (Method::GET, "/c"),
+            };
+            let uri = format!("{path}?{i}");
+            let reply = fetch(&svc, request(method.clone(), &uri, None))
+                .await
+                .unwrap();
+            assert!(
+                reply.starts_with(&format!("{method} {uri} for nobody #")),
+                "{reply}"
+            );
+        }
+    });
+    join_all(requests).await;
+    flipper.abort();
+    assert_eq!(origin.calls(), 400);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollout_of_zero_percent_bypasses_the_stack_and_of_100_coordinates() {
+    let mut zero = config(&[("a", "/a")]);
+    zero.rollout.percent = 0;
+    let coordinator0 = coordinator(zero);
+    let origin = Origin::default();
+    let svc = stack(&coordinator0, &origin);
+    for user in ["Bearer alice", "Bearer bob", "Bearer alice"] {
+        let res = svc
+            .clone()
+            .oneshot(request(Method::GET, "/a", Some(user)))
+            .await
+            .unwrap();
+        assert!(!res.body().is_buffered());
+    }
+    assert_eq!(origin.calls(), 3);
+    assert!(coordinator0.snapshot().endpoints.is_empty());
+
+    let mut allow = config(&[("a", "/a")]);
+    allow.rollout.percent = 0;
+    allow.rollout.allow = vec!["alice".into()];
+    allow.rollout.identity_header = Some("x-user".into());
+    let origin = Origin::default();
+    let svc = stack(&coordinator(allow), &origin);
+    for user in ["alice", "alice", "bob", "bob"] {
+        let req = Request::get("/a")
+            .header("x-user", user)
+            .body(Full::default())
+            .unwrap();
+        fetch(&svc, req).await.unwrap();
+    }
+    assert_eq!(origin.calls(), 3, "alice coordinated, bob not");
+
+    let origin = Origin::default();
+    let hundred = coordinator(config(&[("a", "/a")]));
+    assert_eq!(hundred.config().rollout.percent, 100);
+    let svc = stack(&hundred, &origin);
+    for user in ["Bearer alice", "Bearer alice"] {
+        fetch(&svc, request(Method::GET, "/a", Some(user)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(origin.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalidate_drops_cache_entries_and_polls_the_registry_at_once() {
+    let mut config = config(&[("board", "/board/{id}")]);
+    config.cache.ttl = Duration::from_secs(60);
+    config.registry.interval = Duration::from_secs(60);
+    let coordinator = coordinator(config);
+    let origin = Origin::default();
+    let svc = stack(&coordinator, &origin);
+
+    let mut sub = svc.subscribe(get("http://api/board/1")).unwrap();
+    assert_eq!(sub.next().await.unwrap().version(), 1);
+    fetch(&svc, get("http://api/board/2")).await.unwrap();
+    assert_eq!(origin.calls(), 2);
+
+    coordinator.invalidate(&Invalidation::Prefix("/board/".into()));
+    let update = sub.next().await.unwrap();
+    assert_eq!(update.version(), 2);
+    assert_eq!(origin.calls_to("/board/1"), 2, "polled once, at once");
+    fetch(&svc, get("http://api/board/2")).await.unwrap();
+    assert_eq!(origin.calls_to("/board/2"), 2, "the entry was dropped");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_post_through_the_stack_pushes_to_subscribers_of_its_path() {
+    let mut config = config(&[("board", "/board")]);
+    config.registry.interval = Duration::from_secs(60);
+    let coordinator = coordinator(config);
+    let origin = Origin::default();
+    let svc = stack(&coordinator, &origin);
+
+    let mut sub = svc.subscribe(get("http://api/board")).unwrap();
+    assert_eq!(sub.next().await.unwrap().version(), 1);
+    fetch(&svc, request(Method::POST, "http://api/board", None))
+        .await
+        .unwrap();
+    let update = sub.next().await.unwrap();
+    assert_eq!(update.version(), 2);
+    assert_eq!(origin.calls_to("/board"), 3);
+}
+
+#[test]
+fn an_invalid_configuration_is_refused_naming_field_value_and_reason() {
+    let mut config = config(&[("a", "/a")]);
+    config.cache.ttl = Duration::ZERO;
+    class(&mut config, "a").limit = Some(herdsman::config::LimitOverride {
+        max_concurrency: Some(0),
+        ..Default::default()
+    });
+    let err = Coordinator::builder()
+        .environment(Environment::Test)
+        .config(config)
+        .build()
+        .unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        shown.contains(r#"cache.ttl = "0s": must be greater than zero"#),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("classes.a.limit.max_concurrency = 0"),
+        "{shown}"
+    );
+    assert_eq!(err.problems().len(), 2);
+}
+
+#[test]
+fn the_defaults_are_the_development_profile_and_build_outside_a_runtime() {
+    let coordinator = Coordinator::builder().build().unwrap();
+    assert_eq!(coordinator.environment(), Environment::Development);
+    assert_eq!(
+        coordinator.config(),
+        &Config::profile(Environment::Development)
+    );
+    // Development turns the breaker and the limit off.
+    assert!(!coordinator
+        .switches()
+        .is_on(LayerName::Breaker, &Class::default()));
+    assert!(coordinator
+        .switches()
+        .is_on(LayerName::Cache, &Class::default()));
+    // A layer made outside a runtime starts following invalidations later.
+    let _svc: Stack = coordinator.layer().layer(Origin::default().service());
+}
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send<T: Send>() {}
+    assert_send_sync::<Coordinator>();
+    assert_send_sync::<herdsman::CoordinatorLayer>();
+    assert_send_sync::<herdsman::BuildError>();
+    assert_send::<Stack>();
+    assert_send::<<Stack as tower::Service<Request<Full<Bytes>>>>::Future>();
+}
