@@ -265,7 +265,16 @@ async fn add_card(State(demo): State<Demo>, Path(board): Path<String>, req: Requ
     if !valid_board(&board) {
         return not_found();
     }
-    let response = match demo.coordinated.clone().oneshot(req).await {
+    // Forwarded without its extensions: they hold this router's path
+    // parameters, to which the upstream's router would add its own, and its
+    // `Path` extractor would find two and answer 500.
+    let (parts, body) = req.into_parts();
+    let mut forward = Request::new(body);
+    *forward.method_mut() = parts.method;
+    *forward.uri_mut() = parts.uri;
+    *forward.version_mut() = parts.version;
+    *forward.headers_mut() = parts.headers;
+    let response = match demo.coordinated.clone().oneshot(forward).await {
         Ok(response) => response.map(Body::new),
         Err(err) => return error_response(&*err),
     };
