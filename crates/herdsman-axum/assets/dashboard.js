@@ -27,6 +27,32 @@
     },
   };
   const STATS_URL = "/_herdsman/stats";
+
+  // Admin routes need a bearer token in production and docker. Open the
+  // page as /#token=<token> once: the token moves to this browser's local
+  // storage (every tab of the app, the leader included, needs it) and out
+  // of the address bar.
+  const TOKEN_KEY = "herdsman-admin-token";
+  (function takeTokenFromFragment() {
+    const match = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+    if (!match) return;
+    try {
+      localStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+    } catch (_) {
+      // Storage may be off; the token then lasts for this page only.
+      window.__herdsmanToken = decodeURIComponent(match[1]);
+    }
+    history.replaceState(null, "", location.pathname + location.search);
+  })();
+  function adminHeaders(extra) {
+    const headers = Object.assign({}, extra || {});
+    let token = window.__herdsmanToken;
+    try {
+      token = localStorage.getItem(TOKEN_KEY) || token;
+    } catch (_) {}
+    if (token) headers.Authorization = "Bearer " + token;
+    return headers;
+  }
   const STATS_EVERY_MS = 2000;
   const DEFAULT_POLL_MS = 5000;
   const SSE_GRACE_MS = 3000; // how long a broken stream may take to reconnect
@@ -317,7 +343,7 @@
     try {
       const response = await fetch("/_herdsman/switches/" + encodeURIComponent(name), {
         method: "POST",
-        headers: { "Content-Type": "application/json" },
+        headers: adminHeaders({ "Content-Type": "application/json" }),
         body: JSON.stringify({ enabled }),
       });
       if (response.ok) {
@@ -327,7 +353,7 @@
         message.className = "message error";
         message.textContent =
           response.status === 403
-            ? "Could not switch " + name + ": admin token required."
+            ? "Could not switch " + name + ": admin token required (open the page as /#token=<token>)."
             : "Could not switch " + name + ": the server answered " + response.status + ".";
       }
     } catch (_) {
@@ -500,7 +526,7 @@
     async function pollStats() {
       clearTimeout(statsTimer);
       try {
-        const response = await fetch(STATS_URL, { cache: "no-store" });
+        const response = await fetch(STATS_URL, { cache: "no-store", headers: adminHeaders() });
         if (!response.ok) throw new Error(String(response.status));
         const stats = await response.json();
         applyStats(stats, true);

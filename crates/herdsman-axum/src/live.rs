@@ -138,11 +138,17 @@ impl Live {
     /// loop outlives the gap between two polls).
     pub async fn poll(&self, mut data_request: Request<Body>) -> Response<Body> {
         let headers = data_request.headers().clone();
-        // The caller's validator is checked here against the registry's
-        // version. Forwarded, it would split the key (one poll loop per
-        // ETag a client holds) and reach the stack as a conditional
-        // request, whose 304 the loop would then serve for ever.
-        data_request.headers_mut().remove(header::IF_NONE_MATCH);
+        // The conditional headers are this caller's business: in the key
+        // they would give every ETag its own poll loop.
+        for name in [
+            header::IF_NONE_MATCH,
+            header::IF_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_UNMODIFIED_SINCE,
+            header::IF_RANGE,
+        ] {
+            data_request.headers_mut().remove(name);
+        }
         let mut subscription = match (self.subscribe)(data_request) {
             Ok(s) => s,
             Err(err) => return error_response(&err),
@@ -201,9 +207,9 @@ impl fmt::Debug for Live {
 
 /// The data request for an SSE or polling route: `GET path_and_query` with
 /// the caller's `Host`, `Authorization` and `Cookie` (so the key keeps its
-/// auth partition), `Accept: application/json`, and `If-None-Match` for
-/// [`Live::poll`] to answer (it never goes further). Nothing else of the
-/// caller's request is kept.
+/// auth partition), its `If-None-Match` (which [`Live::poll`] answers and
+/// removes before subscribing) and `Accept: application/json`. Nothing else
+/// of the caller's request is kept.
 pub fn data_request(caller: &Parts, path_and_query: &str) -> Request<Body> {
     let mut req = Request::new(Body::empty());
     *req.uri_mut() = path_and_query

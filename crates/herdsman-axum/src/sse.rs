@@ -129,9 +129,9 @@ impl SseMessage {
     /// Encodes with `id` and, for the first event of a stream, `retry`.
     pub fn into_event(self, id: &str, retry: Option<Duration>) -> Result<Event, InvalidSseField> {
         check_field("id", id)?;
-        // axum splits data on CR and on LF; CRLF would give an empty line
-        // between, so it becomes LF first.
-        let data = self.data.replace("\r\n", "\n");
+        // axum splits data on CR and on LF, but CRLF would give an empty
+        // line between; every line break becomes LF first.
+        let data = self.data.replace("\r\n", "\n").replace('\r', "\n");
         let mut event = Event::default().id(id).data(data);
         if let Some(name) = self.event {
             event = event.event(name);
@@ -279,6 +279,41 @@ mod tests {
         ] {
             assert_eq!(LastEventId::parse(bad), None, "{bad:?}");
         }
+    }
+
+    async fn render(event: Event) -> String {
+        use http_body_util::BodyExt;
+        let stream = tokio_stream::iter([Ok::<_, Infallible>(event)]);
+        let body = Sse::new(stream).into_response().into_body();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn data_with_line_breaks_is_split_into_data_lines() {
+        let event = SseMessage::new("a\r\nb\nc\rd")
+            .with_event("update")
+            .unwrap()
+            .into_event("7", Some(Duration::from_millis(2500)))
+            .unwrap();
+        let text = render(event).await;
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.sort_unstable();
+        assert_eq!(
+            lines,
+            [
+                "",
+                "data: a",
+                "data: b",
+                "data: c",
+                "data: d",
+                "event: update",
+                "id: 7",
+                "retry: 2500"
+            ],
+            "{text:?}"
+        );
+        assert!(text.ends_with("\n\n"), "one blank line ends the event");
     }
 
     #[test]

@@ -4,13 +4,18 @@
 use tower::ServiceBuilder;
 use tower_layer::Stack;
 
-use crate::{breaker::BreakerLayer, cache::CacheLayer, dedup::DedupLayer, limit::LimitLayer};
+use crate::{
+    breaker::BreakerLayer, cache::CacheLayer, dedup::DedupLayer, limit::LimitLayer,
+    registry::RegistryLayer, stats::StatsLayer,
+};
 
 /// Adds herdsman's layers to [`tower::ServiceBuilder`].
 ///
 /// Each method is `.layer(layer)` with the layer's type spelled out; the
 /// order of the calls is the order of the stack, outermost first. The
-/// recommended order is cache, dedup, breaker, limit (see `DESIGN.md`).
+/// recommended order is registry, stats, cache, dedup, breaker, limit (see
+/// `DESIGN.md`), or all of them at once from configuration with a
+/// [`Coordinator`](crate::Coordinator).
 ///
 /// The trait is sealed: it is implemented for `ServiceBuilder` only.
 ///
@@ -18,8 +23,9 @@ use crate::{breaker::BreakerLayer, cache::CacheLayer, dedup::DedupLayer, limit::
 ///
 /// ```
 /// use herdsman::{
-///     breaker::BreakerLayer, builder::ServiceBuilderExt, cache::CacheLayer, dedup::DedupLayer,
-///     key::Key, limit::{ClassLimits, LimitLayer},
+///     breaker::BreakerLayer, builder::ServiceBuilderExt, cache::CacheLayer, class::AllDefault,
+///     dedup::DedupLayer, key::Key, limit::{ClassLimits, LimitLayer}, registry::RegistryLayer,
+///     stats::Stats,
 /// };
 /// use std::convert::Infallible;
 /// use tower::{service_fn, ServiceBuilder, ServiceExt};
@@ -28,7 +34,10 @@ use crate::{breaker::BreakerLayer, cache::CacheLayer, dedup::DedupLayer, limit::
 /// # async fn main() {
 /// let key = |id: &u64| Some(Key::from(*id));
 /// let cache = CacheLayer::new(key);
+/// let stats = Stats::new();
 /// let svc = ServiceBuilder::new()
+///     .registry(RegistryLayer::new(key))
+///     .stats(stats.layer(AllDefault))
 ///     .cache(cache.clone())
 ///     .dedup(DedupLayer::new(key))
 ///     .breaker(BreakerLayer::new())
@@ -38,6 +47,7 @@ use crate::{breaker::BreakerLayer, cache::CacheLayer, dedup::DedupLayer, limit::
 /// assert_eq!(svc.clone().oneshot(21).await.unwrap(), 42); // a miss, stored
 /// assert_eq!(svc.oneshot(21).await.unwrap(), 42); // a hit
 /// assert_eq!(cache.handle().stats().hits, 1);
+/// assert_eq!(stats.snapshot().endpoints["default"].requests, 2);
 /// # }
 /// ```
 pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
@@ -65,6 +75,20 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
     /// Adds a [`LimitLayer`]: a concurrency limit and rate rules per
     /// endpoint class. See [`crate::limit`].
     fn limit<C, I>(self, layer: LimitLayer<C, I>) -> ServiceBuilder<Stack<LimitLayer<C, I>, L>>;
+
+    /// Adds a [`StatsLayer`] (client requests; put
+    /// [`Stats::upstream_layer`](crate::stats::Stats::upstream_layer) innermost
+    /// for upstream calls). See [`crate::stats`].
+    fn stats<C, F>(self, layer: StatsLayer<C, F>) -> ServiceBuilder<Stack<StatsLayer<C, F>, L>>;
+
+    /// Adds a [`RegistryLayer`]: one shared poll loop per key, and one-shot
+    /// calls answered from live loops. See [`crate::registry`].
+    // The type is the layer's own, spelled out like the other methods'.
+    #[allow(clippy::type_complexity)]
+    fn registry<K, C, P, F, Q>(
+        self,
+        layer: RegistryLayer<K, C, P, F, Q>,
+    ) -> ServiceBuilder<Stack<RegistryLayer<K, C, P, F, Q>, L>>;
 }
 
 impl<L> sealed::Sealed<L> for ServiceBuilder<L> {}
@@ -92,6 +116,17 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     }
 
     fn limit<C, I>(self, layer: LimitLayer<C, I>) -> ServiceBuilder<Stack<LimitLayer<C, I>, L>> {
+        self.layer(layer)
+    }
+
+    fn stats<C, F>(self, layer: StatsLayer<C, F>) -> ServiceBuilder<Stack<StatsLayer<C, F>, L>> {
+        self.layer(layer)
+    }
+
+    fn registry<K, C, P, F, Q>(
+        self,
+        layer: RegistryLayer<K, C, P, F, Q>,
+    ) -> ServiceBuilder<Stack<RegistryLayer<K, C, P, F, Q>, L>> {
         self.layer(layer)
     }
 }

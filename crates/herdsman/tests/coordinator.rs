@@ -273,6 +273,42 @@ async fn failures_open_the_breaker_and_its_errors_map_to_503() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn layers_off_in_the_configuration_are_bypassed_unless_a_class_turns_them_on() {
+    // Development turns the breaker off; one class turns it back on.
+    let mut config = Config::profile(Environment::Development);
+    for (name, path) in [("flaky", "/flaky"), ("guarded", "/guarded")] {
+        config.classes.insert(
+            name.into(),
+            ClassConfig {
+                paths: vec![path.into()],
+                ..ClassConfig::default()
+            },
+        );
+    }
+    class(&mut config, "guarded").layers = Some(herdsman::config::LayersOverride {
+        breaker: Some(true),
+        ..Default::default()
+    });
+    let coordinator = Coordinator::builder().config(config).build().unwrap();
+    let origin = Origin::default();
+    origin.fail("/flaky", StatusCode::BAD_GATEWAY);
+    origin.fail("/guarded", StatusCode::BAD_GATEWAY);
+    let svc = stack(&coordinator, &origin);
+
+    let mut guarded_errors = 0;
+    for _ in 0..6 {
+        let res = svc.clone().oneshot(get("/flaky")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+        if let Err(err) = svc.clone().oneshot(get("/guarded")).await {
+            assert!(find::<BreakerOpen>(&*err).is_some(), "{err}");
+            guarded_errors += 1;
+        }
+    }
+    assert_eq!(origin.calls_to("/flaky"), 6);
+    assert_eq!((origin.calls_to("/guarded"), guarded_errors), (3, 3));
+}
+
+#[tokio::test(start_paused = true)]
 async fn requests_over_the_concurrency_limit_are_overloaded() {
     let mut config = config(&[("slow", "/slow")]);
     class(&mut config, "slow").limit = Some(herdsman::config::LimitOverride {
@@ -323,6 +359,38 @@ async fn two_classes_keep_their_own_cache_ttls() {
     fetch(&svc, get("/slow")).await.unwrap();
     assert_eq!(origin.calls_to("/fast"), 2, "1 s TTL expired");
     assert_eq!(origin.calls_to("/slow"), 1, "10 s TTL still fresh");
+}
+
+#[tokio::test(start_paused = true)]
+async fn classes_with_different_dedup_windows_each_reuse_results_for_their_own() {
+    let mut config = config(&[("sticky", "/sticky"), ("plain", "/plain")]);
+    config.layers.cache = false;
+    class(&mut config, "sticky").dedup = Some(herdsman::config::DedupOverride {
+        window: Some(Duration::from_secs(1)),
+    });
+    let coordinator = coordinator(config);
+    let origin = Origin::default();
+    let svc = stack(&coordinator, &origin);
+
+    for path in ["/sticky", "/plain"] {
+        fetch(&svc, get(path)).await.unwrap();
+        time::sleep(Duration::from_millis(500)).await;
+        fetch(&svc, get(path)).await.unwrap();
+    }
+    assert_eq!(
+        origin.calls_to("/sticky"),
+        1,
+        "reused within its 1 s window"
+    );
+    assert_eq!(
+        origin.calls_to("/plain"),
+        2,
+        "no window: in-flight sharing only"
+    );
+    time::sleep(Duration::from_secs(1)).await;
+    fetch(&svc, get("/sticky")).await.unwrap();
+    assert_eq!(origin.calls_to("/sticky"), 2, "the window has passed");
+    assert_eq!(coordinator.snapshot().endpoints["sticky"].reused, 1);
 }
 
 #[tokio::test(start_paused = true)]

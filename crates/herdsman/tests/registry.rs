@@ -211,6 +211,8 @@ async fn ten_thousand_subscribers_make_one_upstream_call_per_interval() {
     }
     assert_eq!(registry.stats().subscribers, 10_000);
     assert_eq!(registry.hooks()[0].subscribers, 10_000);
+    let per_subscriber = registry.handle().memory_bytes() / 10_000;
+    assert!((48..=256).contains(&per_subscriber), "{per_subscriber} B");
 }
 
 #[tokio::test(start_paused = true)]
@@ -765,6 +767,50 @@ fn a_subscription_ends_when_its_runtime_shuts_down() {
         0,
         "the next subscriber starts a new loop"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follower_that_lags_behind_the_cache_refreshes_every_key() {
+    let upstream = Upstream::changing_every(1);
+    let registry = layer().layer(upstream.clone());
+    let _subs: Vec<Sub> = ["/a", "/b"]
+        .into_iter()
+        .map(|p| registry.subscribe(p).unwrap())
+        .collect();
+    settle().await;
+    let (tx, rx) = tokio::sync::broadcast::channel(1);
+    let follower = registry.follow(rx);
+    // Two announcements into a channel of one: the follower misses one.
+    tx.send(Invalidation::Key(Key::from("nothing"))).unwrap();
+    tx.send(Invalidation::Key(Key::from("nothing else")))
+        .unwrap();
+    settle().await;
+    assert_eq!(upstream.calls(), 4, "both keys polled again");
+    drop(tx);
+    follower.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_loop_that_panics_outside_the_inner_call_ends_its_streams_and_frees_its_key() {
+    let upstream = Upstream::changing_every(1);
+    let registry = layer()
+        .with_fingerprint(|value: &String| -> u64 {
+            assert!(!value.ends_with("@1"), "fingerprint bug");
+            value.len() as u64
+        })
+        .layer(upstream.clone());
+    let mut sub = registry.subscribe("/a").unwrap();
+    assert_eq!(sub.next().await.unwrap().version(), 1);
+    let ended = time::timeout(10 * SEC, sub.next()).await.unwrap();
+    assert!(ended.is_none(), "the stream ends instead of hanging");
+    let stats = registry.stats();
+    assert_eq!((stats.keys, stats.tasks, stats.subscribers), (0, 0, 1));
+
+    let mut again = registry.subscribe("/a").unwrap();
+    assert_eq!(again.next().await.unwrap().value().unwrap(), "/a@2");
+    drop(sub);
+    assert_eq!(registry.stats().subscribers, 1);
+    assert_eq!(registry.hooks()[0].subscribers, 1);
 }
 
 // HTTP

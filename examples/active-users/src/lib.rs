@@ -109,7 +109,9 @@ impl Options {
                 .parse()
                 .ok()
                 .filter(|r: &f64| (0.0..=1.0).contains(r))
-                .ok_or_else(|| format!("DEMO_UPSTREAM_FAIL_RATE = {v:?}: not a number from 0.0 to 1.0"))?;
+                .ok_or_else(|| {
+                    format!("DEMO_UPSTREAM_FAIL_RATE = {v:?}: not a number from 0.0 to 1.0")
+                })?;
             options.fail_rate = rate;
         }
         Ok(options)
@@ -132,7 +134,11 @@ pub struct Demo {
 impl Demo {
     /// Builds the demo for `environment` with `config` (give it
     /// [`with_demo_classes`]). Must run inside a tokio runtime.
-    pub fn build(environment: Environment, config: Config, options: &Options) -> Result<Demo, BuildError> {
+    pub fn build(
+        environment: Environment,
+        config: Config,
+        options: &Options,
+    ) -> Result<Demo, BuildError> {
         let coordinator = Coordinator::builder()
             .environment(environment)
             .config(config)
@@ -185,6 +191,16 @@ impl Demo {
     }
 }
 
+impl std::fmt::Debug for Demo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Demo")
+            .field("coordinator", &self.coordinator)
+            .field("upstream", &self.upstream)
+            .field("live", &self.live)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Board names are untrusted path input: 1 to 64 of `[A-Za-z0-9_-]`.
 fn valid_board(board: &str) -> bool {
     (1..=64).contains(&board.len())
@@ -227,11 +243,7 @@ async fn poll(State(demo): State<Demo>, req: Request) -> Response {
     demo.live.poll(data_request(&parts, &path)).await
 }
 
-async fn poll_board(
-    State(demo): State<Demo>,
-    Path(board): Path<String>,
-    req: Request,
-) -> Response {
+async fn poll_board(State(demo): State<Demo>, Path(board): Path<String>, req: Request) -> Response {
     if !valid_board(&board) {
         return not_found();
     }
@@ -265,9 +277,8 @@ async fn add_card(State(demo): State<Demo>, Path(board): Path<String>, req: Requ
     if !valid_board(&board) {
         return not_found();
     }
-    // Forwarded without its extensions: they hold this router's path
-    // parameters, to which the upstream's router would add its own, and its
-    // `Path` extractor would find two and answer 500.
+    // A fresh request: the outer router's extensions (its path parameters)
+    // must not reach the upstream router.
     let (parts, body) = req.into_parts();
     let mut forward = Request::new(body);
     *forward.method_mut() = parts.method;

@@ -28,9 +28,35 @@ async fn main() -> ExitCode {
     }
 }
 
+/// 128 random bits as hex, from the standard library's per-process random
+/// hash keys (no extra dependency for a demo).
+fn random_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let half = |salt: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(salt);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.finish()
+    };
+    format!("{:016x}{:016x}", half(1), half(2))
+}
+
 async fn run() -> Result<(), String> {
     let environment = Environment::detect().map_err(|e| e.to_string())?;
-    let config = Config::load(environment).map_err(|e| format!("invalid configuration:\n{e}"))?;
+    let mut config =
+        Config::load(environment).map_err(|e| format!("invalid configuration:\n{e}"))?;
+    // Admin routes need a token in production and docker. Without one
+    // configured, the demo makes one for this run and prints it once, so
+    // that its dashboard works out of the box and stays closed to others.
+    let generated = matches!(environment, Environment::Production | Environment::Docker)
+        && config.admin.token.is_none();
+    if generated {
+        config.admin.token = Some(random_token());
+    }
     let options = Options::from_env(|name| std::env::var(name).ok())?;
     let demo = Demo::build(environment, with_demo_classes(config), &options)
         .map_err(|e| format!("invalid configuration:\n{e}"))?;
@@ -45,6 +71,19 @@ async fn run() -> Result<(), String> {
         interval = ?demo.coordinator.config().registry.interval,
         "active-users demo listening on http://{local}/"
     );
+    if generated {
+        let token = demo
+            .coordinator
+            .config()
+            .admin
+            .token
+            .as_deref()
+            .unwrap_or_default();
+        tracing::info!(
+            "no admin token configured (HERDSMAN__ADMIN__TOKEN): this run's is {token}; \
+             open the dashboard at http://{local}/#token={token}"
+        );
+    }
     axum::serve(
         listener,
         demo.router()

@@ -88,11 +88,7 @@ impl Upstream {
         let upstream = Upstream {
             inner: Arc::new(State_ {
                 calls: Default::default(),
-                users: Mutex::new(
-                    ["ann", "bob", "chen", "dara"]
-                        .map(String::from)
-                        .to_vec(),
-                ),
+                users: Mutex::new(["ann", "bob", "chen", "dara"].map(String::from).to_vec()),
                 boards: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 latency,
@@ -171,6 +167,15 @@ impl Upstream {
                 .into_response());
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("latency", &self.inner.latency)
+            .field("active_users_calls", &self.calls(Endpoint::ActiveUsers))
+            .finish_non_exhaustive()
     }
 }
 

@@ -2,10 +2,129 @@
 //!
 //! Each layer works alone, but an application wants all of them, in the
 //! right order, sharing one classification of requests, one set of stats
-//! and one set of switches. [`Coordinator::builder`] takes the environment
-//! and the [`Config`](crate::config::Config) (endpoint classes included) and
-//! builds the shared state of every layer; [`Coordinator::layer`] is the
-//! tower layer that puts them around an inner service.
+//! and one set of switches. [`Coordinator::builder`] takes the
+//! [`Environment`](crate::config::Environment) and the
+//! [`Config`](crate::config::Config) (endpoint classes included, from
+//! `config.classes`), validates it as start-up does ([`BuildError`] names
+//! the field, the value and the reason) and builds every layer's shared
+//! state; [`Coordinator::layer`] is the tower layer that puts them around an
+//! inner HTTP service: an axum `Router` (server side) or a hyper-util client
+//! (client side). Every service made from one coordinator shares its state.
+//!
+//! # The stack
+//!
+//! Outer to inner, as `docs/ARCHITECTURE.md` explains:
+//!
+//! ```text
+//! Coordinated   classify once; stack switch and rollout: else straight to the inner service
+//!  Registry     one-shot calls answered from a live poll loop
+//!  Stats        client requests, per class
+//!  Cache        HTTP semantics; writes invalidate (and the registry polls)
+//!  Dedup        one Dedup per distinct reuse window among the classes
+//!  Breaker      per class; 5xx and errors are failures
+//!  Limit        per class; per-caller rate rules use the rollout's identity
+//!  Stats        upstream calls, per class and per key
+//!  Buffer       bodies into Bytes, so that responses can be shared
+//! inner service
+//! ```
+//!
+//! - **Classes.** One [`PathClasses`](crate::http::PathClasses) from
+//!   [`Config::path_classes`](crate::config::Config::path_classes)
+//!   classifies each request once, in [`Coordinated`]; the class travels in
+//!   the request's extensions, so no layer classifies it again ([`ClassOf`]).
+//!   Each layer gets its per-class settings from
+//!   [`Config::class`](crate::config::Config::class).
+//! - **Keys.** [`HttpKey`](crate::http::HttpKey), with the auth partition
+//!   dropped for classes declared `public` ([`ClassKey`]): two users never
+//!   share a private response.
+//! - **Switches.** [`Coordinator::switches`] holds one switch per layer per
+//!   class and one for the stack ([`Switches::from_config`](crate::switch::Switches::from_config):
+//!   layers off in `config.layers` or a class's `layers` start off). Each
+//!   layer is wrapped in a [`Bypass`](stack::Bypass) that reads its class's
+//!   switch (one atomic load) and sends the request through the layer or
+//!   straight past it. A flip takes effect on the next request and never
+//!   touches one in flight.
+//! - **Rollout.** A caller the [`Rollout`](crate::switch::Rollout) of
+//!   `config.rollout` does not admit (or every caller, with the stack switch
+//!   off) goes straight to the inner service, its body unread.
+//! - **Registry.** [`Coordinated::subscribe`] subscribes through the stack
+//!   at the class's interval; the registry follows the cache's
+//!   invalidations (from the first service made within a tokio runtime), so
+//!   a `POST` through the stack pushes fresh data to the subscribers of its
+//!   path. [`Coordinator::invalidate`] does the same by hand.
+//! - **Stats.** Every layer reports to [`Coordinator::stats`] (the tokio
+//!   clock in `Environment::Test`, alert rules from `config.alerts`), which
+//!   also tracks the memory of the cache, dedup, limit and registry.
+//!
+//! The services are concrete types ([`stack::Stack`]): no request is boxed.
+//!
+//! # Examples
+//!
+//! ```
+//! use herdsman::{
+//!     class::Class,
+//!     config::{ClassConfig, Config, Environment},
+//!     switch::LayerName,
+//!     Coordinator,
+//! };
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Full};
+//! use std::{convert::Infallible, sync::{atomic::{AtomicUsize, Ordering}, Arc}};
+//! use tower::{service_fn, Layer, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), herdsman::BoxError> {
+//! let mut config = Config::profile(Environment::Test);
+//! config.classes.insert(
+//!     "active-users".into(),
+//!     ClassConfig { paths: vec!["/api/active-users".into()], public: true, ..Default::default() },
+//! );
+//! let coordinator = Coordinator::builder()
+//!     .environment(Environment::Test)
+//!     .config(config)
+//!     .build()?;
+//!
+//! let calls = Arc::new(AtomicUsize::new(0));
+//! let counter = calls.clone();
+//! let upstream = service_fn(move |_: Request<Full<Bytes>>| {
+//!     let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+//!     async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("{n} online"))))) }
+//! });
+//! let svc = coordinator.layer().layer(upstream);
+//!
+//! let get = || Request::get("/api/active-users").body(Full::default()).unwrap();
+//! for _ in 0..3 {
+//!     let body = svc.clone().oneshot(get()).await?.into_body().collect().await?.to_bytes();
+//!     assert_eq!(body, "1 online"); // the first call, then the cache
+//! }
+//! let active = &coordinator.snapshot().endpoints["active-users"];
+//! assert_eq!((active.requests, active.upstream_calls), (3, 1));
+//!
+//! // The rollback plan: a switch flip, effective on the next request.
+//! coordinator
+//!     .switches()
+//!     .set(LayerName::Cache, &Class::new("active-users"), false)?;
+//! svc.clone().oneshot(get()).await?;
+//! assert_eq!(calls.load(Ordering::SeqCst), 2);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `docs/COORDINATOR.md` shows the coordinator around an axum `Router` and
+//! around a hyper-util client; `tests/tests/coordinator_e2e.rs` runs both.
+//!
+//! # Trade-offs
+//!
+//! - `poll_ready` drives both the stack and the plain inner service (the
+//!   path is chosen in `call`), and every dedup layer when classes have
+//!   different reuse windows: a bounded inner service may hold a slot on
+//!   each until the call.
+//! - The registry is one for all classes: a class's registry `interval`
+//!   applies (to its subscriptions), but `floor`, `jitter`, `linger` and
+//!   the subscriber limits are the global section's.
+//! - Subscriptions ignore the registry switch (there is no other path for
+//!   a stream); it turns off one-shot answers from live loops only.
 
 mod builder;
 mod error;

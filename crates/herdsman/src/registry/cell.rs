@@ -236,3 +236,108 @@ fn take_wakers<T>(inner: &mut Inner<T>) -> Vec<Waker> {
         .filter_map(|(_, waker)| waker.take())
         .collect()
 }
+
+/// Model checks of the cell with loom: a publish racing a subscriber that
+/// parks, one that reads twice, and one that leaves.
+///
+/// `RUSTFLAGS="--cfg herdsman_loom" cargo test -p herdsman --lib --release loom`
+#[cfg(all(test, herdsman_loom))]
+mod loom {
+    use std::{
+        sync::atomic::{AtomicUsize, Ordering},
+        task::Wake,
+    };
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn publisher(cell: &Arc<Cell<u32>>, values: &'static [u32], at: Instant) -> impl FnOnce() {
+        let cell = cell.clone();
+        move || {
+            for &v in values {
+                cell.publish(Ok(v), Fp::Ok(u64::from(v)), at);
+            }
+        }
+    }
+
+    #[test]
+    fn a_subscriber_that_parks_during_a_publish_is_woken_or_sees_it() {
+        let at = Instant::now();
+        ::loom::model(move || {
+            let cell = Arc::new(Cell::<u32>::new());
+            let slot = cell.register();
+            let publishing = ::loom::thread::spawn(publisher(&cell, &[7], at));
+            let wakes = Arc::new(Wakes::default());
+            let waker = Waker::from(wakes.clone());
+            let mut cx = Context::from_waker(&waker);
+            let mut seen = 0;
+            let first = cell.poll_next(slot, &mut seen, &mut cx);
+            publishing.join().unwrap();
+            match first {
+                Poll::Ready(Some(update)) => assert_eq!(update.version(), 1),
+                Poll::Pending => {
+                    assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "a lost wake-up");
+                    let again = cell.poll_next(slot, &mut seen, &mut cx);
+                    assert!(matches!(again, Poll::Ready(Some(ref u)) if u.version() == 1));
+                }
+                Poll::Ready(None) => panic!("the cell was not closed"),
+            }
+            assert!(
+                cell.poll_next(slot, &mut seen, &mut cx).is_pending(),
+                "seen twice"
+            );
+        });
+    }
+
+    #[test]
+    fn a_reader_racing_two_publishes_never_goes_backwards() {
+        let at = Instant::now();
+        ::loom::model(move || {
+            let cell = Arc::new(Cell::<u32>::new());
+            let slot = cell.register();
+            let publishing = ::loom::thread::spawn(publisher(&cell, &[1, 2], at));
+            let waker = Waker::from(Arc::new(Wakes::default()));
+            let mut cx = Context::from_waker(&waker);
+            let mut seen = 0;
+            let mut versions = Vec::new();
+            for _ in 0..2 {
+                if let Poll::Ready(Some(u)) = cell.poll_next(slot, &mut seen, &mut cx) {
+                    versions.push(u.version());
+                }
+            }
+            publishing.join().unwrap();
+            if let Poll::Ready(Some(u)) = cell.poll_next(slot, &mut seen, &mut cx) {
+                versions.push(u.version());
+            }
+            assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+            assert_eq!(versions.last(), Some(&2));
+        });
+    }
+
+    #[test]
+    fn a_subscriber_leaving_during_a_publish_frees_its_slot() {
+        let at = Instant::now();
+        ::loom::model(move || {
+            let cell = Arc::new(Cell::<u32>::new());
+            let slot = cell.register();
+            let waker = Waker::from(Arc::new(Wakes::default()));
+            let mut seen = 0;
+            assert!(cell
+                .poll_next(slot, &mut seen, &mut Context::from_waker(&waker))
+                .is_pending());
+            let publishing = ::loom::thread::spawn(publisher(&cell, &[1], at));
+            cell.deregister(slot);
+            publishing.join().unwrap();
+            assert_eq!(cell.lock().waiters.len(), 0);
+            assert_eq!(cell.current().map(|u| u.version()), Some(1));
+        });
+    }
+}

@@ -16,10 +16,9 @@ use super::{
 };
 use crate::{event::Event, key::Key};
 
-/// Bytes a subscriber costs the registry: its handle and its waker slot.
-pub(crate) const SUBSCRIPTION_BYTES: usize = mem::size_of::<Subscription<()>>()
-    + mem::size_of::<Option<std::task::Waker>>()
-    + mem::size_of::<usize>();
+/// Bytes a subscriber's handle takes (its waker slot is counted with its
+/// key's hook).
+pub(crate) const SUBSCRIPTION_BYTES: usize = mem::size_of::<Subscription<()>>();
 
 /// Options of one subscriber.
 #[derive(Debug, Clone, Default)]
