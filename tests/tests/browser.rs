@@ -331,9 +331,31 @@ impl Drop for Browser {
                 stream,
                 "DELETE /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             );
-            let _ = stream.read_to_end(&mut Vec::new());
+            // chromedriver keeps the connection open: read one response.
+            let mut reply = Vec::new();
+            let mut chunk = [0; 4096];
+            while let Ok(n @ 1..) = stream.read(&mut chunk) {
+                reply.extend_from_slice(&chunk[..n]);
+                if response_complete(&reply) {
+                    break;
+                }
+            }
         }
     }
+}
+
+/// Whether `reply` holds a whole HTTP/1.1 response with a `Content-Length`.
+fn response_complete(reply: &[u8]) -> bool {
+    let Some(end) = reply.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&reply[..end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    reply.len() >= end + 4 + length
 }
 
 /// Reads the dashboard's state: the globals it exposes for tests and what
@@ -380,7 +402,8 @@ impl Page {
             .iter()
             .filter_map(Value::as_str)
             .collect();
-        (self.0["count"] == users.len().to_string()).then_some(users)
+        let count = self.0["count"].as_str()?.parse::<usize>().ok()?;
+        (count == users.len()).then_some(users)
     }
 
     fn shows_users(&self, expected: &[&str]) -> bool {
