@@ -367,6 +367,7 @@ return {
   role: d.role || null,
   transport: d.transport || null,
   statsUpdates: d.statsUpdates || 0,
+  election: d.election || null,
   roleText: text("role"),
   transportText: text("transport"),
   users: Array.from(document.querySelectorAll("#active-users-list li"), (li) => li.textContent),
@@ -383,6 +384,10 @@ struct Page(Value);
 impl Page {
     fn role(&self) -> &str {
         self.0["role"].as_str().unwrap_or("")
+    }
+
+    fn election(&self) -> &str {
+        self.0["election"].as_str().unwrap_or("")
     }
 
     fn is_leader(&self) -> bool {
@@ -514,88 +519,115 @@ fn leaders(pages: &[Page]) -> usize {
 
 // -------------------------------------------------------------------- tests
 
+/// Where the dashboard elects with Web Locks, and where it is made to use
+/// its BroadcastChannel heartbeat (the fallback for browsers without them).
+const LOCKS: (&str, &str) = ("/", "locks");
+const HEARTBEAT: (&str, &str) = ("/?election=heartbeat", "heartbeat");
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver"]
 async fn three_tabs_elect_one_leader_and_hold_one_tabs_worth_of_streams() {
-    bounded(async {
-        let app = App::start().await;
-        let browser = Browser::start().await;
-        let tabs = browser.tabs(&app.url("/"), 3).await;
+    bounded(three_tabs_share_one_leader(LOCKS)).await;
+}
 
-        let pages = wait_for_pages(
-            &browser,
-            &tabs,
-            "every tab shows the users over SSE",
-            |pages| {
-                pages
-                    .iter()
-                    .all(|p| p.shows_users(&FIRST_USERS) && p.transport() == Some("sse"))
-            },
-        )
-        .await;
-        assert_eq!(leaders(&pages), 1, "exactly one leader: {pages:#?}");
-        assert!(pages
-            .iter()
-            .all(|p| p.is_leader() || p.role() == "follower"));
-
-        // The followers rendered through the leader: the server holds what
-        // one page opens, one registry subscriber per stream.
-        wait_for_streams(&app, STREAMS_PER_PAGE).await;
-        assert_eq!(app.subscribers("active-users"), 1);
-        assert_eq!(app.subscribers("board-events"), 1);
-
-        // A change reaches every tab over the leader's one stream.
-        app.set_users(&["eve"]);
-        wait_for_pages(&browser, &tabs, "every tab shows the change", |pages| {
-            pages.iter().all(|p| p.shows_users(&["eve"]))
-        })
-        .await;
-        assert_eq!(app.open_streams(), STREAMS_PER_PAGE);
-    })
-    .await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver"]
+async fn three_tabs_elect_one_leader_by_heartbeat_and_hold_one_tabs_worth_of_streams() {
+    bounded(three_tabs_share_one_leader(HEARTBEAT)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver"]
 async fn closing_the_leader_tab_hands_the_streams_to_another_tab() {
-    bounded(async {
-        let app = App::start().await;
-        let browser = Browser::start().await;
-        let tabs = browser.tabs(&app.url("/"), 3).await;
-        let pages = wait_for_pages(&browser, &tabs, "one tab leads over SSE", |pages| {
-            leaders(pages) == 1
-                && pages
-                    .iter()
-                    .all(|p| p.shows_users(&FIRST_USERS) && p.transport() == Some("sse"))
-        })
-        .await;
-        wait_for_streams(&app, STREAMS_PER_PAGE).await;
+    bounded(closing_the_leader_hands_over(LOCKS)).await;
+}
 
-        let leader = pages.iter().position(Page::is_leader).expect("a leader");
-        let rest: Vec<String> = tabs
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| i != leader)
-            .map(|(_, tab)| tab.clone())
-            .collect();
-        browser.close_tab(&tabs[leader], &rest[0]).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver"]
+async fn closing_the_heartbeat_leader_tab_hands_the_streams_to_another_tab() {
+    bounded(closing_the_leader_hands_over(HEARTBEAT)).await;
+}
 
-        wait_for_pages(&browser, &rest, "another tab leads over SSE", |pages| {
-            leaders(pages) == 1 && pages.iter().all(|p| p.transport() == Some("sse"))
-        })
-        .await;
-        // The closed tab's streams end; the new leader's replace them.
-        wait_for_streams(&app, STREAMS_PER_PAGE).await;
-        assert_eq!(app.subscribers("active-users"), 1);
+/// Three tabs of `path` (electing by `election`) elect one leader, which
+/// alone holds streams and feeds the others.
+async fn three_tabs_share_one_leader((path, election): (&str, &str)) {
+    let app = App::start().await;
+    let browser = Browser::start().await;
+    let tabs = browser.tabs(&app.url(path), 3).await;
 
-        app.set_users(&["fay", "gus"]);
-        wait_for_pages(&browser, &rest, "both tabs show the change", |pages| {
-            pages.iter().all(|p| p.shows_users(&["fay", "gus"]))
-        })
-        .await;
-        assert_eq!(app.open_streams(), STREAMS_PER_PAGE);
+    let pages = wait_for_pages(
+        &browser,
+        &tabs,
+        "every tab shows the users over SSE",
+        |pages| {
+            pages
+                .iter()
+                .all(|p| p.shows_users(&FIRST_USERS) && p.transport() == Some("sse"))
+        },
+    )
+    .await;
+    assert!(pages.iter().all(|p| p.election() == election), "{pages:#?}");
+    assert_eq!(leaders(&pages), 1, "exactly one leader: {pages:#?}");
+    assert!(pages
+        .iter()
+        .all(|p| p.is_leader() || p.role() == "follower"));
+
+    // The followers rendered through the leader: the server holds what one
+    // page opens, one registry subscriber per stream.
+    wait_for_streams(&app, STREAMS_PER_PAGE).await;
+    assert_eq!(app.subscribers("active-users"), 1);
+    assert_eq!(app.subscribers("board-events"), 1);
+
+    // A change reaches every tab over the leader's one stream.
+    app.set_users(&["eve"]);
+    let pages = wait_for_pages(&browser, &tabs, "every tab shows the change", |pages| {
+        pages.iter().all(|p| p.shows_users(&["eve"]))
     })
     .await;
+    assert_eq!(leaders(&pages), 1, "still one leader: {pages:#?}");
+    assert_eq!(app.open_streams(), STREAMS_PER_PAGE);
+}
+
+/// Closing the leader tab of three (electing by `election`) makes another
+/// tab the leader, and the server still holds one tab's worth of streams.
+async fn closing_the_leader_hands_over((path, election): (&str, &str)) {
+    let app = App::start().await;
+    let browser = Browser::start().await;
+    let tabs = browser.tabs(&app.url(path), 3).await;
+    let pages = wait_for_pages(&browser, &tabs, "one tab leads over SSE", |pages| {
+        leaders(pages) == 1
+            && pages
+                .iter()
+                .all(|p| p.shows_users(&FIRST_USERS) && p.transport() == Some("sse"))
+    })
+    .await;
+    assert!(pages.iter().all(|p| p.election() == election), "{pages:#?}");
+    wait_for_streams(&app, STREAMS_PER_PAGE).await;
+
+    let leader = pages.iter().position(Page::is_leader).expect("a leader");
+    let rest: Vec<String> = tabs
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != leader)
+        .map(|(_, tab)| tab.clone())
+        .collect();
+    browser.close_tab(&tabs[leader], &rest[0]).await;
+
+    wait_for_pages(&browser, &rest, "another tab leads over SSE", |pages| {
+        leaders(pages) == 1 && pages.iter().all(|p| p.transport() == Some("sse"))
+    })
+    .await;
+    // The closed tab's streams end; the new leader's replace them.
+    wait_for_streams(&app, STREAMS_PER_PAGE).await;
+    assert_eq!(app.subscribers("active-users"), 1);
+
+    app.set_users(&["fay", "gus"]);
+    let pages = wait_for_pages(&browser, &rest, "both tabs show the change", |pages| {
+        pages.iter().all(|p| p.shows_users(&["fay", "gus"]))
+    })
+    .await;
+    assert_eq!(leaders(&pages), 1, "still one leader: {pages:#?}");
+    assert_eq!(app.open_streams(), STREAMS_PER_PAGE);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
