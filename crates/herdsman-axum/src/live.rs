@@ -4,12 +4,14 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
-    http::{header, request::Parts, HeaderValue, Request, Response, StatusCode},
+    http::{header, request::Parts, HeaderMap, HeaderValue, Request, Response, StatusCode},
 };
 use futures_core::Stream;
 use herdsman::{
+    class::{Class, Classify},
     http::SharedBody,
     registry::{Subscription, TooManySubscribers, Update},
+    stats::{ErrorKind, Recording, Stats},
 };
 
 use crate::{
@@ -19,6 +21,8 @@ use crate::{
     sse::{sse, LastEventId, SseMessage, KEEP_ALIVE},
     streams::StreamCap,
 };
+
+type ClassifyFn = dyn Fn(&Request<Body>) -> Class + Send + Sync;
 
 type SubscribeFn = dyn Fn(Request<Body>) -> Result<Subscription<Response<SharedBody>>, TooManySubscribers>
     + Send
@@ -43,6 +47,7 @@ pub struct Live {
     sse_enabled: Toggle,
     streams: StreamCap,
     keep_alive: Duration,
+    stats: Option<(Stats, Arc<ClassifyFn>)>,
 }
 
 impl Live {
@@ -59,6 +64,7 @@ impl Live {
             sse_enabled: Toggle::new(true),
             streams: StreamCap::new(6),
             keep_alive: KEEP_ALIVE,
+            stats: None,
         }
     }
 
@@ -80,6 +86,29 @@ impl Live {
     pub fn with_keep_alive(mut self, every: Duration) -> Self {
         self.keep_alive = every;
         self
+    }
+
+    /// Counts each polling request and each SSE connection as a client
+    /// request of its class (from `classify`, given the data request) in
+    /// `stats`. They are answered from the Registry, above the Stats layer,
+    /// which would otherwise not see them: without this the stats would set
+    /// the upstream calls against the registry's own polls only.
+    pub fn with_stats(
+        mut self,
+        stats: Stats,
+        classify: impl Classify<Request<Body>> + Send + Sync + 'static,
+    ) -> Self {
+        self.stats = Some((
+            stats,
+            Arc::new(move |req: &Request<Body>| classify.classify(req)),
+        ));
+        self
+    }
+
+    fn record(&self, data_request: &Request<Body>) -> Option<Recording> {
+        self.stats
+            .as_ref()
+            .map(|(stats, classify)| stats.start(&classify(data_request)))
     }
 
     /// The SSE toggle.
@@ -110,10 +139,19 @@ impl Live {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("15"));
             return r;
         }
+        let recording = self.record(&data_request);
         let permit = match self.streams.acquire(identity) {
             Ok(permit) => permit,
-            Err(err) => return error_response(&err),
+            Err(err) => {
+                if let Some(r) = recording {
+                    r.error(ErrorKind::RateLimited);
+                }
+                return error_response(&err);
+            }
         };
+        if let Some(r) = recording {
+            r.ok();
+        }
         match (self.subscribe)(data_request) {
             Ok(subscription) => sse(
                 subscription,
@@ -149,13 +187,26 @@ impl Live {
         ] {
             data_request.headers_mut().remove(name);
         }
+        let recording = self.record(&data_request);
+        let response = self.answer(data_request, &headers).await;
+        if let Some(r) = recording {
+            match response.status() {
+                s if s.is_server_error() => r.error(ErrorKind::Upstream),
+                StatusCode::TOO_MANY_REQUESTS => r.error(ErrorKind::RateLimited),
+                _ => r.ok(),
+            }
+        }
+        response
+    }
+
+    async fn answer(&self, data_request: Request<Body>, headers: &HeaderMap) -> Response<Body> {
         let mut subscription = match (self.subscribe)(data_request) {
             Ok(s) => s,
             Err(err) => return error_response(&err),
         };
         match next(&mut subscription).await {
             Some(update) => {
-                let mut response = poll_response(&update, &headers);
+                let mut response = poll_response(&update, headers);
                 let ms = subscription.interval().as_millis().max(1);
                 response.headers_mut().insert(
                     "x-poll-interval",

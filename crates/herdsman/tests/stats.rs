@@ -439,3 +439,18 @@ async fn the_snapshot_serializes_to_the_documented_json_shape() {
         serde_json::to_string_pretty(&json).unwrap()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn requests_answered_outside_the_layer_are_recorded_with_start() {
+    let stats = paused_stats(AlertRules::none());
+    let class = Class::from_static("active-users");
+    let ok = stats.start(&class);
+    time::sleep(Duration::from_millis(5)).await;
+    ok.ok();
+    stats.start(&class).error(herdsman::stats::ErrorKind::Upstream);
+    drop(stats.start(&class));
+    let e = &stats.snapshot().endpoints["active-users"];
+    assert_eq!((e.requests, e.errors, e.cancelled, e.in_flight), (3, 1, 1, 0));
+    assert_eq!(e.latency_ms.count, 2);
+    assert!((e.latency_ms.max - 5.0).abs() <= 0.05, "{}", e.latency_ms.max);
+}

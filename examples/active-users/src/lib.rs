@@ -146,7 +146,12 @@ impl Demo {
         let upstream = Upstream::new(options.latency, options.fail_rate);
         let coordinated = tower::Layer::layer(&coordinator.layer(), upstream.router());
         let subscriber = coordinated.clone();
-        let live = Live::new(move |req| subscriber.subscribe(req));
+        // Polls and streams are answered from the registry, above the Stats
+        // layer: count them as the client requests they are.
+        let live = Live::new(move |req| subscriber.subscribe(req)).with_stats(
+            coordinator.stats().clone(),
+            coordinator.config().path_classes(),
+        );
         if let Some(every) = options.churn {
             let up = upstream.clone();
             tokio::spawn(async move {

@@ -41,6 +41,15 @@ impl Guard {
         }
     }
 
+    fn finish_error(&mut self, kind: ErrorKind) {
+        self.done = true;
+        let rec = &*self.rec;
+        rec.latency
+            .record(rec.clock.now().saturating_sub(self.start));
+        rec.in_flight.fetch_sub(1, Relaxed);
+        rec.error(kind);
+    }
+
     fn finish<T>(&mut self, result: &Result<T, BoxError>, verdict: impl FnOnce() -> Verdict) {
         self.done = true;
         let rec = &*self.rec;
@@ -63,6 +72,41 @@ impl Guard {
                 }
             }
         }
+    }
+}
+
+/// One client request served outside the Stats layer (an SSE or polling
+/// endpoint answering from the Registry, say), from [`Stats::start`]:
+/// counted as a request and in flight now; [`ok`](Recording::ok) or
+/// [`error`](Recording::error) records its latency and outcome; dropped
+/// without either, it counts as cancelled.
+///
+/// [`Stats::start`]: super::Stats::start
+pub struct Recording {
+    guard: Guard,
+}
+
+impl Recording {
+    pub(crate) fn new(guard: Guard) -> Self {
+        Recording { guard }
+    }
+
+    /// The request succeeded.
+    pub fn ok(mut self) {
+        self.guard.finish::<()>(&Ok(()), || Verdict::Success);
+    }
+
+    /// The request failed with `kind`.
+    pub fn error(mut self, kind: ErrorKind) {
+        self.guard.finish_error(kind);
+    }
+}
+
+impl fmt::Debug for Recording {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recording")
+            .field("class", &self.guard.rec.class)
+            .finish()
     }
 }
 

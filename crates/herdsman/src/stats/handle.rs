@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 use super::{
     alerts::{Alert, AlertEvents, AlertId, AlertRule, AlertRules, Book},
     clock::{Clock, StatsClock},
+    future::{Guard, Recording, Side},
     hooks::Hooks,
     layer::{StatsLayer, UpstreamLayer},
     publish::Published,
@@ -233,6 +234,18 @@ impl Stats {
         let weak = Arc::downgrade(&self.inner);
         rt.spawn(monitor(weak, self.inner.tick));
         true
+    }
+
+    /// Starts recording one client request of `class` that is answered
+    /// outside the Stats layer: an SSE or polling endpoint serving from the
+    /// Registry counts its callers this way, so that the requests stand
+    /// against the upstream calls they saved.
+    pub fn start(&self, class: &Class) -> Recording {
+        let rec = self.inner.recorder(class);
+        rec.requests.fetch_add(1, Relaxed);
+        rec.in_flight.fetch_add(1, Relaxed);
+        let start = rec.clock.now();
+        Recording::new(Guard::new(rec, start, Side::Client))
     }
 
     pub(crate) fn recorder(&self, class: &Class) -> Arc<ClassRecorder> {

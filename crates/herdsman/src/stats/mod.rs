@@ -94,7 +94,7 @@ mod snapshot;
 pub use self::{
     alerts::{Alert, AlertEvents, AlertRule, AlertRules, AlertState},
     clock::StatsClock,
-    future::ResponseFuture,
+    future::{Recording, ResponseFuture},
     handle::{Stats, StatsBuilder, MAX_CLASSES, OVERFLOW_CLASS},
     histogram::{Percentiles, SIGNIFICANT_FIGURES},
     layer::{StatsLayer, UpstreamLayer},
