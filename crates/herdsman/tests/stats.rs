@@ -447,10 +447,19 @@ async fn requests_answered_outside_the_layer_are_recorded_with_start() {
     let ok = stats.start(&class);
     time::sleep(Duration::from_millis(5)).await;
     ok.ok();
-    stats.start(&class).error(herdsman::stats::ErrorKind::Upstream);
+    stats
+        .start(&class)
+        .error(herdsman::stats::ErrorKind::Upstream);
     drop(stats.start(&class));
     let e = &stats.snapshot().endpoints["active-users"];
-    assert_eq!((e.requests, e.errors, e.cancelled, e.in_flight), (3, 1, 1, 0));
+    assert_eq!(
+        (e.requests, e.errors, e.cancelled, e.in_flight),
+        (3, 1, 1, 0)
+    );
     assert_eq!(e.latency_ms.count, 2);
-    assert!((e.latency_ms.max - 5.0).abs() <= 0.05, "{}", e.latency_ms.max);
+    assert!(
+        (e.latency_ms.max - 5.0).abs() <= 0.05,
+        "{}",
+        e.latency_ms.max
+    );
 }

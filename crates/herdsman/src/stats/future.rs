@@ -46,7 +46,7 @@ impl Guard {
         let rec = &*self.rec;
         rec.latency
             .record(rec.clock.now().saturating_sub(self.start));
-        rec.in_flight.fetch_sub(1, Relaxed);
+        rec.finished.fetch_add(1, Relaxed);
         rec.error(kind);
     }
 
@@ -57,7 +57,7 @@ impl Guard {
         match self.side {
             Side::Client => {
                 rec.latency.record(elapsed);
-                rec.in_flight.fetch_sub(1, Relaxed);
+                rec.finished.fetch_add(1, Relaxed);
                 match result {
                     Err(err) => rec.error(ErrorKind::of(&**err)),
                     Ok(_) if verdict() == Verdict::Failure => rec.error(ErrorKind::Upstream),
@@ -117,7 +117,7 @@ impl Drop for Guard {
         }
         match self.side {
             Side::Client => {
-                self.rec.in_flight.fetch_sub(1, Relaxed);
+                self.rec.finished.fetch_add(1, Relaxed);
                 self.rec.cancelled.fetch_add(1, Relaxed);
             }
             Side::Upstream => {

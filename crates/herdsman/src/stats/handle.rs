@@ -243,7 +243,6 @@ impl Stats {
     pub fn start(&self, class: &Class) -> Recording {
         let rec = self.inner.recorder(class);
         rec.requests.fetch_add(1, Relaxed);
-        rec.in_flight.fetch_add(1, Relaxed);
         let start = rec.clock.now();
         Recording::new(Guard::new(rec, start, Side::Client))
     }

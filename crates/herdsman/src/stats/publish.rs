@@ -113,7 +113,7 @@ impl ClassMetrics {
         }
         self.cancelled.absolute(load(&r.cancelled));
         self.polls.absolute(load(&r.polls));
-        self.in_flight.set(r.in_flight.load(Relaxed) as f64);
+        self.in_flight.set(r.in_flight() as f64);
         self.upstream_in_flight
             .set(r.upstream_in_flight.load(Relaxed) as f64);
         self.requests_per_minute

@@ -98,7 +98,6 @@ where
         let class = self.classify.classify(&req);
         let rec = self.last.get(&self.stats, &class);
         rec.requests.fetch_add(1, Relaxed);
-        rec.in_flight.fetch_add(1, Relaxed);
         let start = rec.clock.now();
         let guard = Guard::new(rec, start, Side::Client);
         ResponseFuture::new(self.inner.call(req), guard, self.failures.clone())

@@ -114,7 +114,7 @@ impl EndpointSnapshot {
             rejections,
             upstream_errors: load(&r.upstream_errors),
             cancelled: load(&r.cancelled),
-            in_flight: r.in_flight.load(Relaxed),
+            in_flight: r.in_flight(),
             upstream_in_flight: r.upstream_in_flight.load(Relaxed),
             requests_per_minute: now.requests - then.requests,
             upstream_calls_per_minute: now.upstream_calls - then.upstream_calls,
