@@ -14,7 +14,6 @@ use herdsman::{
 use herdsman_tests::{bounded, client, empty, get, replies, request, send_all, Server};
 use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
 
 struct App {
     demo: Demo,
@@ -37,6 +36,11 @@ impl App {
             .expect("the demo's configuration is valid");
         let server = Server::start_with_connect_info(demo.router()).await;
         App { demo, server }
+    }
+
+    /// The demo in development, with the test defaults.
+    async fn dev() -> App {
+        App::start(Environment::Development, |_| {}).await
     }
 
     fn url(&self, path: &str) -> String {
@@ -126,6 +130,19 @@ impl Events {
     }
 }
 
+/// `POST url` with a JSON body.
+async fn post_json(url: &str, json: &'static str) -> http::Response<hyper::body::Incoming> {
+    client()
+        .request(
+            Request::post(url)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(json)))
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+}
+
 fn field<'a>(event: &'a [(String, String)], name: &str) -> Option<&'a str> {
     event
         .iter()
@@ -140,7 +157,7 @@ fn json(body: &Bytes) -> serde_json::Value {
 #[tokio::test]
 async fn five_hundred_concurrent_gets_cause_one_upstream_call() {
     bounded(async {
-        let app = App::start(Environment::Development, |_| {}).await;
+        let app = App::dev().await;
         let client = client();
         let url = app.url("/api/active-users");
         let calls = send_all(&client, (0..500).map(|_| get(&url)));
@@ -157,7 +174,7 @@ async fn five_hundred_concurrent_gets_cause_one_upstream_call() {
 #[tokio::test]
 async fn two_hundred_sse_subscribers_cost_one_upstream_call_per_poll() {
     bounded(async {
-        let app = App::start(Environment::Development, |_| {}).await;
+        let app = App::dev().await;
         let url = app.url("/sse/active-users");
         let mut streams = Vec::new();
         for i in 0..200 {
@@ -193,7 +210,7 @@ async fn two_hundred_sse_subscribers_cost_one_upstream_call_per_poll() {
 #[tokio::test]
 async fn sse_frames_carry_the_version_the_interval_and_the_json() {
     bounded(async {
-        let app = App::start(Environment::Development, |_| {}).await;
+        let app = App::dev().await;
         let (parts, mut events) = Events::open(&app.url("/sse/active-users"), None).await;
         assert_eq!(parts.headers[header::CONTENT_TYPE], "text/event-stream");
         assert_eq!(parts.headers[header::CACHE_CONTROL], "no-store");
@@ -209,7 +226,7 @@ async fn sse_frames_carry_the_version_the_interval_and_the_json() {
 #[tokio::test]
 async fn an_idle_stream_gets_keep_alive_comments() {
     bounded(async {
-        let mut app = App::start(Environment::Development, |_| {}).await;
+        let mut app = App::dev().await;
         app.demo.live = app
             .demo
             .live
@@ -226,7 +243,7 @@ async fn an_idle_stream_gets_keep_alive_comments() {
 #[tokio::test]
 async fn last_event_id_skips_the_initial_event_when_the_client_is_current() {
     bounded(async {
-        let app = App::start(Environment::Development, |_| {}).await;
+        let app = App::dev().await;
         let url = app.url("/sse/boards/demo/events");
         let (_, mut first) = Events::open(&url, None).await;
         assert_eq!(field(&first.next_event().await, "id"), Some("1"));
@@ -237,15 +254,7 @@ async fn last_event_id_skips_the_initial_event_when_the_client_is_current() {
         let (_, mut garbage) = Events::open(&url, Some("1; event: x")).await;
         assert_eq!(field(&garbage.next_event().await, "id"), Some("1"));
 
-        let reply = client()
-            .request(
-                Request::post(app.url("/api/boards/demo/cards"))
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .body(Full::new(Bytes::from(r#"{"card":"ship it"}"#)))
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        let reply = post_json(&app.url("/api/boards/demo/cards"), r#"{"card":"ship it"}"#).await;
         let status = reply.status();
         let body = reply.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(status, StatusCode::CREATED, "{body:?}");
@@ -264,7 +273,7 @@ async fn last_event_id_skips_the_initial_event_when_the_client_is_current() {
 #[tokio::test]
 async fn polling_answers_carry_an_etag_and_304_when_current() {
     bounded(async {
-        let app = App::start(Environment::Development, |_| {}).await;
+        let app = App::dev().await;
         let client = client();
         let url = app.url("/api/active-users");
         let first = client.request(get(&url)).await.unwrap();
@@ -289,7 +298,7 @@ async fn polling_answers_carry_an_etag_and_304_when_current() {
 #[tokio::test]
 async fn fifty_users_calling_me_at_once_each_get_their_own_name() {
     bounded(async {
-        let app = App::start(Environment::Development, |_| {}).await;
+        let app = App::dev().await;
         let client = client();
         let url = app.url("/api/me");
         let calls = send_all(
@@ -360,15 +369,7 @@ async fn admin_routes_refuse_callers_without_the_token_in_production() {
                 .unwrap();
             assert_eq!(wrong.status(), StatusCode::FORBIDDEN, "{path}");
         }
-        let flip = client
-            .request(
-                Request::post(app.url("/_herdsman/switches/sse"))
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .body(Full::new(Bytes::from(r#"{"enabled":false}"#)))
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        let flip = post_json(&app.url("/_herdsman/switches/sse"), r#"{"enabled":false}"#).await;
         assert_eq!(flip.status(), StatusCode::FORBIDDEN);
         assert!(app.demo.live.sse_toggle().is_on());
 
@@ -389,7 +390,7 @@ async fn admin_routes_refuse_callers_without_the_token_in_production() {
 #[tokio::test]
 async fn the_stats_document_counts_client_requests_against_real_upstream_calls() {
     bounded(async {
-        let app = App::start(Environment::Development, |_| {}).await;
+        let app = App::dev().await;
         let client = client();
         let url = app.url("/api/active-users");
         replies(send_all(&client, (0..20).map(|_| get(&url)))).await;
@@ -421,21 +422,12 @@ async fn the_stats_document_counts_client_requests_against_real_upstream_calls()
 #[tokio::test]
 async fn switching_sse_off_ends_open_streams_and_refuses_new_ones() {
     bounded(async {
-        let app = App::start(Environment::Development, |_| {}).await;
+        let app = App::dev().await;
         let url = app.url("/sse/active-users");
         let (_, mut events) = Events::open(&url, None).await;
         let _first = events.next_event().await;
 
-        let flip = Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http::<Full<Bytes>>()
-            .request(
-                Request::post(app.url("/_herdsman/switches/sse"))
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .body(Full::new(Bytes::from(r#"{"enabled":false}"#)))
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        let flip = post_json(&app.url("/_herdsman/switches/sse"), r#"{"enabled":false}"#).await;
         assert_eq!(flip.status(), StatusCode::OK);
         // The open stream ends.
         while let Some(frame) = events.body.frame().await {

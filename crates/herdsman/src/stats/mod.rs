@@ -16,6 +16,9 @@
 //!   counts hits, misses, stale answers, coalesced followers, rejections,
 //!   breaker states and subscribers.
 //!
+//! Requests answered above the layer (an SSE or polling endpoint serving
+//! from the Registry) are counted with [`Stats::start`].
+//!
 //! [`Stats::snapshot`] returns all of it as a [`Snapshot`] (`Serialize`,
 //! JSON shape in `docs/METRICS.md`); the monitor task publishes it to the
 //! [`metrics`] facade once per tick (every metric is listed in
