@@ -11,7 +11,7 @@ use herdsman::{
     config::{Config, Environment},
     event::Invalidation,
 };
-use herdsman_tests::{bounded, client, empty, get, replies, request, send_all, Server};
+use herdsman_tests::{bounded, client, empty, get, replies, request, send_all, wait_until, Server};
 use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 
@@ -442,6 +442,36 @@ async fn switching_sse_off_ends_open_streams_and_refuses_new_ones() {
             .await
             .unwrap();
         assert_eq!(reply.status(), StatusCode::OK);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn after_a_failed_poll_the_endpoint_serves_the_last_good_value_stale() {
+    bounded(async {
+        let app = App::dev().await;
+        let client = client();
+        let url = app.url("/api/active-users");
+        let good = client.request(get(&url)).await.unwrap();
+        assert_eq!(good.status(), StatusCode::OK);
+
+        app.demo.upstream.set_fail_rate(1.0);
+        app.demo
+            .coordinator
+            .invalidate(&Invalidation::Path("/api/active-users".into()));
+        let registry = app.demo.coordinator.registry();
+        wait_until("the failed poll is published", || {
+            registry.hooks().iter().any(|h| h.errors > 0)
+        })
+        .await;
+
+        let stale = client.request(get(&url)).await.unwrap();
+        assert_eq!(stale.status(), StatusCode::OK);
+        assert_eq!(stale.headers()["x-herdsman-stale"], "1");
+        assert!(!stale.headers().contains_key(header::ETAG));
+        let body = stale.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(json(&body)["count"], 4, "the last good value");
+        assert_eq!(app.calls(Endpoint::ActiveUsers), 2);
     })
     .await;
 }

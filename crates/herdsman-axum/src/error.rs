@@ -6,7 +6,10 @@ use axum::{
     body::Body,
     http::{header, HeaderValue, Response, StatusCode},
 };
-use herdsman::{error::find, registry::TooManySubscribers};
+use herdsman::{
+    error::find,
+    registry::{TooManySubscribers, UpstreamStatus},
+};
 
 /// The response for an error out of a herdsman stack, so an axum app gets
 /// correct answers without glue:
@@ -20,6 +23,7 @@ use herdsman::{error::find, registry::TooManySubscribers};
 /// | `TooManySubscribers` | 503 + `Retry-After: 1` |
 /// | [`TooManyStreams`](crate::TooManyStreams) | 429 + `Retry-After` |
 /// | [`PayloadTooLarge`] | 413 |
+/// | `UpstreamStatus` (a registry poll answered 5xx, no good value yet) | that status |
 /// | anything else (the upstream's own error) | 502 |
 ///
 /// The body is a short plain-text reason; details go to the log, not to the
@@ -40,6 +44,9 @@ pub fn error_response(err: &(dyn Error + 'static)) -> Response<Body> {
             HeaderValue::from(cap.retry_after_secs()),
         );
         (r, "too many event streams for this caller")
+    } else if let Some(failed) = find::<UpstreamStatus>(err) {
+        let code = StatusCode::from_u16(failed.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+        (status(code), "upstream error")
     } else if find::<PayloadTooLarge>(err).is_some() {
         (status(StatusCode::PAYLOAD_TOO_LARGE), "payload too large")
     } else {

@@ -10,7 +10,7 @@ use futures_core::Stream;
 use herdsman::{
     class::{Class, Classify},
     http::SharedBody,
-    registry::{Subscription, TooManySubscribers, Update},
+    registry::{Subscription, TooManySubscribers, Update, UpstreamStatus},
     stats::{ErrorKind, Recording, Stats},
 };
 
@@ -241,9 +241,15 @@ fn encode_http(update: &Update<Response<SharedBody>>) -> Option<SseMessage> {
         Ok(response) => SseMessage::new(format!("{{\"status\":{}}}", response.status().as_u16()))
             .with_event("upstream-error")
             .ok(),
-        Err(err) => SseMessage::new(serde_json::json!({ "error": err.to_string() }).to_string())
-            .with_event("upstream-error")
-            .ok(),
+        Err(err) => {
+            let data = match herdsman::error::find::<UpstreamStatus>(err) {
+                Some(failed) => serde_json::json!({ "status": failed.status() }),
+                None => serde_json::json!({ "error": err.to_string() }),
+            };
+            SseMessage::new(data.to_string())
+                .with_event("upstream-error")
+                .ok()
+        }
     }
 }
 

@@ -843,7 +843,11 @@ impl Service<HttpReq> for HttpUpstream {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         let bodies = self.bodies.lock().unwrap();
         let (body, etag) = bodies[n.min(bodies.len() - 1)];
-        let mut res = http::Response::builder().header("date", format!("t{n}"));
+        // A body starting with '!' is answered as a server error.
+        let status = if body.starts_with('!') { 500 } else { 200 };
+        let mut res = http::Response::builder()
+            .status(status)
+            .header("date", format!("t{n}"));
         if let Some(etag) = etag {
             res = res.header("etag", etag);
         }
@@ -934,4 +938,34 @@ async fn http_changes_are_told_by_etag_or_body_not_by_other_headers() {
         .await
         .unwrap();
     assert_eq!(res.headers()["etag"], "\"f\"");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_5xx_answer_reaches_subscribers_as_an_error_with_the_last_good_value() {
+    let upstream = HttpUpstream::default();
+    upstream
+        .bodies
+        .lock()
+        .unwrap()
+        .extend([("v1", None), ("!down", None)]);
+    let registry = http_registry(&upstream);
+    let mut sub = registry
+        .subscribe(
+            http::Request::get("http://api/board")
+                .body(String::new())
+                .unwrap(),
+        )
+        .unwrap();
+    let first = sub.next().await.unwrap();
+    assert_eq!(first.value().unwrap().body().data(), "v1");
+
+    advance(5 * SEC).await;
+    let failed = sub.next().await.unwrap();
+    assert_eq!(failed.version(), 2);
+    let err = failed.error().expect("a 5xx is an error");
+    let status = herdsman::error::find::<herdsman::registry::UpstreamStatus>(err)
+        .expect("it says which status");
+    assert_eq!(status.status(), 500);
+    assert_eq!(failed.last_good().unwrap().body().data(), "v1");
+    assert_eq!(registry.hooks()[0].errors, 1);
 }

@@ -7,6 +7,7 @@ use std::{
 
 use http::{header, Request, Response};
 
+use super::error::UpstreamStatus;
 use crate::http::{HttpKey, SharedBody};
 
 /// Tells whether a polled value changed: equal fingerprints mean "unchanged",
@@ -19,6 +20,15 @@ use crate::http::{HttpKey, SharedBody};
 pub trait Fingerprint<T> {
     /// The fingerprint of `value`.
     fn fingerprint(&self, value: &T) -> u64;
+
+    /// Whether `value`, although the inner service returned it as `Ok`, is
+    /// the upstream failing: then subscribers get it as an error (with the
+    /// last good value still readable) and the loop backs off. Default:
+    /// never. [`HttpFingerprint`] says so for a 5xx response.
+    fn failure(&self, value: &T) -> Option<UpstreamStatus> {
+        let _ = value;
+        None
+    }
 }
 
 impl<T, F> Fingerprint<T> for F
@@ -46,7 +56,8 @@ impl<T: Hash> Fingerprint<T> for HashFingerprint {
 }
 
 /// Fingerprints a shared HTTP response by its status and `ETag` when it has
-/// one, otherwise by its status and body bytes.
+/// one, otherwise by its status and body bytes. A 5xx response is a
+/// [failure](Fingerprint::failure): subscribers keep the last good value.
 ///
 /// Other headers (`Date`, `Age`, ...) change on every response and are left
 /// out, so an unchanged resource produces no update.
@@ -54,6 +65,13 @@ impl<T: Hash> Fingerprint<T> for HashFingerprint {
 pub struct HttpFingerprint;
 
 impl Fingerprint<Response<SharedBody>> for HttpFingerprint {
+    fn failure(&self, response: &Response<SharedBody>) -> Option<UpstreamStatus> {
+        response
+            .status()
+            .is_server_error()
+            .then(|| UpstreamStatus::new(response.status().as_u16()))
+    }
+
     fn fingerprint(&self, response: &Response<SharedBody>) -> u64 {
         let mut h = hasher().build_hasher();
         response.status().as_u16().hash(&mut h);

@@ -107,3 +107,31 @@ impl fmt::Display for Unshareable {
 }
 
 impl Error for Unshareable {}
+
+/// The upstream answered, but with a failure (an HTTP 5xx, as
+/// [`Fingerprint::failure`](super::Fingerprint::failure) tells): subscribers
+/// receive it as an error update, with the last good value still readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamStatus {
+    status: u16,
+}
+
+impl UpstreamStatus {
+    /// A failure with this status code.
+    pub fn new(status: u16) -> Self {
+        UpstreamStatus { status }
+    }
+
+    /// The status code the upstream answered.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+}
+
+impl fmt::Display for UpstreamStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "upstream answered {}", self.status)
+    }
+}
+
+impl Error for UpstreamStatus {}

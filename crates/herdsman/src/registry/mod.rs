@@ -128,7 +128,7 @@ use tokio::time::Instant;
 pub use self::{
     cell::Update,
     change::{Canonical, CloneRequest, Fingerprint, HashFingerprint, HttpFingerprint},
-    error::{Limit, PollPanicked, TooManySubscribers, Unshareable},
+    error::{Limit, PollPanicked, TooManySubscribers, Unshareable, UpstreamStatus},
     future::ResponseFuture,
     handle::RegistryHandle,
     layer::RegistryLayer,

@@ -141,10 +141,17 @@ where
     /// Publishes the outcome if it changed; `true` if the poll failed.
     fn publish(&self, outcome: Result<S::Response, SharedError>, at: Instant) -> bool {
         let (result, fp) = match outcome.map(|r| self.share.share(r)) {
-            Ok(Ok(value)) => {
-                let fp = Fp::Ok(self.fingerprint.fingerprint(&value));
-                (Ok(value), fp)
-            }
+            Ok(Ok(value)) => match self.fingerprint.failure(&value) {
+                None => {
+                    let fp = Fp::Ok(self.fingerprint.fingerprint(&value));
+                    (Ok(value), fp)
+                }
+                Some(failure) => {
+                    let err = SharedError::new(failure);
+                    let fp = Fp::Err(err.to_string());
+                    (Err(err), fp)
+                }
+            },
             Ok(Err(_unshareable)) => {
                 let err = SharedError::new(Unshareable::new());
                 let fp = Fp::Err(err.to_string());
