@@ -16,17 +16,12 @@
 
 mod upstream;
 
-use std::{
-    collections::hash_map::DefaultHasher,
-    hash::{Hash, Hasher},
-    net::SocketAddr,
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use axum::{
     body::Body,
     extract::{ConnectInfo, Path, Request, State},
-    http::{request::Parts, StatusCode},
+    http::StatusCode,
     response::{IntoResponse, Response},
     routing::{get, post},
     Router,
@@ -35,6 +30,7 @@ use herdsman::{
     config::{CacheOverride, ClassConfig, Config, Environment},
     coordinator::{BuildError, Coordinated, Coordinator},
     event::Invalidation,
+    switch::Rollout,
 };
 use herdsman_axum::{data_request, error_response, Admin, LastEventId, Live};
 use tower::ServiceExt;
@@ -129,6 +125,7 @@ pub struct Demo {
     /// SSE and polling over the registry.
     pub live: Live,
     coordinated: Coordinated<Router>,
+    rollout: Rollout,
 }
 
 impl Demo {
@@ -163,11 +160,13 @@ impl Demo {
                 }
             });
         }
+        let rollout = Rollout::from_settings(&coordinator.config().rollout);
         Ok(Demo {
             coordinator,
             upstream,
             live,
             coordinated,
+            rollout,
         })
     }
 
@@ -218,20 +217,13 @@ fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "no such board").into_response()
 }
 
-/// The caller, for the per-caller stream cap: a hash of its credentials if
-/// it sent any, otherwise its address.
-fn identity(parts: &Parts) -> String {
-    let credentials = parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)
-        .or_else(|| parts.headers.get(axum::http::header::COOKIE));
-    match credentials {
-        Some(value) => {
-            let mut h = DefaultHasher::new();
-            value.as_bytes().hash(&mut h);
-            format!("credentials:{:016x}", h.finish())
-        }
-        None => match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+/// The caller, for the per-caller stream cap: the identity the
+/// configured rollout reads (its identity header, or the credentials), as
+/// its fingerprint; otherwise the peer address.
+fn identity(demo: &Demo, req: &Request) -> String {
+    match demo.rollout.identity(req) {
+        Some(id) => format!("caller:{}", Rollout::fingerprint(&id)),
+        None => match req.extensions().get::<ConnectInfo<SocketAddr>>() {
             Some(ConnectInfo(peer)) => format!("peer:{}", peer.ip()),
             None => "anonymous".to_owned(),
         },
@@ -256,9 +248,10 @@ async fn poll_board(State(demo): State<Demo>, Path(board): Path<String>, req: Re
 }
 
 async fn sse_active_users(State(demo): State<Demo>, last: LastEventId, req: Request) -> Response {
+    let caller = identity(&demo, &req);
     let (parts, _) = req.into_parts();
     let data = data_request(&parts, "/api/active-users");
-    demo.live.sse(data, last, &identity(&parts))
+    demo.live.sse(data, last, &caller)
 }
 
 async fn sse_board(
@@ -270,9 +263,10 @@ async fn sse_board(
     if !valid_board(&board) {
         return not_found();
     }
+    let caller = identity(&demo, &req);
     let (parts, _) = req.into_parts();
     let data = data_request(&parts, &format!("/api/boards/{board}/events"));
-    demo.live.sse(data, last, &identity(&parts))
+    demo.live.sse(data, last, &caller)
 }
 
 /// Writes go through the coordinated stack (the Cache drops what the write
