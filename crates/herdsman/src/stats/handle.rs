@@ -461,7 +461,17 @@ impl Inner {
 
 impl Observer for Stats {
     fn observe(&self, class: &Class, event: Event) {
-        let rec = self.inner.recorder(class);
+        // Events come on request paths (every cache hit): read the recorder
+        // under the map's guard rather than cloning its `Arc`.
+        let map = self.inner.classes.load();
+        let created;
+        let rec = match map.get(class) {
+            Some(rec) => rec,
+            None => {
+                created = self.inner.recorder(class);
+                &created
+            }
+        };
         let add = |c: &std::sync::atomic::AtomicU64| {
             c.fetch_add(1, Relaxed);
         };
