@@ -175,11 +175,18 @@ impl Live {
     /// poll loop (give the registry a linger of a few intervals so that the
     /// loop outlives the gap between two polls).
     pub async fn poll(&self, mut data_request: Request<Body>) -> Response<Body> {
-        let headers = data_request.headers().clone();
         // The conditional headers are this caller's business: in the key
-        // they would give every ETag its own poll loop.
+        // they would give every ETag its own poll loop. Only If-None-Match
+        // is answered (with 304); it moves out, the others are dropped.
+        let mut headers = HeaderMap::new();
+        if let header::Entry::Occupied(entry) =
+            data_request.headers_mut().entry(header::IF_NONE_MATCH)
+        {
+            for value in entry.remove_entry_mult().1 {
+                headers.append(header::IF_NONE_MATCH, value);
+            }
+        }
         for name in [
-            header::IF_NONE_MATCH,
             header::IF_MATCH,
             header::IF_MODIFIED_SINCE,
             header::IF_UNMODIFIED_SINCE,
