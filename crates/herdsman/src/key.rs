@@ -175,6 +175,20 @@ impl Key {
     pub fn hash_value(&self) -> u64 {
         self.hash
     }
+
+    /// A fingerprint of the key's bytes that is the same in every process
+    /// and release (XXH3-64): an id to name the key by in logs, alerts and
+    /// metrics without showing its bytes (which may hold credentials).
+    ///
+    /// ```
+    /// use herdsman::Key;
+    ///
+    /// assert_eq!(Key::from("/a").fingerprint(), Key::from("/a").fingerprint());
+    /// assert_ne!(Key::from("/a").fingerprint(), Key::from("/b").fingerprint());
+    /// ```
+    pub fn fingerprint(&self) -> u64 {
+        crate::stable_hash::stable_hash(self.as_bytes())
+    }
 }
 
 impl PartialEq for Key {

@@ -44,6 +44,7 @@ pub mod key;
 pub mod limit;
 pub mod registry;
 pub mod share;
+mod stable_hash;
 pub mod stats;
 pub mod switch;
 mod sync;

@@ -220,6 +220,9 @@ impl<ReqB, B> CachePolicy<Request<ReqB>, Response<HttpBody<B>>> for HttpCachePol
     }
 
     fn decorate(&self, response: &mut Response<HttpBody<B>>, outcome: Outcome, age: Duration) {
+        if let Outcome::StaleIfError { .. } = outcome {
+            response.extensions_mut().insert(super::ServedStale);
+        }
         if !self.headers {
             return;
         }

@@ -69,3 +69,15 @@ pub use self::{
     key::HttpKey,
     share::HttpShare,
 };
+
+/// Marks a response, in its extensions, as a stale copy served because the
+/// call for a fresh one failed (stale-if-error, RFC 5861 §4).
+///
+/// [`HttpCachePolicy`] inserts it when it answers with a stale copy, so that
+/// a layer above (the [Registry](crate::registry)'s
+/// [`HttpFingerprint`](crate::registry::HttpFingerprint)) knows the upstream
+/// is failing although the answer is a good value, without parsing
+/// `Cache-Status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ServedStale;
