@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{breaker::BreakerConfig, cache, limit};
+use crate::{breaker::BreakerConfig, cache, limit, registry};
 
 /// Which layers of the stack are on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +63,18 @@ pub struct RegistrySettings {
     pub max_subscribers_per_key: usize,
     /// Subscribers in all, at most.
     pub max_subscribers: usize,
+}
+
+impl RegistrySettings {
+    /// The registry's settings for one class's poll loops.
+    pub fn class_settings(&self) -> registry::ClassSettings {
+        registry::ClassSettings {
+            interval: self.interval,
+            jitter: self.jitter,
+            linger: self.linger,
+            max_subscribers_per_key: self.max_subscribers_per_key,
+        }
+    }
 }
 
 /// The cache layer.

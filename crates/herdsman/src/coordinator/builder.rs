@@ -115,7 +115,7 @@ fn compose(environment: Environment, config: Config) -> Shared {
     } else {
         r.floor
     };
-    let registry = RegistryLayer::new(key.clone())
+    let mut registry = RegistryLayer::new(key.clone())
         .with_share(HttpShare)
         .with_fingerprint(HttpFingerprint)
         .with_canonical(key.clone())
@@ -165,6 +165,7 @@ fn compose(environment: Environment, config: Config) -> Shared {
         .iter()
         .filter(|c| config.classes.contains_key(c.class.as_str()))
     {
+        registry = registry.with_class(class.class.clone(), class.registry_settings());
         cache = cache.with_class(class.class.clone(), class.cache_settings());
         breaker = breaker.with_class(class.class.clone(), class.breaker_config());
         limit = limit.with_class(class.class.clone(), class.class_limits());

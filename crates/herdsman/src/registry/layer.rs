@@ -9,11 +9,43 @@ use super::{
     Registry,
 };
 use crate::{
-    class::AllDefault,
+    class::{AllDefault, Class},
     event::{Observer, Observers},
     http::{HttpKey, HttpShare},
     share::CloneShare,
 };
+
+/// The settings of one endpoint class's poll loops
+/// ([`RegistryLayer::with_class`]).
+///
+/// A key's loop looks up the settings of its class (named by the
+/// [classifier](RegistryLayer::with_classifier) from its first subscriber's
+/// request) once, when it starts. [`Default`] gives the registry's own
+/// defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassSettings {
+    /// The interval of subscribers that ask for none (still never below the
+    /// registry's [floor](RegistryLayer::with_floor)).
+    pub interval: Duration,
+    /// The jitter fraction (see [`RegistryLayer::with_jitter`]).
+    pub jitter: f64,
+    /// How long a loop keeps its value after its last subscriber left (see
+    /// [`RegistryLayer::with_linger`]).
+    pub linger: Duration,
+    /// Subscribers of one key, at most.
+    pub max_subscribers_per_key: usize,
+}
+
+impl Default for ClassSettings {
+    fn default() -> Self {
+        ClassSettings {
+            interval: Duration::from_secs(5),
+            jitter: 0.1,
+            linger: Duration::ZERO,
+            max_subscribers_per_key: 1_000_000,
+        }
+    }
+}
 
 /// Applies [`Registry`] to a service: one shared poll loop per key, however
 /// many subscribers.
@@ -72,9 +104,11 @@ impl<K, C, P, F, Q> RegistryLayer<K, C, P, F, Q> {
         self
     }
 
-    /// The interval of subscribers that ask for none. Default 5 s.
+    /// The interval of subscribers that ask for none, in classes without
+    /// settings of their own ([`with_class`](Self::with_class)). Default
+    /// 5 s.
     pub fn with_interval(self, interval: Duration) -> Self {
-        self.configure(|c| c.interval = interval)
+        self.configure(|c| c.default.interval = interval)
     }
 
     /// No loop polls more often than every `floor`, whatever its subscribers
@@ -84,21 +118,23 @@ impl<K, C, P, F, Q> RegistryLayer<K, C, P, F, Q> {
     }
 
     /// Spreads each wait by up to ± `fraction` of it (clamped to 0..=1), so
-    /// that keys started together do not poll in lockstep. Default 0.1.
+    /// that keys started together do not poll in lockstep. For classes
+    /// without settings of their own. Default 0.1.
     pub fn with_jitter(self, fraction: f64) -> Self {
         let fraction = if fraction.is_nan() {
             0.0
         } else {
             fraction.clamp(0.0, 1.0)
         };
-        self.configure(|c| c.jitter = fraction)
+        self.configure(|c| c.default.jitter = fraction)
     }
 
     /// Keeps a key's loop (and its value, without polling) for `linger`
     /// after its last subscriber leaves, so a subscriber that comes right
-    /// back (a page reload) gets the value at once. Default zero.
+    /// back (a page reload) gets the value at once. For classes without
+    /// settings of their own. Default zero.
     pub fn with_linger(self, linger: Duration) -> Self {
-        self.configure(|c| c.linger = linger)
+        self.configure(|c| c.default.linger = linger)
     }
 
     /// At most `max` keys polled at once. Default 100,000.
@@ -106,9 +142,38 @@ impl<K, C, P, F, Q> RegistryLayer<K, C, P, F, Q> {
         self.configure(|c| c.max_keys = max)
     }
 
-    /// At most `max` subscribers of one key. Default 1,000,000.
+    /// At most `max` subscribers of one key, in classes without settings of
+    /// their own. Default 1,000,000.
     pub fn with_max_subscribers_per_key(self, max: usize) -> Self {
-        self.configure(|c| c.max_subscribers_per_key = max)
+        self.configure(|c| c.default.max_subscribers_per_key = max)
+    }
+
+    /// Settings for the loops of one endpoint class (see
+    /// [`with_classifier`](Self::with_classifier)), instead of the
+    /// registry's `with_interval`, `with_jitter`, `with_linger` and
+    /// `with_max_subscribers_per_key`. The floor, the backoff and the other
+    /// limits are the registry's.
+    ///
+    /// ```
+    /// use herdsman::{class::Class, key::Key, registry::{ClassSettings, RegistryLayer}};
+    /// use std::time::Duration;
+    ///
+    /// let layer = RegistryLayer::new(|path: &&str| Some(Key::from(*path)))
+    ///     .with_classifier(|path: &&str| {
+    ///         if path.starts_with("/live") { Class::new("live") } else { Class::default() }
+    ///     })
+    ///     .with_class("live", ClassSettings {
+    ///         interval: Duration::from_secs(2),
+    ///         linger: Duration::from_secs(30),
+    ///         ..ClassSettings::default()
+    ///     });
+    /// # let _ = layer;
+    /// ```
+    pub fn with_class(self, class: impl Into<Class>, settings: ClassSettings) -> Self {
+        let class = class.into();
+        self.configure(|c| {
+            c.classes.insert(class, settings);
+        })
     }
 
     /// At most `max` subscribers in all. Default 1,000,000.

@@ -173,8 +173,8 @@ where
 
 /// Sleeps until the next poll; `false` if the loop must end.
 async fn wait(core: &Core, meta: &Meta, fetched_at: Instant, failures: u32) -> bool {
-    let config = &core.config;
-    let jitter = jitter_factor(config.jitter);
+    let settings = &meta.settings;
+    let jitter = jitter_factor(settings.jitter);
     let mut idle_since = None;
     loop {
         let mut woken = pin!(meta.woken());
@@ -189,10 +189,10 @@ async fn wait(core: &Core, meta: &Meta, fetched_at: Instant, failures: u32) -> b
         let deadline = if lingering {
             // No poll while nobody listens: the value is kept for a
             // subscriber that comes back within the linger.
-            *idle_since.get_or_insert_with(Instant::now) + config.linger
+            *idle_since.get_or_insert_with(Instant::now) + settings.linger
         } else {
             idle_since = None;
-            fetched_at + delay(config, failures, meta.interval(), jitter)
+            fetched_at + delay(&core.config, failures, meta.interval(), jitter)
         };
         let mut sleep = pin!(sleep_until(deadline));
         let timed_out = poll_fn(|cx| {
