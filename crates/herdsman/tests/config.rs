@@ -395,7 +395,7 @@ fn every_invalid_value_is_reported_with_path_value_reason_and_source() {
         identity_header = "x user"
     "#;
     let expected = [
-        r#"registry.jitter = 1.5: must be between 0.0 and 1.0 (set by herdsman.toml)"#,
+        r#"registry.jitter = 1.5: must be between 0.0 and 0.5 (set by herdsman.toml)"#,
         r#"registry.max_keys = 0: must be at least 1 (set by herdsman.toml)"#,
         r#"cache.stale_while_revalidate = "10s": shorter than the ttl (30s): use at least the ttl, or 0s to turn it off (set by herdsman.toml)"#,
         r#"cache.max_bytes = 0: must be at least 1 (set by herdsman.toml)"#,
@@ -415,6 +415,33 @@ fn every_invalid_value_is_reported_with_path_value_reason_and_source() {
     assert_eq!(
         errors(Environment::Production, &with_file(file)),
         expected.join("\n")
+    );
+}
+
+#[test]
+fn a_registry_jitter_over_one_half_is_refused_globally_and_per_class() {
+    let file = r#"
+        [registry]
+        jitter = 0.8
+        [classes.live]
+        paths = ["/live"]
+        registry = { jitter = 0.6 }
+        [classes.calm]
+        paths = ["/calm"]
+        registry = { jitter = 0.5 }
+    "#;
+    assert_eq!(
+        errors(Environment::Development, &with_file(file)),
+        [
+            r#"registry.jitter = 0.8: must be between 0.0 and 0.5 (set by herdsman.toml)"#,
+            r#"classes.live.registry.jitter = 0.6: must be between 0.0 and 0.5 (set by herdsman.toml)"#,
+        ]
+        .join("\n")
+    );
+    let source = StaticEnv::new().var("HERDSMAN__REGISTRY__JITTER", "-0.1");
+    assert_eq!(
+        errors(Environment::Production, &source),
+        "registry.jitter = -0.1: must be between 0.0 and 0.5 (set by HERDSMAN__REGISTRY__JITTER)"
     );
 }
 

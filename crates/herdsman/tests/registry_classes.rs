@@ -258,3 +258,21 @@ async fn a_later_subscriber_of_a_key_counts_against_its_loop_class_limit() {
         "the registry's own limit of 1"
     );
 }
+
+#[test]
+#[should_panic(expected = "jitter must be between 0.0 and 0.5, got 0.6")]
+fn a_jitter_over_one_half_panics_as_an_argument_out_of_range() {
+    let _ = RegistryLayer::new(by_path).with_jitter(0.6);
+}
+
+#[test]
+#[should_panic(expected = "jitter must be between 0.0 and 0.5, got NaN")]
+fn a_class_jitter_that_is_not_a_number_panics() {
+    let _ = RegistryLayer::new(by_path).with_class(
+        "live",
+        ClassSettings {
+            jitter: f64::NAN,
+            ..ClassSettings::default()
+        },
+    );
+}

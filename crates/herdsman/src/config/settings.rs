@@ -50,8 +50,9 @@ pub struct RegistrySettings {
     pub floor: Duration,
     /// Accept intervals under the floor as they are.
     pub allow_unsafe_intervals: bool,
-    /// Up to this fraction of the interval (`0.0..=1.0`) is added at random
-    /// to each poll, so that loops started together do not poll together.
+    /// Each wait is moved by up to this fraction of it (`0.0..=0.5`), at
+    /// random, so that loops started together do not poll together; never
+    /// under the floor.
     pub jitter: f64,
     /// How long a poll loop keeps running after its last subscriber left, so
     /// that a page reload does not restart it.

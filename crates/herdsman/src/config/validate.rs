@@ -12,6 +12,7 @@ use super::{
     },
     Config, Environment,
 };
+use crate::registry::MAX_JITTER;
 
 /// Checks `config`, raising intervals under the floor where the environment
 /// allows it. Returns the problems and the warnings, without sources.
@@ -164,7 +165,13 @@ impl Check {
     fn registry(&mut self, p: &str, r: &RegistrySettings) {
         self.positive(&format!("{p}.interval"), r.interval);
         self.positive(&format!("{p}.floor"), r.floor);
-        self.fraction(&format!("{p}.jitter"), r.jitter, true);
+        if !(0.0..=MAX_JITTER).contains(&r.jitter) {
+            self.fail(
+                &format!("{p}.jitter"),
+                Some(r.jitter.to_string()),
+                &format!("must be between 0.0 and {MAX_JITTER}"),
+            );
+        }
         self.at_least_one(&format!("{p}.max_keys"), r.max_keys as u64);
         self.at_least_one(
             &format!("{p}.max_subscribers_per_key"),

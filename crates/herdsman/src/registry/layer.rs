@@ -15,6 +15,10 @@ use crate::{
     share::CloneShare,
 };
 
+/// The largest [jitter](RegistryLayer::with_jitter) fraction: each wait is
+/// then between half and one and a half times its interval.
+pub const MAX_JITTER: f64 = 0.5;
+
 /// The settings of one endpoint class's poll loops
 /// ([`RegistryLayer::with_class`]).
 ///
@@ -27,7 +31,7 @@ pub struct ClassSettings {
     /// The interval of subscribers that ask for none (still never below the
     /// registry's [floor](RegistryLayer::with_floor)).
     pub interval: Duration,
-    /// The jitter fraction (see [`RegistryLayer::with_jitter`]).
+    /// The jitter fraction, `0.0..=0.5` (see [`RegistryLayer::with_jitter`]).
     pub jitter: f64,
     /// How long a loop keeps its value after its last subscriber left (see
     /// [`RegistryLayer::with_linger`]).
@@ -45,6 +49,16 @@ impl Default for ClassSettings {
             max_subscribers_per_key: 1_000_000,
         }
     }
+}
+
+/// Panics unless `fraction` is a valid jitter, as tower's constructors do
+/// with arguments out of range.
+fn check_jitter(fraction: f64) -> f64 {
+    assert!(
+        (0.0..=MAX_JITTER).contains(&fraction),
+        "a registry's jitter must be between 0.0 and {MAX_JITTER}, got {fraction}"
+    );
+    fraction
 }
 
 /// Applies [`Registry`] to a service: one shared poll loop per key, however
@@ -112,20 +126,23 @@ impl<K, C, P, F, Q> RegistryLayer<K, C, P, F, Q> {
     }
 
     /// No loop polls more often than every `floor`, whatever its subscribers
-    /// ask. Default 1 s.
+    /// ask and whatever the jitter. Default 1 s.
     pub fn with_floor(self, floor: Duration) -> Self {
         self.configure(|c| c.floor = floor)
     }
 
-    /// Spreads each wait by up to ± `fraction` of it (clamped to 0..=1), so
-    /// that keys started together do not poll in lockstep. For classes
-    /// without settings of their own. Default 0.1.
+    /// Spreads each wait by up to ± `fraction` of it, so that keys started
+    /// together do not poll in lockstep; a wait never goes below the
+    /// [floor](Self::with_floor), and a backoff never above its cap. For
+    /// classes without settings of their own. Default 0.1.
+    ///
+    /// # Panics
+    ///
+    /// If `fraction` is not between 0.0 and [`MAX_JITTER`] (0.5), as tower's
+    /// constructors panic on arguments out of range: with more, a wait could
+    /// shrink to nothing.
     pub fn with_jitter(self, fraction: f64) -> Self {
-        let fraction = if fraction.is_nan() {
-            0.0
-        } else {
-            fraction.clamp(0.0, 1.0)
-        };
+        let fraction = check_jitter(fraction);
         self.configure(|c| c.default.jitter = fraction)
     }
 
@@ -169,7 +186,12 @@ impl<K, C, P, F, Q> RegistryLayer<K, C, P, F, Q> {
     ///     });
     /// # let _ = layer;
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `settings.jitter` is out of range, as [`with_jitter`](Self::with_jitter).
     pub fn with_class(self, class: impl Into<Class>, settings: ClassSettings) -> Self {
+        check_jitter(settings.jitter);
         let class = class.into();
         self.configure(|c| {
             c.classes.insert(class, settings);

@@ -16,8 +16,9 @@
 //! - **One loop per key.** Its interval is the shortest any current
 //!   subscriber asked for ([`SubscribeOptions::with_interval`], else the
 //!   interval of the key's class), never below the floor
-//!   ([`RegistryLayer::with_floor`]), each wait spread by ± 10 % jitter so
-//!   that keys do not poll in lockstep.
+//!   ([`RegistryLayer::with_floor`]), each wait spread by a jitter (± 10 %
+//!   by default, at most ± 50 %) so that keys do not poll in lockstep; the
+//!   jitter never brings a wait under the floor.
 //! - **Classes.** A key's class (named by the classifier from its first
 //!   subscriber's request) may have settings of its own
 //!   ([`RegistryLayer::with_class`]): the default interval, the jitter, the
@@ -137,7 +138,7 @@ pub use self::{
     error::{Limit, PollPanicked, TooManySubscribers, Unshareable, UpstreamStatus},
     future::ResponseFuture,
     handle::RegistryHandle,
-    layer::{ClassSettings, RegistryLayer},
+    layer::{ClassSettings, RegistryLayer, MAX_JITTER},
     service::Registry,
     subscription::{SubscribeOptions, Subscription},
 };
