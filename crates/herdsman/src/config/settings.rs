@@ -45,11 +45,13 @@ pub struct RegistrySettings {
     pub interval: Duration,
     /// The shortest interval accepted: in production a faster one is an
     /// error, elsewhere it is raised to the floor with a warning, unless
-    /// [`allow_unsafe_intervals`](Self::allow_unsafe_intervals) is set.
+    /// [`allow_fast_polling`](Self::allow_fast_polling) is set. No loop
+    /// polls more often, whatever its subscribers ask.
     #[serde(with = "humantime_serde")]
     pub floor: Duration,
-    /// Accept intervals under the floor as they are.
-    pub allow_unsafe_intervals: bool,
+    /// Accept intervals under the floor as written, and in production and
+    /// docker a floor or intervals under one second.
+    pub allow_fast_polling: bool,
     /// Each wait is moved by up to this fraction of it (`0.0..=0.5`), at
     /// random, so that loops started together do not poll together; never
     /// under the floor.

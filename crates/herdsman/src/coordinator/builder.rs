@@ -107,7 +107,7 @@ fn compose(environment: Environment, config: Config) -> Shared {
     let r = &config.registry;
     // Intervals under the floor survive validation only when explicitly
     // allowed; the registry must then not raise them again.
-    let floor = if r.allow_unsafe_intervals {
+    let floor = if r.allow_fast_polling {
         classes
             .iter()
             .map(|c| c.registry.interval)
