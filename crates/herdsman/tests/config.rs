@@ -536,6 +536,32 @@ fn a_registry_jitter_over_one_half_is_refused_globally_and_per_class() {
 }
 
 #[test]
+fn an_error_window_the_stats_cannot_measure_is_refused_not_rounded() {
+    // The error rate is sampled once a second: a window is whole seconds.
+    for (window, reason) in [
+        ("500ms", "must be at least 1s"),
+        ("0s", "must be at least 1s"),
+        ("1m 500ms", "must be a whole number of seconds"),
+    ] {
+        let source = StaticEnv::new().var("HERDSMAN__ALERTS__ERROR_WINDOW", window);
+        assert_eq!(
+            errors(Environment::Production, &source),
+            format!(
+                "alerts.error_window = {window:?}: {reason} (set by HERDSMAN__ALERTS__ERROR_WINDOW)"
+            )
+        );
+    }
+    let source = StaticEnv::new().var("HERDSMAN__ALERTS__ERROR_WINDOW", "1s");
+    assert_eq!(
+        load(Environment::Production, &source)
+            .unwrap()
+            .alerts
+            .error_window,
+        secs(1)
+    );
+}
+
+#[test]
 fn unparsable_and_negative_durations_name_the_expected_form() {
     let source = with_file("[cache]\nttl = \"ten seconds\"\n[dedup]\nwindow = \"-5s\"")
         .var("HERDSMAN__LIMIT__MAX_WAIT", "5");

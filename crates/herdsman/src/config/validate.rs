@@ -341,7 +341,17 @@ impl Check {
         );
         self.at_least_one("alerts.memory_bytes", a.memory_bytes);
         self.fraction("alerts.error_rate", a.error_rate, false);
-        self.positive("alerts.error_window", a.error_window);
+        // The stats sample the error rate once a second.
+        let window = a.error_window;
+        if window < Duration::from_secs(1) {
+            self.fail("alerts.error_window", dur(window), "must be at least 1s");
+        } else if window.subsec_nanos() != 0 {
+            self.fail(
+                "alerts.error_window",
+                dur(window),
+                "must be a whole number of seconds",
+            );
+        }
         self.at_least_one("alerts.min_samples", a.min_samples.into());
     }
 
