@@ -276,9 +276,21 @@ fn class_settings_convert_into_the_layers_own_types() {
         cache = { ttl = "20s", stale_while_revalidate = "40s" }
         limit = { max_concurrency = 4, max_queue = 8, max_wait = "2s", rate = { per_minute = 600, burst = 5, by = "class-and-identity", alert_only = true } }
         breaker = { failure_rate = 0.25, open_duration = "10s" }
+        registry = { interval = "15s", jitter = 0.3, linger = "1m", max_subscribers_per_key = 50 }
     "#;
     let config = load(Environment::Production, &with_file(file)).unwrap();
     let class = config.class("board-events");
+
+    let registry = class.registry_settings();
+    assert_eq!(
+        registry,
+        herdsman::registry::ClassSettings {
+            interval: secs(15),
+            jitter: 0.3,
+            linger: secs(60),
+            max_subscribers_per_key: 50,
+        }
+    );
 
     let cache = class.cache_settings();
     assert_eq!(cache.ttl, secs(20));
