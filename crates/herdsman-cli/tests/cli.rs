@@ -80,7 +80,7 @@ fn an_interval_under_the_floor_fails_in_production_and_warns_elsewhere() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
-        "registry.interval = \"2s\": under the floor of 5s in production (set registry.allow_unsafe_intervals to allow it) (set by fast.toml)\n"
+        "registry.interval = \"2s\": under the floor of 5s in production (set registry.allow_fast_polling to allow it) (set by fast.toml)\n"
     );
     let out = herdsman(&["config", "check", "--env", "docker", "fast.toml"], &[]);
     assert_eq!(out.status.code(), Some(0));
@@ -95,6 +95,35 @@ fn an_interval_under_the_floor_fails_in_production_and_warns_elsewhere() {
 }
 
 #[test]
+fn a_sub_second_floor_fails_in_docker_unless_fast_polling_is_allowed() {
+    let floor = [("HERDSMAN__REGISTRY__FLOOR", "500ms")];
+    let out = herdsman(&["config", "check", "--env", "docker", "good.toml"], &floor);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "registry.floor = \"500ms\": under 1s in docker (set registry.allow_fast_polling to allow it) (set by HERDSMAN__REGISTRY__FLOOR)\n"
+    );
+    let allowed = [floor[0], ("HERDSMAN__REGISTRY__ALLOW_FAST_POLLING", "true")];
+    let out = herdsman(
+        &["config", "check", "--env", "docker", "good.toml"],
+        &allowed,
+    );
+    assert_eq!((stdout(&out), stderr(&out)), ("ok\n".into(), String::new()));
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn the_retired_unsafe_intervals_key_is_refused_naming_its_replacement() {
+    let vars = [("HERDSMAN__REGISTRY__ALLOW_UNSAFE_INTERVALS", "true")];
+    let out = herdsman(&["config", "check", "--env", "test", "good.toml"], &vars);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "registry.allow_unsafe_intervals = true: replaced by registry.allow_fast_polling, which also allows floors and intervals under 1s in production and docker (set by HERDSMAN__REGISTRY__ALLOW_UNSAFE_INTERVALS)\n"
+    );
+}
+
+#[test]
 fn check_reads_variables_and_the_environment_as_start_up_does() {
     let vars = [
         ("HERDSMAN_ENV", "production"),
@@ -104,7 +133,7 @@ fn check_reads_variables_and_the_environment_as_start_up_does() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
-        "registry.interval = \"1s\": under the floor of 5s in production (set registry.allow_unsafe_intervals to allow it) (set by HERDSMAN__REGISTRY__INTERVAL)\n"
+        "registry.interval = \"1s\": under the floor of 5s in production (set registry.allow_fast_polling to allow it) (set by HERDSMAN__REGISTRY__INTERVAL)\n"
     );
 
     let out = herdsman(&["config", "check"], &[("HERDSMAN_ENV", "prod")]);

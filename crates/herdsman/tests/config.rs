@@ -243,7 +243,7 @@ fn a_class_interval_is_held_to_the_global_floor() {
     "#;
     assert_eq!(
         errors(Environment::Production, &with_file(file)),
-        r#"classes.active-users.registry.interval = "3s": under the floor of 5s in production (set registry.allow_unsafe_intervals to allow it) (set by herdsman.toml)"#
+        r#"classes.active-users.registry.interval = "3s": under the floor of 5s in production (set registry.allow_fast_polling to allow it) (set by herdsman.toml)"#
     );
     let loaded = Config::loader(Environment::Docker)
         .source(&with_file(file))
@@ -264,7 +264,7 @@ fn a_class_interval_is_held_to_the_global_floor() {
     assert_eq!(loaded.config.class("live").registry.interval, secs(1));
     assert_eq!(
         loaded.warnings[0].to_string(),
-        r#"classes.live.registry.interval = "500ms": under the floor of 1s, raised to it (set registry.allow_unsafe_intervals to keep it) (set by herdsman.toml)"#
+        r#"classes.live.registry.interval = "500ms": under the floor of 1s, raised to it (set registry.allow_fast_polling to keep it) (set by herdsman.toml)"#
     );
 }
 
@@ -276,9 +276,21 @@ fn class_settings_convert_into_the_layers_own_types() {
         cache = { ttl = "20s", stale_while_revalidate = "40s" }
         limit = { max_concurrency = 4, max_queue = 8, max_wait = "2s", rate = { per_minute = 600, burst = 5, by = "class-and-identity", alert_only = true } }
         breaker = { failure_rate = 0.25, open_duration = "10s" }
+        registry = { interval = "15s", jitter = 0.3, linger = "1m", max_subscribers_per_key = 50 }
     "#;
     let config = load(Environment::Production, &with_file(file)).unwrap();
     let class = config.class("board-events");
+
+    let registry = class.registry_settings();
+    assert_eq!(
+        registry,
+        herdsman::registry::ClassSettings {
+            interval: secs(15),
+            jitter: 0.3,
+            linger: secs(60),
+            max_subscribers_per_key: 50,
+        }
+    );
 
     let cache = class.cache_settings();
     assert_eq!(cache.ttl, secs(20));
@@ -342,12 +354,12 @@ fn under_the_floor_outside_production_an_interval_is_raised_with_a_warning() {
     assert_eq!(
         warnings,
         [
-            r#"registry.interval = "100ms": under the floor of 1s, raised to it (set registry.allow_unsafe_intervals to keep it) (set by HERDSMAN__REGISTRY__INTERVAL)"#
+            r#"registry.interval = "100ms": under the floor of 1s, raised to it (set registry.allow_fast_polling to keep it) (set by HERDSMAN__REGISTRY__INTERVAL)"#
         ]
     );
 
-    let source = source.var("HERDSMAN__REGISTRY__ALLOW_UNSAFE_INTERVALS", "true");
-    for env in [Environment::Development, Environment::Production] {
+    let source = source.var("HERDSMAN__REGISTRY__ALLOW_FAST_POLLING", "true");
+    for env in Environment::ALL {
         let config = load(env, &source).unwrap();
         assert_eq!(
             config.registry.interval,
@@ -355,6 +367,96 @@ fn under_the_floor_outside_production_an_interval_is_raised_with_a_warning() {
             "{env}"
         );
     }
+}
+
+#[test]
+fn a_sub_second_floor_or_interval_is_refused_in_production_and_docker_naming_the_field() {
+    let file = r#"
+        [registry]
+        floor = "500ms"
+        interval = "800ms"
+        [classes.live]
+        paths = ["/live"]
+        registry = { interval = "250ms" }
+    "#;
+    for env in [Environment::Production, Environment::Docker] {
+        assert_eq!(
+            errors(env, &with_file(file)),
+            [
+                format!(r#"registry.floor = "500ms": under 1s in {env} (set registry.allow_fast_polling to allow it) (set by herdsman.toml)"#),
+                format!(r#"registry.interval = "800ms": under 1s in {env} (set registry.allow_fast_polling to allow it) (set by herdsman.toml)"#),
+                format!(r#"classes.live.registry.interval = "250ms": under 1s in {env} (set registry.allow_fast_polling to allow it) (set by herdsman.toml)"#),
+            ]
+            .join("\n")
+        );
+    }
+    // Docker's floor (2 s) is over 1 s: only the interval is refused.
+    let source = StaticEnv::new().var("HERDSMAN__REGISTRY__INTERVAL", "900ms");
+    assert_eq!(
+        errors(Environment::Docker, &source),
+        r#"registry.interval = "900ms": under 1s in docker (set registry.allow_fast_polling to allow it) (set by HERDSMAN__REGISTRY__INTERVAL)"#
+    );
+    for env in [Environment::Development, Environment::Test] {
+        let config = load(env, &with_file(file)).unwrap();
+        assert_eq!(config.registry.floor, Duration::from_millis(500), "{env}");
+        assert_eq!(
+            config.class("live").registry.interval,
+            Duration::from_millis(500),
+            "{env}: raised to the floor"
+        );
+    }
+}
+
+#[test]
+fn allow_fast_polling_accepts_sub_second_floors_and_intervals_as_written() {
+    let file = r#"
+        [registry]
+        floor = "500ms"
+        interval = "800ms"
+        allow_fast_polling = true
+        [classes.live]
+        paths = ["/live"]
+        registry = { interval = "250ms" }
+    "#;
+    for env in Environment::ALL {
+        let loaded = Config::loader(env).source(&with_file(file)).load().unwrap();
+        assert!(loaded.warnings.is_empty(), "{env}: {:?}", loaded.warnings);
+        let config = loaded.config;
+        assert_eq!(config.registry.floor, Duration::from_millis(500), "{env}");
+        assert_eq!(
+            config.registry.interval,
+            Duration::from_millis(800),
+            "{env}"
+        );
+        assert_eq!(
+            config.class("live").registry.interval,
+            Duration::from_millis(250),
+            "{env}"
+        );
+    }
+}
+
+#[test]
+fn the_retired_allow_unsafe_intervals_is_refused_naming_its_replacement() {
+    let file = r#"
+        [registry]
+        allow_unsafe_intervals = true
+        jitter = 0.9
+    "#;
+    assert_eq!(
+        errors(Environment::Development, &with_file(file)),
+        [
+            r#"registry.allow_unsafe_intervals = true: replaced by registry.allow_fast_polling, which also allows floors and intervals under 1s in production and docker (set by herdsman.toml)"#,
+            r#"registry.jitter = 0.9: must be between 0.0 and 0.5 (set by herdsman.toml)"#,
+        ]
+        .join("\n"),
+        "the rest of the section is still checked"
+    );
+    let source = StaticEnv::new().var("HERDSMAN__REGISTRY__ALLOW_UNSAFE_INTERVALS", "false");
+    assert_eq!(
+        errors(Environment::Production, &source),
+        r#"registry.allow_unsafe_intervals = false: replaced by registry.allow_fast_polling, which also allows floors and intervals under 1s in production and docker (set by HERDSMAN__REGISTRY__ALLOW_UNSAFE_INTERVALS)"#
+    );
 }
 
 // ---- validation: golden messages ----
@@ -395,7 +497,7 @@ fn every_invalid_value_is_reported_with_path_value_reason_and_source() {
         identity_header = "x user"
     "#;
     let expected = [
-        r#"registry.jitter = 1.5: must be between 0.0 and 1.0 (set by herdsman.toml)"#,
+        r#"registry.jitter = 1.5: must be between 0.0 and 0.5 (set by herdsman.toml)"#,
         r#"registry.max_keys = 0: must be at least 1 (set by herdsman.toml)"#,
         r#"cache.stale_while_revalidate = "10s": shorter than the ttl (30s): use at least the ttl, or 0s to turn it off (set by herdsman.toml)"#,
         r#"cache.max_bytes = 0: must be at least 1 (set by herdsman.toml)"#,
@@ -410,11 +512,64 @@ fn every_invalid_value_is_reported_with_path_value_reason_and_source() {
         r#"rollout.percent = 150: must be between 0 and 100 (set by herdsman.toml)"#,
         r#"rollout.identity_header = "x user": not a valid header name (set by herdsman.toml)"#,
         r#"admin.token = "<redacted>": must be at least 16 characters long (set by herdsman.toml)"#,
-        r#"registry.interval = "2s": under the floor of 5s in production (set registry.allow_unsafe_intervals to allow it) (set by herdsman.toml)"#,
+        r#"registry.interval = "2s": under the floor of 5s in production (set registry.allow_fast_polling to allow it) (set by herdsman.toml)"#,
     ];
     assert_eq!(
         errors(Environment::Production, &with_file(file)),
         expected.join("\n")
+    );
+}
+
+#[test]
+fn a_registry_jitter_over_one_half_is_refused_globally_and_per_class() {
+    let file = r#"
+        [registry]
+        jitter = 0.8
+        [classes.live]
+        paths = ["/live"]
+        registry = { jitter = 0.6 }
+        [classes.calm]
+        paths = ["/calm"]
+        registry = { jitter = 0.5 }
+    "#;
+    assert_eq!(
+        errors(Environment::Development, &with_file(file)),
+        [
+            r#"registry.jitter = 0.8: must be between 0.0 and 0.5 (set by herdsman.toml)"#,
+            r#"classes.live.registry.jitter = 0.6: must be between 0.0 and 0.5 (set by herdsman.toml)"#,
+        ]
+        .join("\n")
+    );
+    let source = StaticEnv::new().var("HERDSMAN__REGISTRY__JITTER", "-0.1");
+    assert_eq!(
+        errors(Environment::Production, &source),
+        "registry.jitter = -0.1: must be between 0.0 and 0.5 (set by HERDSMAN__REGISTRY__JITTER)"
+    );
+}
+
+#[test]
+fn an_error_window_the_stats_cannot_measure_is_refused_not_rounded() {
+    // The error rate is sampled once a second: a window is whole seconds.
+    for (window, reason) in [
+        ("500ms", "must be at least 1s"),
+        ("0s", "must be at least 1s"),
+        ("1m 500ms", "must be a whole number of seconds"),
+    ] {
+        let source = StaticEnv::new().var("HERDSMAN__ALERTS__ERROR_WINDOW", window);
+        assert_eq!(
+            errors(Environment::Production, &source),
+            format!(
+                "alerts.error_window = {window:?}: {reason} (set by HERDSMAN__ALERTS__ERROR_WINDOW)"
+            )
+        );
+    }
+    let source = StaticEnv::new().var("HERDSMAN__ALERTS__ERROR_WINDOW", "1s");
+    assert_eq!(
+        load(Environment::Production, &source)
+            .unwrap()
+            .alerts
+            .error_window,
+        secs(1)
     );
 }
 

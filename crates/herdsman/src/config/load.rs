@@ -29,6 +29,14 @@ const SECTIONS: [&str; 10] = [
     "classes",
 ];
 
+/// Keys that are no longer read, by section, with what replaced them: each
+/// is refused with a message naming its replacement rather than as unknown.
+const RETIRED: [(&str, &str, &str); 1] = [(
+    "registry",
+    "allow_unsafe_intervals",
+    "replaced by registry.allow_fast_polling, which also allows floors and intervals under 1s in production and docker",
+)];
+
 const PROFILE_SOURCE: &str = "profile default";
 const ENV_SOURCE: &str = "environment";
 
@@ -138,7 +146,7 @@ impl<'a> Loader<'a> {
         }
         figment = figment.merge(EnvProvider::new(self.source));
 
-        let root = match figment.find_value("") {
+        let mut root = match figment.find_value("") {
             Ok(root) => root,
             Err(err) => {
                 problems.extend(err.into_iter().map(|e| {
@@ -156,7 +164,7 @@ impl<'a> Loader<'a> {
                 return Err(ConfigError::new(problems));
             }
         };
-        let Some(dict) = root.as_dict() else {
+        if root.as_dict().is_none() {
             problems.push(Problem {
                 path: String::new(),
                 value: None,
@@ -164,7 +172,9 @@ impl<'a> Loader<'a> {
                 source: None,
             });
             return Err(ConfigError::new(problems));
-        };
+        }
+        retire(&figment, &mut root, &mut problems);
+        let dict = root.as_dict().expect("checked above");
         let reader = Reader {
             figment: &figment,
             root: &root,
@@ -217,6 +227,24 @@ impl<'a> Loader<'a> {
         }
         let default = Path::new(DEFAULT_CONFIG_FILE);
         self.source.exists(default).then(|| default.to_owned())
+    }
+}
+
+/// Reports each [`RETIRED`] key that is set, and removes it so that the
+/// rest of its section is still read and checked.
+fn retire(figment: &Figment, root: &mut Value, problems: &mut Vec<Problem>) {
+    for (section, key, replacement) in RETIRED {
+        let path = vec![section.to_owned(), key.to_owned()];
+        let reader = Reader { figment, root };
+        if reader.lookup(&path).is_none() {
+            continue;
+        }
+        problems.push(reader.problem(path, replacement.to_owned()));
+        if let Value::Dict(_, sections) = root {
+            if let Some(Value::Dict(_, keys)) = sections.get_mut(section) {
+                keys.remove(key);
+            }
+        }
     }
 }
 

@@ -285,6 +285,11 @@ impl EffectiveClass {
         self.limit.class_limits()
     }
 
+    /// The registry's settings for this class's poll loops.
+    pub fn registry_settings(&self) -> crate::registry::ClassSettings {
+        self.registry.class_settings()
+    }
+
     /// The cache layer's freshness settings for this class.
     pub fn cache_settings(&self) -> crate::cache::ClassSettings {
         self.cache.class_settings()

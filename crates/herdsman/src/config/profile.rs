@@ -58,7 +58,7 @@ pub(super) fn profile(env: Environment) -> Config {
         registry: RegistrySettings {
             interval: pick(env, [secs(5), secs(10), secs(8), millis(50)]),
             floor: pick(env, [secs(1), secs(5), secs(2), millis(1)]),
-            allow_unsafe_intervals: false,
+            allow_fast_polling: false,
             jitter: pick(env, [0.1, 0.1, 0.1, 0.0]),
             linger: pick(env, [secs(30), secs(30), secs(30), millis(100)]),
             max_keys: 10_000,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{breaker::BreakerConfig, cache, limit};
+use crate::{breaker::BreakerConfig, cache, limit, registry};
 
 /// Which layers of the stack are on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,13 +45,16 @@ pub struct RegistrySettings {
     pub interval: Duration,
     /// The shortest interval accepted: in production a faster one is an
     /// error, elsewhere it is raised to the floor with a warning, unless
-    /// [`allow_unsafe_intervals`](Self::allow_unsafe_intervals) is set.
+    /// [`allow_fast_polling`](Self::allow_fast_polling) is set. No loop
+    /// polls more often, whatever its subscribers ask.
     #[serde(with = "humantime_serde")]
     pub floor: Duration,
-    /// Accept intervals under the floor as they are.
-    pub allow_unsafe_intervals: bool,
-    /// Up to this fraction of the interval (`0.0..=1.0`) is added at random
-    /// to each poll, so that loops started together do not poll together.
+    /// Accept intervals under the floor as written, and in production and
+    /// docker a floor or intervals under one second.
+    pub allow_fast_polling: bool,
+    /// Each wait is moved by up to this fraction of it (`0.0..=0.5`), at
+    /// random, so that loops started together do not poll together; never
+    /// under the floor.
     pub jitter: f64,
     /// How long a poll loop keeps running after its last subscriber left, so
     /// that a page reload does not restart it.
@@ -63,6 +66,18 @@ pub struct RegistrySettings {
     pub max_subscribers_per_key: usize,
     /// Subscribers in all, at most.
     pub max_subscribers: usize,
+}
+
+impl RegistrySettings {
+    /// The registry's settings for one class's poll loops.
+    pub fn class_settings(&self) -> registry::ClassSettings {
+        registry::ClassSettings {
+            interval: self.interval,
+            jitter: self.jitter,
+            linger: self.linger,
+            max_subscribers_per_key: self.max_subscribers_per_key,
+        }
+    }
 }
 
 /// The cache layer.

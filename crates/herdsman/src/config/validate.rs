@@ -12,6 +12,11 @@ use super::{
     },
     Config, Environment,
 };
+use crate::registry::MAX_JITTER;
+
+/// The shortest floor or interval production and docker accept without
+/// `registry.allow_fast_polling`.
+const SAFE_POLL: Duration = Duration::from_secs(1);
 
 /// Checks `config`, raising intervals under the floor where the environment
 /// allows it. Returns the problems and the warnings, without sources.
@@ -32,15 +37,6 @@ pub(super) fn validate(config: &mut Config, env: Environment) -> (Vec<Problem>, 
             );
         }
     }
-    let floor = config.registry.floor;
-    let allow_unsafe = config.registry.allow_unsafe_intervals;
-    check.interval(
-        "registry.interval",
-        &mut config.registry.interval,
-        floor,
-        allow_unsafe,
-        env,
-    );
 
     let global = check.problems.clone();
     let mut claimed: Vec<(&str, &str)> = Vec::new();
@@ -85,18 +81,7 @@ pub(super) fn validate(config: &mut Config, env: Environment) -> (Vec<Problem>, 
             })
         }));
     }
-    for name in &names {
-        let class = config.classes.get_mut(name).expect("listed above");
-        if let Some(interval) = class.registry.as_mut().and_then(|r| r.interval.as_mut()) {
-            check.interval(
-                &format!("classes.{name}.registry.interval"),
-                interval,
-                floor,
-                allow_unsafe,
-                env,
-            );
-        }
-    }
+    check.polling(config, env);
     for (name, class) in &config.classes {
         for path in &class.paths {
             match claimed.iter().find(|(_, p)| p == path) {
@@ -114,6 +99,29 @@ pub(super) fn validate(config: &mut Config, env: Environment) -> (Vec<Problem>, 
 
 fn dur(d: Duration) -> Option<String> {
     Some(format!("\"{}\"", format_duration(d)))
+}
+
+/// What decides whether a poll interval is accepted.
+#[derive(Clone, Copy)]
+struct Polling {
+    floor: Duration,
+    allow: bool,
+    env: Environment,
+}
+
+impl Polling {
+    /// Whether sub-second floors and intervals are refused.
+    fn guarded(self) -> bool {
+        !self.allow && matches!(self.env, Environment::Production | Environment::Docker)
+    }
+
+    fn sub_second(self) -> String {
+        format!(
+            "under {} in {} (set registry.allow_fast_polling to allow it)",
+            format_duration(SAFE_POLL),
+            self.env
+        )
+    }
 }
 
 #[derive(Default)]
@@ -164,7 +172,13 @@ impl Check {
     fn registry(&mut self, p: &str, r: &RegistrySettings) {
         self.positive(&format!("{p}.interval"), r.interval);
         self.positive(&format!("{p}.floor"), r.floor);
-        self.fraction(&format!("{p}.jitter"), r.jitter, true);
+        if !(0.0..=MAX_JITTER).contains(&r.jitter) {
+            self.fail(
+                &format!("{p}.jitter"),
+                Some(r.jitter.to_string()),
+                &format!("must be between 0.0 and {MAX_JITTER}"),
+            );
+        }
         self.at_least_one(&format!("{p}.max_keys"), r.max_keys as u64);
         self.at_least_one(
             &format!("{p}.max_subscribers_per_key"),
@@ -173,24 +187,47 @@ impl Check {
         self.at_least_one(&format!("{p}.max_subscribers"), r.max_subscribers as u64);
     }
 
-    fn interval(
-        &mut self,
-        path: &str,
-        interval: &mut Duration,
-        floor: Duration,
-        allow_unsafe: bool,
-        env: Environment,
-    ) {
-        if interval.is_zero() || *interval >= floor || allow_unsafe {
+    /// The floor and every interval, global and per class. Unless
+    /// `allow_fast_polling` is set: in production and docker a floor or an
+    /// interval under [`SAFE_POLL`] is refused; an interval under the floor
+    /// is refused in production and raised to the floor (with a warning)
+    /// elsewhere.
+    fn polling(&mut self, config: &mut Config, env: Environment) {
+        let policy = Polling {
+            floor: config.registry.floor,
+            allow: config.registry.allow_fast_polling,
+            env,
+        };
+        let floor = policy.floor;
+        if policy.guarded() && !floor.is_zero() && floor < SAFE_POLL {
+            self.fail("registry.floor", dur(floor), &policy.sub_second());
+        }
+        self.interval("registry.interval", &mut config.registry.interval, policy);
+        for (name, class) in &mut config.classes {
+            if let Some(interval) = class.registry.as_mut().and_then(|r| r.interval.as_mut()) {
+                let path = format!("classes.{name}.registry.interval");
+                self.interval(&path, interval, policy);
+            }
+        }
+    }
+
+    fn interval(&mut self, path: &str, interval: &mut Duration, policy: Polling) {
+        if interval.is_zero() || policy.allow {
             return;
         }
-        if env == Environment::Production {
+        if policy.guarded() && *interval < SAFE_POLL {
+            return self.fail(path, dur(*interval), &policy.sub_second());
+        }
+        if *interval >= policy.floor {
+            return;
+        }
+        let floor = format_duration(policy.floor);
+        if policy.env == Environment::Production {
             self.fail(
                 path,
                 dur(*interval),
                 &format!(
-                    "under the floor of {} in production (set registry.allow_unsafe_intervals to allow it)",
-                    format_duration(floor)
+                    "under the floor of {floor} in production (set registry.allow_fast_polling to allow it)"
                 ),
             );
         } else {
@@ -198,12 +235,11 @@ impl Check {
                 path: path.to_owned(),
                 value: dur(*interval),
                 reason: format!(
-                    "under the floor of {}, raised to it (set registry.allow_unsafe_intervals to keep it)",
-                    format_duration(floor)
+                    "under the floor of {floor}, raised to it (set registry.allow_fast_polling to keep it)"
                 ),
                 source: None,
             });
-            *interval = floor;
+            *interval = policy.floor;
         }
     }
 
@@ -305,7 +341,17 @@ impl Check {
         );
         self.at_least_one("alerts.memory_bytes", a.memory_bytes);
         self.fraction("alerts.error_rate", a.error_rate, false);
-        self.positive("alerts.error_window", a.error_window);
+        // The stats sample the error rate once a second.
+        let window = a.error_window;
+        if window < Duration::from_secs(1) {
+            self.fail("alerts.error_window", dur(window), "must be at least 1s");
+        } else if window.subsec_nanos() != 0 {
+            self.fail(
+                "alerts.error_window",
+                dur(window),
+                "must be a whole number of seconds",
+            );
+        }
         self.at_least_one("alerts.min_samples", a.min_samples.into());
     }
 

@@ -107,7 +107,7 @@ fn compose(environment: Environment, config: Config) -> Shared {
     let r = &config.registry;
     // Intervals under the floor survive validation only when explicitly
     // allowed; the registry must then not raise them again.
-    let floor = if r.allow_unsafe_intervals {
+    let floor = if r.allow_fast_polling {
         classes
             .iter()
             .map(|c| c.registry.interval)
@@ -115,7 +115,7 @@ fn compose(environment: Environment, config: Config) -> Shared {
     } else {
         r.floor
     };
-    let registry = RegistryLayer::new(key.clone())
+    let mut registry = RegistryLayer::new(key.clone())
         .with_share(HttpShare)
         .with_fingerprint(HttpFingerprint)
         .with_canonical(key.clone())
@@ -165,6 +165,7 @@ fn compose(environment: Environment, config: Config) -> Shared {
         .iter()
         .filter(|c| config.classes.contains_key(c.class.as_str()))
     {
+        registry = registry.with_class(class.class.clone(), class.registry_settings());
         cache = cache.with_class(class.class.clone(), class.cache_settings());
         breaker = breaker.with_class(class.class.clone(), class.breaker_config());
         limit = limit.with_class(class.class.clone(), class.class_limits());

@@ -120,9 +120,10 @@
 //!   path is chosen in `call`), and every dedup layer when classes have
 //!   different reuse windows: a bounded inner service may hold a slot on
 //!   each until the call.
-//! - The registry is one for all classes: a class's registry `interval`
-//!   applies (to its subscriptions), but `floor`, `jitter`, `linger` and
-//!   the subscriber limits are the global section's.
+//! - The registry is one for all classes: a class's registry `interval`,
+//!   `jitter`, `linger` and `max_subscribers_per_key` apply to the loops of
+//!   its keys ([`RegistryLayer::with_class`](crate::registry::RegistryLayer::with_class)),
+//!   but `floor`, `max_keys` and `max_subscribers` bound the whole registry.
 //! - Subscriptions always go through the registry (there is no other path
 //!   for a stream): its switch, the stack switch and the rollout decide
 //!   one-shot calls. A loop's polls still skip the layers switched off.

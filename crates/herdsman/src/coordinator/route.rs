@@ -21,8 +21,6 @@ pub(crate) struct ClassRoute {
     pub(crate) public: bool,
     /// Which of the dedup layers (one per distinct window) serves the class.
     pub(crate) dedup: usize,
-    /// The registry interval of the class.
-    pub(crate) interval: Duration,
 }
 
 impl ClassRoute {
@@ -71,7 +69,6 @@ impl Routes {
                     .iter()
                     .position(|w| *w == effective.dedup.window)
                     .unwrap_or(0),
-                interval: effective.registry.interval,
                 class: class.clone(),
             });
             if class == Class::default() {

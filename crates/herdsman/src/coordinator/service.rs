@@ -107,10 +107,6 @@ impl<S> Coordinated<S> {
         ResB::Error: Into<BoxError>,
     {
         self.shared.follow();
-        let options = match options.interval() {
-            Some(_) => options,
-            None => options.with_interval(self.shared.routes.of_path(req.uri().path()).interval),
-        };
         self.stack.get_ref().subscribe_with(req, options)
     }
 }

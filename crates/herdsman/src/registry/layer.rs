@@ -9,11 +9,57 @@ use super::{
     Registry,
 };
 use crate::{
-    class::AllDefault,
+    class::{AllDefault, Class},
     event::{Observer, Observers},
     http::{HttpKey, HttpShare},
     share::CloneShare,
 };
+
+/// The largest [jitter](RegistryLayer::with_jitter) fraction: each wait is
+/// then between half and one and a half times its interval.
+pub const MAX_JITTER: f64 = 0.5;
+
+/// The settings of one endpoint class's poll loops
+/// ([`RegistryLayer::with_class`]).
+///
+/// A key's loop looks up the settings of its class (named by the
+/// [classifier](RegistryLayer::with_classifier) from its first subscriber's
+/// request) once, when it starts. [`Default`] gives the registry's own
+/// defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassSettings {
+    /// The interval of subscribers that ask for none (still never below the
+    /// registry's [floor](RegistryLayer::with_floor)).
+    pub interval: Duration,
+    /// The jitter fraction, `0.0..=0.5` (see [`RegistryLayer::with_jitter`]).
+    pub jitter: f64,
+    /// How long a loop keeps its value after its last subscriber left (see
+    /// [`RegistryLayer::with_linger`]).
+    pub linger: Duration,
+    /// Subscribers of one key, at most.
+    pub max_subscribers_per_key: usize,
+}
+
+impl Default for ClassSettings {
+    fn default() -> Self {
+        ClassSettings {
+            interval: Duration::from_secs(5),
+            jitter: 0.1,
+            linger: Duration::ZERO,
+            max_subscribers_per_key: 1_000_000,
+        }
+    }
+}
+
+/// Panics unless `fraction` is a valid jitter, as tower's constructors do
+/// with arguments out of range.
+fn check_jitter(fraction: f64) -> f64 {
+    assert!(
+        (0.0..=MAX_JITTER).contains(&fraction),
+        "a registry's jitter must be between 0.0 and {MAX_JITTER}, got {fraction}"
+    );
+    fraction
+}
 
 /// Applies [`Registry`] to a service: one shared poll loop per key, however
 /// many subscribers.
@@ -72,33 +118,40 @@ impl<K, C, P, F, Q> RegistryLayer<K, C, P, F, Q> {
         self
     }
 
-    /// The interval of subscribers that ask for none. Default 5 s.
+    /// The interval of subscribers that ask for none, in classes without
+    /// settings of their own ([`with_class`](Self::with_class)). Default
+    /// 5 s.
     pub fn with_interval(self, interval: Duration) -> Self {
-        self.configure(|c| c.interval = interval)
+        self.configure(|c| c.default.interval = interval)
     }
 
     /// No loop polls more often than every `floor`, whatever its subscribers
-    /// ask. Default 1 s.
+    /// ask and whatever the jitter. Default 1 s.
     pub fn with_floor(self, floor: Duration) -> Self {
         self.configure(|c| c.floor = floor)
     }
 
-    /// Spreads each wait by up to ± `fraction` of it (clamped to 0..=1), so
-    /// that keys started together do not poll in lockstep. Default 0.1.
+    /// Spreads each wait by up to ± `fraction` of it, so that keys started
+    /// together do not poll in lockstep; a wait never goes below the
+    /// [floor](Self::with_floor), and a backoff never above its cap. For
+    /// classes without settings of their own. Default 0.1.
+    ///
+    /// # Panics
+    ///
+    /// If `fraction` is not between 0.0 and [`MAX_JITTER`] (0.5), as tower's
+    /// constructors panic on arguments out of range: with more, a wait could
+    /// shrink to nothing.
     pub fn with_jitter(self, fraction: f64) -> Self {
-        let fraction = if fraction.is_nan() {
-            0.0
-        } else {
-            fraction.clamp(0.0, 1.0)
-        };
-        self.configure(|c| c.jitter = fraction)
+        let fraction = check_jitter(fraction);
+        self.configure(|c| c.default.jitter = fraction)
     }
 
     /// Keeps a key's loop (and its value, without polling) for `linger`
     /// after its last subscriber leaves, so a subscriber that comes right
-    /// back (a page reload) gets the value at once. Default zero.
+    /// back (a page reload) gets the value at once. For classes without
+    /// settings of their own. Default zero.
     pub fn with_linger(self, linger: Duration) -> Self {
-        self.configure(|c| c.linger = linger)
+        self.configure(|c| c.default.linger = linger)
     }
 
     /// At most `max` keys polled at once. Default 100,000.
@@ -106,9 +159,43 @@ impl<K, C, P, F, Q> RegistryLayer<K, C, P, F, Q> {
         self.configure(|c| c.max_keys = max)
     }
 
-    /// At most `max` subscribers of one key. Default 1,000,000.
+    /// At most `max` subscribers of one key, in classes without settings of
+    /// their own. Default 1,000,000.
     pub fn with_max_subscribers_per_key(self, max: usize) -> Self {
-        self.configure(|c| c.max_subscribers_per_key = max)
+        self.configure(|c| c.default.max_subscribers_per_key = max)
+    }
+
+    /// Settings for the loops of one endpoint class (see
+    /// [`with_classifier`](Self::with_classifier)), instead of the
+    /// registry's `with_interval`, `with_jitter`, `with_linger` and
+    /// `with_max_subscribers_per_key`. The floor, the backoff and the other
+    /// limits are the registry's.
+    ///
+    /// ```
+    /// use herdsman::{class::Class, key::Key, registry::{ClassSettings, RegistryLayer}};
+    /// use std::time::Duration;
+    ///
+    /// let layer = RegistryLayer::new(|path: &&str| Some(Key::from(*path)))
+    ///     .with_classifier(|path: &&str| {
+    ///         if path.starts_with("/live") { Class::new("live") } else { Class::default() }
+    ///     })
+    ///     .with_class("live", ClassSettings {
+    ///         interval: Duration::from_secs(2),
+    ///         linger: Duration::from_secs(30),
+    ///         ..ClassSettings::default()
+    ///     });
+    /// # let _ = layer;
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `settings.jitter` is out of range, as [`with_jitter`](Self::with_jitter).
+    pub fn with_class(self, class: impl Into<Class>, settings: ClassSettings) -> Self {
+        check_jitter(settings.jitter);
+        let class = class.into();
+        self.configure(|c| {
+            c.classes.insert(class, settings);
+        })
     }
 
     /// At most `max` subscribers in all. Default 1,000,000.

@@ -14,9 +14,16 @@
 //!   grows only when the result changes, the time it was fetched). Dropping
 //!   it unsubscribes.
 //! - **One loop per key.** Its interval is the shortest any current
-//!   subscriber asked for ([`SubscribeOptions::with_interval`]), never below
-//!   the floor ([`RegistryLayer::with_floor`]), each wait spread by ± 10 %
-//!   jitter so that keys do not poll in lockstep.
+//!   subscriber asked for ([`SubscribeOptions::with_interval`], else the
+//!   interval of the key's class), never below the floor
+//!   ([`RegistryLayer::with_floor`]), each wait spread by a jitter (± 10 %
+//!   by default, at most ± 50 %) so that keys do not poll in lockstep; the
+//!   jitter never brings a wait under the floor.
+//! - **Classes.** A key's class (named by the classifier from its first
+//!   subscriber's request) may have settings of its own
+//!   ([`RegistryLayer::with_class`]): the default interval, the jitter, the
+//!   linger and the subscribers per key. The loop looks them up once, when
+//!   it starts.
 //! - **Joining.** A new subscriber gets the current value at once. If it is
 //!   older than the interval the subscriber asked for, the loop polls now
 //!   (no extra call otherwise); a subscriber arriving during a poll gets its
@@ -40,7 +47,7 @@
 //!   `POST`, `PUT`, ...). This is how a card update reaches every board
 //!   viewer without waiting for the interval.
 //! - **Lifecycle.** The loop (one tokio task) starts with the first
-//!   subscriber and stops when the last leaves, after the optional linger
+//!   subscriber and stops when the last leaves, after its class's linger
 //!   ([`RegistryLayer::with_linger`]); a fetch in flight is dropped. When
 //!   every subscriber is gone the registry holds no key and no task.
 //! - **Limits.** Keys, subscribers per key and subscribers in total are
@@ -131,7 +138,7 @@ pub use self::{
     error::{Limit, PollPanicked, TooManySubscribers, Unshareable, UpstreamStatus},
     future::ResponseFuture,
     handle::RegistryHandle,
-    layer::RegistryLayer,
+    layer::{ClassSettings, RegistryLayer, MAX_JITTER},
     service::Registry,
     subscription::{SubscribeOptions, Subscription},
 };

@@ -173,8 +173,8 @@ where
 
 /// Sleeps until the next poll; `false` if the loop must end.
 async fn wait(core: &Core, meta: &Meta, fetched_at: Instant, failures: u32) -> bool {
-    let config = &core.config;
-    let jitter = jitter_factor(config.jitter);
+    let settings = &meta.settings;
+    let jitter = jitter_factor(settings.jitter);
     let mut idle_since = None;
     loop {
         let mut woken = pin!(meta.woken());
@@ -189,10 +189,16 @@ async fn wait(core: &Core, meta: &Meta, fetched_at: Instant, failures: u32) -> b
         let deadline = if lingering {
             // No poll while nobody listens: the value is kept for a
             // subscriber that comes back within the linger.
-            *idle_since.get_or_insert_with(Instant::now) + config.linger
+            after(
+                *idle_since.get_or_insert_with(Instant::now),
+                settings.linger,
+            )
         } else {
             idle_since = None;
-            fetched_at + delay(config, failures, meta.interval(), jitter)
+            after(
+                fetched_at,
+                delay(&core.config, failures, meta.interval(), jitter),
+            )
         };
         let mut sleep = pin!(sleep_until(deadline));
         let timed_out = poll_fn(|cx| {
@@ -216,16 +222,37 @@ async fn wait(core: &Core, meta: &Meta, fetched_at: Instant, failures: u32) -> b
 /// The time from one fetch to the next: the interval after a success; after
 /// `failures` failures in a row, the backoff base doubled each time, never
 /// shorter than the interval nor longer than the cap. Both scaled by
-/// `jitter`; a backoff never exceeds the cap.
+/// `jitter` (a factor near 1), then held between the floor and the cap: the
+/// jitter never brings a poll under the floor, nor a backoff over its cap.
+/// The floor wins over a cap set below it.
 pub(crate) fn delay(config: &Config, failures: u32, interval: Duration, jitter: f64) -> Duration {
+    let floor = config.floor;
     if failures == 0 {
-        return interval.mul_f64(jitter);
+        return scale(interval, jitter).max(floor);
     }
     let doubled = config
         .backoff_base
         .saturating_mul(1u32 << (failures - 1).min(31));
     let cap = config.backoff_cap.max(interval);
-    doubled.clamp(interval, cap).mul_f64(jitter).min(cap)
+    scale(doubled.clamp(interval, cap), jitter)
+        .min(cap)
+        .max(floor)
+}
+
+/// `d` × `factor`, saturating instead of panicking as `mul_f64` does.
+fn scale(d: Duration, factor: f64) -> Duration {
+    Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(if factor > 0.0 {
+        Duration::MAX
+    } else {
+        Duration::ZERO
+    })
+}
+
+/// `at + d`, at most about 30 years on (tokio's own "far future"): a
+/// configured interval or linger may be too large for an `Instant`.
+fn after(at: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+    at + d.min(FAR)
 }
 
 /// A factor in `[1 - fraction, 1 + fraction)`, different on every call.
@@ -244,7 +271,21 @@ fn jitter_factor(fraction: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::registry::MAX_JITTER;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn config(floor: Duration, base: Duration, cap: Duration) -> Config {
+        Config {
+            floor,
+            backoff_base: base,
+            backoff_cap: cap,
+            ..Config::default()
+        }
+    }
 
     #[test]
     fn jitter_stays_within_its_fraction_and_varies() {
@@ -258,20 +299,101 @@ mod tests {
 
     #[test]
     fn backoff_doubles_from_the_interval_up_to_the_cap() {
-        let config = Config {
-            backoff_base: Duration::from_secs(1),
-            backoff_cap: Duration::from_secs(30),
-            ..Config::default()
-        };
-        let interval = Duration::from_secs(2);
+        let config = config(SEC, SEC, 30 * SEC);
+        let interval = 2 * SEC;
         let secs: Vec<u64> = (0..8)
             .map(|n| delay(&config, n, interval, 1.0).as_secs())
             .collect();
         assert_eq!(secs, [2, 2, 2, 4, 8, 16, 30, 30]);
-        assert_eq!(delay(&config, 40, interval, 1.1), Duration::from_secs(30));
+        assert_eq!(delay(&config, 40, interval, 1.1), 30 * SEC);
         assert_eq!(
             delay(&config, 0, interval, 1.1),
             Duration::from_millis(2200)
         );
+    }
+
+    #[test]
+    fn jitter_never_brings_a_poll_under_the_floor() {
+        let config = config(5 * SEC, SEC, 60 * SEC);
+        // An interval at the floor, shortened by the largest jitter.
+        assert_eq!(delay(&config, 0, 5 * SEC, 1.0 - MAX_JITTER), 5 * SEC);
+        assert_eq!(delay(&config, 0, 8 * SEC, 0.5), 5 * SEC);
+        assert_eq!(delay(&config, 0, 8 * SEC, 0.75), 6 * SEC);
+        assert_eq!(delay(&config, 1, 5 * SEC, 0.5), 5 * SEC);
+    }
+
+    #[test]
+    fn jitter_never_brings_a_backoff_over_its_cap() {
+        let config = config(SEC, SEC, 30 * SEC);
+        assert_eq!(delay(&config, 6, 2 * SEC, 1.5), 30 * SEC);
+        assert_eq!(delay(&config, 5, 2 * SEC, 1.5), 24 * SEC);
+        // A cap under the interval is raised to the interval.
+        let config = super::tests::config(SEC, SEC, SEC);
+        assert_eq!(delay(&config, 3, 4 * SEC, 1.5), 4 * SEC);
+    }
+
+    #[test]
+    fn huge_intervals_saturate_instead_of_panicking() {
+        let config = config(SEC, SEC, Duration::MAX);
+        assert_eq!(delay(&config, 0, Duration::MAX, 1.5), Duration::MAX);
+        assert_eq!(delay(&config, 64, Duration::MAX, 1.5), Duration::MAX);
+        let now = Instant::now();
+        assert!(after(now, Duration::MAX) > now + 365 * 86_400 * SEC);
+    }
+
+    fn millis(range: std::ops::Range<u64>) -> impl Strategy<Value = Duration> {
+        range.prop_map(Duration::from_millis)
+    }
+
+    proptest! {
+        #[test]
+        fn a_delay_stays_between_the_floor_and_its_bounds(
+            floor in millis(1..20_000),
+            above_floor in millis(0..20_000),
+            base in millis(1..10_000),
+            cap in millis(1..300_000),
+            failures in 0u32..80,
+            fraction in 0.0..=MAX_JITTER,
+            unit in 0.0..1.0f64,
+        ) {
+            // The registry clamps every loop's interval to the floor.
+            let interval = floor + above_floor;
+            let config = config(floor, base, cap);
+            let factor = 1.0 + fraction * (2.0 * unit - 1.0);
+            let d = delay(&config, failures, interval, factor);
+            prop_assert!(d >= floor, "{d:?} under the floor {floor:?}");
+            if failures == 0 {
+                let lo = interval.mul_f64(1.0 - fraction).max(floor);
+                let hi = interval.mul_f64(1.0 + fraction);
+                prop_assert!(lo <= d && d <= hi + Duration::from_nanos(1), "{d:?} not in {lo:?}..={hi:?}");
+            } else {
+                let cap = cap.max(interval);
+                prop_assert!(d <= cap, "{d:?} over the cap {cap:?}");
+                prop_assert!(
+                    d >= interval.mul_f64(1.0 - fraction).max(floor),
+                    "{d:?} under the jittered interval"
+                );
+            }
+        }
+
+        #[test]
+        fn without_jitter_a_backoff_never_shrinks_as_failures_grow(
+            interval in millis(1..60_000),
+            base in millis(1..10_000),
+            cap in millis(1..300_000),
+            failures in 1u32..70,
+        ) {
+            let config = config(interval, base, cap);
+            let now = delay(&config, failures, interval, 1.0);
+            let next = delay(&config, failures + 1, interval, 1.0);
+            prop_assert!(now <= next, "{now:?} then {next:?}");
+            prop_assert!(now >= interval);
+        }
+
+        #[test]
+        fn jitter_factors_stay_within_their_fraction(fraction in 0.0..=MAX_JITTER) {
+            let factor = jitter_factor(fraction);
+            prop_assert!((1.0 - fraction..=1.0 + fraction).contains(&factor), "{factor}");
+        }
     }
 }

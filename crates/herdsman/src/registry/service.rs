@@ -46,7 +46,7 @@ impl<S, K> Registry<S, K> {
 }
 
 impl<S, K, C, P, F, Q> Registry<S, K, C, P, F, Q> {
-    /// Subscribes to the key of `req` with the registry's default interval;
+    /// Subscribes to the key of `req` at the interval of its class;
     /// see [`subscribe_with`](Registry::subscribe_with).
     pub fn subscribe<Req>(&self, req: Req) -> Result<Subscription<P::Shared>, TooManySubscribers>
     where
@@ -91,11 +91,10 @@ impl<S, K, C, P, F, Q> Registry<S, K, C, P, F, Q> {
         F: Fingerprint<P::Shared> + Clone + Send + 'static,
         Q: Canonical<Req> + Clone + Send + 'static,
     {
-        let asked = self.core.config.clamp(options.interval());
         let key = self.key.key(&req);
-        let joined = self
+        let (joined, asked) = self
             .core
-            .join::<P::Shared>(key, asked, || self.classify.classify(&req))?;
+            .join::<P::Shared>(key, options.interval(), || self.classify.classify(&req))?;
         match joined {
             Joined::Existing(hook) => {
                 let meta = &hook.meta;

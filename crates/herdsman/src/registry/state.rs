@@ -21,6 +21,7 @@ use tokio::{sync::Notify, time::Instant};
 use super::{
     cell::Cell,
     error::{Limit, TooManySubscribers},
+    layer::ClassSettings,
     HookInfo, RegistryStats,
 };
 use crate::{
@@ -32,12 +33,12 @@ use crate::{
 /// The settings of one registry.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
-    pub(crate) interval: Duration,
+    /// The settings of classes without their own.
+    pub(crate) default: ClassSettings,
+    /// Classes with settings of their own.
+    pub(crate) classes: HashMap<Class, ClassSettings>,
     pub(crate) floor: Duration,
-    pub(crate) jitter: f64,
-    pub(crate) linger: Duration,
     pub(crate) max_keys: usize,
-    pub(crate) max_subscribers_per_key: usize,
     pub(crate) max_subscribers: usize,
     pub(crate) backoff_base: Duration,
     pub(crate) backoff_cap: Duration,
@@ -46,12 +47,10 @@ pub(crate) struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            interval: Duration::from_secs(5),
+            default: ClassSettings::default(),
+            classes: HashMap::new(),
             floor: Duration::from_secs(1),
-            jitter: 0.1,
-            linger: Duration::ZERO,
             max_keys: 100_000,
-            max_subscribers_per_key: 1_000_000,
             max_subscribers: 1_000_000,
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(60),
@@ -60,10 +59,18 @@ impl Default for Config {
 }
 
 impl Config {
-    /// A subscriber's asked-for interval, or the default, never below the
+    /// The settings of `class`: its own, else the registry's.
+    pub(crate) fn class(&self, class: &Class) -> ClassSettings {
+        if self.classes.is_empty() {
+            return self.default;
+        }
+        self.classes.get(class).copied().unwrap_or(self.default)
+    }
+
+    /// A subscriber's asked-for interval, or its class's, never below the
     /// floor.
-    pub(crate) fn clamp(&self, asked: Option<Duration>) -> Duration {
-        asked.unwrap_or(self.interval).max(self.floor)
+    pub(crate) fn clamp(&self, asked: Option<Duration>, settings: &ClassSettings) -> Duration {
+        asked.unwrap_or(settings.interval).max(self.floor)
     }
 }
 
@@ -73,6 +80,8 @@ pub(crate) struct Meta {
     pub(crate) key: Key,
     pub(crate) class: Class,
     pub(crate) started_at: Instant,
+    /// The settings of its class, looked up once when the loop starts.
+    pub(crate) settings: ClassSettings,
     /// Not in the map: a subscription without a key, or whose key is polled
     /// by a loop of another value type.
     pub(crate) private: bool,
@@ -94,11 +103,18 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
-    fn new(key: Key, class: Class, interval: Duration, private: bool) -> Self {
+    fn new(
+        key: Key,
+        class: Class,
+        settings: ClassSettings,
+        interval: Duration,
+        private: bool,
+    ) -> Self {
         Meta {
             key,
             class,
             started_at: Instant::now(),
+            settings,
             private,
             interval_ns: AtomicU64::new(nanos(interval)),
             last_fetch_ns: AtomicU64::new(0),
@@ -292,15 +308,17 @@ impl Core {
         TooManySubscribers::new(limit)
     }
 
-    /// Adds a subscriber of `key` asking for `interval`, to the key's loop
-    /// or to a new one (`class` is called only then). `None` as the key: a
-    /// private loop.
+    /// Adds a subscriber of `key` asking for `asked` (none: its class's
+    /// interval), to the key's loop or to a new one (`class` is called only
+    /// then, and the class's settings looked up). `None` as the key: a
+    /// private loop. Returns how it joined and the interval it counts for,
+    /// never below the floor.
     pub(crate) fn join<T: Send + Sync + 'static>(
         &self,
         key: Option<Key>,
-        interval: Duration,
+        asked: Option<Duration>,
         class: impl FnOnce() -> Class,
-    ) -> Result<Joined<T>, TooManySubscribers> {
+    ) -> Result<(Joined<T>, Duration), TooManySubscribers> {
         let mut map = self.lock();
         if map.subscribers >= self.config.max_subscribers {
             return Err(self.refuse(Limit::Subscribers));
@@ -309,11 +327,7 @@ impl Core {
             map.subscribers += 1;
             map.private += 1;
             drop(map);
-            let meta = Meta::new(Key::new(b""), class(), interval, true);
-            return Ok(Joined::Started(Arc::new(Hook {
-                meta,
-                cell: Cell::new(),
-            })));
+            return Ok(self.private(Key::new(b""), asked, class()));
         };
         if let Some(entry) = map.hooks.get_mut(&key) {
             let Ok(hook) = entry.hook.clone().into_any().downcast::<Hook<T>>() else {
@@ -322,19 +336,16 @@ impl Core {
                 map.subscribers += 1;
                 map.private += 1;
                 drop(map);
-                let meta = Meta::new(key, class(), interval, true);
-                return Ok(Joined::Started(Arc::new(Hook {
-                    meta,
-                    cell: Cell::new(),
-                })));
+                return Ok(self.private(key, asked, class()));
             };
-            if entry.subscribers >= self.config.max_subscribers_per_key {
+            let meta = &hook.meta;
+            if entry.subscribers >= meta.settings.max_subscribers_per_key {
                 return Err(self.refuse(Limit::SubscribersPerKey));
             }
+            let interval = self.config.clamp(asked, &meta.settings);
             entry.subscribers += 1;
             *entry.intervals.entry(interval).or_default() += 1;
             let shortest = entry.interval().unwrap_or(interval);
-            let meta = &hook.meta;
             let shorter = shortest < meta.interval();
             meta.interval_ns.store(nanos(shortest), Ordering::Relaxed);
             let woke = meta.subscribers.fetch_add(1, Ordering::AcqRel) == 0;
@@ -343,13 +354,16 @@ impl Core {
             if shorter || woke {
                 meta.poke();
             }
-            return Ok(Joined::Existing(hook));
+            return Ok((Joined::Existing(hook), interval));
         }
         if map.hooks.len() >= self.config.max_keys {
             return Err(self.refuse(Limit::Keys));
         }
+        let class = class();
+        let settings = self.config.class(&class);
+        let interval = self.config.clamp(asked, &settings);
         let hook = Arc::new(Hook {
-            meta: Meta::new(key.clone(), class(), interval, false),
+            meta: Meta::new(key.clone(), class, settings, interval, false),
             cell: Cell::new(),
         });
         map.hooks.insert(
@@ -361,7 +375,20 @@ impl Core {
             },
         );
         map.subscribers += 1;
-        Ok(Joined::Started(hook))
+        Ok((Joined::Started(hook), interval))
+    }
+
+    /// A loop of its own for one subscriber, outside the map (counted in it
+    /// by the caller).
+    fn private<T>(&self, key: Key, asked: Option<Duration>, class: Class) -> (Joined<T>, Duration) {
+        let settings = self.config.class(&class);
+        let interval = self.config.clamp(asked, &settings);
+        let meta = Meta::new(key, class, settings, interval, true);
+        let hook = Arc::new(Hook {
+            meta,
+            cell: Cell::new(),
+        });
+        (Joined::Started(hook), interval)
     }
 
     /// Removes a subscriber that asked for `interval`; stops the loop when
@@ -396,7 +423,7 @@ impl Core {
         }
         let last = entry.subscribers == 0;
         meta.subscribers.fetch_sub(1, Ordering::AcqRel);
-        if last && self.config.linger.is_zero() {
+        if last && meta.settings.linger.is_zero() {
             map.hooks.remove(&meta.key);
             drop(map);
             meta.stop();
