@@ -982,6 +982,34 @@ async fn a_5xx_answer_reaches_subscribers_as_an_error_with_the_last_good_value()
 }
 
 #[tokio::test(start_paused = true)]
+async fn subscriptions_are_keyed_by_their_canonical_request() {
+    // The key function sees the whole request; the canonical request drops
+    // what follows '#', so that part must not split the key.
+    let upstream = Upstream::changing_every(1);
+    let registry = layer()
+        .with_canonical(|req: &&'static str| -> &'static str { req.split('#').next().unwrap() })
+        .layer(upstream.clone());
+    let mut subs: Vec<Sub> = ["/a#tab-1", "/a#tab-2", "/a#tab-3"]
+        .into_iter()
+        .map(|req| registry.subscribe(req).unwrap())
+        .collect();
+    settle().await;
+    assert_eq!(registry.stats().keys, 1);
+    assert_eq!(registry.hooks()[0].subscribers, 3);
+    assert_eq!(
+        upstream.calls_to("/a").len(),
+        1,
+        "polled with the canonical request"
+    );
+
+    advance(5 * SEC).await;
+    assert_eq!(upstream.calls(), 2, "one call per interval for all three");
+    for sub in &mut subs {
+        assert_eq!(values(&ready_updates(sub)).last().unwrap(), "/a@1");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_restarted_loop_gives_unchanged_content_the_same_fingerprint() {
     let upstream = Upstream::answering(|req, n| Ok(format!("{req}@{}", n / 2)));
     let registry = layer().layer(upstream.clone());

@@ -196,11 +196,13 @@ impl Fingerprint<Response<SharedBody>> for HttpFingerprint {
 
 /// Builds the one request a poll loop sends upstream for its key.
 ///
-/// The loop keeps the canonical form of its first subscriber's request and
-/// calls `canonical` on it before every poll, so an implementation must be
-/// idempotent. It must keep only what the key is made of: the loop polls on
-/// behalf of every subscriber of the key, and one subscriber's other headers
-/// must never be sent for the others.
+/// A subscription is keyed by the key of its request's canonical form, so
+/// whatever `canonical` leaves out never splits a key. The loop keeps the
+/// canonical form of its first subscriber's request and calls `canonical`
+/// on it before every poll, so an implementation must be idempotent. It
+/// must keep only what the key is made of: the loop polls on behalf of
+/// every subscriber of the key, and one subscriber's other headers must
+/// never be sent for the others.
 ///
 /// Implemented for every `Fn(&Req) -> Req`, for [`CloneRequest`] (requests
 /// that are their key, such as an id) and for [`HttpKey`], which rebuilds an

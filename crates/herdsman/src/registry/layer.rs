@@ -56,7 +56,7 @@ impl RegistryLayer<HttpKey, AllDefault, HttpShare, HttpFingerprint, HttpKey> {
     /// A registry for HTTP services (with [`BufferLayer`](crate::http::BufferLayer)
     /// below it): keyed by `key`, sharing buffered responses, telling
     /// changes with [`HttpFingerprint`] (the same in every process), and
-    /// polling with a request rebuilt from the key's parts only
+    /// keying and polling with a request rebuilt from the key's parts only
     /// ([`HttpKey::canonical_request`]).
     pub fn http(key: HttpKey) -> Self {
         RegistryLayer::new(key.clone())

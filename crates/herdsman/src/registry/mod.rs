@@ -12,7 +12,9 @@
 //! - **Subscribing.** [`Registry::subscribe`] returns a [`Subscription`], a
 //!   `Stream` of [`Update`]s (the value or a shared error, the value's
 //!   fingerprint, a version that grows only when the result changes, the
-//!   time it was fetched). Dropping it unsubscribes.
+//!   time it was fetched). Dropping it unsubscribes. Subscribers are keyed
+//!   by their *canonical* request (below), so nothing it leaves out (a
+//!   caller's `If-None-Match`, its transport headers) splits a key.
 //! - **One loop per key.** Its interval is the shortest any current
 //!   subscriber asked for ([`SubscribeOptions::with_interval`]), never below
 //!   the floor ([`RegistryLayer::with_floor`]), each wait spread by ± 10 %
@@ -110,7 +112,7 @@
 //!
 //! For HTTP, [`RegistryLayer::http`] shares buffered responses (put
 //! [`BufferLayer`](crate::http::BufferLayer) below), tells changes with
-//! [`HttpFingerprint`], and polls with
+//! [`HttpFingerprint`], and keys and polls with
 //! [`HttpKey::canonical_request`](crate::http::HttpKey::canonical_request).
 //!
 //! # Tuning and trade-offs
@@ -124,6 +126,8 @@
 //!   lock.
 //! - Values are compared by a 64-bit fingerprint: a collision would hide
 //!   one change until the next (about 2⁻⁶⁴ per poll).
+//! - A subscription computes its canonical request once (for HTTP: a new
+//!   request with the key's headers), also when it joins an existing loop.
 
 mod cell;
 mod change;
