@@ -184,10 +184,12 @@ async fn two_hundred_sse_subscribers_cost_one_upstream_call_per_poll() {
             assert_eq!(parts.status, StatusCode::OK);
             streams.push(events);
         }
+        let mut ids = Vec::new();
         for events in &mut streams {
             let event = events.next_event().await;
-            assert_eq!(field(&event, "id"), Some("1"));
+            ids.push(field(&event, "id").expect("an id").to_owned());
         }
+        assert!(ids.iter().all(|id| *id == ids[0]), "one value, one id");
         assert_eq!(app.calls(Endpoint::ActiveUsers), 1);
 
         // One change, pushed: one more upstream call reaches all 200.
@@ -197,7 +199,7 @@ async fn two_hundred_sse_subscribers_cost_one_upstream_call_per_poll() {
             .invalidate(&Invalidation::Path("/api/active-users".into()));
         for events in &mut streams {
             let event = events.next_event().await;
-            assert_eq!(field(&event, "id"), Some("2"));
+            assert_ne!(field(&event, "id"), Some(ids[0].as_str()));
             let data: serde_json::Value =
                 serde_json::from_str(field(&event, "data").unwrap()).unwrap();
             assert_eq!(data["users"], serde_json::json!(["zoe"]));
@@ -208,14 +210,18 @@ async fn two_hundred_sse_subscribers_cost_one_upstream_call_per_poll() {
 }
 
 #[tokio::test]
-async fn sse_frames_carry_the_version_the_interval_and_the_json() {
+async fn sse_frames_carry_the_content_id_the_interval_and_the_json() {
     bounded(async {
         let app = App::dev().await;
         let (parts, mut events) = Events::open(&app.url("/sse/active-users"), None).await;
         assert_eq!(parts.headers[header::CONTENT_TYPE], "text/event-stream");
         assert_eq!(parts.headers[header::CACHE_CONTROL], "no-store");
         let event = events.next_event().await;
-        assert_eq!(field(&event, "id"), Some("1"));
+        let id = field(&event, "id").unwrap();
+        assert_eq!(id.len(), 16);
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_eq!(field(&event, "retry"), Some("60000"));
         let data: serde_json::Value = serde_json::from_str(field(&event, "data").unwrap()).unwrap();
         assert_eq!(data["count"], 4);
@@ -246,26 +252,29 @@ async fn last_event_id_skips_the_initial_event_when_the_client_is_current() {
         let app = App::dev().await;
         let url = app.url("/sse/boards/demo/events");
         let (_, mut first) = Events::open(&url, None).await;
-        assert_eq!(field(&first.next_event().await, "id"), Some("1"));
+        let id = field(&first.next_event().await, "id").unwrap().to_owned();
 
-        // Reconnecting at version 1: nothing until the next change.
-        let (_, mut current) = Events::open(&url, Some("1")).await;
-        // Untrusted garbage is ignored: the initial event comes.
+        // Reconnecting with the current id: nothing until the next change.
+        let (_, mut current) = Events::open(&url, Some(&id)).await;
+        // Untrusted garbage, or an id of something else, is ignored: the
+        // initial event comes.
         let (_, mut garbage) = Events::open(&url, Some("1; event: x")).await;
-        assert_eq!(field(&garbage.next_event().await, "id"), Some("1"));
+        assert_eq!(field(&garbage.next_event().await, "id"), Some(id.as_str()));
+        let (_, mut other) = Events::open(&url, Some("1")).await;
+        assert_eq!(field(&other.next_event().await, "id"), Some(id.as_str()));
 
         let reply = post_json(&app.url("/api/boards/demo/cards"), r#"{"card":"ship it"}"#).await;
         let status = reply.status();
         let body = reply.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(status, StatusCode::CREATED, "{body:?}");
         let event = current.next_event().await;
-        assert_eq!(
-            field(&event, "id"),
-            Some("2"),
+        assert!(
+            field(&event, "data").unwrap().contains("ship it"),
             "the first event it gets is the change"
         );
-        assert!(field(&event, "data").unwrap().contains("ship it"));
-        assert_eq!(field(&first.next_event().await, "id"), Some("2"));
+        let changed = field(&event, "id").unwrap();
+        assert_ne!(changed, id);
+        assert_eq!(field(&first.next_event().await, "id"), Some(changed));
     })
     .await;
 }
@@ -278,18 +287,19 @@ async fn polling_answers_carry_an_etag_and_304_when_current() {
         let url = app.url("/api/active-users");
         let first = client.request(get(&url)).await.unwrap();
         assert_eq!(first.status(), StatusCode::OK);
-        assert_eq!(first.headers()[header::ETAG], "\"1\"");
+        let etag = first.headers()[header::ETAG].clone();
+        assert_eq!(etag.len(), 18, "16 hex digits in quotes: {etag:?}");
         assert_eq!(first.headers()[header::CACHE_CONTROL], "no-cache");
         assert_eq!(first.headers()["x-poll-interval"], "60000");
 
         let again = client
             .request(empty(
-                request(Method::GET, &url).header(header::IF_NONE_MATCH, "\"1\""),
+                request(Method::GET, &url).header(header::IF_NONE_MATCH, etag.clone()),
             ))
             .await
             .unwrap();
         assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
-        assert_eq!(again.headers()[header::ETAG], "\"1\"");
+        assert_eq!(again.headers()[header::ETAG], etag);
         assert_eq!(app.calls(Endpoint::ActiveUsers), 1);
     })
     .await;
@@ -336,13 +346,18 @@ async fn injected_faults_open_the_breaker_and_the_endpoint_answers_503_with_retr
         let me = |i: usize| {
             empty(request(Method::GET, &url).header(header::AUTHORIZATION, format!("Bearer u{i}")))
         };
-        for i in 0..3 {
+        // Failing with no good value is 503 with Retry-After, whether the
+        // upstream answered 500 or the open breaker answered for it.
+        for i in 0..4 {
             let reply = client.request(me(i)).await.unwrap();
-            assert_eq!(reply.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(reply.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let after: u64 = reply.headers()[header::RETRY_AFTER]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(after >= 1);
         }
-        let reply = client.request(me(3)).await.unwrap();
-        assert_eq!(reply.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert!(reply.headers().contains_key(header::RETRY_AFTER));
         assert_eq!(
             app.calls(Endpoint::Me),
             3,
@@ -468,10 +483,52 @@ async fn after_a_failed_poll_the_endpoint_serves_the_last_good_value_stale() {
         let stale = client.request(get(&url)).await.unwrap();
         assert_eq!(stale.status(), StatusCode::OK);
         assert_eq!(stale.headers()["x-herdsman-stale"], "1");
+        assert_eq!(
+            stale.headers()["cache-status"],
+            "herdsman; fwd=stale; fwd-status=500"
+        );
         assert!(!stale.headers().contains_key(header::ETAG));
         let body = stale.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(json(&body)["count"], 4, "the last good value");
         assert_eq!(app.calls(Endpoint::ActiveUsers), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_card_added_while_the_boards_loop_was_stopped_is_no_304() {
+    // The issue's reproduction: with no linger each poll starts the key's
+    // loop again, and the ETag must still tell the new card.
+    bounded(async {
+        let app = App::start(Environment::Development, |config| {
+            config.registry.linger = Duration::ZERO;
+        })
+        .await;
+        let client = client();
+        let url = app.url("/api/boards/x/events");
+        let first = client.request(get(&url)).await.unwrap();
+        assert_eq!(first.status(), StatusCode::OK);
+        let etag = first.headers()[header::ETAG].clone();
+
+        let reply = post_json(&app.url("/api/boards/x/cards"), r#"{"card":"ship it"}"#).await;
+        assert_eq!(reply.status(), StatusCode::CREATED);
+        let again = client
+            .request(empty(
+                request(Method::GET, &url).header(header::IF_NONE_MATCH, etag.clone()),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::OK, "the body changed");
+        assert_ne!(again.headers()[header::ETAG], etag);
+        let body = again.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains("ship it"));
+
+        // An SSE client resuming with the old id gets the card.
+        let sse = app.url("/sse/boards/x/events");
+        let old_id = etag.to_str().unwrap().trim_matches('"').to_owned();
+        let (_, mut resumed) = Events::open(&sse, Some(&old_id)).await;
+        let event = resumed.next_event().await;
+        assert!(field(&event, "data").unwrap().contains("ship it"));
     })
     .await;
 }

@@ -23,10 +23,14 @@ use herdsman::{
 /// | `TooManySubscribers` | 503 + `Retry-After: 1` |
 /// | [`TooManyStreams`](crate::TooManyStreams) | 429 + `Retry-After` |
 /// | [`PayloadTooLarge`] | 413 |
-/// | `UpstreamStatus` (a registry poll answered 5xx, no good value yet) | that status |
+/// | `UpstreamStatus` (a registry poll answered 5xx) | that status |
 /// | anything else (the upstream's own error) | 502 |
 ///
-/// The body is a short plain-text reason; details go to the log, not to the
+/// It is meant for one-shot errors; a polling answer maps the state of its
+/// registry key instead ([`poll_response`](crate::poll_response): 503 with
+/// `Retry-After` while a key without a good value fails, whatever the
+/// error). Each `Retry-After` is computed when the response is made. The
+/// body is a short plain-text reason; details go to the log, not to the
 /// client.
 pub fn error_response(err: &(dyn Error + 'static)) -> Response<Body> {
     let (mut response, reason) = if let Some(r) = herdsman::http::error_response::<Body>(err) {

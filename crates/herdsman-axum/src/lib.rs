@@ -2,10 +2,12 @@
 //!
 //! - [`Live`]: Server-Sent Events and polling over a herdsman
 //!   [`Registry`](herdsman::registry::Registry): one event per change (`id:`
-//!   the version, `retry:` the poll interval, keep-alive comments every
-//!   15 s, `Last-Event-ID` honoured as untrusted input), and a polling
-//!   answer with `ETag` and 304. However many tabs subscribe, the upstream
-//!   sees one call per interval.
+//!   the content's fingerprint, the same in every process; `retry:` the
+//!   poll interval; keep-alive comments every 15 s; `Last-Event-ID`
+//!   honoured as untrusted input), and a polling answer with a content
+//!   `ETag` and 304, the last good value marked stale while the upstream
+//!   fails, or 503 with `Retry-After` until the next poll. However many
+//!   tabs subscribe, the upstream sees one call per interval.
 //! - [`error_response`]: herdsman's errors as responses (503 +
 //!   `Retry-After` for an open breaker or an overloaded class, 429 +
 //!   `Retry-After` for a rate limit or too many streams, 413, 504).
@@ -32,7 +34,9 @@ pub use crate::{
     live::{data_request, Live},
     poll::{etag, not_modified, poll_response},
     routes::{prometheus, Admin, AdminBuilder, Toggle},
-    sse::{sse, Encode, InvalidSseField, LastEventId, SseMessage, UpdateEvents, KEEP_ALIVE},
+    sse::{
+        event_id, sse, Encode, InvalidSseField, LastEventId, SseMessage, UpdateEvents, KEEP_ALIVE,
+    },
     stats::stats_document,
     streams::{StreamCap, StreamPermit, TooManyStreams},
 };

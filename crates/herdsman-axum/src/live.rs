@@ -9,7 +9,7 @@ use axum::{
 use futures_core::Stream;
 use herdsman::{
     class::{Class, Classify},
-    http::SharedBody,
+    http::{retry_after_secs, SharedBody},
     registry::{Subscription, TooManySubscribers, Update, UpstreamStatus},
     stats::{ErrorKind, Recording, Stats},
 };
@@ -38,7 +38,8 @@ type SubscribeFn = dyn Fn(Request<Body>) -> Result<Subscription<Response<SharedB
 ///
 /// Both answers take the *data request*: the `GET` of the JSON resource
 /// whose changes are streamed, with the caller's credentials
-/// ([`data_request`] builds it). All callers of one key share the
+/// ([`data_request`] builds it, without the caller's conditional headers,
+/// which are no part of the data). All callers of one key share the
 /// registry's one poll loop, so a thousand tabs cost the upstream one call
 /// per interval.
 #[derive(Clone)]
@@ -121,11 +122,15 @@ impl Live {
         &self.streams
     }
 
-    /// An SSE response streaming the changes of `data_request`'s resource:
-    /// one event per change, `id:` the version, `retry:` the poll interval,
+    /// An SSE response streaming the changes of `data_request`'s resource
+    /// ([`sse()`](crate::sse()) says how): one event per change, `id:` the
+    /// content's [`event_id`](crate::event_id), `retry:` the poll interval,
     /// keep-alive comments, `Cache-Control: no-store`. A failed poll is sent
-    /// as an `upstream-error` event (`{"status": n}` or `{"error": "..."}`)
-    /// and the stream goes on. `identity` is the caller, for the stream cap.
+    /// as an `upstream-error` event without `id:` (`{"status": n}` or
+    /// `{"error": "..."}`, with `"retry_after"`: the seconds until the next
+    /// poll), preceded by the last good value if the client does not have
+    /// it, and the stream goes on. `identity` is the caller, for the stream
+    /// cap.
     pub fn sse(
         &self,
         data_request: Request<Body>,
@@ -165,37 +170,26 @@ impl Live {
         }
     }
 
-    /// The polling response for `data_request`'s resource: the current
-    /// value with `ETag` (the version) and `Cache-Control: no-cache`; 304
-    /// when `If-None-Match` matches. `X-Poll-Interval` gives the key's poll
-    /// interval in milliseconds (a browser cannot read SSE's `retry:`, so
-    /// this is how a polling page learns it).
+    /// The polling response for `data_request`'s resource, as
+    /// [`poll_response`] maps the key's state: the current value with a
+    /// content `ETag` and `Cache-Control: no-cache`, 304 when `caller`'s
+    /// `If-None-Match` matches; while the key fails, its good value marked
+    /// stale, or 503 with `Retry-After` until the next poll.
+    /// `X-Poll-Interval` gives the key's poll interval in milliseconds (a
+    /// browser cannot read SSE's `retry:`, so this is how a polling page
+    /// learns it).
+    ///
+    /// `caller` is the caller's request headers; only `If-None-Match` is
+    /// read from them. The conditional headers are the caller's business
+    /// and never go into the data request, where they would give every
+    /// `ETag` its own poll loop.
     ///
     /// It subscribes for the length of the call, so pollers join the key's
     /// poll loop (give the registry a linger of a few intervals so that the
     /// loop outlives the gap between two polls).
-    pub async fn poll(&self, mut data_request: Request<Body>) -> Response<Body> {
-        // The conditional headers are this caller's business: in the key
-        // they would give every ETag its own poll loop. Only If-None-Match
-        // is answered (with 304); it moves out, the others are dropped.
-        let mut headers = HeaderMap::new();
-        if let header::Entry::Occupied(entry) =
-            data_request.headers_mut().entry(header::IF_NONE_MATCH)
-        {
-            for value in entry.remove_entry_mult().1 {
-                headers.append(header::IF_NONE_MATCH, value);
-            }
-        }
-        for name in [
-            header::IF_MATCH,
-            header::IF_MODIFIED_SINCE,
-            header::IF_UNMODIFIED_SINCE,
-            header::IF_RANGE,
-        ] {
-            data_request.headers_mut().remove(name);
-        }
+    pub async fn poll(&self, data_request: Request<Body>, caller: &HeaderMap) -> Response<Body> {
         let recording = self.record(&data_request);
-        let response = self.answer(data_request, &headers).await;
+        let response = self.answer(data_request, caller).await;
         if let Some(r) = recording {
             match response.status() {
                 s if s.is_server_error() => r.error(ErrorKind::Upstream),
@@ -206,27 +200,27 @@ impl Live {
         response
     }
 
-    async fn answer(&self, data_request: Request<Body>, headers: &HeaderMap) -> Response<Body> {
+    async fn answer(&self, data_request: Request<Body>, caller: &HeaderMap) -> Response<Body> {
         let mut subscription = match (self.subscribe)(data_request) {
             Ok(s) => s,
             Err(err) => return error_response(&err),
         };
-        match next(&mut subscription).await {
-            Some(update) => {
-                let mut response = poll_response(&update, headers);
-                let ms = subscription.interval().as_millis().max(1);
-                response.headers_mut().insert(
-                    "x-poll-interval",
-                    HeaderValue::from_str(&ms.to_string()).expect("digits"),
-                );
-                response
-            }
+        let mut response = match next(&mut subscription).await {
+            Some(update) => poll_response(&update, subscription.next_attempt(), caller),
             None => {
                 let mut r = Response::new(Body::from("the poll loop ended"));
                 *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 r
             }
-        }
+        };
+        let ms = subscription.interval().as_millis().max(1);
+        response.headers_mut().insert(
+            "x-poll-interval",
+            HeaderValue::from_str(&ms.to_string()).expect("digits"),
+        );
+        response
     }
 }
 
@@ -234,7 +228,10 @@ async fn next<S: Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
     std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_next(cx)).await
 }
 
-fn encode_http(update: &Update<Response<SharedBody>>) -> Option<SseMessage> {
+fn encode_http(
+    update: &Update<Response<SharedBody>>,
+    subscription: &Subscription<Response<SharedBody>>,
+) -> Option<SseMessage> {
     match update.result() {
         Ok(response) if response.status().is_success() => {
             match std::str::from_utf8(response.body().data()) {
@@ -249,10 +246,14 @@ fn encode_http(update: &Update<Response<SharedBody>>) -> Option<SseMessage> {
             .with_event("upstream-error")
             .ok(),
         Err(err) => {
-            let data = match herdsman::error::find::<UpstreamStatus>(err) {
+            let mut data = match herdsman::error::find::<UpstreamStatus>(err) {
                 Some(failed) => serde_json::json!({ "status": failed.status() }),
                 None => serde_json::json!({ "error": err.to_string() }),
             };
+            if let Some(at) = subscription.next_attempt() {
+                let wait = at.saturating_duration_since(tokio::time::Instant::now());
+                data["retry_after"] = retry_after_secs(wait).into();
+            }
             SseMessage::new(data.to_string())
                 .with_event("upstream-error")
                 .ok()
@@ -271,9 +272,10 @@ impl fmt::Debug for Live {
 
 /// The data request for an SSE or polling route: `GET path_and_query` with
 /// the caller's `Host`, `Authorization` and `Cookie` (so the key keeps its
-/// auth partition), its `If-None-Match` (which [`Live::poll`] answers and
-/// removes before subscribing) and `Accept: application/json`. Nothing else
-/// of the caller's request is kept.
+/// auth partition) and `Accept: application/json`. Nothing else of the
+/// caller's request is kept: neither its conditional headers
+/// (`If-None-Match` goes to [`Live::poll`] with the caller's headers) nor
+/// its transport headers, so no caller can split the key of a resource.
 pub fn data_request(caller: &Parts, path_and_query: &str) -> Request<Body> {
     let mut req = Request::new(Body::empty());
     *req.uri_mut() = path_and_query
@@ -286,10 +288,5 @@ pub fn data_request(caller: &Parts, path_and_query: &str) -> Request<Body> {
     }
     req.headers_mut()
         .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-    for name in [header::IF_NONE_MATCH] {
-        if let Some(v) = caller.headers.get(&name) {
-            req.headers_mut().insert(name, v.clone());
-        }
-    }
     req
 }

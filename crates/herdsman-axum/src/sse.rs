@@ -24,32 +24,44 @@ use serde::Deserialize;
 /// How often an idle stream sends a keep-alive comment.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// The longest `Last-Event-ID` accepted: a version is a `u64`, at most 20
-/// digits.
-const MAX_ID_LEN: usize = 20;
+/// The longest `Last-Event-ID` accepted. The ids this crate sends are 16
+/// characters ([`event_id`]).
+const MAX_ID_LEN: usize = 64;
 
 /// The `Last-Event-ID` a reconnecting client sent: the `Last-Event-ID`
 /// header, or the `last_event_id` query parameter (for clients that cannot
 /// set headers).
 ///
-/// It is untrusted input: anything but a plain decimal version (at most 20
-/// digits) is ignored, and a version the stream has never produced simply
-/// does not match, so the client gets the current value.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LastEventId(pub Option<u64>);
+/// It is untrusted input: anything longer than 64 characters, or with a
+/// character outside ASCII letters, digits, `-`, `_`, `.` and `:`, is
+/// ignored. An id is only ever compared with the id of the current value
+/// ([`event_id`]): an id from another process or an older release, a
+/// forged one or garbage simply does not match, and the client gets the
+/// current value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LastEventId(pub Option<String>);
 
 impl LastEventId {
     /// Parses one untrusted value.
-    pub fn parse(value: &str) -> Option<u64> {
+    pub fn parse(value: &str) -> Option<String> {
         let value = value.trim();
-        if value.is_empty()
-            || value.len() > MAX_ID_LEN
-            || !value.bytes().all(|b| b.is_ascii_digit())
-        {
+        let token = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':');
+        if value.is_empty() || value.len() > MAX_ID_LEN || !value.bytes().all(token) {
             return None;
         }
-        value.parse().ok()
+        Some(value.to_owned())
     }
+}
+
+/// The SSE id of an update's value: its [fingerprint](Update::fingerprint)
+/// as 16 lowercase hexadecimal digits.
+///
+/// Equal ids mean equal content, in any process and after any restart of
+/// the key's poll loop, when the registry's fingerprint is stable across
+/// processes (HTTP registries' are); with a per-process fingerprint
+/// (`HashFingerprint`) they hold within one process.
+pub fn event_id<T>(update: &Update<T>) -> String {
+    crate::poll::hex_id(update.fingerprint())
 }
 
 #[derive(Deserialize)]
@@ -126,13 +138,22 @@ impl SseMessage {
         Ok(self)
     }
 
-    /// Encodes with `id` and, for the first event of a stream, `retry`.
-    pub fn into_event(self, id: &str, retry: Option<Duration>) -> Result<Event, InvalidSseField> {
-        check_field("id", id)?;
+    /// Encodes with `id` (none for an event that must not move the
+    /// client's last event id, such as an error) and, for the first event
+    /// of a stream, `retry`.
+    pub fn into_event(
+        self,
+        id: Option<&str>,
+        retry: Option<Duration>,
+    ) -> Result<Event, InvalidSseField> {
         // axum splits data on CR and on LF, but CRLF would give an empty
         // line between; every line break becomes LF first.
         let data = self.data.replace("\r\n", "\n").replace('\r', "\n");
-        let mut event = Event::default().id(id).data(data);
+        let mut event = Event::default().data(data);
+        if let Some(id) = id {
+            check_field("id", id)?;
+            event = event.id(id);
+        }
         if let Some(name) = self.event {
             event = event.event(name);
         }
@@ -152,27 +173,39 @@ fn check_field(field: &'static str, value: &str) -> Result<(), InvalidSseField> 
 }
 
 /// Turns each update into a message, or `None` to send nothing for it.
-pub trait Encode<T> {
+///
+/// `subscription` is the stream's own: its
+/// [`next_attempt`](Subscription::next_attempt) tells an error event when
+/// the key is polled again.
+pub trait Encode<T: Send + Sync + 'static> {
     /// The message for one update.
-    fn encode(&mut self, update: &Update<T>) -> Option<SseMessage>;
+    fn encode(&mut self, update: &Update<T>, subscription: &Subscription<T>) -> Option<SseMessage>;
 }
 
 impl<T, F> Encode<T> for F
 where
-    F: FnMut(&Update<T>) -> Option<SseMessage>,
+    T: Send + Sync + 'static,
+    F: FnMut(&Update<T>, &Subscription<T>) -> Option<SseMessage>,
 {
-    fn encode(&mut self, update: &Update<T>) -> Option<SseMessage> {
-        self(update)
+    fn encode(&mut self, update: &Update<T>, subscription: &Subscription<T>) -> Option<SseMessage> {
+        self(update, subscription)
     }
 }
 
-/// The event stream of [`sse`]: one event per update, `id:` the version,
-/// `retry:` the poll interval on the first event.
+/// The event stream of [`sse`]: one event per change of the value (`id:`
+/// its [`event_id`]), an error event per failure (no `id:`), `retry:` the
+/// poll interval on the first event.
 pub struct UpdateEvents<T: Send + Sync + 'static, E> {
     subscription: Subscription<T>,
     until: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     encode: E,
-    skip: Option<u64>,
+    /// The id of the last value the client has: its `Last-Event-ID`, then
+    /// that of each value sent.
+    has: Option<String>,
+    /// An error event was sent since the client got that value.
+    failing: bool,
+    /// An event made with the one before, sent next.
+    pending: Option<Event>,
     first: bool,
     _guard: Option<Box<dyn Send + Sync>>,
 }
@@ -181,7 +214,54 @@ impl<T: Send + Sync + 'static, E> fmt::Debug for UpdateEvents<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UpdateEvents")
             .field("subscription", &self.subscription)
+            .field("has", &self.has)
+            .field("failing", &self.failing)
             .finish_non_exhaustive()
+    }
+}
+
+impl<T: Send + Sync + 'static, E: Encode<T>> UpdateEvents<T, E> {
+    /// The event for `update`, with `id` (none for an error).
+    fn event(&mut self, update: &Update<T>, id: Option<&str>) -> Option<Event> {
+        let message = self.encode.encode(update, &self.subscription)?;
+        let retry = self.first.then(|| self.subscription.interval());
+        match message.into_event(id, retry) {
+            Ok(event) => {
+                self.first = false;
+                Some(event)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "herdsman: SSE message dropped");
+                None
+            }
+        }
+    }
+
+    /// The value event for a good update, unless the client has it and has
+    /// not been told of a failure since.
+    fn value(&mut self, good: &Update<T>) -> Option<Event> {
+        let id = event_id(good);
+        if self.has.as_deref() == Some(id.as_str()) && !self.failing {
+            return None;
+        }
+        let event = self.event(good, Some(&id))?;
+        self.has = Some(id);
+        self.failing = false;
+        Some(event)
+    }
+
+    /// For a failed update: its good value first if the client does not
+    /// have it, then the error event.
+    fn failure(&mut self, update: &Update<T>) -> (Option<Event>, Option<Event>) {
+        let value = match update.good() {
+            Some(good) if self.has.as_deref() != Some(event_id(good).as_str()) => self.value(good),
+            _ => None,
+        };
+        let error = self.event(update, None);
+        if error.is_some() {
+            self.failing = true;
+        }
+        (value, error)
     }
 }
 
@@ -195,24 +275,26 @@ impl<T: Send + Sync + 'static, E: Encode<T> + Unpin> Stream for UpdateEvents<T, 
                 return Poll::Ready(None);
             }
         }
+        if let Some(event) = this.pending.take() {
+            return Poll::Ready(Some(Ok(event)));
+        }
         loop {
             let Some(update) = std::task::ready!(Pin::new(&mut this.subscription).poll_next(cx))
             else {
                 return Poll::Ready(None);
             };
-            // The client already has this version: skip it once.
-            if this.skip.take() == Some(update.version()) {
-                continue;
-            }
-            let Some(message) = this.encode.encode(&update) else {
-                continue;
+            let (first, second) = if update.value().is_some() {
+                (this.value(&update), None)
+            } else {
+                this.failure(&update)
             };
-            let retry = std::mem::take(&mut this.first).then(|| this.subscription.interval());
-            match message.into_event(&update.version().to_string(), retry) {
-                Ok(event) => return Poll::Ready(Some(Ok(event))),
-                Err(err) => {
-                    tracing::warn!(error = %err, "herdsman: SSE message dropped");
+            match (first, second) {
+                (Some(event), next) => {
+                    this.pending = next;
+                    return Poll::Ready(Some(Ok(event)));
                 }
+                (None, Some(event)) => return Poll::Ready(Some(Ok(event))),
+                (None, None) => {}
             }
         }
     }
@@ -221,16 +303,26 @@ impl<T: Send + Sync + 'static, E: Encode<T> + Unpin> Stream for UpdateEvents<T, 
 /// An SSE response over `subscription`.
 ///
 /// Each update the subscription yields (the current value first, then each
-/// change) becomes one event through `encode`, with `id:` its version and,
-/// on the first event, `retry:` the key's poll interval. An idle stream
-/// sends a keep-alive comment every `keep_alive`. When `last_event_id` is the
-/// current version the client is current and the initial event is skipped.
-/// The response carries `Cache-Control: no-store`.
+/// change) becomes an event through `encode`:
+///
+/// - a good value: `id:` its [`event_id`] (the same content has the same id
+///   in any process), unless the client already has that value: when
+///   `last_event_id` is the current value's id, the initial event is
+///   skipped; any other id (another process's, an old one, garbage) gets
+///   the current value;
+/// - a failed poll: the error event, with **no** `id:`, so that the
+///   client's last event id stays that of its last value; it is preceded by
+///   the good value ([`Update::good`]: the last successful one or a cache's
+///   stale copy) when the client does not have it. After a failure the next
+///   good value is sent even if its id did not change, so the client learns
+///   that the key recovered.
+///
+/// The first event carries `retry:` the key's poll interval. An idle stream
+/// sends a keep-alive comment every `keep_alive` ([`KEEP_ALIVE`] is the
+/// usual 15 s). The response carries `Cache-Control: no-store`.
 ///
 /// `guard` is held for the stream's life (a per-caller stream permit, say);
 /// the stream ends when `until` resolves (the SSE switch turned off, say).
-/// `keep_alive` is the idle time before a keep-alive comment
-/// ([`KEEP_ALIVE`] is the usual 15 s).
 pub fn sse<T, E>(
     subscription: Subscription<T>,
     last_event_id: LastEventId,
@@ -247,7 +339,9 @@ where
         subscription,
         until,
         encode,
-        skip: last_event_id.0,
+        has: last_event_id.0,
+        failing: false,
+        pending: None,
         first: true,
         _guard: guard,
     };
@@ -265,17 +359,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn last_event_id_accepts_only_plain_versions() {
-        assert_eq!(LastEventId::parse("42"), Some(42));
-        assert_eq!(LastEventId::parse(" 7 "), Some(7));
+    fn last_event_id_accepts_only_short_plain_tokens() {
+        assert_eq!(
+            LastEventId::parse("00c0ffee00c0ffee").as_deref(),
+            Some("00c0ffee00c0ffee")
+        );
+        assert_eq!(LastEventId::parse(" 7 ").as_deref(), Some("7"));
+        assert_eq!(
+            LastEventId::parse("a-b_c.d:e").as_deref(),
+            Some("a-b_c.d:e")
+        );
+        let long = "f".repeat(MAX_ID_LEN + 1);
         for bad in [
             "",
-            "-1",
-            "4x",
-            "1e3",
-            "0x10",
-            "99999999999999999999999",
+            " ",
             "1\n2",
+            "1; event: x",
+            "i\rd",
+            "\"1\"",
+            "é",
+            long.as_str(),
         ] {
             assert_eq!(LastEventId::parse(bad), None, "{bad:?}");
         }
@@ -294,7 +397,7 @@ mod tests {
         let event = SseMessage::new("a\r\nb\nc\rd")
             .with_event("update")
             .unwrap()
-            .into_event("7", Some(Duration::from_millis(2500)))
+            .into_event(Some("7"), Some(Duration::from_millis(2500)))
             .unwrap();
         let text = render(event).await;
         let mut lines: Vec<&str> = text.lines().collect();
@@ -320,7 +423,19 @@ mod tests {
     fn event_names_and_ids_with_line_breaks_are_rejected() {
         assert!(SseMessage::new("x").with_event("a\nb").is_err());
         assert!(SseMessage::new("x").with_event("a\rb").is_err());
-        assert!(SseMessage::new("x").into_event("1\n2", None).is_err());
+        assert!(SseMessage::new("x").into_event(Some("1\n2"), None).is_err());
         assert!(SseMessage::new("x").with_event("update").is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_event_without_an_id_has_no_id_field() {
+        let event = SseMessage::new("{}")
+            .with_event("upstream-error")
+            .unwrap()
+            .into_event(None, None)
+            .unwrap();
+        let text = render(event).await;
+        assert!(!text.contains("id:"), "{text:?}");
+        assert!(text.contains("event: upstream-error"), "{text:?}");
     }
 }

@@ -9,6 +9,8 @@
 
 use std::{error::Error, fmt, sync::Arc};
 
+use tokio::time::Instant;
+
 /// A type-erased error, as used throughout tower.
 pub type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -101,4 +103,33 @@ pub fn is_rejection(err: &(dyn Error + 'static)) -> bool {
     // Each layer that rejects locally lists its error types here.
     find::<crate::limit::Overloaded>(err).is_some()
         || find::<crate::limit::RateLimited>(err).is_some()
+}
+
+/// When a retry of the call that failed with `err` can succeed, if a
+/// herdsman layer said so: the probe time of an open breaker
+/// ([`BreakerOpen`](crate::breaker::BreakerOpen)), or the time a load or
+/// rate limit suggested ([`Overloaded`](crate::limit::Overloaded),
+/// [`RateLimited`](crate::limit::RateLimited)). `None` for any other error
+/// (an upstream's), and for a breaker forced open by hand.
+///
+/// It is an instant, not a duration, so that a hint read long after the
+/// error was made (a shared error, a registry update) still counts down:
+/// the Registry's poll loop waits for it, and an HTTP answer tells its
+/// client the time left at the moment it answers.
+///
+/// ```
+/// use herdsman::error::{retry_at, BoxError};
+///
+/// let err: BoxError = "upstream said no".into();
+/// assert!(retry_at(&*err).is_none());
+/// ```
+pub fn retry_at(err: &(dyn Error + 'static)) -> Option<Instant> {
+    // Each layer whose errors carry a retry hint lists its types here.
+    if let Some(open) = find::<crate::breaker::BreakerOpen>(err) {
+        return open.retry_at();
+    }
+    if let Some(overloaded) = find::<crate::limit::Overloaded>(err) {
+        return Some(overloaded.retry_at());
+    }
+    find::<crate::limit::RateLimited>(err).map(crate::limit::RateLimited::retry_at)
 }

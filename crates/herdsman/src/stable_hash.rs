@@ -7,8 +7,6 @@
 //! input into a map (the per-process seeded hash of [`Key`](crate::key::Key)
 //! does that).
 
-#![allow(dead_code)] // The incremental hasher's users land with issue 13.
-
 use std::hash::Hasher;
 
 use twox_hash::XxHash3_64;

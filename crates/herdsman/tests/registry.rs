@@ -19,11 +19,13 @@ use herdsman::{
     class::Class,
     error::{find, BoxError},
     event::{Event, Invalidation, MemorySource, Observer},
-    http::{BufferLayer, HttpKey},
+    http::{BufferLayer, HttpBody, HttpKey, HttpShare, ServedStale, SharedBody},
     key::Key,
     registry::{
-        Limit, PollPanicked, Registry, RegistryLayer, SubscribeOptions, Subscription, Update,
+        Fingerprint, HttpFingerprint, Limit, PollPanicked, Registry, RegistryLayer, StaleAnswer,
+        SubscribeOptions, Subscription, Update,
     },
+    share::Share,
 };
 use tokio::time::{self, Instant};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
@@ -843,7 +845,8 @@ impl Service<HttpReq> for HttpUpstream {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         let bodies = self.bodies.lock().unwrap();
         let (body, etag) = bodies[n.min(bodies.len() - 1)];
-        // A body starting with '!' is answered as a server error.
+        // A body starting with '!' is answered as a server error; one
+        // starting with '~' as a cache's stale copy of the rest.
         let status = if body.starts_with('!') { 500 } else { 200 };
         let mut res = http::Response::builder()
             .status(status)
@@ -851,7 +854,15 @@ impl Service<HttpReq> for HttpUpstream {
         if let Some(etag) = etag {
             res = res.header("etag", etag);
         }
-        std::future::ready(Ok(res.body(body.to_string()).unwrap()))
+        let res = match body.strip_prefix('~') {
+            Some(copy) => res
+                .header("age", "30")
+                .header("cache-status", "herdsman; fwd=stale; detail=stale-if-error")
+                .extension(ServedStale::default())
+                .body(copy.to_string()),
+            None => res.body(body.to_string()),
+        };
+        std::future::ready(Ok(res.unwrap()))
     }
 }
 
@@ -968,4 +979,215 @@ async fn a_5xx_answer_reaches_subscribers_as_an_error_with_the_last_good_value()
     assert_eq!(status.status(), 500);
     assert_eq!(failed.last_good().unwrap().body().data(), "v1");
     assert_eq!(registry.hooks()[0].errors, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn subscriptions_are_keyed_by_their_canonical_request() {
+    // The key function sees the whole request; the canonical request drops
+    // what follows '#', so that part must not split the key.
+    let upstream = Upstream::changing_every(1);
+    let registry = layer()
+        .with_canonical(|req: &&'static str| -> &'static str { req.split('#').next().unwrap() })
+        .layer(upstream.clone());
+    let mut subs: Vec<Sub> = ["/a#tab-1", "/a#tab-2", "/a#tab-3"]
+        .into_iter()
+        .map(|req| registry.subscribe(req).unwrap())
+        .collect();
+    settle().await;
+    assert_eq!(registry.stats().keys, 1);
+    assert_eq!(registry.hooks()[0].subscribers, 3);
+    assert_eq!(
+        upstream.calls_to("/a").len(),
+        1,
+        "polled with the canonical request"
+    );
+
+    advance(5 * SEC).await;
+    assert_eq!(upstream.calls(), 2, "one call per interval for all three");
+    for sub in &mut subs {
+        assert_eq!(values(&ready_updates(sub)).last().unwrap(), "/a@1");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_loop_gives_unchanged_content_the_same_fingerprint() {
+    let upstream = Upstream::answering(|req, n| Ok(format!("{req}@{}", n / 2)));
+    let registry = layer().layer(upstream.clone());
+    let mut sub = registry.subscribe("/a").unwrap();
+    let first = sub.next().await.unwrap();
+    drop(sub);
+    settle().await;
+    assert_eq!(registry.stats().keys, 0);
+
+    // A new loop: its version starts again, its fingerprint does not.
+    let mut sub = registry.subscribe("/a").unwrap();
+    let again = sub.next().await.unwrap();
+    assert_eq!((first.version(), again.version()), (1, 1));
+    assert_eq!(again.value(), first.value());
+    assert_eq!(again.fingerprint(), first.fingerprint());
+    drop(sub);
+    settle().await;
+
+    let mut sub = registry.subscribe("/a").unwrap();
+    let changed = sub.next().await.unwrap();
+    assert_eq!(changed.value().unwrap(), "/a@1");
+    assert_ne!(changed.fingerprint(), first.fingerprint());
+}
+
+#[tokio::test(start_paused = true)]
+async fn next_attempt_is_the_interval_after_a_success_and_the_backoff_after_failures() {
+    let upstream = Upstream::answering(|req, n| match n {
+        0 => Ok(format!("{req}@0")),
+        _ => Err(UpstreamDown(n)),
+    });
+    let registry = layer()
+        .with_interval(2 * SEC)
+        .with_backoff(SEC, 10 * SEC)
+        .layer(upstream.clone());
+    let mut sub = registry.subscribe("/a").unwrap();
+    let first = sub.next().await.unwrap();
+    assert_eq!(sub.next_attempt(), Some(first.fetched_at() + 2 * SEC));
+
+    // Failures 1 to 5: 2 s (1 s raised to the interval), 2, 4, 8, 10 (the cap).
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        let due = sub.next_attempt().unwrap();
+        time::sleep_until(due + SEC / 10).await;
+        settle().await;
+        let fetched = registry.hooks()[0].last_fetch.unwrap();
+        assert_eq!(fetched, due, "the loop polled when it said it would");
+        waits.push((sub.next_attempt().unwrap() - fetched).as_secs());
+    }
+    assert_eq!(waits, [2, 2, 4, 8, 10]);
+    assert_eq!(registry.hooks()[0].next_attempt, sub.next_attempt());
+}
+
+fn shared(response: http::Response<&'static str>) -> http::Response<SharedBody> {
+    HttpShare
+        .share(response.map(HttpBody::<()>::full))
+        .unwrap_or_else(|_| panic!("a buffered body is shared"))
+}
+
+fn json() -> http::response::Builder {
+    http::Response::builder().header("content-type", "application/json")
+}
+
+#[test]
+fn http_fingerprints_are_fixed_across_processes_and_releases() {
+    // XXH3-64 (seed 0) of the status, the content headers and the body: the
+    // same number in every process, replica and release. A change here
+    // changes every client-visible ETag and SSE id. The expected values
+    // come from the reference C implementation (libxxhash 0.8.1) over the
+    // documented bytes (little-endian u64s; a part is its length, then its
+    // bytes):
+    //   200, 0 (no strong ETag), then per content header its count and
+    //   values (Content-Type: 1, "application/json"; the other five: 0),
+    //   then the body "[]";
+    //   200, 1 (a strong ETag), then "\"v7\"".
+    let plain = shared(json().body("[]").unwrap());
+    assert_eq!(HttpFingerprint.fingerprint(&plain), 0xc035_c81a_0880_109c);
+    let tagged = shared(json().header("etag", "\"v7\"").body("[]").unwrap());
+    assert_eq!(HttpFingerprint.fingerprint(&tagged), 0x8347_3457_9105_3b61);
+}
+
+#[test]
+fn http_fingerprints_see_the_content_and_nothing_that_changes_per_response() {
+    let fp = |r: http::Response<&'static str>| HttpFingerprint.fingerprint(&shared(r));
+    let base = fp(json().body("[]").unwrap());
+    let per_response = json()
+        .header("date", "Tue, 01 Dec 2026 10:00:00 GMT")
+        .header("age", "12")
+        .header("cache-status", "herdsman; hit")
+        .header("x-request-id", "42")
+        .header("etag", "W/\"weak\"")
+        .body("[]")
+        .unwrap();
+    assert_eq!(
+        fp(per_response),
+        base,
+        "per-response headers and weak tags are ignored"
+    );
+
+    let differs = [
+        json().body("[1]").unwrap(),
+        json().status(404).body("[]").unwrap(),
+        http::Response::builder().body("[]").unwrap(),
+        json()
+            .header("content-encoding", "gzip")
+            .body("[]")
+            .unwrap(),
+        json().header("content-language", "fr").body("[]").unwrap(),
+    ];
+    for response in differs {
+        assert_ne!(fp(response), base);
+    }
+
+    // A strong ETag stands for the bytes: the body is not hashed.
+    let tagged = |body| fp(json().header("etag", "\"v7\"").body(body).unwrap());
+    assert_eq!(tagged("[]"), tagged("[1]"));
+    assert_ne!(
+        tagged("[]"),
+        fp(json().header("etag", "\"v8\"").body("[]").unwrap())
+    );
+    // Two ETag values, or a malformed one, are no validator.
+    let two = json()
+        .header("etag", "\"a\"")
+        .header("etag", "\"b\"")
+        .body("[]")
+        .unwrap();
+    let malformed = json().header("etag", "v7").body("[]").unwrap();
+    assert_eq!(fp(two), fp(json().body("[]").unwrap()));
+    assert_eq!(fp(malformed), fp(json().body("[]").unwrap()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_copy_from_below_is_a_failed_poll_whose_good_value_is_that_copy() {
+    let upstream = HttpUpstream::default();
+    upstream
+        .bodies
+        .lock()
+        .unwrap()
+        .extend([("~v1", None), ("~v1", None), ("v2", None)]);
+    let registry = ServiceBuilder::new()
+        .layer(
+            RegistryLayer::http(HttpKey::new())
+                .with_jitter(0.0)
+                .with_interval(2 * SEC)
+                .with_backoff(4 * SEC, 60 * SEC),
+        )
+        .layer(BufferLayer::new())
+        .service(upstream.clone());
+    let mut sub = registry
+        .subscribe(
+            http::Request::get("http://api/board")
+                .body(String::new())
+                .unwrap(),
+        )
+        .unwrap();
+    let update = sub.next().await.unwrap();
+    let err = update.error().expect("a stale copy is no fresh value");
+    assert!(find::<StaleAnswer>(err).is_some());
+    let good = update.good().expect("the stale copy is the good value");
+    assert_eq!(good.value().unwrap().body().data(), "v1");
+    let fresh_v1 = shared(http::Response::builder().body("v1").unwrap());
+    assert_eq!(
+        good.fingerprint(),
+        HttpFingerprint.fingerprint(&fresh_v1),
+        "the copy is identified by its content"
+    );
+    assert_eq!(registry.stats().errors, 1, "counted as a failed poll");
+
+    // It backs off (4 s, not the 2 s interval); the same stale copy again
+    // is no news.
+    advance(2 * SEC).await;
+    assert_eq!(upstream.calls.load(Ordering::SeqCst), 1);
+    advance(2 * SEC).await;
+    assert_eq!(upstream.calls.load(Ordering::SeqCst), 2);
+    assert!(sub.next().now_or_never().is_none());
+    assert_eq!(registry.stats().errors, 2);
+
+    // Fresh data again.
+    advance(8 * SEC).await;
+    let update = sub.next().await.unwrap();
+    assert_eq!(update.value().unwrap().body().data(), "v2");
 }

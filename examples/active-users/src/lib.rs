@@ -237,7 +237,9 @@ async fn poll(State(demo): State<Demo>, req: Request) -> Response {
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    demo.live.poll(data_request(&parts, &path)).await
+    demo.live
+        .poll(data_request(&parts, &path), &parts.headers)
+        .await
 }
 
 async fn poll_board(State(demo): State<Demo>, Path(board): Path<String>, req: Request) -> Response {

@@ -199,7 +199,8 @@ impl Circuit {
                     let now = self.now_ms();
                     let until = until_ms(word);
                     if now < until {
-                        return Err(self.reject(Some(Duration::from_millis(until - now))));
+                        let probe_at = self.epoch + Duration::from_millis(until);
+                        return Err(self.reject(Some(probe_at)));
                     }
                     // The wait is over: the first caller moves it to half-open.
                     let half_open = pack(BreakerState::HalfOpen, trips(word), 0);
@@ -227,14 +228,16 @@ impl Circuit {
                                 });
                         continue;
                     }
-                    // Every probe permit is out; rejected calls change nothing.
-                    return Err(self.reject(Some(self.config.probe_timeout)));
+                    // Every probe permit is out; rejected calls change
+                    // nothing. A verdict comes within the probe timeout.
+                    let verdict_by = Instant::now() + self.config.probe_timeout;
+                    return Err(self.reject(Some(verdict_by)));
                 }
             }
         }
     }
 
-    fn reject(&self, retry_after: Option<Duration>) -> BreakerOpen {
+    fn reject(&self, retry_at: Option<Instant>) -> BreakerOpen {
         self.rejected_total.fetch_add(1, Ordering::Relaxed);
         self.metrics.rejections.increment(1);
         self.observers
@@ -246,7 +249,7 @@ impl Circuit {
                 class: self.class.clone(),
             });
         }
-        BreakerOpen::new(self.class.clone(), retry_after)
+        BreakerOpen::new(self.class.clone(), retry_at)
     }
 
     /// Whether slow-call detection needs the call's start time.

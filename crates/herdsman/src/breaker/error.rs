@@ -2,24 +2,40 @@
 
 use std::{error::Error, fmt, time::Duration};
 
+use tokio::time::Instant;
+
 use crate::class::Class;
 
 /// The call was not made: the breaker of its endpoint class is open.
+///
+/// The HTTP adapter answers `503 Service Unavailable` with `Retry-After`
+/// (the seconds until the breaker lets a probe through, counted when the
+/// answer is made).
 #[derive(Debug, Clone)]
 pub struct BreakerOpen {
     class: Class,
-    retry_after: Option<Duration>,
+    retry_at: Option<Instant>,
 }
 
 impl BreakerOpen {
-    pub(crate) fn new(class: Class, retry_after: Option<Duration>) -> Self {
-        BreakerOpen { class, retry_after }
+    pub(crate) fn new(class: Class, retry_at: Option<Instant>) -> Self {
+        BreakerOpen { class, retry_at }
     }
 
-    /// How long until the breaker lets a probe through; `None` when it was
-    /// forced open by hand.
+    /// How long from now until the breaker lets a probe through (zero once
+    /// that time has passed); `None` when it was forced open by hand.
+    ///
+    /// Computed when asked, so an error held for a while (shared with other
+    /// callers, kept in a registry update) still tells the time left.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        self.retry_at
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// When the breaker lets a probe through; `None` when it was forced
+    /// open by hand.
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
     }
 
     /// The endpoint class whose breaker is open.

@@ -11,11 +11,15 @@ use crate::{
 /// The HTTP response for an error a herdsman layer made, or `None` for any
 /// other error (an upstream's, which the application maps itself).
 ///
-/// - [`BreakerOpen`]: `503 Service Unavailable`, with `Retry-After` in whole
-///   seconds, rounded up, when the breaker will probe again;
+/// - [`BreakerOpen`]: `503 Service Unavailable`, with `Retry-After` when the
+///   breaker will probe again;
 /// - [`ProbeTimedOut`]: `504 Gateway Timeout`;
 /// - [`Overloaded`]: `503 Service Unavailable` with `Retry-After`;
 /// - [`RateLimited`]: `429 Too Many Requests` with `Retry-After`.
+///
+/// Each `Retry-After` is the time left at the moment of this call (the
+/// errors keep the instant, not a duration), in
+/// [whole seconds, rounded up, at least 1](retry_after_secs).
 ///
 /// The body is `B::default()` (empty for the common body types). With axum,
 /// use it from a `HandleErrorLayer`:
@@ -56,14 +60,31 @@ pub fn error_response<B: Default>(err: &(dyn Error + 'static)) -> Option<Respons
     None
 }
 
+/// A wait as a `Retry-After` value: whole seconds, rounded up, and at
+/// least 1 (a client told `0` would retry at once, while the time had only
+/// not quite come).
+///
+/// ```
+/// use herdsman::http::retry_after_secs;
+/// use std::time::Duration;
+///
+/// assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
+/// assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
+/// assert_eq!(retry_after_secs(Duration::ZERO), 1);
+/// ```
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
+}
+
 fn with_retry_after<B: Default>(status: StatusCode, retry_after: Option<Duration>) -> Response<B> {
     let mut response = Response::new(B::default());
     *response.status_mut() = status;
     if let Some(after) = retry_after {
-        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs(after)),
+        );
     }
     response
 }
@@ -73,12 +94,19 @@ mod tests {
     use super::*;
     use crate::{class::Class, error::SharedError, BoxError};
 
+    fn paused() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    }
+
     #[test]
     fn an_open_breaker_is_a_503_with_retry_after_rounded_up() {
-        let err: BoxError = Box::new(BreakerOpen::new(
-            Class::default(),
-            Some(Duration::from_millis(1500)),
-        ));
+        let _runtime = paused().enter();
+        let probe_at = tokio::time::Instant::now() + Duration::from_millis(1500);
+        let err: BoxError = Box::new(BreakerOpen::new(Class::default(), Some(probe_at)));
         let res: Response<String> = error_response(&*err).unwrap();
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(res.headers()[header::RETRY_AFTER], "2");
@@ -93,12 +121,7 @@ mod tests {
         use crate::limit::{ClassLimits, LimitLayer, RateRule};
         use tower::{service_fn, Layer, ServiceExt};
 
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        paused().block_on(async {
             let limits = ClassLimits::new(0).with_retry_after(Duration::from_secs(3));
             let svc =
                 LimitLayer::new(limits).layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
@@ -106,6 +129,10 @@ mod tests {
             let res: Response<String> = error_response(&*err).unwrap();
             assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
             assert_eq!(res.headers()[header::RETRY_AFTER], "3");
+            // Answered later, the same error tells the time left then.
+            tokio::time::advance(Duration::from_secs(2)).await;
+            let res: Response<String> = error_response(&*err).unwrap();
+            assert_eq!(res.headers()[header::RETRY_AFTER], "1");
 
             let rate = ClassLimits::unlimited().with_rate(RateRule::per_minute(1));
             let svc =

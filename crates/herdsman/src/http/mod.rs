@@ -64,7 +64,7 @@ pub use self::{
     buffer::{Buffer, BufferLayer, ResponseFuture, DEFAULT_BODY_LIMIT},
     cache_policy::HttpCachePolicy,
     classes::PathClasses,
-    errors::error_response,
+    errors::{error_response, retry_after_secs},
     failures::ServerErrors,
     key::HttpKey,
     share::HttpShare,

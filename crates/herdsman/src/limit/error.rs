@@ -2,6 +2,8 @@
 
 use std::{error::Error, fmt, time::Duration};
 
+use tokio::time::Instant;
+
 use crate::class::Class;
 
 /// An endpoint class is at its concurrency limit, and the request could not
@@ -15,7 +17,7 @@ use crate::class::Class;
 pub struct Overloaded {
     class: Class,
     reason: Reason,
-    retry_after: Duration,
+    retry_at: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,11 +31,13 @@ pub(crate) enum Reason {
 }
 
 impl Overloaded {
+    /// A rejection made now, whose retry has a fair chance `retry_after`
+    /// from now.
     pub(crate) fn new(class: Class, reason: Reason, retry_after: Duration) -> Self {
         Overloaded {
             class,
             reason,
-            retry_after,
+            retry_at: Instant::now() + retry_after,
         }
     }
 
@@ -42,10 +46,19 @@ impl Overloaded {
         &self.class
     }
 
-    /// When a retry has a fair chance: the class's configured hint
-    /// ([`ClassLimits::with_retry_after`](super::ClassLimits::with_retry_after)).
+    /// How long from now until a retry has a fair chance: the class's
+    /// configured hint
+    /// ([`ClassLimits::with_retry_after`](super::ClassLimits::with_retry_after)),
+    /// counted from the rejection, so an error held for a while (shared, or
+    /// kept in a registry update) tells the time left (zero once passed).
     pub fn retry_after(&self) -> Duration {
-        self.retry_after
+        self.retry_at.saturating_duration_since(Instant::now())
+    }
+
+    /// When a retry has a fair chance: the rejection's time plus the
+    /// class's hint.
+    pub fn retry_at(&self) -> Instant {
+        self.retry_at
     }
 
     /// Whether the request waited in the queue for `max_wait` without getting
@@ -77,12 +90,16 @@ impl Error for Overloaded {}
 #[derive(Debug, Clone)]
 pub struct RateLimited {
     class: Class,
-    retry_after: Duration,
+    retry_at: Instant,
 }
 
 impl RateLimited {
+    /// A rejection made now, whose retry would pass `retry_after` from now.
     pub(crate) fn new(class: Class, retry_after: Duration) -> Self {
-        RateLimited { class, retry_after }
+        RateLimited {
+            class,
+            retry_at: Instant::now() + retry_after,
+        }
     }
 
     /// The endpoint class of the rejected request.
@@ -90,10 +107,16 @@ impl RateLimited {
         &self.class
     }
 
-    /// How long until the rule would let the same request through (never
-    /// zero for a rejection).
+    /// How long from now until the rule would let the same request
+    /// through: never zero when the rejection is made, then counting down
+    /// (zero once passed), so an error held for a while tells the time left.
     pub fn retry_after(&self) -> Duration {
-        self.retry_after
+        self.retry_at.saturating_duration_since(Instant::now())
+    }
+
+    /// When the rule would let the same request through.
+    pub fn retry_at(&self) -> Instant {
+        self.retry_at
     }
 }
 
@@ -102,7 +125,8 @@ impl fmt::Display for RateLimited {
         write!(
             f,
             "rate limit of endpoint class `{}` exceeded; retry after {:?}",
-            self.class, self.retry_after
+            self.class,
+            self.retry_after()
         )
     }
 }

@@ -19,11 +19,12 @@ use tokio::time::Instant;
 
 use crate::{
     error::SharedError,
+    stable_hash::stable_hash,
     sync::{Mutex, MutexGuard},
 };
 
 /// One value a subscription yields: the result of a poll that changed
-/// something, its version and when it was fetched.
+/// something, its version, its fingerprint and when it was fetched.
 ///
 /// Cloning is an `Arc` increment.
 pub struct Update<T> {
@@ -34,13 +35,37 @@ struct UpdateInner<T> {
     version: u64,
     fetched_at: Instant,
     result: Result<T, SharedError>,
-    /// For an error: the last successful value before it.
-    last_good: Option<T>,
+    fingerprint: u64,
+    /// For an error: the last successful update before it, or the stale
+    /// copy the failed poll was answered with.
+    good: Option<Update<T>>,
 }
 
 impl<T> Update<T> {
-    /// The version: 1 for the key's first result, one more for each result
-    /// that differed from the one before.
+    fn new(
+        version: u64,
+        fetched_at: Instant,
+        result: Result<T, SharedError>,
+        fingerprint: u64,
+        good: Option<Update<T>>,
+    ) -> Self {
+        Update {
+            inner: Arc::new(UpdateInner {
+                version,
+                fetched_at,
+                result,
+                fingerprint,
+                good,
+            }),
+        }
+    }
+
+    /// The version: 1 for the first result of the key's loop, one more for
+    /// each result that differed from the one before.
+    ///
+    /// It orders the updates of one loop in this process only, and starts
+    /// again at 1 when the loop does: never show it to clients as an id.
+    /// [`fingerprint`](Self::fingerprint) identifies the content.
     pub fn version(&self) -> u64 {
         self.inner.version
     }
@@ -65,10 +90,32 @@ impl<T> Update<T> {
         self.inner.result.as_ref().err()
     }
 
-    /// The latest successful value as of this update: the value itself, or,
-    /// after an error, the last good value before it (if any).
+    /// The value's [`Fingerprint`](super::Fingerprint), computed once when
+    /// it was polled; for an error, a stable hash of the error's message.
+    ///
+    /// With a fingerprint that is stable across processes (such as
+    /// [`HttpFingerprint`](super::HttpFingerprint)'s), equal fingerprints
+    /// mean equal content in any process, so it can serve as an `ETag` or
+    /// an SSE id.
+    pub fn fingerprint(&self) -> u64 {
+        self.inner.fingerprint
+    }
+
+    /// The good update as of this one: this update if its poll succeeded;
+    /// after a failure, the last successful update before it, or the stale
+    /// copy the failed poll was answered with
+    /// ([`StaleAnswer`](super::StaleAnswer)); `None` if there is none.
+    pub fn good(&self) -> Option<&Update<T>> {
+        match self.inner.result {
+            Ok(_) => Some(self),
+            Err(_) => self.inner.good.as_ref(),
+        }
+    }
+
+    /// The latest good value as of this update: the value itself, or, after
+    /// an error, that of [`good`](Self::good).
     pub fn last_good(&self) -> Option<&T> {
-        self.value().or(self.inner.last_good.as_ref())
+        self.good().and_then(Update::value)
     }
 }
 
@@ -85,17 +132,40 @@ impl<T: fmt::Debug> fmt::Debug for Update<T> {
         f.debug_struct("Update")
             .field("version", &self.inner.version)
             .field("fetched_at", &self.inner.fetched_at)
+            .field(
+                "fingerprint",
+                &format_args!("{:016x}", self.inner.fingerprint),
+            )
             .field("result", &self.inner.result)
             .finish()
     }
 }
 
+/// What one poll produced, as the loop hands it to the cell.
+pub(crate) enum Polled<T> {
+    /// A good value and its fingerprint.
+    Value { value: T, fingerprint: u64 },
+    /// A failure; `stale` is the stale copy (and its fingerprint) that a
+    /// layer below answered with instead, if any.
+    Failed {
+        error: SharedError,
+        stale: Option<(T, u64)>,
+    },
+}
+
+impl<T> Polled<T> {
+    pub(crate) fn failed(&self) -> bool {
+        matches!(self, Polled::Failed { .. })
+    }
+}
+
 /// What a poll is compared by: the value's fingerprint, or the error's
-/// message (the same failure again is no news).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Fp {
-    Ok(u64),
-    Err(String),
+/// message and the stale copy's fingerprint (the same failure again is no
+/// news).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Identity {
+    Value(u64),
+    Failed { message: u64, stale: Option<u64> },
 }
 
 pub(crate) struct Cell<T> {
@@ -104,7 +174,7 @@ pub(crate) struct Cell<T> {
 
 struct Inner<T> {
     latest: Option<Update<T>>,
-    fingerprint: Option<Fp>,
+    identity: Option<Identity>,
     waiters: Slab<Option<Waker>>,
     /// The poll loop is gone for good: subscribers end after the latest.
     closed: bool,
@@ -115,7 +185,7 @@ impl<T> Cell<T> {
         Cell {
             inner: Mutex::new(Inner {
                 latest: None,
-                fingerprint: None,
+                identity: None,
                 waiters: Slab::new(),
                 closed: false,
             }),
@@ -183,37 +253,46 @@ impl<T> Cell<T> {
         self.lock().waiters.capacity()
     }
 
-    /// Publishes `result` unless its fingerprint equals the latest's; returns
-    /// the new version, or `None` if nothing changed.
-    pub(crate) fn publish(
-        &self,
-        result: Result<T, SharedError>,
-        fingerprint: Fp,
-        fetched_at: Instant,
-    ) -> Option<u64>
-    where
-        T: Clone,
-    {
+    /// Publishes what a poll produced unless it is the same as the latest
+    /// (the same value, or the same failure); returns the new version, or
+    /// `None` if nothing changed.
+    pub(crate) fn publish(&self, polled: Polled<T>, fetched_at: Instant) -> Option<u64> {
+        // Formatting the error runs user code: not under the lock.
+        let (identity, polled) = match polled {
+            Polled::Value { value, fingerprint } => {
+                (Identity::Value(fingerprint), Ok((value, fingerprint)))
+            }
+            Polled::Failed { error, stale } => {
+                let message = stable_hash(error.to_string().as_bytes());
+                let identity = Identity::Failed {
+                    message,
+                    stale: stale.as_ref().map(|(_, fp)| *fp),
+                };
+                (identity, Err((error, message, stale)))
+            }
+        };
         let mut inner = self.lock();
-        if inner.fingerprint.as_ref() == Some(&fingerprint) {
+        if inner.identity == Some(identity) {
             return None;
         }
-        let last_good = match (&result, &inner.latest) {
-            (Ok(_), _) | (Err(_), None) => None,
-            (Err(_), Some(prev)) => prev.last_good().cloned(),
-        };
         let version = inner.latest.as_ref().map_or(0, Update::version) + 1;
-        inner.latest = Some(Update {
-            inner: Arc::new(UpdateInner {
-                version,
-                fetched_at,
-                result,
-                last_good,
-            }),
-        });
-        inner.fingerprint = Some(fingerprint);
+        let update = match polled {
+            Ok((value, fingerprint)) => {
+                Update::new(version, fetched_at, Ok(value), fingerprint, None)
+            }
+            Err((error, message, stale)) => {
+                let good = match stale {
+                    Some((copy, fp)) => Some(Update::new(version, fetched_at, Ok(copy), fp, None)),
+                    None => inner.latest.as_ref().and_then(Update::good).cloned(),
+                };
+                Update::new(version, fetched_at, Err(error), message, good)
+            }
+        };
+        let old = inner.latest.replace(update);
+        inner.identity = Some(identity);
         let wakers = take_wakers(&mut inner);
         drop(inner);
+        drop(old);
         wakers.into_iter().for_each(Waker::wake);
         Some(version)
     }
@@ -235,6 +314,73 @@ fn take_wakers<T>(inner: &mut Inner<T>) -> Vec<Waker> {
         .iter_mut()
         .filter_map(|(_, waker)| waker.take())
         .collect()
+}
+
+#[cfg(all(test, not(herdsman_loom)))]
+mod tests {
+    use super::*;
+
+    fn value(v: u32) -> Polled<u32> {
+        Polled::Value {
+            value: v,
+            fingerprint: u64::from(v),
+        }
+    }
+
+    fn failed(message: &'static str, stale: Option<u32>) -> Polled<u32> {
+        Polled::Failed {
+            error: SharedError::new(message),
+            stale: stale.map(|v| (v, u64::from(v))),
+        }
+    }
+
+    #[test]
+    fn a_failure_keeps_the_last_good_update_and_the_same_failure_again_is_no_news() {
+        let cell = Cell::new();
+        let at = Instant::now();
+        assert_eq!(cell.publish(value(1), at), Some(1));
+        assert_eq!(cell.publish(value(1), at), None, "unchanged");
+        assert_eq!(cell.publish(failed("down", None), at), Some(2));
+        assert_eq!(
+            cell.publish(failed("down", None), at),
+            None,
+            "the same failure"
+        );
+        assert_eq!(cell.publish(failed("gone", None), at), Some(3));
+
+        let latest = cell.current().unwrap();
+        assert_eq!(latest.fingerprint(), stable_hash(b"gone"));
+        let good = latest.good().expect("the last good update");
+        assert_eq!(
+            (good.version(), good.value(), good.fingerprint()),
+            (1, Some(&1), 1)
+        );
+        assert_eq!(latest.last_good(), Some(&1));
+
+        // Recovery with the same content is news (the key is good again),
+        // with the same fingerprint.
+        assert_eq!(cell.publish(value(1), at), Some(4));
+        let recovered = cell.current().unwrap();
+        assert_eq!(recovered.fingerprint(), 1);
+        assert!(recovered.good().unwrap().value().is_some());
+    }
+
+    #[test]
+    fn a_stale_copy_is_the_good_value_of_its_failure_and_a_new_copy_is_news() {
+        let cell = Cell::new();
+        let at = Instant::now();
+        assert_eq!(cell.publish(failed("stale", Some(7)), at), Some(1));
+        let update = cell.current().unwrap();
+        assert!(update.error().is_some());
+        assert_eq!(update.good().unwrap().fingerprint(), 7);
+        assert_eq!(update.last_good(), Some(&7));
+
+        assert_eq!(cell.publish(failed("stale", Some(7)), at), None);
+        assert_eq!(cell.publish(failed("stale", Some(8)), at), Some(2));
+        // A failure without a copy keeps the copy before it as good.
+        assert_eq!(cell.publish(failed("down", None), at), Some(3));
+        assert_eq!(cell.current().unwrap().last_good(), Some(&8));
+    }
 }
 
 /// Model checks of the cell with loom: a publish racing a subscriber that
@@ -263,7 +409,11 @@ mod loom {
         let cell = cell.clone();
         move || {
             for &v in values {
-                cell.publish(Ok(v), Fp::Ok(u64::from(v)), at);
+                let polled = Polled::Value {
+                    value: v,
+                    fingerprint: u64::from(v),
+                };
+                cell.publish(polled, at);
             }
         }
     }

@@ -135,3 +135,28 @@ impl fmt::Display for UpstreamStatus {
 }
 
 impl Error for UpstreamStatus {}
+
+/// The poll was answered with a stale copy because the upstream failed (a
+/// cache's stale-if-error answer, as [`Fingerprint::stale`](super::Fingerprint::stale)
+/// tells).
+///
+/// The poll counts as a failure: the loop backs off, and subscribers
+/// receive this error as an update whose good value
+/// ([`Update::good`](super::Update::good)) is that stale copy, so they can
+/// serve it marked stale rather than as fresh data.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StaleAnswer(());
+
+impl StaleAnswer {
+    pub(crate) fn new() -> Self {
+        StaleAnswer(())
+    }
+}
+
+impl fmt::Display for StaleAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("upstream failing: the poll was answered with a stale copy")
+    }
+}
+
+impl Error for StaleAnswer {}

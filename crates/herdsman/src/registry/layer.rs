@@ -101,8 +101,9 @@ impl<K> RegistryLayer<K> {
 impl RegistryLayer<HttpKey, AllDefault, HttpShare, HttpFingerprint, HttpKey> {
     /// A registry for HTTP services (with [`BufferLayer`](crate::http::BufferLayer)
     /// below it): keyed by `key`, sharing buffered responses, telling
-    /// changes by `ETag` or body, and polling with a request rebuilt from the
-    /// key's parts only ([`HttpKey::canonical_request`]).
+    /// changes with [`HttpFingerprint`] (the same in every process), and
+    /// keying and polling with a request rebuilt from the key's parts only
+    /// ([`HttpKey::canonical_request`]).
     pub fn http(key: HttpKey) -> Self {
         RegistryLayer::new(key.clone())
             .with_share(HttpShare)

@@ -10,9 +10,11 @@
 //! # Semantics
 //!
 //! - **Subscribing.** [`Registry::subscribe`] returns a [`Subscription`], a
-//!   `Stream` of [`Update`]s (the value or a shared error, a version that
-//!   grows only when the result changes, the time it was fetched). Dropping
-//!   it unsubscribes.
+//!   `Stream` of [`Update`]s (the value or a shared error, the value's
+//!   fingerprint, a version that grows only when the result changes, the
+//!   time it was fetched). Dropping it unsubscribes. Subscribers are keyed
+//!   by their *canonical* request (below), so nothing it leaves out (a
+//!   caller's `If-None-Match`, its transport headers) splits a key.
 //! - **One loop per key.** Its interval is the shortest any current
 //!   subscriber asked for ([`SubscribeOptions::with_interval`], else the
 //!   interval of the key's class), never below the floor
@@ -29,18 +31,32 @@
 //!   (no extra call otherwise); a subscriber arriving during a poll gets its
 //!   result.
 //! - **Only changes are sent.** Each result is compared by its
-//!   [`Fingerprint`] (HTTP: `ETag`, else status and body); an unchanged poll
-//!   sends nothing. A slow subscriber skips to the latest update: it never
-//!   buffers, never sees a version twice, never goes back.
+//!   [`Fingerprint`] (HTTP: the status and a strong `ETag`, else the status,
+//!   the content headers and the body); an unchanged poll sends nothing. A
+//!   slow subscriber skips to the latest update: it never buffers, never
+//!   sees a version twice, never goes back.
+//! - **Versions and ids.** [`Update::version`] orders one loop's updates in
+//!   this process and starts again with the loop; what identifies content
+//!   to clients is [`Update::fingerprint`], computed once per poll. The
+//!   HTTP fingerprint is the same in every process, replica and release, so
+//!   an `ETag` or SSE id made of it never repeats for different content,
+//!   across loop restarts, process restarts and replicas.
 //! - **One canonical request.** The loop polls with a request built by its
 //!   [`Canonical`] from the key's parts only (HTTP: method, URI and the
 //!   headers in the key): no subscriber's other headers are sent on behalf
 //!   of the others.
-//! - **Errors.** Subscribers get the error as an update, with
-//!   [`Update::last_good`] still readable. While the upstream fails, the loop
-//!   backs off exponentially (with jitter, up to a cap), then returns to its
-//!   interval on the first success. A panic in the inner service is an error
-//!   ([`PollPanicked`]) like any other.
+//! - **Errors.** Subscribers get the error as an update, with the last good
+//!   update still readable ([`Update::good`]). A value the fingerprint calls
+//!   a failure (HTTP: a 5xx, [`UpstreamStatus`]) is an error too, and so is
+//!   a stale copy a cache answered with because the upstream failed
+//!   ([`StaleAnswer`]), whose good value is that copy. While the upstream
+//!   fails, the loop backs off exponentially (with jitter, up to a cap), and
+//!   never polls before the time an error names (an open breaker's probe,
+//!   [`error::retry_at`](crate::error::retry_at)); it returns to its
+//!   interval on the first success. [`Subscription::next_attempt`] says when
+//!   the next poll is due, so an answer can tell its client when to retry. A
+//!   panic in the inner service is an error ([`PollPanicked`]) like any
+//!   other.
 //! - **Push.** [`Registry::refresh`] and [`Registry::invalidate`] poll at
 //!   once and push the result to every subscriber; [`Registry::follow`]
 //!   applies the invalidations a Cache layer announces (writes through
@@ -102,8 +118,9 @@
 //! ```
 //!
 //! For HTTP, [`RegistryLayer::http`] shares buffered responses (put
-//! [`BufferLayer`](crate::http::BufferLayer) below), tells changes by `ETag`
-//! or body, and polls with [`HttpKey::canonical_request`](crate::http::HttpKey::canonical_request).
+//! [`BufferLayer`](crate::http::BufferLayer) below), tells changes with
+//! [`HttpFingerprint`], and keys and polls with
+//! [`HttpKey::canonical_request`](crate::http::HttpKey::canonical_request).
 //!
 //! # Tuning and trade-offs
 //!
@@ -116,6 +133,8 @@
 //!   lock.
 //! - Values are compared by a 64-bit fingerprint: a collision would hide
 //!   one change until the next (about 2⁻⁶⁴ per poll).
+//! - A subscription computes its canonical request once (for HTTP: a new
+//!   request with the key's headers), also when it joins an existing loop.
 
 mod cell;
 mod change;
@@ -135,7 +154,7 @@ use tokio::time::Instant;
 pub use self::{
     cell::Update,
     change::{Canonical, CloneRequest, Fingerprint, HashFingerprint, HttpFingerprint},
-    error::{Limit, PollPanicked, TooManySubscribers, Unshareable, UpstreamStatus},
+    error::{Limit, PollPanicked, StaleAnswer, TooManySubscribers, Unshareable, UpstreamStatus},
     future::ResponseFuture,
     handle::RegistryHandle,
     layer::{ClassSettings, RegistryLayer, MAX_JITTER},
@@ -160,6 +179,8 @@ pub struct HookInfo {
     pub started_at: Instant,
     /// When the last fetch ended, if any did.
     pub last_fetch: Option<Instant>,
+    /// When the next fetch is due, as the loop last planned it.
+    pub next_attempt: Option<Instant>,
     /// Fetches made.
     pub fetches: u64,
     /// Fetches that failed.

@@ -3,8 +3,11 @@
 //! It fetches the key with the canonical request, publishes the result if it
 //! changed, and sleeps until the next poll: the subscribers' shortest
 //! interval (with jitter) after a success, an exponential backoff after a
-//! failure. A refresh, a shorter interval, the last subscriber leaving and a
-//! stop wake it early. A stop also drops a fetch in flight.
+//! failure, and never before the time an error says a retry can succeed
+//! (an open breaker's probe). A refresh, a shorter interval, the last
+//! subscriber leaving and a stop wake it early. A stop also drops a fetch in
+//! flight. The time of the next fetch is recorded before each result is
+//! published, so an answer made from the result can say when to retry.
 
 use std::{
     future::{poll_fn, Future},
@@ -23,13 +26,13 @@ use tokio::time::{sleep_until, Instant};
 use tower_service::Service;
 
 use super::{
-    cell::Fp,
+    cell::Polled,
     change::{Canonical, Fingerprint},
-    error::{PollPanicked, Unshareable},
+    error::{PollPanicked, StaleAnswer, Unshareable},
     state::{Config, Core, Hook, Meta},
 };
 use crate::{
-    error::{BoxError, SharedError},
+    error::{retry_at, BoxError, SharedError},
     share::Share,
 };
 
@@ -90,13 +93,27 @@ where
                 return;
             };
             let fetched_at = Instant::now();
-            let failed = self.publish(outcome, fetched_at);
-            failures = if failed {
+            let polled = self.settle(outcome);
+            failures = if polled.failed() {
                 failures.saturating_add(1)
             } else {
                 0
             };
-            if !wait(&self.core, &self.hook.meta, fetched_at, failures).await {
+            let not_before = match &polled {
+                Polled::Failed { error, .. } => retry_at(error),
+                Polled::Value { .. } => None,
+            };
+            let next = Next {
+                fetched_at,
+                failures,
+                jitter: jitter_factor(self.hook.meta.settings.jitter),
+                not_before,
+            };
+            // Before publishing: whoever answers from the update reads it.
+            let meta = &self.hook.meta;
+            meta.set_next_attempt(next.due(&self.core.config, meta.interval()));
+            self.publish(polled, fetched_at);
+            if !wait(&self.core, meta, &next).await {
                 return;
             }
         }
@@ -138,43 +155,66 @@ where
         }
     }
 
-    /// Publishes the outcome if it changed; `true` if the poll failed.
-    fn publish(&self, outcome: Result<S::Response, SharedError>, at: Instant) -> bool {
-        let (result, fp) = match outcome.map(|r| self.share.share(r)) {
-            Ok(Ok(value)) => match self.fingerprint.failure(&value) {
-                None => {
-                    let fp = Fp::Ok(self.fingerprint.fingerprint(&value));
-                    (Ok(value), fp)
-                }
-                Some(failure) => {
-                    let err = SharedError::new(failure);
-                    let fp = Fp::Err(err.to_string());
-                    (Err(err), fp)
-                }
-            },
+    /// Shares and judges one outcome: a good value and its fingerprint, or
+    /// a failure (an error, a value the fingerprint calls a failure, an
+    /// unshareable response, or a stale copy standing in for the upstream).
+    fn settle(&self, outcome: Result<S::Response, SharedError>) -> Polled<P::Shared> {
+        let value = match outcome.map(|r| self.share.share(r)) {
+            Ok(Ok(value)) => value,
             Ok(Err(_unshareable)) => {
-                let err = SharedError::new(Unshareable::new());
-                let fp = Fp::Err(err.to_string());
-                (Err(err), fp)
+                let error = SharedError::new(Unshareable::new());
+                return Polled::Failed { error, stale: None };
             }
-            Err(err) => {
-                let fp = Fp::Err(err.to_string());
-                (Err(err), fp)
-            }
+            Err(error) => return Polled::Failed { error, stale: None },
         };
-        let failed = result.is_err();
+        let fp = &self.fingerprint;
+        if let Some(failure) = fp.failure(&value) {
+            let error = SharedError::new(failure);
+            return Polled::Failed { error, stale: None };
+        }
+        let fingerprint = fp.fingerprint(&value);
+        if fp.stale(&value) {
+            let error = SharedError::new(StaleAnswer::new());
+            let stale = Some((value, fingerprint));
+            return Polled::Failed { error, stale };
+        }
+        Polled::Value { value, fingerprint }
+    }
+
+    /// Publishes what the poll produced if it changed.
+    fn publish(&self, polled: Polled<P::Shared>, at: Instant) {
+        let failed = polled.failed();
         let meta = &self.hook.meta;
         meta.fetched(at, failed);
-        let changed = self.hook.cell.publish(result, fp, at).is_some();
+        let changed = self.hook.cell.publish(polled, at).is_some();
         self.core.polled(meta, failed, changed);
-        failed
+    }
+}
+
+/// When the fetch after one poll is due.
+struct Next {
+    fetched_at: Instant,
+    /// Failures in a row, this poll included.
+    failures: u32,
+    jitter: f64,
+    /// The poll's error says no retry can succeed before then.
+    not_before: Option<Instant>,
+}
+
+impl Next {
+    /// The due time for the loop's current interval.
+    fn due(&self, config: &Config, interval: Duration) -> Instant {
+        let due = after(
+            self.fetched_at,
+            delay(config, self.failures, interval, self.jitter),
+        );
+        self.not_before.map_or(due, |at| due.max(at))
     }
 }
 
 /// Sleeps until the next poll; `false` if the loop must end.
-async fn wait(core: &Core, meta: &Meta, fetched_at: Instant, failures: u32) -> bool {
-    let settings = &meta.settings;
-    let jitter = jitter_factor(settings.jitter);
+async fn wait(core: &Core, meta: &Meta, next: &Next) -> bool {
+    let config = &core.config;
     let mut idle_since = None;
     loop {
         let mut woken = pin!(meta.woken());
@@ -191,14 +231,13 @@ async fn wait(core: &Core, meta: &Meta, fetched_at: Instant, failures: u32) -> b
             // subscriber that comes back within the linger.
             after(
                 *idle_since.get_or_insert_with(Instant::now),
-                settings.linger,
+                meta.settings.linger,
             )
         } else {
             idle_since = None;
-            after(
-                fetched_at,
-                delay(&core.config, failures, meta.interval(), jitter),
-            )
+            let due = next.due(config, meta.interval());
+            meta.set_next_attempt(due);
+            due
         };
         let mut sleep = pin!(sleep_until(deadline));
         let timed_out = poll_fn(|cx| {

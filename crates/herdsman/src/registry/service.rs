@@ -66,9 +66,11 @@ impl<S, K, C, P, F, Q> Registry<S, K, C, P, F, Q> {
 
     /// Subscribes to the key of `req`.
     ///
-    /// The first subscriber of a key starts its poll loop (a task on the
-    /// current tokio runtime: call this within one), which polls with the
-    /// canonical form of `req`. Later subscribers join it: they get its
+    /// The key is that of the canonical form of `req` (its
+    /// [`Canonical`]), so what the canonical form leaves out never splits a
+    /// key. The first subscriber of a key starts its poll loop (a task on
+    /// the current tokio runtime: call this within one), which polls with
+    /// that canonical request. Later subscribers join it: they get its
     /// current value at once, and a value older than the interval they ask
     /// for triggers a poll; one arriving while the first poll is in flight
     /// gets its result. A request without a key gets a loop of its own.
@@ -91,7 +93,11 @@ impl<S, K, C, P, F, Q> Registry<S, K, C, P, F, Q> {
         F: Fingerprint<P::Shared> + Clone + Send + 'static,
         Q: Canonical<Req> + Clone + Send + 'static,
     {
-        let key = self.key.key(&req);
+        // Keyed by what the loop will send: nothing the canonical request
+        // leaves out (a caller's validators, its transport headers) can
+        // split the key.
+        let canonical = self.canonical.canonical(&req);
+        let key = self.key.key(&canonical);
         let (joined, asked) = self
             .core
             .join::<P::Shared>(key, options.interval(), || self.classify.classify(&req))?;
@@ -111,7 +117,7 @@ impl<S, K, C, P, F, Q> Registry<S, K, C, P, F, Q> {
                     core: self.core.clone(),
                     hook,
                     svc: self.inner.clone(),
-                    template: self.canonical.canonical(&req),
+                    template: canonical,
                     share: self.share.clone(),
                     fingerprint: self.fingerprint.clone(),
                     canonical: self.canonical.clone(),

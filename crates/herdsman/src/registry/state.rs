@@ -90,6 +90,9 @@ pub(crate) struct Meta {
     /// Nanoseconds from `started_at` to the end of the last fetch, plus one;
     /// zero before the first.
     last_fetch_ns: AtomicU64,
+    /// Nanoseconds from `started_at` to when the next fetch is due, plus
+    /// one; zero before the first fetch ends.
+    next_attempt_ns: AtomicU64,
     fetches: AtomicU64,
     errors: AtomicU64,
     /// A mirror of the map's count, for the loop (lingering) and `hooks()`.
@@ -118,6 +121,7 @@ impl Meta {
             private,
             interval_ns: AtomicU64::new(nanos(interval)),
             last_fetch_ns: AtomicU64::new(0),
+            next_attempt_ns: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             subscribers: AtomicUsize::new(1),
@@ -136,6 +140,21 @@ impl Meta {
             0 => None,
             n => Some(self.started_at + Duration::from_nanos(n - 1)),
         }
+    }
+
+    /// When the loop will fetch next (a refresh may make it sooner), as it
+    /// last planned; `None` before its first fetch ended.
+    pub(crate) fn next_attempt(&self) -> Option<Instant> {
+        match self.next_attempt_ns.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(self.started_at + Duration::from_nanos(n - 1)),
+        }
+    }
+
+    pub(crate) fn set_next_attempt(&self, at: Instant) {
+        let since = nanos(at.saturating_duration_since(self.started_at));
+        self.next_attempt_ns
+            .store(since.saturating_add(1), Ordering::Release);
     }
 
     pub(crate) fn fetched(&self, at: Instant, failed: bool) {
@@ -197,6 +216,7 @@ impl Meta {
             interval: self.interval(),
             started_at: self.started_at,
             last_fetch: self.last_fetch(),
+            next_attempt: self.next_attempt(),
             fetches: self.fetches.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
         }

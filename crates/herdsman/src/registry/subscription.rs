@@ -89,6 +89,18 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         self.hook.meta.interval()
     }
 
+    /// When the key's loop will poll next, as it planned after its last
+    /// fetch: the interval after a success; after a failure its backoff,
+    /// or later if the error said so (an open breaker's probe time). A
+    /// refresh or a shorter interval can make it sooner. `None` before the
+    /// first fetch ended.
+    ///
+    /// An answer made from a failed update can tell its client to retry
+    /// then (`Retry-After`), counted from the moment of the answer.
+    pub fn next_attempt(&self) -> Option<tokio::time::Instant> {
+        self.hook.meta.next_attempt()
+    }
+
     /// The key's latest update, whether or not the stream has yielded it.
     pub fn current(&self) -> Option<Update<T>> {
         self.hook.cell.current()
