@@ -19,6 +19,7 @@ pub struct CacheHandle<V> {
 impl<V: Clone> CacheHandle<V> {
     /// Removes the entry for `key`; `true` if there was one.
     pub fn invalidate(&self, key: &Key) -> bool {
+        self.store.bump(key.path());
         let removed = self.store.remove(key);
         self.store.announce(|| Invalidation::Key(key.clone()));
         removed
@@ -26,6 +27,7 @@ impl<V: Clone> CacheHandle<V> {
 
     /// Removes every entry of `class`; returns how many.
     pub fn invalidate_class(&self, class: &Class) -> u64 {
+        self.store.bump(None);
         let removed = self.store.remove_class(class);
         self.store.announce(|| Invalidation::Class(class.clone()));
         removed
@@ -36,6 +38,7 @@ impl<V: Clone> CacheHandle<V> {
     /// ([`Key::path`]) are kept.
     pub fn invalidate_path(&self, path: &str) -> u64 {
         let bytes = path.as_bytes();
+        self.store.bump(Some(bytes));
         let removed = self.store.remove_if(|key, _| key.path() == Some(bytes));
         self.store.announce(|| Invalidation::Path(path.into()));
         removed
@@ -45,6 +48,7 @@ impl<V: Clone> CacheHandle<V> {
     /// many.
     pub fn invalidate_prefix(&self, prefix: &str) -> u64 {
         let bytes = prefix.as_bytes();
+        self.store.bump(None);
         let removed = self
             .store
             .remove_if(|key, _| key.path().is_some_and(|p| p.starts_with(bytes)));
@@ -54,6 +58,7 @@ impl<V: Clone> CacheHandle<V> {
 
     /// Removes every entry; returns how many.
     pub fn clear(&self) -> u64 {
+        self.store.bump(None);
         let removed = self.store.remove_if(|_, _| true);
         self.store.announce(|| Invalidation::All);
         removed

@@ -101,7 +101,9 @@ pub use self::{
     future::ResponseFuture,
     handle::CacheHandle,
     layer::{CacheLayer, ClassSettings, DEFAULT_MAX_BYTES, DEFAULT_TTL},
-    policy::{CachePolicy, Directive, Outcome},
+    policy::{
+        CacheMode, CachePolicy, Conditions, Directive, Freshness, Outcome, UnsafeRequest, Vary,
+    },
     service::Cache,
 };
 
@@ -119,6 +121,9 @@ pub struct CacheStats {
     pub stale_if_error: u64,
     /// Background refreshes started.
     pub refreshes: u64,
+    /// Stale entries the inner service confirmed unchanged (HTTP: `304`),
+    /// served from the cache with their headers refreshed.
+    pub revalidated: u64,
     /// Responses stored.
     pub stored: u64,
     /// Responses the policy kept out of the cache (or too large to store).
