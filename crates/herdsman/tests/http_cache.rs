@@ -13,7 +13,7 @@ use std::{
 
 use bytes::Bytes;
 use herdsman::{
-    cache::{CacheHandle, CacheLayer},
+    cache::{CacheHandle, CacheLayer, CacheMode},
     http::{BufferLayer, HttpBody, HttpCachePolicy, HttpKey, SharedBody},
     BoxError,
 };
@@ -791,4 +791,265 @@ async fn a_stale_if_error_answer_is_marked_stale_in_its_headers_and_extensions()
         response.headers()["cache-status"],
         "herdsman; fwd=stale; detail=stale-if-error"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalidation_by_hand_also_stops_an_older_fetch_from_storing() {
+    let (upstream, doc) = slow_reader();
+    let layer = cache();
+    let svc: Stack = BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(layer.clone())
+            .layer(BufferLayer::new())
+            .service(upstream),
+    );
+    let early = tokio::spawn({
+        let svc = svc.clone();
+        async move { body(&svc, get("/doc")).await }
+    });
+    time::sleep(Duration::from_millis(10)).await;
+    *doc.lock().unwrap() = String::from("v2");
+    layer.handle().invalidate_path("/doc");
+    assert_eq!(early.await.unwrap(), "v1");
+    assert_eq!(body(&svc, get("/doc")).await, "v2");
+}
+
+fn origin_mode() -> HttpCache {
+    cache().with_mode(CacheMode::Origin)
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_origin_mode_the_response_decides_how_long_it_is_fresh() {
+    let origin = Origin::default();
+    origin.route(
+        "/max-age",
+        StatusCode::OK,
+        &[("cache-control", "max-age=3")],
+    );
+    origin.route("/silent", StatusCode::OK, &[]);
+    origin.route(
+        "/year",
+        StatusCode::OK,
+        &[("cache-control", "max-age=31536000")],
+    );
+    let layer = origin_mode();
+    let svc = stack(&layer, &origin);
+
+    for path in ["/max-age", "/silent", "/year"] {
+        body(&svc, get(path)).await;
+        body(&svc, get(path)).await;
+    }
+    assert_eq!(origin.calls(), 4, "only the silent response is not reused");
+    time::advance(Duration::from_secs(3)).await;
+    assert!(body(&svc, get("/max-age")).await.ends_with("#5"));
+    time::advance(Duration::from_secs(7)).await;
+    assert!(
+        body(&svc, get("/year")).await.ends_with("#6"),
+        "capped by the class TTL (10 s)"
+    );
+
+    // The same silent response in app mode lives for the class TTL.
+    let app = cache();
+    let svc = stack(&app, &origin);
+    body(&svc, get("/silent")).await;
+    body(&svc, get("/silent")).await;
+    assert_eq!(origin.calls(), 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_origin_mode_last_modified_gives_a_heuristic_lifetime() {
+    let origin = Origin::default();
+    let modified = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(50));
+    origin.route("/doc", StatusCode::OK, &[("last-modified", &modified)]);
+    let layer = origin_mode();
+    let svc = stack(&layer, &origin);
+    body(&svc, get("/doc")).await;
+    body(&svc, get("/doc")).await;
+    assert_eq!(origin.calls(), 1, "a tenth of 50 s: about 5 s");
+    time::advance(Duration::from_secs(6)).await;
+    body(&svc, get("/doc")).await;
+    assert_eq!(origin.calls(), 2);
+    assert_eq!(
+        origin.last_request()[header::IF_MODIFIED_SINCE],
+        modified.as_str(),
+        "revalidated with its Last-Modified"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn identical_revalidations_coalesce_below_the_cache_and_share_the_304() {
+    use herdsman::{dedup::DedupLayer, http::HttpShare};
+
+    let origin = Origin::default();
+    origin.route(
+        "/doc",
+        StatusCode::OK,
+        &[("etag", "\"v1\""), ("cache-control", "max-age=1")],
+    );
+    let slow = origin.clone();
+    let upstream = service_fn(move |req: Request<Full<Bytes>>| {
+        let mut inner = slow.service();
+        async move {
+            time::sleep(Duration::from_millis(50)).await;
+            inner.call(req).await
+        }
+    });
+    let layer = cache();
+    let svc: Stack = BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(layer.clone())
+            .layer(DedupLayer::new(HttpKey::new()).with_share(HttpShare))
+            .layer(BufferLayer::new())
+            .service(upstream),
+    );
+    body(&svc, get("/doc")).await;
+    time::advance(Duration::from_secs(2)).await;
+    let revalidated =
+        futures_util::future::join_all((0..50).map(|_| send(&svc, get("/doc")))).await;
+    for reply in &revalidated {
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, "/doc for anyone #1");
+        assert_eq!(
+            reply.headers["cache-status"],
+            "herdsman; fwd=stale; fwd-status=304; stored"
+        );
+    }
+    assert_eq!(origin.calls(), 2, "one conditional call for 50 callers");
+    assert_eq!(layer.handle().stats().revalidated, 50);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_while_revalidate_refresh_revalidates_in_the_background() {
+    let origin = Origin::default();
+    origin.route(
+        "/doc",
+        StatusCode::OK,
+        &[("etag", "\"v1\""), ("cache-control", "max-age=1")],
+    );
+    let layer = cache().with_stale_while_revalidate(Duration::from_secs(30));
+    let svc = stack(&layer, &origin);
+    body(&svc, get("/doc")).await;
+    time::advance(Duration::from_secs(2)).await;
+    let stale = send(&svc, get("/doc")).await;
+    assert!(stale.headers["cache-status"]
+        .to_str()
+        .unwrap()
+        .contains("stale-while-revalidate"));
+    let refreshed = async {
+        while layer.handle().stats().revalidated == 0 {
+            time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    time::timeout(Duration::from_secs(1), refreshed)
+        .await
+        .unwrap();
+    assert_eq!(origin.last_request()[header::IF_NONE_MATCH], "\"v1\"");
+    let hit = send(&svc, get("/doc")).await;
+    assert_eq!(hit.headers["cache-status"], "herdsman; hit");
+    assert_eq!(hit.body, "/doc for anyone #1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bypassed_or_uncached_request_keeps_its_validators() {
+    let origin = Origin::default();
+    origin.route("/doc", StatusCode::OK, &[("etag", "\"v1\"")]);
+    let layer = cache();
+    let svc = stack(&layer, &origin);
+    let no_store = request(
+        Method::GET,
+        "/doc",
+        &[("cache-control", "no-store"), ("if-none-match", "\"v1\"")],
+    );
+    assert_eq!(send(&svc, no_store).await.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(origin.last_request()[header::IF_NONE_MATCH], "\"v1\"");
+    let stream = request(
+        Method::GET,
+        "/doc",
+        &[("accept", "text/event-stream"), ("if-none-match", "\"v1\"")],
+    );
+    send(&svc, stream).await;
+    assert_eq!(origin.last_request()[header::IF_NONE_MATCH], "\"v1\"");
+}
+
+#[tokio::test(start_paused = true)]
+async fn if_modified_since_is_answered_from_the_cache_when_there_is_no_if_none_match() {
+    let origin = Origin::default();
+    let modified = "Tue, 14 Nov 2023 22:13:20 GMT";
+    origin.route("/doc", StatusCode::OK, &[("last-modified", modified)]);
+    let layer = cache();
+    let svc = stack(&layer, &origin);
+    body(&svc, get("/doc")).await;
+    let since = |v| request(Method::GET, "/doc", &[("if-modified-since", v)]);
+    assert_eq!(
+        send(&svc, since(modified)).await.status,
+        StatusCode::NOT_MODIFIED
+    );
+    let earlier = "Mon, 13 Nov 2023 00:00:00 GMT";
+    assert_eq!(send(&svc, since(earlier)).await.status, StatusCode::OK);
+    let both = request(
+        Method::GET,
+        "/doc",
+        &[
+            ("if-modified-since", modified),
+            ("if-none-match", "\"other\""),
+        ],
+    );
+    assert_eq!(
+        send(&svc, both).await.status,
+        StatusCode::OK,
+        "If-None-Match decides when present"
+    );
+    assert_eq!(origin.calls(), 1);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Callers with random languages and users, writes and time passing, on
+    /// a path whose responses vary on the language: every caller gets a
+    /// body made for its own language and user, and never one from before
+    /// the last write that completed.
+    #[test]
+    fn varying_responses_reach_only_the_callers_they_were_made_for(
+        steps in prop::collection::vec((0..4u8, 0..3usize, 0..3usize), 1..60),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let origin = Origin::default();
+            origin.route("/a", StatusCode::OK, &[("vary", "accept-language, x-unused")]);
+            let layer = cache().with_stale_while_revalidate(Duration::from_secs(20));
+            let svc = stack(&layer, &origin);
+            let langs = ["en", "fr", "de"];
+            let users = ["alice", "bob", "carol"];
+            let mut written = 0;
+            for (op, lang, user) in steps {
+                match op {
+                    0 => {
+                        origin.route("/a", StatusCode::NO_CONTENT, &[]);
+                        send(&svc, request(Method::PUT, "/a", &[])).await;
+                        origin.route("/a", StatusCode::OK, &[("vary", "accept-language, x-unused")]);
+                        written = origin.calls();
+                    }
+                    1 => time::advance(Duration::from_secs(7)).await,
+                    _ => {
+                        let req = request(
+                            Method::GET,
+                            "/a",
+                            &[("accept-language", langs[lang]), ("authorization", users[user])],
+                        );
+                        let got = body(&svc, req).await;
+                        let prefix = format!("/a for {} in {} #", users[user], langs[lang]);
+                        prop_assert!(got.starts_with(&prefix), "{} for {}", got, prefix);
+                        let n: usize = got[prefix.len()..].parse().unwrap();
+                        prop_assert!(n > written, "#{} predates the write at #{}", n, written);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    }
 }
