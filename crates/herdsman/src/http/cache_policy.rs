@@ -18,35 +18,59 @@ use crate::{
     share::Share,
 };
 
-/// The HTTP rules of the [cache](crate::cache) (RFC 9111, RFC 5861, RFC 9211).
+/// The HTTP rules of the [cache](crate::cache) (RFC 9111, RFC 5861, RFC 9211):
+/// a shared cache.
 ///
 /// Use it with [`HttpKey`](super::HttpKey) and [`BufferLayer`](super::BufferLayer)
 /// below the cache. Each rule is on by default and can be switched off:
 ///
 /// - **Response `Cache-Control`** ([`honour_cache_control`](Self::honour_cache_control)):
-///   `no-store`, `private` and `no-cache` are not stored; `s-maxage`, else
-///   `max-age`, else `Expires` caps the class TTL, less the response's `Age`;
-///   `max-age=0`, an `Expires` in the past or unparsable (`Expires: 0`), and
-///   malformed or conflicting directives (`max-age=abc`) mean "not stored".
-///   Nothing here panics on any input.
+///   `no-store` and `private` are not stored; `must-revalidate`,
+///   `proxy-revalidate` and `no-cache` forbid serving stale, and `no-cache`
+///   makes every use a revalidation (stored only with a validator). The
+///   lifetime is `s-maxage`, else `max-age`, else `Expires`, less the
+///   response's age (RFC 9111 §4.2.3: the larger of `now - Date` and `Age`
+///   plus the request's time, then the time stored); in the class's
+///   [`CacheMode::App`](crate::cache::CacheMode::App) it caps the class TTL,
+///   in [`CacheMode::Origin`](crate::cache::CacheMode::Origin) it is the
+///   TTL (capped by the class's), with a heuristic tenth of the time since
+///   `Last-Modified` (§4.2.2) when there is none, and no reuse without
+///   either. The response's `stale-while-revalidate` and `stale-if-error`
+///   bound the class windows (in origin mode a window it does not grant is
+///   closed). Malformed or conflicting directives (`max-age=abc`) mean "not
+///   stored". Nothing here panics on any input.
+/// - **Revalidation**: a stale entry with an `ETag` or `Last-Modified` is
+///   revalidated with `If-None-Match` / `If-Modified-Since`; a `304`
+///   refreshes its headers (§4.3.4) and its stored body answers
+///   (`Cache-Status: herdsman; fwd=stale; fwd-status=304`).
+/// - **Conditions**: the caller's `If-None-Match` and `If-Modified-Since`
+///   are taken out of its request (they never split an entry) and answered
+///   by the cache: `304 Not Modified` when they match the response it
+///   would get, else the full response.
+/// - **`Vary`**: a response is stored per value of the request headers it
+///   names; `Vary: *` is never stored.
 /// - **Request `Cache-Control`** ([`honour_request`](Self::honour_request)):
 ///   `no-cache` (or `max-age=0`, or `Pragma: no-cache` alone) forces a
-///   refresh, which the layers below coalesce; `no-store` bypasses the cache.
+///   refresh (a revalidation when the entry has a validator), which the
+///   layers below coalesce; `no-store` bypasses the cache, headers intact.
 /// - **`Set-Cookie`**: a response carrying it is never stored unless the
 ///   endpoint opts in with [`store_set_cookie`](Self::store_set_cookie).
-/// - **Statuses**: 200, 203, 204, 300, 301 and 308 are stored. Others only with
-///   [`negative`](Self::negative) (negative caching, with its own TTL); 5xx
-///   responses are failures that a stale copy may stand in for
-///   (stale-if-error: 500, 502, 503, 504).
+/// - **Statuses**: 200, 203, 204, 300, 301 and 308 are stored, and in
+///   origin mode also 404, 405, 410, 414 and 501. Others only with
+///   [`negative`](Self::negative) (negative caching, with its own TTL);
+///   1xx never. 5xx responses are failures that a stale copy may stand in
+///   for (stale-if-error: 500, 502, 503, 504).
 /// - **Invalidation** ([`invalidate_on_unsafe`](Self::invalidate_on_unsafe)):
 ///   a `POST`, `PUT`, `PATCH` or `DELETE` answered with 2xx or 3xx removes
-///   the entries of its path, for every user and query (RFC 9111 §4.4).
+///   the entries of its path, and of a same-origin `Location` and
+///   `Content-Location`, for every user and query (RFC 9111 §4.4).
 /// - **Headers** ([`headers`](Self::headers)): responses from the cache carry
-///   `Age`, and every coordinated response an RFC 9211 `Cache-Status` member
-///   named `herdsman`.
+///   `Age`, every coordinated response an RFC 9211 `Cache-Status` member
+///   named `herdsman`, and a stale-if-error answer `X-Herdsman-Stale: 1`
+///   (it always carries the [`ServedStale`](super::ServedStale) extension).
 ///
-/// The auth partition and `Vary` come from the key: a request with other
-/// credentials never sees another user's entry unless the endpoint is public.
+/// Credentials come from the key: a request with other credentials never
+/// sees another user's entry unless the endpoint is public.
 ///
 /// ```
 /// use herdsman::{cache::CacheLayer, http::{BufferLayer, HttpCachePolicy, HttpKey}};

@@ -29,9 +29,10 @@ use crate::key::{Key, KeyFn};
 ///   partition*), so that users never share responses. They are redacted from
 ///   the key's `Debug` output.
 ///
-/// Coalescing happens before the response exists, so the response's own
-/// `Vary` header cannot be consulted: name with `vary` every request header
-/// the endpoint's responses depend on (`Accept-Language`, a tenant header...).
+/// Coalescing happens before the response exists, so Dedup cannot consult
+/// the response's own `Vary` header (the cache can, and files variants by
+/// it): name with `vary` every request header the endpoint's responses
+/// depend on (`Accept-Language`, a tenant header, an API key...).
 ///
 /// ```
 /// use herdsman::{http::HttpKey, key::KeyFn};
