@@ -1053,3 +1053,80 @@ proptest! {
         })?;
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// Readers and writers race on two threads; each reader's upstream call
+    /// reads the version, yields a random number of times, then answers it.
+    /// A read that begins after a write completed never gets an older
+    /// version, from the upstream or from the cache.
+    #[test]
+    fn a_read_never_sees_a_version_older_than_a_completed_write(
+        ops in prop::collection::vec((any::<bool>(), 0..200u8), 20..120),
+    ) {
+        use std::sync::atomic::AtomicU64;
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let version = Arc::new(AtomicU64::new(0));
+            let state = version.clone();
+            let upstream = service_fn(move |req: Request<Full<Bytes>>| {
+                let state = state.clone();
+                async move {
+                    if req.method() == Method::POST {
+                        state.fetch_add(1, Ordering::SeqCst);
+                        let mut done = Response::new(Full::new(Bytes::new()));
+                        *done.status_mut() = StatusCode::NO_CONTENT;
+                        return Ok::<_, Infallible>(done);
+                    }
+                    let read = state.load(Ordering::SeqCst);
+                    let yields: u8 = req.headers()["x-yields"].to_str().unwrap().parse().unwrap();
+                    for _ in 0..yields {
+                        tokio::task::yield_now().await;
+                    }
+                    Ok(Response::new(Full::new(Bytes::from(read.to_string()))))
+                }
+            });
+            let layer = cache();
+            let svc: Stack = BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .layer(layer.clone())
+                    .layer(BufferLayer::new())
+                    .service(upstream),
+            );
+            let completed = Arc::new(AtomicU64::new(0));
+            let tasks: Vec<_> = ops
+                .into_iter()
+                .map(|(write, yields)| {
+                    let svc = svc.clone();
+                    let completed = completed.clone();
+                    tokio::spawn(async move {
+                        if write {
+                            send(&svc, request(Method::POST, "/v", &[])).await;
+                            completed.fetch_add(1, Ordering::SeqCst);
+                            return Ok(());
+                        }
+                        let before = completed.load(Ordering::SeqCst);
+                        let yields = yields.to_string();
+                        let got = body(&svc, request(Method::GET, "/v", &[("x-yields", &yields)])).await;
+                        let got: u64 = got.parse().unwrap();
+                        if got < before {
+                            return Err(format!("read {got} after {before} writes completed"));
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for task in tasks {
+                let outcome = task.await.unwrap();
+                prop_assert!(outcome.is_ok(), "{:?}", outcome);
+            }
+            Ok(())
+        })?;
+    }
+}

@@ -101,9 +101,7 @@ where
             Found::Fresh { value, age } => {
                 self.store.count(Count::Hit);
                 self.observe(&req, Event::CacheHit);
-                let mut response = self.policy.unshare_owned(value);
-                self.policy.decorate(&mut response, Outcome::Hit, age);
-                self.policy.answer_conditions(&mut response, &conditions);
+                let response = self.answer(value, Outcome::Hit, age, &conditions);
                 return ResponseFuture::ready(Ok(response));
             }
             Found::Stale {
@@ -117,10 +115,8 @@ where
                 self.store.count(Count::StaleWhileRevalidate);
                 self.observe(&req, Event::StaleServed);
                 let refresh = revalidate.then(|| value.clone());
-                let mut response = self.policy.unshare_owned(value);
                 let outcome = Outcome::StaleWhileRevalidate { staleness };
-                self.policy.decorate(&mut response, outcome, age);
-                self.policy.answer_conditions(&mut response, &conditions);
+                let response = self.answer(value, outcome, age, &conditions);
                 self.spawn_refresh(key, filing, req, refresh);
                 return ResponseFuture::ready(Ok(response));
             }
@@ -131,15 +127,14 @@ where
                 if_error,
                 revalidate,
                 ..
-            } => Some((
-                Stored {
+            } => {
+                let stored = Stored {
                     value,
                     age,
                     staleness,
-                },
-                if_error,
-                revalidate,
-            )),
+                };
+                Some((stored, if_error, revalidate))
+            }
             Found::Varies { .. } | Found::Missing => None,
         };
         self.store.count(Count::Miss);
@@ -152,7 +147,7 @@ where
             }
             None => (None, false, false),
         };
-        let fetch = self.fetch(key, filing, class, &req, stored, (if_error, revalidating));
+        let fetch = self.fetch(key, filing, class, stored, (if_error, revalidating));
         let fetch = Box::new(Fetch {
             forced: directive == Directive::Refresh,
             conditions,
@@ -235,13 +230,31 @@ impl<S, K, V, P, C> Cache<S, K, V, P, C> {
         (found, filing)
     }
 
+    /// The caller's copy of a stored `value`, decorated, its conditions
+    /// answered.
+    #[inline]
+    fn answer<Req, T>(
+        &self,
+        value: V,
+        outcome: Outcome,
+        age: Duration,
+        conditions: &Conditions,
+    ) -> T
+    where
+        P: CachePolicy<Req, T, Shared = V>,
+    {
+        let mut response = self.policy.unshare_owned(value);
+        self.policy.decorate(&mut response, outcome, age);
+        self.policy.answer_conditions(&mut response, conditions);
+        response
+    }
+
     /// A fetch of `key` beginning now (its generation and start time read).
-    fn fetch<Req>(
+    fn fetch(
         &self,
         key: Key,
         filing: Filing,
         class: Class,
-        _req: &Req,
         stored: Option<Stored<V>>,
         (if_error, revalidating): (bool, bool),
     ) -> Fetch<P, V>
@@ -313,7 +326,7 @@ impl<S, K, V, P, C> Cache<S, K, V, P, C> {
             store: self.store.clone(),
             key: key.clone(),
         };
-        let fetch = self.fetch(key, filing, class, &req, stored, (false, revalidating));
+        let fetch = self.fetch(key, filing, class, stored, (false, revalidating));
         let mut inner = self.inner.clone();
         runtime.spawn(async move {
             // Released however the refresh ends, panics and runtime shutdown
