@@ -176,6 +176,19 @@ impl Key {
         self.hash
     }
 
+    /// A builder that continues this key: its parts, its private mark and its
+    /// marked path are kept, and parts pushed next come after them. The
+    /// cache files `Vary` variants of a response under such keys, so that
+    /// invalidating a path still finds them.
+    pub(crate) fn to_builder(&self) -> KeyBuilder {
+        let len = self.len();
+        KeyBuilder {
+            buf: self.as_bytes().to_vec(),
+            public_len: ((self.public_len as usize) < len).then_some(self.public_len as usize),
+            path: self.path,
+        }
+    }
+
     /// A fingerprint of the key's bytes that is the same in every process
     /// and release (XXH3-64): an id to name the key by in logs, alerts and
     /// metrics without showing its bytes (which may hold credentials).
@@ -425,6 +438,26 @@ mod tests {
         let mut long = Key::builder().part("x".repeat(100));
         long.path(b"/p");
         assert_eq!(long.build().path(), Some(&b"/p"[..]));
+    }
+
+    #[test]
+    fn a_continued_key_keeps_its_path_and_private_mark() {
+        let mut b = Key::builder().part("GET");
+        b.path(b"/p");
+        let key = b.private().part("secret").build();
+        let longer = key.to_builder().part("more").build();
+        assert_eq!(longer.path(), Some(&b"/p"[..]));
+        assert_ne!(longer, key);
+        assert!(longer.as_bytes().starts_with(key.as_bytes()));
+        assert!(!format!("{longer:?}").contains("secret"));
+        let public = Key::builder().part("GET").build();
+        let mut more = public.to_builder();
+        more.mark_private();
+        let shown = format!("{:?}", more.part("hidden").build());
+        assert!(
+            shown.contains("GET") && !shown.contains("hidden"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -623,16 +623,16 @@ fn unknown_keys_are_refused_wherever_they_are() {
     assert_eq!(
         errors(Environment::Development, &with_file(file)),
         [
-            r#"colour = "blue": unknown key, expected one of layers, registry, cache, dedup, breaker, limit, alerts, admin, rollout, classes (set by herdsman.toml)"#,
-            r#"cache.tll = "5s": unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, max_bytes, max_entries (set by herdsman.toml)"#,
-            r#"classes.active-users.cache.max_bytes = 10: unknown key, expected one of ttl, stale_while_revalidate, stale_if_error (set by herdsman.toml)"#,
+            r#"colour = "blue": unknown key, expected one of layers, registry, cache, dedup, breaker, limit, alerts, admin, rollout, keys, classes (set by herdsman.toml)"#,
+            r#"cache.tll = "5s": unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, max_bytes, max_entries, mode (set by herdsman.toml)"#,
+            r#"classes.active-users.cache.max_bytes = 10: unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, mode (set by herdsman.toml)"#,
         ]
         .join("\n")
     );
     let source = StaticEnv::new().var("HERDSMAN__CACHE__SIZE", "3");
     assert_eq!(
         errors(Environment::Development, &source),
-        r#"cache.size = 3: unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, max_bytes, max_entries (set by HERDSMAN__CACHE__SIZE)"#
+        r#"cache.size = 3: unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, max_bytes, max_entries, mode (set by HERDSMAN__CACHE__SIZE)"#
     );
 }
 
@@ -736,4 +736,69 @@ fn config_types_are_send_and_sync() {
     assert_send_sync::<ConfigError>();
     assert_send_sync::<herdsman::config::EffectiveClass>();
     assert_send_sync::<herdsman::config::UnknownEnvironment>();
+}
+
+#[test]
+fn key_hosts_vary_and_the_cache_mode_are_read_and_resolved_per_class() {
+    use herdsman::cache::CacheMode;
+
+    let config = load(
+        Environment::Development,
+        &with_file(
+            r#"
+            [cache]
+            mode = "origin"
+            [keys]
+            hosts = ["app.example.com", "127.0.0.1:8080"]
+            vary = ["Accept-Language"]
+            [classes.me]
+            paths = ["/api/me"]
+            vary = ["x-api-key"]
+            cache = { mode = "app" }
+            "#,
+        )
+        .var("HERDSMAN__KEYS__VARY", "[\"x-tenant\"]"),
+    )
+    .unwrap();
+    assert_eq!(config.keys.hosts, ["app.example.com", "127.0.0.1:8080"]);
+    assert_eq!(config.cache.mode, CacheMode::Origin);
+    let me = config.class("me");
+    assert_eq!(me.vary, ["x-tenant", "x-api-key"]);
+    assert_eq!(me.cache_settings().mode, CacheMode::App);
+    assert_eq!(config.class("default").vary, ["x-tenant"]);
+    assert_eq!(
+        config.class("default").cache_settings().mode,
+        CacheMode::Origin
+    );
+
+    let defaults = Config::profile(Environment::Production);
+    assert!(defaults.keys.hosts.is_empty() && defaults.keys.vary.is_empty());
+    assert_eq!(defaults.cache.mode, CacheMode::App);
+}
+
+#[test]
+fn invalid_hosts_header_names_and_modes_are_refused_naming_the_key() {
+    let file = r#"
+        [cache]
+        mode = "browser"
+        [keys]
+        hosts = ["app.example.com", "", "user@host", "http://x/", "a b"]
+        vary = ["x-ok", "bad header"]
+        [classes.me]
+        paths = ["/api/me"]
+        vary = ["x:y"]
+    "#;
+    assert_eq!(
+        errors(Environment::Development, &with_file(file)),
+        [
+            r#"cache.mode = "browser": expected one of app, origin (set by herdsman.toml)"#,
+            r#"keys.hosts = "": not a host (a name or address, optionally with a port: "app.example.com", "127.0.0.1:8080") (set by herdsman.toml)"#,
+            r#"keys.hosts = "user@host": not a host (a name or address, optionally with a port: "app.example.com", "127.0.0.1:8080") (set by herdsman.toml)"#,
+            r#"keys.hosts = "http://x/": not a host (a name or address, optionally with a port: "app.example.com", "127.0.0.1:8080") (set by herdsman.toml)"#,
+            r#"keys.hosts = "a b": not a host (a name or address, optionally with a port: "app.example.com", "127.0.0.1:8080") (set by herdsman.toml)"#,
+            r#"keys.vary = "bad header": not a valid header name (set by herdsman.toml)"#,
+            r#"classes.me.vary = "x:y": not a valid header name (set by herdsman.toml)"#,
+        ]
+        .join("\n")
+    );
 }

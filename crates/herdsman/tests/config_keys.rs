@@ -101,6 +101,9 @@ const CASES: &[Case] = &[
     case!("cache.stale_if_error", cache_stale_if_error),
     case!("cache.max_bytes", cache_max_bytes),
     case!("cache.max_entries", cache_max_entries),
+    case!("cache.mode", cache_mode),
+    case!("keys.hosts", keys_hosts),
+    case!("keys.vary", keys_vary),
     case!("dedup.window", dedup_window),
     case!("breaker.window", breaker_window),
     case!("breaker.time_window", breaker_time_window),
@@ -139,6 +142,7 @@ const CASES: &[Case] = &[
     )),
     case!("paths", class_paths),
     case!("public", class_public),
+    case!("vary", class_vary),
 ];
 
 // ------------------------------------------------------------------ the runs
@@ -847,6 +851,67 @@ async fn cache_max_entries(scope: Scope) {
     w.body("b").await;
     w.body("a").await;
     assert_eq!(w.origin.calls(), 3, "b took a's place");
+}
+
+async fn cache_mode(scope: Scope) {
+    // The origin sends no freshness information: in origin mode its
+    // answers are not stored; in app mode the ttl keeps them.
+    let w = World::new(Setup::new(scope, "cache.mode", "\"origin\""));
+    w.body("x").await;
+    w.body("x").await;
+    assert_eq!(w.origin.calls(), 2, "nothing the origin allows is stored");
+    if scope == Scope::Class {
+        w.call("/g/x", None).await.unwrap();
+        w.call("/g/x", None).await.unwrap();
+        assert_eq!(w.origin.calls_to("/g/x").len(), 1, "app mode elsewhere");
+    }
+}
+
+// -------------------------------------------------------------------- [keys]
+
+/// A server-side GET (no authority in the URI) with a `Host` header.
+async fn get_for_host(w: &World, path: &str, host: &str) -> StatusCode {
+    let req = Request::get(path)
+        .header(http::header::HOST, host)
+        .body(Full::default())
+        .unwrap();
+    let res: Response<HttpBody<Full<Bytes>>> = w.svc.clone().oneshot(req).await.unwrap();
+    res.status()
+}
+
+async fn keys_hosts(scope: Scope) {
+    global_only(scope);
+    let w = World::new(Setup::new(scope, "keys.hosts", "[\"app.test\"]"));
+    for host in ["app.test", "APP.test:8080", "evil.test", "evil.test"] {
+        assert_eq!(get_for_host(&w, "/g/x", host).await, StatusCode::OK);
+    }
+    // The listed host (any case, any port) is one key and cached; the
+    // other passes through, uncoordinated, each time.
+    assert_eq!(w.origin.calls_to("/g/x").len(), 3);
+}
+
+/// Calls `path` as ann and bob, who differ only in `X-Api-Key`; the
+/// upstream calls made.
+async fn api_key_calls(w: &World, path: &str) -> usize {
+    for key in ["ann", "bob", "ann", "bob"] {
+        let answer = w.call(path, Some(("x-api-key", key))).await;
+        assert_eq!(letter(&answer), 'S');
+    }
+    w.origin.calls_to(path).len()
+}
+
+async fn keys_vary(scope: Scope) {
+    global_only(scope);
+    let w = World::new(Setup::new(scope, "keys.vary", "[\"x-api-key\"]"));
+    assert_eq!(api_key_calls(&w, "/g/x").await, 2, "one answer per key");
+    assert_eq!(api_key_calls(&w, "/c/x").await, 2, "in every class");
+}
+
+async fn class_vary(scope: Scope) {
+    assert_eq!(scope, Scope::Class);
+    let w = World::new(Setup::new(scope, "vary", "[\"x-api-key\"]"));
+    assert_eq!(api_key_calls(&w, "/c/x").await, 2, "one answer per key");
+    assert_eq!(api_key_calls(&w, "/g/x").await, 1, "other classes share");
 }
 
 // ------------------------------------------------------------------- [dedup]

@@ -96,6 +96,7 @@ impl Origin {
                 let user = req
                     .headers()
                     .get(header::AUTHORIZATION)
+                    .or_else(|| req.headers().get("x-api-key"))
                     .map_or("nobody", |v| v.to_str().unwrap());
                 let body = format!(
                     "{} {} for {user} #{n}",
@@ -422,6 +423,106 @@ async fn two_users_never_share_a_private_response_but_share_a_public_one() {
         assert_eq!(news[0], news[1]);
     }
     assert_eq!(origin.calls_to("/news"), 1, "one call for everyone");
+}
+
+fn with_api_key(uri: &str, key: &str) -> Request<Full<Bytes>> {
+    Request::get(uri)
+        .header("x-api-key", key)
+        .body(Full::default())
+        .unwrap()
+}
+
+/// Two callers who differ only in `X-Api-Key`, against one class: the
+/// cached, the coalesced and the registry's answers they get.
+async fn answers_for_two_api_keys(config: Config, path: &str) -> (Vec<String>, usize) {
+    let coordinator = coordinator(config);
+    let origin = Origin::with_delay(Duration::from_millis(10));
+    let svc = stack(&coordinator, &origin);
+    let keys = ["key-a", "key-b"];
+    let uri = format!("http://api{path}");
+    let mut answers = Vec::new();
+    // Concurrently (dedup), then again (cache).
+    for _ in 0..2 {
+        let replies = join_all(keys.map(|k| fetch(&svc, with_api_key(&uri, k)))).await;
+        answers.extend(replies.into_iter().map(Result::unwrap));
+    }
+    // And through registry subscriptions.
+    for k in keys {
+        let mut subscription = svc.subscribe(with_api_key(&uri, k)).unwrap();
+        let update = subscription.next().await.unwrap();
+        let value = update.result().as_ref().unwrap();
+        answers.push(String::from_utf8(value.body().data().to_vec()).unwrap());
+    }
+    (answers, origin.calls_to(path))
+}
+
+#[tokio::test(start_paused = true)]
+async fn callers_differing_only_in_x_api_key_never_share_a_private_answer_but_do_a_public_one() {
+    let mut private = config(&[("me", "/me")]);
+    private.rollout.identity_header = Some("x-api-key".into());
+    let (answers, calls) = answers_for_two_api_keys(private, "/me").await;
+    for (i, answer) in answers.iter().enumerate() {
+        let key = ["key-a", "key-b"][i % 2];
+        assert!(answer.contains(&format!("for {key} #")), "{answer}");
+    }
+    assert!(calls >= 2, "one call per caller at least");
+
+    let mut public = config(&[("news", "/news")]);
+    public.rollout.identity_header = Some("x-api-key".into());
+    class(&mut public, "news").public = true;
+    let (answers, calls) = answers_for_two_api_keys(public, "/news").await;
+    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
+    assert_eq!(calls, 1, "one call for everyone");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_class_vary_header_keeps_callers_apart_even_in_a_public_class() {
+    let mut config = config(&[("news", "/news")]);
+    class(&mut config, "news").public = true;
+    class(&mut config, "news").vary = vec!["X-Api-Key".into()];
+    let (answers, calls) = answers_for_two_api_keys(config, "/news").await;
+    for (i, answer) in answers.iter().enumerate() {
+        let key = ["key-a", "key-b"][i % 2];
+        assert!(answer.contains(&format!("for {key} #")), "{answer}");
+    }
+    assert_eq!(calls, 2, "one call per value");
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_thousand_host_values_around_a_router_make_one_upstream_call() {
+    let coordinator = coordinator(config(&[("users", "/users")]));
+    let origin = Origin::default();
+    let svc = stack(&coordinator, &origin);
+    for i in 0..3_000 {
+        let req = Request::get("/users")
+            .header(header::HOST, format!("h{i}.example"))
+            .body(Full::default())
+            .unwrap();
+        fetch(&svc, req).await.unwrap();
+    }
+    assert_eq!(origin.calls_to("/users"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn listed_hosts_key_as_themselves_and_other_hosts_pass_through() {
+    let mut config = config(&[("users", "/users")]);
+    config.keys.hosts = vec!["a.example".into(), "b.example".into()];
+    let coordinator = coordinator(config);
+    let origin = Origin::default();
+    let svc = stack(&coordinator, &origin);
+    let host = |h: &str| {
+        Request::get("/users")
+            .header(header::HOST, h)
+            .body(Full::default())
+            .unwrap()
+    };
+    for h in ["a.example", "A.example:80", "b.example", "a.example"] {
+        fetch(&svc, host(h)).await.unwrap();
+    }
+    assert_eq!(origin.calls(), 2, "one per listed host");
+    fetch(&svc, host("evil.example")).await.unwrap();
+    fetch(&svc, host("evil.example")).await.unwrap();
+    assert_eq!(origin.calls(), 4, "unlisted: not coordinated");
 }
 
 #[tokio::test(start_paused = true)]

@@ -10,12 +10,14 @@ use std::{
     time::Duration,
 };
 
+use http::HeaderMap;
 use pin_project_lite::pin_project;
+use tokio::time::Instant;
 
 use super::{
     layer::Settings,
-    policy::{CachePolicy, Outcome},
-    store::{Count, Store, Windows},
+    policy::{CachePolicy, Conditions, Outcome, UnsafeRequest, Vary},
+    store::{variant_key, Count, Store},
 };
 use crate::{
     class::Class,
@@ -51,20 +53,50 @@ pin_project! {
 }
 
 pub(super) struct Invalidation<P, V> {
-    path: Vec<u8>,
+    request: UnsafeRequest,
     store: Arc<Store<V>>,
     policy: P,
 }
 
+/// The stored copy a fetch may fall back on or revalidate.
+pub(super) struct Stored<V> {
+    pub(super) value: V,
+    pub(super) age: Duration,
+    pub(super) staleness: Duration,
+}
+
+/// Where a fetched response is filed: under its primary key, or, for a
+/// response that varies, under the variant its request's headers pick.
+pub(super) enum Filing {
+    /// No `Vary` marker was found: a varying response is filed by these
+    /// headers (of the request, taken before it went down), when the policy
+    /// has them.
+    Primary { headers: Option<HeaderMap> },
+    /// A marker was found: the request's variant key under it.
+    Variant { variant: Key, epoch: u64 },
+}
+
+/// What a fetch needs once the inner service answers: to file the response,
+/// to answer the caller, and to fall back on a stored copy.
 pub(super) struct Fetch<P, V> {
-    key: Key,
-    class: Class,
-    fallback: Option<(V, Duration, Duration)>,
-    forced: bool,
-    store: Arc<Store<V>>,
-    policy: P,
-    settings: Arc<Settings>,
-    observers: Observers,
+    pub(super) key: Key,
+    pub(super) filing: Filing,
+    pub(super) class: Class,
+    /// A stale copy: stands in for a failure when `if_error`, is refreshed by
+    /// a "not changed" answer when `revalidating`.
+    pub(super) stored: Option<Stored<V>>,
+    pub(super) if_error: bool,
+    pub(super) revalidating: bool,
+    pub(super) forced: bool,
+    pub(super) conditions: Conditions,
+    /// When the inner call began, for the response's age.
+    pub(super) started: Instant,
+    /// The invalidation generation of the key's path when the call began.
+    pub(super) generation: u64,
+    pub(super) store: Arc<Store<V>>,
+    pub(super) policy: P,
+    pub(super) settings: Arc<Settings>,
+    pub(super) observers: Observers,
 }
 
 impl<F, Req, P, V> ResponseFuture<F, Req, P, V>
@@ -75,41 +107,26 @@ where
         Self::with(Kind::Passthrough { fut })
     }
 
-    pub(super) fn invalidating(fut: F, path: Vec<u8>, store: Arc<Store<V>>, policy: P) -> Self {
+    pub(super) fn invalidating(
+        fut: F,
+        request: UnsafeRequest,
+        store: Arc<Store<V>>,
+        policy: P,
+    ) -> Self {
         Self::with(Kind::Invalidating {
             fut,
             invalidation: Some(Box::new(Invalidation {
-                path,
+                request,
                 store,
                 policy,
             })),
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn fetching(
-        fut: F,
-        key: Key,
-        class: Class,
-        fallback: Option<(V, Duration, Duration)>,
-        forced: bool,
-        store: Arc<Store<V>>,
-        policy: P,
-        settings: Arc<Settings>,
-        observers: Observers,
-    ) -> Self {
+    pub(super) fn fetching(fut: F, fetch: Box<Fetch<P, V>>) -> Self {
         Self::with(Kind::Fetching {
             fut,
-            fetch: Some(Box::new(Fetch {
-                key,
-                class,
-                fallback,
-                forced,
-                store,
-                policy,
-                settings,
-                observers,
-            })),
+            fetch: Some(fetch),
         })
     }
 
@@ -143,12 +160,7 @@ where
                 let response = ready!(fut.poll(cx)).map_err(Into::into)?;
                 let inv = invalidation.take().expect("polled after completion");
                 if inv.policy.succeeded(&response) {
-                    let path = &inv.path[..];
-                    let removed = inv.store.remove_if(|key, _| key.path() == Some(path));
-                    tracing::debug!(removed, "unsafe request invalidated cached entries");
-                    inv.store.announce(|| {
-                        Announced::Path(String::from_utf8_lossy(path).as_ref().into())
-                    });
+                    inv.finish(&response);
                 }
                 Poll::Ready(Ok(response))
             }
@@ -167,8 +179,34 @@ where
     }
 }
 
+impl<P, V: Clone> Invalidation<P, V> {
+    /// Drops the entries of the request's path and of the paths its response
+    /// names (RFC 9111 §4.4), a new generation first for each.
+    fn finish<Req, T>(self, response: &T)
+    where
+        P: CachePolicy<Req, T, Shared = V>,
+    {
+        let mut paths = self.policy.also_invalidates(&self.request, response);
+        paths.push(self.request.path().to_vec());
+        paths.sort_unstable();
+        paths.dedup();
+        for path in &paths {
+            self.store.bump(Some(path));
+        }
+        let removed = self.store.remove_if(|key, _| {
+            key.path()
+                .is_some_and(|p| paths.iter().any(|path| path == p))
+        });
+        tracing::debug!(removed, "unsafe request invalidated cached entries");
+        for path in &paths {
+            self.store
+                .announce(|| Announced::Path(String::from_utf8_lossy(path).as_ref().into()));
+        }
+    }
+}
+
 impl<P, V: Clone> Fetch<P, V> {
-    fn finish<Req, T>(self, result: Result<T, BoxError>) -> Result<T, BoxError>
+    pub(super) fn finish<Req, T>(self, result: Result<T, BoxError>) -> Result<T, BoxError>
     where
         P: CachePolicy<Req, T, Shared = V>,
     {
@@ -176,86 +214,130 @@ impl<P, V: Clone> Fetch<P, V> {
             Ok(response) => self.policy.is_failure(response),
             Err(_) => true,
         };
-        if failed {
-            if let Some((value, age, staleness)) = self.fallback {
-                match &result {
-                    Err(err) => {
-                        tracing::warn!(error = %err, "inner call failed; serving a stale copy")
-                    }
-                    Ok(_) => tracing::warn!("inner call answered a failure; serving a stale copy"),
-                }
-                self.store.count(Count::StaleIfError);
-                self.observers.observe(&self.class, Event::StaleServed);
-                let mut response = self.policy.unshare_owned(value);
-                let outcome = Outcome::StaleIfError { staleness };
-                self.policy.decorate(&mut response, outcome, age);
-                return Ok(response);
-            }
+        if failed && self.if_error && self.stored.is_some() {
+            return Ok(self.stale_if_error(&result));
         }
         let response = result?;
-        let (mut response, stored) = if failed {
+        if self.revalidating && self.policy.not_modified(&response) {
+            if let Some(stored) = &self.stored {
+                let refreshed = self.policy.freshen(&stored.value, response);
+                self.store.count(Count::Revalidated);
+                let (response, stored) = self.file(refreshed);
+                return Ok(self.answer(response, Outcome::Revalidated { stored }));
+            }
+        }
+        let (response, stored) = if failed {
             self.store.count(Count::NotStored);
             (response, false)
         } else {
-            store_response(
-                &self.store,
-                &self.policy,
-                &self.settings,
-                self.key,
-                &self.class,
-                response,
-            )
+            self.file(response)
         };
         let outcome = if self.forced {
             Outcome::Refreshed { stored }
         } else {
             Outcome::Miss { stored }
         };
-        self.policy.decorate(&mut response, outcome, Duration::ZERO);
-        Ok(response)
+        Ok(self.answer(response, outcome))
     }
-}
 
-/// Stores `response` if the policy allows; returns the caller's copy and
-/// whether it was stored.
-pub(super) fn store_response<Req, T, P, V>(
-    store: &Store<V>,
-    policy: &P,
-    settings: &Settings,
-    key: Key,
-    class: &Class,
-    response: T,
-) -> (T, bool)
-where
-    P: CachePolicy<Req, T, Shared = V>,
-    V: Clone,
-{
-    let windows = settings.windows(class);
-    let ttl = match policy.ttl(&response, windows.ttl) {
-        Some(ttl) if !ttl.is_zero() => ttl,
-        _ => {
+    /// The stale copy, standing in for a failed call.
+    fn stale_if_error<Req, T>(&self, result: &Result<T, BoxError>) -> T
+    where
+        P: CachePolicy<Req, T, Shared = V>,
+    {
+        let stored = self.stored.as_ref().expect("checked by the caller");
+        match result {
+            Err(err) => tracing::warn!(error = %err, "inner call failed; serving a stale copy"),
+            Ok(_) => tracing::warn!("inner call answered a failure; serving a stale copy"),
+        }
+        self.store.count(Count::StaleIfError);
+        self.observers.observe(&self.class, Event::StaleServed);
+        let mut response = self.policy.unshare(&stored.value);
+        let outcome = Outcome::StaleIfError {
+            staleness: stored.staleness,
+        };
+        self.policy.decorate(&mut response, outcome, stored.age);
+        self.policy
+            .answer_conditions(&mut response, &self.conditions);
+        response
+    }
+
+    fn answer<Req, T>(&self, mut response: T, outcome: Outcome) -> T
+    where
+        P: CachePolicy<Req, T, Shared = V>,
+    {
+        self.policy.decorate(&mut response, outcome, Duration::ZERO);
+        self.policy
+            .answer_conditions(&mut response, &self.conditions);
+        response
+    }
+
+    /// Stores `response` if the policy allows, under the key its `Vary`
+    /// picks; returns the caller's copy and whether it was stored.
+    fn file<Req, T>(&self, response: T) -> (T, bool)
+    where
+        P: CachePolicy<Req, T, Shared = V>,
+    {
+        let store = &*self.store;
+        let class = self.settings.class(&self.class);
+        let delay = self.started.elapsed();
+        let Some(freshness) = self
+            .policy
+            .freshness(&response, &class, delay)
+            .filter(|f| f.usable())
+        else {
             store.count(Count::NotStored);
             return (response, false);
-        }
-    };
-    match policy.share(response) {
-        Ok(shared) => {
-            let mine = policy.unshare(&shared);
-            let weight = match &store.weigher {
-                Some(weigh) => weigh(&shared),
-                None => policy.weigh(&shared),
-            };
-            let stored = store.insert(key, shared, weight, Windows { ttl, ..windows }, class);
-            store.count(if stored {
-                Count::Stored
-            } else {
-                Count::NotStored
-            });
-            (mine, stored)
-        }
-        Err(response) => {
+        };
+        let key = match (self.policy.vary(&response), &self.filing) {
+            (Vary::None, _) => Some(self.key.clone()),
+            (Vary::Any, _) => None,
+            (Vary::Headers(names), Filing::Variant { variant, epoch }) => {
+                // The marker's headers still hold: the variant is the one
+                // computed when the request was looked up.
+                match store.vary_marker(&self.key, &names, &self.class, self.generation) {
+                    Some(now) if now == *epoch => Some(variant.clone()),
+                    _ => None,
+                }
+            }
+            (Vary::Headers(names), Filing::Primary { headers }) => {
+                headers.as_ref().and_then(|headers| {
+                    let epoch =
+                        store.vary_marker(&self.key, &names, &self.class, self.generation)?;
+                    Some(variant_key(&self.key, epoch, &names, headers))
+                })
+            }
+        };
+        let Some(key) = key else {
             store.count(Count::NotStored);
-            (response, false)
+            return (response, false);
+        };
+        match self.policy.share(response) {
+            Ok(shared) => {
+                let mine = self.policy.unshare(&shared);
+                let weight = match &store.weigher {
+                    Some(weigh) => weigh(&shared),
+                    None => self.policy.weigh(&shared),
+                };
+                let stored = store.insert(
+                    key,
+                    shared,
+                    weight,
+                    &freshness,
+                    &self.class,
+                    self.generation,
+                );
+                store.count(if stored {
+                    Count::Stored
+                } else {
+                    Count::NotStored
+                });
+                (mine, stored)
+            }
+            Err(response) => {
+                store.count(Count::NotStored);
+                (response, false)
+            }
         }
     }
 }

@@ -17,46 +17,74 @@ pub struct CacheHandle<V> {
 }
 
 impl<V: Clone> CacheHandle<V> {
-    /// Removes the entry for `key`; `true` if there was one.
+    /// Removes the entry for `key` (and, for a response that varies, every
+    /// variant filed under it); `true` if there was one.
     pub fn invalidate(&self, key: &Key) -> bool {
-        let removed = self.store.remove(key);
-        self.store.announce(|| Invalidation::Key(key.clone()));
+        let what = Invalidation::Key(key.clone());
+        let removed = self.remove(&what) > 0;
+        self.store.announce(|| what);
         removed
     }
 
     /// Removes every entry of `class`; returns how many.
     pub fn invalidate_class(&self, class: &Class) -> u64 {
-        let removed = self.store.remove_class(class);
-        self.store.announce(|| Invalidation::Class(class.clone()));
-        removed
+        self.invalidate_announced(Invalidation::Class(class.clone()))
     }
 
     /// Removes every entry whose key was built from exactly `path` (any query,
-    /// any method, any user); returns how many. Keys without a marked path
-    /// ([`Key::path`]) are kept.
+    /// any method, any user, any variant); returns how many. Keys without a
+    /// marked path ([`Key::path`]) are kept.
     pub fn invalidate_path(&self, path: &str) -> u64 {
-        let bytes = path.as_bytes();
-        let removed = self.store.remove_if(|key, _| key.path() == Some(bytes));
-        self.store.announce(|| Invalidation::Path(path.into()));
-        removed
+        self.invalidate_announced(Invalidation::Path(path.into()))
     }
 
     /// Removes every entry whose key's path starts with `prefix`; returns how
     /// many.
     pub fn invalidate_prefix(&self, prefix: &str) -> u64 {
-        let bytes = prefix.as_bytes();
-        let removed = self
-            .store
-            .remove_if(|key, _| key.path().is_some_and(|p| p.starts_with(bytes)));
-        self.store.announce(|| Invalidation::Prefix(prefix.into()));
-        removed
+        self.invalidate_announced(Invalidation::Prefix(prefix.into()))
     }
 
     /// Removes every entry; returns how many.
     pub fn clear(&self) -> u64 {
-        let removed = self.store.remove_if(|_, _| true);
-        self.store.announce(|| Invalidation::All);
+        self.invalidate_announced(Invalidation::All)
+    }
+
+    fn invalidate_announced(&self, what: Invalidation) -> u64 {
+        let removed = self.remove(&what);
+        self.store.announce(|| what);
         removed
+    }
+
+    /// Removes what `what` covers, without announcing it; returns how many
+    /// entries. The paths' generations move on first, so that a fetch that
+    /// began before does not store its answer afterwards.
+    pub(crate) fn remove(&self, what: &Invalidation) -> u64 {
+        let store = &self.store;
+        match what {
+            Invalidation::Key(key) => {
+                store.bump(key.path());
+                // A `Vary` marker's variants are found only through it.
+                u64::from(store.remove(key))
+            }
+            Invalidation::Class(class) => {
+                store.bump(None);
+                store.remove_class(class)
+            }
+            Invalidation::Path(path) => {
+                let path = path.as_bytes();
+                store.bump(Some(path));
+                store.remove_if(|key, _| key.path() == Some(path))
+            }
+            Invalidation::Prefix(prefix) => {
+                let prefix = prefix.as_bytes();
+                store.bump(None);
+                store.remove_if(|key, _| key.path().is_some_and(|p| p.starts_with(prefix)))
+            }
+            Invalidation::All => {
+                store.bump(None);
+                store.remove_if(|_, _| true)
+            }
+        }
     }
 
     /// Every invalidation from now on: those made through this handle, and

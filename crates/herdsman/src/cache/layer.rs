@@ -4,7 +4,8 @@ use tower_layer::Layer;
 
 use super::{
     handle::CacheHandle,
-    store::{Store, Weigher, Windows},
+    policy::CacheMode,
+    store::{Store, Weigher},
     Cache,
 };
 use crate::{
@@ -21,6 +22,10 @@ pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
 
 /// Freshness settings of one endpoint class.
+///
+/// With [`CacheMode::App`] they are what entries get (capped by what the
+/// policy reads from each response); with [`CacheMode::Origin`] they cap
+/// what the policy reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClassSettings {
     /// How long an entry is fresh.
@@ -29,6 +34,8 @@ pub struct ClassSettings {
     pub stale_while_revalidate: Duration,
     /// How long past its TTL an entry stands in for a failed inner call.
     pub stale_if_error: Duration,
+    /// Who decides how long a response is fresh.
+    pub mode: CacheMode,
 }
 
 impl Default for ClassSettings {
@@ -37,16 +44,7 @@ impl Default for ClassSettings {
             ttl: DEFAULT_TTL,
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
-        }
-    }
-}
-
-impl From<ClassSettings> for Windows {
-    fn from(s: ClassSettings) -> Self {
-        Windows {
-            ttl: s.ttl,
-            stale_while_revalidate: s.stale_while_revalidate,
-            stale_if_error: s.stale_if_error,
+            mode: CacheMode::App,
         }
     }
 }
@@ -59,12 +57,8 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    pub(crate) fn windows(&self, class: &Class) -> Windows {
-        self.classes
-            .get(class)
-            .copied()
-            .unwrap_or(self.default)
-            .into()
+    pub(crate) fn class(&self, class: &Class) -> ClassSettings {
+        self.classes.get(class).copied().unwrap_or(self.default)
     }
 }
 
@@ -140,6 +134,13 @@ impl<K, V, P, C> CacheLayer<K, V, P, C> {
     /// The stale-if-error window of classes without their own settings.
     pub fn with_stale_if_error(mut self, window: Duration) -> Self {
         self.settings().default.stale_if_error = window;
+        self
+    }
+
+    /// Who decides freshness for classes without their own settings; see
+    /// [`CacheMode`]. Default [`CacheMode::App`].
+    pub fn with_mode(mut self, mode: CacheMode) -> Self {
+        self.settings().default.mode = mode;
         self
     }
 

@@ -1,15 +1,18 @@
 //! Cache: answer repeated requests from memory, bounded by bytes, with
-//! stale-while-revalidate and stale-if-error.
+//! stale-while-revalidate, stale-if-error and revalidation; with
+//! [`HttpCachePolicy`](crate::http::HttpCachePolicy), a shared HTTP cache
+//! (RFC 9111, RFC 5861).
 //!
 //! A cache hit is the most common request in a coordinated app, so it is the
 //! cheapest path in the stack: one key, one sharded read lock, one clock read,
-//! one clone of the stored response. [`Cache`] asks a [`KeyFn`](crate::key::KeyFn)
+//! one clone of the stored response (for a request without validators whose
+//! responses do not vary). [`Cache`] asks a [`KeyFn`](crate::key::KeyFn)
 //! for the key, like every coordinating layer; requests without a key pass
 //! through.
 //!
 //! # Freshness
 //!
-//! Each entry is, by its age:
+//! Each entry is, by its age (its age when received plus the time stored):
 //!
 //! - **fresh** (younger than its TTL): served from the cache;
 //! - **stale, within stale-while-revalidate**: served at once, while exactly
@@ -18,10 +21,39 @@
 //! - **stale, within stale-if-error**: served only when the inner call fails
 //!   (an `Err`, such as an open breaker, or a response the policy calls a
 //!   failure: HTTP 500, 502, 503, 504); the failure is logged and counted;
-//! - **beyond both**: gone.
+//! - **stale, revalidatable** (HTTP: it has an `ETag` or `Last-Modified`):
+//!   kept past both windows; the request goes down asking whether it
+//!   changed (HTTP: `If-None-Match` / `If-Modified-Since` from the stored
+//!   response, so identical revalidations coalesce in Dedup), and a "not
+//!   changed" answer (`304`) refreshes the stored headers and serves the
+//!   stored body;
+//! - **beyond all that**: gone.
+//!
+//! How long an entry is fresh and how long it may be served stale is the
+//! policy's call ([`CachePolicy::freshness`]) within its class's
+//! [`ClassSettings`]. Who decides is the class's [`CacheMode`]: in
+//! [`App`](CacheMode::App) mode (the default) the class TTL, capped by what
+//! the response says; in [`Origin`](CacheMode::Origin) mode what the
+//! response says (RFC 9111), capped by the class TTL.
 //!
 //! Errors are never stored. With the HTTP policy, responses with listed
 //! statuses can be stored for their own short TTL (negative caching).
+//!
+//! # Conditions and variants
+//!
+//! A caller's validators (HTTP `If-None-Match`, `If-Modified-Since`) are
+//! taken out of its request before it is keyed ([`CachePolicy::take_conditions`]):
+//! they never split an entry, the request goes down unconditional on a miss
+//! (so its answer can be stored), and the cache answers them itself on the
+//! way out (`304` when they match), as a shared cache does. A bypassed or
+//! unkeyed request keeps them.
+//!
+//! A response that varies on request headers ([`CachePolicy::vary`], HTTP
+//! `Vary`) is filed per combination of their values: the primary key holds
+//! a marker with the header names, and each variant its own entry, weighed
+//! and evicted like any other. A lookup that finds a marker computes the
+//! request's variant key (a second key, for these responses only). `Vary:
+//! *` is never stored.
 //!
 //! # Store
 //!
@@ -48,7 +80,17 @@
 //! [`CacheHandle`] removes entries by key, by class, by path or by path
 //! prefix; path and prefix scans visit every entry (they are for writes, not
 //! for the request path). With the HTTP policy, a successful `POST`, `PUT`,
-//! `PATCH` or `DELETE` invalidates the entries for its path (RFC 9111 §4.4).
+//! `PATCH` or `DELETE` invalidates the entries for its path, and for the
+//! paths of a same-origin `Location` and `Content-Location` in its response
+//! (RFC 9111 §4.4).
+//!
+//! **Write after read.** A fetch records the invalidation generation of its
+//! key's path when its call begins; every invalidation moves the generation
+//! of the paths it covers on before it removes their entries. A fetch that
+//! began before a write therefore never stores its (possibly older) answer
+//! after the write's invalidation: its caller gets it, the cache does not
+//! keep it. Generations are counted in 64 stripes by path hash: two paths
+//! sharing one only cost a fetch its store.
 //!
 //! Every invalidation, by hand or by an unsafe request, is announced on
 //! [`CacheHandle::invalidations`] (the Registry follows it with an immediate
@@ -60,7 +102,8 @@
 //! [`Event::CacheHit`](crate::event::Event::CacheHit) (fresh),
 //! [`Event::StaleServed`](crate::event::Event::StaleServed)
 //! (stale-while-revalidate) or [`Event::CacheMiss`](crate::event::Event::CacheMiss)
-//! (sent down the stack, forced refreshes included); a miss whose failure is
+//! (sent down the stack, forced refreshes and revalidations included); a
+//! miss whose failure is
 //! answered with a stale copy (stale-if-error) then reports `StaleServed`
 //! too, as the counters of [`CacheStats`] do. Bypassing and invalidating
 //! requests report nothing. A hit classifies its request only when an
@@ -101,7 +144,9 @@ pub use self::{
     future::ResponseFuture,
     handle::CacheHandle,
     layer::{CacheLayer, ClassSettings, DEFAULT_MAX_BYTES, DEFAULT_TTL},
-    policy::{CachePolicy, Directive, Outcome},
+    policy::{
+        CacheMode, CachePolicy, Conditions, Directive, Freshness, Outcome, UnsafeRequest, Vary,
+    },
     service::Cache,
 };
 
@@ -119,6 +164,9 @@ pub struct CacheStats {
     pub stale_if_error: u64,
     /// Background refreshes started.
     pub refreshes: u64,
+    /// Stale entries the inner service confirmed unchanged (HTTP: `304`),
+    /// served from the cache with their headers refreshed.
+    pub revalidated: u64,
     /// Responses stored.
     pub stored: u64,
     /// Responses the policy kept out of the cache (or too large to store).

@@ -1,5 +1,9 @@
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+use super::ClassSettings;
 use crate::share::Share;
 
 /// How a request wants the cache to treat it.
@@ -30,6 +34,12 @@ pub enum Outcome {
         /// Whether the response was stored.
         stored: bool,
     },
+    /// A stored response was revalidated and the inner service said it had
+    /// not changed: the stored response, refreshed, answered.
+    Revalidated {
+        /// Whether the refreshed response was stored again.
+        stored: bool,
+    },
     /// Served stale while one background refresh runs.
     StaleWhileRevalidate {
         /// How long ago the entry turned stale.
@@ -42,22 +52,214 @@ pub enum Outcome {
     },
 }
 
+/// Who decides how long a stored response is fresh.
+///
+/// Set per class ([`ClassSettings::mode`]) or for the whole cache
+/// ([`CacheLayer::with_mode`](super::CacheLayer::with_mode)); the
+/// configuration's `cache.mode`. The policy reads it: with
+/// [`HttpCachePolicy`](crate::http::HttpCachePolicy), responses carry their
+/// own freshness; the default policy has none, so the class TTL decides in
+/// both modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheMode {
+    /// The application decides: the class TTL, capped by the response's own
+    /// lifetime (`max-age`, `Expires`). For an app's own endpoints, whose
+    /// responses usually say nothing about caching.
+    #[default]
+    App,
+    /// The origin decides, as a shared HTTP cache does (RFC 9111 §4.2): the
+    /// response's explicit lifetime, else a heuristic one where §4.2.2 allows
+    /// it, else none (stored only to be revalidated, when it has a
+    /// validator); the class TTL caps it. For a cache in front of an API
+    /// that sends `Cache-Control`.
+    Origin,
+}
+
+/// How long a response may be used, as the policy decides it for
+/// [`CachePolicy::freshness`]. All durations count from when the response
+/// was received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Freshness {
+    /// How long it is fresh (zero: every use needs a revalidation).
+    pub ttl: Duration,
+    /// How long after it turns stale it may be served while one refresh
+    /// runs.
+    pub stale_while_revalidate: Duration,
+    /// How long after it turns stale it may stand in for a failed call.
+    pub stale_if_error: Duration,
+    /// Its age when received (added to the time stored for `Age`).
+    pub age: Duration,
+    /// It can be revalidated ([`CachePolicy::revalidate`]): it is kept once
+    /// stale, and a request that finds it stale asks the inner service
+    /// whether it changed.
+    pub revalidate: bool,
+}
+
+impl Freshness {
+    /// Fresh for `ttl`, no stale windows, age zero, no revalidation.
+    pub fn new(ttl: Duration) -> Self {
+        Freshness {
+            ttl,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            age: Duration::ZERO,
+            revalidate: false,
+        }
+    }
+
+    /// Sets the stale-while-revalidate window.
+    pub fn with_stale_while_revalidate(mut self, window: Duration) -> Self {
+        self.stale_while_revalidate = window;
+        self
+    }
+
+    /// Sets the stale-if-error window.
+    pub fn with_stale_if_error(mut self, window: Duration) -> Self {
+        self.stale_if_error = window;
+        self
+    }
+
+    /// Sets the age the response had when received.
+    pub fn with_age(mut self, age: Duration) -> Self {
+        self.age = age;
+        self
+    }
+
+    /// Marks the response as one that can be revalidated.
+    pub fn with_revalidation(mut self, on: bool) -> Self {
+        self.revalidate = on;
+        self
+    }
+
+    /// Whether the response could ever be used: fresh for a while, servable
+    /// stale, or revalidatable.
+    pub(crate) fn usable(&self) -> bool {
+        !self.ttl.is_zero()
+            || !self.stale_while_revalidate.is_zero()
+            || !self.stale_if_error.is_zero()
+            || self.revalidate
+    }
+}
+
+impl From<&ClassSettings> for Freshness {
+    fn from(class: &ClassSettings) -> Self {
+        Freshness::new(class.ttl)
+            .with_stale_while_revalidate(class.stale_while_revalidate)
+            .with_stale_if_error(class.stale_if_error)
+    }
+}
+
+/// The validators a caller sent (HTTP: `If-None-Match`,
+/// `If-Modified-Since`), taken out of its request by
+/// [`CachePolicy::take_conditions`] so that they never split a cache entry,
+/// and answered by the cache itself ([`CachePolicy::answer_conditions`]).
+///
+/// Empty (and free: nothing is allocated) for a request without them.
+#[derive(Debug, Clone, Default)]
+pub struct Conditions {
+    pub(crate) if_none_match: Vec<HeaderValue>,
+    pub(crate) if_modified_since: Option<HeaderValue>,
+}
+
+impl Conditions {
+    /// No conditions.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.if_none_match.is_empty() && self.if_modified_since.is_none()
+    }
+}
+
+/// The request headers a response varies on (HTTP `Vary`, RFC 9111 §4.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vary {
+    /// The response is the same whatever the request's headers.
+    None,
+    /// One stored response per combination of these request headers'
+    /// values.
+    Headers(Arc<[HeaderName]>),
+    /// The response depends on more than headers (`Vary: *`): never reused.
+    Any,
+}
+
+/// What the cache remembers of an unsafe request until its response says
+/// whether it succeeded: the path it invalidates and where it was sent.
+#[derive(Debug, Clone)]
+pub struct UnsafeRequest {
+    path: Vec<u8>,
+    authority: Option<Vec<u8>>,
+}
+
+impl UnsafeRequest {
+    /// A request whose success invalidates `path`.
+    pub fn new(path: impl Into<Vec<u8>>) -> Self {
+        UnsafeRequest {
+            path: path.into(),
+            authority: None,
+        }
+    }
+
+    /// The authority it was sent to (HTTP: the URI's, else `Host`), to tell
+    /// same-origin `Location`s from others.
+    pub fn with_authority(mut self, authority: impl Into<Vec<u8>>) -> Self {
+        self.authority = Some(authority.into());
+        self
+    }
+
+    /// The path it invalidates.
+    pub fn path(&self) -> &[u8] {
+        &self.path
+    }
+
+    /// The authority it was sent to, if known.
+    pub fn authority(&self) -> Option<&[u8]> {
+        self.authority.as_deref()
+    }
+}
+
 /// What the cache asks of requests and responses; the HTTP rules live in
 /// [`HttpCachePolicy`](crate::http::HttpCachePolicy).
 ///
 /// Every method has a default that suits plain `Clone` responses, so
-/// `CloneShare` is a policy as it is: every response is stored for the TTL,
-/// nothing is a failure, nothing invalidates.
+/// `CloneShare` is a policy as it is: every response is stored for the
+/// class's TTL and windows, nothing is a failure, nothing invalidates, no
+/// request carries conditions, nothing varies or revalidates.
 pub trait CachePolicy<Req, T>: Share<T> {
     /// How `req` wants the cache.
     fn directive(&self, _req: &Req) -> Directive {
         Directive::Normal
     }
 
-    /// How long to keep `response`, given the TTL configured for its class;
-    /// `None` keeps it out of the cache.
-    fn ttl(&self, _response: &T, configured: Duration) -> Option<Duration> {
-        Some(configured)
+    /// Takes the caller's validators out of `req` before it is keyed, so
+    /// that they never split an entry and the request goes down
+    /// unconditional (its answer storable). Called for requests that are not
+    /// bypassed; given back with [`restore_conditions`](Self::restore_conditions)
+    /// if the request turns out not to be cached.
+    fn take_conditions(&self, _req: &mut Req) -> Conditions {
+        Conditions::none()
+    }
+
+    /// Puts conditions taken from `req` back.
+    fn restore_conditions(&self, _req: &mut Req, _conditions: Conditions) {}
+
+    /// Answers the caller's conditions on the response it is about to get
+    /// (HTTP: `304 Not Modified` when its validators match).
+    fn answer_conditions(&self, _response: &mut T, _conditions: &Conditions) {}
+
+    /// How long `response` may be used, given its class's settings and how
+    /// long the inner call took; `None` keeps it out of the cache.
+    fn freshness(
+        &self,
+        _response: &T,
+        class: &ClassSettings,
+        _delay: Duration,
+    ) -> Option<Freshness> {
+        Some(Freshness::from(class))
     }
 
     /// Whether `response`, though not an `Err`, is a failure that a stale copy
@@ -78,10 +280,47 @@ pub trait CachePolicy<Req, T>: Share<T> {
     /// `Cache-Status`).
     fn decorate(&self, _response: &mut T, _outcome: Outcome, _age: Duration) {}
 
-    /// The path whose entries a successful `req` invalidates (HTTP: the path of
-    /// a `POST`, `PUT`, `PATCH` or `DELETE`, RFC 9111 §4.4).
-    fn invalidates(&self, _req: &Req) -> Option<Vec<u8>> {
+    /// The request headers `response` varies on (HTTP: its `Vary`).
+    fn vary(&self, _response: &T) -> Vary {
+        Vary::None
+    }
+
+    /// The headers of `req` that a [`Vary`] names, to pick or file its
+    /// variant. `None`: the request has no headers, and a varying response
+    /// is not stored.
+    fn request_headers<'a>(&self, _req: &'a Req) -> Option<&'a HeaderMap> {
         None
+    }
+
+    /// Makes `req` ask whether `stored` is still current (HTTP: adds
+    /// `If-None-Match` and `If-Modified-Since` from its validators); `false`
+    /// when it cannot.
+    fn revalidate(&self, _req: &mut Req, _stored: &Self::Shared) -> bool {
+        false
+    }
+
+    /// Whether `response` answers a revalidation with "not changed" (HTTP:
+    /// `304`).
+    fn not_modified(&self, _response: &T) -> bool {
+        false
+    }
+
+    /// The stored response updated by a "not changed" answer (HTTP: the
+    /// stored body with the `304`'s headers, RFC 9111 §4.3.4).
+    fn freshen(&self, stored: &Self::Shared, _not_modified: T) -> T {
+        self.unshare(stored)
+    }
+
+    /// What a successful `req` invalidates (HTTP: the path of a `POST`,
+    /// `PUT`, `PATCH` or `DELETE`, RFC 9111 §4.4).
+    fn invalidates(&self, _req: &Req) -> Option<UnsafeRequest> {
+        None
+    }
+
+    /// Further paths a successful unsafe request invalidates, read from its
+    /// response (HTTP: a same-origin `Location` and `Content-Location`).
+    fn also_invalidates(&self, _request: &UnsafeRequest, _response: &T) -> Vec<Vec<u8>> {
+        Vec::new()
     }
 
     /// Whether `response` is a success, for invalidation by unsafe requests.

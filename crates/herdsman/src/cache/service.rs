@@ -8,14 +8,16 @@ use std::{
 
 use tower_service::Service;
 
+use tokio::time::Instant;
+
 use super::{
-    future::{store_response, ResponseFuture},
+    future::{Fetch, Filing, ResponseFuture, Stored},
     layer::Settings,
-    policy::{CachePolicy, Directive, Outcome},
-    store::{Count, Found, Store},
+    policy::{CachePolicy, Conditions, Directive, Outcome},
+    store::{variant_key, Count, Found, Store},
 };
 use crate::{
-    class::Classify,
+    class::{Class, Classify},
     error::BoxError,
     event::{Event, Observers},
     key::{Key, KeyFn},
@@ -70,75 +72,52 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, req: Req) -> Self::Future {
-        if let Some(path) = self.policy.invalidates(&req) {
+    fn call(&mut self, mut req: Req) -> Self::Future {
+        if let Some(write) = self.policy.invalidates(&req) {
             let store = self.store.clone();
             // Invalidating requests are not looked up: no hit, no miss.
             return ResponseFuture::invalidating(
                 self.inner.call(req),
-                path,
+                write,
                 store,
                 self.policy.clone(),
             );
         }
-        let key = match self.key.key(&req) {
-            Some(key) if key.len() <= self.settings.max_key_len => key,
-            _ => return ResponseFuture::passthrough(self.inner.call(req)),
-        };
         let directive = self.policy.directive(&req);
-        let found = match directive {
-            Directive::Bypass => {
+        if directive == Directive::Bypass {
+            // A bypassed request keeps its headers, validators included.
+            if self.keyed(&req).is_some() {
                 self.store.count(Count::Bypassed);
-                return ResponseFuture::passthrough(self.inner.call(req));
             }
-            // Never answered from the cache; a stored copy may still stand in
-            // for a failure.
-            Directive::Refresh => match self.store.lookup(&key) {
-                Found::Fresh { value, age } => Found::Stale {
-                    value,
-                    age,
-                    staleness: Duration::ZERO,
-                    revalidate: false,
-                    if_error: true,
-                },
-                Found::Stale {
-                    value,
-                    age,
-                    staleness,
-                    if_error,
-                    ..
-                } => Found::Stale {
-                    value,
-                    age,
-                    staleness,
-                    revalidate: false,
-                    if_error,
-                },
-                Found::Missing => Found::Missing,
-            },
-            Directive::Normal => self.store.lookup(&key),
+            return ResponseFuture::passthrough(self.inner.call(req));
+        }
+        let conditions = self.policy.take_conditions(&mut req);
+        let Some(key) = self.keyed(&req) else {
+            self.policy.restore_conditions(&mut req, conditions);
+            return ResponseFuture::passthrough(self.inner.call(req));
         };
-        let fallback = match found {
+        let (found, filing) = self.find(&key, &req, directive);
+        let stored = match found {
             Found::Fresh { value, age } => {
                 self.store.count(Count::Hit);
                 self.observe(&req, Event::CacheHit);
-                let mut response = self.policy.unshare_owned(value);
-                self.policy.decorate(&mut response, Outcome::Hit, age);
+                let response = self.answer(value, Outcome::Hit, age, &conditions);
                 return ResponseFuture::ready(Ok(response));
             }
             Found::Stale {
                 value,
                 age,
                 staleness,
-                revalidate: true,
+                background: true,
+                revalidate,
                 ..
             } => {
                 self.store.count(Count::StaleWhileRevalidate);
                 self.observe(&req, Event::StaleServed);
-                let mut response = self.policy.unshare_owned(value);
+                let refresh = revalidate.then(|| value.clone());
                 let outcome = Outcome::StaleWhileRevalidate { staleness };
-                self.policy.decorate(&mut response, outcome, age);
-                self.spawn_refresh(key, req);
+                let response = self.answer(value, outcome, age, &conditions);
+                self.spawn_refresh(key, filing, req, refresh);
                 return ResponseFuture::ready(Ok(response));
             }
             Found::Stale {
@@ -146,29 +125,161 @@ where
                 age,
                 staleness,
                 if_error,
+                revalidate,
                 ..
-            } => if_error.then_some((value, age, staleness)),
-            Found::Missing => None,
+            } => {
+                let stored = Stored {
+                    value,
+                    age,
+                    staleness,
+                };
+                Some((stored, if_error, revalidate))
+            }
+            Found::Varies { .. } | Found::Missing => None,
         };
         self.store.count(Count::Miss);
         let class = self.classify.classify(&req);
         self.observers.observe(&class, Event::CacheMiss);
-        let forced = directive == Directive::Refresh;
-        ResponseFuture::fetching(
-            self.inner.call(req),
-            key,
-            class,
-            fallback,
-            forced,
-            self.store.clone(),
-            self.policy.clone(),
-            self.settings.clone(),
-            self.observers.clone(),
-        )
+        let (stored, if_error, revalidating) = match stored {
+            Some((stored, if_error, revalidate)) => {
+                let revalidating = revalidate && self.policy.revalidate(&mut req, &stored.value);
+                (Some(stored), if_error, revalidating)
+            }
+            None => (None, false, false),
+        };
+        let fetch = self.fetch(key, filing, class, stored, (if_error, revalidating));
+        let fetch = Box::new(Fetch {
+            forced: directive == Directive::Refresh,
+            conditions,
+            ..fetch
+        });
+        ResponseFuture::fetching(self.inner.call(req), fetch)
     }
 }
 
 impl<S, K, V, P, C> Cache<S, K, V, P, C> {
+    /// The key of `req`, unless it has none or one over the length cap.
+    #[inline]
+    fn keyed<Req>(&self, req: &Req) -> Option<Key>
+    where
+        K: KeyFn<Req>,
+    {
+        self.key
+            .key(req)
+            .filter(|key| key.len() <= self.settings.max_key_len)
+    }
+
+    /// Looks `key` up, and `req`'s variant when the key's responses vary.
+    /// A forced refresh never finds a fresh entry: a stored copy may still
+    /// stand in for a failure, or be revalidated.
+    #[inline]
+    fn find<T, Req>(&self, key: &Key, req: &Req, directive: Directive) -> (Found<V>, Filing)
+    where
+        P: CachePolicy<Req, T, Shared = V>,
+        V: Clone,
+    {
+        let (found, filing) = match self.store.lookup(key) {
+            Found::Varies { names, epoch } => match self.policy.request_headers(req) {
+                Some(headers) => {
+                    let variant = variant_key(key, epoch, &names, headers);
+                    let found = self.store.lookup(&variant);
+                    (found, Filing::Variant { variant, epoch })
+                }
+                None => (Found::Missing, Filing::Primary { headers: None }),
+            },
+            found => (found, Filing::Primary { headers: None }),
+        };
+        let filing = match filing {
+            Filing::Primary { .. } => Filing::Primary {
+                headers: match found {
+                    Found::Fresh { .. } => None,
+                    _ => self.policy.request_headers(req).cloned(),
+                },
+            },
+            variant => variant,
+        };
+        if directive != Directive::Refresh {
+            return (found, filing);
+        }
+        let found = match found {
+            Found::Fresh { value, age } => Found::Stale {
+                value,
+                age,
+                staleness: Duration::ZERO,
+                background: false,
+                if_error: true,
+                revalidate: true,
+            },
+            Found::Stale {
+                value,
+                age,
+                staleness,
+                if_error,
+                revalidate,
+                ..
+            } => Found::Stale {
+                value,
+                age,
+                staleness,
+                background: false,
+                if_error,
+                revalidate,
+            },
+            other => other,
+        };
+        (found, filing)
+    }
+
+    /// The caller's copy of a stored `value`, decorated, its conditions
+    /// answered.
+    #[inline]
+    fn answer<Req, T>(
+        &self,
+        value: V,
+        outcome: Outcome,
+        age: Duration,
+        conditions: &Conditions,
+    ) -> T
+    where
+        P: CachePolicy<Req, T, Shared = V>,
+    {
+        let mut response = self.policy.unshare_owned(value);
+        self.policy.decorate(&mut response, outcome, age);
+        self.policy.answer_conditions(&mut response, conditions);
+        response
+    }
+
+    /// A fetch of `key` beginning now (its generation and start time read).
+    fn fetch(
+        &self,
+        key: Key,
+        filing: Filing,
+        class: Class,
+        stored: Option<Stored<V>>,
+        (if_error, revalidating): (bool, bool),
+    ) -> Fetch<P, V>
+    where
+        P: Clone,
+        V: Clone,
+    {
+        Fetch {
+            generation: self.store.generation(&key),
+            key,
+            filing,
+            class,
+            stored,
+            if_error,
+            revalidating,
+            forced: false,
+            conditions: Conditions::none(),
+            started: Instant::now(),
+            store: self.store.clone(),
+            policy: self.policy.clone(),
+            settings: self.settings.clone(),
+            observers: self.observers.clone(),
+        }
+    }
+
     /// Reports `event` for `req`'s class; the request is classified only
     /// when an observer is set.
     #[inline]
@@ -182,8 +293,9 @@ impl<S, K, V, P, C> Cache<S, K, V, P, C> {
     }
 
     /// Starts the one background refresh of `key`, unless one runs or there
-    /// is no runtime to run it on.
-    fn spawn_refresh<Req>(&self, key: Key, req: Req)
+    /// is no runtime to run it on. With a `stored` copy that can be
+    /// revalidated, the refresh asks whether it changed.
+    fn spawn_refresh<Req>(&self, key: Key, filing: Filing, mut req: Req, stored: Option<V>)
     where
         S: Service<Req> + Clone + Send + 'static,
         S::Error: Into<BoxError>,
@@ -202,30 +314,37 @@ impl<S, K, V, P, C> Cache<S, K, V, P, C> {
         }
         self.store.count(Count::Refresh);
         let class = self.classify.classify(&req);
-        let mut inner = self.inner.clone();
+        let revalidating = stored
+            .as_ref()
+            .is_some_and(|stored| self.policy.revalidate(&mut req, stored));
+        let stored = stored.map(|value| Stored {
+            value,
+            age: Duration::ZERO,
+            staleness: Duration::ZERO,
+        });
         let release = Release {
             store: self.store.clone(),
             key: key.clone(),
         };
-        let policy = self.policy.clone();
-        let settings = self.settings.clone();
+        let fetch = self.fetch(key, filing, class, stored, (false, revalidating));
+        let mut inner = self.inner.clone();
         runtime.spawn(async move {
             // Released however the refresh ends, panics and runtime shutdown
             // included.
-            let release = release;
+            let _release = release;
             let response = async {
                 poll_fn(|cx| inner.poll_ready(cx)).await?;
                 inner.call(req).await
             }
-            .await;
+            .await
+            .map_err(Into::into);
             match response {
-                Ok(response) if !policy.is_failure(&response) => {
-                    store_response(&release.store, &policy, &settings, key, &class, response);
+                Ok(response) if !fetch.policy.is_failure(&response) => {
+                    let _ = fetch.finish(Ok(response));
                 }
                 Ok(_) => tracing::debug!("background refresh got a failure; stale copy kept"),
                 Err(err) => {
-                    let err: BoxError = err.into();
-                    tracing::debug!(error = %err, "background refresh failed; stale copy kept");
+                    tracing::debug!(error = %err, "background refresh failed; stale copy kept")
                 }
             }
         });

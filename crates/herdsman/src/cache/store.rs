@@ -5,20 +5,26 @@ use std::{
     collections::HashSet,
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
-        Mutex, PoisonError,
+        Arc, Mutex, PoisonError,
     },
     time::Duration,
 };
 
+use http::{HeaderMap, HeaderName};
 use quick_cache::{sync::Cache as QuickCache, OptionsBuilder, Weighter};
 use tokio::{sync::broadcast, time::Instant};
 
-use super::CacheStats;
+use super::{policy::Freshness, CacheStats};
 use crate::{
     class::Class,
     event::Invalidation,
     key::{Key, KeyBuildHasher},
 };
+
+/// Invalidation generations are counted per path, in this many stripes (a
+/// path's stripe is picked by its hash; two paths sharing one only cost a
+/// fetch its store).
+const GENERATIONS: usize = 64;
 
 /// Invalidations a receiver of [`CacheHandle::invalidations`](super::CacheHandle::invalidations)
 /// may fall behind by before it skips the oldest.
@@ -27,19 +33,46 @@ pub(crate) const INVALIDATIONS_CAPACITY: usize = 64;
 /// One stored response and its freshness, in milliseconds since the store's
 /// epoch (compact: the store is bounded by bytes, and bookkeeping counts).
 pub(crate) struct Entry<V> {
-    pub(crate) value: V,
+    slot: Slot<V>,
+    /// When it was received.
     stored_ms: u64,
+    /// Its age when received.
+    age_ms: u32,
     fresh_ms: u32,
     swr_ms: u32,
     sie_ms: u32,
     weight: u32,
     class: u16,
+    /// It can be revalidated: kept once stale, until evicted or replaced.
+    revalidate: bool,
+}
+
+/// What an entry holds: a response, or, under a response's primary key, the
+/// request headers its variants are filed by (HTTP `Vary`).
+enum Slot<V> {
+    Value(V),
+    Vary {
+        names: Arc<[HeaderName]>,
+        epoch: u64,
+    },
+}
+
+impl<V: Clone> Clone for Slot<V> {
+    fn clone(&self) -> Self {
+        match self {
+            Slot::Value(value) => Slot::Value(value.clone()),
+            Slot::Vary { names, epoch } => Slot::Vary {
+                names: names.clone(),
+                epoch: *epoch,
+            },
+        }
+    }
 }
 
 impl<V: Clone> Clone for Entry<V> {
     fn clone(&self) -> Self {
         Entry {
-            value: self.value.clone(),
+            slot: self.slot.clone(),
             ..*self
         }
     }
@@ -51,24 +84,51 @@ pub(crate) enum Found<V> {
         value: V,
         age: Duration,
     },
-    /// Past its TTL. `revalidate`: within stale-while-revalidate, serve it
-    /// and refresh; `if_error`: within stale-if-error, keep it for a failure.
+    /// Past its TTL. `background`: within stale-while-revalidate, serve it
+    /// and refresh; `if_error`: within stale-if-error, keep it for a failure;
+    /// `revalidate`: ask the inner service whether it changed.
     Stale {
         value: V,
         age: Duration,
         staleness: Duration,
-        revalidate: bool,
+        background: bool,
         if_error: bool,
+        revalidate: bool,
+    },
+    /// The key's responses vary on these request headers: look up the
+    /// request's variant ([`variant_key`]).
+    Varies {
+        names: Arc<[HeaderName]>,
+        epoch: u64,
     },
     Missing,
 }
 
-/// The freshness windows of one entry.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Windows {
-    pub(crate) ttl: Duration,
-    pub(crate) stale_while_revalidate: Duration,
-    pub(crate) stale_if_error: Duration,
+/// The key of the variant of `primary` that a request with `headers` gets,
+/// for responses that vary on `names`, under the marker's `epoch`: the
+/// primary key continued, so that it keeps its path, with the header values
+/// private. An invalidated (and later re-made) marker has a new epoch, so
+/// the variants filed under the old one are never found again.
+pub(crate) fn variant_key(
+    primary: &Key,
+    epoch: u64,
+    names: &[HeaderName],
+    headers: &HeaderMap,
+) -> Key {
+    let mut key = primary.to_builder();
+    // Not a header name (a space): no primary key has this part.
+    key.push(b" vary");
+    key.push(&epoch.to_be_bytes());
+    key.mark_private();
+    for name in names {
+        let values = headers.get_all(name);
+        key.push(name.as_str().as_bytes());
+        key.push(&(values.iter().count() as u32).to_be_bytes());
+        for value in values {
+            key.push(value.as_bytes());
+        }
+    }
+    key.build()
 }
 
 #[derive(Clone)]
@@ -93,6 +153,7 @@ struct Stripe {
     not_stored: AtomicU64,
     bypassed: AtomicU64,
     refreshes: AtomicU64,
+    revalidated: AtomicU64,
     invalidated: AtomicU64,
 }
 
@@ -116,6 +177,7 @@ pub(crate) enum Count {
     NotStored,
     Bypassed,
     Refresh,
+    Revalidated,
 }
 
 pub(crate) struct Store<V> {
@@ -131,6 +193,12 @@ pub(crate) struct Store<V> {
     pub(crate) weigher: Option<Weigher<V>>,
     stripes: Box<[Stripe]>,
     invalidations: broadcast::Sender<Invalidation>,
+    /// Bumped by every invalidation of a path in the stripe (before its
+    /// entries are removed): a fetch that began under an older generation
+    /// does not keep its answer.
+    generations: Box<[AtomicU64]>,
+    /// The epoch of the next `Vary` marker.
+    epochs: AtomicU64,
 }
 
 /// Weighs one stored value in bytes.
@@ -200,6 +268,8 @@ impl<V: Clone> Store<V> {
             weigher: None,
             stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
             invalidations: broadcast::channel(INVALIDATIONS_CAPACITY).0,
+            generations: (0..GENERATIONS).map(|_| AtomicU64::new(0)).collect(),
+            epochs: AtomicU64::new(0),
         }
     }
 
@@ -214,6 +284,7 @@ impl<V: Clone> Store<V> {
             Count::NotStored => &s.not_stored,
             Count::Bypassed => &s.bypassed,
             Count::Refresh => &s.refreshes,
+            Count::Revalidated => &s.revalidated,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -231,18 +302,22 @@ impl<V: Clone> Store<V> {
         let Some(entry) = self.entries.get(key) else {
             return Found::Missing;
         };
-        let age_ms = self.now_ms().saturating_sub(entry.stored_ms);
+        let value = match entry.slot {
+            Slot::Value(value) => value,
+            Slot::Vary { names, epoch } => return Found::Varies { names, epoch },
+        };
+        let age_ms = self
+            .now_ms()
+            .saturating_sub(entry.stored_ms)
+            .saturating_add(u64::from(entry.age_ms));
         let age = Duration::from_millis(age_ms);
         let fresh = u64::from(entry.fresh_ms);
         if age_ms < fresh {
-            return Found::Fresh {
-                value: entry.value,
-                age,
-            };
+            return Found::Fresh { value, age };
         }
-        let revalidate = age_ms < fresh + u64::from(entry.swr_ms);
+        let background = age_ms < fresh + u64::from(entry.swr_ms);
         let if_error = age_ms < fresh + u64::from(entry.sie_ms);
-        if !revalidate && !if_error {
+        if !background && !if_error && !entry.revalidate {
             // Expired for good: free it now rather than at eviction, unless a
             // fresh copy was stored since it was read.
             let stored_ms = entry.stored_ms;
@@ -251,41 +326,120 @@ impl<V: Clone> Store<V> {
             return Found::Missing;
         }
         Found::Stale {
-            value: entry.value,
+            value,
             age,
             staleness: Duration::from_millis(age_ms - fresh),
-            revalidate,
+            background,
             if_error,
+            revalidate: entry.revalidate,
         }
     }
 
-    /// Stores `value` for `key`. Returns `false` when it is larger than the
-    /// whole store (it is then not stored).
+    /// The invalidation generation of `key`'s path, read when a fetch for it
+    /// begins.
+    pub(crate) fn generation(&self, key: &Key) -> u64 {
+        self.generations[generation_index(key.path())].load(Ordering::SeqCst)
+    }
+
+    /// Starts a new generation for `path` (every path: `None`). Called
+    /// before the entries are removed, so that a fetch storing between the
+    /// two is caught by one or the other.
+    pub(crate) fn bump(&self, path: Option<&[u8]>) {
+        match path {
+            Some(path) => {
+                self.generations[generation_index(Some(path))].fetch_add(1, Ordering::SeqCst);
+            }
+            None => {
+                for generation in self.generations.iter() {
+                    generation.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    /// Stores `value` for `key`, unless the key's path was invalidated since
+    /// `generation`. Returns `false` when not stored: invalidated, or larger
+    /// than the whole store.
     pub(crate) fn insert(
         &self,
         key: Key,
         value: V,
         weight: usize,
-        windows: Windows,
+        freshness: &Freshness,
         class: &Class,
+        generation: u64,
     ) -> bool {
+        let ms = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as u32;
+        let entry = Entry {
+            slot: Slot::Value(value),
+            stored_ms: self.now_ms(),
+            age_ms: ms(freshness.age),
+            fresh_ms: ms(freshness.ttl),
+            swr_ms: ms(freshness.stale_while_revalidate),
+            sie_ms: ms(freshness.stale_if_error),
+            weight: 0,
+            class: self.class_index(class),
+            revalidate: freshness.revalidate,
+        };
+        self.put(key, entry, weight, generation)
+    }
+
+    /// The epoch of the `Vary` marker under `primary` for `names`: the one
+    /// there, or a new marker (replacing any other entry). `None` when the
+    /// path was invalidated since `generation`, or the marker does not fit.
+    pub(crate) fn vary_marker(
+        &self,
+        primary: &Key,
+        names: &Arc<[HeaderName]>,
+        class: &Class,
+        generation: u64,
+    ) -> Option<u64> {
+        if let Some(Entry {
+            slot: Slot::Vary { names: held, epoch },
+            ..
+        }) = self.entries.get(primary)
+        {
+            if held == *names {
+                return Some(epoch);
+            }
+        }
+        let epoch = self.epochs.fetch_add(1, Ordering::Relaxed);
+        let weight = names.iter().map(|n| n.as_str().len() + 32).sum();
+        let marker = Entry {
+            slot: Slot::Vary {
+                names: names.clone(),
+                epoch,
+            },
+            stored_ms: self.now_ms(),
+            age_ms: 0,
+            fresh_ms: u32::MAX,
+            swr_ms: 0,
+            sie_ms: 0,
+            weight: 0,
+            class: self.class_index(class),
+            revalidate: false,
+        };
+        self.put(primary.clone(), marker, weight, generation)
+            .then_some(epoch)
+    }
+
+    fn put(&self, key: Key, mut entry: Entry<V>, weight: usize, generation: u64) -> bool {
         let weight = (weight as u64 + key.len() as u64 + ENTRY_OVERHEAD).max(self.min_weight);
         if weight > self.max_bytes || weight > u64::from(u32::MAX) {
             self.entries.remove(&key);
             return false;
         }
-        let ms = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as u32;
-        let entry = Entry {
-            value,
-            stored_ms: self.now_ms(),
-            fresh_ms: ms(windows.ttl),
-            swr_ms: ms(windows.stale_while_revalidate),
-            sie_ms: ms(windows.stale_if_error),
-            weight: weight as u32,
-            class: self.class_index(class),
-        };
+        entry.weight = weight as u32;
+        let stored_ms = entry.stored_ms;
         // quick_cache refuses an entry too heavy for its shard; say so.
         self.entries.insert(key.clone(), entry);
+        if self.generation(&key) != generation {
+            // Invalidated while the answer was on its way: it may predate
+            // the write. The invalidation may not have seen this entry yet.
+            self.entries
+                .remove_if(&key, |current| current.stored_ms == stored_ms);
+            return false;
+        }
         self.entries.contains_key(&key)
     }
 
@@ -363,10 +517,17 @@ impl<V: Clone> Store<V> {
             stats.not_stored += load(&s.not_stored);
             stats.bypassed += load(&s.bypassed);
             stats.refreshes += load(&s.refreshes);
+            stats.revalidated += load(&s.revalidated);
             stats.invalidated += load(&s.invalidated);
         }
         stats
     }
+}
+
+fn generation_index(path: Option<&[u8]>) -> usize {
+    path.map_or(0, |path| {
+        (crate::stable_hash::stable_hash(path) % GENERATIONS as u64) as usize
+    })
 }
 
 /// What one entry costs beyond its key and value, counted in its weight:

@@ -24,9 +24,9 @@ use super::{
 };
 
 /// The top-level keys of a configuration.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "layers", "registry", "cache", "dedup", "breaker", "limit", "alerts", "admin", "rollout",
-    "classes",
+    "keys", "classes",
 ];
 
 /// Keys that are no longer read, by section, with what replaced them: each
@@ -197,6 +197,7 @@ impl<'a> Loader<'a> {
             alerts: reader.section("alerts", defaults.alerts, &mut problems),
             admin: reader.section("admin", defaults.admin, &mut problems),
             rollout: reader.section("rollout", defaults.rollout, &mut problems),
+            keys: reader.section("keys", defaults.keys, &mut problems),
             classes: reader.classes(&mut problems),
         };
 
@@ -307,6 +308,9 @@ impl Reader<'_> {
                         Kind::MissingField(field) => {
                             path.push(field.to_string());
                             "missing".to_owned()
+                        }
+                        Kind::UnknownVariant(_, expected) => {
+                            format!("expected one of {}", expected.join(", "))
                         }
                         Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected) => {
                             format!("expected {}", expected_in_words(expected))

@@ -85,9 +85,9 @@ pub use self::{
     load::{Loaded, Loader},
     settings::{
         AdminSettings, AlertSettings, BreakerOverride, BreakerSettings, CacheOverride,
-        CacheSettings, ClassConfig, DedupOverride, DedupSettings, Layers, LayersOverride,
-        LimitOverride, LimitSettings, RateBy, RateSettings, RegistryOverride, RegistrySettings,
-        RolloutSettings,
+        CacheSettings, ClassConfig, DedupOverride, DedupSettings, KeySettings, Layers,
+        LayersOverride, LimitOverride, LimitSettings, RateBy, RateSettings, RegistryOverride,
+        RegistrySettings, RolloutSettings,
     },
 };
 use crate::{breaker::BreakerConfig, class::Class, http::PathClasses};
@@ -118,6 +118,9 @@ pub struct Config {
     pub admin: AdminSettings,
     /// Gradual rollout of the coordinated path.
     pub rollout: RolloutSettings,
+    /// What keys are made of.
+    #[serde(default)]
+    pub keys: KeySettings,
     /// Endpoint classes by name.
     #[serde(default)]
     pub classes: BTreeMap<String, ClassConfig>,
@@ -179,6 +182,15 @@ impl Config {
             class: Class::new(name),
             paths: class.map(|c| c.paths.clone()).unwrap_or_default(),
             public: class.is_some_and(|c| c.public),
+            vary: {
+                let mut vary = self.keys.vary.clone();
+                for name in class.map(|c| c.vary.as_slice()).unwrap_or_default() {
+                    if !vary.iter().any(|v| v.eq_ignore_ascii_case(name)) {
+                        vary.push(name.clone());
+                    }
+                }
+                vary
+            },
             layers: class
                 .and_then(|c| c.layers.as_ref())
                 .map_or(self.layers, |o| o.apply(&self.layers)),
@@ -260,6 +272,9 @@ pub struct EffectiveClass {
     pub paths: Vec<String>,
     /// Whether its responses are shared across credentials.
     pub public: bool,
+    /// The request headers its keys hold, beyond the defaults: `keys.vary`
+    /// and its own `vary`.
+    pub vary: Vec<String>,
     /// Which layers are on for it.
     pub layers: Layers,
     /// Its registry settings.

@@ -4,8 +4,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use super::{
     settings::{
-        AdminSettings, AlertSettings, BreakerSettings, CacheSettings, DedupSettings, Layers,
-        LimitSettings, RegistrySettings, RolloutSettings,
+        AdminSettings, AlertSettings, BreakerSettings, CacheSettings, DedupSettings, KeySettings,
+        Layers, LimitSettings, RegistrySettings, RolloutSettings,
     },
     Config, Environment,
 };
@@ -71,6 +71,7 @@ pub(super) fn profile(env: Environment) -> Config {
             stale_if_error: pick(env, [Duration::ZERO, secs(300), secs(300), Duration::ZERO]),
             max_bytes: pick(env, [64 * MIB, 64 * MIB, 64 * MIB, MIB]),
             max_entries: None,
+            mode: crate::cache::CacheMode::App,
         },
         dedup: DedupSettings {
             window: Duration::ZERO,
@@ -97,6 +98,7 @@ pub(super) fn profile(env: Environment) -> Config {
             allow: Vec::new(),
             identity_header: None,
         },
+        keys: KeySettings::default(),
         classes: BTreeMap::new(),
     }
 }

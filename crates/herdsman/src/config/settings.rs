@@ -100,6 +100,11 @@ pub struct CacheSettings {
     /// Bound of the store, in entries (global only; none by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_entries: Option<u64>,
+    /// Who decides how long a response is fresh: `"app"` (the TTL, capped
+    /// by the response's own lifetime) or `"origin"` (the response's
+    /// `Cache-Control`, `Expires` or a heuristic, capped by the TTL).
+    #[serde(default)]
+    pub mode: cache::CacheMode,
 }
 
 impl CacheSettings {
@@ -109,6 +114,7 @@ impl CacheSettings {
             ttl: self.ttl,
             stale_while_revalidate: self.stale_while_revalidate,
             stale_if_error: self.stale_if_error,
+            mode: self.mode,
         }
     }
 }
@@ -324,6 +330,24 @@ pub struct AdminSettings {
     pub token: Option<String>,
 }
 
+/// What keys are made of, beyond the method, the URL and the credentials.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySettings {
+    /// The hosts a server-side stack (around a `Router`, whose requests have
+    /// no authority in their URI) serves: a request for a listed host is
+    /// keyed by it; a request for any other `Host` is not coordinated (it
+    /// passes through). Empty (the default): one site, and `Host` is not
+    /// part of keys. Client-side requests key by their URI's authority.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Request headers every class's responses depend on: requests with
+    /// different values never share an answer (added to each class's
+    /// `vary`).
+    #[serde(default)]
+    pub vary: Vec<String>,
+}
+
 /// Gradual rollout of the coordinated path; see
 /// [`Rollout`](crate::switch::Rollout).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -423,6 +447,8 @@ overrides! {
         /// See [`CacheSettings::stale_if_error`].
         #[serde(with = "humantime_serde::option")]
         stale_if_error: Duration,
+        /// See [`CacheSettings::mode`].
+        mode: cache::CacheMode,
     }
 }
 
@@ -498,6 +524,12 @@ pub struct ClassConfig {
     /// credentials share them.
     #[serde(default)]
     pub public: bool,
+    /// Request headers the class's responses depend on (`x-api-key`,
+    /// `accept-language`, a tenant header): requests with different values
+    /// never share a cached, coalesced or polled answer, public class or
+    /// not. Added to `keys.vary`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vary: Vec<String>,
     /// Layers on or off for this class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layers: Option<LayersOverride>,

@@ -7,8 +7,8 @@ use humantime_serde::re::humantime::format_duration;
 use super::{
     error::Problem,
     settings::{
-        AlertSettings, BreakerSettings, CacheSettings, LimitSettings, RegistrySettings,
-        RolloutSettings,
+        AlertSettings, BreakerSettings, CacheSettings, KeySettings, LimitSettings,
+        RegistrySettings, RolloutSettings,
     },
     Config, Environment,
 };
@@ -28,6 +28,7 @@ pub(super) fn validate(config: &mut Config, env: Environment) -> (Vec<Problem>, 
     check.limit("limit", &config.limit);
     check.alerts(&config.alerts);
     check.rollout(&config.rollout);
+    check.keys(&config.keys);
     if let Some(token) = &config.admin.token {
         if token.chars().count() < 16 {
             check.fail(
@@ -55,6 +56,7 @@ pub(super) fn validate(config: &mut Config, env: Environment) -> (Vec<Problem>, 
         for path in &class.paths {
             check.path_pattern(&format!("{prefix}.paths"), path);
         }
+        check.header_names(&format!("{prefix}.vary"), &class.vary);
 
         // Overridden sections are checked whole, as the class will use them;
         // problems inherited unchanged from the global section were reported
@@ -378,6 +380,30 @@ impl Check {
                 Some("\"\"".into()),
                 "entries must not be empty",
             );
+        }
+    }
+
+    fn keys(&mut self, k: &KeySettings) {
+        for host in &k.hosts {
+            let valid = !host.trim().is_empty()
+                && !host.contains(['@', '/', '?', '#'])
+                && host.trim().parse::<http::uri::Authority>().is_ok();
+            if !valid {
+                self.fail(
+                    "keys.hosts",
+                    Some(format!("{host:?}")),
+                    "not a host (a name or address, optionally with a port: \"app.example.com\", \"127.0.0.1:8080\")",
+                );
+            }
+        }
+        self.header_names("keys.vary", &k.vary);
+    }
+
+    fn header_names(&mut self, path: &str, names: &[String]) {
+        for name in names {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                self.fail(path, Some(format!("{name:?}")), "not a valid header name");
+            }
         }
     }
 

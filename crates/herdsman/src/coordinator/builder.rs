@@ -135,6 +135,7 @@ fn compose(environment: Environment, config: Config) -> Shared {
         .with_ttl(c.ttl)
         .with_stale_while_revalidate(c.stale_while_revalidate)
         .with_stale_if_error(c.stale_if_error)
+        .with_mode(c.mode)
         .with_max_bytes(c.max_bytes)
         .with_observer(stats.clone());
     if let Some(entries) = c.max_entries {

@@ -117,28 +117,9 @@ impl Coordinator {
     /// Removes the cache entries `what` covers and polls at once every
     /// registry key it covers (pushing changes to their subscribers).
     pub fn invalidate(&self, what: &Invalidation) {
-        // Removed from the store directly, not through the handle: the
-        // handle's announcement would make the registry poll a second time.
-        let store = &self.shared.cache.handle().store;
-        match what {
-            Invalidation::Key(key) => {
-                store.remove(key);
-            }
-            Invalidation::Class(class) => {
-                store.remove_class(class);
-            }
-            Invalidation::Path(path) => {
-                let path = path.as_bytes();
-                store.remove_if(|key, _| key.path() == Some(path));
-            }
-            Invalidation::Prefix(prefix) => {
-                let prefix = prefix.as_bytes();
-                store.remove_if(|key, _| key.path().is_some_and(|p| p.starts_with(prefix)));
-            }
-            Invalidation::All => {
-                store.remove_if(|_, _| true);
-            }
-        }
+        // Removed without the handle's announcement, which would make the
+        // registry poll a second time.
+        self.shared.cache.handle().remove(what);
         self.shared.registry.handle().invalidate(what);
     }
 

@@ -34,9 +34,12 @@
 //!   the request's extensions, so no layer classifies it again ([`ClassOf`]).
 //!   Each layer gets its per-class settings from
 //!   [`Config::class`](crate::config::Config::class).
-//! - **Keys.** [`HttpKey`](crate::http::HttpKey), with the auth partition
-//!   dropped for classes declared `public` ([`ClassKey`]): two users never
-//!   share a private response.
+//! - **Keys.** Each class's [`HttpKey`](crate::http::HttpKey)
+//!   ([`ClassKey`], one for the Registry, Cache, Dedup and Stats): the
+//!   class's `vary` headers (after `keys.vary`); for a private class the
+//!   credentials and the rollout's `identity_header`, so two users never
+//!   share a private response; for requests around a `Router`, the hosts of
+//!   `keys.hosts` (none: one site, `Host` is not in keys).
 //! - **Switches.** [`Coordinator::switches`] holds one switch per layer per
 //!   class and one for the stack ([`Switches::from_config`](crate::switch::Switches::from_config):
 //!   layers off in `config.layers` or a class's `layers` start off). Each

@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
 
-use http::Request;
+use http::{HeaderName, Request};
 
 use crate::{
     class::{Class, Classify},
@@ -18,7 +18,8 @@ pub(crate) struct ClassRoute {
     pub(crate) class: Class,
     /// Indexed by [`layer_index`].
     switches: [Switch; 6],
-    pub(crate) public: bool,
+    /// The key of the class's requests (see [`ClassKey`]).
+    key: HttpKey,
     /// Which of the dedup layers (one per distinct window) serves the class.
     pub(crate) dedup: usize,
 }
@@ -54,6 +55,30 @@ pub(crate) struct Routes {
     default: Arc<ClassRoute>,
 }
 
+/// The key of one class's requests: [`HttpKey`] with the class's `vary`
+/// headers (and `keys.vary`); for a private class also the rollout's
+/// identity header, a credential; for a public class no credentials. The
+/// authority of requests without one in their URI follows `keys.hosts`.
+fn class_key(config: &Config, class: &crate::config::EffectiveClass) -> HttpKey {
+    let mut names: Vec<&str> = class.vary.iter().map(String::as_str).collect();
+    if !class.public {
+        names.extend(config.rollout.identity_header.as_deref());
+    }
+    let mut key = HttpKey::new().hosts(&config.keys.hosts);
+    // Validated at start: an invalid name cannot get here.
+    for name in names
+        .into_iter()
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+    {
+        key = key.vary(name);
+    }
+    if class.public {
+        key.public()
+    } else {
+        key
+    }
+}
+
 impl Routes {
     /// The routes of `config`; `windows` lists the distinct dedup windows,
     /// in the order of the dedup layers.
@@ -64,7 +89,7 @@ impl Routes {
             let class = effective.class.clone();
             let route = Arc::new(ClassRoute {
                 switches: LayerName::ALL.map(|layer| switches.switch(layer, &class)),
-                public: effective.public,
+                key: class_key(config, &effective),
                 dedup: windows
                     .iter()
                     .position(|w| *w == effective.dedup.window)
@@ -133,51 +158,42 @@ impl fmt::Debug for ClassOf {
 }
 
 /// The key of a request in a [`Coordinator`](super::Coordinator)'s stack:
-/// [`HttpKey`], without the auth partition for classes declared `public`.
+/// its class's [`HttpKey`]. One `ClassKey` keys the Registry, the Cache,
+/// Dedup and the upstream Stats alike, so what it holds holds for all of
+/// them:
+///
+/// - the class's `vary` headers (`classes.<name>.vary`, after `keys.vary`):
+///   callers who differ in one never share an answer;
+/// - for a private class, the credentials (`Authorization`,
+///   `Proxy-Authorization`, `Cookie`) and the rollout's `identity_header`;
+///   a class declared `public` keys no credentials;
+/// - for a request without an authority in its URI (around a `Router`),
+///   the host `keys.hosts` lists (an unlisted `Host` passes through
+///   uncoordinated), or no host at all when the list is empty: one site.
 #[derive(Clone)]
 pub struct ClassKey {
     // One `Arc`: every layer holds a clone, and services are cloned per
     // request.
-    inner: Arc<ClassKeyInner>,
-}
-
-struct ClassKeyInner {
-    routes: Arc<Routes>,
-    private: HttpKey,
-    public: HttpKey,
+    inner: Arc<Routes>,
 }
 
 impl ClassKey {
     pub(crate) fn new(routes: Arc<Routes>) -> Self {
-        ClassKey {
-            inner: Arc::new(ClassKeyInner {
-                routes,
-                private: HttpKey::new(),
-                public: HttpKey::new().public(),
-            }),
-        }
-    }
-
-    fn pick<B>(&self, req: &Request<B>) -> &HttpKey {
-        let inner = &*self.inner;
-        if inner.routes.with(req, |route| route.public) {
-            &inner.public
-        } else {
-            &inner.private
-        }
+        ClassKey { inner: routes }
     }
 }
 
 impl<B> KeyFn<Request<B>> for ClassKey {
     #[inline]
     fn key(&self, req: &Request<B>) -> Option<Key> {
-        self.pick(req).key(req)
+        self.inner.with(req, |route| route.key.key(req))
     }
 }
 
 impl<B: Default> Canonical<Request<B>> for ClassKey {
     fn canonical(&self, req: &Request<B>) -> Request<B> {
-        self.pick(req).canonical_request(req)
+        self.inner
+            .with(req, |route| route.key.canonical_request(req))
     }
 }
 

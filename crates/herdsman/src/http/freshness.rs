@@ -17,7 +17,7 @@
 //!   `stale-if-error` argument (`max-age=abc`, `max-age=-1`, a bare
 //!   `max-age`), or one of them repeated with different values, marks the
 //!   directives [malformed](ResponseDirectives::malformed). RFC 9111 §4.2.1
-//!   lets a cache consider such a response stale; [`response_ttl`] does not
+//!   lets a cache consider such a response stale; [`response_freshness`] does not
 //!   store it at all. A directive repeated with the same value is fine.
 //! - An invalid `Expires` (`Expires: 0`, garbage, two different values) means
 //!   "already expired" (RFC 9111 §5.3).
@@ -26,11 +26,17 @@
 //!   whitespace around `=` is tolerated, and a comma inside a quoted argument
 //!   (`private="set-cookie, x-user"`) does not split directives.
 //!
-//! The age of a response is taken from its `Age` header only. The apparent
-//! age (`now - Date`) of RFC 9111 §4.2.3 is not subtracted: it compares the
-//! origin's clock with ours, and a skewed origin clock would make every
-//! response look old. `Expires` is measured from the response's own `Date`
-//! when it has one, which is immune to that skew.
+//! The age of a response follows RFC 9111 §4.2.3: the larger of its apparent
+//! age (`now - Date`, never negative) and its `Age` plus the time the request
+//! took; the cache adds the time it has held the response. An origin whose
+//! clock runs behind ours makes its responses look older than they are (the
+//! RFC accepts this; correct the origin's clock rather than the cache).
+//!
+//! Who decides the freshness lifetime is the class's [`CacheMode`]: in
+//! [`App`](CacheMode::App) mode the class TTL decides, capped by the
+//! response's explicit lifetime; in [`Origin`](CacheMode::Origin) mode the
+//! response decides (explicit lifetime, else a heuristic lifetime only where
+//! §4.2.2 allows one, else none), capped by the class TTL.
 
 use std::{
     borrow::Cow,
@@ -41,6 +47,8 @@ use http::{
     header::{self, HeaderMap, HeaderName, HeaderValue},
     StatusCode,
 };
+
+use crate::cache::CacheMode;
 
 /// The largest delta-seconds value (RFC 9111 §1.2.2): larger values, and
 /// overflowing ones, saturate to it.
@@ -71,6 +79,8 @@ pub(crate) struct ResponseDirectives {
     /// `must-revalidate`: once stale, the response must not be served without
     /// revalidation (which rules out `stale-if-error`).
     pub(crate) must_revalidate: bool,
+    /// `proxy-revalidate`: `must-revalidate` for shared caches.
+    pub(crate) proxy_revalidate: bool,
     /// `max-age`: the freshness lifetime.
     pub(crate) max_age: Option<Duration>,
     /// `s-maxage`: the freshness lifetime for shared caches; it overrides
@@ -104,6 +114,9 @@ impl ResponseDirectives {
                 continue;
             } else if directive.is("must-revalidate") {
                 parsed.must_revalidate = true;
+                continue;
+            } else if directive.is("proxy-revalidate") {
+                parsed.proxy_revalidate = true;
                 continue;
             } else if directive.is("max-age") {
                 &mut parsed.max_age
@@ -171,16 +184,30 @@ impl RequestDirectives {
     }
 }
 
-/// Whether a response may be stored, and for how long.
+/// Whether a response may be stored, and for how long it may be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Storability {
-    /// The response must not be stored.
+    /// The response must not be stored (or could never be used if it were).
     NotStorable(Reason),
-    /// The response may be stored and served for `ttl` (never zero).
-    Store {
-        /// How long the stored response stays fresh.
-        ttl: Duration,
-    },
+    /// The response may be stored.
+    Store(Lifetime),
+}
+
+/// How a stored response may be used, from the moment it was received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lifetime {
+    /// How long it stays fresh (zero: every use needs a revalidation).
+    pub(crate) fresh: Duration,
+    /// How long after it turns stale it may be served while one
+    /// revalidation runs in the background.
+    pub(crate) stale_while_revalidate: Duration,
+    /// How long after it turns stale it may stand in for a failed call.
+    pub(crate) stale_if_error: Duration,
+    /// Its age when received (RFC 9111 §4.2.3, `corrected_initial_age`).
+    pub(crate) age: Duration,
+    /// It has a validator (`ETag` or `Last-Modified`): once stale it can be
+    /// revalidated with a conditional request.
+    pub(crate) validators: bool,
 }
 
 /// Why a response is not storable.
@@ -190,38 +217,76 @@ pub(crate) enum Reason {
     NoStore,
     /// `Cache-Control: private`: a shared cache must not store it.
     Private,
-    /// `Cache-Control: no-cache`: every use needs a revalidation, which the
-    /// cache does not do.
+    /// `Cache-Control: no-cache` without a validator: every use needs a
+    /// revalidation, which needs one.
     NoCache,
     /// An invalid or conflicting freshness directive (see
     /// [`ResponseDirectives::malformed`]).
     Malformed,
-    /// `Expires` is not after `Date` (or now), or is invalid.
+    /// `Expires` is not after `Date` (or now), or is invalid, and nothing
+    /// else lets the response be used.
     ExpiresInPast,
-    /// The freshness lifetime left is zero: `max-age=0`, an `Age` at least the
-    /// lifetime, or a zero default TTL.
+    /// The freshness lifetime left is zero (`max-age=0`, an `Age` at least
+    /// the lifetime, a zero class TTL) and nothing else lets the response be
+    /// used.
     ZeroTtl,
+    /// Origin mode: the response has no explicit lifetime, allows no
+    /// heuristic one, and has no validator.
+    NoFreshness,
 }
 
-/// How long a shared cache may keep the response with these `headers`.
+/// What the cache's configuration allows one response: the class's TTL and
+/// stale windows, and who decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Who decides the lifetime.
+    pub(crate) mode: CacheMode,
+    /// The class TTL: the lifetime in app mode, its cap in origin mode.
+    pub(crate) ttl: Duration,
+    /// The class's stale-while-revalidate window.
+    pub(crate) stale_while_revalidate: Duration,
+    /// The class's stale-if-error window.
+    pub(crate) stale_if_error: Duration,
+}
+
+/// When a response was received, for its age (RFC 9111 §4.2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Received {
+    /// The wall-clock time it was received (`response_time`).
+    pub(crate) at: SystemTime,
+    /// How long the request took (`response_time - request_time`).
+    pub(crate) delay: Duration,
+}
+
+/// How a shared cache may store and use the response with `status` and
+/// `headers` (RFC 9111 §3, §4.2, §5.2.2; RFC 5861).
 ///
-/// The lifetime comes from `s-maxage`, else `max-age`, else `Expires` (minus
-/// `Date`, or minus `now` without a valid `Date`), less the response's `Age`;
-/// it caps `default_ttl`. A response with none of the three is stored for
-/// `default_ttl`. `Set-Cookie`, the status code and the request method are
-/// left to the caller.
-pub(crate) fn response_ttl(
+/// - `no-store`, `private` and malformed directives: not stored.
+/// - The freshness lifetime: see [`CacheMode`]. The explicit lifetime is
+///   `s-maxage`, else `max-age`, else `Expires` (minus `Date`, or minus now
+///   without a valid `Date`); the response's age is subtracted from it.
+///   `no-cache` makes it zero.
+/// - Stale windows: the class's, bounded by the response's own
+///   `stale-while-revalidate` and `stale-if-error` (in origin mode a window
+///   the response does not grant is zero). `must-revalidate`,
+///   `proxy-revalidate` and `no-cache` forbid serving stale at all, and so
+///   does `s-maxage` for a window the response does not grant explicitly.
+/// - A response that could never be used (no freshness, no stale window, no
+///   validator to revalidate with) is not stored.
+///
+/// `Set-Cookie`, which statuses are stored and the request method are left to
+/// the caller.
+pub(crate) fn response_freshness(
+    status: StatusCode,
     headers: &HeaderMap,
-    default_ttl: Duration,
-    now: SystemTime,
+    limits: Limits,
+    received: Received,
 ) -> Storability {
     let directives = ResponseDirectives::from_headers(headers);
     let refusal = if directives.no_store {
         Some(Reason::NoStore)
     } else if directives.private {
         Some(Reason::Private)
-    } else if directives.no_cache {
-        Some(Reason::NoCache)
     } else if directives.malformed {
         Some(Reason::Malformed)
     } else {
@@ -231,24 +296,126 @@ pub(crate) fn response_ttl(
         return Storability::NotStorable(reason);
     }
 
-    let lifetime = match directives.s_maxage.or(directives.max_age) {
-        Some(lifetime) => lifetime,
-        None if headers.contains_key(header::EXPIRES) => match expires_lifetime(headers, now) {
-            Some(lifetime) => lifetime,
-            None => return Storability::NotStorable(Reason::ExpiresInPast),
-        },
-        None => return store(default_ttl),
+    let validators = headers.contains_key(header::ETAG) || last_modified(headers).is_some();
+    let age = corrected_initial_age(headers, received);
+    let (explicit, expired) = explicit_lifetime(&directives, headers, received.at);
+    let fresh = if directives.no_cache {
+        Duration::ZERO
+    } else {
+        let lifetime = match limits.mode {
+            CacheMode::App => explicit,
+            CacheMode::Origin => {
+                explicit.or_else(|| heuristic_lifetime(status, headers, received.at))
+            }
+        };
+        match (limits.mode, lifetime) {
+            (_, Some(lifetime)) => lifetime.saturating_sub(age).min(limits.ttl),
+            (CacheMode::App, None) => limits.ttl,
+            (CacheMode::Origin, None) => Duration::ZERO,
+        }
     };
-    store(lifetime.saturating_sub(age(headers)).min(default_ttl))
+    let forbidden =
+        directives.must_revalidate || directives.proxy_revalidate || directives.no_cache;
+    let window = |class: Duration, own: Option<Duration>| {
+        if forbidden || (directives.s_maxage.is_some() && own.is_none()) {
+            return Duration::ZERO;
+        }
+        match (limits.mode, own) {
+            (_, Some(own)) => own.min(class),
+            (CacheMode::App, None) => class,
+            (CacheMode::Origin, None) => Duration::ZERO,
+        }
+    };
+    let lifetime = Lifetime {
+        fresh,
+        stale_while_revalidate: window(
+            limits.stale_while_revalidate,
+            directives.stale_while_revalidate,
+        ),
+        stale_if_error: window(limits.stale_if_error, directives.stale_if_error),
+        age,
+        validators,
+    };
+    let usable = !lifetime.fresh.is_zero()
+        || !lifetime.stale_while_revalidate.is_zero()
+        || !lifetime.stale_if_error.is_zero()
+        || validators;
+    if usable {
+        return Storability::Store(lifetime);
+    }
+    Storability::NotStorable(if directives.no_cache {
+        Reason::NoCache
+    } else if expired {
+        Reason::ExpiresInPast
+    } else if limits.mode == CacheMode::Origin && explicit.is_none() {
+        Reason::NoFreshness
+    } else {
+        Reason::ZeroTtl
+    })
 }
 
-/// `Store { ttl }`, or `ZeroTtl` when there is nothing left to store for.
-fn store(ttl: Duration) -> Storability {
-    if ttl.is_zero() {
-        Storability::NotStorable(Reason::ZeroTtl)
-    } else {
-        Storability::Store { ttl }
+/// The explicit freshness lifetime (RFC 9111 §4.2.1): `s-maxage`, else
+/// `max-age`, else `Expires`. An invalid or past `Expires` is a zero
+/// lifetime; the flag says so.
+fn explicit_lifetime(
+    directives: &ResponseDirectives,
+    headers: &HeaderMap,
+    now: SystemTime,
+) -> (Option<Duration>, bool) {
+    if let Some(lifetime) = directives.s_maxage.or(directives.max_age) {
+        return (Some(lifetime), false);
     }
+    if !headers.contains_key(header::EXPIRES) {
+        return (None, false);
+    }
+    match expires_lifetime(headers, now) {
+        Some(lifetime) => (Some(lifetime), false),
+        None => (Some(Duration::ZERO), true),
+    }
+}
+
+/// Statuses a cache may give a heuristic lifetime (RFC 9110 §15.1), but
+/// 206, which this cache does not combine into a whole response.
+fn heuristically_cacheable(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// A heuristic freshness lifetime (RFC 9111 §4.2.2): a tenth of the time
+/// since `Last-Modified` (measured from `Date`, or now), for a status that
+/// is heuristically cacheable. `None` otherwise.
+fn heuristic_lifetime(
+    status: StatusCode,
+    headers: &HeaderMap,
+    now: SystemTime,
+) -> Option<Duration> {
+    if !heuristically_cacheable(status) {
+        return None;
+    }
+    let modified = last_modified(headers)?;
+    let base = headers.get(header::DATE).and_then(http_date).unwrap_or(now);
+    let since = base.duration_since(modified).ok()?;
+    Some(since / 10).filter(|lifetime| !lifetime.is_zero())
+}
+
+/// The response's `Last-Modified`, when it is one valid HTTP date.
+fn last_modified(headers: &HeaderMap) -> Option<SystemTime> {
+    headers.get(header::LAST_MODIFIED).and_then(http_date)
+}
+
+/// `corrected_initial_age` (RFC 9111 §4.2.3): the larger of the apparent
+/// age (`response_time - Date`, zero when `Date` is missing, invalid or
+/// ahead of us) and the `Age` value plus the response delay.
+pub(crate) fn corrected_initial_age(headers: &HeaderMap, received: Received) -> Duration {
+    let apparent = headers
+        .get(header::DATE)
+        .and_then(http_date)
+        .and_then(|date| received.at.duration_since(date).ok())
+        .unwrap_or_default();
+    let corrected = age(headers).saturating_add(received.delay);
+    apparent.max(corrected)
 }
 
 /// The freshness lifetime `Expires` gives: `Expires - Date`, or
@@ -329,6 +496,15 @@ pub(crate) enum CacheStatus {
         /// How long ago the stored response turned stale.
         staleness: Duration,
     },
+    /// The stored response was stale (or must be revalidated on every use),
+    /// the request went forward with its validators, and the upstream
+    /// answered `304`: the stored response, its headers refreshed, answered:
+    /// `herdsman; fwd=stale; fwd-status=304`, with `; stored` when the
+    /// refreshed response was stored again.
+    Revalidated {
+        /// The refreshed response was stored.
+        stored: bool,
+    },
     /// The request went forward because the stored response was stale, the
     /// forward failed, and the stale response answered (`stale-if-error`):
     /// `herdsman; fwd=stale; fwd-status=503; detail=stale-if-error`.
@@ -353,6 +529,12 @@ pub(crate) fn cache_status(kind: CacheStatus) -> HeaderValue {
         CacheStatus::Miss { stored: true } => Cow::Borrowed("herdsman; fwd=miss; stored"),
         CacheStatus::Request { stored: false } => Cow::Borrowed("herdsman; fwd=request"),
         CacheStatus::Request { stored: true } => Cow::Borrowed("herdsman; fwd=request; stored"),
+        CacheStatus::Revalidated { stored: false } => {
+            Cow::Borrowed("herdsman; fwd=stale; fwd-status=304")
+        }
+        CacheStatus::Revalidated { stored: true } => {
+            Cow::Borrowed("herdsman; fwd=stale; fwd-status=304; stored")
+        }
         CacheStatus::Stale { staleness } => {
             let seconds = staleness
                 .as_secs()
@@ -594,27 +776,53 @@ mod tests {
         ResponseDirectives::from_headers(&headers(&fields))
     }
 
-    fn ttl(fields: &[(&str, &str)]) -> Storability {
+    fn app(ttl: Duration) -> Limits {
+        Limits {
+            mode: CacheMode::App,
+            ttl,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+        }
+    }
+
+    fn received() -> Received {
+        Received {
+            at: now(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// The fresh lifetime in app mode with the default TTL, or why not stored.
+    fn response_ttl(map: &HeaderMap, ttl: Duration, at: SystemTime) -> Result<Duration, Reason> {
+        let received = Received { at, ..received() };
+        match response_freshness(StatusCode::OK, map, app(ttl), received) {
+            Storability::Store(lifetime) => Ok(lifetime.fresh),
+            Storability::NotStorable(reason) => Err(reason),
+        }
+    }
+
+    fn ttl(fields: &[(&str, &str)]) -> Result<Duration, Reason> {
         response_ttl(&headers(fields), DEFAULT, now())
     }
 
-    fn stored(n: u64) -> Storability {
-        Storability::Store { ttl: secs(n) }
+    fn stored(n: u64) -> Result<Duration, Reason> {
+        Ok(secs(n))
     }
 
-    fn refused(reason: Reason) -> Storability {
-        Storability::NotStorable(reason)
+    fn refused(reason: Reason) -> Result<Duration, Reason> {
+        Err(reason)
     }
 
     #[test]
     fn boolean_response_directives_are_read() {
         assert_eq!(
-            response(&["no-store, private, no-cache, must-revalidate"]),
+            response(&["no-store, private, no-cache, must-revalidate, proxy-revalidate"]),
             ResponseDirectives {
                 no_store: true,
                 private: true,
                 no_cache: true,
                 must_revalidate: true,
+                proxy_revalidate: true,
                 ..Default::default()
             }
         );
@@ -832,9 +1040,10 @@ mod tests {
 
     #[test]
     fn expires_is_measured_from_date_when_present() {
-        let origin_now = now() - secs(10_000);
+        // Sent 5 s ago, for 20 s: 15 s left (from now it would be 10).
+        let origin_now = now() - secs(5);
         let (sent, expires) = (date(origin_now), date(origin_now + secs(20)));
-        assert_eq!(ttl(&[("date", &sent), ("expires", &expires)]), stored(20));
+        assert_eq!(ttl(&[("date", &sent), ("expires", &expires)]), stored(15));
         // An invalid Date falls back to now.
         let expires = date(now() + secs(40));
         assert_eq!(
@@ -924,6 +1133,169 @@ mod tests {
             ttl(&[("cache-control", "max-age=1000"), ("age", "100")]),
             stored(300)
         );
+    }
+
+    fn lifetime(mode: CacheMode, fields: &[(&str, &str)]) -> Storability {
+        let limits = Limits {
+            mode,
+            ttl: DEFAULT,
+            stale_while_revalidate: secs(60),
+            stale_if_error: secs(600),
+        };
+        response_freshness(StatusCode::OK, &headers(fields), limits, received())
+    }
+
+    fn windows(mode: CacheMode, fields: &[(&str, &str)]) -> (Duration, Duration, Duration) {
+        match lifetime(mode, fields) {
+            Storability::Store(l) => (l.fresh, l.stale_while_revalidate, l.stale_if_error),
+            Storability::NotStorable(reason) => panic!("{fields:?} not stored: {reason:?}"),
+        }
+    }
+
+    #[test]
+    fn in_app_mode_the_class_decides_and_the_response_caps() {
+        let app = CacheMode::App;
+        assert_eq!(windows(app, &[]), (DEFAULT, secs(60), secs(600)));
+        assert_eq!(
+            windows(
+                app,
+                &[("cache-control", "max-age=10, stale-while-revalidate=5")]
+            ),
+            (secs(10), secs(5), secs(600))
+        );
+        assert_eq!(
+            windows(app, &[("cache-control", "stale-if-error=6000")]),
+            (DEFAULT, secs(60), secs(600))
+        );
+    }
+
+    #[test]
+    fn in_origin_mode_the_response_decides_and_the_class_caps() {
+        let origin = CacheMode::Origin;
+        assert_eq!(
+            lifetime(origin, &[]),
+            Storability::NotStorable(Reason::NoFreshness)
+        );
+        assert_eq!(
+            windows(origin, &[("cache-control", "max-age=30")]),
+            (secs(30), Duration::ZERO, Duration::ZERO)
+        );
+        assert_eq!(
+            windows(
+                origin,
+                &[(
+                    "cache-control",
+                    "max-age=3000, stale-while-revalidate=10, stale-if-error=6000"
+                )]
+            ),
+            (DEFAULT, secs(10), secs(600))
+        );
+        // No lifetime, but a validator: stored to be revalidated on every use.
+        assert_eq!(
+            windows(origin, &[("etag", "\"a\"")]),
+            (Duration::ZERO, Duration::ZERO, Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn a_heuristic_lifetime_is_a_tenth_of_the_time_since_last_modified_in_origin_mode_only() {
+        let modified = date(now() - secs(1000));
+        let fields = [("last-modified", modified.as_str())];
+        assert_eq!(windows(CacheMode::Origin, &fields).0, secs(100));
+        // Measured from Date (950 s: 95 s), less the age Date gives (50 s).
+        let sent = date(now() - secs(50));
+        let fields = [
+            ("last-modified", modified.as_str()),
+            ("date", sent.as_str()),
+        ];
+        assert_eq!(windows(CacheMode::Origin, &fields).0, secs(45));
+        let long_ago = date(now() - secs(100_000));
+        assert_eq!(
+            windows(CacheMode::Origin, &[("last-modified", long_ago.as_str())]).0,
+            DEFAULT,
+            "capped by the class TTL"
+        );
+        // An explicit lifetime rules heuristics out, even an expired one.
+        let explicit = [("last-modified", modified.as_str()), ("expires", "0")];
+        assert_eq!(windows(CacheMode::Origin, &explicit).0, Duration::ZERO);
+        // Only for heuristically cacheable statuses.
+        let limits = Limits {
+            mode: CacheMode::Origin,
+            ..app(DEFAULT)
+        };
+        let at = headers(&[("last-modified", modified.as_str())]);
+        let created = response_freshness(StatusCode::CREATED, &at, limits, received());
+        assert!(matches!(created, Storability::Store(l) if l.fresh.is_zero()));
+        let gone = response_freshness(StatusCode::GONE, &at, limits, received());
+        assert!(matches!(gone, Storability::Store(l) if l.fresh == secs(100)));
+    }
+
+    #[test]
+    fn revalidation_directives_forbid_every_stale_window() {
+        for cc in [
+            "max-age=10, must-revalidate, stale-while-revalidate=30",
+            "max-age=10, proxy-revalidate",
+        ] {
+            for mode in [CacheMode::App, CacheMode::Origin] {
+                assert_eq!(
+                    windows(mode, &[("cache-control", cc)]),
+                    (secs(10), Duration::ZERO, Duration::ZERO),
+                    "{cc}"
+                );
+            }
+        }
+        // s-maxage forbids the windows the response does not grant itself.
+        assert_eq!(
+            windows(
+                CacheMode::App,
+                &[("cache-control", "s-maxage=10, stale-if-error=30")]
+            ),
+            (secs(10), Duration::ZERO, secs(30))
+        );
+    }
+
+    #[test]
+    fn no_cache_with_a_validator_is_stored_but_never_fresh() {
+        let fields = [("cache-control", "no-cache, max-age=60"), ("etag", "\"1\"")];
+        match lifetime(CacheMode::App, &fields) {
+            Storability::Store(l) => {
+                assert!(l.fresh.is_zero() && l.validators);
+                assert!(l.stale_while_revalidate.is_zero() && l.stale_if_error.is_zero());
+            }
+            other => panic!("{other:?}"),
+        }
+        let modified = date(now() - secs(10));
+        assert!(matches!(
+            lifetime(CacheMode::App, &[("cache-control", "no-cache"), ("last-modified", &modified)]),
+            Storability::Store(l) if l.validators
+        ));
+        assert_eq!(
+            ttl(&[("cache-control", "no-cache")]),
+            refused(Reason::NoCache)
+        );
+    }
+
+    #[test]
+    fn the_initial_age_is_the_larger_of_apparent_and_corrected_age() {
+        let at = |fields: &[(&str, &str)], delay| {
+            corrected_initial_age(
+                &headers(fields),
+                Received {
+                    at: now(),
+                    delay: secs(delay),
+                },
+            )
+        };
+        assert_eq!(at(&[], 0), Duration::ZERO);
+        assert_eq!(at(&[("age", "5")], 2), secs(7));
+        let sent = date(now() - secs(20));
+        assert_eq!(at(&[("date", &sent), ("age", "5")], 2), secs(20));
+        let future = date(now() + secs(20));
+        assert_eq!(at(&[("date", &future), ("age", "5")], 0), secs(5));
+        assert_eq!(at(&[("date", "garbage")], 3), secs(3));
+        // The initial age is subtracted from the explicit lifetime.
+        let fields = headers(&[("cache-control", "max-age=60"), ("date", &sent)]);
+        assert_eq!(response_ttl(&fields, DEFAULT, now()), stored(40));
     }
 
     fn request(fields: &[(&str, &str)]) -> RequestDirectives {
@@ -1038,6 +1410,14 @@ mod tests {
                 CacheStatus::StaleIfError { fwd_status: None },
                 "herdsman; fwd=stale; detail=stale-if-error",
             ),
+            (
+                CacheStatus::Revalidated { stored: true },
+                "herdsman; fwd=stale; fwd-status=304; stored",
+            ),
+            (
+                CacheStatus::Revalidated { stored: false },
+                "herdsman; fwd=stale; fwd-status=304",
+            ),
         ];
         for (kind, expected) in cases {
             assert_eq!(cache_status(kind), expected, "{kind:?}");
@@ -1086,9 +1466,11 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_header_values_never_panic(
-            values in prop::collection::vec((0..6usize, header_value()), 0..8),
+            values in prop::collection::vec((0..8usize, header_value()), 0..8),
             default_secs in 0u64..100_000,
             now_secs in 0u64..1 << 40,
+            delay_secs in 0u64..100,
+            status in 100u16..600,
         ) {
             let names = [
                 header::CACHE_CONTROL,
@@ -1097,6 +1479,8 @@ mod tests {
                 header::DATE,
                 header::PRAGMA,
                 header::CACHE_CONTROL,
+                header::LAST_MODIFIED,
+                header::ETAG,
             ];
             let mut map = HeaderMap::new();
             for (name, bytes) in values {
@@ -1109,12 +1493,18 @@ mod tests {
 
             let directives = ResponseDirectives::from_headers(&map);
             let _ = RequestDirectives::from_headers(&map).requires_revalidation();
-            match response_ttl(&map, default_ttl, now) {
-                Storability::Store { ttl } => {
-                    prop_assert!(!ttl.is_zero() && ttl <= default_ttl);
-                    prop_assert!(!directives.malformed && !directives.no_store);
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            for mode in [CacheMode::App, CacheMode::Origin] {
+                let limits = Limits { mode, ..app(default_ttl) };
+                let received = Received { at: now, delay: secs(delay_secs) };
+                match response_freshness(status, &map, limits, received) {
+                    Storability::Store(lifetime) => {
+                        prop_assert!(lifetime.fresh <= default_ttl);
+                        prop_assert!(!lifetime.fresh.is_zero() || lifetime.validators);
+                        prop_assert!(!directives.malformed && !directives.no_store);
+                    }
+                    Storability::NotStorable(_) => {}
                 }
-                Storability::NotStorable(_) => {}
             }
         }
 

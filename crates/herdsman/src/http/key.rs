@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use http::{header, HeaderName, Method, Request};
+use http::{header, HeaderName, HeaderValue, Method, Request};
 
 use crate::key::{Key, KeyFn};
 
@@ -11,7 +11,10 @@ use crate::key::{Key, KeyFn};
 /// is never a response to share. The key is made of:
 ///
 /// - the method;
-/// - the authority (from the URI, or else the `Host` header);
+/// - the authority: the URI's; for a URI without one (a server's request,
+///   around a `Router`) the `Host` header as sent, unless the key is told
+///   which hosts it serves ([`single_site`](HttpKey::single_site),
+///   [`hosts`](HttpKey::hosts));
 /// - the path and the query, as sent (the path is marked, see
 ///   [`Key::path`]);
 /// - the values of the headers that select a different response even from an
@@ -26,9 +29,10 @@ use crate::key::{Key, KeyFn};
 ///   partition*), so that users never share responses. They are redacted from
 ///   the key's `Debug` output.
 ///
-/// Coalescing happens before the response exists, so the response's own
-/// `Vary` header cannot be consulted: name with `vary` every request header
-/// the endpoint's responses depend on (`Accept-Language`, a tenant header...).
+/// Coalescing happens before the response exists, so Dedup cannot consult
+/// the response's own `Vary` header (the cache can, and files variants by
+/// it): name with `vary` every request header the endpoint's responses
+/// depend on (`Accept-Language`, a tenant header, an API key...).
 ///
 /// ```
 /// use herdsman::{http::HttpKey, key::KeyFn};
@@ -52,7 +56,27 @@ use crate::key::{Key, KeyFn};
 pub struct HttpKey {
     vary: Arc<[HeaderName]>,
     public: bool,
+    hosts: Hosts,
 }
+
+/// What a request without an authority in its URI is keyed by.
+#[derive(Debug, Clone)]
+enum Hosts {
+    /// Its `Host` header, as sent.
+    Header,
+    /// Nothing: every request is for the one site.
+    One,
+    /// The listed host its `Host` names (lowercase); others are not keyed.
+    Listed(Arc<[Box<str>]>),
+}
+
+/// The conditional request headers: never in a canonical request.
+const VALIDATORS: [HeaderName; 4] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+];
 
 /// Request headers in every key unless [`HttpKey::without_default_vary`].
 const DEFAULT_VARY: [HeaderName; 8] = [
@@ -71,6 +95,7 @@ impl Default for HttpKey {
         HttpKey {
             vary: Arc::from(DEFAULT_VARY.to_vec()),
             public: false,
+            hosts: Hosts::Header,
         }
     }
 }
@@ -119,14 +144,89 @@ impl HttpKey {
         self
     }
 
-    /// A request made of what this key function puts in the key, and nothing
-    /// else: the method, the URI, the version, the `Host` header when the URI
-    /// has no authority, the values of the varied headers and, unless the
-    /// endpoint is public, the credential headers. The body is empty
-    /// (`B::default()`) and no extension is kept.
+    /// Keys requests whose URI has no authority (a server's requests, around
+    /// a `Router`) without their `Host`: the service serves one site, so a
+    /// client cannot make new keys by sending new `Host` values. Requests
+    /// whose URI has an authority (a client's) still key by it.
+    pub fn single_site(mut self) -> Self {
+        self.hosts = Hosts::One;
+        self
+    }
+
+    /// Keys requests whose URI has no authority by the host they name, when
+    /// it is one of `hosts` (a multi-tenant service): a listed host keys as
+    /// itself, any other `Host` (or none) is not keyed and passes through.
+    /// Names compare case-insensitively; an entry without a port matches
+    /// the host on any port. An empty list is [`single_site`](Self::single_site).
     ///
-    /// The [registry](crate::registry) polls with it, so that one
-    /// subscriber's other headers are never sent on behalf of the others.
+    /// ```
+    /// use herdsman::{http::HttpKey, key::KeyFn};
+    /// use http::Request;
+    ///
+    /// let key = HttpKey::new().hosts(["app.example.com"]);
+    /// let get = |host| Request::get("/users").header("host", host).body(()).unwrap();
+    /// assert_eq!(key.key(&get("APP.example.com:443")), key.key(&get("app.example.com")));
+    /// assert_eq!(key.key(&get("attacker.example")), None);
+    /// ```
+    pub fn hosts<I>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let hosts: Vec<Box<str>> = hosts
+            .into_iter()
+            .map(|h| h.as_ref().trim().to_ascii_lowercase().into_boxed_str())
+            .collect();
+        self.hosts = if hosts.is_empty() {
+            Hosts::One
+        } else {
+            Hosts::Listed(hosts.into())
+        };
+        self
+    }
+
+    /// The authority `req` is keyed by: the URI's, else what the host rule
+    /// makes of `Host` (empty for one site). `None`: not keyed.
+    fn authority<'a, B>(&'a self, req: &'a Request<B>) -> Option<&'a [u8]> {
+        if let Some(authority) = req.uri().authority() {
+            return Some(authority.as_str().as_bytes());
+        }
+        let host = req.headers().get(header::HOST).map(|h| h.as_bytes());
+        match &self.hosts {
+            Hosts::Header => Some(host.unwrap_or_default()),
+            Hosts::One => Some(b""),
+            Hosts::Listed(hosts) => {
+                let host = host?.trim_ascii();
+                let (name, _) = without_port(host);
+                hosts
+                    .iter()
+                    .find(|listed| {
+                        let listed = listed.as_bytes();
+                        listed.eq_ignore_ascii_case(host)
+                            || (!without_port(listed).1 && listed.eq_ignore_ascii_case(name))
+                    })
+                    .map(|listed| listed.as_bytes())
+            }
+        }
+    }
+
+    /// A request made of what this key function puts in the key, and nothing
+    /// else: the method, the URI, the version, the `Host` the host rule keys
+    /// by when the URI has no authority (the client's with the default rule,
+    /// the listed host with [`hosts`](Self::hosts), none for a
+    /// [`single_site`](Self::single_site)), the values of the varied headers
+    /// and, unless the endpoint is public, the credential headers. The body
+    /// is empty (`B::default()`) and no extension is kept.
+    ///
+    /// The validators (`If-None-Match`, `If-Modified-Since`, `If-Match`,
+    /// `If-Unmodified-Since`) are left out even when they are in the key:
+    /// the [registry](crate::registry) polls with this request on behalf of
+    /// every subscriber, and must never poll conditionally for one of them
+    /// (a `304` is no value to publish). For a request without validators,
+    /// its canonical request has the same key.
+    ///
+    /// The registry polls with it, so that one subscriber's other headers
+    /// are never sent on behalf of the others.
     ///
     /// ```
     /// use herdsman::{http::HttpKey, key::KeyFn};
@@ -143,27 +243,44 @@ impl HttpKey {
     /// assert!(!canonical.headers().contains_key("x-request-id"));
     /// assert!(canonical.body().is_empty());
     /// assert_eq!(key.key(&canonical), key.key(&req));
+    ///
+    /// let conditional = Request::get("http://api/users")
+    ///     .header("if-none-match", "\"v1\"")
+    ///     .body(String::new())
+    ///     .unwrap();
+    /// let canonical = key.canonical_request(&conditional);
+    /// assert!(!canonical.headers().contains_key("if-none-match"));
     /// ```
     pub fn canonical_request<B: Default>(&self, req: &Request<B>) -> Request<B> {
         let mut out = Request::new(B::default());
         *out.method_mut() = req.method().clone();
         *out.uri_mut() = req.uri().clone();
         *out.version_mut() = req.version();
+        let host = match (&self.hosts, req.uri().authority()) {
+            (Hosts::Listed(_), None) => self
+                .authority(req)
+                .and_then(|host| HeaderValue::from_bytes(host).ok()),
+            _ => None,
+        };
+        let headers = out.headers_mut();
         let mut copy = |name: &HeaderName| {
             for value in req.headers().get_all(name) {
-                out.headers_mut().append(name.clone(), value.clone());
+                headers.append(name.clone(), value.clone());
             }
         };
-        if req.uri().authority().is_none() {
-            copy(&header::HOST);
-        }
-        for name in self.vary.iter() {
+        for name in self.vary.iter().filter(|name| !VALIDATORS.contains(name)) {
             copy(name);
+        }
+        if req.uri().authority().is_none() && matches!(self.hosts, Hosts::Header) {
+            copy(&header::HOST);
         }
         if !self.public {
             for name in &AUTH_HEADERS {
                 copy(name);
             }
+        }
+        if let Some(host) = host {
+            headers.insert(header::HOST, host);
         }
         out
     }
@@ -178,16 +295,10 @@ impl<B> KeyFn<Request<B>> for HttpKey {
         if super::buffer::is_event_stream(req.headers(), header::ACCEPT) {
             return None;
         }
+        let authority = self.authority(req)?;
         let mut key = Key::builder();
         key.push(method.as_str().as_bytes());
-        match req.uri().authority() {
-            Some(authority) => key.push(authority.as_str().as_bytes()),
-            None => key.push(
-                req.headers()
-                    .get(header::HOST)
-                    .map_or(&b""[..], |host| host.as_bytes()),
-            ),
-        }
+        key.push(authority);
         key.path(req.uri().path().as_bytes());
         key.push(req.uri().query().unwrap_or("").as_bytes());
         for name in self.vary.iter() {
@@ -200,6 +311,20 @@ impl<B> KeyFn<Request<B>> for HttpKey {
             }
         }
         Some(key.build())
+    }
+}
+
+/// A host without its port, and whether it had one (a colon outside an IPv6
+/// literal's brackets).
+fn without_port(host: &[u8]) -> (&[u8], bool) {
+    match host.iter().rposition(|&b| b == b':') {
+        Some(i)
+            if !host[i..].contains(&b']')
+                && (host.first() == Some(&b'[') || !host[..i].contains(&b':')) =>
+        {
+            (&host[..i], true)
+        }
+        _ => (host, false),
     }
 }
 
@@ -271,6 +396,77 @@ mod tests {
         assert_eq!(
             key(&k, get("http://a/x")),
             key(&k, get("http://a/x").header("host", "b"))
+        );
+    }
+
+    #[test]
+    fn a_single_site_ignores_host_and_a_host_list_keys_listed_hosts_only() {
+        let one = HttpKey::new().single_site();
+        assert_eq!(
+            key(&one, get("/x").header("host", "a")),
+            key(&one, get("/x").header("host", "b"))
+        );
+        assert_eq!(
+            key(&one, get("/x")),
+            key(&one, get("/x").header("host", "b"))
+        );
+        assert_ne!(key(&one, get("http://a/x")), key(&one, get("http://b/x")));
+
+        let listed = HttpKey::new().hosts(["a.example", "B.example:8080", "[::1]"]);
+        let host = |h: &str| key(&listed, get("/x").header("host", h));
+        assert_eq!(host("a.example"), host("A.EXAMPLE:443"));
+        assert_ne!(host("a.example"), host("b.example:8080"));
+        assert!(host("b.example:8080").is_some());
+        assert!(host("b.example").is_none(), "listed with another port");
+        assert!(host("[::1]:80").is_some());
+        assert!(host("c.example").is_none());
+        assert!(key(&listed, get("/x")).is_none(), "no Host");
+        assert!(
+            key(&listed, get("http://c.example/x")).is_some(),
+            "a client's URI"
+        );
+        assert!(HttpKey::new()
+            .hosts(Vec::<String>::new())
+            .key(&get("/x").header("host", "z").body(()).unwrap())
+            .is_some());
+    }
+
+    #[test]
+    fn the_canonical_request_has_the_host_the_rule_keys_by() {
+        let req = get("/x").header("host", "A.example:443").body(()).unwrap();
+        let listed = HttpKey::new().hosts(["a.example"]);
+        assert_eq!(
+            listed.canonical_request(&req).headers()["host"],
+            "a.example"
+        );
+        let one = HttpKey::new().single_site();
+        assert!(!one.canonical_request(&req).headers().contains_key("host"));
+        assert_eq!(one.key(&one.canonical_request(&req)), one.key(&req));
+        assert_eq!(
+            HttpKey::new().canonical_request(&req).headers()["host"],
+            "A.example:443"
+        );
+    }
+
+    #[test]
+    fn the_canonical_request_never_carries_validators() {
+        let k = HttpKey::new();
+        let req = get("/doc")
+            .header("if-none-match", "\"v1\"")
+            .header("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT")
+            .header("if-match", "\"v1\"")
+            .header("if-unmodified-since", "Wed, 21 Oct 2015 07:28:00 GMT")
+            .header("accept", "application/json")
+            .body(())
+            .unwrap();
+        let canonical = k.canonical_request(&req);
+        for name in VALIDATORS {
+            assert!(!canonical.headers().contains_key(&name), "{name}");
+        }
+        assert_eq!(canonical.headers()["accept"], "application/json");
+        assert_eq!(
+            k.key(&canonical),
+            key(&k, get("/doc").header("accept", "application/json"))
         );
     }
 

@@ -53,6 +53,7 @@ mod body;
 mod buffer;
 mod cache_policy;
 mod classes;
+mod conditional;
 mod errors;
 mod failures;
 pub(crate) mod freshness;

@@ -1,0 +1,322 @@
+//! Conditional requests, `Vary` and invalidation targets: the pure parts of
+//! a shared cache that answers validators itself (RFC 9110 §13, RFC 9111
+//! §4.1, §4.3, §4.4).
+//!
+//! Like [`freshness`](super::freshness), nothing here reads a clock or does
+//! I/O, and every function is total: malformed, repeated or non-UTF-8
+//! values never panic, and are read in the direction that is safe for a
+//! shared cache (a condition that cannot be read does not match, so the
+//! caller gets the full response; a `Vary` that cannot be read is `*`, so
+//! the response is not reused).
+
+use std::sync::Arc;
+
+use http::{
+    header::{self, HeaderMap, HeaderName, HeaderValue},
+    uri::{Authority, Uri},
+};
+
+use crate::cache::Vary;
+
+/// Whether a response with these `headers` satisfies the caller's
+/// `If-None-Match` (a list of entity tags, or `*`), compared weakly (RFC
+/// 9110 §13.1.2): the caller already has it, and gets `304`.
+pub(crate) fn none_match_fails(if_none_match: &[HeaderValue], headers: &HeaderMap) -> bool {
+    let Some(etag) = headers
+        .get(header::ETAG)
+        .and_then(|v| entity_tag(v.as_bytes()))
+    else {
+        // Without an ETag only `*` matches (the representation exists).
+        return if_none_match.iter().any(|v| is_star(v.as_bytes()));
+    };
+    if_none_match.iter().any(|line| {
+        is_star(line.as_bytes()) || entity_tags(line.as_bytes()).any(|tag| weak_eq(tag, etag))
+    })
+}
+
+/// Whether a response with these `headers` was not modified since the
+/// caller's `If-Modified-Since` (RFC 9110 §13.1.3): its `Last-Modified` is
+/// no later. An invalid date on either side does not match.
+pub(crate) fn not_modified_since(if_modified_since: &HeaderValue, headers: &HeaderMap) -> bool {
+    let (Some(since), Some(modified)) = (
+        http_date(if_modified_since),
+        headers.get(header::LAST_MODIFIED).and_then(http_date),
+    ) else {
+        return false;
+    };
+    modified <= since
+}
+
+fn http_date(value: &HeaderValue) -> Option<std::time::SystemTime> {
+    let text = value.to_str().ok()?.trim_matches(|c| c == ' ' || c == '\t');
+    httpdate::parse_http_date(text).ok()
+}
+
+fn is_star(line: &[u8]) -> bool {
+    line.trim_ascii() == b"*"
+}
+
+/// The opaque tag of one entity tag (`"x"` or `W/"x"`), weakness dropped.
+fn entity_tag(value: &[u8]) -> Option<&[u8]> {
+    let value = value.trim_ascii();
+    let value = value.strip_prefix(b"W/").unwrap_or(value);
+    let inner = value.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    (!inner.contains(&b'"')).then_some(inner)
+}
+
+/// The entity tags of one `If-None-Match` line; elements that are not entity
+/// tags are skipped.
+fn entity_tags(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    // An opaque tag cannot contain `"`, but may contain a comma: split on
+    // commas outside quotes.
+    let mut rest = line;
+    std::iter::from_fn(move || loop {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut quoted = false;
+        let end = rest
+            .iter()
+            .position(|&b| {
+                if b == b'"' {
+                    quoted = !quoted;
+                }
+                b == b',' && !quoted
+            })
+            .unwrap_or(rest.len());
+        let element = &rest[..end];
+        rest = rest.get(end + 1..).unwrap_or_default();
+        if let Some(tag) = entity_tag(element) {
+            return Some(tag);
+        }
+    })
+}
+
+fn weak_eq(a: &[u8], b: &[u8]) -> bool {
+    a == b
+}
+
+/// The request headers a response with these `headers` varies on.
+///
+/// Every `Vary` line is read; names are case-insensitive and kept once, in
+/// order. `*`, or a name that is not a valid header name, is [`Vary::Any`].
+pub(crate) fn vary(headers: &HeaderMap) -> Vary {
+    let mut names: Vec<HeaderName> = Vec::new();
+    for line in headers.get_all(header::VARY) {
+        for element in line.as_bytes().split(|&b| b == b',') {
+            let element = element.trim_ascii();
+            if element.is_empty() {
+                continue;
+            }
+            if element == b"*" {
+                return Vary::Any;
+            }
+            match HeaderName::from_bytes(element) {
+                Ok(name) if !names.contains(&name) => names.push(name),
+                Ok(_) => {}
+                Err(_) => return Vary::Any,
+            }
+        }
+    }
+    if names.is_empty() {
+        Vary::None
+    } else {
+        Vary::Headers(Arc::from(names))
+    }
+}
+
+/// The path a `Location` or `Content-Location` value names, when it is on
+/// `authority` (RFC 9111 §4.4: only same-origin URIs are invalidated).
+///
+/// A reference without an authority is resolved against `base` (the request
+/// path, RFC 3986 §5.2); an absolute one counts only when its authority is
+/// `authority` (case-insensitively). `None` for other origins, fragments
+/// only, and values that are not URI references.
+pub(crate) fn same_origin_path(
+    value: &HeaderValue,
+    base: &[u8],
+    authority: Option<&[u8]>,
+) -> Option<Vec<u8>> {
+    let text = value.to_str().ok()?.trim();
+    let text = text.split('#').next().unwrap_or_default();
+    if text.is_empty() || text.starts_with("//") {
+        return None;
+    }
+    if text.contains("://") {
+        let uri: Uri = text.parse().ok()?;
+        let theirs: &Authority = uri.authority()?;
+        let ours = authority?;
+        if !theirs.as_str().as_bytes().eq_ignore_ascii_case(ours) {
+            return None;
+        }
+        return Some(remove_dot_segments(uri.path().as_bytes()));
+    }
+    let path = text.split('?').next().unwrap_or_default().as_bytes();
+    if path.is_empty() {
+        return Some(base.to_vec());
+    }
+    if path.first() == Some(&b'/') {
+        return Some(remove_dot_segments(path));
+    }
+    let dir = base
+        .iter()
+        .rposition(|&b| b == b'/')
+        .map_or(&b"/"[..], |i| &base[..=i]);
+    let mut merged = dir.to_vec();
+    merged.extend_from_slice(path);
+    Some(remove_dot_segments(&merged))
+}
+
+/// RFC 3986 §5.2.4, on a path that starts with `/`.
+fn remove_dot_segments(path: &[u8]) -> Vec<u8> {
+    let mut out: Vec<&[u8]> = Vec::new();
+    let segments: Vec<&[u8]> = path.split(|&b| b == b'/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    let mut trailing = false;
+    for (i, segment) in segments.iter().enumerate() {
+        trailing = false;
+        match *segment {
+            b"." => trailing = i == last,
+            b".." => {
+                out.pop();
+                trailing = i == last;
+            }
+            segment => out.push(segment),
+        }
+    }
+    let mut result = Vec::with_capacity(path.len());
+    for segment in &out {
+        result.push(b'/');
+        result.extend_from_slice(segment);
+    }
+    if trailing || result.is_empty() {
+        result.push(b'/');
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn headers(fields: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for &(name, value) in fields {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn values(lines: &[&str]) -> Vec<HeaderValue> {
+        lines
+            .iter()
+            .map(|l| HeaderValue::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn if_none_match_compares_lists_weakly_and_accepts_a_star() {
+        let tagged = headers(&[("etag", "W/\"v1\"")]);
+        for matching in [
+            &["\"v1\""][..],
+            &["W/\"v1\""],
+            &["\"v0\", \"v1\""],
+            &["\"x\"", "\"v1\""],
+            &["*"],
+        ] {
+            assert!(none_match_fails(&values(matching), &tagged), "{matching:?}");
+        }
+        for other in [&["\"v10\""][..], &["v1"], &["\"v1"], &[""]] {
+            assert!(!none_match_fails(&values(other), &tagged), "{other:?}");
+        }
+        assert!(none_match_fails(
+            &values(&["\"a,b\""]),
+            &headers(&[("etag", "\"a,b\"")])
+        ));
+        assert!(!none_match_fails(&values(&["\"v1\""]), &HeaderMap::new()));
+        assert!(none_match_fails(&values(&["*"]), &HeaderMap::new()));
+    }
+
+    #[test]
+    fn if_modified_since_matches_an_earlier_or_equal_last_modified() {
+        let response = headers(&[("last-modified", "Tue, 14 Nov 2023 22:13:20 GMT")]);
+        let at = |v: &str| not_modified_since(&HeaderValue::from_str(v).unwrap(), &response);
+        assert!(at("Tue, 14 Nov 2023 22:13:20 GMT"));
+        assert!(at("Wed, 15 Nov 2023 00:00:00 GMT"));
+        assert!(!at("Tue, 14 Nov 2023 22:13:19 GMT"));
+        assert!(!at("yesterday"));
+        let since = HeaderValue::from_static("Wed, 15 Nov 2023 00:00:00 GMT");
+        assert!(!not_modified_since(&since, &HeaderMap::new()));
+    }
+
+    #[test]
+    fn vary_names_are_read_from_every_line_once_and_a_star_wins() {
+        assert_eq!(vary(&HeaderMap::new()), Vary::None);
+        assert_eq!(vary(&headers(&[("vary", " , ")])), Vary::None);
+        let names = vary(&headers(&[
+            ("vary", "Accept-Language, x-tenant"),
+            ("vary", "ACCEPT-language"),
+        ]));
+        assert_eq!(
+            names,
+            Vary::Headers(Arc::from(vec![
+                header::ACCEPT_LANGUAGE,
+                HeaderName::from_static("x-tenant")
+            ]))
+        );
+        assert_eq!(vary(&headers(&[("vary", "accept, *")])), Vary::Any);
+        assert_eq!(vary(&headers(&[("vary", "bad name")])), Vary::Any);
+    }
+
+    #[test]
+    fn locations_on_our_origin_name_paths_and_others_do_not() {
+        let at = |v: &str| {
+            same_origin_path(
+                &HeaderValue::from_str(v).unwrap(),
+                b"/cards/new",
+                Some(b"API:80"),
+            )
+            .map(|p| String::from_utf8(p).unwrap())
+        };
+        assert_eq!(at("/cards/7").as_deref(), Some("/cards/7"));
+        assert_eq!(at("/cards/7?x=1#top").as_deref(), Some("/cards/7"));
+        assert_eq!(at("7").as_deref(), Some("/cards/7"));
+        assert_eq!(at("../users/./1").as_deref(), Some("/users/1"));
+        assert_eq!(at("/a/../../b/").as_deref(), Some("/b/"));
+        assert_eq!(at("http://api:80/cards/8").as_deref(), Some("/cards/8"));
+        assert_eq!(at("http://other/cards/8"), None);
+        assert_eq!(at("//other/cards/8"), None);
+        assert_eq!(at("#frag"), None);
+        assert_eq!(at("?q=1").as_deref(), Some("/cards/new"));
+        let no_authority = same_origin_path(&HeaderValue::from_static("http://api/x"), b"/", None);
+        assert_eq!(no_authority, None);
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_values_never_panic(
+            a in prop::collection::vec(any::<u8>(), 0..48),
+            b in prop::collection::vec(any::<u8>(), 0..48),
+            base in "(/[a-z.]{0,4}){0,4}",
+        ) {
+            let (Ok(a), Ok(b)) = (HeaderValue::from_bytes(&a), HeaderValue::from_bytes(&b)) else {
+                return Ok(());
+            };
+            let mut map = HeaderMap::new();
+            for name in [header::ETAG, header::LAST_MODIFIED, header::VARY] {
+                map.append(name, b.clone());
+            }
+            let _ = none_match_fails(std::slice::from_ref(&a), &map);
+            let _ = not_modified_since(&a, &map);
+            let _ = vary(&map);
+            if let Some(path) = same_origin_path(&a, base.as_bytes(), Some(b.as_bytes())) {
+                prop_assert_eq!(path.first(), Some(&b'/'));
+            }
+        }
+    }
+}
