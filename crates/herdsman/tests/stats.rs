@@ -463,3 +463,40 @@ async fn requests_answered_outside_the_layer_are_recorded_with_start() {
         e.latency_ms.max
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_hook_alert_names_its_key_by_a_stable_fingerprint_not_its_redacted_debug() {
+    // Two users whose tokens have the same length: their keys print alike.
+    let user = |token: &str| {
+        Key::builder()
+            .part("GET /api/me")
+            .private()
+            .part(token)
+            .build()
+    };
+    let (ann, bob) = (user("token-of-ann"), user("token-of-bob"));
+    assert_eq!(format!("{ann:?}"), format!("{bob:?}"));
+    let stats = paused_stats(AlertRules::none().with_upstream_calls_per_minute(Some(2)));
+    let keys = [ann.clone(), bob.clone()];
+    let mut svc = stats
+        .upstream_layer(AllDefault, move |i: &u64| Some(keys[*i as usize].clone()))
+        .layer(service_fn(|_: u64| async { Ok::<_, BoxError>(()) }));
+    let mut fire = async |who: u64| {
+        for _ in 0..3 {
+            svc.ready().await.unwrap().call(who).await.unwrap();
+        }
+    };
+    fire(0).await;
+    fire(1).await;
+    let ids: Vec<Option<String>> = stats.active_alerts().into_iter().map(|a| a.key).collect();
+    let hex = |key: &Key| Some(format!("{:016x}", key.fingerprint()));
+    assert_eq!(ids.len(), 2, "one alert per key: {ids:?}");
+    assert!(ids.contains(&hex(&ann)) && ids.contains(&hex(&bob)), "{ids:?}");
+
+    // Quiet for two minutes, then loud again: the same id.
+    seconds(120).await;
+    assert!(stats.active_alerts().is_empty());
+    fire(0).await;
+    let again: Vec<Option<String>> = stats.active_alerts().into_iter().map(|a| a.key).collect();
+    assert_eq!(again, [hex(&ann)]);
+}

@@ -259,25 +259,20 @@ impl Stats {
         let now_sec = now_nanos / 1_000_000_000;
         if let Some(n) = self.inner.hooks.record(key, &rec.class, now_sec) {
             if n > max {
-                self.inner.book.fire(
-                    hook_id(key, &rec.class),
-                    n as f64,
-                    max as f64,
-                    format!(
-                        "{n} upstream calls in the last minute for one key of {} (threshold {max})",
-                        rec.class
-                    ),
-                );
+                self.inner.fire_hook(key, &rec.class, n, max);
             }
         }
     }
 }
 
+/// The per-key alert's id: the key's stable fingerprint, in 16 hex digits.
+/// (Not its `Debug`, which redacts credentials to their length: two users
+/// with tokens of one length would share an id.)
 fn hook_id(key: &Key, class: &Class) -> AlertId {
     AlertId {
         rule: AlertRule::UpstreamCalls,
         endpoint: Some(class.clone()),
-        key: Some(format!("{key:?}")),
+        key: Some(format!("{:016x}", key.fingerprint())),
     }
 }
 
@@ -390,14 +385,7 @@ impl Inner {
             self.hooks.sweep(now_sec, |key, class, n| {
                 let id = hook_id(key, class);
                 if n > max {
-                    self.book.fire(
-                        id.clone(),
-                        n as f64,
-                        max as f64,
-                        format!(
-                            "{n} upstream calls in the last minute for one key of {class} (threshold {max})"
-                        ),
-                    );
+                    self.fire_hook(key, class, n, max);
                 } else if n as f64 <= resolve_at {
                     self.book.resolve(&id, n as f64);
                 }
@@ -431,6 +419,15 @@ impl Inner {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .publish(&classes, &memory, now_sec);
+    }
+
+    fn fire_hook(&self, key: &Key, class: &Class, n: u64, max: u64) {
+        let id = hook_id(key, class);
+        let message = format!(
+            "{n} upstream calls in the last minute for key {} of {class} (threshold {max}): {key:?}",
+            id.key.as_deref().unwrap_or_default()
+        );
+        self.book.fire(id, n as f64, max as f64, message);
     }
 
     fn breaker(&self, class: &Class, state: BreakerState) {
