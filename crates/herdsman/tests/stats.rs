@@ -400,6 +400,42 @@ async fn a_breaker_trip_fires_once_until_the_breaker_closes() {
     assert!(alerts.next().await.is_none(), "one trip, one firing");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_switched_off_breaker_shows_off_and_its_trip_alert_resolves() {
+    let stats = paused_stats(AlertRules::none().with_breaker_trips(true));
+    let class = Class::from_static("board-events");
+    let on = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let switch = on.clone();
+    stats.track_breaker_switch(&class, move || switch.load(Ordering::Relaxed));
+    let breaker = || stats.snapshot().endpoints["board-events"].breaker;
+    assert_eq!(breaker(), None, "no state reported yet");
+
+    stats.observe(&class, Event::BreakerState(BreakerState::Open));
+    assert_eq!((breaker(), stats.active_alerts().len()), (Some("open"), 1));
+
+    // Switched off: no breaker runs, so none is open and none tripped.
+    on.store(false, Ordering::Relaxed);
+    assert_eq!(breaker(), Some("off"));
+    stats.evaluate();
+    assert!(stats.active_alerts().is_empty());
+
+    // Back on, still open as it was left: it shows, and alerts, again.
+    on.store(true, Ordering::Relaxed);
+    assert_eq!(breaker(), Some("open"));
+    stats.evaluate();
+    assert_eq!(stats.active_alerts().len(), 1);
+}
+
+#[tokio::test]
+async fn a_registered_class_is_listed_at_zero_before_its_first_request() {
+    let stats = Stats::new();
+    stats.register(&Class::from_static("board-events"));
+    let snap = stats.snapshot();
+    let e = &snap.endpoints["board-events"];
+    assert_eq!((e.requests, e.upstream_calls, e.in_flight), (0, 0, 0));
+    assert_eq!(e.latency_ms.count, 0);
+}
+
 // ---- the snapshot ----
 
 #[tokio::test(start_paused = true)]
@@ -491,7 +527,10 @@ async fn the_hook_alert_names_its_key_by_a_stable_fingerprint_not_its_redacted_d
     let ids: Vec<Option<String>> = stats.active_alerts().into_iter().map(|a| a.key).collect();
     let hex = |key: &Key| Some(format!("{:016x}", key.fingerprint()));
     assert_eq!(ids.len(), 2, "one alert per key: {ids:?}");
-    assert!(ids.contains(&hex(&ann)) && ids.contains(&hex(&bob)), "{ids:?}");
+    assert!(
+        ids.contains(&hex(&ann)) && ids.contains(&hex(&bob)),
+        "{ids:?}"
+    );
 
     // Quiet for two minutes, then loud again: the same id.
     seconds(120).await;

@@ -158,6 +158,31 @@ impl Stats {
         UpstreamLayer::new(self.clone(), classify, key)
     }
 
+    /// Lists `class` in the snapshot (at zero) before any of its traffic: the
+    /// Coordinator registers every configured class, so an operator sees
+    /// them all from the start.
+    pub fn register(&self, class: &Class) {
+        self.inner.recorder(class);
+    }
+
+    /// Tells the stats whether `class`'s breaker is switched on: while
+    /// `is_on` says no, the snapshot shows the class's breaker as `off`
+    /// (whatever state it was left in), and its `breaker_trip` alert
+    /// resolves. Read when a snapshot is taken and on each monitor tick.
+    /// The Coordinator hands over each class's breaker switch this way. The
+    /// first call for a class wins.
+    pub fn track_breaker_switch(
+        &self,
+        class: &Class,
+        is_on: impl Fn() -> bool + Send + Sync + 'static,
+    ) {
+        let _ = self
+            .inner
+            .recorder(class)
+            .breaker_switch
+            .set(Box::new(is_on));
+    }
+
     /// Adds a source to the memory-held-by-coordination sum (the memory
     /// alert and the snapshot's `memory`): a cache handle, a dedup stats
     /// handle, a registry.
@@ -276,6 +301,14 @@ fn hook_id(key: &Key, class: &Class) -> AlertId {
     }
 }
 
+fn breaker_id(class: &Class) -> AlertId {
+    AlertId {
+        rule: AlertRule::BreakerTrip,
+        endpoint: Some(class.clone()),
+        key: None,
+    }
+}
+
 async fn monitor(stats: Weak<Inner>, tick: Duration) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -347,6 +380,7 @@ impl Inner {
         let classes = self.classes.load();
         for rec in classes.values() {
             rec.push_sample(rec.sample(now_sec), keep);
+            self.breaker_switched(rec);
             if let Some((max_rate, min_samples)) = rules.error_rate() {
                 let (now, then) = (rec.sample(now_sec), rec.ago(now_sec, window));
                 let requests = now.requests - then.requests;
@@ -430,15 +464,24 @@ impl Inner {
         self.book.fire(id, n as f64, max as f64, message);
     }
 
+    /// A breaker switched off trips nothing: its alert resolves. Switched
+    /// back on while it is still open, it fires again.
+    fn breaker_switched(&self, rec: &ClassRecorder) {
+        if !self.rules.breaker_trips() || rec.breaker_switch.get().is_none() {
+            return;
+        }
+        if rec.breaker_off() {
+            self.book.resolve(&breaker_id(&rec.class), 0.0);
+        } else if rec.breaker() == Some(BreakerState::Open) {
+            self.breaker(&rec.class, BreakerState::Open);
+        }
+    }
+
     fn breaker(&self, class: &Class, state: BreakerState) {
         if !self.rules.breaker_trips() {
             return;
         }
-        let id = AlertId {
-            rule: AlertRule::BreakerTrip,
-            endpoint: Some(class.clone()),
-            key: None,
-        };
+        let id = breaker_id(class);
         match state {
             BreakerState::Open => {
                 self.book.fire(

@@ -5,7 +5,7 @@ use std::{
     error::Error,
     sync::{
         atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed},
-        Mutex, PoisonError,
+        Mutex, OnceLock, PoisonError,
     },
 };
 
@@ -93,6 +93,9 @@ fn rejection_index(r: Rejection) -> usize {
     }
 }
 
+/// Whether a class's breaker is switched on, as the Coordinator tells it.
+pub(crate) type BreakerSwitch = Box<dyn Fn() -> bool + Send + Sync>;
+
 /// Cumulative totals sampled once per monitor tick, for sliding rates.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Sample {
@@ -130,6 +133,8 @@ pub(crate) struct ClassRecorder {
     pub(crate) subscribers: AtomicI64,
     pub(crate) polls: AtomicU64,
     pub(crate) breaker: AtomicU8,
+    /// Set once, by the Coordinator: whether the class's breaker is on.
+    pub(crate) breaker_switch: OnceLock<BreakerSwitch>,
     // Written by the monitor.
     pub(crate) history: Mutex<VecDeque<Sample>>,
 }
@@ -160,6 +165,7 @@ impl ClassRecorder {
             subscribers: AtomicI64::new(0),
             polls: AtomicU64::new(0),
             breaker: AtomicU8::new(NO_BREAKER),
+            breaker_switch: OnceLock::new(),
             history: Mutex::new(VecDeque::new()),
         }
     }
@@ -205,6 +211,12 @@ impl ClassRecorder {
         let finished = self.finished.load(Relaxed);
         let requests = self.requests.load(Relaxed);
         requests.saturating_sub(finished) as i64
+    }
+
+    /// Whether the class's breaker is switched off (as the Coordinator's
+    /// switch says; `false` when nobody told).
+    pub(crate) fn breaker_off(&self) -> bool {
+        self.breaker_switch.get().is_some_and(|on| !on())
     }
 
     pub(crate) fn sample(&self, at_sec: u64) -> Sample {

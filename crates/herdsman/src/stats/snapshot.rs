@@ -74,7 +74,8 @@ pub struct EndpointSnapshot {
     /// Client errors in the last minute.
     pub errors_per_minute: u64,
     /// The breaker's state (`closed`, `open`, `half_open`, `forced_open`,
-    /// `disabled`), once a breaker has reported one.
+    /// `disabled`), once a breaker has reported one; `off` while its switch
+    /// is off (see [`Stats::track_breaker_switch`](super::Stats::track_breaker_switch)).
     pub breaker: Option<&'static str>,
     /// Registry subscribers now.
     pub subscribers: i64,
@@ -119,7 +120,11 @@ impl EndpointSnapshot {
             requests_per_minute: now.requests - then.requests,
             upstream_calls_per_minute: now.upstream_calls - then.upstream_calls,
             errors_per_minute: now.errors - then.errors,
-            breaker: r.breaker().map(|s| s.as_str()),
+            breaker: if r.breaker_off() {
+                Some("off")
+            } else {
+                r.breaker().map(|s| s.as_str())
+            },
             subscribers: r.subscribers.load(Relaxed),
             polls: load(&r.polls),
             latency_ms: r.latency.percentiles(),
