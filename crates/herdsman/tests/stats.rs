@@ -539,3 +539,63 @@ async fn the_hook_alert_names_its_key_by_a_stable_fingerprint_not_its_redacted_d
     let again: Vec<Option<String>> = stats.active_alerts().into_iter().map(|a| a.key).collect();
     assert_eq!(again, [hex(&ann)]);
 }
+
+#[tokio::test]
+async fn events_during_a_request_mark_what_answered_it_and_events_outside_mark_nothing() {
+    let stats = Stats::new();
+    let observer = stats.clone();
+    // A stand-in for the layers below: the request's class is its number.
+    let mut svc = stats.layer(AllDefault).layer(service_fn(move |event: u64| {
+        let observer = observer.clone();
+        async move {
+            let default = Class::default();
+            match event {
+                1 => observer.observe(&default, Event::CacheHit),
+                2 => {
+                    // Reported while the response future is polled.
+                    tokio::task::yield_now().await;
+                    observer.observe(&default, Event::Coalesced);
+                }
+                3 => {
+                    // Work moved to another task is not this request's.
+                    tokio::spawn(async move { observer.observe(&default, Event::CacheHit) })
+                        .await
+                        .unwrap();
+                }
+                _ => {}
+            }
+            Ok::<_, BoxError>(())
+        }
+    }));
+    for event in [1, 2, 3, 0] {
+        svc.ready().await.unwrap().call(event).await.unwrap();
+    }
+    stats.observe(&Class::default(), Event::SharedAnswer);
+
+    let e = &stats.snapshot().endpoints["default"];
+    assert_eq!(e.requests, 5);
+    assert_eq!(e.cache_hits, 2, "the layer's view: every hit");
+    assert_eq!(
+        (e.saved.cache_hits, e.saved.coalesced, e.saved.poll_loop),
+        (1, 1, 1)
+    );
+    assert_eq!(e.forwarded, 2);
+    assert_eq!(e.latency_ms.count, 5);
+}
+
+#[tokio::test]
+async fn requests_recorded_with_start_count_in_the_part_they_say() {
+    let stats = Stats::new();
+    let class = Class::from_static("active-users");
+    stats.start(&class).from_poll_loop().ok();
+    stats
+        .start(&class)
+        .from_poll_loop()
+        .error(herdsman::stats::ErrorKind::Upstream);
+    stats.start(&class).rejected(Rejection::StreamCap);
+    stats.start(&class).ok();
+    let e = &stats.snapshot().endpoints["active-users"];
+    assert_eq!((e.requests, e.saved.poll_loop, e.forwarded), (4, 2, 2));
+    assert_eq!((e.errors, e.rejected), (1, 1));
+    assert_eq!(e.rejections["stream_cap"], 1);
+}

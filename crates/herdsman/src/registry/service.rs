@@ -193,9 +193,12 @@ where
             .key(&req)
             .and_then(|key| self.core.hook::<P::Shared>(&key))
             .filter(|hook| hook.meta.fresh(Instant::now(), hook.meta.interval()))
-            .and_then(|hook| hook.cell.current_value());
+            .and_then(|hook| Some((hook.cell.current_value()?, hook)));
         match fresh {
-            Some(value) => ResponseFuture::ready(self.share.unshare_owned(value)),
+            Some((value, hook)) => {
+                self.core.shared_answer(&hook.meta);
+                ResponseFuture::ready(self.share.unshare_owned(value))
+            }
             None => ResponseFuture::inner(self.inner.call(req)),
         }
     }

@@ -505,6 +505,11 @@ impl Core {
         }
         self.observers.observe(&meta.class, Event::Polled);
     }
+
+    /// A one-shot call was answered from `meta`'s loop.
+    pub(crate) fn shared_answer(&self, meta: &Meta) {
+        self.observers.observe(&meta.class, Event::SharedAnswer);
+    }
 }
 
 impl fmt::Debug for Core {

@@ -21,6 +21,7 @@ use super::{
     layer::{StatsLayer, UpstreamLayer},
     publish::Published,
     recorder::ClassRecorder,
+    scope::{self, Answer},
     snapshot::{EndpointSnapshot, Snapshot},
 };
 use crate::{
@@ -263,8 +264,9 @@ impl Stats {
 
     /// Starts recording one client request of `class` that is answered
     /// outside the Stats layer: an SSE or polling endpoint serving from the
-    /// Registry counts its callers this way, so that the requests stand
-    /// against the upstream calls they saved.
+    /// Registry counts its callers this way (and marks them
+    /// [`from_poll_loop`](Recording::from_poll_loop)), so that the requests
+    /// stand against the upstream calls they saved.
     pub fn start(&self, class: &Class) -> Recording {
         let rec = self.inner.recorder(class);
         rec.requests.fetch_add(1, Relaxed);
@@ -516,11 +518,26 @@ impl Observer for Stats {
             c.fetch_add(1, Relaxed);
         };
         match event {
-            Event::CacheHit => add(&rec.cache_hits),
-            Event::StaleServed => add(&rec.stale_served),
+            // A hit, stale answer, follower or reuse marks the client
+            // request it answered, if one is running on this thread (a poll
+            // loop's fetch or a background refresh is none).
+            Event::CacheHit => {
+                add(&rec.cache_hits);
+                scope::mark(Answer::Cache);
+            }
+            Event::StaleServed => {
+                add(&rec.stale_served);
+                scope::mark(Answer::Cache);
+            }
             Event::CacheMiss => add(&rec.cache_misses),
-            Event::Coalesced => add(&rec.coalesced),
-            Event::Reused => add(&rec.reused),
+            Event::Coalesced => {
+                add(&rec.coalesced);
+                scope::mark(Answer::Coalesced);
+            }
+            Event::Reused => {
+                add(&rec.reused);
+                scope::mark(Answer::Coalesced);
+            }
             Event::BreakerState(state) => {
                 rec.set_breaker(state);
                 self.inner.breaker(&rec.class, state);
@@ -533,6 +550,13 @@ impl Observer for Stats {
                 rec.subscribers.fetch_sub(1, Relaxed);
             }
             Event::Polled => add(&rec.polls),
+            Event::SharedAnswer => {
+                // A client request answered at once, above this layer: no
+                // clock is read, its latency is the histogram's lowest.
+                add(&rec.requests);
+                rec.latency.record(0);
+                rec.answered(Answer::PollLoop);
+            }
         }
     }
 }

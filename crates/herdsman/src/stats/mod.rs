@@ -91,6 +91,7 @@ mod hooks;
 mod layer;
 mod publish;
 mod recorder;
+mod scope;
 mod service;
 mod snapshot;
 
@@ -103,5 +104,5 @@ pub use self::{
     layer::{StatsLayer, UpstreamLayer},
     recorder::ErrorKind,
     service::{StatsService, UpstreamService},
-    snapshot::{EndpointSnapshot, Snapshot},
+    snapshot::{EndpointSnapshot, Saved, Snapshot},
 };

@@ -9,7 +9,11 @@ use std::{
     },
 };
 
-use super::{clock::Clock, histogram::Latency};
+use super::{
+    clock::Clock,
+    histogram::Latency,
+    scope::{Answer, PARTS},
+};
 use crate::{
     breaker::{BreakerOpen, BreakerState, ProbeTimedOut},
     class::Class,
@@ -79,18 +83,15 @@ impl ErrorKind {
     }
 }
 
-pub(crate) const REJECTIONS: [Rejection; 3] = [
+pub(crate) const REJECTIONS: [Rejection; 4] = [
     Rejection::BreakerOpen,
     Rejection::Overloaded,
     Rejection::RateLimited,
+    Rejection::StreamCap,
 ];
 
 fn rejection_index(r: Rejection) -> usize {
-    match r {
-        Rejection::BreakerOpen => 0,
-        Rejection::Overloaded => 1,
-        Rejection::RateLimited => 2,
-    }
+    REJECTIONS.iter().position(|k| *k == r).unwrap_or(0)
 }
 
 /// Whether a class's breaker is switched on, as the Coordinator tells it.
@@ -110,10 +111,10 @@ pub(crate) struct ClassRecorder {
     pub(crate) clock: Clock,
     // Written on every client request.
     pub(crate) requests: AtomicU64,
-    /// Requests that completed, failed or were cancelled: in flight is
-    /// `requests - finished`, one atomic addition at each end instead of
-    /// three.
-    pub(crate) finished: AtomicU64,
+    /// Requests that completed, failed or were cancelled, by what answered
+    /// them ([`Answer::part`]): in flight is `requests` minus their sum, one
+    /// atomic addition at each end.
+    pub(crate) answered: [AtomicU64; PARTS],
     pub(crate) errors: AtomicU64,
     pub(crate) errors_by_kind: [AtomicU64; ErrorKind::ALL.len()],
     pub(crate) cancelled: AtomicU64,
@@ -147,7 +148,7 @@ impl ClassRecorder {
             class,
             clock,
             requests: AtomicU64::new(0),
-            finished: AtomicU64::new(0),
+            answered: Default::default(),
             errors: AtomicU64::new(0),
             errors_by_kind: Default::default(),
             cancelled: AtomicU64::new(0),
@@ -204,11 +205,23 @@ impl ClassRecorder {
             .copied()
     }
 
+    /// Counts one finished client request in the part of the saving its
+    /// answer falls in.
+    #[inline]
+    pub(crate) fn answered(&self, answer: Answer) {
+        self.answered[answer.part()].fetch_add(1, Relaxed);
+    }
+
+    /// The finished requests by part ([`Answer::part`]).
+    pub(crate) fn parts(&self) -> [u64; PARTS] {
+        self.answered.each_ref().map(|n| n.load(Relaxed))
+    }
+
     /// Client requests in flight now.
     pub(crate) fn in_flight(&self) -> i64 {
-        // `finished` first: a request finishing between the two loads is
-        // then counted in neither, never as -1.
-        let finished = self.finished.load(Relaxed);
+        // The parts first: a request finishing between the loads is then
+        // counted in neither, never as -1.
+        let finished: u64 = self.parts().iter().sum();
         let requests = self.requests.load(Relaxed);
         requests.saturating_sub(finished) as i64
     }
