@@ -981,3 +981,128 @@ mod saving {
         }
     }
 }
+
+// ---- the memory figure ----
+
+mod memory {
+    use std::{convert::Infallible, sync::Arc, time::Duration};
+
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use herdsman::{
+        dedup::{DedupLayer, ENTRY_ESTIMATE_BYTES},
+        event::MemorySource,
+        http::{BufferLayer, HttpKey},
+        registry::RegistryLayer,
+        Key,
+    };
+    use http::{Request, Response, StatusCode};
+    use http_body_util::Full;
+    use tokio::{sync::Notify, time};
+    use tower::{service_fn, Layer, Service, ServiceBuilder, ServiceExt};
+
+    /// What a long key holds outside itself: its bytes and an `Arc`'s two
+    /// counts.
+    fn heap(key: &Key) -> u64 {
+        (key.len() + 2 * std::mem::size_of::<usize>()) as u64
+    }
+
+    /// The registry's figure with one loop holding a `body_len`-byte value,
+    /// and again after its next poll failed (keeping that value as the last
+    /// good one).
+    async fn registry_holding(body_len: usize) -> (u64, u64) {
+        let layer = RegistryLayer::http(HttpKey::new().public());
+        let registry = layer.handle();
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let failing = fail.clone();
+        let svc = ServiceBuilder::new()
+            .layer(layer)
+            .layer(BufferLayer::new())
+            .service(service_fn(move |_: Request<Full<Bytes>>| {
+                let status = if failing.load(std::sync::atomic::Ordering::SeqCst) {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::OK
+                };
+                async move {
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .status(status)
+                            .body(Full::new(Bytes::from(vec![b'x'; body_len])))
+                            .unwrap(),
+                    )
+                }
+            }));
+        let req = Request::get("/big").body(Full::default()).unwrap();
+        let mut subscription = svc.subscribe(req).unwrap();
+        subscription.next().await.unwrap();
+        let good = registry.memory_bytes();
+        fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        registry.refresh(subscription.key());
+        let failed = subscription.next().await.unwrap();
+        assert!(failed.error().is_some());
+        (good, registry.memory_bytes())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_registry_counts_the_value_each_loop_holds() {
+        let (small, small_after_failure) = registry_holding(10_000).await;
+        let (big, big_after_failure) = registry_holding(60_000).await;
+        assert_eq!(big - small, 50_000, "the bodies' difference, exactly");
+        assert!(small > 10_000, "{small}");
+        // After a failed poll the loop keeps the last good value (and an
+        // error of one size whatever the body).
+        assert_eq!(big_after_failure - small_after_failure, 50_000);
+    }
+
+    fn future_size<S: Service<R>, R>(_: &S) -> u64 {
+        std::mem::size_of::<S::Future>() as u64
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dedup_counts_each_call_in_flight_with_its_future_and_long_key() {
+        let layer = DedupLayer::new(|name: &String| Some(Key::from(name.as_str())));
+        let dedup = layer.handle();
+        let release = Arc::new(Notify::new());
+        let gate = release.clone();
+        let svc = layer.layer(service_fn(move |name: String| {
+            let gate = gate.clone();
+            async move {
+                gate.notified().await;
+                Ok::<_, Infallible>(name.len())
+            }
+        }));
+        let inner = future_size(svc.get_ref());
+        let long = "a key far longer than the 24 bytes kept inline".to_owned();
+        let calls: Vec<_> = ["a".to_owned(), "b".to_owned(), long.clone(), long.clone()]
+            .into_iter()
+            .map(|name| tokio::spawn(svc.clone().oneshot(name)))
+            .collect();
+        time::sleep(Duration::from_millis(1)).await;
+        // Three keys in flight (the fourth call follows the third).
+        assert_eq!(
+            dedup.memory_bytes(),
+            3 * (ENTRY_ESTIMATE_BYTES + inner) + heap(&Key::from(long.as_str()))
+        );
+        release.notify_waiters();
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        assert_eq!(dedup.memory_bytes(), 0, "drained");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dedup_counts_a_value_kept_for_its_reuse_window_at_its_size() {
+        let layer =
+            DedupLayer::new(|_: &u8| Some(Key::from("k"))).with_window(Duration::from_secs(1));
+        let dedup = layer.handle();
+        let mut svc = layer.layer(service_fn(|_: u8| async {
+            Ok::<_, Infallible>([7u8; 4_000])
+        }));
+        svc.ready().await.unwrap().call(0).await.unwrap();
+        // `CloneShare` holds the array itself: 4,000 bytes.
+        assert_eq!(dedup.memory_bytes(), ENTRY_ESTIMATE_BYTES + 4_000);
+        time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(dedup.memory_bytes(), 0, "the window ended");
+    }
+}

@@ -57,7 +57,7 @@ impl<S, K, C, P, F, Q> Registry<S, K, C, P, F, Q> {
         Req: Send + 'static,
         K: KeyFn<Req>,
         C: Classify<Req>,
-        P: Share<S::Response> + Clone + Send + 'static,
+        P: Share<S::Response> + Clone + Send + Sync + 'static,
         F: Fingerprint<P::Shared> + Clone + Send + 'static,
         Q: Canonical<Req> + Clone + Send + 'static,
     {
@@ -87,15 +87,21 @@ impl<S, K, C, P, F, Q> Registry<S, K, C, P, F, Q> {
         Req: Send + 'static,
         K: KeyFn<Req>,
         C: Classify<Req>,
-        P: Share<S::Response> + Clone + Send + 'static,
+        P: Share<S::Response> + Clone + Send + Sync + 'static,
         F: Fingerprint<P::Shared> + Clone + Send + 'static,
         Q: Canonical<Req> + Clone + Send + 'static,
     {
         let asked = self.core.config.clamp(options.interval());
         let key = self.key.key(&req);
-        let joined = self
-            .core
-            .join::<P::Shared>(key, asked, || self.classify.classify(&req))?;
+        let joined = self.core.join::<P::Shared>(
+            key,
+            asked,
+            || self.classify.classify(&req),
+            || {
+                let share = self.share.clone();
+                Arc::new(move |value| Share::<S::Response>::held_bytes(&share, value))
+            },
+        )?;
         match joined {
             Joined::Existing(hook) => {
                 let meta = &hook.meta;

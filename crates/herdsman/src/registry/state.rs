@@ -191,17 +191,35 @@ fn nanos(d: Duration) -> u64 {
     d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
+/// What one shared value holds, in bytes (the registry's
+/// [`Share`](crate::share::Share) policy's
+/// [`held_bytes`](crate::share::Share::held_bytes)).
+pub(crate) type Weigher<T> = Arc<dyn Fn(&T) -> usize + Send + Sync>;
+
 /// One key's poll loop, as its subscribers and the loop see it.
 pub(crate) struct Hook<T> {
     pub(crate) meta: Meta,
     pub(crate) cell: Cell<T>,
+    weigh: Weigher<T>,
+}
+
+impl<T> Hook<T> {
+    fn new(meta: Meta, weigh: Weigher<T>) -> Self {
+        Hook {
+            meta,
+            cell: Cell::new(),
+            weigh,
+        }
+    }
 }
 
 /// A hook whatever its value type: what the map holds.
 pub(crate) trait AnyHook: Send + Sync + 'static {
     fn meta(&self) -> &Meta;
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
-    /// Bytes of bookkeeping (not the value itself).
+    /// Bytes held: the loop's state, its waker slots and the value it
+    /// keeps (the latest update's, or after a failure the last good one).
+    /// Takes the cell's lock; runs the weigher outside it.
     fn memory(&self) -> usize;
 }
 
@@ -215,15 +233,16 @@ impl<T: Send + Sync + 'static> AnyHook for Hook<T> {
     }
 
     fn memory(&self) -> usize {
-        let key = if self.meta.key.len() > 24 {
-            self.meta.key.len()
-        } else {
-            0
-        };
+        let value = self
+            .cell
+            .current()
+            .and_then(|update| update.last_good().map(|value| (self.weigh)(value)))
+            .unwrap_or(0);
         mem::size_of::<Self>()
-            + key
+            + self.meta.key.heap_bytes()
             // A slab slot: the waker and the slab's tag.
             + self.cell.waiters() * (mem::size_of::<Option<Waker>>() + mem::size_of::<usize>())
+            + value
     }
 }
 
@@ -293,13 +312,14 @@ impl Core {
     }
 
     /// Adds a subscriber of `key` asking for `interval`, to the key's loop
-    /// or to a new one (`class` is called only then). `None` as the key: a
-    /// private loop.
+    /// or to a new one (`class` and `weigh` are called only then). `None` as
+    /// the key: a private loop.
     pub(crate) fn join<T: Send + Sync + 'static>(
         &self,
         key: Option<Key>,
         interval: Duration,
         class: impl FnOnce() -> Class,
+        weigh: impl FnOnce() -> Weigher<T>,
     ) -> Result<Joined<T>, TooManySubscribers> {
         let mut map = self.lock();
         if map.subscribers >= self.config.max_subscribers {
@@ -310,10 +330,7 @@ impl Core {
             map.private += 1;
             drop(map);
             let meta = Meta::new(Key::new(b""), class(), interval, true);
-            return Ok(Joined::Started(Arc::new(Hook {
-                meta,
-                cell: Cell::new(),
-            })));
+            return Ok(Joined::Started(Arc::new(Hook::new(meta, weigh()))));
         };
         if let Some(entry) = map.hooks.get_mut(&key) {
             let Ok(hook) = entry.hook.clone().into_any().downcast::<Hook<T>>() else {
@@ -323,10 +340,7 @@ impl Core {
                 map.private += 1;
                 drop(map);
                 let meta = Meta::new(key, class(), interval, true);
-                return Ok(Joined::Started(Arc::new(Hook {
-                    meta,
-                    cell: Cell::new(),
-                })));
+                return Ok(Joined::Started(Arc::new(Hook::new(meta, weigh()))));
             };
             if entry.subscribers >= self.config.max_subscribers_per_key {
                 return Err(self.refuse(Limit::SubscribersPerKey));
@@ -348,10 +362,10 @@ impl Core {
         if map.hooks.len() >= self.config.max_keys {
             return Err(self.refuse(Limit::Keys));
         }
-        let hook = Arc::new(Hook {
-            meta: Meta::new(key.clone(), class(), interval, false),
-            cell: Cell::new(),
-        });
+        let hook = Arc::new(Hook::new(
+            Meta::new(key.clone(), class(), interval, false),
+            weigh(),
+        ));
         map.hooks.insert(
             key,
             Entry {
@@ -475,16 +489,24 @@ impl Core {
         }
     }
 
+    /// The map, each key's loop (its value included) and each subscriber's
+    /// handle. The hooks are measured after the map's lock is released: a
+    /// value's weigher is the share policy's code.
     pub(crate) fn memory_bytes(&self) -> u64 {
-        let map = self.lock();
-        let per_entry = mem::size_of::<(Key, Entry)>() + 64;
-        let hooks: usize = map
-            .hooks
-            .values()
-            .map(|e| per_entry + e.hook.memory() + e.intervals.len() * 48)
-            .sum();
-        let subscribers = map.subscribers * super::subscription::SUBSCRIPTION_BYTES;
-        (hooks + subscribers) as u64
+        let (hooks, entries, subscribers) = {
+            let map = self.lock();
+            let per_entry = mem::size_of::<(Key, Entry)>() + 64;
+            let entries: usize = map
+                .hooks
+                .values()
+                .map(|e| per_entry + e.intervals.len() * 48)
+                .sum();
+            let hooks: Vec<Arc<dyn AnyHook>> = map.hooks.values().map(|e| e.hook.clone()).collect();
+            (hooks, entries, map.subscribers)
+        };
+        let held: usize = hooks.iter().map(|hook| hook.memory()).sum();
+        let subscribers = subscribers * super::subscription::SUBSCRIPTION_BYTES;
+        (entries + held + subscribers) as u64
     }
 
     pub(crate) fn task_started(&self) {
