@@ -63,7 +63,8 @@ pub(crate) struct Routed {
 }
 
 /// Every class's route, and the classifier for requests that carry none
-/// (the registry's canonical requests).
+/// (requests that did not come through [`Coordinated`](super::Coordinated)
+/// or a poll loop).
 pub(crate) struct Routes {
     paths: PathClasses,
     classes: HashMap<Class, Arc<ClassRoute>>,
