@@ -127,6 +127,7 @@ impl Recording {
     /// The answer (or the error) comes from a shared poll loop's value, such
     /// as a Registry subscription's latest update: the request made no call
     /// of its own, and counts in `saved.poll_loop`.
+    #[must_use = "a recording dropped without an outcome counts as cancelled"]
     pub fn from_poll_loop(mut self) -> Self {
         self.guard.answer = Answer::PollLoop;
         self
