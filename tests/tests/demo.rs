@@ -422,14 +422,134 @@ async fn the_stats_document_counts_client_requests_against_real_upstream_calls()
         let users = &doc["endpoints"]["active-users"];
         assert_eq!(users["upstream_calls"], app.calls(Endpoint::ActiveUsers));
         assert_eq!(users["upstream_calls"], 1);
-        // 20 client polls and the registry's one poll down the stack.
-        assert_eq!(users["requests"], 21);
-        assert_eq!(users["breaker"], "closed");
+        // 20 client polls, all answered by the one poll loop, whose own
+        // fetch is a poll, not a client request.
+        assert_eq!(users["requests"], 20);
+        assert_eq!(users["saved"]["poll_loop"], 20);
+        assert_eq!(users["forwarded"], 0);
+        assert_eq!(users["polls"], 1);
+        // The development profile switches breakers off.
+        assert_eq!(users["breaker"], "off");
         assert!(doc["switches"]
             .as_array()
             .unwrap()
             .iter()
             .any(|s| s["name"] == "sse"));
+    })
+    .await;
+}
+
+/// `GET /_herdsman/stats` (open on loopback in development).
+async fn stats_document(app: &App) -> serde_json::Value {
+    let reply = client()
+        .request(get(&app.url("/_herdsman/stats")))
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
+    json(&reply.into_body().collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test]
+async fn one_get_is_one_client_request() {
+    bounded(async {
+        let app = App::dev().await;
+        let reply = client()
+            .request(get(&app.url("/api/active-users")))
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), StatusCode::OK);
+        let doc = stats_document(&app).await;
+        let users = &doc["endpoints"]["active-users"];
+        assert_eq!(users["requests"], 1, "{users}");
+        assert_eq!(users["saved"]["poll_loop"], 1);
+        assert_eq!(
+            (users["upstream_calls"].as_u64(), users["polls"].as_u64()),
+            (Some(1), Some(1))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_configured_class_is_listed_at_zero_before_any_traffic() {
+    bounded(async {
+        let app = App::dev().await;
+        let doc = stats_document(&app).await;
+        let endpoints = doc["endpoints"].as_object().unwrap();
+        let mut names: Vec<&str> = endpoints.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["active-users", "board-events", "default", "me"]);
+        for (name, e) in endpoints {
+            assert_eq!(e["requests"], 0, "{name}");
+            assert_eq!(e["upstream_calls"], 0, "{name}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_switched_off_breaker_shows_off_and_follows_its_switch() {
+    bounded(async {
+        let app = App::dev().await;
+        let breaker = |doc: &serde_json::Value| doc["endpoints"]["me"]["breaker"].clone();
+        assert_eq!(
+            breaker(&stats_document(&app).await),
+            "off",
+            "off in development"
+        );
+
+        let on = post_json(
+            &app.url("/_herdsman/switches/breaker.me"),
+            r#"{"enabled":true}"#,
+        )
+        .await;
+        assert_eq!(on.status(), StatusCode::OK);
+        assert_eq!(breaker(&stats_document(&app).await), "closed");
+
+        let off = post_json(
+            &app.url("/_herdsman/switches/breaker.me"),
+            r#"{"enabled":false}"#,
+        )
+        .await;
+        assert_eq!(off.status(), StatusCode::OK);
+        assert_eq!(breaker(&stats_document(&app).await), "off");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn streams_over_the_per_caller_cap_are_rejections_not_errors() {
+    bounded(async {
+        let app = App::dev().await;
+        let url = app.url("/sse/active-users");
+        let mut open = Vec::new();
+        for _ in 0..6 {
+            let (parts, events) = Events::open_as(&url, None, Some("greedy")).await;
+            assert_eq!(parts.status, StatusCode::OK);
+            open.push(events);
+        }
+        for _ in 0..30 {
+            let (parts, _) = Events::open_as(&url, None, Some("greedy")).await;
+            assert_eq!(parts.status, StatusCode::TOO_MANY_REQUESTS);
+        }
+        let stats = app.demo.coordinator.stats();
+        stats.evaluate();
+        assert!(
+            stats.active_alerts().is_empty(),
+            "{:?}",
+            stats.active_alerts()
+        );
+        let doc = stats_document(&app).await;
+        let users = &doc["endpoints"]["active-users"];
+        assert_eq!(users["requests"], 36);
+        assert_eq!(users["errors"], 0);
+        assert_eq!(users["rejected"], 30);
+        assert_eq!(
+            doc["snapshot"]["endpoints"]["active-users"]["rejections"]["stream_cap"],
+            30
+        );
+        assert_eq!(users["saved"]["poll_loop"], 6);
+        assert_eq!(users["forwarded"], 30);
     })
     .await;
 }

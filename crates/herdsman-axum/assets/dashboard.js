@@ -209,7 +209,16 @@
   function endpointCard(name, e) {
     const requests = e.requests || 0;
     const upstream = e.upstream_calls || 0;
-    const saving = requests > 0 ? Math.max(0, 1 - upstream / requests) : null;
+    // Client requests that made no upstream call of their own, by what
+    // answered them; with forwarded (and in flight) they add up to requests.
+    const parts = e.saved || {};
+    const savedBy = {
+      cache: parts.cache_hits || 0,
+      coalesced: parts.coalesced || 0,
+      loop: parts.poll_loop || 0,
+    };
+    const savedTotal = savedBy.cache + savedBy.coalesced + savedBy.loop;
+    const saving = requests > 0 ? savedTotal / requests : null;
     const lookups = (e.cache_hits || 0) + (e.cache_misses || 0);
     const hitRatio = lookups > 0 ? (e.cache_hits || 0) / lookups : null;
     const breaker = String(e.breaker || "closed");
@@ -231,7 +240,10 @@
     addFact(facts, "hit-ratio", "Cache hit ratio", percent(hitRatio));
     addFact(facts, "p99", "Latency p99", p99 === null ? "–" : p99.toFixed(1) + " ms");
     addFact(facts, "subscribers", "Subscribers", String(e.subscribers || 0));
-    addFact(facts, "coalesced", "Coalesced", String(e.coalesced || 0));
+    addFact(facts, "saved-cache-hits", "Saved: cache", String(savedBy.cache));
+    addFact(facts, "saved-coalesced", "Saved: coalesced", String(savedBy.coalesced));
+    addFact(facts, "saved-poll-loop", "Saved: poll loop", String(savedBy.loop));
+    addFact(facts, "forwarded", "Forwarded", String(e.forwarded || 0));
     addFact(facts, "errors", "Errors / rejected", (e.errors || 0) + " / " + (e.rejected || 0));
     card.append(head, saved, facts);
     return card;

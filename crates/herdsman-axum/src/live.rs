@@ -9,6 +9,7 @@ use axum::{
 use futures_core::Stream;
 use herdsman::{
     class::{Class, Classify},
+    event::Rejection,
     http::{retry_after_secs, SharedBody},
     registry::{Subscription, TooManySubscribers, Update, UpstreamStatus},
     stats::{ErrorKind, Recording, Stats},
@@ -92,8 +93,13 @@ impl Live {
     /// Counts each polling request and each SSE connection as a client
     /// request of its class (from `classify`, given the data request) in
     /// `stats`. They are answered from the Registry, above the Stats layer,
-    /// which would otherwise not see them: without this the stats would set
-    /// the upstream calls against the registry's own polls only.
+    /// which would otherwise not see them: without this the stats would
+    /// show the upstream calls against no client request at all.
+    ///
+    /// An answer from the subscription counts in `saved.poll_loop`; a
+    /// stream refused by the per-caller cap is a `stream_cap` rejection
+    /// (not an error: it never feeds the error-rate alert); a subscription
+    /// the registry refuses is an `overloaded` error.
     pub fn with_stats(
         mut self,
         stats: Stats,
@@ -149,15 +155,19 @@ impl Live {
             Ok(permit) => permit,
             Err(err) => {
                 if let Some(r) = recording {
-                    r.error(ErrorKind::RateLimited);
+                    r.rejected(Rejection::StreamCap);
                 }
                 return error_response(&err);
             }
         };
+        let subscription = (self.subscribe)(data_request);
         if let Some(r) = recording {
-            r.ok();
+            match &subscription {
+                Ok(_) => r.from_poll_loop().ok(),
+                Err(_) => r.error(ErrorKind::Overloaded),
+            }
         }
-        match (self.subscribe)(data_request) {
+        match subscription {
             Ok(subscription) => sse(
                 subscription,
                 last_event_id,
@@ -189,10 +199,13 @@ impl Live {
     /// loop outlives the gap between two polls).
     pub async fn poll(&self, data_request: Request<Body>, caller: &HeaderMap) -> Response<Body> {
         let recording = self.record(&data_request);
-        let response = self.answer(data_request, caller).await;
+        let (response, from_loop) = self.answer(data_request, caller).await;
         if let Some(r) = recording {
+            let r = if from_loop { r.from_poll_loop() } else { r };
             match response.status() {
-                s if s.is_server_error() => r.error(ErrorKind::Upstream),
+                s if s.is_server_error() && from_loop => r.error(ErrorKind::Upstream),
+                // The registry refused the subscription, or its loop ended.
+                s if s.is_server_error() => r.error(ErrorKind::Overloaded),
                 StatusCode::TOO_MANY_REQUESTS => r.error(ErrorKind::RateLimited),
                 _ => r.ok(),
             }
@@ -200,19 +213,27 @@ impl Live {
         response
     }
 
-    async fn answer(&self, data_request: Request<Body>, caller: &HeaderMap) -> Response<Body> {
+    /// The answer, and whether the poll loop gave it.
+    async fn answer(
+        &self,
+        data_request: Request<Body>,
+        caller: &HeaderMap,
+    ) -> (Response<Body>, bool) {
         let mut subscription = match (self.subscribe)(data_request) {
             Ok(s) => s,
-            Err(err) => return error_response(&err),
+            Err(err) => return (error_response(&err), false),
         };
-        let mut response = match next(&mut subscription).await {
-            Some(update) => poll_response(&update, subscription.next_attempt(), caller),
+        let (mut response, from_loop) = match next(&mut subscription).await {
+            Some(update) => (
+                poll_response(&update, subscription.next_attempt(), caller),
+                true,
+            ),
             None => {
                 let mut r = Response::new(Body::from("the poll loop ended"));
                 *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                r
+                (r, false)
             }
         };
         let ms = subscription.interval().as_millis().max(1);
@@ -220,7 +241,7 @@ impl Live {
             "x-poll-interval",
             HeaderValue::from_str(&ms.to_string()).expect("digits"),
         );
-        response
+        (response, from_loop)
     }
 }
 

@@ -7,18 +7,25 @@ use serde_json::{json, Map, Value};
 ///
 /// ```json
 /// {"environment": "development",
-///  "endpoints": {"active-users": {"requests": 0, "upstream_calls": 0, "cache_hits": 0,
-///    "cache_misses": 0, "stale_served": 0, "coalesced": 0, "errors": 0, "rejected": 0,
-///    "breaker": "closed", "subscribers": 0, "latency_ms": {"p50": 0.0, "p99": 0.0}, ...}},
+///  "endpoints": {"active-users": {"requests": 0, "upstream_calls": 0,
+///    "saved": {"cache_hits": 0, "coalesced": 0, "poll_loop": 0}, "forwarded": 0,
+///    "in_flight": 0, "polls": 0, "cache_hits": 0, "cache_misses": 0, "stale_served": 0,
+///    "coalesced": 0, "errors": 0, "rejected": 0, "breaker": "closed", "subscribers": 0,
+///    "latency_ms": {"p50": 0.0, "p99": 0.0}, ...}},
 ///  "alerts": [{"rule": "...", "endpoint": "...", "since": "...", "message": "..."}],
 ///  "switches": [{"name": "stack", "enabled": true}, ...],
 ///  "snapshot": { the full stats::Snapshot }}
 /// ```
 ///
-/// `breaker` is `closed`, `open` or `half_open` (a breaker forced open by an
-/// operator shows as `open`; one that never reported, or is disabled, as
-/// `closed`). `upstream_calls` counts calls that reached the upstream
-/// handler. The full [`Snapshot`] rides along under `snapshot`.
+/// `requests` counts client requests only (never a poll loop's own fetch,
+/// which is in `polls`), and is exactly the sum of `saved.cache_hits`,
+/// `saved.coalesced`, `saved.poll_loop`, `forwarded` and `in_flight`.
+/// `breaker` is `closed`, `open`, `half_open` or `off` (a breaker forced
+/// open by an operator shows as `open`; one switched off, or disabled by
+/// hand, as `off`; one that never reported as `closed`). `upstream_calls`
+/// counts calls that reached the upstream handler. Every configured class is
+/// listed, at zero before its first request. The full [`Snapshot`] rides
+/// along under `snapshot`.
 pub fn stats_document(
     environment: Environment,
     snapshot: &Snapshot,
@@ -29,6 +36,7 @@ pub fn stats_document(
         let breaker = match e.breaker {
             Some("open" | "forced_open") => "open",
             Some("half_open") => "half_open",
+            Some("off" | "disabled") => "off",
             _ => "closed",
         };
         endpoints.insert(
@@ -36,6 +44,14 @@ pub fn stats_document(
             json!({
                 "requests": e.requests,
                 "upstream_calls": e.upstream_calls,
+                "saved": {
+                    "cache_hits": e.saved.cache_hits,
+                    "coalesced": e.saved.coalesced,
+                    "poll_loop": e.saved.poll_loop,
+                },
+                "forwarded": e.forwarded,
+                "in_flight": e.in_flight,
+                "polls": e.polls,
                 "cache_hits": e.cache_hits,
                 "cache_misses": e.cache_misses,
                 "stale_served": e.stale_served,

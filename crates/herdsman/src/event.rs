@@ -63,6 +63,10 @@ pub enum Event {
     Unsubscribed,
     /// Registry: a poll loop fetched its key.
     Polled,
+    /// Registry: a one-shot call was answered with a copy of a live poll
+    /// loop's fresh value, above every other layer: a client request that
+    /// made no call of its own.
+    SharedAnswer,
 }
 
 /// Why a request was refused locally.
@@ -75,16 +79,20 @@ pub enum Rejection {
     Overloaded,
     /// A rate rule refused the request.
     RateLimited,
+    /// A caller already holds as many event streams as it may (the
+    /// per-caller stream cap of `herdsman-axum`, answered 429).
+    StreamCap,
 }
 
 impl Rejection {
     /// The label used in metrics and JSON: `breaker_open`, `overloaded`,
-    /// `rate_limited`.
+    /// `rate_limited`, `stream_cap`.
     pub fn as_str(self) -> &'static str {
         match self {
             Rejection::BreakerOpen => "breaker_open",
             Rejection::Overloaded => "overloaded",
             Rejection::RateLimited => "rate_limited",
+            Rejection::StreamCap => "stream_cap",
         }
     }
 }

@@ -163,6 +163,17 @@ impl Key {
         self.len() == 0
     }
 
+    /// Bytes the key holds outside its own inline size: a long key's shared
+    /// buffer (counted once however many clones hold it), zero for a short
+    /// one. For memory figures.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        match &self.repr {
+            Repr::Inline { .. } => 0,
+            // The bytes and the `Arc`'s two counts.
+            Repr::Heap(bytes) => bytes.len() + 2 * std::mem::size_of::<usize>(),
+        }
+    }
+
     /// The request path this key was built from, when its key function marked
     /// it with [`KeyBuilder::path`] (as [`HttpKey`](crate::http::HttpKey)
     /// does). Used to invalidate cached entries by path or prefix.

@@ -31,6 +31,15 @@ pub trait Share<T> {
     fn unshare_owned(&self, shared: Self::Shared) -> T {
         self.unshare(&shared)
     }
+
+    /// The bytes one shared response holds, for the memory figures of the
+    /// layers that keep one (the Registry's loop values, Dedup's reuse
+    /// window, the cache's default weight). The default is the value's
+    /// inline size, which undercounts values that own heap memory;
+    /// [`HttpShare`](crate::http::HttpShare) counts headers and body.
+    fn held_bytes(&self, _shared: &Self::Shared) -> usize {
+        std::mem::size_of::<Self::Shared>()
+    }
 }
 
 /// Shares any `Clone` response by cloning it.

@@ -206,7 +206,10 @@ async fn the_snapshot_counts_requests_and_upstream_calls_per_class() {
     assert_eq!((a.requests, a.upstream_calls, a.cache_hits), (3, 1, 2));
     let b = &snapshot.endpoints["b"];
     assert_eq!((b.requests, b.upstream_calls), (1, 1));
-    assert!(!snapshot.endpoints.contains_key("default"));
+    assert_eq!(
+        snapshot.endpoints["default"].requests, 0,
+        "listed from the start"
+    );
     for source in ["cache", "dedup", "limit", "registry"] {
         assert!(snapshot.memory.contains_key(source), "{source} is tracked");
     }
@@ -629,7 +632,8 @@ async fn a_rollout_of_zero_percent_bypasses_the_stack_and_of_100_coordinates() {
         assert!(!res.body().is_buffered());
     }
     assert_eq!(origin.calls(), 3);
-    assert!(coordinator0.snapshot().endpoints.is_empty());
+    let endpoints = coordinator0.snapshot().endpoints;
+    assert!(endpoints.values().all(|e| e.requests == 0), "{endpoints:?}");
 
     let mut allow = config(&[("a", "/a")]);
     allow.rollout.percent = 0;

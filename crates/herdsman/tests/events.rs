@@ -180,23 +180,32 @@ async fn requests_are_not_classified_without_an_observer() {
 
 #[tokio::test(start_paused = true)]
 async fn dedup_memory_follows_the_entries_of_its_map() {
+    fn future_size<S: Service<Req>>(_: &S) -> u64 {
+        std::mem::size_of::<S::Future>() as u64
+    }
     let layer = DedupLayer::new(key_of).with_window(Duration::from_secs(1));
     let handle = layer.handle();
-    let svc = ServiceBuilder::new()
-        .layer(layer)
-        .service(slow(Duration::from_millis(50)));
+    let inner = slow(Duration::from_millis(50));
+    let future = future_size(&inner);
+    let svc = ServiceBuilder::new().layer(layer).service(inner);
     assert_eq!(handle.memory_bytes(), 0);
 
     let a = tokio::spawn(svc.clone().oneshot("/users/1"));
     let b = tokio::spawn(svc.clone().oneshot("/users/2"));
     settle().await;
-    assert_eq!(handle.memory_bytes(), 2 * dedup::ENTRY_ESTIMATE_BYTES);
+    // Each entry, and the inner future its call runs.
+    assert_eq!(
+        handle.memory_bytes(),
+        2 * (dedup::ENTRY_ESTIMATE_BYTES + future)
+    );
 
     a.await.unwrap().unwrap();
     b.await.unwrap().unwrap();
+    // Each entry, and the value kept (a `String`, as `CloneShare` weighs it).
+    let value = std::mem::size_of::<String>() as u64;
     assert_eq!(
         handle.memory_bytes(),
-        2 * dedup::ENTRY_ESTIMATE_BYTES,
+        2 * (dedup::ENTRY_ESTIMATE_BYTES + value),
         "kept for the reuse window"
     );
     time::advance(Duration::from_secs(2)).await;

@@ -468,14 +468,18 @@ impl Circuit {
         };
         BreakerStats {
             state: self.state(),
-            calls_in_window: tally.calls as u32,
-            failures_in_window: tally.failures as u32,
-            slow_in_window: tally.slow as u32,
+            calls_in_window: saturate(tally.calls),
+            failures_in_window: saturate(tally.failures),
+            slow_in_window: saturate(tally.slow),
             consecutive_failures: self.consecutive.load(Ordering::Acquire),
             trips: self.trips_total.load(Ordering::Relaxed),
             rejected: self.rejected_total.load(Ordering::Relaxed),
         }
     }
+}
+
+fn saturate(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Calls, failures and slow calls in the window.
@@ -486,81 +490,103 @@ struct Tally {
     slow: u64,
 }
 
-/// A time-based window: a ring of buckets, each one atomic word holding its
-/// bucket number and its counts, so recording is one compare-and-swap and
-/// memory is fixed.
+/// A time-based window: a ring of buckets, each three atomic words (calls,
+/// failures, slow calls), and each word tagged with its bucket's number, so
+/// recording is one compare-and-swap per count it changes (one for a
+/// success) and memory is fixed.
+///
+/// The words of one bucket are independent: each starts afresh when it is
+/// first written in a new period, and a tally adds only the words whose tag
+/// is inside the window. Counts have 40 bits: a bucket would need 10¹² calls
+/// to saturate, so a busy bucket keeps its exact failure rate.
 struct Buckets {
-    slots: Box<[AtomicU64]>,
+    slots: Box<[[AtomicU64; 3]]>,
     bucket_ms: u64,
 }
 
 const BUCKETS: u64 = 10;
-const EMPTY: u64 = u64::MAX;
+/// Never written: a written word holds a count of at least one.
+const EMPTY: u64 = 0;
 const ID_BITS: u32 = 24;
-const COUNT_BITS: u32 = 13;
+const ID_MASK: u64 = (1 << ID_BITS) - 1;
+const COUNT_BITS: u32 = 40;
 const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
+const CALLS: usize = 0;
+const FAILURES: usize = 1;
+const SLOW: usize = 2;
 
 impl Buckets {
     fn new(span: Duration) -> Self {
         Buckets {
-            slots: (0..BUCKETS).map(|_| AtomicU64::new(EMPTY)).collect(),
+            slots: (0..BUCKETS)
+                .map(|_| std::array::from_fn(|_| AtomicU64::new(EMPTY)))
+                .collect(),
             bucket_ms: (span.as_millis() as u64 / BUCKETS).max(1),
         }
     }
 
-    fn pack(id: u64, calls: u64, failures: u64, slow: u64) -> u64 {
-        (id & ((1 << ID_BITS) - 1))
-            | (calls.min(COUNT_MAX) << ID_BITS)
-            | (failures.min(COUNT_MAX) << (ID_BITS + COUNT_BITS))
-            | (slow.min(COUNT_MAX) << (ID_BITS + 2 * COUNT_BITS))
+    fn pack(id: u64, count: u64) -> u64 {
+        ((id & ID_MASK) << COUNT_BITS) | count.min(COUNT_MAX)
     }
 
-    fn unpack(word: u64) -> Option<(u64, u64, u64, u64)> {
-        (word != EMPTY).then_some((
-            word & ((1 << ID_BITS) - 1),
-            (word >> ID_BITS) & COUNT_MAX,
-            (word >> (ID_BITS + COUNT_BITS)) & COUNT_MAX,
-            (word >> (ID_BITS + 2 * COUNT_BITS)) & COUNT_MAX,
-        ))
+    /// The bucket number and the count of a written word.
+    fn unpack(word: u64) -> Option<(u64, u64)> {
+        (word != EMPTY).then_some((word >> COUNT_BITS, word & COUNT_MAX))
+    }
+
+    /// Whether bucket `a` is later than bucket `b` (numbers wrap at
+    /// `ID_BITS`; half the range counts as later).
+    fn later(a: u64, b: u64) -> bool {
+        let ahead = a.wrapping_sub(b) & ID_MASK;
+        ahead != 0 && ahead < 1 << (ID_BITS - 1)
     }
 
     fn record(&self, now_ms: u64, outcome: Outcome) {
-        let id = now_ms / self.bucket_ms;
-        let slot = &self.slots[(id % BUCKETS) as usize];
-        let (f, s) = (u64::from(outcome.failure), u64::from(outcome.slow));
-        let _ = slot.fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
-            Some(match Self::unpack(word) {
-                Some((bucket, calls, failures, slow)) if bucket == id & ((1 << ID_BITS) - 1) => {
-                    Self::pack(id, calls + 1, failures + f, slow + s)
-                }
-                // An old bucket: its time has passed, start it afresh.
-                _ => Self::pack(id, 1, f, s),
-            })
+        let id = (now_ms / self.bucket_ms) & ID_MASK;
+        let slot = &self.slots[(now_ms / self.bucket_ms % BUCKETS) as usize];
+        // Calls first: a tally reads them last, so it never sees more
+        // failures than calls.
+        Self::bump(&slot[CALLS], id);
+        if outcome.failure {
+            Self::bump(&slot[FAILURES], id);
+        }
+        if outcome.slow {
+            Self::bump(&slot[SLOW], id);
+        }
+    }
+
+    fn bump(word: &AtomicU64, id: u64) {
+        let _ = word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+            match Self::unpack(word) {
+                Some((bucket, count)) if bucket == id => Some(Self::pack(id, count + 1)),
+                // A later period took the slot: this outcome's bucket has
+                // left the window already.
+                Some((bucket, _)) if Self::later(bucket, id) => None,
+                // Empty, or an old period: start it afresh.
+                _ => Some(Self::pack(id, 1)),
+            }
         });
     }
 
     fn tally(&self, now_ms: u64) -> Tally {
         let id = now_ms / self.bucket_ms;
-        let mask = (1 << ID_BITS) - 1;
+        let count = |word: &AtomicU64| match Self::unpack(word.load(Ordering::Acquire)) {
+            // Buckets of the last `BUCKETS` periods, this one included.
+            Some((bucket, count)) if (id.wrapping_sub(bucket) & ID_MASK) < BUCKETS => count,
+            _ => 0,
+        };
         let mut tally = Tally::default();
         for slot in self.slots.iter() {
-            if let Some((bucket, calls, failures, slow)) =
-                Self::unpack(slot.load(Ordering::Acquire))
-            {
-                // Buckets of the last `BUCKETS` periods, this one included.
-                if (id.wrapping_sub(bucket) & mask) < BUCKETS {
-                    tally.calls += calls;
-                    tally.failures += failures;
-                    tally.slow += slow;
-                }
-            }
+            tally.failures += count(&slot[FAILURES]);
+            tally.slow += count(&slot[SLOW]);
+            tally.calls += count(&slot[CALLS]);
         }
         tally
     }
 
     fn clear(&self) {
-        for slot in self.slots.iter() {
-            slot.store(EMPTY, Ordering::Release);
+        for word in self.slots.iter().flatten() {
+            word.store(EMPTY, Ordering::Release);
         }
     }
 }
@@ -665,6 +691,44 @@ mod loom {
     }
 
     #[test]
+    fn a_tally_racing_two_records_never_sees_more_failures_than_calls() {
+        ::loom::model(|| {
+            let buckets = Arc::new(Buckets::new(Duration::from_secs(10)));
+            let (b1, b2) = (buckets.clone(), buckets.clone());
+            let failing = ::loom::thread::spawn(move || b1.record(5, FAILURE));
+            let ok = ::loom::thread::spawn(move || {
+                b2.record(
+                    5,
+                    Outcome {
+                        failure: false,
+                        slow: false,
+                    },
+                )
+            });
+            let during = buckets.tally(5);
+            assert!(during.failures <= during.calls, "{during:?}");
+            failing.join().unwrap();
+            ok.join().unwrap();
+            let after = buckets.tally(5);
+            assert_eq!((after.calls, after.failures), (2, 1));
+        });
+    }
+
+    #[test]
+    fn a_late_record_never_wipes_the_later_bucket_that_took_its_slot() {
+        ::loom::model(|| {
+            // 1 s buckets: 3 s and 13 s share a slot.
+            let buckets = Arc::new(Buckets::new(Duration::from_secs(10)));
+            let b1 = buckets.clone();
+            let late = ::loom::thread::spawn(move || b1.record(3_000, FAILURE));
+            buckets.record(13_000, FAILURE);
+            late.join().unwrap();
+            let tally = buckets.tally(13_000);
+            assert_eq!((tally.calls, tally.failures), (1, 1));
+        });
+    }
+
+    #[test]
     fn a_probe_ending_across_a_reopen_does_not_take_a_later_permit() {
         ::loom::model(|| {
             let c = circuit();
@@ -680,5 +744,86 @@ mod loom {
             assert!(c.admit().is_ok(), "the new half-open admits its probe");
             assert!(c.admit().is_err(), "and only one");
         });
+    }
+}
+
+#[cfg(all(test, not(herdsman_loom)))]
+mod tests {
+    use super::*;
+
+    const OK: Outcome = Outcome {
+        failure: false,
+        slow: false,
+    };
+    const FAILED: Outcome = Outcome {
+        failure: true,
+        slow: false,
+    };
+    const SLOW: Outcome = Outcome {
+        failure: false,
+        slow: true,
+    };
+
+    #[test]
+    fn one_bucket_counts_100_000_calls_and_their_failures_exactly() {
+        let buckets = Buckets::new(Duration::from_secs(10));
+        for i in 0..100_000u64 {
+            let outcome = match i % 10 {
+                0 => FAILED,
+                1 => SLOW,
+                _ => OK,
+            };
+            buckets.record(5, outcome);
+        }
+        let tally = buckets.tally(5);
+        assert_eq!(
+            (tally.calls, tally.failures, tally.slow),
+            (100_000, 10_000, 10_000)
+        );
+    }
+
+    #[test]
+    fn buckets_of_the_span_add_up_and_older_ones_drop_out() {
+        // Ten buckets of 100 ms: calls at 0..1000 ms, then one at 1050 ms
+        // replaces the bucket of 0..100 ms.
+        let buckets = Buckets::new(Duration::from_secs(1));
+        for ms in (0..1_000).step_by(10) {
+            buckets.record(ms, if ms < 100 { FAILED } else { OK });
+        }
+        let tally = buckets.tally(999);
+        assert_eq!((tally.calls, tally.failures), (100, 10));
+        buckets.record(1_050, OK);
+        let tally = buckets.tally(1_050);
+        assert_eq!((tally.calls, tally.failures), (91, 0));
+        assert_eq!(buckets.tally(10_000).calls, 0, "all of it has aged out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_bucket_with_a_low_failure_rate_does_not_trip() {
+        let config = BreakerConfig {
+            time_window: Some(Duration::from_secs(10)),
+            consecutive_failures: None,
+            failure_rate: 0.5,
+            ..BreakerConfig::default()
+        };
+        let (events, _) = broadcast::channel(16);
+        let circuit = Circuit::new(
+            Class::default(),
+            config,
+            events,
+            Arc::new(AtomicBool::new(false)),
+            Observers::none(),
+        );
+        // 100,000 calls in one bucket, one in ten failing: a 10 % rate.
+        for i in 0..100_000u32 {
+            let admit = circuit.admit().expect("closed");
+            circuit.record(admit, if i % 10 == 0 { FAILED } else { OK });
+        }
+        assert_eq!(circuit.state(), BreakerState::Closed);
+        let stats = circuit.stats();
+        assert_eq!(
+            (stats.calls_in_window, stats.failures_in_window),
+            (100_000, 10_000)
+        );
     }
 }

@@ -269,11 +269,13 @@ pub trait CachePolicy<Req, T>: Share<T> {
     }
 
     /// The bytes one stored response holds (the store is bounded by the sum).
-    /// The default is the value's inline size, which undercounts values that
-    /// own heap memory: give such caches a
-    /// [`with_weigher`](super::CacheLayer::with_weigher).
-    fn weigh(&self, _shared: &Self::Shared) -> usize {
-        std::mem::size_of::<Self::Shared>()
+    /// The default is the [`Share`] policy's
+    /// [`held_bytes`](Share::held_bytes): headers and body for
+    /// [`HttpCachePolicy`](crate::http::HttpCachePolicy); otherwise the
+    /// value's inline size, which undercounts values that own heap memory:
+    /// give such caches a [`with_weigher`](super::CacheLayer::with_weigher).
+    fn weigh(&self, shared: &Self::Shared) -> usize {
+        self.held_bytes(shared)
     }
 
     /// Adds what the caller should see about the cache (HTTP: `Age`,

@@ -18,7 +18,7 @@ use crate::{
     limit::LimitLayer,
     registry::{HttpFingerprint, RegistryLayer},
     stats::{AlertRules, Stats, StatsClock},
-    switch::{Rollout, Switches},
+    switch::{LayerName, Rollout, Switches},
 };
 
 /// Builds a [`Coordinator`]: made by [`Coordinator::builder`].
@@ -170,6 +170,14 @@ fn compose(environment: Environment, config: Config) -> Shared {
         cache = cache.with_class(class.class.clone(), class.cache_settings());
         breaker = breaker.with_class(class.class.clone(), class.breaker_config());
         limit = limit.with_class(class.class.clone(), class.class_limits());
+    }
+
+    // Every configured class (and the default one) is listed from the
+    // start, and its breaker shows `off` while its switch is.
+    for class in &classes {
+        stats.register(&class.class);
+        let breaker = switches.switch(LayerName::Breaker, &class.class);
+        stats.track_breaker_switch(&class.class, move || breaker.is_on());
     }
 
     stats.track_memory("registry", registry.handle());

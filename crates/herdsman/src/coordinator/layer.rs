@@ -50,7 +50,7 @@ impl<S: Clone> Layer<S> for CoordinatorLayer {
             LayerName::Cache,
             routes.clone(),
         );
-        let counted = Bypass::new(
+        let counted = Bypass::clients_only(
             shared.stats_layer.layer(cached),
             LayerName::Stats,
             routes.clone(),

@@ -18,7 +18,7 @@
 //! ```text
 //! Coordinated   classify once; stack switch and rollout: else straight to the inner service
 //!  Registry     one-shot calls answered from a live poll loop
-//!  Stats        client requests, per class
+//!  Stats        client requests, per class (a poll loop's fetches pass it)
 //!  Cache        HTTP semantics; writes invalidate (and the registry polls)
 //!  Dedup        one Dedup per distinct reuse window among the classes
 //!  Breaker      per class; 5xx and errors are failures
@@ -57,7 +57,13 @@
 //!   path. [`Coordinator::invalidate`] does the same by hand.
 //! - **Stats.** Every layer reports to [`Coordinator::stats`] (the tokio
 //!   clock in `Environment::Test`, alert rules from `config.alerts`), which
-//!   also tracks the memory of the cache, dedup, limit and registry.
+//!   also tracks the memory of the cache, dedup, limit and registry. Every
+//!   configured class is listed from the start, and its breaker shows `off`
+//!   while its switch is. A registry poll loop's fetch carries its route
+//!   marked as the loop's (the canonical request [`ClassKey`] builds): the
+//!   client-side Stats layer lets it pass, since it is no client request
+//!   (it is counted in `polls`, and its upstream call as one), and what
+//!   the layers below do for it is no client saving.
 //!
 //! The services are concrete types ([`stack::Stack`]): no request is boxed.
 //!

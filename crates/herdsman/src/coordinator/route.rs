@@ -42,13 +42,28 @@ fn layer_index(layer: LayerName) -> usize {
     }
 }
 
-/// The route of a request, put in its extensions by [`Coordinated`]
-/// (super::Coordinated) so that the layers below do not classify it again.
+/// Who sent a request down the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A caller, through [`Coordinated`](super::Coordinated).
+    Client,
+    /// A registry poll loop's fetch (the canonical request of its key).
+    PollLoop,
+}
+
+/// The route of a request, put in its extensions by
+/// [`Coordinated`](super::Coordinated) (and on a poll loop's canonical
+/// requests by [`ClassKey`]) so that the layers below do not classify it
+/// again, and know whom it is for.
 #[derive(Clone)]
-pub(crate) struct Routed(pub(crate) Arc<ClassRoute>);
+pub(crate) struct Routed {
+    pub(crate) route: Arc<ClassRoute>,
+    pub(crate) origin: Origin,
+}
 
 /// Every class's route, and the classifier for requests that carry none
-/// (the registry's canonical requests).
+/// (requests that did not come through [`Coordinated`](super::Coordinated)
+/// or a poll loop).
 pub(crate) struct Routes {
     paths: PathClasses,
     classes: HashMap<Class, Arc<ClassRoute>>,
@@ -121,9 +136,20 @@ impl Routes {
     /// Reads the route of `req`: its extension, else its path.
     #[inline]
     pub(crate) fn with<B, R>(&self, req: &Request<B>, f: impl FnOnce(&ClassRoute) -> R) -> R {
+        self.with_origin(req, |route, _| f(route))
+    }
+
+    /// Reads the route of `req` and who sent it (a request without the
+    /// extension is a client's).
+    #[inline]
+    pub(crate) fn with_origin<B, R>(
+        &self,
+        req: &Request<B>,
+        f: impl FnOnce(&ClassRoute, Origin) -> R,
+    ) -> R {
         match req.extensions().get::<Routed>() {
-            Some(Routed(route)) => f(route),
-            None => f(self.of_path(req.uri().path())),
+            Some(routed) => f(&routed.route, routed.origin),
+            None => f(self.of_path(req.uri().path()), Origin::Client),
         }
     }
 }
@@ -191,9 +217,20 @@ impl<B> KeyFn<Request<B>> for ClassKey {
 }
 
 impl<B: Default> Canonical<Request<B>> for ClassKey {
+    /// The key's parts only ([`HttpKey::canonical_request`]), marked as a
+    /// poll loop's: the stack's client-side Stats layer lets it pass
+    /// uncounted (it is no client request), and its class travels with it.
     fn canonical(&self, req: &Request<B>) -> Request<B> {
-        self.inner
-            .with(req, |route| route.key.canonical_request(req))
+        let route = match req.extensions().get::<Routed>() {
+            Some(routed) => routed.route.clone(),
+            None => self.inner.of_path(req.uri().path()).clone(),
+        };
+        let mut canonical = route.key.canonical_request(req);
+        canonical.extensions_mut().insert(Routed {
+            route,
+            origin: Origin::PollLoop,
+        });
+        canonical
     }
 }
 

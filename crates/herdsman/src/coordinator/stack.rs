@@ -10,7 +10,7 @@ use std::{
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::route::{ClassKey, ClassOf, Routes};
+use super::route::{ClassKey, ClassOf, Origin, Routes};
 use crate::{
     breaker::Breaker,
     cache::Cache,
@@ -69,16 +69,34 @@ wraps!(
 /// off: one atomic load per request.
 ///
 /// The class is the one [`Coordinated`](super::Coordinated) put in the
-/// request's extensions, or else the one its path matches.
+/// request's extensions, or else the one its path matches. The client-side
+/// Stats layer is also passed by a registry poll loop's fetches, which are
+/// not client requests.
 pub struct Bypass<T> {
     svc: T,
     layer: LayerName,
     routes: Arc<Routes>,
+    /// Whether a poll loop's fetches go through the layer too.
+    polls: bool,
 }
 
 impl<T> Bypass<T> {
     pub(crate) fn new(svc: T, layer: LayerName, routes: Arc<Routes>) -> Self {
-        Bypass { svc, layer, routes }
+        Bypass {
+            svc,
+            layer,
+            routes,
+            polls: true,
+        }
+    }
+
+    /// A layer that only client requests go through: a poll loop's fetches
+    /// pass it as if it were switched off.
+    pub(crate) fn clients_only(svc: T, layer: LayerName, routes: Arc<Routes>) -> Self {
+        Bypass {
+            polls: false,
+            ..Bypass::new(svc, layer, routes)
+        }
     }
 
     /// The layer's service.
@@ -116,7 +134,10 @@ where
 
     #[inline]
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if self.routes.with(&req, |route| route.is_on(self.layer)) {
+        let on = self.routes.with_origin(&req, |route, origin| {
+            route.is_on(self.layer) && (self.polls || origin == Origin::Client)
+        });
+        if on {
             ResponseFuture::On {
                 future: self.svc.call(req),
             }
@@ -134,6 +155,7 @@ impl<T: Clone> Clone for Bypass<T> {
             svc: self.svc.clone(),
             layer: self.layer,
             routes: self.routes.clone(),
+            polls: self.polls,
         }
     }
 }
@@ -244,7 +266,8 @@ pub type Deduped<S> = Dedups<Guarded<S>>;
 /// The cache layer over [`Deduped`].
 pub type Cached<S> =
     Bypass<Cache<Deduped<S>, ClassKey, Response<SharedBody>, HttpCachePolicy, ClassOf>>;
-/// The client-side stats layer over [`Cached`].
+/// The client-side stats layer over [`Cached`] (passed by poll loops'
+/// fetches, which are not client requests).
 pub type Counted<S> = Bypass<StatsService<Cached<S>, ClassOf, ServerErrors>>;
 /// The whole coordinated path: the registry over [`Counted`].
 pub type Stack<S> =

@@ -162,11 +162,11 @@ where
             return match share.share(value) {
                 Ok(shared) => {
                     let mine = share.unshare(&shared);
-                    driver.finish(Outcome::Ok(shared));
+                    driver.finish(Outcome::Ok(shared), |kept| share.held_bytes(kept));
                     Ok(mine)
                 }
                 Err(value) => {
-                    driver.finish(Outcome::NotShared);
+                    driver.finish(Outcome::NotShared, |_| 0);
                     Ok(value)
                 }
             };
@@ -174,7 +174,7 @@ where
         Ok(Err(err)) => SharedError::new(err),
         Err(panicked) => SharedError::new(panicked),
     };
-    driver.finish(Outcome::Err(err.clone()));
+    driver.finish(Outcome::Err(err.clone()), |_| 0);
     Err(Box::new(err))
 }
 

@@ -97,16 +97,24 @@ use std::{fmt, sync::Arc};
 
 use crate::event::MemorySource;
 
-/// The bytes one entry of the in-flight map is estimated to hold, for
+/// The fixed bytes one entry of the in-flight map is estimated to hold, for
 /// [`MemorySource`]: the map's record of the key and its slot (about 140
 /// bytes with the hash table's spare room), the reuse window's expiry record
-/// (about 90) and the shared part of a flight. Key bytes beyond the 24 stored
-/// inline and the boxed inner future are not counted.
+/// (about 90) and the shared part of a flight. What varies is counted at its
+/// real size on top (see [`DedupHandle`]).
 pub const ENTRY_ESTIMATE_BYTES: u64 = 256;
 
 /// A handle to one [`DedupLayer`] value's in-flight map, from
-/// [`DedupLayer::handle`]: its counters, and its memory for the Stats layer
-/// (entries × [`ENTRY_ESTIMATE_BYTES`]). Cheap to clone.
+/// [`DedupLayer::handle`]: its counters, and its memory for the Stats layer.
+/// Cheap to clone.
+///
+/// The memory is, per entry, [`ENTRY_ESTIMATE_BYTES`] plus what the entry
+/// holds at its real size: while its call is in flight the boxed inner
+/// future (`size_of` the inner service's future), once finished and kept
+/// for the reuse window the value (the share policy's
+/// [`held_bytes`](crate::share::Share::held_bytes)), and in both a key
+/// longer than the 24 bytes stored inline. Followers' waker slots (about 32
+/// bytes each) are not counted.
 #[derive(Clone)]
 pub struct DedupHandle {
     state: Arc<state::State>,
@@ -125,7 +133,8 @@ impl DedupHandle {
 
 impl MemorySource for DedupHandle {
     fn memory_bytes(&self) -> u64 {
-        self.state.entries() * ENTRY_ESTIMATE_BYTES
+        let (entries, bytes) = self.state.held();
+        entries * ENTRY_ESTIMATE_BYTES + bytes
     }
 }
 

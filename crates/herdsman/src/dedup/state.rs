@@ -72,10 +72,16 @@ struct Shard {
     leaders: u64,
     coalesced: u64,
     window_hits: u64,
+    /// The sum of the slots' `bytes`.
+    bytes: usize,
 }
 
 struct Slot {
     gen: u64,
+    /// What the slot holds beyond the fixed estimate per entry: the boxed
+    /// inner future while the call runs, the kept value in the reuse
+    /// window, and a long key's buffer.
+    bytes: usize,
     /// `TypeId` of the `Flight<F, V>` that callers of this slot share; a
     /// caller of another type (another service behind the same layer) cannot
     /// join and passes through.
@@ -202,8 +208,12 @@ impl State {
                 shard.next_gen += 1;
                 shard.leaders += 1;
                 let key = vacant.key().clone();
+                // The driver is about to box the inner future (`start`).
+                let bytes = std::mem::size_of::<F>() + key.heap_bytes();
+                shard.bytes += bytes;
                 vacant.insert(Slot {
                     gen,
+                    bytes,
                     flight_type,
                     flight: None,
                     done_until: None,
@@ -252,20 +262,18 @@ impl State {
         })
     }
 
-    /// Keys held now: in flight, or kept for the reuse window. Expired reuse
-    /// entries are purged first, as in [`stats`](Self::stats).
-    pub(crate) fn entries(&self) -> u64 {
+    /// Keys held now (in flight, or kept for the reuse window), and the
+    /// bytes their slots hold beyond the fixed estimate per entry. Expired
+    /// reuse entries are purged first, as in [`stats`](Self::stats).
+    pub(crate) fn held(&self) -> (u64, u64) {
         let now = (!self.window.is_zero()).then(Instant::now);
-        self.shards
-            .iter()
-            .map(|shard| {
-                let mut shard = lock(&shard.0);
-                if let Some(now) = now {
-                    shard.purge(now);
-                }
-                shard.map.len() as u64
-            })
-            .sum()
+        self.shards.iter().fold((0, 0), |(entries, bytes), shard| {
+            let mut shard = lock(&shard.0);
+            if let Some(now) = now {
+                shard.purge(now);
+            }
+            (entries + shard.map.len() as u64, bytes + shard.bytes as u64)
+        })
     }
 
     /// Counters, summed over the shards.
@@ -302,10 +310,17 @@ impl Shard {
             let (key, gen, _) = self.expiry.pop_front().expect("front exists");
             if let Some(slot) = self.map.get(&key) {
                 if slot.gen == gen && slot.done_until.is_some() {
-                    self.map.remove(&key);
+                    self.remove(&key);
                 }
             }
         }
+    }
+
+    /// Removes `key`'s slot, and its bytes from the shard's sum.
+    fn remove(&mut self, key: &Key) -> Option<Slot> {
+        let slot = self.map.remove(key)?;
+        self.bytes -= slot.bytes;
+        Some(slot)
     }
 
     fn slot(&mut self, key: &Key, gen: u64) -> Option<&mut Slot> {
@@ -368,12 +383,13 @@ where
         let mut shard = lock(self.state.shard(&self.key));
         // One probe on the common path: remove, and put back in the rare case
         // that followers joined.
-        match shard.map.remove(&self.key) {
+        match shard.remove(&self.key) {
             Some(slot) if slot.gen == self.gen && slot.flight.is_none() => {
                 self.done = true;
                 true
             }
             Some(slot) => {
+                shard.bytes += slot.bytes;
                 shard.map.insert(self.key.clone(), slot);
                 false
             }
@@ -384,27 +400,41 @@ where
         }
     }
 
-    /// Ends the flight and hands `outcome` to every follower.
-    pub(crate) fn finish(&mut self, outcome: Outcome<V>) {
+    /// Ends the flight and hands `outcome` to every follower. A success kept
+    /// for the reuse window is measured with `weigh` (before any lock is
+    /// taken: it is the share policy's code).
+    pub(crate) fn finish(&mut self, outcome: Outcome<V>, weigh: impl FnOnce(&V) -> usize) {
         self.done = true;
-        let keep = !self.state.window.is_zero() && matches!(outcome, Outcome::Ok(_));
+        let kept = match &outcome {
+            Outcome::Ok(value) if !self.state.window.is_zero() => Some(weigh(value)),
+            _ => None,
+        };
         let flight = {
             let mut shard = lock(self.state.shard(&self.key));
-            if keep {
+            if let Some(value_bytes) = kept {
                 let until = Instant::now() + self.state.window;
-                let flight = shard.slot(&self.key, self.gen).map(|slot| {
-                    slot.done_until = Some(until);
-                    slot.flight
-                        .get_or_insert_with(|| Arc::new(Flight::<F, V>::new()))
-                        .clone()
-                });
+                let bytes = value_bytes + self.key.heap_bytes();
+                let shard = &mut *shard;
+                let flight = shard
+                    .map
+                    .get_mut(&self.key)
+                    .filter(|slot| slot.gen == self.gen)
+                    .map(|slot| {
+                        // The inner future is gone; the value stays.
+                        shard.bytes = shard.bytes - slot.bytes + bytes;
+                        slot.bytes = bytes;
+                        slot.done_until = Some(until);
+                        slot.flight
+                            .get_or_insert_with(|| Arc::new(Flight::<F, V>::new()))
+                            .clone()
+                    });
                 if flight.is_some() {
                     shard.expiry.push_back((self.key.clone(), self.gen, until));
                 }
                 flight
             } else {
                 match shard.slot(&self.key, self.gen) {
-                    Some(_) => shard.map.remove(&self.key).and_then(|slot| slot.flight),
+                    Some(_) => shard.remove(&self.key).and_then(|slot| slot.flight),
                     None => None,
                 }
             }
@@ -454,7 +484,7 @@ impl<F, V> Drop for Driver<F, V> {
                 self.state.cancelled.fetch_add(1, Ordering::Relaxed);
             }
             if remove {
-                shard.map.remove(&self.key);
+                shard.remove(&self.key);
                 if started {
                     self.state.abandoned.fetch_add(1, Ordering::Relaxed);
                 }
@@ -541,7 +571,7 @@ impl<F, V> Drop for Follower<F, V> {
                         self.state.abandoned.fetch_add(1, Ordering::Relaxed);
                         drop(inner);
                         if shard.slot(&self.key, self.gen).is_some() {
-                            shard.map.remove(&self.key);
+                            shard.remove(&self.key);
                         }
                     }
                 }

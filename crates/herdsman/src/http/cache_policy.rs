@@ -197,6 +197,10 @@ impl<B> Share<Response<HttpBody<B>>> for HttpCachePolicy {
     fn unshare(&self, shared: &Self::Shared) -> Response<HttpBody<B>> {
         super::share::unshare(shared)
     }
+
+    fn held_bytes(&self, shared: &Self::Shared) -> usize {
+        super::share::weigh(shared)
+    }
 }
 
 impl<ReqB, B> CachePolicy<Request<ReqB>, Response<HttpBody<B>>> for HttpCachePolicy {
@@ -312,21 +316,6 @@ impl<ReqB, B> CachePolicy<Request<ReqB>, Response<HttpBody<B>>> for HttpCachePol
 
     fn is_failure(&self, response: &Response<HttpBody<B>>) -> bool {
         matches!(response.status().as_u16(), 500 | 502 | 503 | 504)
-    }
-
-    fn weigh(&self, shared: &Response<SharedBody>) -> usize {
-        let headers: usize = shared
-            .headers()
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 32)
-            .sum();
-        let trailers: usize = shared.body().trailers().map_or(0, |t| {
-            t.iter().map(|(n, v)| n.as_str().len() + v.len() + 32).sum()
-        });
-        std::mem::size_of::<Response<SharedBody>>()
-            + headers
-            + trailers
-            + shared.body().data().len()
     }
 
     fn decorate(&self, response: &mut Response<HttpBody<B>>, outcome: Outcome, age: Duration) {

@@ -30,6 +30,24 @@ impl<B> Share<Response<HttpBody<B>>> for HttpShare {
     fn unshare(&self, shared: &Self::Shared) -> Response<HttpBody<B>> {
         unshare(shared)
     }
+
+    fn held_bytes(&self, shared: &Self::Shared) -> usize {
+        weigh(shared)
+    }
+}
+
+/// The bytes a shared response holds: its inline size, each header and
+/// trailer (name, value and about 32 bytes of map bookkeeping) and the body.
+pub(super) fn weigh(shared: &Response<SharedBody>) -> usize {
+    let fields = |map: &http::HeaderMap| -> usize {
+        map.iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 32)
+            .sum()
+    };
+    std::mem::size_of::<Response<SharedBody>>()
+        + fields(shared.headers())
+        + shared.body().trailers().map_or(0, fields)
+        + shared.body().data().len()
 }
 
 /// Shares a response whose body was buffered whole.

@@ -67,9 +67,10 @@ impl RegistryHandle {
 }
 
 impl MemorySource for RegistryHandle {
-    /// The registry's bookkeeping: its map, each key's loop state and waker
-    /// slots, and each subscriber's handle. The values themselves are held
-    /// once per key and are not counted.
+    /// The registry's map, each key's loop state and waker slots, the value
+    /// each loop holds (its latest, or after a failure its last good one,
+    /// as the share policy's [`held_bytes`](crate::share::Share::held_bytes)
+    /// weighs it: headers and body for HTTP), and each subscriber's handle.
     fn memory_bytes(&self) -> u64 {
         self.core.memory_bytes()
     }

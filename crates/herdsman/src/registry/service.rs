@@ -57,7 +57,7 @@ impl<S, K, C, P, F, Q> Registry<S, K, C, P, F, Q> {
         Req: Send + 'static,
         K: KeyFn<Req>,
         C: Classify<Req>,
-        P: Share<S::Response> + Clone + Send + 'static,
+        P: Share<S::Response> + Clone + Send + Sync + 'static,
         F: Fingerprint<P::Shared> + Clone + Send + 'static,
         Q: Canonical<Req> + Clone + Send + 'static,
     {
@@ -89,7 +89,7 @@ impl<S, K, C, P, F, Q> Registry<S, K, C, P, F, Q> {
         Req: Send + 'static,
         K: KeyFn<Req>,
         C: Classify<Req>,
-        P: Share<S::Response> + Clone + Send + 'static,
+        P: Share<S::Response> + Clone + Send + Sync + 'static,
         F: Fingerprint<P::Shared> + Clone + Send + 'static,
         Q: Canonical<Req> + Clone + Send + 'static,
     {
@@ -98,9 +98,15 @@ impl<S, K, C, P, F, Q> Registry<S, K, C, P, F, Q> {
         // split the key.
         let canonical = self.canonical.canonical(&req);
         let key = self.key.key(&canonical);
-        let (joined, asked) = self
-            .core
-            .join::<P::Shared>(key, options.interval(), || self.classify.classify(&req))?;
+        let (joined, asked) = self.core.join::<P::Shared>(
+            key,
+            options.interval(),
+            || self.classify.classify(&req),
+            || {
+                let share = self.share.clone();
+                Arc::new(move |value| Share::<S::Response>::held_bytes(&share, value))
+            },
+        )?;
         match joined {
             Joined::Existing(hook) => {
                 let meta = &hook.meta;
@@ -198,9 +204,12 @@ where
             .key(&req)
             .and_then(|key| self.core.hook::<P::Shared>(&key))
             .filter(|hook| hook.meta.fresh(Instant::now(), hook.meta.interval()))
-            .and_then(|hook| hook.cell.current_value());
+            .and_then(|hook| Some((hook.cell.current_value()?, hook)));
         match fresh {
-            Some(value) => ResponseFuture::ready(self.share.unshare_owned(value)),
+            Some((value, hook)) => {
+                self.core.shared_answer(&hook.meta);
+                ResponseFuture::ready(self.share.unshare_owned(value))
+            }
             None => ResponseFuture::inner(self.inner.call(req)),
         }
     }

@@ -227,17 +227,35 @@ fn nanos(d: Duration) -> u64 {
     d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
+/// What one shared value holds, in bytes (the registry's
+/// [`Share`](crate::share::Share) policy's
+/// [`held_bytes`](crate::share::Share::held_bytes)).
+pub(crate) type Weigher<T> = Arc<dyn Fn(&T) -> usize + Send + Sync>;
+
 /// One key's poll loop, as its subscribers and the loop see it.
 pub(crate) struct Hook<T> {
     pub(crate) meta: Meta,
     pub(crate) cell: Cell<T>,
+    weigh: Weigher<T>,
+}
+
+impl<T> Hook<T> {
+    fn new(meta: Meta, weigh: Weigher<T>) -> Self {
+        Hook {
+            meta,
+            cell: Cell::new(),
+            weigh,
+        }
+    }
 }
 
 /// A hook whatever its value type: what the map holds.
 pub(crate) trait AnyHook: Send + Sync + 'static {
     fn meta(&self) -> &Meta;
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
-    /// Bytes of bookkeeping (not the value itself).
+    /// Bytes held: the loop's state, its waker slots and the value it
+    /// keeps (the latest update's, or after a failure the last good one).
+    /// Takes the cell's lock; runs the weigher outside it.
     fn memory(&self) -> usize;
 }
 
@@ -251,15 +269,16 @@ impl<T: Send + Sync + 'static> AnyHook for Hook<T> {
     }
 
     fn memory(&self) -> usize {
-        let key = if self.meta.key.len() > 24 {
-            self.meta.key.len()
-        } else {
-            0
-        };
+        let value = self
+            .cell
+            .current()
+            .and_then(|update| update.last_good().map(|value| (self.weigh)(value)))
+            .unwrap_or(0);
         mem::size_of::<Self>()
-            + key
+            + self.meta.key.heap_bytes()
             // A slab slot: the waker and the slab's tag.
             + self.cell.waiters() * (mem::size_of::<Option<Waker>>() + mem::size_of::<usize>())
+            + value
     }
 }
 
@@ -329,15 +348,16 @@ impl Core {
     }
 
     /// Adds a subscriber of `key` asking for `asked` (none: its class's
-    /// interval), to the key's loop or to a new one (`class` is called only
-    /// then, and the class's settings looked up). `None` as the key: a
-    /// private loop. Returns how it joined and the interval it counts for,
-    /// never below the floor.
+    /// interval), to the key's loop or to a new one (`class` and `weigh`
+    /// are called only then, and the class's settings looked up). `None` as
+    /// the key: a private loop. Returns how it joined and the interval it
+    /// counts for, never below the floor.
     pub(crate) fn join<T: Send + Sync + 'static>(
         &self,
         key: Option<Key>,
         asked: Option<Duration>,
         class: impl FnOnce() -> Class,
+        weigh: impl FnOnce() -> Weigher<T>,
     ) -> Result<(Joined<T>, Duration), TooManySubscribers> {
         let mut map = self.lock();
         if map.subscribers >= self.config.max_subscribers {
@@ -347,7 +367,7 @@ impl Core {
             map.subscribers += 1;
             map.private += 1;
             drop(map);
-            return Ok(self.private(Key::new(b""), asked, class()));
+            return Ok(self.private(Key::new(b""), asked, class(), weigh()));
         };
         if let Some(entry) = map.hooks.get_mut(&key) {
             let Ok(hook) = entry.hook.clone().into_any().downcast::<Hook<T>>() else {
@@ -356,7 +376,7 @@ impl Core {
                 map.subscribers += 1;
                 map.private += 1;
                 drop(map);
-                return Ok(self.private(key, asked, class()));
+                return Ok(self.private(key, asked, class(), weigh()));
             };
             let meta = &hook.meta;
             if entry.subscribers >= meta.settings.max_subscribers_per_key {
@@ -382,10 +402,10 @@ impl Core {
         let class = class();
         let settings = self.config.class(&class);
         let interval = self.config.clamp(asked, &settings);
-        let hook = Arc::new(Hook {
-            meta: Meta::new(key.clone(), class, settings, interval, false),
-            cell: Cell::new(),
-        });
+        let hook = Arc::new(Hook::new(
+            Meta::new(key.clone(), class, settings, interval, false),
+            weigh(),
+        ));
         map.hooks.insert(
             key,
             Entry {
@@ -400,15 +420,17 @@ impl Core {
 
     /// A loop of its own for one subscriber, outside the map (counted in it
     /// by the caller).
-    fn private<T>(&self, key: Key, asked: Option<Duration>, class: Class) -> (Joined<T>, Duration) {
+    fn private<T>(
+        &self,
+        key: Key,
+        asked: Option<Duration>,
+        class: Class,
+        weigh: Weigher<T>,
+    ) -> (Joined<T>, Duration) {
         let settings = self.config.class(&class);
         let interval = self.config.clamp(asked, &settings);
         let meta = Meta::new(key, class, settings, interval, true);
-        let hook = Arc::new(Hook {
-            meta,
-            cell: Cell::new(),
-        });
-        (Joined::Started(hook), interval)
+        (Joined::Started(Arc::new(Hook::new(meta, weigh))), interval)
     }
 
     /// Removes a subscriber that asked for `interval`; stops the loop when
@@ -522,16 +544,24 @@ impl Core {
         }
     }
 
+    /// The map, each key's loop (its value included) and each subscriber's
+    /// handle. The hooks are measured after the map's lock is released: a
+    /// value's weigher is the share policy's code.
     pub(crate) fn memory_bytes(&self) -> u64 {
-        let map = self.lock();
-        let per_entry = mem::size_of::<(Key, Entry)>() + 64;
-        let hooks: usize = map
-            .hooks
-            .values()
-            .map(|e| per_entry + e.hook.memory() + e.intervals.len() * 48)
-            .sum();
-        let subscribers = map.subscribers * super::subscription::SUBSCRIPTION_BYTES;
-        (hooks + subscribers) as u64
+        let (hooks, entries, subscribers) = {
+            let map = self.lock();
+            let per_entry = mem::size_of::<(Key, Entry)>() + 64;
+            let entries: usize = map
+                .hooks
+                .values()
+                .map(|e| per_entry + e.intervals.len() * 48)
+                .sum();
+            let hooks: Vec<Arc<dyn AnyHook>> = map.hooks.values().map(|e| e.hook.clone()).collect();
+            (hooks, entries, map.subscribers)
+        };
+        let held: usize = hooks.iter().map(|hook| hook.memory()).sum();
+        let subscribers = subscribers * super::subscription::SUBSCRIPTION_BYTES;
+        (entries + held + subscribers) as u64
     }
 
     pub(crate) fn task_started(&self) {
@@ -551,6 +581,11 @@ impl Core {
             self.updates.fetch_add(1, Ordering::Relaxed);
         }
         self.observers.observe(&meta.class, Event::Polled);
+    }
+
+    /// A one-shot call was answered from `meta`'s loop.
+    pub(crate) fn shared_answer(&self, meta: &Meta) {
+        self.observers.observe(&meta.class, Event::SharedAnswer);
     }
 }
 

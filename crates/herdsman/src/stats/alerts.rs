@@ -197,8 +197,10 @@ pub struct Alert {
     pub rule: AlertRule,
     /// The endpoint class, for per-class and per-key rules.
     pub endpoint: Option<String>,
-    /// The key, for the per-key rule (credentials redacted as in
-    /// [`Key`](crate::Key)'s `Debug`).
+    /// The key, for the per-key rule: its
+    /// [`fingerprint`](crate::Key::fingerprint) in 16 hex digits, the same
+    /// for the key in every process and release and never showing its
+    /// bytes. (The message adds the key's `Debug`, credentials redacted.)
     pub key: Option<String>,
     /// Firing or resolved.
     pub state: AlertState,

@@ -10,10 +10,14 @@ use std::{
 
 use pin_project_lite::pin_project;
 
-use super::recorder::{ClassRecorder, ErrorKind};
+use super::{
+    recorder::{ClassRecorder, ErrorKind},
+    scope::{Answer, Scope},
+};
 use crate::{
     breaker::{FailureClassifier, Verdict},
     error::BoxError,
+    event::Rejection,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +33,8 @@ pub(crate) struct Guard {
     start: u64,
     side: Side,
     done: bool,
+    /// Client side: what answered the request so far.
+    answer: Answer,
 }
 
 impl Guard {
@@ -38,6 +44,19 @@ impl Guard {
             start,
             side,
             done: false,
+            answer: Answer::Forwarded,
+        }
+    }
+
+    /// A client request whose answer so far is `answer` (what the events
+    /// during its `call` said).
+    pub(crate) fn client(rec: Arc<ClassRecorder>, start: u64, answer: Answer) -> Self {
+        Guard {
+            rec,
+            start,
+            side: Side::Client,
+            done: false,
+            answer,
         }
     }
 
@@ -46,7 +65,7 @@ impl Guard {
         let rec = &*self.rec;
         rec.latency
             .record(rec.clock.now().saturating_sub(self.start));
-        rec.finished.fetch_add(1, Relaxed);
+        rec.answered(self.answer);
         rec.error(kind);
     }
 
@@ -57,7 +76,7 @@ impl Guard {
         match self.side {
             Side::Client => {
                 rec.latency.record(elapsed);
-                rec.finished.fetch_add(1, Relaxed);
+                rec.answered(self.answer);
                 match result {
                     Err(err) => rec.error(ErrorKind::of(&**err)),
                     Ok(_) if verdict() == Verdict::Failure => rec.error(ErrorKind::Upstream),
@@ -77,9 +96,23 @@ impl Guard {
 
 /// One client request served outside the Stats layer (an SSE or polling
 /// endpoint answering from the Registry, say), from [`Stats::start`]:
-/// counted as a request and in flight now; [`ok`](Recording::ok) or
-/// [`error`](Recording::error) records its latency and outcome; dropped
-/// without either, it counts as cancelled.
+/// counted as a request and in flight now; [`ok`](Recording::ok),
+/// [`error`](Recording::error) or [`rejected`](Recording::rejected) records
+/// its latency and outcome; dropped without any, it counts as cancelled.
+///
+/// It counts as `forwarded` in the saving unless
+/// [`from_poll_loop`](Recording::from_poll_loop) says a shared poll loop's
+/// value answered it.
+///
+/// ```
+/// use herdsman::{class::Class, stats::Stats};
+///
+/// let stats = Stats::new();
+/// let class = Class::new("active-users");
+/// stats.start(&class).from_poll_loop().ok(); // a poll answered from the registry
+/// let e = &stats.snapshot().endpoints["active-users"];
+/// assert_eq!((e.requests, e.saved.poll_loop, e.forwarded), (1, 1, 0));
+/// ```
 ///
 /// [`Stats::start`]: super::Stats::start
 pub struct Recording {
@@ -91,6 +124,15 @@ impl Recording {
         Recording { guard }
     }
 
+    /// The answer (or the error) comes from a shared poll loop's value, such
+    /// as a Registry subscription's latest update: the request made no call
+    /// of its own, and counts in `saved.poll_loop`.
+    #[must_use = "a recording dropped without an outcome counts as cancelled"]
+    pub fn from_poll_loop(mut self) -> Self {
+        self.guard.answer = Answer::PollLoop;
+        self
+    }
+
     /// The request succeeded.
     pub fn ok(mut self) {
         self.guard.finish::<()>(&Ok(()), || Verdict::Success);
@@ -99,6 +141,14 @@ impl Recording {
     /// The request failed with `kind`.
     pub fn error(mut self, kind: ErrorKind) {
         self.guard.finish_error(kind);
+    }
+
+    /// The request was refused locally for `reason` (such as
+    /// [`Rejection::StreamCap`]): counted as a rejection, not as an error,
+    /// so it never feeds the error-rate alert.
+    pub fn rejected(mut self, reason: Rejection) {
+        self.guard.rec.rejected(reason);
+        self.guard.finish::<()>(&Ok(()), || Verdict::Success);
     }
 }
 
@@ -117,7 +167,7 @@ impl Drop for Guard {
         }
         match self.side {
             Side::Client => {
-                self.rec.finished.fetch_add(1, Relaxed);
+                self.rec.answered(self.answer);
                 self.rec.cancelled.fetch_add(1, Relaxed);
             }
             Side::Upstream => {
@@ -158,7 +208,18 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx)).map_err(Into::into);
+        let polled = match this.guard.side {
+            Side::Client => {
+                // Events reported while the layers below work for this
+                // request mark what answered it.
+                let scope = Scope::enter(this.guard.answer);
+                let polled = this.inner.poll(cx);
+                this.guard.answer = scope.exit();
+                polled
+            }
+            Side::Upstream => this.inner.poll(cx),
+        };
+        let result = ready!(polled).map_err(Into::into);
         let failures = &*this.failures;
         this.guard.finish(&result, || failures.verdict(&result));
         Poll::Ready(result)

@@ -21,6 +21,7 @@ use super::{
     layer::{StatsLayer, UpstreamLayer},
     publish::Published,
     recorder::ClassRecorder,
+    scope::{self, Answer},
     snapshot::{EndpointSnapshot, Snapshot},
 };
 use crate::{
@@ -158,6 +159,31 @@ impl Stats {
         UpstreamLayer::new(self.clone(), classify, key)
     }
 
+    /// Lists `class` in the snapshot (at zero) before any of its traffic: the
+    /// Coordinator registers every configured class, so an operator sees
+    /// them all from the start.
+    pub fn register(&self, class: &Class) {
+        self.inner.recorder(class);
+    }
+
+    /// Tells the stats whether `class`'s breaker is switched on: while
+    /// `is_on` says no, the snapshot shows the class's breaker as `off`
+    /// (whatever state it was left in), and its `breaker_trip` alert
+    /// resolves. Read when a snapshot is taken and on each monitor tick.
+    /// The Coordinator hands over each class's breaker switch this way. The
+    /// first call for a class wins.
+    pub fn track_breaker_switch(
+        &self,
+        class: &Class,
+        is_on: impl Fn() -> bool + Send + Sync + 'static,
+    ) {
+        let _ = self
+            .inner
+            .recorder(class)
+            .breaker_switch
+            .set(Box::new(is_on));
+    }
+
     /// Adds a source to the memory-held-by-coordination sum (the memory
     /// alert and the snapshot's `memory`): a cache handle, a dedup stats
     /// handle, a registry.
@@ -238,8 +264,9 @@ impl Stats {
 
     /// Starts recording one client request of `class` that is answered
     /// outside the Stats layer: an SSE or polling endpoint serving from the
-    /// Registry counts its callers this way, so that the requests stand
-    /// against the upstream calls they saved.
+    /// Registry counts its callers this way (and marks them
+    /// [`from_poll_loop`](Recording::from_poll_loop)), so that the requests
+    /// stand against the upstream calls they saved.
     pub fn start(&self, class: &Class) -> Recording {
         let rec = self.inner.recorder(class);
         rec.requests.fetch_add(1, Relaxed);
@@ -259,25 +286,28 @@ impl Stats {
         let now_sec = now_nanos / 1_000_000_000;
         if let Some(n) = self.inner.hooks.record(key, &rec.class, now_sec) {
             if n > max {
-                self.inner.book.fire(
-                    hook_id(key, &rec.class),
-                    n as f64,
-                    max as f64,
-                    format!(
-                        "{n} upstream calls in the last minute for one key of {} (threshold {max})",
-                        rec.class
-                    ),
-                );
+                self.inner.fire_hook(key, &rec.class, n, max);
             }
         }
     }
 }
 
+/// The per-key alert's id: the key's stable fingerprint, in 16 hex digits.
+/// (Not its `Debug`, which redacts credentials to their length: two users
+/// with tokens of one length would share an id.)
 fn hook_id(key: &Key, class: &Class) -> AlertId {
     AlertId {
         rule: AlertRule::UpstreamCalls,
         endpoint: Some(class.clone()),
-        key: Some(format!("{key:?}")),
+        key: Some(format!("{:016x}", key.fingerprint())),
+    }
+}
+
+fn breaker_id(class: &Class) -> AlertId {
+    AlertId {
+        rule: AlertRule::BreakerTrip,
+        endpoint: Some(class.clone()),
+        key: None,
     }
 }
 
@@ -352,6 +382,7 @@ impl Inner {
         let classes = self.classes.load();
         for rec in classes.values() {
             rec.push_sample(rec.sample(now_sec), keep);
+            self.breaker_switched(rec);
             if let Some((max_rate, min_samples)) = rules.error_rate() {
                 let (now, then) = (rec.sample(now_sec), rec.ago(now_sec, window));
                 let requests = now.requests - then.requests;
@@ -390,14 +421,7 @@ impl Inner {
             self.hooks.sweep(now_sec, |key, class, n| {
                 let id = hook_id(key, class);
                 if n > max {
-                    self.book.fire(
-                        id.clone(),
-                        n as f64,
-                        max as f64,
-                        format!(
-                            "{n} upstream calls in the last minute for one key of {class} (threshold {max})"
-                        ),
-                    );
+                    self.fire_hook(key, class, n, max);
                 } else if n as f64 <= resolve_at {
                     self.book.resolve(&id, n as f64);
                 }
@@ -433,15 +457,33 @@ impl Inner {
             .publish(&classes, &memory, now_sec);
     }
 
+    fn fire_hook(&self, key: &Key, class: &Class, n: u64, max: u64) {
+        let id = hook_id(key, class);
+        let message = format!(
+            "{n} upstream calls in the last minute for key {} of {class} (threshold {max}): {key:?}",
+            id.key.as_deref().unwrap_or_default()
+        );
+        self.book.fire(id, n as f64, max as f64, message);
+    }
+
+    /// A breaker switched off trips nothing: its alert resolves. Switched
+    /// back on while it is still open, it fires again.
+    fn breaker_switched(&self, rec: &ClassRecorder) {
+        if !self.rules.breaker_trips() || rec.breaker_switch.get().is_none() {
+            return;
+        }
+        if rec.breaker_off() {
+            self.book.resolve(&breaker_id(&rec.class), 0.0);
+        } else if rec.breaker() == Some(BreakerState::Open) {
+            self.breaker(&rec.class, BreakerState::Open);
+        }
+    }
+
     fn breaker(&self, class: &Class, state: BreakerState) {
         if !self.rules.breaker_trips() {
             return;
         }
-        let id = AlertId {
-            rule: AlertRule::BreakerTrip,
-            endpoint: Some(class.clone()),
-            key: None,
-        };
+        let id = breaker_id(class);
         match state {
             BreakerState::Open => {
                 self.book.fire(
@@ -476,11 +518,26 @@ impl Observer for Stats {
             c.fetch_add(1, Relaxed);
         };
         match event {
-            Event::CacheHit => add(&rec.cache_hits),
-            Event::StaleServed => add(&rec.stale_served),
+            // A hit, stale answer, follower or reuse marks the client
+            // request it answered, if one is running on this thread (a poll
+            // loop's fetch or a background refresh is none).
+            Event::CacheHit => {
+                add(&rec.cache_hits);
+                scope::mark(Answer::Cache);
+            }
+            Event::StaleServed => {
+                add(&rec.stale_served);
+                scope::mark(Answer::Cache);
+            }
             Event::CacheMiss => add(&rec.cache_misses),
-            Event::Coalesced => add(&rec.coalesced),
-            Event::Reused => add(&rec.reused),
+            Event::Coalesced => {
+                add(&rec.coalesced);
+                scope::mark(Answer::Coalesced);
+            }
+            Event::Reused => {
+                add(&rec.reused);
+                scope::mark(Answer::Coalesced);
+            }
             Event::BreakerState(state) => {
                 rec.set_breaker(state);
                 self.inner.breaker(&rec.class, state);
@@ -493,6 +550,13 @@ impl Observer for Stats {
                 rec.subscribers.fetch_sub(1, Relaxed);
             }
             Event::Polled => add(&rec.polls),
+            Event::SharedAnswer => {
+                // A client request answered at once, above this layer: no
+                // clock is read, its latency is the histogram's lowest.
+                add(&rec.requests);
+                rec.latency.record(0);
+                rec.answered(Answer::PollLoop);
+            }
         }
     }
 }

@@ -19,6 +19,29 @@
 //! Requests answered above the layer (an SSE or polling endpoint serving
 //! from the Registry) are counted with [`Stats::start`].
 //!
+//! # What answered each request
+//!
+//! `requests` counts client requests only, and each finished one is counted
+//! once, in the part of the saving that answered it ([`Saved`]): the cache
+//! (`saved.cache_hits`), a call in flight or the reuse window
+//! (`saved.coalesced`), a shared poll loop's value (`saved.poll_loop`: a
+//! Registry one-shot answer, reported as
+//! [`Event::SharedAnswer`](crate::event::Event::SharedAnswer), or a request
+//! recorded [`from_poll_loop`](Recording::from_poll_loop)), or none of them
+//! (`forwarded`: its own upstream call, or a local error). So `requests` is
+//! exactly the saved parts plus `forwarded` plus `in_flight`.
+//!
+//! The layer knows what answered a request from the events the layers
+//! below report while it calls and polls them: it keeps a thread-local
+//! scope open meanwhile, and an event that arrives inside marks the request
+//! (the upstream layer marks it too, when the call reaches it: a request
+//! that made its own call is forwarded even if a stale copy then answered
+//! it). An event outside any scope, such as one caused by a registry poll
+//! loop's fetch or a background refresh, is counted by its layer's counter
+//! (`cache_hits`, `coalesced`, ...) but saves no client anything. A poll
+//! loop's fetch is no client request: the Coordinator sends it past this
+//! layer (a stack built by hand cannot tell it apart).
+//!
 //! [`Stats::snapshot`] returns all of it as a [`Snapshot`] (`Serialize`,
 //! JSON shape in `docs/METRICS.md`); the monitor task publishes it to the
 //! [`metrics`] facade once per tick (every metric is listed in
@@ -54,9 +77,11 @@
 //! # Cost
 //!
 //! Per client request the layer does three uncontended atomic additions,
-//! two clock reads and one histogram record into a per-thread stripe; it
-//! never calls into `metrics` (the monitor copies totals into `metrics`
-//! handles once per tick) and takes no lock shared by all requests. The
+//! two clock reads, one histogram record into a per-thread stripe, and four
+//! thread-local accesses for the scope (two around `call`, two around each
+//! poll); it never calls into `metrics` (the monitor copies totals into
+//! `metrics` handles once per tick) and takes no lock shared by all
+//! requests. The
 //! default clock ([`StatsClock::Fast`]) reads the CPU's time-stamp counter
 //! (about 12 ns here, against 32 ns for the OS clock).
 //! `docs/BENCHMARKS.md` has the measured overhead.
@@ -91,6 +116,7 @@ mod hooks;
 mod layer;
 mod publish;
 mod recorder;
+mod scope;
 mod service;
 mod snapshot;
 
@@ -103,5 +129,5 @@ pub use self::{
     layer::{StatsLayer, UpstreamLayer},
     recorder::ErrorKind,
     service::{StatsService, UpstreamService},
-    snapshot::{EndpointSnapshot, Snapshot},
+    snapshot::{EndpointSnapshot, Saved, Snapshot},
 };

@@ -11,6 +11,7 @@ use metrics::{Counter, Gauge};
 use super::{
     handle::ClassMap,
     recorder::{ClassRecorder, ErrorKind, REJECTIONS},
+    scope::PARTS,
 };
 use crate::{class::Class, event::Rejection};
 use std::sync::atomic::Ordering::Relaxed;
@@ -23,6 +24,9 @@ struct ClassMetrics {
     errors: Vec<(ErrorKind, Counter)>,
     cache: [Counter; 3],
     coalesced: [Counter; 2],
+    /// By [`Answer::part`](super::scope::Answer::part): forwarded, then the
+    /// three parts of the saving.
+    answered: [Counter; PARTS],
     rejections: Vec<(Rejection, Counter)>,
     cancelled: Counter,
     polls: Counter,
@@ -64,11 +68,18 @@ impl ClassMetrics {
             coalesced: ["coalesced", "reused"].map(|o| {
                 metrics::counter!("herdsman_coalesced_total", "endpoint" => e.clone(), "layer" => "dedup", "outcome" => o)
             }),
+            answered: [
+                counter("herdsman_forwarded_requests_total"),
+                metrics::counter!("herdsman_saved_requests_total", "endpoint" => e.clone(), "outcome" => "cache_hit"),
+                metrics::counter!("herdsman_saved_requests_total", "endpoint" => e.clone(), "outcome" => "coalesced"),
+                metrics::counter!("herdsman_saved_requests_total", "endpoint" => e.clone(), "outcome" => "poll_loop"),
+            ],
             rejections: REJECTIONS
                 .iter()
                 .map(|&r| {
                     let layer = match r {
                         Rejection::BreakerOpen => "breaker",
+                        Rejection::StreamCap => "sse",
                         _ => "limit",
                     };
                     (
@@ -108,6 +119,9 @@ impl ClassMetrics {
         }
         self.coalesced[0].absolute(load(&r.coalesced));
         self.coalesced[1].absolute(load(&r.reused));
+        for (c, n) in self.answered.iter().zip(r.parts()) {
+            c.absolute(n);
+        }
         for (rej, c) in &self.rejections {
             c.absolute(r.rejections_of(*rej));
         }

@@ -5,11 +5,15 @@ use std::{
     error::Error,
     sync::{
         atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed},
-        Mutex, PoisonError,
+        Mutex, OnceLock, PoisonError,
     },
 };
 
-use super::{clock::Clock, histogram::Latency};
+use super::{
+    clock::Clock,
+    histogram::Latency,
+    scope::{Answer, PARTS},
+};
 use crate::{
     breaker::{BreakerOpen, BreakerState, ProbeTimedOut},
     class::Class,
@@ -79,19 +83,19 @@ impl ErrorKind {
     }
 }
 
-pub(crate) const REJECTIONS: [Rejection; 3] = [
+pub(crate) const REJECTIONS: [Rejection; 4] = [
     Rejection::BreakerOpen,
     Rejection::Overloaded,
     Rejection::RateLimited,
+    Rejection::StreamCap,
 ];
 
 fn rejection_index(r: Rejection) -> usize {
-    match r {
-        Rejection::BreakerOpen => 0,
-        Rejection::Overloaded => 1,
-        Rejection::RateLimited => 2,
-    }
+    REJECTIONS.iter().position(|k| *k == r).unwrap_or(0)
 }
+
+/// Whether a class's breaker is switched on, as the Coordinator tells it.
+pub(crate) type BreakerSwitch = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// Cumulative totals sampled once per monitor tick, for sliding rates.
 #[derive(Debug, Clone, Copy, Default)]
@@ -107,10 +111,10 @@ pub(crate) struct ClassRecorder {
     pub(crate) clock: Clock,
     // Written on every client request.
     pub(crate) requests: AtomicU64,
-    /// Requests that completed, failed or were cancelled: in flight is
-    /// `requests - finished`, one atomic addition at each end instead of
-    /// three.
-    pub(crate) finished: AtomicU64,
+    /// Requests that completed, failed or were cancelled, by what answered
+    /// them ([`Answer::part`]): in flight is `requests` minus their sum, one
+    /// atomic addition at each end.
+    pub(crate) answered: [AtomicU64; PARTS],
     pub(crate) errors: AtomicU64,
     pub(crate) errors_by_kind: [AtomicU64; ErrorKind::ALL.len()],
     pub(crate) cancelled: AtomicU64,
@@ -130,6 +134,8 @@ pub(crate) struct ClassRecorder {
     pub(crate) subscribers: AtomicI64,
     pub(crate) polls: AtomicU64,
     pub(crate) breaker: AtomicU8,
+    /// Set once, by the Coordinator: whether the class's breaker is on.
+    pub(crate) breaker_switch: OnceLock<BreakerSwitch>,
     // Written by the monitor.
     pub(crate) history: Mutex<VecDeque<Sample>>,
 }
@@ -142,7 +148,7 @@ impl ClassRecorder {
             class,
             clock,
             requests: AtomicU64::new(0),
-            finished: AtomicU64::new(0),
+            answered: Default::default(),
             errors: AtomicU64::new(0),
             errors_by_kind: Default::default(),
             cancelled: AtomicU64::new(0),
@@ -160,6 +166,7 @@ impl ClassRecorder {
             subscribers: AtomicI64::new(0),
             polls: AtomicU64::new(0),
             breaker: AtomicU8::new(NO_BREAKER),
+            breaker_switch: OnceLock::new(),
             history: Mutex::new(VecDeque::new()),
         }
     }
@@ -198,13 +205,31 @@ impl ClassRecorder {
             .copied()
     }
 
+    /// Counts one finished client request in the part of the saving its
+    /// answer falls in.
+    #[inline]
+    pub(crate) fn answered(&self, answer: Answer) {
+        self.answered[answer.part()].fetch_add(1, Relaxed);
+    }
+
+    /// The finished requests by part ([`Answer::part`]).
+    pub(crate) fn parts(&self) -> [u64; PARTS] {
+        self.answered.each_ref().map(|n| n.load(Relaxed))
+    }
+
     /// Client requests in flight now.
     pub(crate) fn in_flight(&self) -> i64 {
-        // `finished` first: a request finishing between the two loads is
-        // then counted in neither, never as -1.
-        let finished = self.finished.load(Relaxed);
+        // The parts first: a request finishing between the loads is then
+        // counted in neither, never as -1.
+        let finished: u64 = self.parts().iter().sum();
         let requests = self.requests.load(Relaxed);
         requests.saturating_sub(finished) as i64
+    }
+
+    /// Whether the class's breaker is switched off (as the Coordinator's
+    /// switch says; `false` when nobody told).
+    pub(crate) fn breaker_off(&self) -> bool {
+        self.breaker_switch.get().is_some_and(|on| !on())
     }
 
     pub(crate) fn sample(&self, at_sec: u64) -> Sample {

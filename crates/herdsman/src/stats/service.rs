@@ -10,6 +10,7 @@ use super::{
     future::{Guard, ResponseFuture, Side},
     handle::Stats,
     recorder::ClassRecorder,
+    scope::{self, Answer, Scope},
 };
 use crate::{
     breaker::FailureClassifier,
@@ -99,8 +100,12 @@ where
         let rec = self.last.get(&self.stats, &class);
         rec.requests.fetch_add(1, Relaxed);
         let start = rec.clock.now();
-        let guard = Guard::new(rec, start, Side::Client);
-        ResponseFuture::new(self.inner.call(req), guard, self.failures.clone())
+        // A cache hit or a coalesced follower is decided in `call`: the
+        // events the layers below report meanwhile are this request's.
+        let scope = Scope::enter(Answer::Forwarded);
+        let inner = self.inner.call(req);
+        let guard = Guard::client(rec, start, scope.exit());
+        ResponseFuture::new(inner, guard, self.failures.clone())
     }
 }
 
@@ -173,6 +178,9 @@ where
         let rec = self.last.get(&self.stats, &class);
         rec.upstream_calls.fetch_add(1, Relaxed);
         rec.upstream_in_flight.fetch_add(1, Relaxed);
+        // The client request this call is made for (if one is running on
+        // this thread) reached the upstream itself.
+        scope::mark(Answer::Upstream);
         let start = rec.clock.now();
         if self.stats.rules().upstream_calls_per_minute().is_some() {
             let key = self.key.key(&req);
