@@ -190,6 +190,74 @@ async fn two_subscribers_of_one_key_share_one_upstream_call_per_interval() {
     assert_eq!(hooks[0].class, Class::new("active"));
 }
 
+/// Class `active` (`/api/active`) polled every second, behind a cache whose
+/// entries are fresh for a second and then served stale while they
+/// revalidate (10 s) or when the upstream fails (60 s): the docker
+/// profile's shape, where the TTL is the poll interval.
+fn polled_behind_a_stale_window() -> (Coordinator, Origin, Stack) {
+    let mut config = config(&[("active", "/api/active")]);
+    config.registry.floor = Duration::from_secs(1);
+    config.registry.interval = Duration::from_secs(1);
+    config.cache.ttl = Duration::from_secs(1);
+    config.cache.stale_while_revalidate = Duration::from_secs(10);
+    config.cache.stale_if_error = Duration::from_secs(60);
+    let coordinator = coordinator(config);
+    let origin = Origin::default();
+    let svc = stack(&coordinator, &origin);
+    (coordinator, origin, svc)
+}
+
+/// The next update, which must come by the next poll (1 s on).
+async fn by_the_next_poll(
+    sub: &mut herdsman::registry::Subscription<Response<herdsman::http::SharedBody>>,
+) -> herdsman::registry::Update<Response<herdsman::http::SharedBody>> {
+    time::timeout(Duration::from_millis(1500), sub.next())
+        .await
+        .expect("an update by the next poll")
+        .unwrap()
+}
+
+fn body_of(update: &herdsman::registry::Update<Response<herdsman::http::SharedBody>>) -> String {
+    let value = update.value().or_else(|| update.good()?.value()).unwrap();
+    String::from_utf8(value.body().data().to_vec()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_poll_loop_behind_a_stale_window_gets_each_change_at_its_next_poll() {
+    let (_coordinator, origin, svc) = polled_behind_a_stale_window();
+    let mut sub = svc.subscribe(get("http://api/api/active")).unwrap();
+    assert!(body_of(&sub.next().await.unwrap()).ends_with("#1"));
+    // Served stale while revalidating, the loop would publish #2 a poll late.
+    let update = by_the_next_poll(&mut sub).await;
+    assert!(body_of(&update).ends_with("#2"), "{}", body_of(&update));
+    assert_eq!(
+        origin.calls(),
+        2,
+        "one call per poll, none in the background"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_upstream_behind_a_stale_window_is_a_failed_poll_with_the_stale_copy() {
+    let (_coordinator, origin, svc) = polled_behind_a_stale_window();
+    let mut sub = svc.subscribe(get("http://api/api/active")).unwrap();
+    sub.next().await.unwrap();
+    origin.fail("/api/active", StatusCode::INTERNAL_SERVER_ERROR);
+    // The stale-while-revalidate copy would hide the failure for 10 s.
+    let update = by_the_next_poll(&mut sub).await;
+    let err = update.error().expect("the poll failed");
+    assert!(
+        find::<herdsman::registry::StaleAnswer>(err).is_some(),
+        "{err}"
+    );
+    assert!(
+        body_of(&update).ends_with("#1"),
+        "the stale copy is the good value"
+    );
+    let served = update.good().unwrap().value().unwrap();
+    assert_eq!(served.headers()["x-herdsman-stale"], "1");
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_snapshot_counts_requests_and_upstream_calls_per_class() {
     let coordinator = coordinator(config(&[("a", "/a"), ("b", "/b")]));

@@ -17,7 +17,9 @@
 //! - **fresh** (younger than its TTL): served from the cache;
 //! - **stale, within stale-while-revalidate**: served at once, while exactly
 //!   one background refresh per key runs through the layers below (so Dedup
-//!   coalesces it with any concurrent miss);
+//!   coalesces it with any concurrent miss); except to a request whose
+//!   [`Directive`] is `Current` (HTTP: a registry poll loop's fetch) or
+//!   `Refresh`, which waits for the fetch;
 //! - **stale, within stale-if-error**: served only when the inner call fails
 //!   (an `Err`, such as an open breaker, or a response the policy calls a
 //!   failure: HTTP 500, 502, 503, 504); the failure is logged and counted;

@@ -14,6 +14,13 @@ pub enum Directive {
     /// Do not serve from the cache; fetch (coalesced below), then store.
     /// HTTP: request `Cache-Control: no-cache`.
     Refresh,
+    /// Serve from the cache when fresh; a stale entry is never served while
+    /// revalidating: the request waits for the fetch (revalidation), and
+    /// gets the stale copy only where stale-if-error stands in for a
+    /// failure. For callers that keep the answer and refresh it on their own
+    /// schedule, such as a registry poll loop. HTTP: a request carrying
+    /// [`PollFetch`](crate::http::PollFetch).
+    Current,
     /// Neither read nor write the cache. HTTP: request `Cache-Control: no-store`.
     Bypass,
 }

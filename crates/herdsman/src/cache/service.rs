@@ -171,7 +171,9 @@ impl<S, K, V, P, C> Cache<S, K, V, P, C> {
 
     /// Looks `key` up, and `req`'s variant when the key's responses vary.
     /// A forced refresh never finds a fresh entry: a stored copy may still
-    /// stand in for a failure, or be revalidated.
+    /// stand in for a failure, or be revalidated. Neither a forced refresh
+    /// nor a current read ([`Directive::Current`]) is served a stale entry
+    /// while it revalidates.
     #[inline]
     fn find<T, Req>(&self, key: &Key, req: &Req, directive: Directive) -> (Found<V>, Filing)
     where
@@ -198,11 +200,9 @@ impl<S, K, V, P, C> Cache<S, K, V, P, C> {
             },
             variant => variant,
         };
-        if directive != Directive::Refresh {
-            return (found, filing);
-        }
-        let found = match found {
-            Found::Fresh { value, age } => Found::Stale {
+        let found = match (directive, found) {
+            // A forced refresh treats a fresh entry as stale.
+            (Directive::Refresh, Found::Fresh { value, age }) => Found::Stale {
                 value,
                 age,
                 staleness: Duration::ZERO,
@@ -210,14 +210,19 @@ impl<S, K, V, P, C> Cache<S, K, V, P, C> {
                 if_error: true,
                 revalidate: true,
             },
-            Found::Stale {
-                value,
-                age,
-                staleness,
-                if_error,
-                revalidate,
-                ..
-            } => Found::Stale {
+            // Neither it nor a current read is answered stale while the
+            // entry revalidates: they wait for the fetch.
+            (
+                Directive::Refresh | Directive::Current,
+                Found::Stale {
+                    value,
+                    age,
+                    staleness,
+                    if_error,
+                    revalidate,
+                    ..
+                },
+            ) => Found::Stale {
                 value,
                 age,
                 staleness,
@@ -225,7 +230,7 @@ impl<S, K, V, P, C> Cache<S, K, V, P, C> {
                 if_error,
                 revalidate,
             },
-            other => other,
+            (_, found) => found,
         };
         (found, filing)
     }

@@ -205,8 +205,13 @@ impl<B> Share<Response<HttpBody<B>>> for HttpCachePolicy {
 
 impl<ReqB, B> CachePolicy<Request<ReqB>, Response<HttpBody<B>>> for HttpCachePolicy {
     fn directive(&self, req: &Request<ReqB>) -> Directive {
+        let normal = if req.extensions().get::<super::PollFetch>().is_some() {
+            Directive::Current
+        } else {
+            Directive::Normal
+        };
         if !self.honour_request {
-            return Directive::Normal;
+            return normal;
         }
         let directives = RequestDirectives::from_headers(req.headers());
         if directives.no_store {
@@ -214,7 +219,7 @@ impl<ReqB, B> CachePolicy<Request<ReqB>, Response<HttpBody<B>>> for HttpCachePol
         } else if directives.requires_revalidation() {
             Directive::Refresh
         } else {
-            Directive::Normal
+            normal
         }
     }
 

@@ -282,6 +282,7 @@ impl HttpKey {
         if let Some(host) = host {
             headers.insert(header::HOST, host);
         }
+        out.extensions_mut().insert(super::PollFetch);
         out
     }
 }
@@ -446,6 +447,17 @@ mod tests {
             HttpKey::new().canonical_request(&req).headers()["host"],
             "A.example:443"
         );
+    }
+
+    #[test]
+    fn the_canonical_request_is_marked_as_a_poll_fetch_and_the_callers_is_not() {
+        let req = get("/doc").body(()).unwrap();
+        let canonical = HttpKey::new().canonical_request(&req);
+        assert!(canonical
+            .extensions()
+            .get::<super::super::PollFetch>()
+            .is_some());
+        assert!(req.extensions().get::<super::super::PollFetch>().is_none());
     }
 
     #[test]

@@ -82,3 +82,20 @@ pub use self::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct ServedStale;
+
+/// Marks a request, in its extensions, as a poll loop's fetch: its caller
+/// keeps the answer and asks again on its own schedule.
+///
+/// [`HttpKey::canonical_request`] (what a [Registry](crate::registry) poll
+/// loop sends) inserts it, and [`HttpCachePolicy`] answers such a request
+/// with [`Directive::Current`](crate::cache::Directive::Current): a fresh
+/// entry answers it, a stale one is never served while revalidating. Served
+/// stale, the loop would get each change one interval late, and an upstream
+/// that fails while the window lasts would go unseen, since the loop would
+/// keep publishing the old copy as a success. A failed fetch still gets the
+/// stale copy where stale-if-error allows, marked [`ServedStale`].
+///
+/// Clients cannot send it: it is an extension, not a header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct PollFetch;
