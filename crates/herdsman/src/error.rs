@@ -98,11 +98,41 @@ pub fn find<'a, T: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'
 /// upstream (a load limit, a rate limit, an open breaker), rather than a
 /// failure of the upstream itself.
 ///
-/// The circuit breaker does not count such rejections as upstream failures.
+/// Neither the circuit breaker nor the stats count such rejections as
+/// upstream failures ([`DefaultFailures`](crate::failure::DefaultFailures)).
 pub fn is_rejection(err: &(dyn Error + 'static)) -> bool {
-    // Each layer that rejects locally lists its error types here.
-    find::<crate::limit::Overloaded>(err).is_some()
-        || find::<crate::limit::RateLimited>(err).is_some()
+    matches!(
+        layer_error(err),
+        Some(LayerError::BreakerOpen | LayerError::Overloaded | LayerError::RateLimited)
+    )
+}
+
+/// A herdsman layer's own error, as found in an error's chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LayerError {
+    BreakerOpen,
+    Overloaded,
+    RateLimited,
+    Panicked,
+    ProbeTimedOut,
+}
+
+/// Which herdsman layer's own error `err` is, if any: the one place that
+/// knows every layer's error types (rejections, the stats' error kinds).
+pub(crate) fn layer_error(err: &(dyn Error + 'static)) -> Option<LayerError> {
+    if find::<crate::breaker::BreakerOpen>(err).is_some() {
+        Some(LayerError::BreakerOpen)
+    } else if find::<crate::limit::Overloaded>(err).is_some() {
+        Some(LayerError::Overloaded)
+    } else if find::<crate::limit::RateLimited>(err).is_some() {
+        Some(LayerError::RateLimited)
+    } else if find::<crate::dedup::Panicked>(err).is_some() {
+        Some(LayerError::Panicked)
+    } else if find::<crate::breaker::ProbeTimedOut>(err).is_some() {
+        Some(LayerError::ProbeTimedOut)
+    } else {
+        None
+    }
 }
 
 /// When a retry of the call that failed with `err` can succeed, if a

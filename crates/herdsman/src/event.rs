@@ -36,7 +36,45 @@
 
 use std::{fmt, sync::Arc};
 
-use crate::{breaker::BreakerState, class::Class, key::Key};
+use crate::{class::Class, key::Key};
+
+/// The state of one [breaker](crate::breaker), as
+/// [`Event::BreakerState`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BreakerState {
+    /// Calls go through and are counted.
+    Closed,
+    /// Calls fail fast until the open duration ends.
+    Open,
+    /// A bounded number of probes go through.
+    HalfOpen,
+    /// Opened by hand: calls fail fast until reset.
+    ForcedOpen,
+    /// Turned off by hand: calls go through uncounted until reset.
+    Disabled,
+}
+
+impl BreakerState {
+    pub(crate) const ALL: [BreakerState; 5] = [
+        BreakerState::Closed,
+        BreakerState::Open,
+        BreakerState::HalfOpen,
+        BreakerState::ForcedOpen,
+        BreakerState::Disabled,
+    ];
+
+    /// The state's name in metrics and logs: `closed`, `open`, `half_open`,
+    /// `forced_open`, `disabled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+            BreakerState::ForcedOpen => "forced_open",
+            BreakerState::Disabled => "disabled",
+        }
+    }
+}
 
 /// Something a layer did, reported to an [`Observer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

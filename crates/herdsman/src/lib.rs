@@ -39,6 +39,7 @@ pub mod coordinator;
 pub mod dedup;
 pub mod error;
 pub mod event;
+pub mod failure;
 pub mod http;
 pub mod key;
 pub mod limit;

@@ -92,7 +92,6 @@
 
 mod circuit;
 mod circuits;
-mod classify;
 mod config;
 mod error;
 mod future;
@@ -101,7 +100,6 @@ mod layer;
 mod service;
 
 pub use self::{
-    classify::{DefaultFailures, FailureClassifier, Verdict},
     config::BreakerConfig,
     error::{BreakerOpen, ProbeTimedOut},
     future::ResponseFuture,
@@ -110,43 +108,13 @@ pub use self::{
     service::Breaker,
 };
 use crate::class::Class;
-
-/// The state of one breaker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BreakerState {
-    /// Calls go through and are counted.
-    Closed,
-    /// Calls fail fast until the open duration ends.
-    Open,
-    /// A bounded number of probes go through.
-    HalfOpen,
-    /// Opened by hand: calls fail fast until reset.
-    ForcedOpen,
-    /// Turned off by hand: calls go through uncounted until reset.
-    Disabled,
-}
-
-impl BreakerState {
-    pub(crate) const ALL: [BreakerState; 5] = [
-        BreakerState::Closed,
-        BreakerState::Open,
-        BreakerState::HalfOpen,
-        BreakerState::ForcedOpen,
-        BreakerState::Disabled,
-    ];
-
-    /// The state's name in metrics and logs: `closed`, `open`, `half_open`,
-    /// `forced_open`, `disabled`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BreakerState::Closed => "closed",
-            BreakerState::Open => "open",
-            BreakerState::HalfOpen => "half_open",
-            BreakerState::ForcedOpen => "forced_open",
-            BreakerState::Disabled => "disabled",
-        }
-    }
-}
+/// The failure verdict ([`crate::failure`]) and the breaker's state
+/// ([`crate::event`]) live in the core, shared with the Stats layer;
+/// re-exported here, where breaker users look for them.
+pub use crate::{
+    event::BreakerState,
+    failure::{DefaultFailures, FailureClassifier, Verdict},
+};
 
 /// What a breaker did, for [`BreakerHandle::subscribe`].
 #[derive(Debug, Clone, PartialEq, Eq)]

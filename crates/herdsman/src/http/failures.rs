@@ -1,8 +1,8 @@
 use http::Response;
 
 use crate::{
-    breaker::{DefaultFailures, FailureClassifier, Verdict},
     error::BoxError,
+    failure::{DefaultFailures, FailureClassifier, Verdict},
 };
 
 /// The breaker's failure classifier for HTTP: errors as

@@ -15,9 +15,9 @@ use super::{
     scope::{Answer, Scope},
 };
 use crate::{
-    breaker::{FailureClassifier, Verdict},
     error::BoxError,
     event::Rejection,
+    failure::{FailureClassifier, Verdict},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

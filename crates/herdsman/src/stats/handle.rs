@@ -25,9 +25,8 @@ use super::{
     snapshot::{EndpointSnapshot, Snapshot},
 };
 use crate::{
-    breaker::BreakerState,
     class::Class,
-    event::{Event, MemorySource, Observer},
+    event::{BreakerState, Event, MemorySource, Observer},
     key::{Key, KeyBuildHasher},
 };
 

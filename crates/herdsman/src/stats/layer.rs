@@ -6,7 +6,7 @@ use super::{
     handle::Stats,
     service::{StatsService, UpstreamService},
 };
-use crate::breaker::DefaultFailures;
+use crate::failure::DefaultFailures;
 
 /// Records client requests (outermost): see [`Stats::layer`].
 #[derive(Clone)]

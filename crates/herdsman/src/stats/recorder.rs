@@ -15,12 +15,9 @@ use super::{
     scope::{Answer, PARTS},
 };
 use crate::{
-    breaker::{BreakerOpen, BreakerState, ProbeTimedOut},
     class::Class,
-    dedup::Panicked,
-    error::find,
-    event::Rejection,
-    limit::{Overloaded, RateLimited},
+    error::{layer_error, LayerError},
+    event::{BreakerState, Rejection},
 };
 
 /// What kind of error a client got.
@@ -67,18 +64,13 @@ impl ErrorKind {
 
     /// The kind of an error a layer returned.
     pub fn of(err: &(dyn Error + 'static)) -> ErrorKind {
-        if find::<BreakerOpen>(err).is_some() {
-            ErrorKind::BreakerOpen
-        } else if find::<Overloaded>(err).is_some() {
-            ErrorKind::Overloaded
-        } else if find::<RateLimited>(err).is_some() {
-            ErrorKind::RateLimited
-        } else if find::<Panicked>(err).is_some() {
-            ErrorKind::Panicked
-        } else if find::<ProbeTimedOut>(err).is_some() {
-            ErrorKind::Timeout
-        } else {
-            ErrorKind::Upstream
+        match layer_error(err) {
+            Some(LayerError::BreakerOpen) => ErrorKind::BreakerOpen,
+            Some(LayerError::Overloaded) => ErrorKind::Overloaded,
+            Some(LayerError::RateLimited) => ErrorKind::RateLimited,
+            Some(LayerError::Panicked) => ErrorKind::Panicked,
+            Some(LayerError::ProbeTimedOut) => ErrorKind::Timeout,
+            None => ErrorKind::Upstream,
         }
     }
 }

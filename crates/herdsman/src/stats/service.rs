@@ -13,9 +13,9 @@ use super::{
     scope::{self, Answer, Scope},
 };
 use crate::{
-    breaker::FailureClassifier,
     class::{Class, Classify},
     error::BoxError,
+    failure::FailureClassifier,
     key::KeyFn,
 };
 

@@ -1,7 +1,11 @@
-use super::BreakerOpen;
-use crate::error::{find, is_rejection, BoxError};
+//! Whether a call's result is an upstream failure: one verdict, read by the
+//! [Breaker](crate::breaker) (what trips it) and [Stats](crate::stats)
+//! (what counts as an upstream error) alike.
 
-/// How the breaker counts one call.
+use crate::error::{is_rejection, BoxError};
+
+/// How a call counts: for the breaker's failure rate, and the stats'
+/// upstream errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// The upstream answered well.
@@ -32,8 +36,8 @@ where
 }
 
 /// Errors are failures, except local rejections
-/// ([`is_rejection`](crate::error::is_rejection): the limit layer's
-/// `Overloaded` and `RateLimited`, another breaker's `BreakerOpen`); every
+/// ([`is_rejection`]: the limit layer's
+/// `Overloaded` and `RateLimited`, a breaker's `BreakerOpen`); every
 /// response is a success.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultFailures;
@@ -42,9 +46,7 @@ impl<T> FailureClassifier<T> for DefaultFailures {
     fn verdict(&self, result: &Result<T, BoxError>) -> Verdict {
         match result {
             Ok(_) => Verdict::Success,
-            Err(err) if is_rejection(&**err) || find::<BreakerOpen>(&**err).is_some() => {
-                Verdict::Ignore
-            }
+            Err(err) if is_rejection(&**err) => Verdict::Ignore,
             Err(_) => Verdict::Failure,
         }
     }
