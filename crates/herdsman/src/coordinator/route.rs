@@ -42,23 +42,14 @@ fn layer_index(layer: LayerName) -> usize {
     }
 }
 
-/// Who sent a request down the stack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Origin {
-    /// A caller, through [`Coordinated`](super::Coordinated).
-    Client,
-    /// A registry poll loop's fetch (the canonical request of its key).
-    PollLoop,
-}
-
 /// The route of a request, put in its extensions by
 /// [`Coordinated`](super::Coordinated) (and on a poll loop's canonical
 /// requests by [`ClassKey`]) so that the layers below do not classify it
-/// again, and know whom it is for.
+/// again. Whether it is a poll loop's fetch is the canonical request's own
+/// mark, [`PollFetch`](crate::http::PollFetch).
 #[derive(Clone)]
 pub(crate) struct Routed {
     pub(crate) route: Arc<ClassRoute>,
-    pub(crate) origin: Origin,
 }
 
 /// Every class's route, and the classifier for requests that carry none
@@ -136,20 +127,9 @@ impl Routes {
     /// Reads the route of `req`: its extension, else its path.
     #[inline]
     pub(crate) fn with<B, R>(&self, req: &Request<B>, f: impl FnOnce(&ClassRoute) -> R) -> R {
-        self.with_origin(req, |route, _| f(route))
-    }
-
-    /// Reads the route of `req` and who sent it (a request without the
-    /// extension is a client's).
-    #[inline]
-    pub(crate) fn with_origin<B, R>(
-        &self,
-        req: &Request<B>,
-        f: impl FnOnce(&ClassRoute, Origin) -> R,
-    ) -> R {
         match req.extensions().get::<Routed>() {
-            Some(routed) => f(&routed.route, routed.origin),
-            None => f(self.of_path(req.uri().path()), Origin::Client),
+            Some(routed) => f(&routed.route),
+            None => f(self.of_path(req.uri().path())),
         }
     }
 }
@@ -217,19 +197,16 @@ impl<B> KeyFn<Request<B>> for ClassKey {
 }
 
 impl<B: Default> Canonical<Request<B>> for ClassKey {
-    /// The key's parts only ([`HttpKey::canonical_request`]), marked as a
-    /// poll loop's: the stack's client-side Stats layer lets it pass
-    /// uncounted (it is no client request), and its class travels with it.
+    /// The key's parts only ([`HttpKey::canonical_request`], which marks it
+    /// as a poll loop's fetch: the stack's client-side Stats layer lets it
+    /// pass uncounted, since it is no client request), with its class.
     fn canonical(&self, req: &Request<B>) -> Request<B> {
         let route = match req.extensions().get::<Routed>() {
             Some(routed) => routed.route.clone(),
             None => self.inner.of_path(req.uri().path()).clone(),
         };
         let mut canonical = route.key.canonical_request(req);
-        canonical.extensions_mut().insert(Routed {
-            route,
-            origin: Origin::PollLoop,
-        });
+        canonical.extensions_mut().insert(Routed { route });
         canonical
     }
 }

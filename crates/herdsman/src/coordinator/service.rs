@@ -12,11 +12,7 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::{
-    handle::Shared,
-    route::{Origin, Routed},
-    stack::Stack,
-};
+use super::{handle::Shared, route::Routed, stack::Stack};
 use crate::{
     error::BoxError,
     http::{HttpBody, SharedBody},
@@ -152,10 +148,7 @@ where
         if shared.stack.is_on() && shared.rollout.admits_request(&req) {
             self.stack_ready = false;
             let route = shared.routes.of_path(req.uri().path()).clone();
-            req.extensions_mut().insert(Routed {
-                route,
-                origin: Origin::Client,
-            });
+            req.extensions_mut().insert(Routed { route });
             ResponseFuture {
                 kind: Kind::Stack {
                     future: self.stack.call(req),

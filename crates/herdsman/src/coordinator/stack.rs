@@ -10,13 +10,13 @@ use std::{
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::route::{ClassKey, ClassOf, Origin, Routes};
+use super::route::{ClassKey, ClassOf, Routes};
 use crate::{
     breaker::Breaker,
     cache::Cache,
     dedup::Dedup,
     error::BoxError,
-    http::{Buffer, HttpCachePolicy, HttpShare, ServerErrors, SharedBody},
+    http::{Buffer, HttpCachePolicy, HttpShare, PollFetch, ServerErrors, SharedBody},
     limit::Limit,
     registry::{HttpFingerprint, Registry},
     stats::{StatsService, UpstreamService},
@@ -134,9 +134,8 @@ where
 
     #[inline]
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let on = self.routes.with_origin(&req, |route, origin| {
-            route.is_on(self.layer) && (self.polls || origin == Origin::Client)
-        });
+        let on = self.routes.with(&req, |route| route.is_on(self.layer))
+            && (self.polls || req.extensions().get::<PollFetch>().is_none());
         if on {
             ResponseFuture::On {
                 future: self.svc.call(req),
