@@ -200,7 +200,7 @@ impl<S, K, V, P, C> Cache<S, K, V, P, C> {
             },
             variant => variant,
         };
-        let found = match (directive, found) {
+        let mut found = match (directive, found) {
             // A forced refresh treats a fresh entry as stale.
             (Directive::Refresh, Found::Fresh { value, age }) => Found::Stale {
                 value,
@@ -210,28 +210,15 @@ impl<S, K, V, P, C> Cache<S, K, V, P, C> {
                 if_error: true,
                 revalidate: true,
             },
-            // Neither it nor a current read is answered stale while the
-            // entry revalidates: they wait for the fetch.
-            (
-                Directive::Refresh | Directive::Current,
-                Found::Stale {
-                    value,
-                    age,
-                    staleness,
-                    if_error,
-                    revalidate,
-                    ..
-                },
-            ) => Found::Stale {
-                value,
-                age,
-                staleness,
-                background: false,
-                if_error,
-                revalidate,
-            },
             (_, found) => found,
         };
+        // Neither it nor a current read is answered stale while the entry
+        // revalidates: they wait for the fetch.
+        if let Directive::Refresh | Directive::Current = directive {
+            if let Found::Stale { background, .. } = &mut found {
+                *background = false;
+            }
+        }
         (found, filing)
     }
 
