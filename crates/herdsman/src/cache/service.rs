@@ -189,16 +189,12 @@ impl<S, K, V, P, C> Cache<S, K, V, P, C> {
                 }
                 None => (Found::Missing, Filing::Primary { headers: None }),
             },
-            found => (found, Filing::Primary { headers: None }),
-        };
-        let filing = match filing {
-            Filing::Primary { .. } => Filing::Primary {
-                headers: match found {
-                    Found::Fresh { .. } => None,
-                    _ => self.policy.request_headers(req).cloned(),
-                },
-            },
-            variant => variant,
+            // A fresh hit files nothing: its headers are not copied.
+            found @ Found::Fresh { .. } => (found, Filing::Primary { headers: None }),
+            found => {
+                let headers = self.policy.request_headers(req).cloned();
+                (found, Filing::Primary { headers })
+            }
         };
         let mut found = match (directive, found) {
             // A forced refresh treats a fresh entry as stale.
