@@ -206,7 +206,7 @@ impl<P, V: Clone> Invalidation<P, V> {
 }
 
 impl<P, V: Clone> Fetch<P, V> {
-    pub(super) fn finish<Req, T>(self, result: Result<T, BoxError>) -> Result<T, BoxError>
+    pub(super) fn finish<Req, T>(mut self, result: Result<T, BoxError>) -> Result<T, BoxError>
     where
         P: CachePolicy<Req, T, Shared = V>,
     {
@@ -214,8 +214,10 @@ impl<P, V: Clone> Fetch<P, V> {
             Ok(response) => self.policy.is_failure(response),
             Err(_) => true,
         };
-        if failed && self.if_error && self.stored.is_some() {
-            return Ok(self.stale_if_error(&result));
+        if failed && self.if_error {
+            if let Some(stored) = self.stored.take() {
+                return Ok(self.stale_if_error(stored, &result));
+            }
         }
         let response = result?;
         if self.revalidating && self.policy.not_modified(&response) {
@@ -240,19 +242,19 @@ impl<P, V: Clone> Fetch<P, V> {
         Ok(self.answer(response, outcome))
     }
 
-    /// The stale copy, standing in for a failed call.
-    fn stale_if_error<Req, T>(&self, result: &Result<T, BoxError>) -> T
+    /// The stale copy, standing in for a failed call; moved into the
+    /// caller's response, not cloned.
+    fn stale_if_error<Req, T>(&self, stored: Stored<V>, result: &Result<T, BoxError>) -> T
     where
         P: CachePolicy<Req, T, Shared = V>,
     {
-        let stored = self.stored.as_ref().expect("checked by the caller");
         match result {
             Err(err) => tracing::warn!(error = %err, "inner call failed; serving a stale copy"),
             Ok(_) => tracing::warn!("inner call answered a failure; serving a stale copy"),
         }
         self.store.count(Count::StaleIfError);
         self.observers.observe(&self.class, Event::StaleServed);
-        let mut response = self.policy.unshare(&stored.value);
+        let mut response = self.policy.unshare_owned(stored.value);
         let outcome = Outcome::StaleIfError {
             staleness: stored.staleness,
         };

@@ -189,18 +189,14 @@ impl<S, K, V, P, C> Cache<S, K, V, P, C> {
                 }
                 None => (Found::Missing, Filing::Primary { headers: None }),
             },
-            found => (found, Filing::Primary { headers: None }),
+            // A fresh hit files nothing: its headers are not copied.
+            found @ Found::Fresh { .. } => (found, Filing::Primary { headers: None }),
+            found => {
+                let headers = self.policy.request_headers(req).cloned();
+                (found, Filing::Primary { headers })
+            }
         };
-        let filing = match filing {
-            Filing::Primary { .. } => Filing::Primary {
-                headers: match found {
-                    Found::Fresh { .. } => None,
-                    _ => self.policy.request_headers(req).cloned(),
-                },
-            },
-            variant => variant,
-        };
-        let found = match (directive, found) {
+        let mut found = match (directive, found) {
             // A forced refresh treats a fresh entry as stale.
             (Directive::Refresh, Found::Fresh { value, age }) => Found::Stale {
                 value,
@@ -210,28 +206,15 @@ impl<S, K, V, P, C> Cache<S, K, V, P, C> {
                 if_error: true,
                 revalidate: true,
             },
-            // Neither it nor a current read is answered stale while the
-            // entry revalidates: they wait for the fetch.
-            (
-                Directive::Refresh | Directive::Current,
-                Found::Stale {
-                    value,
-                    age,
-                    staleness,
-                    if_error,
-                    revalidate,
-                    ..
-                },
-            ) => Found::Stale {
-                value,
-                age,
-                staleness,
-                background: false,
-                if_error,
-                revalidate,
-            },
             (_, found) => found,
         };
+        // Neither it nor a current read is answered stale while the entry
+        // revalidates: they wait for the fetch.
+        if let Directive::Refresh | Directive::Current = directive {
+            if let Found::Stale { background, .. } = &mut found {
+                *background = false;
+            }
+        }
         (found, filing)
     }
 

@@ -16,6 +16,7 @@ use http::{
     uri::{Authority, Uri},
 };
 
+use super::freshness::http_date;
 use crate::cache::Vary;
 
 /// Whether a response with these `headers` satisfies the caller's
@@ -45,11 +46,6 @@ pub(crate) fn not_modified_since(if_modified_since: &HeaderValue, headers: &Head
         return false;
     };
     modified <= since
-}
-
-fn http_date(value: &HeaderValue) -> Option<std::time::SystemTime> {
-    let text = value.to_str().ok()?.trim_matches(|c| c == ' ' || c == '\t');
-    httpdate::parse_http_date(text).ok()
 }
 
 fn is_star(line: &[u8]) -> bool {

@@ -439,7 +439,7 @@ fn expires_lifetime(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 }
 
 /// An HTTP date (IMF-fixdate, or the obsolete RFC 850 and asctime forms).
-fn http_date(value: &HeaderValue) -> Option<SystemTime> {
+pub(super) fn http_date(value: &HeaderValue) -> Option<SystemTime> {
     let text = value.to_str().ok()?.trim_matches(|c| c == ' ' || c == '\t');
     httpdate::parse_http_date(text).ok()
 }
