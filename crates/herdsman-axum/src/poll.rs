@@ -7,7 +7,7 @@ use axum::{
 };
 use herdsman::{
     error::{find, SharedError},
-    http::{retry_after_secs, SharedBody},
+    http::{if_none_match, retry_after_secs, SharedBody},
     registry::{HttpFingerprint, Update, UpstreamStatus},
 };
 use tokio::time::Instant;
@@ -35,20 +35,10 @@ pub fn etag(update: &Update<Response<SharedBody>>) -> Option<HeaderValue> {
 }
 
 /// Whether `If-None-Match` in `headers` matches `etag` (RFC 9110 §13.1.2:
-/// a list of entity tags or `*`, compared weakly).
+/// a list of entity tags or `*`, compared weakly): the Cache's own reading,
+/// [`herdsman::http::if_none_match`].
 pub fn not_modified(headers: &HeaderMap, etag: &HeaderValue) -> bool {
-    let etag = strip_weak(etag.as_bytes());
-    headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .any(|tag| tag == "*" || strip_weak(tag.as_bytes()) == etag)
-}
-
-fn strip_weak(tag: &[u8]) -> &[u8] {
-    tag.strip_prefix(b"W/").unwrap_or(tag)
+    if_none_match(headers, etag)
 }
 
 /// The polling answer for the latest update of an HTTP registry key.

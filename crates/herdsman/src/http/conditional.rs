@@ -23,15 +23,39 @@ use crate::cache::Vary;
 /// `If-None-Match` (a list of entity tags, or `*`), compared weakly (RFC
 /// 9110 §13.1.2): the caller already has it, and gets `304`.
 pub(crate) fn none_match_fails(if_none_match: &[HeaderValue], headers: &HeaderMap) -> bool {
-    let Some(etag) = headers
-        .get(header::ETAG)
-        .and_then(|v| entity_tag(v.as_bytes()))
-    else {
-        // Without an ETag only `*` matches (the representation exists).
-        return if_none_match.iter().any(|v| is_star(v.as_bytes()));
-    };
-    if_none_match.iter().any(|line| {
-        is_star(line.as_bytes()) || entity_tags(line.as_bytes()).any(|tag| weak_eq(tag, etag))
+    none_match(if_none_match, headers.get(header::ETAG))
+}
+
+/// Whether `If-None-Match` in a request's `headers` matches a
+/// representation whose `ETag` is `etag`: a list of entity tags (on one
+/// line or several) or `*`, compared weakly (RFC 9110 §13.1.2). The caller
+/// already has it, and a `GET` gets `304 Not Modified`. Malformed elements
+/// never match; it never panics.
+///
+/// ```
+/// use herdsman::http::if_none_match;
+/// use http::{HeaderMap, HeaderValue};
+///
+/// let mut request = HeaderMap::new();
+/// request.insert("if-none-match", HeaderValue::from_static("\"a\", W/\"b\""));
+/// assert!(if_none_match(&request, &HeaderValue::from_static("\"b\"")));
+/// assert!(!if_none_match(&request, &HeaderValue::from_static("\"c\"")));
+/// assert!(!if_none_match(&HeaderMap::new(), &HeaderValue::from_static("\"a\"")));
+/// ```
+pub fn if_none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    none_match(headers.get_all(header::IF_NONE_MATCH), Some(etag))
+}
+
+/// Whether the `If-None-Match` lines match a representation with `etag`
+/// (none, or not an entity tag: only `*` matches, since it exists).
+fn none_match<'a>(
+    lines: impl IntoIterator<Item = &'a HeaderValue>,
+    etag: Option<&HeaderValue>,
+) -> bool {
+    let etag = etag.and_then(|v| entity_tag(v.as_bytes()));
+    lines.into_iter().any(|line| {
+        let line = line.as_bytes();
+        is_star(line) || etag.is_some_and(|etag| entity_tags(line).any(|tag| weak_eq(tag, etag)))
     })
 }
 

@@ -65,6 +65,7 @@ pub use self::{
     buffer::{Buffer, BufferLayer, ResponseFuture, DEFAULT_BODY_LIMIT},
     cache_policy::HttpCachePolicy,
     classes::PathClasses,
+    conditional::if_none_match,
     errors::{error_response, retry_after_secs},
     failures::ServerErrors,
     key::HttpKey,
