@@ -326,6 +326,18 @@ impl KeyBuilder {
         self
     }
 
+    /// Appends a header of `headers` in place: its name, how many values it
+    /// has and each value, so that no two header sets make the same parts.
+    /// HTTP keys and the Cache's `Vary` variants write headers this one way.
+    pub(crate) fn push_header(&mut self, headers: &http::HeaderMap, name: &http::HeaderName) {
+        let values = headers.get_all(name);
+        self.push(name.as_str().as_bytes());
+        self.push(&(values.iter().count() as u32).to_be_bytes());
+        for value in values {
+            self.push(value.as_bytes());
+        }
+    }
+
     /// Appends one part in place.
     pub fn push(&mut self, part: &[u8]) {
         if part.iter().all(|&b| b > 1) {

@@ -121,12 +121,7 @@ pub(crate) fn variant_key(
     key.push(&epoch.to_be_bytes());
     key.mark_private();
     for name in names {
-        let values = headers.get_all(name);
-        key.push(name.as_str().as_bytes());
-        key.push(&(values.iter().count() as u32).to_be_bytes());
-        for value in values {
-            key.push(value.as_bytes());
-        }
+        key.push_header(headers, name);
     }
     key.build()
 }

@@ -303,12 +303,12 @@ impl<B> KeyFn<Request<B>> for HttpKey {
         key.path(req.uri().path().as_bytes());
         key.push(req.uri().query().unwrap_or("").as_bytes());
         for name in self.vary.iter() {
-            push_header(&mut key, req, name);
+            key.push_header(req.headers(), name);
         }
         if !self.public {
             key.mark_private();
             for name in &AUTH_HEADERS {
-                push_header(&mut key, req, name);
+                key.push_header(req.headers(), name);
             }
         }
         Some(key.build())
@@ -326,16 +326,6 @@ fn without_port(host: &[u8]) -> (&[u8], bool) {
             (&host[..i], true)
         }
         _ => (host, false),
-    }
-}
-
-fn push_header<B>(key: &mut crate::key::KeyBuilder, req: &Request<B>, name: &HeaderName) {
-    let values = req.headers().get_all(name);
-    let count = values.iter().count() as u32;
-    key.push(name.as_str().as_bytes());
-    key.push(&count.to_be_bytes());
-    for value in values {
-        key.push(value.as_bytes());
     }
 }
 
