@@ -562,6 +562,25 @@ async fn responses_that_vary_on_a_request_header_are_kept_per_value() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_forced_refresh_that_starts_to_vary_stores_its_variant() {
+    let origin = Origin::default();
+    let layer = cache();
+    let svc = stack(&layer, &origin);
+    let lang = |l| request(Method::GET, "/b", &[("accept-language", l)]);
+    assert_eq!(body(&svc, lang("en")).await, "/b for anyone in en #1");
+    // The fresh entry does not vary; the refreshed answer does.
+    origin.route("/b", StatusCode::OK, &[("vary", "accept-language")]);
+    let refresh = request(
+        Method::GET,
+        "/b",
+        &[("accept-language", "en"), ("cache-control", "no-cache")],
+    );
+    assert_eq!(body(&svc, refresh).await, "/b for anyone in en #2");
+    assert_eq!(body(&svc, lang("en")).await, "/b for anyone in en #2");
+    assert_eq!(origin.calls(), 2, "the refreshed variant answers");
+}
+
+#[tokio::test(start_paused = true)]
 async fn age_adds_the_time_stored_to_the_upstreams_age() {
     let origin = Origin::default();
     origin.route(

@@ -189,8 +189,11 @@ impl<S, K, V, P, C> Cache<S, K, V, P, C> {
                 }
                 None => (Found::Missing, Filing::Primary { headers: None }),
             },
-            // A fresh hit files nothing: its headers are not copied.
-            found @ Found::Fresh { .. } => (found, Filing::Primary { headers: None }),
+            // A fresh hit files nothing: its headers are not copied. A
+            // forced refresh of it does file its answer, which may vary.
+            found @ Found::Fresh { .. } if directive != Directive::Refresh => {
+                (found, Filing::Primary { headers: None })
+            }
             found => {
                 let headers = self.policy.request_headers(req).cloned();
                 (found, Filing::Primary { headers })
