@@ -293,6 +293,7 @@ impl<V: Clone> Store<V> {
     /// Finds `key`. The value is cloned under quick_cache's shard *read*
     /// lock (readers do not block each other); that clone is the caller's
     /// copy, handed over without a second clone.
+    #[inline]
     pub(crate) fn lookup(&self, key: &Key) -> Found<V> {
         let Some(entry) = self.entries.get(key) else {
             return Found::Missing;
