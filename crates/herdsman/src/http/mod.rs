@@ -53,6 +53,7 @@ mod body;
 mod buffer;
 mod cache_policy;
 mod classes;
+mod client;
 mod conditional;
 mod errors;
 mod failures;
@@ -65,6 +66,7 @@ pub use self::{
     buffer::{Buffer, BufferLayer, ResponseFuture, DEFAULT_BODY_LIMIT},
     cache_policy::HttpCachePolicy,
     classes::PathClasses,
+    client::{ClientAddr, ClientAddress},
     conditional::if_none_match,
     errors::{error_response, retry_after_secs},
     failures::ServerErrors,
