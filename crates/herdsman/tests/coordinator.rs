@@ -546,6 +546,56 @@ async fn callers_differing_only_in_x_api_key_never_share_a_private_answer_but_do
     assert_eq!(calls, 1, "one call for everyone");
 }
 
+/// An origin that builds its links from `X-Forwarded-Host` and declares no
+/// `Vary`: the shape web cache poisoning feeds on.
+fn reflecting_origin(calls: Arc<AtomicUsize>) -> Upstream {
+    BoxCloneSyncService::new(service_fn(move |req: Request<Full<Bytes>>| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let host = req
+            .headers()
+            .get("x-forwarded-host")
+            .map_or("app.example", |v| v.to_str().unwrap());
+        let body = format!("<script src=\"https://{host}/app.js\">");
+        async move {
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .header(header::CACHE_CONTROL, "public, max-age=60")
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap(),
+            )
+        }
+    }))
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_built_from_an_unkeyed_forwarding_header_never_reaches_other_callers() {
+    let mut config = config(&[("home", "/")]);
+    class(&mut config, "home").public = true;
+    let coordinator = coordinator(config);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = coordinator.layer().layer(reflecting_origin(calls.clone()));
+
+    // The attacker's request is cached and coalesced, but only for itself:
+    // concurrently with a plain one, then again from the cache.
+    for _ in 0..2 {
+        let poisoned = Request::get("/")
+            .header("x-forwarded-host", "evil.example")
+            .body(Full::default())
+            .unwrap();
+        let (attack, plain) = tokio::join!(fetch(&svc, poisoned), fetch(&svc, get("/")));
+        assert!(attack.unwrap().contains("evil.example"));
+        assert_eq!(
+            plain.unwrap(),
+            "<script src=\"https://app.example/app.js\">"
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "one call per header value");
+    let mut subscription = svc.subscribe(get("/")).unwrap();
+    let update = subscription.next().await.unwrap();
+    let body = update.result().as_ref().unwrap().body().data().to_vec();
+    assert!(!String::from_utf8(body).unwrap().contains("evil"));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_class_vary_header_keeps_callers_apart_even_in_a_public_class() {
     let mut config = config(&[("news", "/news")]);

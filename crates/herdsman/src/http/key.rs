@@ -24,6 +24,11 @@ use crate::key::{Key, KeyFn};
 ///   conditional or ranged one; clients sending the same validators still
 ///   coalesce);
 /// - the values of each header named with [`vary`](HttpKey::vary), in order;
+/// - the headers that re-target a request when present (`X-Forwarded-Host`,
+///   `X-Original-URL`, `X-HTTP-Method-Override` and the like, and
+///   `Forwarded` without its `for=` client address), so that an answer an
+///   origin built from them never reaches callers that did not send them
+///   (web cache poisoning);
 /// - unless the endpoint is [`public`](HttpKey::public), the full values of
 ///   `Authorization`, `Proxy-Authorization` and `Cookie` (the *auth
 ///   partition*), so that users never share responses. They are redacted from
@@ -214,8 +219,9 @@ impl HttpKey {
     /// else: the method, the URI, the version, the `Host` the host rule keys
     /// by when the URI has no authority (the client's with the default rule,
     /// the listed host with [`hosts`](Self::hosts), none for a
-    /// [`single_site`](Self::single_site)), the values of the varied headers
-    /// and, unless the endpoint is public, the credential headers. The body
+    /// [`single_site`](Self::single_site)), the values of the varied headers,
+    /// the re-targeting headers as keyed and, unless the endpoint is public,
+    /// the credential headers. The body
     /// is empty (`B::default()`) and no extension is kept.
     ///
     /// The validators (`If-None-Match`, `If-Modified-Since`, `If-Match`,
@@ -279,6 +285,7 @@ impl HttpKey {
                 copy(name);
             }
         }
+        super::target::copy(req.headers(), headers);
         if let Some(host) = host {
             headers.insert(header::HOST, host);
         }
@@ -305,6 +312,7 @@ impl<B> KeyFn<Request<B>> for HttpKey {
         for name in self.vary.iter() {
             key.push_header(req.headers(), name);
         }
+        super::target::push(&mut key, req.headers());
         if !self.public {
             key.mark_private();
             for name in &AUTH_HEADERS {
@@ -593,6 +601,59 @@ mod tests {
             .canonical_request(&req)
             .headers()
             .contains_key("cookie"));
+    }
+
+    #[test]
+    fn retargeting_headers_get_their_own_keys_even_for_a_public_endpoint() {
+        for k in [
+            HttpKey::new(),
+            HttpKey::new().public().without_default_vary(),
+        ] {
+            let plain = key(&k, get("/"));
+            for (name, value) in [
+                ("x-forwarded-host", "evil.example"),
+                ("x-original-url", "/admin"),
+                ("x-http-method-override", "POST"),
+                ("forwarded", "host=evil.example"),
+            ] {
+                let poisoned = key(&k, get("/").header(name, value));
+                assert_ne!(plain, poisoned, "{name}");
+                assert_eq!(poisoned, key(&k, get("/").header(name, value)), "{name}");
+            }
+            assert_ne!(
+                key(&k, get("/").header("x-forwarded-host", "a")),
+                key(&k, get("/").header("x-host", "a"))
+            );
+        }
+    }
+
+    #[test]
+    fn the_client_address_in_forwarded_does_not_split_keys() {
+        let k = HttpKey::new();
+        let from = |value: &str| key(&k, get("/").header("forwarded", value));
+        assert_eq!(from("for=192.0.2.1"), key(&k, get("/")));
+        assert_eq!(
+            from("for=192.0.2.1;proto=https"),
+            from("for=198.51.100.7;proto=https")
+        );
+        assert_ne!(
+            from("for=192.0.2.1;proto=https"),
+            from("for=192.0.2.1;proto=http")
+        );
+    }
+
+    #[test]
+    fn the_canonical_request_carries_the_retargeting_headers_as_keyed() {
+        let k = HttpKey::new();
+        let req = get("/")
+            .header("x-forwarded-host", "app.example")
+            .header("forwarded", "for=192.0.2.1;host=app.example")
+            .body(())
+            .unwrap();
+        let canonical = k.canonical_request(&req);
+        assert_eq!(canonical.headers()["x-forwarded-host"], "app.example");
+        assert_eq!(canonical.headers()["forwarded"], "host=app.example");
+        assert_eq!(k.key(&canonical), k.key(&req));
     }
 
     #[test]

@@ -60,6 +60,7 @@ mod failures;
 pub(crate) mod freshness;
 mod key;
 mod share;
+mod target;
 
 pub use self::{
     body::{HttpBody, SharedBody},
