@@ -102,6 +102,7 @@ const CASES: &[Case] = &[
     case!("cache.max_bytes", cache_max_bytes),
     case!("cache.max_entries", cache_max_entries),
     case!("cache.mode", cache_mode),
+    case!("cache.sweep_interval", cache_sweep_interval),
     case!("keys.hosts", keys_hosts),
     case!("keys.vary", keys_vary),
     case!("dedup.window", dedup_window),
@@ -865,6 +866,22 @@ async fn cache_mode(scope: Scope) {
         w.call("/g/x", None).await.unwrap();
         assert_eq!(w.origin.calls_to("/g/x").len(), 1, "app mode elsewhere");
     }
+}
+
+async fn cache_sweep_interval(scope: Scope) {
+    global_only(scope);
+    // Expired at 50 ms (the test ttl); nobody asks again: only the sweep
+    // frees it.
+    let w = World::new(Setup::new(scope, "cache.sweep_interval", "\"10s\""));
+    let memory = || w.coordinator.stats().snapshot().memory["cache"];
+    w.body("x").await;
+    assert!(memory() > 0);
+    time::sleep(secs(9)).await;
+    settle().await;
+    assert!(memory() > 0, "not swept before the interval");
+    time::sleep(secs(2)).await;
+    settle().await;
+    assert_eq!(memory(), 0, "swept, and the memory figure dropped");
 }
 
 // -------------------------------------------------------------------- [keys]

@@ -72,6 +72,7 @@ pub(super) fn profile(env: Environment) -> Config {
             max_bytes: pick(env, [64 * MIB, 64 * MIB, 64 * MIB, MIB]),
             max_entries: None,
             mode: crate::cache::CacheMode::App,
+            sweep_interval: pick(env, [secs(30), secs(30), secs(30), secs(1)]),
         },
         dedup: DedupSettings {
             window: Duration::ZERO,

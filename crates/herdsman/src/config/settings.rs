@@ -105,6 +105,11 @@ pub struct CacheSettings {
     /// `Cache-Control`, `Expires` or a heuristic, capped by the TTL).
     #[serde(default)]
     pub mode: cache::CacheMode,
+    /// How often expired entries are swept out of the store, and how long
+    /// past its windows an entry that can be revalidated is kept (global
+    /// only); see [`CacheLayer::with_sweep_interval`](crate::cache::CacheLayer::with_sweep_interval).
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
 }
 
 impl CacheSettings {

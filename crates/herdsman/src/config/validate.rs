@@ -263,6 +263,7 @@ impl Check {
             }
         }
         self.at_least_one(&format!("{p}.max_bytes"), c.max_bytes);
+        self.positive(&format!("{p}.sweep_interval"), c.sweep_interval);
         if let Some(entries) = c.max_entries {
             self.at_least_one(&format!("{p}.max_entries"), entries);
         }

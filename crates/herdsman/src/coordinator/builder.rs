@@ -137,6 +137,7 @@ fn compose(environment: Environment, config: Config) -> Shared {
         .with_stale_if_error(c.stale_if_error)
         .with_mode(c.mode)
         .with_max_bytes(c.max_bytes)
+        .with_sweep_interval(c.sweep_interval)
         .with_observer(stats.clone());
     if let Some(entries) = c.max_entries {
         cache = cache.with_max_entries(entries);
