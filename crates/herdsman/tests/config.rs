@@ -607,6 +607,17 @@ fn zero_durations_and_negative_sizes_are_refused() {
         errors(Environment::Development, &source),
         r#"registry.interval = "0s": must be greater than zero (set by herdsman.toml)"#
     );
+    let source = with_file(
+        "[limit]\nmax_concurrency_per_caller = 0\n[classes.a]\npaths = [\"/a\"]\nlimit = { max_concurrency_per_address = 0 }",
+    );
+    assert_eq!(
+        errors(Environment::Development, &source),
+        [
+            "limit.max_concurrency_per_caller = 0: must be at least 1 (set by herdsman.toml)",
+            "classes.a.limit.max_concurrency_per_address = 0: must be at least 1 (set by herdsman.toml)",
+        ]
+        .join("\n")
+    );
     let source = with_file("[cache]\nsweep_interval = \"0s\"");
     assert_eq!(
         errors(Environment::Production, &source),

@@ -84,6 +84,8 @@ pub(super) fn profile(env: Environment) -> Config {
             max_wait: pick(env, [secs(1), secs(1), secs(1), millis(100)]),
             retry_after: secs(1),
             rate: None,
+            max_concurrency_per_caller: None,
+            max_concurrency_per_address: None,
         },
         alerts: AlertSettings {
             upstream_calls_per_minute: 20,

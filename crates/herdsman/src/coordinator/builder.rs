@@ -14,7 +14,7 @@ use crate::{
     cache::CacheLayer,
     config::{AlertSettings, Config, Environment},
     dedup::DedupLayer,
-    http::{BufferLayer, HttpShare, ServerErrors},
+    http::{BufferLayer, ClientAddress, HttpShare, ServerErrors},
     limit::LimitLayer,
     registry::{HttpFingerprint, RegistryLayer},
     stats::{AlertRules, Stats, StatsClock},
@@ -162,6 +162,7 @@ fn compose(environment: Environment, config: Config) -> Shared {
     let mut limit = LimitLayer::new(config.limit.class_limits())
         .with_classifier(classify.clone())
         .with_identity(CallerIdentity::new(rollout.clone()))
+        .with_address(ClientAddress)
         .with_observer(stats.clone());
     for class in classes
         .iter()
