@@ -769,8 +769,7 @@ async fn one_caller_flooding_distinct_calls_is_refused_beyond_its_share_while_ot
     for _ in 0..3 {
         let err = start(&mut svc, "a/ann")
             .await
-            .err()
-            .expect("over ann's share");
+            .expect_err("over ann's share");
         let cap = capped(&err);
         assert_eq!((cap.by_address(), cap.max()), (false, 2));
         assert_eq!(cap.class().as_str(), "a");
@@ -939,6 +938,9 @@ fn gated(
     })
 }
 
+/// A call of a random run, running or waiting.
+type Running = Pin<Box<dyn Future<Output = Result<usize, BoxError>> + Send>>;
+
 const PER_CALLER: usize = 2;
 const PER_ADDRESS: usize = 3;
 
@@ -960,10 +962,7 @@ fn shares_run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     .with_identity(|a: &Ask| a.caller.map(|c| Key::from(u64::from(c))))
     .with_address(|a: &Ask| a.address.map(|c| Key::from(u64::from(c) + 100)));
     let mut svc = layer.layer(gated(gates.clone()));
-    let mut live: Vec<(
-        Ask,
-        Pin<Box<dyn Future<Output = Result<usize, BoxError>> + Send>>,
-    )> = Vec::new();
+    let mut live: Vec<(Ask, Running)> = Vec::new();
     let mut cx = Context::from_waker(Waker::noop());
     for (id, step) in steps.into_iter().enumerate() {
         match step {
