@@ -19,8 +19,8 @@ use herdsman::{
     error::{find, is_rejection, BoxError, SharedError},
     key::Key,
     limit::{
-        ClassLimits, ClassStats, Limit, LimitLayer, Overloaded, RateKey, RateLimited, RateRule,
-        TooManyInFlight,
+        ClassLimits, ClassStats, Limit, LimitLayer, LimitStats, Overloaded, RateKey, RateLimited,
+        RateRule, TooManyInFlight,
     },
 };
 use proptest::prelude::*;
@@ -944,6 +944,75 @@ type Running = Pin<Box<dyn Future<Output = Result<usize, BoxError>> + Send>>;
 const PER_CALLER: usize = 2;
 const PER_ADDRESS: usize = 3;
 
+/// Calls `ask`: it must be refused exactly when its caller or its address
+/// holds its share among the `live` calls.
+fn call_within_shares<S>(
+    svc: &mut S,
+    live: &mut Vec<(Ask, Running)>,
+    ask: Ask,
+) -> Result<(), TestCaseError>
+where
+    S: Service<Ask, Response = usize, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    let held = |f: &dyn Fn(&Ask) -> bool| live.iter().filter(|(a, _)| f(a)).count();
+    let over = ask
+        .caller
+        .is_some_and(|c| held(&|a| a.caller == Some(c)) >= PER_CALLER)
+        || ask
+            .address
+            .is_some_and(|d| held(&|a| a.address == Some(d)) >= PER_ADDRESS);
+    let mut cx = Context::from_waker(Waker::noop());
+    prop_assert!(svc.poll_ready(&mut cx).is_ready());
+    let mut fut: Running = Box::pin(svc.call(ask));
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(Err(err)) => {
+            prop_assert!(over, "refused within its shares: {err}");
+            prop_assert!(find::<TooManyInFlight>(&*err).is_some(), "{err}");
+        }
+        Poll::Ready(Ok(_)) => prop_assert!(false, "completed at once"),
+        Poll::Pending => {
+            prop_assert!(!over, "let through over its share");
+            live.push((ask, fut));
+        }
+    }
+    Ok(())
+}
+
+/// Polls every live call: completed ones leave, waiters move up.
+fn drive(live: &mut Vec<(Ask, Running)>) -> Result<(), TestCaseError> {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut still = Vec::new();
+    for (ask, mut fut) in live.drain(..) {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(result) => prop_assert_eq!(result.unwrap(), ask.id),
+            Poll::Pending => still.push((ask, fut)),
+        }
+    }
+    *live = still;
+    Ok(())
+}
+
+/// The layer's maps hold exactly the callers and addresses of the `live`
+/// calls (none once all are gone), and the class never runs more than its
+/// limit.
+fn check_maps(live: &[(Ask, Running)], stats: &LimitStats) -> Result<(), TestCaseError> {
+    let class = stats.class("default").unwrap();
+    let distinct = |f: &dyn Fn(&Ask) -> Option<u8>| {
+        live.iter()
+            .filter_map(|(a, _)| f(a))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len() as u64
+    };
+    prop_assert_eq!(class.callers, distinct(&|a| a.caller));
+    prop_assert_eq!(class.addresses, distinct(&|a| a.address));
+    prop_assert!(class.in_flight <= 3);
+    if live.is_empty() {
+        prop_assert_eq!((class.in_flight, class.waiting), (0, 0));
+    }
+    Ok(())
+}
+
 fn shares_run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -963,40 +1032,21 @@ fn shares_run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     .with_address(|a: &Ask| a.address.map(|c| Key::from(u64::from(c) + 100)));
     let mut svc = layer.layer(gated(gates.clone()));
     let mut live: Vec<(Ask, Running)> = Vec::new();
-    let mut cx = Context::from_waker(Waker::noop());
     for (id, step) in steps.into_iter().enumerate() {
         match step {
             Step::Call(caller, address) => {
-                let held = |f: &dyn Fn(&Ask) -> bool| live.iter().filter(|(a, _)| f(a)).count();
-                let over = caller.is_some_and(|c| held(&|a| a.caller == Some(c)) >= PER_CALLER)
-                    || address.is_some_and(|d| held(&|a| a.address == Some(d)) >= PER_ADDRESS);
                 let ask = Ask {
                     id,
                     caller,
                     address,
                 };
-                prop_assert!(svc.poll_ready(&mut cx).is_ready());
-                let mut fut = Box::pin(svc.call(ask));
-                match fut.as_mut().poll(&mut cx) {
-                    Poll::Ready(Err(err)) => {
-                        prop_assert!(over, "refused within its shares: {err}");
-                        prop_assert!(find::<TooManyInFlight>(&*err).is_some(), "{err}");
-                    }
-                    Poll::Ready(Ok(_)) => prop_assert!(false, "completed at once"),
-                    Poll::Pending => {
-                        prop_assert!(!over, "let through over its share");
-                        live.push((ask, fut));
-                    }
-                }
+                call_within_shares(&mut svc, &mut live, ask)?;
             }
             Step::Complete(i) => {
-                let open = {
-                    let mut gates = gates.lock().unwrap();
-                    let ids: Vec<usize> = gates.keys().copied().collect();
-                    (!ids.is_empty()).then(|| gates.remove(&ids[i % ids.len()]).unwrap())
-                };
-                if let Some(open) = open {
-                    let _ = open.send(());
+                let mut gates = gates.lock().unwrap();
+                let ids: Vec<usize> = gates.keys().copied().collect();
+                if !ids.is_empty() {
+                    let _ = gates.remove(&ids[i % ids.len()]).unwrap().send(());
                 }
             }
             Step::Cancel(i) if !live.is_empty() => {
@@ -1005,40 +1055,11 @@ fn shares_run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             }
             Step::Cancel(_) => {}
         }
-        // Drive every live call: completed ones leave, waiters move up.
-        let mut still = Vec::new();
-        for (ask, mut fut) in live.drain(..) {
-            match fut.as_mut().poll(&mut cx) {
-                Poll::Ready(result) => prop_assert_eq!(result.unwrap(), ask.id),
-                Poll::Pending => still.push((ask, fut)),
-            }
-        }
-        live = still;
-        let stats = layer.stats();
-        let class = stats.class("default").unwrap();
-        let distinct = |f: &dyn Fn(&Ask) -> Option<u8>| {
-            live.iter()
-                .filter_map(|(a, _)| f(a))
-                .collect::<std::collections::BTreeSet<_>>()
-                .len() as u64
-        };
-        prop_assert_eq!(class.callers, distinct(&|a| a.caller));
-        prop_assert_eq!(class.addresses, distinct(&|a| a.address));
-        prop_assert!(class.in_flight <= 3);
+        drive(&mut live)?;
+        check_maps(&live, &layer.stats())?;
     }
     drop(live);
-    let stats = layer.stats();
-    let class = stats.class("default").unwrap();
-    prop_assert_eq!(
-        (
-            class.callers,
-            class.addresses,
-            class.in_flight,
-            class.waiting
-        ),
-        (0, 0, 0, 0)
-    );
-    Ok(())
+    check_maps(&[], &layer.stats())
 }
 
 proptest! {
