@@ -19,6 +19,7 @@ use herdsman::{
 /// | `BreakerOpen` | 503 + `Retry-After` |
 /// | `Overloaded` | 503 + `Retry-After` |
 /// | `RateLimited` | 429 + `Retry-After` |
+/// | `TooManyInFlight` (a caller's or address's share of a class) | 429 + `Retry-After` |
 /// | `ProbeTimedOut` | 504 |
 /// | `TooManySubscribers` | 503 + `Retry-After: 1` |
 /// | [`TooManyStreams`](crate::TooManyStreams) | 429 + `Retry-After` |

@@ -50,7 +50,7 @@ fn check_prints_every_problem_of_a_bad_file_and_exits_one() {
     assert_eq!(
         stderr(&out),
         concat!(
-            "limit.max_concurency = 8: unknown key, expected one of max_concurrency, max_queue, max_wait, retry_after, rate (set by bad.toml)\n",
+            "limit.max_concurency = 8: unknown key, expected one of max_concurrency, max_queue, max_wait, retry_after, rate, max_concurrency_per_caller, max_concurrency_per_address (set by bad.toml)\n",
             "cache.stale_while_revalidate = \"10s\": shorter than the ttl (30s): use at least the ttl, or 0s to turn it off (set by bad.toml)\n",
             "cache.max_bytes = 0: must be at least 1 (set by bad.toml)\n",
         )

@@ -74,7 +74,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
 
     /// Adds a [`LimitLayer`]: a concurrency limit and rate rules per
     /// endpoint class. See [`crate::limit`].
-    fn limit<C, I>(self, layer: LimitLayer<C, I>) -> ServiceBuilder<Stack<LimitLayer<C, I>, L>>;
+    fn limit<C, I, A>(
+        self,
+        layer: LimitLayer<C, I, A>,
+    ) -> ServiceBuilder<Stack<LimitLayer<C, I, A>, L>>;
 
     /// Adds a [`StatsLayer`] (client requests; put
     /// [`Stats::upstream_layer`](crate::stats::Stats::upstream_layer) innermost
@@ -115,7 +118,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(layer)
     }
 
-    fn limit<C, I>(self, layer: LimitLayer<C, I>) -> ServiceBuilder<Stack<LimitLayer<C, I>, L>> {
+    fn limit<C, I, A>(
+        self,
+        layer: LimitLayer<C, I, A>,
+    ) -> ServiceBuilder<Stack<LimitLayer<C, I, A>, L>> {
         self.layer(layer)
     }
 

@@ -95,15 +95,20 @@ pub fn find<'a, T: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'
 }
 
 /// Whether `err` is a rejection made by a herdsman layer on this side of the
-/// upstream (a load limit, a rate limit, an open breaker), rather than a
-/// failure of the upstream itself.
+/// upstream (a load limit, a caller's share of one, a rate limit, an open
+/// breaker), rather than a failure of the upstream itself.
 ///
 /// Neither the circuit breaker nor the stats count such rejections as
 /// upstream failures ([`DefaultFailures`](crate::failure::DefaultFailures)).
 pub fn is_rejection(err: &(dyn Error + 'static)) -> bool {
     matches!(
         layer_error(err),
-        Some(LayerError::BreakerOpen | LayerError::Overloaded | LayerError::RateLimited)
+        Some(
+            LayerError::BreakerOpen
+                | LayerError::Overloaded
+                | LayerError::RateLimited
+                | LayerError::InFlightCap
+        )
     )
 }
 
@@ -113,6 +118,7 @@ pub(crate) enum LayerError {
     BreakerOpen,
     Overloaded,
     RateLimited,
+    InFlightCap,
     Panicked,
     ProbeTimedOut,
 }
@@ -126,6 +132,8 @@ pub(crate) fn layer_error(err: &(dyn Error + 'static)) -> Option<LayerError> {
         Some(LayerError::Overloaded)
     } else if find::<crate::limit::RateLimited>(err).is_some() {
         Some(LayerError::RateLimited)
+    } else if find::<crate::limit::TooManyInFlight>(err).is_some() {
+        Some(LayerError::InFlightCap)
     } else if find::<crate::dedup::Panicked>(err).is_some() {
         Some(LayerError::Panicked)
     } else if find::<crate::breaker::ProbeTimedOut>(err).is_some() {
@@ -139,6 +147,7 @@ pub(crate) fn layer_error(err: &(dyn Error + 'static)) -> Option<LayerError> {
 /// herdsman layer said so: the probe time of an open breaker
 /// ([`BreakerOpen`](crate::breaker::BreakerOpen)), or the time a load or
 /// rate limit suggested ([`Overloaded`](crate::limit::Overloaded),
+/// [`TooManyInFlight`](crate::limit::TooManyInFlight),
 /// [`RateLimited`](crate::limit::RateLimited)). `None` for any other error
 /// (an upstream's), and for a breaker forced open by hand.
 ///
@@ -160,6 +169,9 @@ pub fn retry_at(err: &(dyn Error + 'static)) -> Option<Instant> {
     }
     if let Some(overloaded) = find::<crate::limit::Overloaded>(err) {
         return Some(overloaded.retry_at());
+    }
+    if let Some(capped) = find::<crate::limit::TooManyInFlight>(err) {
+        return Some(capped.retry_at());
     }
     find::<crate::limit::RateLimited>(err).map(crate::limit::RateLimited::retry_at)
 }

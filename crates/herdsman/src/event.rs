@@ -120,17 +120,22 @@ pub enum Rejection {
     /// A caller already holds as many event streams as it may (the
     /// per-caller stream cap of `herdsman-axum`, answered 429).
     StreamCap,
+    /// A caller, or a client address, already has its share of a class's
+    /// calls in flight (the Limit layer's
+    /// [`TooManyInFlight`](crate::limit::TooManyInFlight), answered 429).
+    InFlightCap,
 }
 
 impl Rejection {
     /// The label used in metrics and JSON: `breaker_open`, `overloaded`,
-    /// `rate_limited`, `stream_cap`.
+    /// `rate_limited`, `stream_cap`, `in_flight_cap`.
     pub fn as_str(self) -> &'static str {
         match self {
             Rejection::BreakerOpen => "breaker_open",
             Rejection::Overloaded => "overloaded",
             Rejection::RateLimited => "rate_limited",
             Rejection::StreamCap => "stream_cap",
+            Rejection::InFlightCap => "in_flight_cap",
         }
     }
 }

@@ -78,6 +78,7 @@ mod send_sync {
         assert_send_sync::<crate::limit::LimitStats>();
         assert_send_sync::<crate::limit::Overloaded>();
         assert_send_sync::<crate::limit::RateLimited>();
+        assert_send_sync::<crate::limit::TooManyInFlight>();
         assert_send_sync::<crate::stats::Stats>();
         assert_send_sync::<crate::stats::StatsLayer<crate::class::AllDefault>>();
         assert_send_sync::<crate::stats::Snapshot>();

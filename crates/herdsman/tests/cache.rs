@@ -12,6 +12,7 @@ use std::{
 use herdsman::{
     cache::{CacheLayer, CachePolicy, ClassSettings},
     class::Class,
+    event::MemorySource,
     key::Key,
     share::Share,
     BoxError,
@@ -388,4 +389,119 @@ async fn a_weigher_makes_the_byte_bound_count_heap_memory() {
         stats.entries < 20,
         "each entry weighs its 1,000 bytes: {stats:?}"
     );
+}
+
+/// The default sweep interval.
+const SWEEP: Duration = Duration::from_secs(30);
+
+/// `n` distinct requests.
+fn requests(n: usize) -> Vec<&'static str> {
+    (0..n)
+        .map(|i| &*Box::leak(format!("k{i}").into_boxed_str()))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_entries_are_swept_and_the_memory_figure_drops_with_them() {
+    let upstream = Upstream::new(Duration::ZERO);
+    let layer = cache().with_ttl(TTL).with_weigher(|s: &String| s.len());
+    let svc = stack(&layer, &upstream);
+    for req in requests(100) {
+        svc.clone().oneshot(req).await.unwrap();
+    }
+    let handle = layer.handle();
+    assert_eq!(handle.stats().entries, 100);
+    assert!(handle.memory_bytes() > 100 * 96, "{:?}", handle.stats());
+
+    // Nobody asks again: only the sweep can free them.
+    time::sleep(SWEEP).await;
+    settle().await;
+    assert_eq!(handle.stats().entries, 0, "{:?}", handle.stats());
+    assert_eq!(handle.memory_bytes(), 0);
+    assert_eq!(handle.stats().expired, 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_larger_than_one_pass_is_swept_within_one_interval() {
+    let upstream = Upstream::new(Duration::ZERO);
+    let layer = cache().with_ttl(TTL);
+    let svc = stack(&layer, &upstream);
+    for req in requests(25_000) {
+        svc.clone().oneshot(req).await.unwrap();
+    }
+    time::sleep(SWEEP).await;
+    settle().await;
+    let stats = layer.handle().stats();
+    assert_eq!((stats.entries, stats.bytes, stats.expired), (0, 0, 25_000));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweep_interval_sets_how_soon_expired_entries_leave() {
+    let upstream = Upstream::new(Duration::ZERO);
+    let layer = cache()
+        .with_ttl(TTL)
+        .with_sweep_interval(Duration::from_secs(1));
+    let svc = stack(&layer, &upstream);
+    svc.clone().oneshot("a").await.unwrap();
+    time::sleep(TTL - Duration::from_millis(1)).await;
+    settle().await;
+    assert_eq!(layer.handle().stats().entries, 1, "fresh: kept");
+    time::sleep(Duration::from_secs(1)).await;
+    settle().await;
+    assert_eq!(layer.handle().stats().entries, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handle_sweeps_at_once_without_waiting_for_the_task() {
+    let upstream = Upstream::new(Duration::ZERO);
+    let layer = cache().with_ttl(TTL);
+    let svc = stack(&layer, &upstream);
+    svc.clone().oneshot("a").await.unwrap();
+    svc.clone().oneshot("b").await.unwrap();
+    time::advance(TTL).await;
+    assert_eq!(layer.handle().sweep(), 2);
+    assert_eq!(layer.handle().stats().entries, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_entry_within_stale_if_error_is_kept_by_the_sweep() {
+    let upstream = Upstream::new(Duration::ZERO);
+    let window = Duration::from_secs(300);
+    let layer = cache().with_ttl(TTL).with_stale_if_error(window);
+    let svc = stack(&layer, &upstream);
+    assert_eq!(svc.clone().oneshot("a").await.unwrap(), "a#1");
+
+    time::sleep(SWEEP * 3).await;
+    settle().await;
+    assert_eq!(layer.handle().stats().entries, 1, "three sweeps kept it");
+    upstream.set_down(true);
+    assert_eq!(svc.clone().oneshot("a").await.unwrap(), "a#1");
+
+    // Past the window, the next sweep frees it.
+    time::sleep(TTL + window).await;
+    settle().await;
+    assert_eq!(layer.handle().stats().entries, 0);
+    assert_eq!(layer.handle().memory_bytes(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweep_ends_when_the_layer_is_dropped() {
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let upstream = Upstream::new(Duration::ZERO);
+    let layer = cache().with_ttl(TTL);
+    let svc = stack(&layer, &upstream);
+    assert_eq!(tasks(), 0, "nothing stored, nothing to sweep");
+    svc.clone().oneshot("a").await.unwrap();
+    svc.clone().oneshot("b").await.unwrap();
+    settle().await;
+    assert_eq!(tasks(), 1, "one sweep for the store");
+
+    drop((svc, layer));
+    time::sleep(SWEEP).await;
+    settle().await;
+    assert_eq!(tasks(), 0, "the sweep ended with the store");
 }

@@ -607,6 +607,32 @@ fn zero_durations_and_negative_sizes_are_refused() {
         errors(Environment::Development, &source),
         r#"registry.interval = "0s": must be greater than zero (set by herdsman.toml)"#
     );
+    let source = with_file(
+        "[limit]\nmax_concurrency_per_caller = 0\n[classes.a]\npaths = [\"/a\"]\nlimit = { max_concurrency_per_address = 0 }",
+    );
+    assert_eq!(
+        errors(Environment::Development, &source),
+        [
+            "limit.max_concurrency_per_caller = 0: must be at least 1 (set by herdsman.toml)",
+            "classes.a.limit.max_concurrency_per_address = 0: must be at least 1 (set by herdsman.toml)",
+        ]
+        .join("\n")
+    );
+    let source = with_file("[cache]\nsweep_interval = \"0s\"");
+    assert_eq!(
+        errors(Environment::Production, &source),
+        r#"cache.sweep_interval = "0s": must be greater than zero (set by herdsman.toml)"#
+    );
+}
+
+#[test]
+fn the_cache_sweep_interval_is_global_only() {
+    let source = with_file("[classes.a]\npaths = [\"/a\"]\ncache = { sweep_interval = \"1s\" }");
+    let refused = errors(Environment::Development, &source);
+    assert!(
+        refused.starts_with("classes.a.cache.sweep_interval = \"1s\": unknown key"),
+        "{refused}"
+    );
 }
 
 #[test]
@@ -624,7 +650,7 @@ fn unknown_keys_are_refused_wherever_they_are() {
         errors(Environment::Development, &with_file(file)),
         [
             r#"colour = "blue": unknown key, expected one of layers, registry, cache, dedup, breaker, limit, alerts, admin, rollout, keys, classes (set by herdsman.toml)"#,
-            r#"cache.tll = "5s": unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, max_bytes, max_entries, mode (set by herdsman.toml)"#,
+            r#"cache.tll = "5s": unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, max_bytes, max_entries, mode, sweep_interval (set by herdsman.toml)"#,
             r#"classes.active-users.cache.max_bytes = 10: unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, mode (set by herdsman.toml)"#,
         ]
         .join("\n")
@@ -632,7 +658,7 @@ fn unknown_keys_are_refused_wherever_they_are() {
     let source = StaticEnv::new().var("HERDSMAN__CACHE__SIZE", "3");
     assert_eq!(
         errors(Environment::Development, &source),
-        r#"cache.size = 3: unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, max_bytes, max_entries, mode (set by HERDSMAN__CACHE__SIZE)"#
+        r#"cache.size = 3: unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, max_bytes, max_entries, mode, sweep_interval (set by HERDSMAN__CACHE__SIZE)"#
     );
 }
 

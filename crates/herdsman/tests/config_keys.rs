@@ -39,8 +39,8 @@ use herdsman::{
     class::Class,
     config::{Config, ConfigError, Environment, StaticEnv},
     error::find,
-    http::{HttpBody, SharedBody},
-    limit::{Overloaded, RateLimited},
+    http::{ClientAddr, HttpBody, SharedBody},
+    limit::{Overloaded, RateLimited, TooManyInFlight},
     registry::{Limit, SubscribeOptions, Subscription, TooManySubscribers},
     stats::AlertRule,
     switch::LayerName,
@@ -102,6 +102,7 @@ const CASES: &[Case] = &[
     case!("cache.max_bytes", cache_max_bytes),
     case!("cache.max_entries", cache_max_entries),
     case!("cache.mode", cache_mode),
+    case!("cache.sweep_interval", cache_sweep_interval),
     case!("keys.hosts", keys_hosts),
     case!("keys.vary", keys_vary),
     case!("dedup.window", dedup_window),
@@ -122,6 +123,14 @@ const CASES: &[Case] = &[
     case!("limit.max_queue", limit_max_queue),
     case!("limit.max_wait", limit_max_wait),
     case!("limit.retry_after", limit_retry_after),
+    case!(
+        "limit.max_concurrency_per_caller",
+        limit_max_concurrency_per_caller
+    ),
+    case!(
+        "limit.max_concurrency_per_address",
+        limit_max_concurrency_per_address
+    ),
     case!("limit.rate.per_second", rate_per_second),
     case!("limit.rate.per_minute", rate_per_minute),
     case!("limit.rate.burst", rate_burst),
@@ -542,7 +551,8 @@ impl Origin {
 }
 
 /// How a call ended, in one letter: `S` 2xx, `F` 5xx, `O` breaker open,
-/// `T` probe timed out, `L` overloaded, `R` rate limited.
+/// `T` probe timed out, `L` overloaded, `R` rate limited, `C` over the
+/// caller's (or address's) share.
 fn letter(answer: &Result<(StatusCode, String), BoxError>) -> char {
     match answer {
         Ok((status, _)) if status.is_success() => 'S',
@@ -552,6 +562,7 @@ fn letter(answer: &Result<(StatusCode, String), BoxError>) -> char {
         Err(err) if find::<ProbeTimedOut>(&**err).is_some() => 'T',
         Err(err) if find::<Overloaded>(&**err).is_some() => 'L',
         Err(err) if find::<RateLimited>(&**err).is_some() => 'R',
+        Err(err) if find::<TooManyInFlight>(&**err).is_some() => 'C',
         Err(err) => panic!("unexpected error {err}"),
     }
 }
@@ -590,8 +601,19 @@ impl World {
         path: &str,
         header: Option<(&str, &str)>,
     ) -> Result<(StatusCode, String), BoxError> {
-        let res: Response<HttpBody<Full<Bytes>>> =
-            self.svc.clone().oneshot(self.request(path, header)).await?;
+        self.send(self.request(path, header)).await
+    }
+
+    /// GET `path` as `user`, from the client address `ip`.
+    async fn call_from(&self, ip: &str, path: &str, user: &str) -> char {
+        let mut req = self.request(path, Some(("authorization", user)));
+        let addr = format!("{ip}:50000").parse().unwrap();
+        req.extensions_mut().insert(ClientAddr(addr));
+        letter(&self.send(req).await)
+    }
+
+    async fn send(&self, req: Request<Full<Bytes>>) -> Result<(StatusCode, String), BoxError> {
+        let res: Response<HttpBody<Full<Bytes>>> = self.svc.clone().oneshot(req).await?;
         let status = res.status();
         let body = res.into_body().collect().await?.to_bytes();
         Ok((status, String::from_utf8(body.to_vec()).unwrap()))
@@ -867,6 +889,22 @@ async fn cache_mode(scope: Scope) {
     }
 }
 
+async fn cache_sweep_interval(scope: Scope) {
+    global_only(scope);
+    // Expired at 50 ms (the test ttl); nobody asks again: only the sweep
+    // frees it.
+    let w = World::new(Setup::new(scope, "cache.sweep_interval", "\"10s\""));
+    let memory = || w.coordinator.stats().snapshot().memory["cache"];
+    w.body("x").await;
+    assert!(memory() > 0);
+    time::sleep(secs(9)).await;
+    settle().await;
+    assert!(memory() > 0, "not swept before the interval");
+    time::sleep(secs(2)).await;
+    settle().await;
+    assert_eq!(memory(), 0, "swept, and the memory figure dropped");
+}
+
 // -------------------------------------------------------------------- [keys]
 
 /// A server-side GET (no authority in the URI) with a `Host` header.
@@ -1092,6 +1130,51 @@ async fn limit_retry_after(scope: Scope) {
     let refused = answers.iter().find_map(|a| a.as_ref().err()).unwrap();
     let hint = find::<Overloaded>(&**refused).unwrap().retry_after();
     assert!(hint > secs(5) && hint <= secs(7), "{hint:?}");
+}
+
+/// Concurrent calls' letters, sorted.
+async fn letters(calls: Vec<impl Future<Output = char>>) -> String {
+    let mut letters = join_all(calls).await;
+    letters.sort_unstable();
+    letters.into_iter().collect()
+}
+
+async fn limit_max_concurrency_per_caller(scope: Scope) {
+    let w = World::new(Setup::new(scope, "limit.max_concurrency_per_caller", "1"));
+    w.origin.delay(ms(50));
+    let (a, b, c) = (w.setup.path("a"), w.setup.path("b"), w.setup.path("c"));
+    let calls = vec![
+        w.call_from("10.0.0.1", &a, "ann"),
+        w.call_from("10.0.0.1", &b, "ann"),
+        w.call_from("10.0.0.1", &c, "bob"),
+    ];
+    assert_eq!(letters(calls).await, "CSS", "ann's second call is refused");
+    if scope == Scope::Class {
+        let calls = vec![
+            w.call_from("10.0.0.1", "/g/a", "ann"),
+            w.call_from("10.0.0.1", "/g/b", "ann"),
+        ];
+        assert_eq!(letters(calls).await, "SS", "a quarter of 32 elsewhere");
+    }
+}
+
+async fn limit_max_concurrency_per_address(scope: Scope) {
+    let w = World::new(Setup::new(scope, "limit.max_concurrency_per_address", "1"));
+    w.origin.delay(ms(50));
+    let (a, b, c) = (w.setup.path("a"), w.setup.path("b"), w.setup.path("c"));
+    let calls = vec![
+        w.call_from("10.0.0.1", &a, "ann"),
+        w.call_from("10.0.0.1", &b, "bob"),
+        w.call_from("10.0.0.2", &c, "bob"),
+    ];
+    assert_eq!(letters(calls).await, "CSS", "one call per address");
+    if scope == Scope::Class {
+        let calls = vec![
+            w.call_from("10.0.0.1", "/g/a", "ann"),
+            w.call_from("10.0.0.1", "/g/b", "bob"),
+        ];
+        assert_eq!(letters(calls).await, "SS", "half of 32 elsewhere");
+    }
 }
 
 async fn rate_per_second(scope: Scope) {

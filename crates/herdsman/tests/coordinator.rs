@@ -19,7 +19,7 @@ use herdsman::{
     config::{ClassConfig, Config, Environment},
     error::find,
     event::Invalidation,
-    http::{error_response, HttpBody},
+    http::{error_response, ClientAddr, HttpBody},
     limit::Overloaded,
     switch::LayerName,
     BoxError, Coordinated, Coordinator,
@@ -413,6 +413,97 @@ async fn requests_over_the_concurrency_limit_are_overloaded() {
     for i in 0..5 {
         fetch(&svc, get(&format!("/slow?{i}"))).await.unwrap();
     }
+}
+
+/// Sends `req` from a task of its own.
+fn spawn_fetch(
+    svc: &Stack,
+    req: Request<Full<Bytes>>,
+) -> tokio::task::JoinHandle<Result<String, BoxError>> {
+    let svc = svc.clone();
+    tokio::spawn(async move { fetch(&svc, req).await })
+}
+
+/// `req` as if it came from `ip`.
+fn from(ip: &str, mut req: Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let addr = format!("{ip}:40000").parse().unwrap();
+    req.extensions_mut().insert(ClientAddr(addr));
+    req
+}
+
+/// How many of `answers` were answered, and how many were refused at once
+/// (with a 429).
+async fn served_and_refused(
+    answers: Vec<tokio::task::JoinHandle<Result<String, BoxError>>>,
+) -> (usize, usize) {
+    let (mut served, mut refused) = (0, 0);
+    for answer in answers {
+        match answer.await.unwrap() {
+            Ok(_) => served += 1,
+            Err(err) => {
+                let status = error_response::<String>(&*err).map(|r| r.status());
+                assert_eq!(status, Some(StatusCode::TOO_MANY_REQUESTS), "{err}");
+                refused += 1;
+            }
+        }
+    }
+    (served, refused)
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_caller_flooding_distinct_misses_leaves_other_callers_and_classes_served() {
+    let coordinator = coordinator(config(&[("other", "/other/*")]));
+    let origin = Origin::with_delay(Duration::from_secs(10));
+    let svc = stack(&coordinator, &origin);
+
+    // 32 calls in flight per class; a caller's share is a quarter.
+    let flood: Vec<_> = (0..40)
+        .map(|i| {
+            spawn_fetch(
+                &svc,
+                request(Method::GET, &format!("/api?{i}"), Some("ann")),
+            )
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    let bob = spawn_fetch(&svc, request(Method::GET, "/api?b", Some("bob")));
+    let other = spawn_fetch(&svc, request(Method::GET, "/other/x", Some("ann")));
+
+    assert_eq!(served_and_refused(flood).await, (8, 32));
+    assert_eq!(bob.await.unwrap().unwrap(), "GET /api?b for bob #9");
+    assert!(other.await.unwrap().is_ok(), "ann's share is per class");
+    assert_eq!(origin.calls(), 10);
+    let snapshot = coordinator.stats().snapshot();
+    let default = &snapshot.endpoints["default"];
+    assert_eq!(default.rejections["in_flight_cap"], 32);
+    assert_eq!(default.errors_by_kind["in_flight_cap"], 32);
+}
+
+#[tokio::test(start_paused = true)]
+async fn random_credentials_from_one_address_are_capped_by_the_address_rule() {
+    let coordinator = coordinator(config(&[]));
+    let origin = Origin::with_delay(Duration::from_secs(10));
+    let svc = stack(&coordinator, &origin);
+
+    // Each request a new caller, all from one address: half the class.
+    let flood: Vec<_> = (0..40)
+        .map(|i| {
+            let req = request(
+                Method::GET,
+                &format!("/api?{i}"),
+                Some(&format!("token-{i}")),
+            );
+            spawn_fetch(&svc, from("203.0.113.7", req))
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    let anonymous = spawn_fetch(&svc, from("198.51.100.1", get("/api?elsewhere")));
+
+    assert_eq!(served_and_refused(flood).await, (16, 24));
+    assert!(
+        anonymous.await.unwrap().is_ok(),
+        "another address is served"
+    );
 }
 
 #[tokio::test(start_paused = true)]

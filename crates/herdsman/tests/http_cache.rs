@@ -14,7 +14,9 @@ use std::{
 use bytes::Bytes;
 use herdsman::{
     cache::{CacheHandle, CacheLayer, CacheMode},
+    event::MemorySource,
     http::{BufferLayer, HttpBody, HttpCachePolicy, HttpKey, SharedBody},
+    key::KeyFn,
     BoxError,
 };
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -1148,4 +1150,94 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+/// The default sweep interval.
+const SWEEP: Duration = Duration::from_secs(30);
+
+/// Lets spawned tasks run until they are parked.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn variants_and_their_marker_are_swept_once_every_variant_expired() {
+    let origin = Origin::default();
+    let vary = |max_age: &'static str| [("vary", "accept-language"), ("cache-control", max_age)];
+    origin.route("/a", StatusCode::OK, &vary("max-age=5"));
+    let layer = cache().with_ttl(Duration::from_secs(100));
+    let svc = stack(&layer, &origin);
+    let lang = |l| request(Method::GET, "/a", &[("accept-language", l)]);
+    assert_eq!(body(&svc, lang("en")).await, "/a for anyone in en #1");
+    origin.route("/a", StatusCode::OK, &vary("max-age=60"));
+    assert_eq!(body(&svc, lang("fr")).await, "/a for anyone in fr #2");
+    assert_eq!(
+        layer.handle().stats().entries,
+        3,
+        "the marker and two variants"
+    );
+
+    time::sleep(SWEEP).await;
+    settle().await;
+    assert_eq!(
+        layer.handle().stats().entries,
+        2,
+        "en went; fr keeps the marker"
+    );
+    assert_eq!(body(&svc, lang("fr")).await, "/a for anyone in fr #2");
+
+    time::sleep(SWEEP * 2).await;
+    settle().await;
+    assert_eq!(layer.handle().stats().entries, 0);
+    assert_eq!(layer.handle().memory_bytes(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn variants_orphaned_by_invalidating_their_marker_are_swept() {
+    let origin = Origin::default();
+    origin.route("/a", StatusCode::OK, &[("vary", "accept-language")]);
+    let layer = cache();
+    let svc = stack(&layer, &origin);
+    let lang = |l| request(Method::GET, "/a", &[("accept-language", l)]);
+    body(&svc, lang("en")).await;
+    body(&svc, lang("fr")).await;
+    let primary = HttpKey::new().key(&get("/a")).unwrap();
+    assert!(layer.handle().invalidate(&primary));
+    assert_eq!(layer.handle().stats().entries, 2, "unreachable variants");
+
+    time::sleep(SWEEP).await;
+    settle().await;
+    assert_eq!(layer.handle().stats().entries, 0);
+    assert_eq!(layer.handle().memory_bytes(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_entry_with_a_validator_is_kept_one_sweep_interval_past_every_window() {
+    let origin = Origin::default();
+    origin.route(
+        "/doc",
+        StatusCode::OK,
+        &[("etag", "\"v1\""), ("cache-control", "max-age=5")],
+    );
+    let layer = cache();
+    let svc = stack(&layer, &origin);
+    assert_eq!(body(&svc, get("/doc")).await, "/doc for anyone #1");
+
+    // Stale at 5 s; the sweep at 30 s keeps it until 5 s + 30 s.
+    time::sleep(SWEEP + Duration::from_secs(1)).await;
+    settle().await;
+    assert_eq!(layer.handle().stats().entries, 1);
+    assert_eq!(body(&svc, get("/doc")).await, "/doc for anyone #1");
+    assert_eq!(layer.handle().stats().revalidated, 1, "a 304 revived it");
+
+    // Revived at 31 s: kept by the sweep at 60 s, gone at 90 s.
+    time::sleep(SWEEP).await;
+    settle().await;
+    assert_eq!(layer.handle().stats().entries, 1);
+    time::sleep(SWEEP).await;
+    settle().await;
+    assert_eq!(layer.handle().stats().entries, 0);
+    assert_eq!(layer.handle().memory_bytes(), 0);
 }

@@ -4,7 +4,7 @@
 use std::{
     future::{ready, Future},
     panic::{catch_unwind, AssertUnwindSafe},
-    pin::pin,
+    pin::{pin, Pin},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -19,10 +19,12 @@ use herdsman::{
     error::{find, is_rejection, BoxError, SharedError},
     key::Key,
     limit::{
-        ClassLimits, ClassStats, Limit, LimitLayer, Overloaded, RateKey, RateLimited, RateRule,
+        ClassLimits, ClassStats, Limit, LimitLayer, LimitStats, Overloaded, RateKey, RateLimited,
+        RateRule, TooManyInFlight,
     },
 };
-use tokio::time;
+use proptest::prelude::*;
+use tokio::{sync::oneshot, time};
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_test::mock::{self, Handle, Mock};
 
@@ -41,7 +43,6 @@ fn caller_of(req: &Req) -> Option<Key> {
 }
 
 type TestLayer = LimitLayer<fn(&Req) -> Class, fn(&Req) -> Option<Key>>;
-type TestLimit<S> = Limit<S, fn(&Req) -> Class, fn(&Req) -> Option<Key>>;
 
 fn layer(default: ClassLimits) -> TestLayer {
     LimitLayer::new(default)
@@ -49,7 +50,7 @@ fn layer(default: ClassLimits) -> TestLayer {
         .with_identity(caller_of as fn(&Req) -> Option<Key>)
 }
 
-fn mocked(layer: &TestLayer) -> (TestLimit<Mock<Req, Req>>, Handle<Req, Req>) {
+fn mocked<L: Layer<Mock<Req, Req>>>(layer: &L) -> (L::Service, Handle<Req, Req>) {
     let (mock, handle) = mock::pair::<Req, Req>();
     (layer.layer(mock), handle)
 }
@@ -75,7 +76,7 @@ async fn settle() {
     }
 }
 
-fn stats(layer: &TestLayer, class: &str) -> ClassStats {
+fn stats<C, I, A>(layer: &LimitLayer<C, I, A>, class: &str) -> ClassStats {
     layer
         .stats()
         .class(class)
@@ -720,6 +721,359 @@ async fn a_full_key_store_lets_new_keys_through_untracked_and_still_limits_the_k
     svc.ready().await.unwrap();
     let err = svc.call(0).await.unwrap_err();
     rate_limited(&err);
+}
+
+// Shares per caller and per client address.
+
+/// The client address of `"class/caller/address/..."`.
+fn address_of(req: &Req) -> Option<Key> {
+    req.split('/')
+        .nth(2)
+        .filter(|a| !a.is_empty())
+        .map(Key::from)
+}
+
+type AddressLayer = LimitLayer<fn(&Req) -> Class, fn(&Req) -> Option<Key>, fn(&Req) -> Option<Key>>;
+
+fn with_addresses(default: ClassLimits) -> AddressLayer {
+    layer(default).with_address(address_of as fn(&Req) -> Option<Key>)
+}
+
+fn capped(err: &BoxError) -> &TooManyInFlight {
+    find::<TooManyInFlight>(&**err).unwrap_or_else(|| panic!("not TooManyInFlight: {err}"))
+}
+
+/// Calls `req` and leaves it running or waiting; `Err` if refused at once.
+async fn start<S>(svc: &mut S, req: Req) -> Result<S::Future, BoxError>
+where
+    S: Service<Req, Error = BoxError>,
+    S::Future: Unpin,
+{
+    let mut fut = call(svc, req).await;
+    match (&mut fut).now_or_never() {
+        Some(Err(err)) => Err(err),
+        Some(Ok(_)) => panic!("{req} completed at once"),
+        None => Ok(fut),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_caller_flooding_distinct_calls_is_refused_beyond_its_share_while_others_are_served() {
+    let layer = layer(ClassLimits::new(8).with_max_concurrent_per_caller(2));
+    let (mut svc, _handle) = mocked(&layer);
+
+    let mut running = Vec::new();
+    for _ in 0..2 {
+        running.push(start(&mut svc, "a/ann").await.unwrap());
+    }
+    for _ in 0..3 {
+        let err = start(&mut svc, "a/ann")
+            .await
+            .expect_err("over ann's share");
+        let cap = capped(&err);
+        assert_eq!((cap.by_address(), cap.max()), (false, 2));
+        assert_eq!(cap.class().as_str(), "a");
+        assert!(is_rejection(&*err));
+    }
+    running.push(start(&mut svc, "a/bob").await.expect("another caller"));
+    running.push(start(&mut svc, "b/ann").await.expect("another class"));
+    running.push(
+        start(&mut svc, "a")
+            .await
+            .expect("no identity: not counted"),
+    );
+
+    let a = stats(&layer, "a");
+    assert_eq!(
+        (a.in_flight, a.rejected_in_flight_cap, a.rejected_overloaded),
+        (4, 3, 0)
+    );
+    assert_eq!(a.callers, 2, "ann and bob");
+    drop(running);
+    let a = stats(&layer, "a");
+    assert_eq!((a.in_flight, a.callers), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn new_credentials_on_every_call_from_one_address_are_capped_by_the_address_rule() {
+    let layer = with_addresses(
+        ClassLimits::new(16)
+            .with_max_concurrent_per_caller(4)
+            .with_max_concurrent_per_address(3),
+    );
+    let (mut svc, _handle) = mocked(&layer);
+
+    let mut running = Vec::new();
+    for req in ["a/c1/10.0.0.1", "a/c2/10.0.0.1", "a/c3/10.0.0.1"] {
+        running.push(start(&mut svc, req).await.unwrap());
+    }
+    let err = start(&mut svc, "a/c4/10.0.0.1").await.err().unwrap();
+    assert_eq!((capped(&err).by_address(), capped(&err).max()), (true, 3));
+    running.push(
+        start(&mut svc, "a/c5/10.0.0.2")
+            .await
+            .expect("another address"),
+    );
+
+    // Anonymous calls count by address only; calls without an address by
+    // caller only.
+    for _ in 0..3 {
+        running.push(start(&mut svc, "a//10.0.0.3").await.unwrap());
+    }
+    assert!(capped(&start(&mut svc, "a//10.0.0.3").await.err().unwrap()).by_address());
+    for _ in 0..4 {
+        running.push(start(&mut svc, "a/dan").await.unwrap());
+    }
+    assert!(!capped(&start(&mut svc, "a/dan").await.err().unwrap()).by_address());
+
+    let a = stats(&layer, "a");
+    assert_eq!(
+        (a.callers, a.addresses, a.rejected_in_flight_cap),
+        (5, 3, 3)
+    );
+    drop(running);
+    let a = stats(&layer, "a");
+    assert_eq!((a.callers, a.addresses, a.in_flight), (0, 0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_over_its_share_takes_no_permit_and_no_place_in_the_queue() {
+    let layer = layer(
+        ClassLimits::new(1)
+            .with_max_queue(4)
+            .with_max_concurrent_per_caller(2),
+    );
+    let (mut svc, mut handle) = mocked(&layer);
+
+    let bob = tokio::spawn(call(&mut svc, "a/bob").await);
+    let first = start(&mut svc, "a/ann/1").await.unwrap();
+    let _second = start(&mut svc, "a/ann/2").await.unwrap();
+    capped(&start(&mut svc, "a/ann/3").await.err().unwrap());
+    let a = stats(&layer, "a");
+    assert_eq!((a.in_flight, a.waiting, a.queued), (1, 2, 2));
+
+    // A waiter dropped (cancelled) gives its call in the share back.
+    drop(first);
+    let fourth = tokio::spawn(call(&mut svc, "a/ann/4").await);
+    settle().await;
+    assert_eq!(stats(&layer, "a").waiting, 2);
+
+    let (req, respond) = handle.next_request().await.unwrap();
+    assert_eq!(req, "a/bob");
+    respond.send_response("bob");
+    assert_eq!(bob.await.unwrap().unwrap(), "bob");
+    drop(fourth);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_share_is_given_back_when_the_call_completes_even_if_the_future_is_kept() {
+    let layer = with_addresses(
+        ClassLimits::new(4)
+            .with_max_concurrent_per_caller(1)
+            .with_max_concurrent_per_address(1),
+    );
+    let mut svc = layer.layer(echo());
+    let mut fut = Box::pin(call(&mut svc, "a/ann/10.0.0.1").await);
+    assert_eq!((&mut fut).await.unwrap(), "a/ann/10.0.0.1");
+    let a = stats(&layer, "a");
+    assert_eq!((a.callers, a.addresses), (0, 0));
+    assert!(call(&mut svc, "a/ann/10.0.0.1").await.await.is_ok());
+    drop(fut);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_inner_future_gives_its_share_back() {
+    let layer = layer(ClassLimits::new(4).with_max_concurrent_per_caller(1));
+    let mut svc = layer.layer(service_fn(|req: Req| async move {
+        if req.ends_with("boom") {
+            panic!("inner future panicked");
+        }
+        Ok::<_, BoxError>(req)
+    }));
+    let fut = call(&mut svc, "a/ann/boom").await;
+    assert!(AssertUnwindSafe(fut).catch_unwind().await.is_err());
+    assert_eq!(stats(&layer, "a").callers, 0);
+    assert!(call(&mut svc, "a/ann/ok").await.await.is_ok());
+}
+
+/// One step of a random run: a call by an optional caller from an optional
+/// address, a running call completed, or a live call cancelled (dropped).
+#[derive(Debug, Clone)]
+enum Step {
+    Call(Option<u8>, Option<u8>),
+    Complete(usize),
+    Cancel(usize),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (proptest::option::of(0u8..4), proptest::option::of(0u8..3))
+            .prop_map(|(caller, address)| Step::Call(caller, address)),
+        1 => any::<usize>().prop_map(Step::Complete),
+        1 => any::<usize>().prop_map(Step::Cancel),
+    ]
+}
+
+/// A call of the random runs: `id`, who makes it.
+#[derive(Debug, Clone, Copy)]
+struct Ask {
+    id: usize,
+    caller: Option<u8>,
+    address: Option<u8>,
+}
+
+/// Ends each call when the test says so.
+type Gates = Arc<std::sync::Mutex<std::collections::BTreeMap<usize, oneshot::Sender<()>>>>;
+
+fn gated(
+    gates: Gates,
+) -> impl Service<Ask, Response = usize, Error = BoxError, Future: Send> + Clone {
+    service_fn(move |ask: Ask| {
+        let (open, gate) = oneshot::channel();
+        gates.lock().unwrap().insert(ask.id, open);
+        async move {
+            gate.await?;
+            Ok::<_, BoxError>(ask.id)
+        }
+    })
+}
+
+/// A call of a random run, running or waiting.
+type Running = Pin<Box<dyn Future<Output = Result<usize, BoxError>> + Send>>;
+
+const PER_CALLER: usize = 2;
+const PER_ADDRESS: usize = 3;
+
+/// Calls `ask`: it must be refused exactly when its caller or its address
+/// holds its share among the `live` calls.
+fn call_within_shares<S>(
+    svc: &mut S,
+    live: &mut Vec<(Ask, Running)>,
+    ask: Ask,
+) -> Result<(), TestCaseError>
+where
+    S: Service<Ask, Response = usize, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    let held = |f: &dyn Fn(&Ask) -> bool| live.iter().filter(|(a, _)| f(a)).count();
+    let over = ask
+        .caller
+        .is_some_and(|c| held(&|a| a.caller == Some(c)) >= PER_CALLER)
+        || ask
+            .address
+            .is_some_and(|d| held(&|a| a.address == Some(d)) >= PER_ADDRESS);
+    let mut cx = Context::from_waker(Waker::noop());
+    prop_assert!(svc.poll_ready(&mut cx).is_ready());
+    let mut fut: Running = Box::pin(svc.call(ask));
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(Err(err)) => {
+            prop_assert!(over, "refused within its shares: {err}");
+            prop_assert!(find::<TooManyInFlight>(&*err).is_some(), "{err}");
+        }
+        Poll::Ready(Ok(_)) => prop_assert!(false, "completed at once"),
+        Poll::Pending => {
+            prop_assert!(!over, "let through over its share");
+            live.push((ask, fut));
+        }
+    }
+    Ok(())
+}
+
+/// Polls every live call: completed ones leave, waiters move up.
+fn drive(live: &mut Vec<(Ask, Running)>) -> Result<(), TestCaseError> {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut still = Vec::new();
+    for (ask, mut fut) in live.drain(..) {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(result) => prop_assert_eq!(result.unwrap(), ask.id),
+            Poll::Pending => still.push((ask, fut)),
+        }
+    }
+    *live = still;
+    Ok(())
+}
+
+/// The layer's maps hold exactly the callers and addresses of the `live`
+/// calls (none once all are gone), and the class never runs more than its
+/// limit.
+fn check_maps(live: &[(Ask, Running)], stats: &LimitStats) -> Result<(), TestCaseError> {
+    let class = stats.class("default").unwrap();
+    let distinct = |f: &dyn Fn(&Ask) -> Option<u8>| {
+        live.iter()
+            .filter_map(|(a, _)| f(a))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len() as u64
+    };
+    prop_assert_eq!(class.callers, distinct(&|a| a.caller));
+    prop_assert_eq!(class.addresses, distinct(&|a| a.address));
+    prop_assert!(class.in_flight <= 3);
+    if live.is_empty() {
+        prop_assert_eq!((class.in_flight, class.waiting), (0, 0));
+    }
+    Ok(())
+}
+
+fn shares_run(steps: Vec<Step>) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let _enter = rt.enter();
+    let gates = Gates::default();
+    let layer = LimitLayer::new(
+        ClassLimits::new(3)
+            .with_max_queue(1_000)
+            .with_max_wait(Duration::from_secs(3600))
+            .with_max_concurrent_per_caller(PER_CALLER)
+            .with_max_concurrent_per_address(PER_ADDRESS),
+    )
+    .with_identity(|a: &Ask| a.caller.map(|c| Key::from(u64::from(c))))
+    .with_address(|a: &Ask| a.address.map(|c| Key::from(u64::from(c) + 100)));
+    let mut svc = layer.layer(gated(gates.clone()));
+    let mut live: Vec<(Ask, Running)> = Vec::new();
+    for (id, step) in steps.into_iter().enumerate() {
+        match step {
+            Step::Call(caller, address) => {
+                let ask = Ask {
+                    id,
+                    caller,
+                    address,
+                };
+                call_within_shares(&mut svc, &mut live, ask)?;
+            }
+            Step::Complete(i) => {
+                let mut gates = gates.lock().unwrap();
+                let ids: Vec<usize> = gates.keys().copied().collect();
+                if !ids.is_empty() {
+                    let _ = gates.remove(&ids[i % ids.len()]).unwrap().send(());
+                }
+            }
+            Step::Cancel(i) if !live.is_empty() => {
+                let i = i % live.len();
+                drop(live.swap_remove(i));
+            }
+            Step::Cancel(_) => {}
+        }
+        drive(&mut live)?;
+        check_maps(&live, &layer.stats())?;
+    }
+    drop(live);
+    check_maps(&[], &layer.stats())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Random calls, completions and cancellations: no caller or address
+    /// ever holds more than its share, a call is refused only when one is
+    /// full, and the maps drain to empty.
+    #[test]
+    fn random_calls_completions_and_cancellations_keep_shares_and_drain_the_maps(
+        steps in prop::collection::vec(step(), 1..80),
+    ) {
+        shares_run(steps)?;
+    }
 }
 
 // Errors.

@@ -8,7 +8,8 @@ use std::{convert::Infallible, time::Duration};
 use herdsman::{
     breaker::{BreakerConfig, BreakerLayer, BreakerOpen},
     error::{find, retry_at, BoxError, SharedError},
-    limit::{ClassLimits, LimitLayer, Overloaded, RateLimited, RateRule},
+    key::Key,
+    limit::{ClassLimits, LimitLayer, Overloaded, RateLimited, RateRule, TooManyInFlight},
 };
 use tokio::time::{self, Instant};
 use tower::{service_fn, Layer, ServiceExt};
@@ -75,6 +76,23 @@ async fn limit_rejections_count_down_from_their_hint() {
     time::advance(SEC / 4).await;
     assert_eq!(overloaded.retry_after(), 3 * SEC - SEC / 4);
     assert_eq!(rate.retry_after(), SEC - SEC / 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_over_its_share_is_told_the_class_hint() {
+    let limits = ClassLimits::new(4)
+        .with_max_concurrent_per_caller(0)
+        .with_retry_after(2 * SEC);
+    let svc = LimitLayer::new(limits)
+        .with_identity(|_: &()| Some(Key::from("ann")))
+        .layer(service_fn(|_: ()| async { Ok::<_, Infallible>(()) }));
+    let err = svc.oneshot(()).await.unwrap_err();
+    let made_at = Instant::now();
+    let capped = find::<TooManyInFlight>(&*err).unwrap();
+    assert_eq!(capped.retry_after(), 2 * SEC);
+    assert_eq!(retry_at(&*err), Some(made_at + 2 * SEC));
+    time::advance(SEC).await;
+    assert_eq!(capped.retry_after(), SEC);
 }
 
 #[test]

@@ -291,21 +291,22 @@ impl<P, V: Clone> Fetch<P, V> {
             store.count(Count::NotStored);
             return (response, false);
         };
+        let marker =
+            |names| store.vary_marker(&self.key, names, &freshness, &self.class, self.generation);
         let key = match (self.policy.vary(&response), &self.filing) {
             (Vary::None, _) => Some(self.key.clone()),
             (Vary::Any, _) => None,
             (Vary::Headers(names), Filing::Variant { variant, epoch }) => {
                 // The marker's headers still hold: the variant is the one
                 // computed when the request was looked up.
-                match store.vary_marker(&self.key, &names, &self.class, self.generation) {
+                match marker(&names) {
                     Some(now) if now == *epoch => Some(variant.clone()),
                     _ => None,
                 }
             }
             (Vary::Headers(names), Filing::Primary { headers }) => {
                 headers.as_ref().and_then(|headers| {
-                    let epoch =
-                        store.vary_marker(&self.key, &names, &self.class, self.generation)?;
+                    let epoch = marker(&names)?;
                     Some(variant_key(&self.key, epoch, &names, headers))
                 })
             }

@@ -98,6 +98,12 @@ impl<V: Clone> CacheHandle<V> {
         self.store.invalidations()
     }
 
+    /// Removes every expired entry now, as the sweep does every interval;
+    /// returns how many. See [Expiry](crate::cache#expiry).
+    pub fn sweep(&self) -> u64 {
+        self.store.sweep(u64::MAX)
+    }
+
     /// Counters and size.
     pub fn stats(&self) -> CacheStats {
         self.store.stats()

@@ -6,6 +6,7 @@ use super::{
     handle::CacheHandle,
     policy::CacheMode,
     store::{Store, Weigher},
+    sweep::DEFAULT_SWEEP_INTERVAL,
     Cache,
 };
 use crate::{
@@ -77,6 +78,7 @@ pub struct CacheLayer<K, V, P = CloneShare, C = AllDefault> {
     settings: Arc<Settings>,
     max_bytes: u64,
     max_entries: Option<u64>,
+    sweep_interval: Duration,
     weigher: Option<Weigher<V>>,
     observers: Observers,
     store: Arc<Store<V>>,
@@ -97,9 +99,10 @@ impl<K, V: Clone> CacheLayer<K, V> {
             }),
             max_bytes: DEFAULT_MAX_BYTES,
             max_entries: None,
+            sweep_interval: DEFAULT_SWEEP_INTERVAL,
             weigher: None,
             observers: Observers::none(),
-            store: Arc::new(Store::new(DEFAULT_MAX_BYTES, None)),
+            store: Arc::new(Store::new(DEFAULT_MAX_BYTES, None, DEFAULT_SWEEP_INTERVAL)),
         }
     }
 }
@@ -159,6 +162,7 @@ impl<K, V, P, C> CacheLayer<K, V, P, C> {
             settings: self.settings,
             max_bytes: self.max_bytes,
             max_entries: self.max_entries,
+            sweep_interval: self.sweep_interval,
             weigher: self.weigher,
             observers: self.observers,
             store: self.store,
@@ -174,6 +178,7 @@ impl<K, V, P, C> CacheLayer<K, V, P, C> {
             settings: self.settings,
             max_bytes: self.max_bytes,
             max_entries: self.max_entries,
+            sweep_interval: self.sweep_interval,
             weigher: self.weigher,
             observers: self.observers,
             store: self.store,
@@ -207,7 +212,7 @@ impl<K, V, P, C> CacheLayer<K, V, P, C> {
     where
         V: Clone,
     {
-        let mut store = Store::new(self.max_bytes, self.max_entries);
+        let mut store = Store::new(self.max_bytes, self.max_entries, self.sweep_interval);
         store.weigher = self.weigher.clone();
         self.store = Arc::new(store);
         self
@@ -219,6 +224,18 @@ impl<K, V, P, C> CacheLayer<K, V, P, C> {
         V: Clone,
     {
         self.max_entries = Some(entries);
+        self.new_store()
+    }
+
+    /// How often the store is swept of entries nothing can use any more
+    /// (default [`DEFAULT_SWEEP_INTERVAL`]; at least 1 ms), and how long
+    /// past its windows an entry that can be revalidated is kept. See
+    /// [Expiry](crate::cache#expiry). Starts a new store.
+    pub fn with_sweep_interval(mut self, interval: Duration) -> Self
+    where
+        V: Clone,
+    {
+        self.sweep_interval = interval.max(Duration::from_millis(1));
         self.new_store()
     }
 
@@ -274,6 +291,7 @@ impl<K: Clone, V, P: Clone, C: Clone> Clone for CacheLayer<K, V, P, C> {
             settings: self.settings.clone(),
             max_bytes: self.max_bytes,
             max_entries: self.max_entries,
+            sweep_interval: self.sweep_interval,
             weigher: self.weigher.clone(),
             observers: self.observers.clone(),
             store: self.store.clone(),
@@ -287,6 +305,7 @@ impl<K, V, P, C> fmt::Debug for CacheLayer<K, V, P, C> {
             .field("settings", &self.settings)
             .field("max_bytes", &self.max_bytes)
             .field("max_entries", &self.max_entries)
+            .field("sweep_interval", &self.sweep_interval)
             .field("observers", &self.observers)
             .finish_non_exhaustive()
     }

@@ -24,12 +24,12 @@
 //!   (an `Err`, such as an open breaker, or a response the policy calls a
 //!   failure: HTTP 500, 502, 503, 504); the failure is logged and counted;
 //! - **stale, revalidatable** (HTTP: it has an `ETag` or `Last-Modified`):
-//!   kept past both windows; the request goes down asking whether it
-//!   changed (HTTP: `If-None-Match` / `If-Modified-Since` from the stored
-//!   response, so identical revalidations coalesce in Dedup), and a "not
-//!   changed" answer (`304`) refreshes the stored headers and serves the
-//!   stored body;
-//! - **beyond all that**: gone.
+//!   kept past both windows for one more sweep interval; the request goes
+//!   down asking whether it changed (HTTP: `If-None-Match` /
+//!   `If-Modified-Since` from the stored response, so identical
+//!   revalidations coalesce in Dedup), and a "not changed" answer (`304`)
+//!   refreshes the stored headers and serves the stored body;
+//! - **beyond all that**: expired, and removed (see [Expiry](#expiry)).
 //!
 //! How long an entry is fresh and how long it may be served stale is the
 //! policy's call ([`CachePolicy::freshness`]) within its class's
@@ -65,6 +65,29 @@
 //! optional entry limit is enforced by giving each entry a minimum weight of
 //! `max_bytes / max_entries`. One store belongs to each [`CacheLayer`] value:
 //! every service made from it, and every clone, share it.
+//!
+//! # Expiry
+//!
+//! An entry is expired when nothing can use it any more: past its TTL and
+//! both stale windows, and, for one that can be revalidated, one sweep
+//! interval ([`CacheLayer::with_sweep_interval`]) later. A validator lets
+//! a `304` revive a stale entry, but holding every such entry until the byte
+//! bound pushes it out would keep a flood of one-off keys in memory for as
+//! long as nothing else is stored; one interval of grace keeps what is asked
+//! for again soon. A `Vary` marker expires with the last of its variants; a
+//! variant whose marker went first (evicted or invalidated), unreachable
+//! from then on, expires in its own time.
+//!
+//! Expired entries are removed by the lookup that finds them, and by a
+//! sweep: one task per store, started on the current tokio runtime by the
+//! first miss (a hit never checks), that visits every entry once per
+//! interval, under one shard's write lock at a time, and removes up to
+//! 10,000 per pass, yielding to the runtime between passes. It holds the
+//! store only while it sweeps, and ends at its next tick once the layer,
+//! its services and its handles are dropped. The store's weight, and so
+//! [`CacheHandle`]'s memory figure, drops with every removal; removals are
+//! counted in [`CacheStats::expired`]. [`CacheHandle::sweep`] sweeps at
+//! once.
 //!
 //! TTLs, stale windows are per endpoint class ([`CacheLayer::with_class`]),
 //! with a [`Classify`](crate::class::Classify) naming each request's class.
@@ -141,6 +164,7 @@ mod layer;
 mod policy;
 mod service;
 mod store;
+mod sweep;
 
 pub use self::{
     future::ResponseFuture,
@@ -150,6 +174,7 @@ pub use self::{
         CacheMode, CachePolicy, Conditions, Directive, Freshness, Outcome, UnsafeRequest, Vary,
     },
     service::Cache,
+    sweep::DEFAULT_SWEEP_INTERVAL,
 };
 
 /// Counters and size of one cache store.
@@ -177,6 +202,10 @@ pub struct CacheStats {
     pub bypassed: u64,
     /// Entries removed by invalidation.
     pub invalidated: u64,
+    /// Entries removed because nothing could use them any more (by the
+    /// sweep, or by the lookup that found them so); see
+    /// [Expiry](crate::cache#expiry).
+    pub expired: u64,
     /// Entries held now.
     pub entries: u64,
     /// Bytes held now (sum of entry weights).

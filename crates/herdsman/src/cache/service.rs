@@ -135,9 +135,10 @@ where
                 };
                 Some((stored, if_error, revalidate))
             }
-            Found::Varies { .. } | Found::Missing => None,
+            Found::Varies(_) | Found::Missing => None,
         };
         self.store.count(Count::Miss);
+        self.store.ensure_sweep();
         let class = self.classify.classify(&req);
         self.observers.observe(&class, Event::CacheMiss);
         let (stored, if_error, revalidating) = match stored {
@@ -181,9 +182,10 @@ impl<S, K, V, P, C> Cache<S, K, V, P, C> {
         V: Clone,
     {
         let (found, filing) = match self.store.lookup(key) {
-            Found::Varies { names, epoch } => match self.policy.request_headers(req) {
+            Found::Varies(marker) => match self.policy.request_headers(req) {
                 Some(headers) => {
-                    let variant = variant_key(key, epoch, &names, headers);
+                    let epoch = marker.epoch;
+                    let variant = variant_key(key, epoch, &marker.names, headers);
                     let found = self.store.lookup(&variant);
                     (found, Filing::Variant { variant, epoch })
                 }

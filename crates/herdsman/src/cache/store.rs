@@ -2,9 +2,10 @@
 //! eviction, sharded locks) holding entries with their freshness windows.
 
 use std::{
+    cell::Cell,
     collections::HashSet,
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, PoisonError,
     },
     time::Duration,
@@ -30,10 +31,22 @@ const GENERATIONS: usize = 64;
 /// may fall behind by before it skips the oldest.
 pub(crate) const INVALIDATIONS_CAPACITY: usize = 64;
 
-/// One stored response and its freshness, in milliseconds since the store's
-/// epoch (compact: the store is bounded by bytes, and bookkeeping counts).
+/// One stored response and its freshness.
 pub(crate) struct Entry<V> {
     slot: Slot<V>,
+    life: Life,
+    weight: u32,
+    class: u16,
+    /// It can be revalidated: kept once stale, for a grace past its
+    /// windows ([`Store::end_ms`]).
+    revalidate: bool,
+}
+
+/// When an entry was received and how long it may be used, in milliseconds
+/// since the store's epoch (compact: the store is bounded by bytes, and
+/// bookkeeping counts).
+#[derive(Clone, Copy)]
+struct Life {
     /// When it was received.
     stored_ms: u64,
     /// Its age when received.
@@ -41,30 +54,57 @@ pub(crate) struct Entry<V> {
     fresh_ms: u32,
     swr_ms: u32,
     sie_ms: u32,
-    weight: u32,
-    class: u16,
-    /// It can be revalidated: kept once stale, until evicted or replaced.
-    revalidate: bool,
+}
+
+impl Life {
+    fn new(stored_ms: u64, freshness: &Freshness) -> Self {
+        let ms = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as u32;
+        Life {
+            stored_ms,
+            age_ms: ms(freshness.age),
+            fresh_ms: ms(freshness.ttl),
+            swr_ms: ms(freshness.stale_while_revalidate),
+            sie_ms: ms(freshness.stale_if_error),
+        }
+    }
+
+    /// Its age at `now_ms`.
+    fn age_ms(&self, now_ms: u64) -> u64 {
+        now_ms
+            .saturating_sub(self.stored_ms)
+            .saturating_add(u64::from(self.age_ms))
+    }
+
+    /// `grace_ms` past its TTL and both stale windows.
+    fn end_ms(&self, grace_ms: u64) -> u64 {
+        let windows = u64::from(self.swr_ms.max(self.sie_ms));
+        (self.stored_ms + u64::from(self.fresh_ms) + windows + grace_ms)
+            .saturating_sub(u64::from(self.age_ms))
+    }
 }
 
 /// What an entry holds: a response, or, under a response's primary key, the
-/// request headers its variants are filed by (HTTP `Vary`).
+/// marker its variants are filed by (HTTP `Vary`).
 enum Slot<V> {
     Value(V),
-    Vary {
-        names: Arc<[HeaderName]>,
-        epoch: u64,
-    },
+    Vary(Arc<Marker>),
+}
+
+/// The request headers the responses of one primary key vary on, and the
+/// epoch their variants are filed under ([`variant_key`]).
+pub(crate) struct Marker {
+    pub(crate) names: Arc<[HeaderName]>,
+    pub(crate) epoch: u64,
+    /// The latest [`Store::end_ms`] of the variants filed under it: the
+    /// marker is of no use past it (every variant is gone), and is swept.
+    until_ms: AtomicU64,
 }
 
 impl<V: Clone> Clone for Slot<V> {
     fn clone(&self) -> Self {
         match self {
             Slot::Value(value) => Slot::Value(value.clone()),
-            Slot::Vary { names, epoch } => Slot::Vary {
-                names: names.clone(),
-                epoch: *epoch,
-            },
+            Slot::Vary(marker) => Slot::Vary(marker.clone()),
         }
     }
 }
@@ -95,12 +135,9 @@ pub(crate) enum Found<V> {
         if_error: bool,
         revalidate: bool,
     },
-    /// The key's responses vary on these request headers: look up the
-    /// request's variant ([`variant_key`]).
-    Varies {
-        names: Arc<[HeaderName]>,
-        epoch: u64,
-    },
+    /// The key's responses vary on the marker's request headers: look up
+    /// the request's variant ([`variant_key`]).
+    Varies(Arc<Marker>),
     Missing,
 }
 
@@ -150,6 +187,7 @@ struct Stripe {
     refreshes: AtomicU64,
     revalidated: AtomicU64,
     invalidated: AtomicU64,
+    expired: AtomicU64,
 }
 
 const STRIPES: usize = 8;
@@ -194,6 +232,12 @@ pub(crate) struct Store<V> {
     generations: Box<[AtomicU64]>,
     /// The epoch of the next `Vary` marker.
     epochs: AtomicU64,
+    /// How often the sweep runs, and how long past its windows an entry
+    /// that can be revalidated is kept.
+    pub(crate) sweep_every: Duration,
+    grace_ms: u64,
+    /// A sweep task runs (or is being started) for this store.
+    pub(crate) sweeping: AtomicBool,
 }
 
 /// Weighs one stored value in bytes.
@@ -233,7 +277,7 @@ impl<V> Store<V> {
 }
 
 impl<V: Clone> Store<V> {
-    pub(crate) fn new(max_bytes: u64, max_entries: Option<u64>) -> Self {
+    pub(crate) fn new(max_bytes: u64, max_entries: Option<u64>, sweep_every: Duration) -> Self {
         let max_bytes = max_bytes.max(1);
         let min_weight = max_entries.map_or(1, |n| max_bytes.div_ceil(n.max(1)));
         // Only an estimate for sizing quick_cache's tables.
@@ -265,6 +309,9 @@ impl<V: Clone> Store<V> {
             invalidations: broadcast::channel(INVALIDATIONS_CAPACITY).0,
             generations: (0..GENERATIONS).map(|_| AtomicU64::new(0)).collect(),
             epochs: AtomicU64::new(0),
+            sweep_every,
+            grace_ms: sweep_every.as_millis().min(u128::from(u32::MAX)) as u64,
+            sweeping: AtomicBool::new(false),
         }
     }
 
@@ -300,33 +347,33 @@ impl<V: Clone> Store<V> {
         };
         let value = match entry.slot {
             Slot::Value(value) => value,
-            Slot::Vary { names, epoch } => return Found::Varies { names, epoch },
+            Slot::Vary(marker) => return Found::Varies(marker),
         };
-        let age_ms = self
-            .now_ms()
-            .saturating_sub(entry.stored_ms)
-            .saturating_add(u64::from(entry.age_ms));
+        let life = entry.life;
+        let now_ms = self.now_ms();
+        let age_ms = life.age_ms(now_ms);
         let age = Duration::from_millis(age_ms);
-        let fresh = u64::from(entry.fresh_ms);
+        let fresh = u64::from(life.fresh_ms);
         if age_ms < fresh {
             return Found::Fresh { value, age };
         }
-        let background = age_ms < fresh + u64::from(entry.swr_ms);
-        let if_error = age_ms < fresh + u64::from(entry.sie_ms);
-        if !background && !if_error && !entry.revalidate {
-            // Expired for good: free it now rather than at eviction, unless a
-            // fresh copy was stored since it was read.
-            let stored_ms = entry.stored_ms;
-            self.entries
-                .remove_if(key, |current| current.stored_ms == stored_ms);
+        if now_ms >= self.end_ms(&life, entry.revalidate) {
+            // Of no use any more: free it now rather than at the next
+            // sweep, unless a fresh copy was stored since it was read.
+            let removed = self
+                .entries
+                .remove_if(key, |current| current.life.stored_ms == life.stored_ms);
+            if removed.is_some() {
+                self.count_expired(1);
+            }
             return Found::Missing;
         }
         Found::Stale {
             value,
             age,
             staleness: Duration::from_millis(age_ms - fresh),
-            background,
-            if_error,
+            background: age_ms < fresh + u64::from(life.swr_ms),
+            if_error: age_ms < fresh + u64::from(life.sie_ms),
             revalidate: entry.revalidate,
         }
     }
@@ -365,14 +412,9 @@ impl<V: Clone> Store<V> {
         class: &Class,
         generation: u64,
     ) -> bool {
-        let ms = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as u32;
         let entry = Entry {
             slot: Slot::Value(value),
-            stored_ms: self.now_ms(),
-            age_ms: ms(freshness.age),
-            fresh_ms: ms(freshness.ttl),
-            swr_ms: ms(freshness.stale_while_revalidate),
-            sie_ms: ms(freshness.stale_if_error),
+            life: Life::new(self.now_ms(), freshness),
             weight: 0,
             class: self.class_index(class),
             revalidate: freshness.revalidate,
@@ -383,34 +425,37 @@ impl<V: Clone> Store<V> {
     /// The epoch of the `Vary` marker under `primary` for `names`: the one
     /// there, or a new marker (replacing any other entry). `None` when the
     /// path was invalidated since `generation`, or the marker does not fit.
+    /// The marker is kept at least as long as a variant stored now with
+    /// `freshness`.
     pub(crate) fn vary_marker(
         &self,
         primary: &Key,
         names: &Arc<[HeaderName]>,
+        freshness: &Freshness,
         class: &Class,
         generation: u64,
     ) -> Option<u64> {
+        let now_ms = self.now_ms();
+        let until_ms = self.end_ms(&Life::new(now_ms, freshness), freshness.revalidate);
         if let Some(Entry {
-            slot: Slot::Vary { names: held, epoch },
+            slot: Slot::Vary(held),
             ..
         }) = self.entries.get(primary)
         {
-            if held == *names {
-                return Some(epoch);
+            if held.names == *names {
+                held.until_ms.fetch_max(until_ms, Ordering::Relaxed);
+                return Some(held.epoch);
             }
         }
         let epoch = self.epochs.fetch_add(1, Ordering::Relaxed);
         let weight = names.iter().map(|n| n.as_str().len() + 32).sum();
         let marker = Entry {
-            slot: Slot::Vary {
+            slot: Slot::Vary(Arc::new(Marker {
                 names: names.clone(),
                 epoch,
-            },
-            stored_ms: self.now_ms(),
-            age_ms: 0,
-            fresh_ms: u32::MAX,
-            swr_ms: 0,
-            sie_ms: 0,
+                until_ms: AtomicU64::new(until_ms),
+            })),
+            life: Life::new(now_ms, &Freshness::new(Duration::ZERO)),
             weight: 0,
             class: self.class_index(class),
             revalidate: false,
@@ -426,14 +471,14 @@ impl<V: Clone> Store<V> {
             return false;
         }
         entry.weight = weight as u32;
-        let stored_ms = entry.stored_ms;
+        let stored_ms = entry.life.stored_ms;
         // quick_cache refuses an entry too heavy for its shard; say so.
         self.entries.insert(key.clone(), entry);
         if self.generation(&key) != generation {
             // Invalidated while the answer was on its way: it may predate
             // the write. The invalidation may not have seen this entry yet.
             self.entries
-                .remove_if(&key, |current| current.stored_ms == stored_ms);
+                .remove_if(&key, |current| current.life.stored_ms == stored_ms);
             return false;
         }
         self.entries.contains_key(&key)
@@ -485,6 +530,44 @@ impl<V: Clone> Store<V> {
         self.remove_if(|_, entry| entry.class == index)
     }
 
+    /// When nothing can use an entry with `life` any more: past its TTL and
+    /// both stale windows, and, when it can be revalidated, one sweep
+    /// interval later (a validator lets a "not changed" answer revive it,
+    /// but not forever). The one rule of expiry: the lookup that finds an
+    /// entry past it and the sweep both remove it.
+    fn end_ms(&self, life: &Life, revalidate: bool) -> u64 {
+        life.end_ms(if revalidate { self.grace_ms } else { 0 })
+    }
+
+    /// Removes up to `budget` entries that nothing can use any more
+    /// ([`end_ms`](Self::end_ms); a marker once past its variants', a
+    /// variant whose marker went first in its own time); returns how many.
+    /// Visits every entry, under one shard's write lock at a time.
+    pub(crate) fn sweep(&self, budget: u64) -> u64 {
+        let now_ms = self.now_ms();
+        let removed = Cell::new(0);
+        self.entries.retain(|_, entry| {
+            let end_ms = match &entry.slot {
+                Slot::Value(_) => self.end_ms(&entry.life, entry.revalidate),
+                Slot::Vary(marker) => marker.until_ms.load(Ordering::Relaxed),
+            };
+            if removed.get() >= budget || end_ms > now_ms {
+                return true;
+            }
+            removed.set(removed.get() + 1);
+            false
+        });
+        let removed = removed.get();
+        self.count_expired(removed);
+        removed
+    }
+
+    fn count_expired(&self, n: u64) {
+        self.stripes[stripe_index()]
+            .expired
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
     fn count_invalidated(&self, n: u64) {
         self.stripes[stripe_index()]
             .invalidated
@@ -515,6 +598,7 @@ impl<V: Clone> Store<V> {
             stats.refreshes += load(&s.refreshes);
             stats.revalidated += load(&s.revalidated);
             stats.invalidated += load(&s.invalidated);
+            stats.expired += load(&s.expired);
         }
         stats
     }

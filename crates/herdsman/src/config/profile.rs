@@ -72,6 +72,7 @@ pub(super) fn profile(env: Environment) -> Config {
             max_bytes: pick(env, [64 * MIB, 64 * MIB, 64 * MIB, MIB]),
             max_entries: None,
             mode: crate::cache::CacheMode::App,
+            sweep_interval: pick(env, [secs(30), secs(30), secs(30), secs(1)]),
         },
         dedup: DedupSettings {
             window: Duration::ZERO,
@@ -83,6 +84,8 @@ pub(super) fn profile(env: Environment) -> Config {
             max_wait: pick(env, [secs(1), secs(1), secs(1), millis(100)]),
             retry_after: secs(1),
             rate: None,
+            max_concurrency_per_caller: None,
+            max_concurrency_per_address: None,
         },
         alerts: AlertSettings {
             upstream_calls_per_minute: 20,

@@ -105,6 +105,11 @@ pub struct CacheSettings {
     /// `Cache-Control`, `Expires` or a heuristic, capped by the TTL).
     #[serde(default)]
     pub mode: cache::CacheMode,
+    /// How often expired entries are swept out of the store, and how long
+    /// past its windows an entry that can be revalidated is kept (global
+    /// only); see [`CacheLayer::with_sweep_interval`](crate::cache::CacheLayer::with_sweep_interval).
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
 }
 
 impl CacheSettings {
@@ -221,6 +226,16 @@ pub struct LimitSettings {
     /// An optional rate rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<RateSettings>,
+    /// Calls of one class one caller (the rollout's identity header, else
+    /// the credentials) may have in flight or waiting; over it a request is
+    /// refused at once. Unset: [`per_caller`](Self::per_caller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency_per_caller: Option<usize>,
+    /// Calls of one class one client address may have in flight or
+    /// waiting, whatever the callers. Unset:
+    /// [`per_address`](Self::per_address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency_per_address: Option<usize>,
 }
 
 impl LimitSettings {
@@ -230,11 +245,32 @@ impl LimitSettings {
         let limits = limit::ClassLimits::new(self.max_concurrency)
             .with_max_queue(self.max_queue)
             .with_max_wait(self.max_wait)
-            .with_retry_after(self.retry_after);
+            .with_retry_after(self.retry_after)
+            .with_max_concurrent_per_caller(self.per_caller())
+            .with_max_concurrent_per_address(self.per_address());
         match &self.rate {
             Some(rate) => limits.with_rate(rate.rule()),
             None => limits,
         }
+    }
+
+    /// One caller's share: `max_concurrency_per_caller`, by default a
+    /// quarter of `max_concurrency` (at least 1). It takes four callers
+    /// flooding at once to fill a class, while one caller keeps room for a
+    /// page's parallel requests.
+    pub fn per_caller(&self) -> usize {
+        let share = self.max_concurrency_per_caller;
+        share.unwrap_or(self.max_concurrency / 4).max(1)
+    }
+
+    /// One client address's share: `max_concurrency_per_address`, by
+    /// default half of `max_concurrency` (at least 1). Twice a caller's,
+    /// since one address may be many honest callers behind a NAT or a
+    /// proxy; still, new credentials on every request from one address
+    /// take at most half the class.
+    pub fn per_address(&self) -> usize {
+        let share = self.max_concurrency_per_address;
+        share.unwrap_or(self.max_concurrency / 2).max(1)
     }
 }
 
@@ -501,6 +537,10 @@ overrides! {
         retry_after: Duration,
         /// See [`LimitSettings::rate`].
         rate: RateSettings,
+        /// See [`LimitSettings::max_concurrency_per_caller`].
+        max_concurrency_per_caller: usize,
+        /// See [`LimitSettings::max_concurrency_per_address`].
+        max_concurrency_per_address: usize,
     }
 }
 

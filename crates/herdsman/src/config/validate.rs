@@ -263,6 +263,7 @@ impl Check {
             }
         }
         self.at_least_one(&format!("{p}.max_bytes"), c.max_bytes);
+        self.positive(&format!("{p}.sweep_interval"), c.sweep_interval);
         if let Some(entries) = c.max_entries {
             self.at_least_one(&format!("{p}.max_entries"), entries);
         }
@@ -315,6 +316,14 @@ impl Check {
         self.at_least_one(&format!("{p}.max_concurrency"), l.max_concurrency as u64);
         self.positive(&format!("{p}.max_wait"), l.max_wait);
         self.positive(&format!("{p}.retry_after"), l.retry_after);
+        for (key, share) in [
+            ("max_concurrency_per_caller", l.max_concurrency_per_caller),
+            ("max_concurrency_per_address", l.max_concurrency_per_address),
+        ] {
+            if let Some(share) = share {
+                self.at_least_one(&format!("{p}.{key}"), share as u64);
+            }
+        }
         if let Some(rate) = &l.rate {
             match (rate.per_second, rate.per_minute) {
                 (Some(_), Some(_)) => self.fail(

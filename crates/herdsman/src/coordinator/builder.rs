@@ -14,7 +14,7 @@ use crate::{
     cache::CacheLayer,
     config::{AlertSettings, Config, Environment},
     dedup::DedupLayer,
-    http::{BufferLayer, HttpShare, ServerErrors},
+    http::{BufferLayer, ClientAddress, HttpShare, ServerErrors},
     limit::LimitLayer,
     registry::{HttpFingerprint, RegistryLayer},
     stats::{AlertRules, Stats, StatsClock},
@@ -137,6 +137,7 @@ fn compose(environment: Environment, config: Config) -> Shared {
         .with_stale_if_error(c.stale_if_error)
         .with_mode(c.mode)
         .with_max_bytes(c.max_bytes)
+        .with_sweep_interval(c.sweep_interval)
         .with_observer(stats.clone());
     if let Some(entries) = c.max_entries {
         cache = cache.with_max_entries(entries);
@@ -161,6 +162,7 @@ fn compose(environment: Environment, config: Config) -> Shared {
     let mut limit = LimitLayer::new(config.limit.class_limits())
         .with_classifier(classify.clone())
         .with_identity(CallerIdentity::new(rollout.clone()))
+        .with_address(ClientAddress)
         .with_observer(stats.clone());
     for class in classes
         .iter()

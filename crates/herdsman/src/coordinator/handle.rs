@@ -19,7 +19,7 @@ use crate::{
     config::{Config, Environment},
     dedup::DedupLayer,
     event::Invalidation,
-    http::{BufferLayer, HttpCachePolicy, HttpShare, ServerErrors, SharedBody},
+    http::{BufferLayer, ClientAddress, HttpCachePolicy, HttpShare, ServerErrors, SharedBody},
     limit::LimitLayer,
     registry::{HttpFingerprint, RegistryHandle, RegistryLayer},
     stats::{Snapshot, Stats, StatsLayer, UpstreamLayer},
@@ -53,7 +53,7 @@ pub(crate) struct Shared {
     pub(crate) cache: CacheLayer<ClassKey, Response<SharedBody>, HttpCachePolicy, ClassOf>,
     pub(crate) dedups: Vec<DedupLayer<ClassKey, HttpShare, ClassOf>>,
     pub(crate) breaker: BreakerLayer<ClassOf, ServerErrors>,
-    pub(crate) limit: LimitLayer<ClassOf, CallerIdentity>,
+    pub(crate) limit: LimitLayer<ClassOf, CallerIdentity, ClientAddress>,
     pub(crate) upstream: UpstreamLayer<ClassOf, ClassKey, ServerErrors>,
     pub(crate) buffer: BufferLayer,
     /// Whether the registry follows the cache's invalidations yet.

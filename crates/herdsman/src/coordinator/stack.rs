@@ -16,7 +16,9 @@ use crate::{
     cache::Cache,
     dedup::Dedup,
     error::BoxError,
-    http::{Buffer, HttpCachePolicy, HttpShare, PollFetch, ServerErrors, SharedBody},
+    http::{
+        Buffer, ClientAddress, HttpCachePolicy, HttpShare, PollFetch, ServerErrors, SharedBody,
+    },
     limit::Limit,
     registry::{HttpFingerprint, Registry},
     stats::{StatsService, UpstreamService},
@@ -60,7 +62,7 @@ wraps!(
     Cache<S, K, V, P, C>,
     Dedup<S, K, P, C>,
     Breaker<S, C, K>,
-    Limit<S, C, I>,
+    Limit<S, C, I, A>,
     UpstreamService<S, C, K, F>,
 );
 
@@ -257,7 +259,7 @@ impl<S: fmt::Debug> fmt::Debug for Dedups<S> {
 /// the body buffer and the inner service.
 pub type Upstream<S> = Bypass<UpstreamService<Buffer<S>, ClassOf, ClassKey, ServerErrors>>;
 /// The limit layer over [`Upstream`].
-pub type Limited<S> = Bypass<Limit<Upstream<S>, ClassOf, CallerIdentity>>;
+pub type Limited<S> = Bypass<Limit<Upstream<S>, ClassOf, CallerIdentity, ClientAddress>>;
 /// The breaker layer over [`Limited`].
 pub type Guarded<S> = Bypass<Breaker<Limited<S>, ClassOf, ServerErrors>>;
 /// The dedup layer over [`Guarded`].

@@ -5,7 +5,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use crate::{
     breaker::{BreakerOpen, ProbeTimedOut},
     error::find,
-    limit::{Overloaded, RateLimited},
+    limit::{Overloaded, RateLimited, TooManyInFlight},
 };
 
 /// The HTTP response for an error a herdsman layer made, or `None` for any
@@ -15,7 +15,9 @@ use crate::{
 ///   breaker will probe again;
 /// - [`ProbeTimedOut`]: `504 Gateway Timeout`;
 /// - [`Overloaded`]: `503 Service Unavailable` with `Retry-After`;
-/// - [`RateLimited`]: `429 Too Many Requests` with `Retry-After`.
+/// - [`RateLimited`]: `429 Too Many Requests` with `Retry-After`;
+/// - [`TooManyInFlight`]: `429 Too Many Requests` with `Retry-After` (the
+///   caller's own traffic is the cause, as for a rate rule).
 ///
 /// Each `Retry-After` is the time left at the moment of this call (the
 /// errors keep the instant, not a duration), in
@@ -55,6 +57,10 @@ pub fn error_response<B: Default>(err: &(dyn Error + 'static)) -> Option<Respons
     }
     if let Some(limited) = find::<RateLimited>(err) {
         let after = Some(limited.retry_after());
+        return Some(with_retry_after(StatusCode::TOO_MANY_REQUESTS, after));
+    }
+    if let Some(capped) = find::<TooManyInFlight>(err) {
+        let after = Some(capped.retry_after());
         return Some(with_retry_after(StatusCode::TOO_MANY_REQUESTS, after));
     }
     None

@@ -132,3 +132,88 @@ impl fmt::Display for RateLimited {
 }
 
 impl Error for RateLimited {}
+
+/// The request's caller, or its client address, already has as many of its
+/// endpoint class's calls in flight (or waiting for a permit) as it may:
+/// its share of the class
+/// ([`ClassLimits::with_max_concurrent_per_caller`](super::ClassLimits::with_max_concurrent_per_caller),
+/// [`with_max_concurrent_per_address`](super::ClassLimits::with_max_concurrent_per_address)).
+///
+/// Refused at once, so that one caller flooding distinct requests cannot
+/// take every permit of a class from the others. A rejection made on this
+/// side of the upstream: the circuit breaker does not count it as an
+/// upstream failure ([`is_rejection`](crate::error::is_rejection)), and the
+/// HTTP adapter answers `429 Too Many Requests` with `Retry-After` (the
+/// caller's own traffic is the cause, as for a rate rule; a `503` would
+/// tell its well-behaved peers that the service is down).
+#[derive(Debug, Clone)]
+pub struct TooManyInFlight {
+    class: Class,
+    by: Holder,
+    max: usize,
+    retry_at: Instant,
+}
+
+/// Whose share was full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Holder {
+    Caller,
+    Address,
+}
+
+impl TooManyInFlight {
+    /// A rejection made now, whose retry has a fair chance `retry_after`
+    /// from now.
+    pub(crate) fn new(class: Class, by: Holder, max: usize, retry_after: Duration) -> Self {
+        TooManyInFlight {
+            class,
+            by,
+            max,
+            retry_at: Instant::now() + retry_after,
+        }
+    }
+
+    /// The endpoint class of the rejected request.
+    pub fn class(&self) -> &Class {
+        &self.class
+    }
+
+    /// Whether the client address's share was full (rather than the
+    /// caller's).
+    pub fn by_address(&self) -> bool {
+        self.by == Holder::Address
+    }
+
+    /// The share: calls of the class one caller (or address) may have in
+    /// flight or waiting.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// How long from now until a retry has a fair chance: the class's
+    /// configured hint, counted from the rejection (zero once passed).
+    pub fn retry_after(&self) -> Duration {
+        self.retry_at.saturating_duration_since(Instant::now())
+    }
+
+    /// When a retry has a fair chance.
+    pub fn retry_at(&self) -> Instant {
+        self.retry_at
+    }
+}
+
+impl fmt::Display for TooManyInFlight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let who = match self.by {
+            Holder::Caller => "caller",
+            Holder::Address => "client address",
+        };
+        write!(
+            f,
+            "too many requests in flight from one {who} in endpoint class `{}` (at most {})",
+            self.class, self.max
+        )
+    }
+}
+
+impl Error for TooManyInFlight {}

@@ -10,14 +10,18 @@ use std::{
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::state::{Permit, Wait};
+use super::{
+    caller::Slots,
+    state::{Permit, Wait},
+};
 use crate::error::BoxError;
 
 pin_project! {
     /// Response future of [`Limit`](super::Limit).
     ///
-    /// Holds its class's permit while the inner call runs, and gives it back
-    /// as soon as the call completes, or when the future is dropped, or when
+    /// Holds its class's permit (and its calls in its caller's and client
+    /// address's shares) while the inner call runs, and gives them back as
+    /// soon as the call completes, or when the future is dropped, or when
     /// the inner future panics. A request that found every permit taken waits
     /// here, in its class's queue, with the inner service that was made ready
     /// for it.
@@ -36,9 +40,26 @@ pin_project! {
     where
         S: Service<Req>,
     {
-        Running { #[pin] fut: S::Future, permit: Option<Permit> },
-        Waiting { wait: Wait, call: Option<(S, Req)> },
+        Running { #[pin] fut: S::Future, held: Option<Held> },
+        Waiting { wait: Wait, call: Option<(S, Req)>, slots: Option<Slots> },
         Rejected { err: Option<BoxError> },
+    }
+}
+
+/// What a running call holds, given back together when dropped.
+pub(super) struct Held {
+    /// `None` for a class without a concurrency limit.
+    _permit: Option<Permit>,
+    /// `None` when the class caps neither callers nor addresses.
+    _slots: Option<Slots>,
+}
+
+impl Held {
+    pub(super) fn new(permit: Option<Permit>, slots: Option<Slots>) -> Self {
+        Held {
+            _permit: permit,
+            _slots: slots,
+        }
     }
 }
 
@@ -46,15 +67,18 @@ impl<S, Req> ResponseFuture<S, Req>
 where
     S: Service<Req>,
 {
-    /// `permit` is `None` for a class without a concurrency limit.
-    pub(super) fn running(fut: S::Future, permit: Option<Permit>) -> Self {
-        Self::with(Kind::Running { fut, permit })
+    pub(super) fn running(fut: S::Future, held: Held) -> Self {
+        Self::with(Kind::Running {
+            fut,
+            held: Some(held),
+        })
     }
 
-    pub(super) fn waiting(wait: Wait, svc: S, req: Req) -> Self {
+    pub(super) fn waiting(wait: Wait, svc: S, req: Req, slots: Option<Slots>) -> Self {
         Self::with(Kind::Waiting {
             wait,
             call: Some((svc, req)),
+            slots,
         })
     }
 
@@ -67,9 +91,9 @@ where
     }
 }
 
-/// Gives the permit back if polling the inner future unwinds, even when the
-/// panic is caught and this future is kept.
-struct ReleaseOnUnwind<'a>(&'a mut Option<Permit>);
+/// Gives the permit and slots back if polling the inner future unwinds,
+/// even when the panic is caught and this future is kept.
+struct ReleaseOnUnwind<'a>(&'a mut Option<Held>);
 
 impl Drop for ReleaseOnUnwind<'_> {
     fn drop(&mut self) {
@@ -88,28 +112,29 @@ where
         let mut this = self.project();
         loop {
             match this.kind.as_mut().project() {
-                KindProj::Running { fut, permit } => {
-                    let guard = ReleaseOnUnwind(&mut *permit);
+                KindProj::Running { fut, held } => {
+                    let guard = ReleaseOnUnwind(&mut *held);
                     let out = fut.poll(cx);
                     // Not unwinding: keep the permit until the call completes.
                     std::mem::forget(guard);
                     let out = ready!(out);
                     // Given back on completion, not when the caller gets round
                     // to dropping this future.
-                    permit.take();
+                    held.take();
                     return Poll::Ready(out.map_err(Into::into));
                 }
-                KindProj::Waiting { wait, call } => {
+                KindProj::Waiting { wait, call, slots } => {
                     let permit = match ready!(wait.as_mut().poll(cx)) {
                         Ok(permit) => permit,
                         Err(err) => return Poll::Ready(Err(err.into())),
                     };
                     let (mut svc, req) = call.take().expect("a request is sent once");
+                    let held = Held::new(Some(permit), slots.take());
                     // If `call` panics, the permit is dropped, and so given back.
                     let fut = svc.call(req);
                     this.kind.set(Kind::Running {
                         fut,
-                        permit: Some(permit),
+                        held: Some(held),
                     });
                 }
                 KindProj::Rejected { err } => {

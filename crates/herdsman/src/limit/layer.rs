@@ -38,6 +38,8 @@ pub struct ClassLimits {
     pub(crate) max_wait: Duration,
     pub(crate) retry_after: Duration,
     pub(crate) rate: Option<RateRule>,
+    pub(crate) max_per_caller: Option<usize>,
+    pub(crate) max_per_address: Option<usize>,
 }
 
 impl ClassLimits {
@@ -54,6 +56,8 @@ impl ClassLimits {
             max_wait: DEFAULT_MAX_WAIT,
             retry_after: DEFAULT_RETRY_AFTER,
             rate: None,
+            max_per_caller: None,
+            max_per_address: None,
         }
     }
 
@@ -92,6 +96,24 @@ impl ClassLimits {
         self
     }
 
+    /// At most `max` of the class's calls in flight or waiting for one
+    /// caller (named by [`LimitLayer::with_identity`]); a request over it is
+    /// refused at once with [`TooManyInFlight`](super::TooManyInFlight).
+    /// Requests without an identity are not counted. None by default.
+    pub fn with_max_concurrent_per_caller(mut self, max: usize) -> Self {
+        self.max_per_caller = Some(max);
+        self
+    }
+
+    /// At most `max` of the class's calls in flight or waiting for one
+    /// client address (named by [`LimitLayer::with_address`]), whatever the
+    /// callers: new credentials on every request do not make new shares.
+    /// Requests without an address are not counted. None by default.
+    pub fn with_max_concurrent_per_address(mut self, max: usize) -> Self {
+        self.max_per_address = Some(max);
+        self
+    }
+
     /// Calls in flight at most.
     pub fn max_concurrent(&self) -> usize {
         self.max_concurrent
@@ -116,6 +138,16 @@ impl ClassLimits {
     pub fn rate(&self) -> Option<&RateRule> {
         self.rate.as_ref()
     }
+
+    /// Calls in flight or waiting per caller at most, if capped.
+    pub fn max_concurrent_per_caller(&self) -> Option<usize> {
+        self.max_per_caller
+    }
+
+    /// Calls in flight or waiting per client address at most, if capped.
+    pub fn max_concurrent_per_address(&self) -> Option<usize> {
+        self.max_per_address
+    }
 }
 
 impl Default for ClassLimits {
@@ -133,8 +165,9 @@ pub(crate) struct Settings {
 }
 
 /// The caller identity of layers built without
-/// [`with_identity`](LimitLayer::with_identity): none, so rate rules keyed by
-/// identity count nothing.
+/// [`with_identity`](LimitLayer::with_identity), and their client address
+/// without [`with_address`](LimitLayer::with_address): none, so rate rules
+/// keyed by identity and shares per caller or address count nothing.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoIdentity;
 
@@ -152,9 +185,10 @@ impl<Req> KeyFn<Req> for NoIdentity {
 /// across all of them. Build a new layer value for independent limits. The
 /// `with_class` method starts new state (call it before handing the layer
 /// out). See the [module docs](crate::limit).
-pub struct LimitLayer<C = AllDefault, I = NoIdentity> {
+pub struct LimitLayer<C = AllDefault, I = NoIdentity, A = NoIdentity> {
     classify: C,
     identity: I,
+    address: A,
     shared: Arc<Shared>,
 }
 
@@ -166,6 +200,7 @@ impl LimitLayer {
         LimitLayer {
             classify: AllDefault,
             identity: NoIdentity,
+            address: NoIdentity,
             shared: Arc::new(Shared::new(Settings {
                 default: limits,
                 classes: Vec::new(),
@@ -181,7 +216,7 @@ impl Default for LimitLayer {
     }
 }
 
-impl<C, I> LimitLayer<C, I> {
+impl<C, I, A> LimitLayer<C, I, A> {
     /// Limits of their own for one endpoint class (replacing the default
     /// limits for it, rate rule included). Starts new state.
     pub fn with_class(self, class: impl Into<Class>, limits: ClassLimits) -> Self {
@@ -192,27 +227,44 @@ impl<C, I> LimitLayer<C, I> {
         LimitLayer {
             classify: self.classify,
             identity: self.identity,
+            address: self.address,
             shared: Arc::new(Shared::new(settings)),
         }
     }
 
     /// Names the class of each request, e.g.
     /// [`PathClasses`](crate::http::PathClasses).
-    pub fn with_classifier<C2>(self, classify: C2) -> LimitLayer<C2, I> {
+    pub fn with_classifier<C2>(self, classify: C2) -> LimitLayer<C2, I, A> {
         LimitLayer {
             classify,
             identity: self.identity,
+            address: self.address,
             shared: self.shared,
         }
     }
 
-    /// Names the caller of each request, for rate rules keyed by identity:
-    /// any [`KeyFn`], e.g. a closure reading a hook id or API key header.
-    /// Requests it answers `None` for are not counted by those rules.
-    pub fn with_identity<I2>(self, identity: I2) -> LimitLayer<C, I2> {
+    /// Names the caller of each request, for rate rules keyed by identity
+    /// and shares per caller: any [`KeyFn`], e.g. a closure reading a hook
+    /// id or API key header. Requests it answers `None` for are not counted
+    /// by caller.
+    pub fn with_identity<I2>(self, identity: I2) -> LimitLayer<C, I2, A> {
         LimitLayer {
             classify: self.classify,
             identity,
+            address: self.address,
+            shared: self.shared,
+        }
+    }
+
+    /// Names the client address of each request, for shares per address
+    /// ([`ClassLimits::with_max_concurrent_per_address`]): usually
+    /// [`ClientAddress`](crate::http::ClientAddress). Requests it answers
+    /// `None` for are not counted by address.
+    pub fn with_address<A2>(self, address: A2) -> LimitLayer<C, I, A2> {
+        LimitLayer {
+            classify: self.classify,
+            identity: self.identity,
+            address,
             shared: self.shared,
         }
     }
@@ -229,6 +281,7 @@ impl<C, I> LimitLayer<C, I> {
         LimitLayer {
             classify: self.classify,
             identity: self.identity,
+            address: self.address,
             shared: Arc::new(Shared::new(settings)),
         }
     }
@@ -245,30 +298,31 @@ impl<C, I> LimitLayer<C, I> {
     }
 }
 
-impl<S, C: Clone, I: Clone> Layer<S> for LimitLayer<C, I> {
-    type Service = Limit<S, C, I>;
+impl<S, C: Clone, I: Clone, A: Clone> Layer<S> for LimitLayer<C, I, A> {
+    type Service = Limit<S, C, I, A>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Limit::from_parts(
             inner,
             self.classify.clone(),
-            self.identity.clone(),
+            (self.identity.clone(), self.address.clone()),
             self.shared.clone(),
         )
     }
 }
 
-impl<C: Clone, I: Clone> Clone for LimitLayer<C, I> {
+impl<C: Clone, I: Clone, A: Clone> Clone for LimitLayer<C, I, A> {
     fn clone(&self) -> Self {
         LimitLayer {
             classify: self.classify.clone(),
             identity: self.identity.clone(),
+            address: self.address.clone(),
             shared: self.shared.clone(),
         }
     }
 }
 
-impl<C, I> fmt::Debug for LimitLayer<C, I> {
+impl<C, I, A> fmt::Debug for LimitLayer<C, I, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LimitLayer")
             .field("settings", self.shared.settings())

@@ -26,10 +26,25 @@
 //!   and when the inner future panics, even if the panic is caught and the
 //!   future kept. The service itself never holds one, so dropping it frees
 //!   nothing and leaks nothing.
+//! - **Shares per caller and per client address.** Within a class, one
+//!   caller ([`LimitLayer::with_identity`]) may hold at most
+//!   [`ClassLimits::with_max_concurrent_per_caller`] calls in flight or
+//!   waiting, and one client address ([`LimitLayer::with_address`], usually
+//!   [`ClientAddress`](crate::http::ClientAddress)) at most
+//!   [`ClassLimits::with_max_concurrent_per_address`], so that one caller
+//!   flooding distinct requests cannot take every permit from the others,
+//!   and new credentials on every request do not make new shares. A request
+//!   over either is refused at once with [`TooManyInFlight`], before it
+//!   takes a permit or a place in the queue; its calls in the shares are
+//!   given back with its permit (on completion, drop or panic). A request
+//!   without an identity counts by address only, one without an address by
+//!   identity only. Innermost in the stack, only misses reach the layer,
+//!   and a miss coalesced by Dedup counts once, for the caller whose
+//!   request went down.
 //! - **Rejections** are typed, returned as [`BoxError`](crate::error::BoxError)
 //!   and found with [`find`](crate::error::find): [`Overloaded`] (the HTTP
-//!   adapter answers 503 with `Retry-After`) and [`RateLimited`] (429 with
-//!   `Retry-After`).
+//!   adapter answers 503 with `Retry-After`), [`RateLimited`] and
+//!   [`TooManyInFlight`] (429 with `Retry-After`).
 //! - **Rate rules** ([`RateRule`]) are GCRA through the [governor] crate, per
 //!   class, counted by class, by caller identity
 //!   ([`LimitLayer::with_identity`]) or by both ([`RateKey`]), with a burst.
@@ -47,8 +62,9 @@
 //! With [`LimitLayer::with_observer`], each refused request reports
 //! [`Event::Rejected`](crate::event::Event::Rejected) with
 //! [`Rejection::Overloaded`](crate::event::Rejection::Overloaded) (no queue,
-//! queue full, or wait timed out) or
-//! [`Rejection::RateLimited`](crate::event::Rejection::RateLimited), with its
+//! queue full, or wait timed out),
+//! [`Rejection::RateLimited`](crate::event::Rejection::RateLimited) or
+//! [`Rejection::InFlightCap`](crate::event::Rejection::InFlightCap), with its
 //! class, where the class's counters are bumped. Alert-only breaches are let
 //! through and report nothing. [`LimitHandle`] is the rate rules' key
 //! stores' [`MemorySource`].
@@ -138,6 +154,50 @@
 //! # let _ = limit;
 //! ```
 //!
+//! One caller may hold a quarter of a class, one client address half of
+//! it:
+//!
+//! ```
+//! use herdsman::{
+//!     error::find,
+//!     http::{ClientAddr, ClientAddress},
+//!     key::Key,
+//!     limit::{ClassLimits, LimitLayer, TooManyInFlight},
+//! };
+//! use std::convert::Infallible;
+//! use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let api_key = |req: &http::Request<()>| {
+//!     req.headers().get("x-api-key").map(|k| Key::new(k.as_bytes()))
+//! };
+//! let limit = LimitLayer::new(
+//!     ClassLimits::new(32)
+//!         .with_max_concurrent_per_caller(8)
+//!         .with_max_concurrent_per_address(16),
+//! )
+//! .with_identity(api_key)
+//! .with_address(ClientAddress::default()); // the `ClientAddr` the server inserted
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(limit)
+//!     .service(service_fn(|_: http::Request<()>| std::future::pending::<Result<(), Infallible>>()));
+//!
+//! let request = |key: &str| {
+//!     let mut req = http::Request::builder().header("x-api-key", key).body(()).unwrap();
+//!     req.extensions_mut().insert(ClientAddr("192.0.2.1:5000".parse().unwrap()));
+//!     req
+//! };
+//! let mut in_flight = Vec::new();
+//! for _ in 0..8 {
+//!     in_flight.push(svc.ready().await.unwrap().call(request("one")));
+//! }
+//! // The caller's share is taken: its next call is refused at once.
+//! let err = svc.ready().await.unwrap().call(request("one")).await.unwrap_err();
+//! assert!(!find::<TooManyInFlight>(&*err).unwrap().by_address());
+//! # }
+//! ```
+//!
 //! # Tuning
 //!
 //! - `max_concurrent`: what the upstream can serve at once for that class,
@@ -154,13 +214,25 @@
 //!   moves. A rule costs one clock read and a compare-and-swap per
 //!   request, plus a sharded map lookup when it counts by caller; pruning
 //!   scans the store on the request that triggers it.
+//! - Shares: a caller's share is what one client needs in parallel (a
+//!   page's requests, a worker pool); the Coordinator's defaults are a
+//!   quarter of the class per caller and half per address (an address may
+//!   be many honest callers behind a NAT). Each class keeps one small map
+//!   per share, holding only the keys with calls in flight or waiting: it
+//!   drains to empty when the class is idle, and never outgrows the
+//!   class's requests ([`ClassStats::callers`], [`ClassStats::addresses`]).
 //! - Cost: an admitted request with a free permit takes no lock, no
 //!   allocation and no clock read in this layer: a map lookup of its class
 //!   (none for the default class), a compare-and-swap on the class's
 //!   semaphore and a counter; giving the permit back takes the semaphore's
 //!   short internal lock, as tower's `ConcurrencyLimit` does. A wait in the
-//!   queue allocates its future and reads the clock once.
+//!   queue allocates its future and reads the clock once. A class with
+//!   shares adds, per request with an identity or an address, the key
+//!   functions' work and one short lock of a map shard (of 16) to take each
+//!   share and one to give it back (a new key allocates its map entry);
+//!   a class without shares asks neither key function.
 
+mod caller;
 mod error;
 mod future;
 mod layer;
@@ -169,7 +241,7 @@ mod service;
 mod state;
 
 pub use self::{
-    error::{Overloaded, RateLimited},
+    error::{Overloaded, RateLimited, TooManyInFlight},
     future::ResponseFuture,
     layer::{
         ClassLimits, LimitLayer, NoIdentity, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_WAIT,
@@ -269,4 +341,12 @@ pub struct ClassStats {
     pub in_flight: u64,
     /// Requests waiting now.
     pub waiting: u64,
+    /// Requests refused with [`TooManyInFlight`]: their caller or client
+    /// address held its share of the class.
+    pub rejected_in_flight_cap: u64,
+    /// Callers holding calls of the class (in flight or waiting) now, when
+    /// the class caps them: zero when the class is idle.
+    pub callers: u64,
+    /// Client addresses holding calls of the class now, likewise.
+    pub addresses: u64,
 }

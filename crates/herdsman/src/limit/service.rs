@@ -1,4 +1,5 @@
 use std::{
+    cell::OnceCell,
     fmt,
     sync::Arc,
     task::{Context, Poll, Waker},
@@ -7,7 +8,7 @@ use std::{
 use tower_service::Service;
 
 use super::{
-    future::ResponseFuture,
+    future::{Held, ResponseFuture},
     layer::{ClassLimits, NoIdentity, Settings},
     state::Shared,
     LimitLayer, LimitStats,
@@ -23,10 +24,11 @@ use crate::{
 /// optional rate rules.
 ///
 /// See the [module docs](crate::limit).
-pub struct Limit<S, C = AllDefault, I = NoIdentity> {
+pub struct Limit<S, C = AllDefault, I = NoIdentity, A = NoIdentity> {
     inner: S,
     classify: C,
     identity: I,
+    address: A,
     shared: Arc<Shared>,
 }
 
@@ -42,7 +44,7 @@ impl<S> Limit<S> {
         Limit::from_parts(
             inner,
             AllDefault,
-            NoIdentity,
+            (NoIdentity, NoIdentity),
             Arc::new(Shared::new(settings)),
         )
     }
@@ -53,12 +55,15 @@ impl<S> Limit<S> {
     }
 }
 
-impl<S, C, I> Limit<S, C, I> {
-    pub(crate) fn from_parts(inner: S, classify: C, identity: I, shared: Arc<Shared>) -> Self {
+impl<S, C, I, A> Limit<S, C, I, A> {
+    /// `who`: the caller identity and the client address [`KeyFn`]s.
+    pub(crate) fn from_parts(inner: S, classify: C, who: (I, A), shared: Arc<Shared>) -> Self {
+        let (identity, address) = who;
         Limit {
             inner,
             classify,
             identity,
+            address,
             shared,
         }
     }
@@ -84,12 +89,13 @@ impl<S, C, I> Limit<S, C, I> {
     }
 }
 
-impl<S, C, I, Req> Service<Req> for Limit<S, C, I>
+impl<S, C, I, A, Req> Service<Req> for Limit<S, C, I, A>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     C: Classify<Req>,
     I: KeyFn<Req>,
+    A: KeyFn<Req>,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -111,12 +117,21 @@ where
                 &dynamic
             }
         };
-        if let Err(err) = state.check_rate(|| self.identity.key(&req)) {
+        // Asked once, for the rate rule and the caller's share alike.
+        let identity = OnceCell::new();
+        let caller = || identity.get_or_init(|| self.identity.key(&req)).clone();
+        if let Err(err) = state.check_rate(caller) {
             return ResponseFuture::rejected(err.into());
         }
+        // Taken before the permit or the queue, so that a caller over its
+        // share takes neither; given back with them (or at once on refusal).
+        let slots = match state.take_slots(caller, || self.address.key(&req)) {
+            Ok(slots) => slots,
+            Err(err) => return ResponseFuture::rejected(err.into()),
+        };
         if let Some(permit) = state.try_admit() {
             // If `call` panics, the permit is dropped, and so given back.
-            return ResponseFuture::running(self.inner.call(req), permit);
+            return ResponseFuture::running(self.inner.call(req), Held::new(permit, slots));
         }
         let mut wait = match state.enqueue() {
             Ok(wait) => wait,
@@ -128,7 +143,8 @@ where
         if tokio::runtime::Handle::try_current().is_ok() {
             match wait.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
                 Poll::Ready(Ok(permit)) => {
-                    return ResponseFuture::running(self.inner.call(req), Some(permit))
+                    let held = Held::new(Some(permit), slots);
+                    return ResponseFuture::running(self.inner.call(req), held);
                 }
                 Poll::Ready(Err(err)) => return ResponseFuture::rejected(err.into()),
                 Poll::Pending => {}
@@ -138,22 +154,23 @@ where
         // permit comes; a clone stays here for the next `poll_ready`.
         let ready = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, ready);
-        ResponseFuture::waiting(wait, ready, req)
+        ResponseFuture::waiting(wait, ready, req, slots)
     }
 }
 
-impl<S: Clone, C: Clone, I: Clone> Clone for Limit<S, C, I> {
+impl<S: Clone, C: Clone, I: Clone, A: Clone> Clone for Limit<S, C, I, A> {
     fn clone(&self) -> Self {
         Limit {
             inner: self.inner.clone(),
             classify: self.classify.clone(),
             identity: self.identity.clone(),
+            address: self.address.clone(),
             shared: self.shared.clone(),
         }
     }
 }
 
-impl<S: fmt::Debug, C, I> fmt::Debug for Limit<S, C, I> {
+impl<S: fmt::Debug, C, I, A> fmt::Debug for Limit<S, C, I, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Limit")
             .field("inner", &self.inner)

@@ -18,10 +18,11 @@ use arc_swap::ArcSwap;
 use tokio::{sync::Semaphore, time::Instant};
 
 use super::{
+    caller::{Shares, Slots},
     error::Reason,
     layer::{ClassLimits, Settings},
     rate::{Bucket, RateKey, RateState, Verdict, ANY_CLASS},
-    ClassStats, LimitStats, Overloaded, RateLimited,
+    ClassStats, LimitStats, Overloaded, RateLimited, TooManyInFlight,
 };
 use crate::{
     class::Class,
@@ -207,6 +208,7 @@ struct Counters {
     rejected_rate: AtomicU64,
     rate_alerts: AtomicU64,
     rate_warnings: AtomicU64,
+    rejected_in_flight_cap: AtomicU64,
 }
 
 /// One endpoint class: its permits, its queue and its counters.
@@ -225,6 +227,10 @@ pub(crate) struct ClassState {
     semaphore: Semaphore,
     waiting: AtomicUsize,
     pub(crate) rate: Option<Arc<RateState>>,
+    /// Calls in flight or waiting per caller, and per client address, when
+    /// capped.
+    pub(crate) callers: Option<Shares>,
+    pub(crate) addresses: Option<Shares>,
     counters: Counters,
     observers: Observers,
 }
@@ -257,6 +263,8 @@ impl ClassState {
             semaphore: Semaphore::new(max_concurrent),
             waiting: AtomicUsize::new(0),
             rate,
+            callers: limits.max_per_caller.map(Shares::new),
+            addresses: limits.max_per_address.map(Shares::new),
             counters: Counters::default(),
             observers,
         }
@@ -316,6 +324,34 @@ impl ClassState {
                 Ok(())
             }
         }
+    }
+
+    /// Takes a call in the shares of the request's caller and client
+    /// address, where the class caps them: `Ok(None)` when it caps neither
+    /// (`caller` and `address` are not asked) or the request has neither.
+    /// Refused at once when either share is full.
+    pub(crate) fn take_slots(
+        self: &Arc<Self>,
+        caller: impl FnOnce() -> Option<Key>,
+        address: impl FnOnce() -> Option<Key>,
+    ) -> Result<Option<Slots>, TooManyInFlight> {
+        if self.callers.is_none() && self.addresses.is_none() {
+            return Ok(None);
+        }
+        let caller = self.callers.as_ref().and_then(|_| caller());
+        let address = self.addresses.as_ref().and_then(|_| address());
+        if caller.is_none() && address.is_none() {
+            return Ok(None);
+        }
+        Slots::take(self, caller, address)
+            .map(Some)
+            .map_err(|(by, max)| {
+                self.counters
+                    .rejected_in_flight_cap
+                    .fetch_add(1, Ordering::Relaxed);
+                self.rejected(Rejection::InFlightCap);
+                TooManyInFlight::new(self.class.clone(), by, max, self.retry_after)
+            })
     }
 
     /// Takes a permit if one is free and nobody waits: atomics only. `None`
@@ -395,6 +431,9 @@ impl ClassState {
             rejected_rate: load(&c.rejected_rate),
             rate_alerts: load(&c.rate_alerts),
             rate_warnings: load(&c.rate_warnings),
+            rejected_in_flight_cap: load(&c.rejected_in_flight_cap),
+            callers: self.callers.as_ref().map_or(0, Shares::keys),
+            addresses: self.addresses.as_ref().map_or(0, Shares::keys),
             in_flight: if self.unlimited {
                 0
             } else {

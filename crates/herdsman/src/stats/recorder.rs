@@ -33,6 +33,9 @@ pub enum ErrorKind {
     Overloaded,
     /// A rate rule refused the request.
     RateLimited,
+    /// The request's caller or client address had its share of the class
+    /// in flight.
+    InFlightCap,
     /// The inner call panicked.
     Panicked,
     /// A half-open probe timed out.
@@ -40,23 +43,25 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub(crate) const ALL: [ErrorKind; 6] = [
+    pub(crate) const ALL: [ErrorKind; 7] = [
         ErrorKind::Upstream,
         ErrorKind::BreakerOpen,
         ErrorKind::Overloaded,
         ErrorKind::RateLimited,
+        ErrorKind::InFlightCap,
         ErrorKind::Panicked,
         ErrorKind::Timeout,
     ];
 
     /// The label in metrics and JSON: `upstream`, `breaker_open`,
-    /// `overloaded`, `rate_limited`, `panicked`, `timeout`.
+    /// `overloaded`, `rate_limited`, `in_flight_cap`, `panicked`, `timeout`.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Upstream => "upstream",
             ErrorKind::BreakerOpen => "breaker_open",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::InFlightCap => "in_flight_cap",
             ErrorKind::Panicked => "panicked",
             ErrorKind::Timeout => "timeout",
         }
@@ -68,6 +73,7 @@ impl ErrorKind {
             Some(LayerError::BreakerOpen) => ErrorKind::BreakerOpen,
             Some(LayerError::Overloaded) => ErrorKind::Overloaded,
             Some(LayerError::RateLimited) => ErrorKind::RateLimited,
+            Some(LayerError::InFlightCap) => ErrorKind::InFlightCap,
             Some(LayerError::Panicked) => ErrorKind::Panicked,
             Some(LayerError::ProbeTimedOut) => ErrorKind::Timeout,
             None => ErrorKind::Upstream,
@@ -75,11 +81,12 @@ impl ErrorKind {
     }
 }
 
-pub(crate) const REJECTIONS: [Rejection; 4] = [
+pub(crate) const REJECTIONS: [Rejection; 5] = [
     Rejection::BreakerOpen,
     Rejection::Overloaded,
     Rejection::RateLimited,
     Rejection::StreamCap,
+    Rejection::InFlightCap,
 ];
 
 fn rejection_index(r: Rejection) -> usize {
