@@ -652,3 +652,33 @@ async fn a_card_added_while_the_boards_loop_was_stopped_is_no_304() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_stats_document_counts_what_the_maps_hold_until_they_drain() {
+    bounded(async {
+        let app = App::start(Environment::Development, |config| {
+            config.registry.linger = Duration::from_millis(50);
+        })
+        .await;
+        let (_, mut events) = Events::open(&app.url("/sse/active-users"), None).await;
+        events.next_event().await;
+        let sizes = stats_document(&app).await["sizes"].clone();
+        assert_eq!(sizes["sse_streams"], 1, "{sizes}");
+        assert_eq!(sizes["registry_keys"], 1, "{sizes}");
+        assert_eq!(sizes["registry_subscribers"], 1, "{sizes}");
+        assert_eq!(sizes["cache_entries"], 1, "{sizes}");
+
+        drop(events);
+        loop {
+            let sizes = stats_document(&app).await["sizes"].clone();
+            let drained = ["sse_streams", "registry_keys", "registry_subscribers"]
+                .iter()
+                .all(|name| sizes[name] == 0);
+            if drained {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}

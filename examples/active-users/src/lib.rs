@@ -182,6 +182,7 @@ impl Demo {
         )
         .with_switches(self.coordinator.switches().clone())
         .with_toggle("sse", self.live.sse_toggle().clone())
+        .with_field("sizes", self.sizes_field())
         .router();
         Router::new()
             .route("/api/active-users", get(poll))
@@ -192,6 +193,20 @@ impl Demo {
             .route("/sse/boards/{board}/events", get(sse_board))
             .with_state(self.clone())
             .merge(admin)
+    }
+
+    /// The stats document's `sizes`: what each of the stack's maps holds
+    /// ([`Coordinator::sizes`]) and the event streams open, so that a soak
+    /// run can check they all drain.
+    fn sizes_field(&self) -> impl Fn() -> serde_json::Value + Send + Sync + 'static {
+        let (coordinator, live) = (self.coordinator.clone(), self.live.clone());
+        move || {
+            let mut sizes = serde_json::to_value(coordinator.sizes()).unwrap_or_default();
+            if let Some(sizes) = sizes.as_object_mut() {
+                sizes.insert("sse_streams".to_owned(), live.streams().open().into());
+            }
+            sizes
+        }
     }
 }
 
