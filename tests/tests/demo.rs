@@ -387,6 +387,9 @@ async fn admin_routes_refuse_callers_without_the_token_in_production() {
         let flip = post_json(&app.url("/_herdsman/switches/sse"), r#"{"enabled":false}"#).await;
         assert_eq!(flip.status(), StatusCode::FORBIDDEN);
         assert!(app.demo.live.sse_toggle().is_on());
+        let fault = post_json(&app.url("/_demo/upstream"), r#"{"fail_rate":1.0}"#).await;
+        assert_eq!(fault.status(), StatusCode::FORBIDDEN);
+        assert_eq!(app.demo.upstream.fail_rate(), 0.0);
 
         let ok = client
             .request(empty(
@@ -679,6 +682,24 @@ async fn the_stats_document_counts_what_the_maps_hold_until_they_drain() {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_upstream_failure_rate_changes_at_run_time_through_an_admin_route() {
+    bounded(async {
+        let app = App::dev().await;
+        let url = app.url("/_demo/upstream");
+        let reply = post_json(&url, r#"{"fail_rate": 1.0}"#).await;
+        assert_eq!(reply.status(), StatusCode::OK);
+        let body = json(&reply.into_body().collect().await.unwrap().to_bytes());
+        assert_eq!(body, serde_json::json!({"fail_rate": 1.0, "was": 0.0}));
+        assert_eq!(app.demo.upstream.fail_rate(), 1.0);
+
+        let reply = post_json(&url, r#"{"fail_rate": 1.5}"#).await;
+        assert_eq!(reply.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(app.demo.upstream.fail_rate(), 1.0);
     })
     .await;
 }
