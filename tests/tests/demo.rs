@@ -387,6 +387,9 @@ async fn admin_routes_refuse_callers_without_the_token_in_production() {
         let flip = post_json(&app.url("/_herdsman/switches/sse"), r#"{"enabled":false}"#).await;
         assert_eq!(flip.status(), StatusCode::FORBIDDEN);
         assert!(app.demo.live.sse_toggle().is_on());
+        let fault = post_json(&app.url("/_demo/upstream"), r#"{"fail_rate":1.0}"#).await;
+        assert_eq!(fault.status(), StatusCode::FORBIDDEN);
+        assert_eq!(app.demo.upstream.fail_rate(), 0.0);
 
         let ok = client
             .request(empty(
@@ -649,6 +652,54 @@ async fn a_card_added_while_the_boards_loop_was_stopped_is_no_304() {
         let (_, mut resumed) = Events::open(&sse, Some(&old_id)).await;
         let event = resumed.next_event().await;
         assert!(field(&event, "data").unwrap().contains("ship it"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_stats_document_counts_what_the_maps_hold_until_they_drain() {
+    bounded(async {
+        let app = App::start(Environment::Development, |config| {
+            config.registry.linger = Duration::from_millis(50);
+        })
+        .await;
+        let (_, mut events) = Events::open(&app.url("/sse/active-users"), None).await;
+        events.next_event().await;
+        let sizes = stats_document(&app).await["sizes"].clone();
+        assert_eq!(sizes["sse_streams"], 1, "{sizes}");
+        assert_eq!(sizes["registry_keys"], 1, "{sizes}");
+        assert_eq!(sizes["registry_subscribers"], 1, "{sizes}");
+        assert_eq!(sizes["cache_entries"], 1, "{sizes}");
+
+        drop(events);
+        loop {
+            let sizes = stats_document(&app).await["sizes"].clone();
+            let drained = ["sse_streams", "registry_keys", "registry_subscribers"]
+                .iter()
+                .all(|name| sizes[name] == 0);
+            if drained {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_upstream_failure_rate_changes_at_run_time_through_an_admin_route() {
+    bounded(async {
+        let app = App::dev().await;
+        let url = app.url("/_demo/upstream");
+        let reply = post_json(&url, r#"{"fail_rate": 1.0}"#).await;
+        assert_eq!(reply.status(), StatusCode::OK);
+        let body = json(&reply.into_body().collect().await.unwrap().to_bytes());
+        assert_eq!(body, serde_json::json!({"fail_rate": 1.0, "was": 0.0}));
+        assert_eq!(app.demo.upstream.fail_rate(), 1.0);
+
+        let reply = post_json(&url, r#"{"fail_rate": 1.5}"#).await;
+        assert_eq!(reply.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(app.demo.upstream.fail_rate(), 1.0);
     })
     .await;
 }

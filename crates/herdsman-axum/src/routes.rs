@@ -110,6 +110,7 @@ struct AdminInner {
     environment: Environment,
     switches: Option<Switches>,
     toggles: Vec<(String, Toggle)>,
+    fields: Vec<(String, Field)>,
     access: AdminAccess,
     prometheus: Option<PrometheusHandle>,
 }
@@ -123,6 +124,7 @@ impl Admin {
                 environment,
                 switches: None,
                 toggles: Vec::new(),
+                fields: Vec::new(),
                 access: AdminAccess::for_environment(environment, token),
                 prometheus: prometheus(),
             },
@@ -163,6 +165,9 @@ impl Admin {
     }
 }
 
+/// A field the application adds to the stats document.
+type Field = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 /// Builds an [`Admin`].
 pub struct AdminBuilder {
     inner: AdminInner,
@@ -178,6 +183,20 @@ impl AdminBuilder {
     /// Adds a named toggle of the integration (`sse`, say).
     pub fn with_toggle(mut self, name: impl Into<String>, toggle: Toggle) -> Self {
         self.inner.toggles.push((name.into(), toggle));
+        self
+    }
+
+    /// Adds a top-level field `name` to the stats document, computed by
+    /// `value` at each request: what the application knows and the stats do
+    /// not, such as [`Coordinator::sizes`](herdsman::Coordinator::sizes).
+    /// The document's own fields keep their names: a field named like one
+    /// of them is left out.
+    pub fn with_field(
+        mut self,
+        name: impl Into<String>,
+        value: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) -> Self {
+        self.inner.fields.push((name.into(), Box::new(value)));
         self
     }
 
@@ -236,7 +255,14 @@ impl fmt::Debug for AdminBuilder {
 
 async fn stats(State(admin): State<Admin>) -> Response {
     let snapshot = admin.inner.stats.snapshot();
-    let doc = stats_document(admin.inner.environment, &snapshot, admin.switch_list());
+    let mut doc = stats_document(admin.inner.environment, &snapshot, admin.switch_list());
+    if let Some(doc) = doc.as_object_mut() {
+        for (name, value) in &admin.inner.fields {
+            if !doc.contains_key(name) {
+                doc.insert(name.clone(), value());
+            }
+        }
+    }
     let mut r = Json(doc).into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -34,6 +34,13 @@
 //!   rule by class and under one by caller, with no limit reached
 //!   (criterion).
 //!
+//! The demo as a whole:
+//!
+//! - the `soak` binary: ten minutes of stream churn, key floods and faults
+//!   against `examples/active-users`, its RSS sampled every second, every
+//!   map checked to drain (`cargo run --release -p herdsman-bench --bin soak
+//!   -- --help`).
+//!
 //! Results and how to read them: `docs/BENCHMARKS.md`.
 
 pub mod breakers;

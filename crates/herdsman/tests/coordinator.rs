@@ -17,6 +17,7 @@ use herdsman::{
     breaker::BreakerOpen,
     class::Class,
     config::{ClassConfig, Config, Environment},
+    coordinator::Sizes,
     error::find,
     event::Invalidation,
     http::{error_response, ClientAddr, HttpBody},
@@ -995,4 +996,34 @@ fn public_types_are_send_and_sync() {
     assert_send_sync::<herdsman::BuildError>();
     assert_send::<Stack>();
     assert_send::<<Stack as tower::Service<Request<Full<Bytes>>>>::Future>();
+}
+
+#[tokio::test(start_paused = true)]
+async fn sizes_count_each_map_and_fall_to_zero_once_the_linger_has_passed() {
+    let coordinator = coordinator(config(&[("active", "/api/active")]));
+    let origin = Origin::default();
+    let svc = stack(&coordinator, &origin);
+    assert_eq!(coordinator.sizes(), Sizes::default());
+
+    let mut sub = svc.subscribe(get("http://api/api/active")).unwrap();
+    sub.next().await.unwrap();
+    let held = coordinator.sizes();
+    assert_eq!((held.registry_keys, held.registry_subscribers), (1, 1));
+    assert_eq!((held.cache_entries, held.dedup_entries), (1, 0));
+    assert!(held.cache_bytes > 0);
+
+    drop(sub);
+    let linger = coordinator.config().registry.linger;
+    time::sleep(linger * 2).await;
+    let drained = coordinator.sizes();
+    assert_eq!(
+        (drained.registry_keys, drained.registry_subscribers),
+        (0, 0)
+    );
+    assert_eq!(drained.registry_tasks, 0);
+    assert_eq!((drained.limit_in_flight, drained.limit_waiting), (0, 0));
+    assert_eq!(
+        drained.cache_entries, 1,
+        "expired entries stay until evicted"
+    );
 }

@@ -12,7 +12,9 @@
 //! docs/CONFIGURATION.md), `DEMO_UPSTREAM_LATENCY_MS` (default 50),
 //! `DEMO_UPSTREAM_FAIL_RATE` (0.0 to 1.0, default 0), `RUST_LOG`.
 //!
-//! The routes and what they answer are in docs/HTTP.md.
+//! The routes and what they answer are in docs/HTTP.md; besides herdsman's
+//! admin routes, `POST /_demo/upstream` (`{"fail_rate": 0.5}`, admin only)
+//! changes the failure rate at run time.
 
 mod upstream;
 
@@ -22,7 +24,8 @@ use axum::{
     body::Body,
     extract::{ConnectInfo, Path, Request, State},
     http::StatusCode,
-    response::{IntoResponse, Response},
+    middleware,
+    response::{IntoResponse, Json, Response},
     routing::{get, post},
     Router,
 };
@@ -32,7 +35,10 @@ use herdsman::{
     event::Invalidation,
     switch::Rollout,
 };
-use herdsman_axum::{data_request, error_response, Admin, LastEventId, Live};
+use herdsman_axum::{
+    data_request, error_response, require_admin, Admin, AdminAccess, LastEventId, Live,
+};
+use serde::Deserialize;
 use tower::ServiceExt;
 
 pub use crate::upstream::{CardEvent, Endpoint, NewCard, Upstream};
@@ -182,7 +188,12 @@ impl Demo {
         )
         .with_switches(self.coordinator.switches().clone())
         .with_toggle("sse", self.live.sse_toggle().clone())
+        .with_field("sizes", self.sizes_field())
         .router();
+        let access = AdminAccess::for_environment(
+            self.coordinator.environment(),
+            config.admin.token.as_deref(),
+        );
         Router::new()
             .route("/api/active-users", get(poll))
             .route("/api/boards/{board}/events", get(poll_board))
@@ -190,8 +201,27 @@ impl Demo {
             .route("/api/me", get(poll))
             .route("/sse/active-users", get(sse_active_users))
             .route("/sse/boards/{board}/events", get(sse_board))
+            .route(
+                "/_demo/upstream",
+                post(set_upstream)
+                    .route_layer(middleware::from_fn_with_state(access, require_admin)),
+            )
             .with_state(self.clone())
             .merge(admin)
+    }
+
+    /// The stats document's `sizes`: what each of the stack's maps holds
+    /// ([`Coordinator::sizes`]) and the event streams open, so that a soak
+    /// run can check they all drain.
+    fn sizes_field(&self) -> impl Fn() -> serde_json::Value + Send + Sync + 'static {
+        let (coordinator, live) = (self.coordinator.clone(), self.live.clone());
+        move || {
+            let mut sizes = serde_json::to_value(coordinator.sizes()).unwrap_or_default();
+            if let Some(sizes) = sizes.as_object_mut() {
+                sizes.insert("sse_streams".to_owned(), live.streams().open().into());
+            }
+            sizes
+        }
     }
 }
 
@@ -296,4 +326,31 @@ async fn add_card(State(demo): State<Demo>, Path(board): Path<String>, req: Requ
             .invalidate(&Invalidation::Path(path.into()));
     }
     response
+}
+
+/// The body of `POST /_demo/upstream`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamFaults {
+    fail_rate: f64,
+}
+
+/// Changes the simulated upstream's failure rate at run time (an admin
+/// route), so that a soak run can inject faults without a restart.
+async fn set_upstream(State(demo): State<Demo>, Json(faults): Json<UpstreamFaults>) -> Response {
+    if !(0.0..=1.0).contains(&faults.fail_rate) {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "fail_rate is a number from 0.0 to 1.0",
+        )
+            .into_response();
+    }
+    let was = demo.upstream.fail_rate();
+    demo.upstream.set_fail_rate(faults.fail_rate);
+    tracing::info!(
+        fail_rate = faults.fail_rate,
+        was,
+        "demo upstream failure rate set"
+    );
+    Json(serde_json::json!({"fail_rate": faults.fail_rate, "was": was})).into_response()
 }

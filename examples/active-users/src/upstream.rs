@@ -105,6 +105,11 @@ impl Upstream {
         self.inner.calls[endpoint as usize].load(Ordering::SeqCst)
     }
 
+    /// The injected failure rate.
+    pub fn fail_rate(&self) -> f64 {
+        f64::from_bits(self.inner.fail_rate.load(Ordering::Relaxed))
+    }
+
     /// Changes the injected failure rate (clamped to 0..=1).
     pub fn set_fail_rate(&self, rate: f64) {
         self.inner
@@ -158,7 +163,7 @@ impl Upstream {
     async fn enter(&self, endpoint: Endpoint) -> Result<(), Response> {
         self.inner.calls[endpoint as usize].fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.inner.latency).await;
-        let rate = f64::from_bits(self.inner.fail_rate.load(Ordering::Relaxed));
+        let rate = self.fail_rate();
         if rate > 0.0 && self.random() < rate {
             return Err((
                 StatusCode::INTERNAL_SERVER_ERROR,

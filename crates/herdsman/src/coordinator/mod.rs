@@ -149,6 +149,7 @@ mod handle;
 mod layer;
 mod route;
 mod service;
+mod sizes;
 pub mod stack;
 
 pub use self::{
@@ -158,4 +159,5 @@ pub use self::{
     layer::CoordinatorLayer,
     route::{CallerIdentity, ClassKey, ClassOf},
     service::{Coordinated, ResponseFuture},
+    sizes::Sizes,
 };
