@@ -807,7 +807,10 @@ fn invalid_hosts_header_names_and_modes_are_refused_naming_the_key() {
 fn the_server_section_is_read_from_variables_and_its_proxies_are_checked() {
     let source = StaticEnv::new()
         .var("HERDSMAN__SERVER__HEADER_READ_TIMEOUT", "5s")
-        .var("HERDSMAN__SERVER__TRUSTED_PROXIES", "[\"10.0.0.0/8\", \"::1\"]");
+        .var(
+            "HERDSMAN__SERVER__TRUSTED_PROXIES",
+            "[\"10.0.0.0/8\", \"::1\"]",
+        );
     let config = load(Environment::Production, &source).unwrap();
     assert_eq!(config.server.header_read_timeout, secs(5));
     assert_eq!(config.server.trusted_proxies, ["10.0.0.0/8", "::1"]);

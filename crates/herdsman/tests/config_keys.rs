@@ -173,8 +173,8 @@ const CASES: &[Case] = &[
     case!("server.max_header_bytes", |s| server_key(
         s,
         "server.max_header_bytes",
-        "4096",
-        ("100", "must be between 1024 and 262144")
+        "32768",
+        ("100", "must be between 8192 and 262144")
     )),
     case!("server.max_concurrent_streams", |s| server_key(
         s,

@@ -381,14 +381,14 @@ pub struct ServerSettings {
     /// for the next ones (HTTP/1). Past it the connection is closed.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
-    /// How long a client has to send a whole request body, from the end
-    /// of its head. Past it the body fails and the request is answered
-    /// `408 Request Timeout` (when no response was started), and the
-    /// connection is closed.
+    /// How long a client has to send a whole request body, from the
+    /// server's first read of it. Past it the body fails, the request is
+    /// answered `408 Request Timeout` (when no response was started) and
+    /// the connection is closed.
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
-    /// How long a connection with no request in progress and nothing
-    /// written is kept for the client's next request.
+    /// How long a connection with no request in progress and no byte read
+    /// or written is kept for the client's next request.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// How long a server that was told to stop waits for requests in

@@ -22,9 +22,9 @@ const SAFE_POLL: Duration = Duration::from_secs(1);
 /// count, with room to spare).
 const MAX_CONNECTIONS: usize = 1 << 24;
 
-/// The bounds of `server.max_header_bytes`: hyper reads request heads in
-/// 8 KiB buffers at least, and keeps at most about 400 KiB.
-const MIN_HEADER_BYTES: usize = 1024;
+/// The bounds of `server.max_header_bytes`: hyper's HTTP/1 read buffer,
+/// which bounds request heads, holds 8 KiB at least.
+const MIN_HEADER_BYTES: usize = 8 * 1024;
 const MAX_HEADER_BYTES: usize = 256 * 1024;
 
 /// Checks `config`, raising intervals under the floor where the environment
@@ -115,7 +115,10 @@ fn trusts_everyone(proxies: &crate::http::TrustedProxies) -> bool {
     use std::net::{Ipv4Addr, Ipv6Addr};
     let both = |low: IpAddr, high: IpAddr| proxies.trusts(low) && proxies.trusts(high);
     both(Ipv4Addr::UNSPECIFIED.into(), Ipv4Addr::BROADCAST.into())
-        || both(Ipv6Addr::UNSPECIFIED.into(), Ipv6Addr::from(u128::MAX).into())
+        || both(
+            Ipv6Addr::UNSPECIFIED.into(),
+            Ipv6Addr::from(u128::MAX).into(),
+        )
 }
 
 fn dur(d: Duration) -> Option<String> {

@@ -236,7 +236,15 @@ mod tests {
 
     #[test]
     fn entries_that_are_not_blocks_are_refused() {
-        for bad in ["", "10.0.0.0/", "10.0.0.0/33", "::/129", "10.0.0/8", "x", "1.2.3.4/+8"] {
+        for bad in [
+            "",
+            "10.0.0.0/",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0/8",
+            "x",
+            "1.2.3.4/+8",
+        ] {
             let err = TrustedProxies::parse([bad]).unwrap_err();
             assert_eq!(err.entry(), bad);
         }
