@@ -405,7 +405,9 @@ async fn an_oversized_head_is_refused_431_before_it_is_read_whole() {
         }
     });
     let mut response = Vec::new();
-    read.read_to_end(&mut response).await.unwrap();
+    within(secs(60), "closed", read.read_to_end(&mut response))
+        .await
+        .unwrap();
     let response = String::from_utf8(response).unwrap();
     assert!(response.starts_with("HTTP/1.1 431"), "{response}");
     let written = written.load(Ordering::SeqCst);
