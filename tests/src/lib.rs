@@ -135,21 +135,21 @@ impl Server {
         Server { addr, task }
     }
 
-    /// Serves `app` like [`Server::start`], with each connection's peer
-    /// address in the request extensions (`ConnectInfo<SocketAddr>`), as an
-    /// app whose admin routes check for loopback callers needs.
+    /// Serves `app` like [`Server::start`], with `herdsman_axum::Server`
+    /// as the demo binary does: deadlines for slow clients, and each
+    /// connection's peer address in the request extensions
+    /// (`ConnectInfo<SocketAddr>`, `ClientAddr`), as an app whose admin
+    /// routes check for loopback callers needs.
     pub async fn start_with_connect_info(app: Router) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
         let task = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-            .expect("axum::serve");
+            herdsman_axum::Server::new()
+                .serve(listener, app)
+                .await
+                .expect("herdsman_axum::Server");
         });
         Server { addr, task }
     }

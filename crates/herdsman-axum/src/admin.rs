@@ -16,8 +16,11 @@ use herdsman::config::Environment;
 ///   <token>` with the configured token. With no token configured, admin
 ///   routes are closed.
 /// - In development and test, they are open to loopback peers only (the
-///   server must be served with `into_make_service_with_connect_info::<SocketAddr>()`;
-///   without the peer address they are closed).
+///   peer address is axum's `ConnectInfo<SocketAddr>`, which
+///   [`Server`](crate::Server) inserts, as does axum's
+///   `into_make_service_with_connect_info::<SocketAddr>()`; without it
+///   they are closed). Behind a reverse proxy on the same host every peer
+///   is loopback: give that setup a token.
 ///
 /// Refusals are 403 with a one-line reason.
 #[derive(Clone)]

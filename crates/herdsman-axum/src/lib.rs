@@ -16,6 +16,13 @@
 //!   bearer token in production and docker, loopback only in development
 //!   and test).
 //!
+//! - [`Server`] ([`serve`]): serves an app over HTTP/1 and HTTP/2 with a
+//!   deadline for each thing a client must send (request head, request
+//!   body, next request on an idle connection), caps on connections and
+//!   request-head bytes, graceful shutdown, and each request's
+//!   [`ClientAddr`](herdsman::http::ClientAddr) and axum `ConnectInfo` in
+//!   its extensions. Event streams are never cut by the deadlines.
+//!
 //! `docs/HTTP.md` in the repository lists every route, header and status
 //! code; `examples/active-users` puts it all together.
 
@@ -24,6 +31,7 @@ mod error;
 mod live;
 mod poll;
 mod routes;
+pub mod serve;
 mod sse;
 mod stats;
 mod streams;
@@ -34,6 +42,7 @@ pub use crate::{
     live::{data_request, Live},
     poll::{etag, not_modified, poll_response},
     routes::{prometheus, Admin, AdminBuilder, Toggle},
+    serve::Server,
     sse::{
         event_id, sse, Encode, InvalidSseField, LastEventId, SseMessage, UpdateEvents, KEEP_ALIVE,
     },

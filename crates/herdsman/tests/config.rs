@@ -649,7 +649,7 @@ fn unknown_keys_are_refused_wherever_they_are() {
     assert_eq!(
         errors(Environment::Development, &with_file(file)),
         [
-            r#"colour = "blue": unknown key, expected one of layers, registry, cache, dedup, breaker, limit, alerts, admin, rollout, keys, classes (set by herdsman.toml)"#,
+            r#"colour = "blue": unknown key, expected one of layers, registry, cache, dedup, breaker, limit, alerts, admin, rollout, server, keys, classes (set by herdsman.toml)"#,
             r#"cache.tll = "5s": unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, max_bytes, max_entries, mode, sweep_interval (set by herdsman.toml)"#,
             r#"classes.active-users.cache.max_bytes = 10: unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, mode (set by herdsman.toml)"#,
         ]
@@ -824,6 +824,33 @@ fn invalid_hosts_header_names_and_modes_are_refused_naming_the_key() {
             r#"keys.hosts = "a b": not a host (a name or address, optionally with a port: "app.example.com", "127.0.0.1:8080") (set by herdsman.toml)"#,
             r#"keys.vary = "bad header": not a valid header name (set by herdsman.toml)"#,
             r#"classes.me.vary = "x:y": not a valid header name (set by herdsman.toml)"#,
+        ]
+        .join("\n")
+    );
+}
+
+#[test]
+fn the_server_section_is_read_from_variables_and_its_proxies_are_checked() {
+    let source = StaticEnv::new()
+        .var("HERDSMAN__SERVER__HEADER_READ_TIMEOUT", "5s")
+        .var(
+            "HERDSMAN__SERVER__TRUSTED_PROXIES",
+            "[\"10.0.0.0/8\", \"::1\"]",
+        );
+    let config = load(Environment::Production, &source).unwrap();
+    assert_eq!(config.server.header_read_timeout, secs(5));
+    assert_eq!(config.server.trusted_proxies, ["10.0.0.0/8", "::1"]);
+    assert_eq!(config.server.idle_timeout, secs(60), "the profile");
+
+    let file = r#"
+        [server]
+        trusted_proxies = ["10.0.0.0/8", "proxy.internal", "::/0"]
+    "#;
+    assert_eq!(
+        errors(Environment::Production, &with_file(file)),
+        [
+            r#"server.trusted_proxies = "proxy.internal": not an IP address or CIDR block: "proxy.internal" (expected "10.0.0.1" or "10.0.0.0/8") (set by herdsman.toml)"#,
+            r#"server.trusted_proxies = "::/0": trusts every address: any client could name its own address (set by herdsman.toml)"#,
         ]
         .join("\n")
     );

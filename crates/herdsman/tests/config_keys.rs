@@ -149,6 +149,54 @@ const CASES: &[Case] = &[
         s,
         "rollout.identity_header"
     )),
+    case!("server.header_read_timeout", |s| server_key(
+        s,
+        "server.header_read_timeout",
+        "\"3s\"",
+        ("\"0s\"", "must be greater than zero")
+    )),
+    case!("server.body_read_timeout", |s| server_key(
+        s,
+        "server.body_read_timeout",
+        "\"2m\"",
+        ("\"0s\"", "must be greater than zero")
+    )),
+    case!("server.idle_timeout", |s| server_key(
+        s,
+        "server.idle_timeout",
+        "\"5m\"",
+        ("\"0s\"", "must be greater than zero")
+    )),
+    case!("server.shutdown_timeout", |s| server_key(
+        s,
+        "server.shutdown_timeout",
+        "\"9s\"",
+        ("\"0s\"", "must be greater than zero")
+    )),
+    case!("server.max_connections", |s| server_key(
+        s,
+        "server.max_connections",
+        "7",
+        ("0", "must be between 1 and 16777216")
+    )),
+    case!("server.max_header_bytes", |s| server_key(
+        s,
+        "server.max_header_bytes",
+        "32768",
+        ("100", "must be between 8192 and 262144")
+    )),
+    case!("server.max_concurrent_streams", |s| server_key(
+        s,
+        "server.max_concurrent_streams",
+        "8",
+        ("0", "must be at least 1")
+    )),
+    case!("server.trusted_proxies", |s| server_key(
+        s,
+        "server.trusted_proxies",
+        "[\"10.0.0.0/8\", \"::1\"]",
+        ("[\"10.0.0.0/0\"]", "trusts every address")
+    )),
     case!("paths", class_paths),
     case!("public", class_public),
     case!("vary", class_vary),
@@ -1333,6 +1381,30 @@ async fn rollout_admits_ann(scope: Scope, key: &str) {
         }
         assert_eq!(w.origin.calls_to(&path).len(), calls, "{user}");
     }
+}
+
+// ------------------------------------------------------------------ [server]
+
+/// A `[server]` key: loaded as written, or refused naming the key. The
+/// server (`herdsman_axum::Server::from_settings`) is not in this crate:
+/// `crates/herdsman-axum/tests/serve.rs` checks that each setting takes
+/// effect on a connection.
+async fn server_key(scope: Scope, key: &str, value: &str, (bad, reason): (&str, &str)) {
+    global_only(scope);
+    let setup = Setup::new(scope, key, value);
+    let config = setup.coordinator().config().clone();
+    let leaf = key.strip_prefix("server.").unwrap();
+    let shown = config.to_toml();
+    assert!(
+        shown.contains(&format!("{leaf} = {value}")),
+        "{key} = {value} not in force:\n{shown}"
+    );
+    let refused = Setup::new(scope, key, bad).refusal();
+    let bad = bad.replace("[", "").replace("]", "");
+    assert!(
+        refused.starts_with(&format!("{key} = {bad}: {reason}")),
+        "{refused}"
+    );
 }
 
 // ----------------------------------------------------------------- [classes]

@@ -176,9 +176,10 @@ impl Demo {
         })
     }
 
-    /// The public router. Serve it with
-    /// `into_make_service_with_connect_info::<SocketAddr>()` so the admin
-    /// routes can tell loopback callers in development.
+    /// The public router. Serve it with `herdsman_axum::Server` (as the
+    /// binary does) or with axum's
+    /// `into_make_service_with_connect_info::<SocketAddr>()`, so that the
+    /// admin routes can tell loopback callers in development.
     pub fn router(&self) -> Router {
         let config = self.coordinator.config();
         let admin = Admin::builder(

@@ -6,10 +6,11 @@
 //!
 //! See the crate docs (`src/lib.rs`) for the variables it reads.
 
-use std::{net::SocketAddr, process::ExitCode};
+use std::process::ExitCode;
 
 use active_users::{with_demo_classes, Demo, Options};
 use herdsman::config::{Config, Environment};
+use herdsman_axum::Server;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -84,14 +85,28 @@ async fn run() -> Result<(), String> {
              open the dashboard at http://{local}/#token={token}"
         );
     }
-    axum::serve(
-        listener,
-        demo.router()
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
-    .map_err(|e| e.to_string())
+    let server = Server::from_settings(&demo.coordinator.config().server)
+        .map_err(|e| format!("invalid configuration:\n{e}"))?;
+    server
+        .serve(listener, demo.router())
+        .with_graceful_shutdown(shutdown())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Ctrl-C, or SIGTERM (what `docker stop` and Kubernetes send; as the
+/// container's first process, the demo would otherwise ignore it).
+async fn shutdown() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

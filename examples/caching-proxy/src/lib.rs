@@ -25,7 +25,7 @@
 //! answer never reaches another. An origin that cannot be reached is a
 //! `502 Bad Gateway`.
 
-use std::{convert::Infallible, future::IntoFuture, io, time::Duration};
+use std::{convert::Infallible, io, time::Duration};
 
 use axum::{body::Body, Router};
 use bytes::Bytes;
@@ -35,6 +35,7 @@ use herdsman::{
     http::{BufferLayer, HttpKey, HttpShare, SharedBody},
     BoxError,
 };
+use herdsman_axum::Server;
 use http::{
     header::{self, HeaderMap, HeaderName, HeaderValue},
     uri::{Authority, Scheme},
@@ -141,9 +142,16 @@ impl CachingProxy {
         }))
     }
 
-    /// Serves the proxy on `listener` until the task is dropped.
+    /// Serves the proxy on `listener` until the task is dropped, with the
+    /// production profile's `[server]` deadlines and limits.
     pub async fn serve(self, listener: TcpListener) -> io::Result<()> {
-        axum::serve(listener, self.router()).into_future().await
+        self.serve_with(&Server::new(), listener).await
+    }
+
+    /// Serves the proxy on `listener` with `server`'s deadlines and limits,
+    /// until the task is dropped.
+    pub async fn serve_with(self, server: &Server, listener: TcpListener) -> io::Result<()> {
+        server.serve(listener, self.router()).await
     }
 }
 

@@ -24,9 +24,9 @@ use super::{
 };
 
 /// The top-level keys of a configuration.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "layers", "registry", "cache", "dedup", "breaker", "limit", "alerts", "admin", "rollout",
-    "keys", "classes",
+    "server", "keys", "classes",
 ];
 
 /// Keys that are no longer read, by section, with what replaced them: each
@@ -197,6 +197,7 @@ impl<'a> Loader<'a> {
             alerts: reader.section("alerts", defaults.alerts, &mut problems),
             admin: reader.section("admin", defaults.admin, &mut problems),
             rollout: reader.section("rollout", defaults.rollout, &mut problems),
+            server: reader.section("server", defaults.server, &mut problems),
             keys: reader.section("keys", defaults.keys, &mut problems),
             classes: reader.classes(&mut problems),
         };

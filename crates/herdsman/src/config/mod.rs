@@ -87,7 +87,7 @@ pub use self::{
         AdminSettings, AlertSettings, BreakerOverride, BreakerSettings, CacheOverride,
         CacheSettings, ClassConfig, DedupOverride, DedupSettings, KeySettings, Layers,
         LayersOverride, LimitOverride, LimitSettings, RateBy, RateSettings, RegistryOverride,
-        RegistrySettings, RolloutSettings,
+        RegistrySettings, RolloutSettings, ServerSettings,
     },
 };
 use crate::{breaker::BreakerConfig, class::Class, http::PathClasses};
@@ -118,6 +118,8 @@ pub struct Config {
     pub admin: AdminSettings,
     /// Gradual rollout of the coordinated path.
     pub rollout: RolloutSettings,
+    /// The HTTP server.
+    pub server: ServerSettings,
     /// What keys are made of.
     #[serde(default)]
     pub keys: KeySettings,

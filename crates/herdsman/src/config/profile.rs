@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, time::Duration};
 use super::{
     settings::{
         AdminSettings, AlertSettings, BreakerSettings, CacheSettings, DedupSettings, KeySettings,
-        Layers, LimitSettings, RegistrySettings, RolloutSettings,
+        Layers, LimitSettings, RegistrySettings, RolloutSettings, ServerSettings,
     },
     Config, Environment,
 };
@@ -101,7 +101,27 @@ pub(super) fn profile(env: Environment) -> Config {
             allow: Vec::new(),
             identity_header: None,
         },
+        server: server(env),
         keys: KeySettings::default(),
         classes: BTreeMap::new(),
+    }
+}
+
+/// The same deadlines everywhere: they bound what a client may make the
+/// server hold, which matters as much on a laptop as in production. What
+/// differs is what the host allows and how it stops: developer machines
+/// and test runners often keep the default limit of 1024 open files (half
+/// of it leaves room for upstream sockets), services and containers raise
+/// it; docker stop kills 10 s after its SIGTERM, Kubernetes 30 s after.
+fn server(env: Environment) -> ServerSettings {
+    ServerSettings {
+        header_read_timeout: secs(10),
+        body_read_timeout: secs(30),
+        idle_timeout: secs(60),
+        shutdown_timeout: pick(env, [secs(5), secs(20), secs(8), secs(1)]),
+        max_connections: pick(env, [512, 4096, 4096, 512]),
+        max_header_bytes: 16 * 1024,
+        max_concurrent_streams: 100,
+        trusted_proxies: Vec::new(),
     }
 }

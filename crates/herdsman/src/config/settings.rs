@@ -401,6 +401,53 @@ pub struct RolloutSettings {
     pub identity_header: Option<String>,
 }
 
+/// The HTTP server (`herdsman_axum::Server`): how long a client may take,
+/// and how many connections it may hold.
+///
+/// Every client is given a deadline for each thing it must send: a request
+/// head, a request body, the next request on an idle connection. A client
+/// that sends one header line or one body chunk every few seconds is cut
+/// at the deadline, not kept as long as it keeps trickling. A response in
+/// progress (an event stream) is never cut by them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// How long a client has to send a whole request head: from the
+    /// connection's opening for its first request, from the first byte
+    /// for the next ones (HTTP/1). Past it the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a client has to send a whole request body, from the
+    /// server's first read of it. Past it the body fails, the request is
+    /// answered `408 Request Timeout` (when no response was started) and
+    /// the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// How long a connection with no request in progress and no byte read
+    /// or written is kept for the client's next request.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How long a server that was told to stop waits for requests in
+    /// progress (event streams included) before closing their connections.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Connections open at once, at most: beyond it, no connection is
+    /// accepted until one closes.
+    pub max_connections: usize,
+    /// The largest request head (request line and header fields, HTTP/1;
+    /// the header list, HTTP/2), in bytes: a larger one is refused with
+    /// `431 Request Header Fields Too Large`.
+    pub max_header_bytes: usize,
+    /// Requests in progress at once on one HTTP/2 connection, at most.
+    pub max_concurrent_streams: u32,
+    /// The reverse proxies whose `X-Forwarded-For` is believed, as IP
+    /// addresses and CIDR blocks; see
+    /// [`TrustedProxies`](crate::http::TrustedProxies). Empty: the client
+    /// address is always the connection's peer.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
 /// Declares a struct of optional fields that override some of a section's.
 macro_rules! overrides {
     (

@@ -1,6 +1,6 @@
 //! The rules a configuration must follow, beyond its types.
 
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration};
 
 use humantime_serde::re::humantime::format_duration;
 
@@ -8,7 +8,7 @@ use super::{
     error::Problem,
     settings::{
         AlertSettings, BreakerSettings, CacheSettings, KeySettings, LimitSettings,
-        RegistrySettings, RolloutSettings,
+        RegistrySettings, RolloutSettings, ServerSettings,
     },
     Config, Environment,
 };
@@ -17,6 +17,15 @@ use crate::registry::MAX_JITTER;
 /// The shortest floor or interval production and docker accept without
 /// `registry.allow_fast_polling`.
 const SAFE_POLL: Duration = Duration::from_secs(1);
+
+/// The most connections `server.max_connections` allows (a semaphore's
+/// count, with room to spare).
+const MAX_CONNECTIONS: usize = 1 << 24;
+
+/// The bounds of `server.max_header_bytes`: hyper's HTTP/1 read buffer,
+/// which bounds request heads, holds 8 KiB at least.
+const MIN_HEADER_BYTES: usize = 8 * 1024;
+const MAX_HEADER_BYTES: usize = 256 * 1024;
 
 /// Checks `config`, raising intervals under the floor where the environment
 /// allows it. Returns the problems and the warnings, without sources.
@@ -28,6 +37,7 @@ pub(super) fn validate(config: &mut Config, env: Environment) -> (Vec<Problem>, 
     check.limit("limit", &config.limit);
     check.alerts(&config.alerts);
     check.rollout(&config.rollout);
+    check.server(&config.server);
     check.keys(&config.keys);
     if let Some(token) = &config.admin.token {
         if token.chars().count() < 16 {
@@ -97,6 +107,18 @@ pub(super) fn validate(config: &mut Config, env: Environment) -> (Vec<Problem>, 
         }
     }
     (check.problems, check.warnings)
+}
+
+/// Whether `proxies` holds a `/0` block: the lowest and the highest
+/// address of a family.
+fn trusts_everyone(proxies: &crate::http::TrustedProxies) -> bool {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let both = |low: IpAddr, high: IpAddr| proxies.trusts(low) && proxies.trusts(high);
+    both(Ipv4Addr::UNSPECIFIED.into(), Ipv4Addr::BROADCAST.into())
+        || both(
+            Ipv6Addr::UNSPECIFIED.into(),
+            Ipv6Addr::from(u128::MAX).into(),
+        )
 }
 
 fn dur(d: Duration) -> Option<String> {
@@ -389,6 +411,43 @@ impl Check {
                 Some("\"\"".into()),
                 "entries must not be empty",
             );
+        }
+    }
+
+    fn server(&mut self, s: &ServerSettings) {
+        self.positive("server.header_read_timeout", s.header_read_timeout);
+        self.positive("server.body_read_timeout", s.body_read_timeout);
+        self.positive("server.idle_timeout", s.idle_timeout);
+        self.positive("server.shutdown_timeout", s.shutdown_timeout);
+        if !(1..=MAX_CONNECTIONS).contains(&s.max_connections) {
+            self.fail(
+                "server.max_connections",
+                Some(s.max_connections.to_string()),
+                &format!("must be between 1 and {MAX_CONNECTIONS}"),
+            );
+        }
+        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&s.max_header_bytes) {
+            self.fail(
+                "server.max_header_bytes",
+                Some(s.max_header_bytes.to_string()),
+                &format!("must be between {MIN_HEADER_BYTES} and {MAX_HEADER_BYTES}"),
+            );
+        }
+        self.at_least_one(
+            "server.max_concurrent_streams",
+            s.max_concurrent_streams.into(),
+        );
+        for entry in &s.trusted_proxies {
+            let value = Some(format!("{entry:?}"));
+            match crate::http::TrustedProxies::parse([entry]) {
+                Err(err) => self.fail("server.trusted_proxies", value, &err.to_string()),
+                Ok(proxies) if trusts_everyone(&proxies) => self.fail(
+                    "server.trusted_proxies",
+                    value,
+                    "trusts every address: any client could name its own address",
+                ),
+                Ok(_) => {}
+            }
         }
     }
 

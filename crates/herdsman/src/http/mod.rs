@@ -59,6 +59,7 @@ mod errors;
 mod failures;
 pub(crate) mod freshness;
 mod key;
+mod proxies;
 mod share;
 mod target;
 
@@ -72,6 +73,7 @@ pub use self::{
     errors::{error_response, retry_after_secs},
     failures::ServerErrors,
     key::HttpKey,
+    proxies::{InvalidProxy, TrustedProxies},
     share::HttpShare,
 };
 
