@@ -61,6 +61,7 @@ pub(crate) mod freshness;
 mod key;
 mod share;
 
+pub(crate) use self::key::request_bytes;
 pub use self::{
     body::{HttpBody, SharedBody},
     buffer::{Buffer, BufferLayer, ResponseFuture, DEFAULT_BODY_LIMIT},

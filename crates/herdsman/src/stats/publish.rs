@@ -80,6 +80,7 @@ impl ClassMetrics {
                     let layer = match r {
                         Rejection::BreakerOpen => "breaker",
                         Rejection::StreamCap => "sse",
+                        Rejection::Subscription(_) => "registry",
                         _ => "limit",
                     };
                     (
