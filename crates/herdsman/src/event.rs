@@ -117,24 +117,21 @@ pub enum Rejection {
     Overloaded,
     /// A rate rule refused the request.
     RateLimited,
-    /// A caller already holds as many event streams as it may (the
-    /// per-caller stream cap of `herdsman-axum`, answered 429).
-    StreamCap,
     /// The Registry refused a subscription: one of its limits or budgets
-    /// is reached.
+    /// is reached (streams per caller among them: `herdsman-axum` answers
+    /// its refusals).
     Subscription(Limit),
 }
 
 impl Rejection {
     /// The label used in metrics and JSON: `breaker_open`, `overloaded`,
-    /// `rate_limited`, `stream_cap`, or for a subscription the
-    /// [limit](Limit::as_str) that refused it.
+    /// `rate_limited`, or for a subscription the [limit](Limit::as_str)
+    /// that refused it.
     pub fn as_str(self) -> &'static str {
         match self {
             Rejection::BreakerOpen => "breaker_open",
             Rejection::Overloaded => "overloaded",
             Rejection::RateLimited => "rate_limited",
-            Rejection::StreamCap => "stream_cap",
             Rejection::Subscription(limit) => limit.as_str(),
         }
     }

@@ -143,8 +143,9 @@ impl Recording {
         self.guard.finish_error(kind);
     }
 
-    /// The request was refused locally for `reason` (such as
-    /// [`Rejection::StreamCap`]): counted as a rejection, not as an error, so it never feeds
+    /// The request was refused locally for `reason` (such as a
+    /// [`Rejection::Subscription`] refused by one of the Registry's
+    /// budgets): counted as a rejection, not as an error, so it never feeds
     /// the error-rate alert.
     pub fn rejected(mut self, reason: Rejection) {
         self.guard.rec.rejected(reason);

@@ -77,14 +77,13 @@ impl ErrorKind {
 
 /// Every rejection counted: the layers' own, then the Registry's refused
 /// subscriptions, one per [`Limit`].
-pub(crate) const REJECTIONS: [Rejection; 4 + Limit::ALL.len()] = {
-    let mut all = [Rejection::BreakerOpen; 4 + Limit::ALL.len()];
+pub(crate) const REJECTIONS: [Rejection; 3 + Limit::ALL.len()] = {
+    let mut all = [Rejection::BreakerOpen; 3 + Limit::ALL.len()];
     all[1] = Rejection::Overloaded;
     all[2] = Rejection::RateLimited;
-    all[3] = Rejection::StreamCap;
     let mut i = 0;
     while i < Limit::ALL.len() {
-        all[4 + i] = Rejection::Subscription(Limit::ALL[i]);
+        all[3 + i] = Rejection::Subscription(Limit::ALL[i]);
         i += 1;
     }
     all
