@@ -370,7 +370,8 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
     /// Tells callers apart for the budgets per caller and per client
     /// address: `identity` keys a request's caller (a user id, its
     /// credentials), `address` its client address
-    /// ([`ClientAddress`](crate::http::ClientAddress)). See [`Callers`].
+    /// ([`ClientAddress`](crate::http::ClientAddress)). See
+    /// [`Callers`](super::Callers).
     ///
     /// A key is charged to the caller and the address of the subscriber
     /// that created it, until it leaves; a subscription to the caller and
