@@ -10,7 +10,7 @@ use std::{
     convert::Infallible,
     fmt,
     future::Future,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -172,6 +172,15 @@ pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 /// A fresh hyper-util client (its own connection pool).
 pub fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A fresh client whose connections come from `ip`, a loopback address
+/// other than `127.0.0.1` (Linux routes all of `127.0.0.0/8` to the
+/// loopback interface): another client address, for budgets per address.
+pub fn client_from(ip: IpAddr) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_local_address(Some(ip));
+    Client::builder(TokioExecutor::new()).build(connector)
 }
 
 /// A request with an empty body.

@@ -99,7 +99,7 @@ impl App {
 
     /// SSE streams open on the server, over all callers.
     fn open_streams(&self) -> usize {
-        self.demo.live.streams().open()
+        self.demo.live.streams().get()
     }
 
     /// Registry subscribers of an endpoint class now.

@@ -11,7 +11,10 @@ use herdsman::{
     config::{Config, Environment},
     event::Invalidation,
 };
-use herdsman_tests::{bounded, client, empty, get, replies, request, send_all, wait_until, Server};
+use herdsman_tests::{
+    bounded, client, client_from, empty, get, replies, request, send_all, wait_until, HttpClient,
+    Server,
+};
 use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 
@@ -69,6 +72,16 @@ impl Events {
         last_event_id: Option<&str>,
         who: Option<&str>,
     ) -> (http::response::Parts, Events) {
+        Events::open_from(&client(), url, last_event_id, who).await
+    }
+
+    /// Opens a stream with `client`, as the caller `who`.
+    async fn open_from(
+        client: &HttpClient,
+        url: &str,
+        last_event_id: Option<&str>,
+        who: Option<&str>,
+    ) -> (http::response::Parts, Events) {
         let mut req = request(Method::GET, url).header(header::ACCEPT, "text/event-stream");
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id);
@@ -76,7 +89,7 @@ impl Events {
         if let Some(who) = who {
             req = req.header(header::AUTHORIZATION, format!("Bearer {who}"));
         }
-        let response = client().request(empty(req)).await.expect("connect");
+        let response = client.request(empty(req)).await.expect("connect");
         let (parts, body) = response.into_parts();
         (
             parts,
@@ -526,7 +539,8 @@ async fn streams_over_the_per_caller_cap_are_rejections_not_errors() {
         let app = App::dev().await;
         let url = app.url("/sse/active-users");
         let mut open = Vec::new();
-        for _ in 0..6 {
+        // `registry.max_subscribers_per_caller`: 8 by default.
+        for _ in 0..8 {
             let (parts, events) = Events::open_as(&url, None, Some("greedy")).await;
             assert_eq!(parts.status, StatusCode::OK);
             open.push(events);
@@ -544,15 +558,46 @@ async fn streams_over_the_per_caller_cap_are_rejections_not_errors() {
         );
         let doc = stats_document(&app).await;
         let users = &doc["endpoints"]["active-users"];
-        assert_eq!(users["requests"], 36);
+        assert_eq!(users["requests"], 38);
         assert_eq!(users["errors"], 0);
         assert_eq!(users["rejected"], 30);
         assert_eq!(
-            doc["snapshot"]["endpoints"]["active-users"]["rejections"]["stream_cap"],
+            doc["snapshot"]["endpoints"]["active-users"]["rejections"]["subscribers_per_caller"],
             30
         );
-        assert_eq!(users["saved"]["poll_loop"], 6);
+        assert_eq!(users["saved"]["poll_loop"], 8);
         assert_eq!(users["forwarded"], 30);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn streams_with_a_new_credential_each_are_capped_per_client_address() {
+    bounded(async {
+        let app = App::dev().await;
+        let url = app.url("/sse/active-users");
+        // `registry.max_subscribers_per_address`: 256 by default. Every
+        // stream sends new credentials, as a client dodging a per-caller
+        // cap would; all come from 127.0.0.1.
+        let mut open = Vec::new();
+        for i in 0..256 {
+            let who = format!("random-{i}");
+            let (parts, events) = Events::open_as(&url, None, Some(&who)).await;
+            assert_eq!(parts.status, StatusCode::OK, "stream {i}");
+            open.push(events);
+        }
+        for i in 256..266 {
+            let who = format!("random-{i}");
+            let (parts, _) = Events::open_as(&url, None, Some(&who)).await;
+            assert_eq!(parts.status, StatusCode::TOO_MANY_REQUESTS, "stream {i}");
+        }
+        // Another client address is served, and all share one poll loop.
+        let neighbour = client_from("127.0.0.2".parse().unwrap());
+        let (parts, mut events) =
+            Events::open_from(&neighbour, &url, None, Some("neighbour")).await;
+        assert_eq!(parts.status, StatusCode::OK);
+        assert!(field(&events.next_event().await, "id").is_some());
+        assert_eq!(app.calls(Endpoint::ActiveUsers), 1);
     })
     .await;
 }

@@ -8,7 +8,8 @@ use axum::{
 };
 use herdsman::{
     error::find,
-    registry::{TooManySubscribers, UpstreamStatus},
+    http::retry_after_secs,
+    registry::{Limit, TooManySubscribers, UpstreamStatus},
 };
 
 /// The response for an error out of a herdsman stack, so an axum app gets
@@ -21,8 +22,9 @@ use herdsman::{
 /// | `RateLimited` | 429 + `Retry-After` |
 /// | `TooManyInFlight` (a caller's or address's share of a class) | 429 + `Retry-After` |
 /// | `ProbeTimedOut` | 504 |
-/// | `TooManySubscribers` | 503 + `Retry-After: 1` |
-/// | [`TooManyStreams`](crate::TooManyStreams) | 429 + `Retry-After` |
+/// | `TooManySubscribers`: a caller's or a client address's budget of keys or subscriptions (`Limit::KeysPerCaller`, `KeysPerAddress`, `SubscribersPerCaller`, `SubscribersPerAddress`) | 429 + `Retry-After` |
+/// | `TooManySubscribers`: the key is longer than `keys.max_len` (`Limit::KeyTooLong`) | 414 |
+/// | `TooManySubscribers`: the registry's capacity (its keys per class, subscribers, memory) | 503 + `Retry-After` |
 /// | [`PayloadTooLarge`] | 413 |
 /// | `UpstreamStatus` (a registry poll answered 5xx) | that status |
 /// | anything else (the upstream's own error) | 502 |
@@ -37,18 +39,8 @@ pub fn error_response(err: &(dyn Error + 'static)) -> Response<Body> {
     let (mut response, reason) = if let Some(r) = herdsman::http::error_response::<Body>(err) {
         let reason = r.status().canonical_reason().unwrap_or("error");
         (r, reason)
-    } else if find::<TooManySubscribers>(err).is_some() {
-        let mut r = status(StatusCode::SERVICE_UNAVAILABLE);
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        (r, "too many subscribers")
-    } else if let Some(cap) = find::<crate::TooManyStreams>(err) {
-        let mut r = status(StatusCode::TOO_MANY_REQUESTS);
-        r.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(cap.retry_after_secs()),
-        );
-        (r, "too many event streams for this caller")
+    } else if let Some(refused) = find::<TooManySubscribers>(err) {
+        refusal(refused)
     } else if let Some(failed) = find::<UpstreamStatus>(err) {
         let code = StatusCode::from_u16(failed.status()).unwrap_or(StatusCode::BAD_GATEWAY);
         (status(code), "upstream error")
@@ -64,6 +56,33 @@ pub fn error_response(err: &(dyn Error + 'static)) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+/// A subscription the registry refused: the caller asks too much (429), its
+/// URI is too long (414: the key is mostly the URI; a key made long by
+/// credentials or varied headers is answered the same), or the registry is
+/// full (503). A key too long never fits, so it has no `Retry-After`.
+fn refusal(refused: &TooManySubscribers) -> (Response<Body>, &'static str) {
+    let (code, reason) = match refused.reason() {
+        Limit::KeyTooLong => (StatusCode::URI_TOO_LONG, "the request's key is too long"),
+        Limit::KeysPerCaller | Limit::KeysPerAddress => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many distinct resources followed by this client",
+        ),
+        _ if refused.is_per_caller() => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many event streams for this client",
+        ),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "too many subscribers"),
+    };
+    let mut r = status(code);
+    if let Some(after) = refused.retry_after() {
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs(after)),
+        );
+    }
+    (r, reason)
 }
 
 fn status(status: StatusCode) -> Response<Body> {

@@ -9,8 +9,10 @@
 //!   fails, or 503 with `Retry-After` until the next poll. However many
 //!   tabs subscribe, the upstream sees one call per interval.
 //! - [`error_response`]: herdsman's errors as responses (503 +
-//!   `Retry-After` for an open breaker or an overloaded class, 429 +
-//!   `Retry-After` for a rate limit or too many streams, 413, 504).
+//!   `Retry-After` for an open breaker, an overloaded class or a full
+//!   registry, 429 + `Retry-After` for a rate limit or a caller's or an
+//!   address's budget of keys or streams, 414 for a key too long, 413,
+//!   504).
 //! - [`Admin`]: the operator routes — the stats JSON, Prometheus text, the
 //!   switches, and the live dashboard page — behind [`AdminAccess`] (a
 //!   bearer token in production and docker, loopback only in development
@@ -47,5 +49,5 @@ pub use crate::{
         event_id, sse, Encode, InvalidSseField, LastEventId, SseMessage, UpdateEvents, KEEP_ALIVE,
     },
     stats::stats_document,
-    streams::{StreamCap, StreamPermit, TooManyStreams},
+    streams::OpenStreams,
 };

@@ -1,16 +1,17 @@
 //! SSE and polling endpoints over one HTTP registry.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
+    extract::ConnectInfo,
     http::{header, request::Parts, HeaderMap, HeaderValue, Request, Response, StatusCode},
 };
 use futures_core::Stream;
 use herdsman::{
     class::{Class, Classify},
-    event::Rejection,
-    http::{retry_after_secs, SharedBody},
+    event::Limit,
+    http::{retry_after_secs, ClientAddr, SharedBody},
     registry::{Subscription, TooManySubscribers, Update, UpstreamStatus},
     stats::{ErrorKind, Recording, Stats},
 };
@@ -20,7 +21,7 @@ use crate::{
     poll::poll_response,
     routes::Toggle,
     sse::{sse, LastEventId, SseMessage, KEEP_ALIVE},
-    streams::StreamCap,
+    streams::OpenStreams,
 };
 
 type ClassifyFn = dyn Fn(&Request<Body>) -> Class + Send + Sync;
@@ -43,18 +44,27 @@ type SubscribeFn = dyn Fn(Request<Body>) -> Result<Subscription<Response<SharedB
 /// which are no part of the data). All callers of one key share the
 /// registry's one poll loop, so a thousand tabs cost the upstream one call
 /// per interval.
+///
+/// How many streams and polls one caller, or one client address, may have
+/// open is the registry's to decide: its budgets per caller and per address
+/// ([`RegistryLayer::with_callers`](herdsman::registry::RegistryLayer::with_callers);
+/// the Coordinator sets them from `registry.max_subscribers_per_caller` and
+/// `registry.max_subscribers_per_address`). A refusal is answered as
+/// [`error_response`] maps it: 429 for a caller's or an address's budget,
+/// 503 for the registry's capacity, 414 for a key over the maximum length.
+/// The caller is read from the data request, and so is its address
+/// ([`data_request`] carries it over).
 #[derive(Clone)]
 pub struct Live {
     subscribe: Arc<SubscribeFn>,
     sse_enabled: Toggle,
-    streams: StreamCap,
+    streams: OpenStreams,
     keep_alive: Duration,
     stats: Option<(Stats, Arc<ClassifyFn>)>,
 }
 
 impl Live {
-    /// Answers over `subscribe`; at most 6 streams per caller identity, SSE
-    /// on.
+    /// Answers over `subscribe`, SSE on.
     pub fn new(
         subscribe: impl Fn(Request<Body>) -> Result<Subscription<Response<SharedBody>>, TooManySubscribers>
             + Send
@@ -64,16 +74,10 @@ impl Live {
         Live {
             subscribe: Arc::new(subscribe),
             sse_enabled: Toggle::new(true),
-            streams: StreamCap::new(6),
+            streams: OpenStreams::default(),
             keep_alive: KEEP_ALIVE,
             stats: None,
         }
-    }
-
-    /// Caps concurrent streams per caller identity (answered 429 beyond).
-    pub fn with_max_streams_per_caller(mut self, max: usize) -> Self {
-        self.streams = StreamCap::new(max);
-        self
     }
 
     /// The SSE on/off toggle: off, SSE routes answer 503 + `Retry-After`
@@ -96,10 +100,12 @@ impl Live {
     /// which would otherwise not see them: without this the stats would
     /// show the upstream calls against no client request at all.
     ///
-    /// An answer from the subscription counts in `saved.poll_loop`; a
-    /// stream refused by the per-caller cap is a `stream_cap` rejection
-    /// (not an error: it never feeds the error-rate alert); a subscription
-    /// the registry refuses is an `overloaded` error.
+    /// An answer from the subscription counts in `saved.poll_loop`. A
+    /// subscription refused by a caller's or an address's budget, or for a
+    /// key over the maximum length, is a rejection the registry reports by
+    /// its reason (`subscribers_per_caller`, ...), not an error: it never
+    /// feeds the error-rate alert. One refused for the registry's capacity
+    /// (its keys, its subscribers, its memory) is an `overloaded` error.
     pub fn with_stats(
         mut self,
         stats: Stats,
@@ -123,8 +129,8 @@ impl Live {
         &self.sse_enabled
     }
 
-    /// The stream cap.
-    pub fn streams(&self) -> &StreamCap {
+    /// The count of event streams open now.
+    pub fn streams(&self) -> &OpenStreams {
         &self.streams
     }
 
@@ -135,14 +141,9 @@ impl Live {
     /// as an `upstream-error` event without `id:` (`{"status": n}` or
     /// `{"error": "..."}`, with `"retry_after"`: the seconds until the next
     /// poll), preceded by the last good value if the client does not have
-    /// it, and the stream goes on. `identity` is the caller, for the stream
-    /// cap.
-    pub fn sse(
-        &self,
-        data_request: Request<Body>,
-        last_event_id: LastEventId,
-        identity: &str,
-    ) -> Response<Body> {
+    /// it, and the stream goes on. A subscription the registry refuses is
+    /// answered as [`error_response`] maps its reason.
+    pub fn sse(&self, data_request: Request<Body>, last_event_id: LastEventId) -> Response<Body> {
         if !self.sse_enabled.is_on() {
             let mut r = Response::new(Body::from("event streams are switched off; poll instead"));
             *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
@@ -151,32 +152,26 @@ impl Live {
             return r;
         }
         let recording = self.record(&data_request);
-        let permit = match self.streams.acquire(identity) {
-            Ok(permit) => permit,
+        match (self.subscribe)(data_request) {
+            Ok(subscription) => {
+                if let Some(r) = recording {
+                    r.from_poll_loop().ok();
+                }
+                sse(
+                    subscription,
+                    last_event_id,
+                    encode_http,
+                    Some(Box::new(self.streams.open())),
+                    Some(Box::pin(self.sse_enabled.off())),
+                    self.keep_alive,
+                )
+            }
             Err(err) => {
                 if let Some(r) = recording {
-                    r.rejected(Rejection::StreamCap);
+                    refused(r, &err);
                 }
-                return error_response(&err);
+                error_response(&err)
             }
-        };
-        let subscription = (self.subscribe)(data_request);
-        if let Some(r) = recording {
-            match &subscription {
-                Ok(_) => r.from_poll_loop().ok(),
-                Err(_) => r.error(ErrorKind::Overloaded),
-            }
-        }
-        match subscription {
-            Ok(subscription) => sse(
-                subscription,
-                last_event_id,
-                encode_http,
-                Some(Box::new(permit)),
-                Some(Box::pin(self.sse_enabled.off())),
-                self.keep_alive,
-            ),
-            Err(err) => error_response(&err),
         }
     }
 
@@ -199,41 +194,41 @@ impl Live {
     /// loop outlives the gap between two polls).
     pub async fn poll(&self, data_request: Request<Body>, caller: &HeaderMap) -> Response<Body> {
         let recording = self.record(&data_request);
-        let (response, from_loop) = self.answer(data_request, caller).await;
+        let (response, answered) = self.answer(data_request, caller).await;
         if let Some(r) = recording {
-            let r = if from_loop { r.from_poll_loop() } else { r };
-            match response.status() {
-                s if s.is_server_error() && from_loop => r.error(ErrorKind::Upstream),
-                // The registry refused the subscription, or its loop ended.
-                s if s.is_server_error() => r.error(ErrorKind::Overloaded),
-                StatusCode::TOO_MANY_REQUESTS => r.error(ErrorKind::RateLimited),
-                _ => r.ok(),
+            match answered {
+                Answered::Refused(err) => refused(r, &err),
+                Answered::FromLoop if response.status().is_server_error() => {
+                    r.from_poll_loop().error(ErrorKind::Upstream)
+                }
+                Answered::FromLoop => r.from_poll_loop().ok(),
+                Answered::LoopEnded => r.error(ErrorKind::Overloaded),
             }
         }
         response
     }
 
-    /// The answer, and whether the poll loop gave it.
+    /// The answer, and what gave it.
     async fn answer(
         &self,
         data_request: Request<Body>,
         caller: &HeaderMap,
-    ) -> (Response<Body>, bool) {
+    ) -> (Response<Body>, Answered) {
         let mut subscription = match (self.subscribe)(data_request) {
             Ok(s) => s,
-            Err(err) => return (error_response(&err), false),
+            Err(err) => return (error_response(&err), Answered::Refused(err)),
         };
-        let (mut response, from_loop) = match next(&mut subscription).await {
+        let (mut response, answered) = match next(&mut subscription).await {
             Some(update) => (
                 poll_response(&update, subscription.next_attempt(), caller),
-                true,
+                Answered::FromLoop,
             ),
             None => {
                 let mut r = Response::new(Body::from("the poll loop ended"));
                 *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                (r, false)
+                (r, Answered::LoopEnded)
             }
         };
         let ms = subscription.interval().as_millis().max(1);
@@ -241,7 +236,28 @@ impl Live {
             "x-poll-interval",
             HeaderValue::from_str(&ms.to_string()).expect("digits"),
         );
-        (response, from_loop)
+        (response, answered)
+    }
+}
+
+/// What gave a polling answer.
+enum Answered {
+    /// The key's poll loop.
+    FromLoop,
+    /// The loop ended before it had a value.
+    LoopEnded,
+    /// The registry refused the subscription.
+    Refused(TooManySubscribers),
+}
+
+/// Finishes the recording of a request whose subscription the registry
+/// refused (and reported, by its reason): a caller's own budget, or a key
+/// too long, is no error of the service's; the registry's capacity is.
+fn refused(recording: Recording, err: &TooManySubscribers) {
+    if err.is_per_caller() || err.reason() == Limit::KeyTooLong {
+        recording.refused();
+    } else {
+        recording.error(ErrorKind::Overloaded);
     }
 }
 
@@ -293,10 +309,14 @@ impl fmt::Debug for Live {
 
 /// The data request for an SSE or polling route: `GET path_and_query` with
 /// the caller's `Host`, `Authorization` and `Cookie` (so the key keeps its
-/// auth partition) and `Accept: application/json`. Nothing else of the
-/// caller's request is kept: neither its conditional headers
-/// (`If-None-Match` goes to [`Live::poll`] with the caller's headers) nor
-/// its transport headers, so no caller can split the key of a resource.
+/// auth partition), `Accept: application/json`, and the caller's client
+/// address ([`ClientAddr`]: the one the server inserted, else axum's
+/// `ConnectInfo<SocketAddr>`), so that the registry's budgets per address
+/// hold. Nothing else of the caller's request is kept: neither its
+/// conditional headers (`If-None-Match` goes to [`Live::poll`] with the
+/// caller's headers) nor its transport headers, so no caller can split the
+/// key of a resource. An identity header that the rollout reads is not
+/// copied either: add it when one is configured.
 pub fn data_request(caller: &Parts, path_and_query: &str) -> Request<Body> {
     let mut req = Request::new(Body::empty());
     *req.uri_mut() = path_and_query
@@ -309,5 +329,13 @@ pub fn data_request(caller: &Parts, path_and_query: &str) -> Request<Body> {
     }
     req.headers_mut()
         .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    let extensions = &caller.extensions;
+    let address = extensions.get::<ClientAddr>().copied().or_else(|| {
+        let ConnectInfo(peer) = extensions.get::<ConnectInfo<SocketAddr>>()?;
+        Some(ClientAddr(*peer))
+    });
+    if let Some(address) = address {
+        req.extensions_mut().insert(address);
+    }
     req
 }

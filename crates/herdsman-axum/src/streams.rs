@@ -1,111 +1,56 @@
-//! A cap on concurrent event streams per caller.
+//! How many event streams are open: a count for operators and tests.
+//!
+//! How many a caller may open is not decided here: the Registry's budgets
+//! decide it, per caller and per client address
+//! ([`RegistryLayer::with_callers`](herdsman::registry::RegistryLayer::with_callers)),
+//! for streams and polls alike, so there is one cap and one place that
+//! refuses.
 
 use std::{
-    collections::HashMap,
     fmt,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
 };
 
-/// Too many event streams are open for one caller (answered 429).
-#[derive(Debug, Clone)]
-pub struct TooManyStreams {
-    max: usize,
+/// Counts the event streams a [`Live`](crate::Live) has open. Clones share
+/// the count.
+#[derive(Clone, Default)]
+pub struct OpenStreams {
+    open: Arc<AtomicUsize>,
 }
 
-impl TooManyStreams {
-    /// The cap that was reached.
-    pub fn max(&self) -> usize {
-        self.max
+impl OpenStreams {
+    /// Streams open now.
+    pub fn get(&self) -> usize {
+        self.open.load(Ordering::Acquire)
     }
 
-    /// Seconds a client should wait: streams end when tabs close, so soon.
-    pub fn retry_after_secs(&self) -> u64 {
-        5
-    }
-}
-
-impl fmt::Display for TooManyStreams {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "too many event streams for this caller (at most {})",
-            self.max
-        )
-    }
-}
-
-impl std::error::Error for TooManyStreams {}
-
-/// Counts open streams per caller identity and refuses beyond `max`.
-///
-/// The identity is what the application says it is (a user id, an
-/// `Authorization` hash, a peer address); the map holds only identities
-/// with an open stream.
-#[derive(Clone)]
-pub struct StreamCap {
-    max: usize,
-    open: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-impl StreamCap {
-    /// At most `max` streams per identity (at least 1).
-    pub fn new(max: usize) -> Self {
-        StreamCap {
-            max: max.max(1),
-            open: Arc::default(),
+    /// Counts one stream until the returned guard is dropped.
+    pub(crate) fn open(&self) -> StreamGuard {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        StreamGuard {
+            open: self.open.clone(),
         }
     }
-
-    /// Takes one stream slot for `identity`, released when the permit drops.
-    pub fn acquire(&self, identity: impl Into<String>) -> Result<StreamPermit, TooManyStreams> {
-        let identity = identity.into();
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = open.entry(identity.clone()).or_insert(0);
-        if *n >= self.max {
-            return Err(TooManyStreams { max: self.max });
-        }
-        *n += 1;
-        Ok(StreamPermit {
-            cap: self.clone(),
-            identity,
-        })
-    }
-
-    /// Streams open now, over all identities.
-    pub fn open(&self) -> usize {
-        self.open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .sum()
-    }
 }
 
-impl fmt::Debug for StreamCap {
+impl fmt::Debug for OpenStreams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StreamCap")
-            .field("max", &self.max)
-            .field("open", &self.open())
-            .finish()
+        f.debug_tuple("OpenStreams").field(&self.get()).finish()
     }
 }
 
-/// One open stream; dropping it frees the slot.
+/// One open stream; dropping it uncounts it.
 #[derive(Debug)]
-pub struct StreamPermit {
-    cap: StreamCap,
-    identity: String,
+pub(crate) struct StreamGuard {
+    open: Arc<AtomicUsize>,
 }
 
-impl Drop for StreamPermit {
+impl Drop for StreamGuard {
     fn drop(&mut self) {
-        let mut open = self.cap.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = open.get_mut(&self.identity) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.identity);
-            }
-        }
+        self.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -114,14 +59,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_caller_gets_at_most_max_streams_and_slots_come_back_on_drop() {
-        let cap = StreamCap::new(2);
-        let a1 = cap.acquire("a").unwrap();
-        let _a2 = cap.acquire("a").unwrap();
-        assert!(cap.acquire("a").is_err());
-        let _b = cap.acquire("b").unwrap();
-        drop(a1);
-        let _a3 = cap.acquire("a").unwrap();
-        assert_eq!(cap.open(), 3);
+    fn a_stream_counts_until_its_guard_drops() {
+        let streams = OpenStreams::default();
+        let a = streams.open();
+        let _b = streams.clone().open();
+        assert_eq!(streams.get(), 2);
+        drop(a);
+        assert_eq!(streams.get(), 1);
     }
 }

@@ -121,16 +121,20 @@ impl App {
         Reply::read(response).await
     }
 
-    /// An SSE stream of `/board` for the caller `who`.
+    /// An SSE stream of `/board` for the caller `who` (`Authorization:
+    /// Bearer <who>`: the class is public, so it does not split the key).
     fn sse(
         &self,
         who: &str,
         last_event_id: Option<&str>,
         headers: &[(header::HeaderName, &str)],
     ) -> Events {
-        let parts = caller(headers);
+        let bearer = format!("Bearer {who}");
+        let mut headers = headers.to_vec();
+        headers.push((header::AUTHORIZATION, &bearer));
+        let parts = caller(&headers);
         let last = LastEventId(last_event_id.and_then(LastEventId::parse));
-        let response = self.live.sse(data_request(&parts, "/board"), last, who);
+        let response = self.live.sse(data_request(&parts, "/board"), last);
         assert_eq!(response.status(), StatusCode::OK);
         Events {
             body: response.into_body(),

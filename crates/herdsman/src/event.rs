@@ -117,9 +117,10 @@ pub enum Rejection {
     Overloaded,
     /// A rate rule refused the request.
     RateLimited,
-    /// A caller already holds as many event streams as it may (the
-    /// per-caller stream cap of `herdsman-axum`, answered 429).
-    StreamCap,
+    /// The Registry refused a subscription: one of its limits or budgets
+    /// is reached (streams per caller among them: `herdsman-axum` answers
+    /// its refusals).
+    Subscription(Limit),
     /// A caller, or a client address, already has its share of a class's
     /// calls in flight (the Limit layer's
     /// [`TooManyInFlight`](crate::limit::TooManyInFlight), answered 429).
@@ -128,19 +129,112 @@ pub enum Rejection {
 
 impl Rejection {
     /// The label used in metrics and JSON: `breaker_open`, `overloaded`,
-    /// `rate_limited`, `stream_cap`, `in_flight_cap`.
+    /// `rate_limited`, `in_flight_cap`, or for a subscription the
+    /// [limit](Limit::as_str) that refused it.
     pub fn as_str(self) -> &'static str {
         match self {
             Rejection::BreakerOpen => "breaker_open",
             Rejection::Overloaded => "overloaded",
             Rejection::RateLimited => "rate_limited",
-            Rejection::StreamCap => "stream_cap",
+            Rejection::Subscription(limit) => limit.as_str(),
             Rejection::InFlightCap => "in_flight_cap",
         }
     }
 }
 
 impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which limit or budget of the [Registry](crate::registry) refused a
+/// subscriber ([`TooManySubscribers::reason`](crate::registry::TooManySubscribers::reason)).
+///
+/// Defined here, in the core, so that the Stats layer can count refusals by
+/// reason without knowing the Registry; the Registry re-exports it as
+/// `registry::Limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Limit {
+    /// The key's class already has its maximum number of keys
+    /// ([`with_max_keys`](crate::registry::RegistryLayer::with_max_keys)).
+    Keys,
+    /// The caller already holds its maximum number of keys of the class
+    /// ([`with_max_keys_per_caller`](crate::registry::RegistryLayer::with_max_keys_per_caller)).
+    KeysPerCaller,
+    /// The client address already holds its maximum number of keys of the
+    /// class ([`with_max_keys_per_address`](crate::registry::RegistryLayer::with_max_keys_per_address)).
+    KeysPerAddress,
+    /// The key already has its maximum number of subscribers
+    /// ([`with_max_subscribers_per_key`](crate::registry::RegistryLayer::with_max_subscribers_per_key)).
+    SubscribersPerKey,
+    /// The caller already has its maximum number of subscriptions to the
+    /// class open
+    /// ([`with_max_subscribers_per_caller`](crate::registry::RegistryLayer::with_max_subscribers_per_caller)).
+    SubscribersPerCaller,
+    /// The client address already has its maximum number of subscriptions
+    /// to the class open
+    /// ([`with_max_subscribers_per_address`](crate::registry::RegistryLayer::with_max_subscribers_per_address)).
+    SubscribersPerAddress,
+    /// The registry already has its maximum number of subscribers in total
+    /// ([`with_max_subscribers`](crate::registry::RegistryLayer::with_max_subscribers)).
+    Subscribers,
+    /// The registry's memory is over its budget: no new key until keys
+    /// leave ([`with_max_memory`](crate::registry::RegistryLayer::with_max_memory)).
+    Memory,
+    /// The request's key is longer than the registry accepts
+    /// ([`with_max_key_len`](crate::registry::RegistryLayer::with_max_key_len)):
+    /// retrying the same request cannot help.
+    KeyTooLong,
+}
+
+impl Limit {
+    /// Every limit, in documentation order.
+    pub const ALL: [Limit; 9] = [
+        Limit::Keys,
+        Limit::KeysPerCaller,
+        Limit::KeysPerAddress,
+        Limit::SubscribersPerKey,
+        Limit::SubscribersPerCaller,
+        Limit::SubscribersPerAddress,
+        Limit::Subscribers,
+        Limit::Memory,
+        Limit::KeyTooLong,
+    ];
+
+    /// The label in metrics and JSON: `keys`, `keys_per_caller`,
+    /// `keys_per_address`, `subscribers_per_key`, `subscribers_per_caller`,
+    /// `subscribers_per_address`, `subscribers`, `memory`, `key_too_long`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::Keys => "keys",
+            Limit::KeysPerCaller => "keys_per_caller",
+            Limit::KeysPerAddress => "keys_per_address",
+            Limit::SubscribersPerKey => "subscribers_per_key",
+            Limit::SubscribersPerCaller => "subscribers_per_caller",
+            Limit::SubscribersPerAddress => "subscribers_per_address",
+            Limit::Subscribers => "subscribers",
+            Limit::Memory => "memory",
+            Limit::KeyTooLong => "key_too_long",
+        }
+    }
+
+    /// Whether it is one caller's (or one client address's) own share
+    /// being used up, rather than the registry's capacity: the caller asks
+    /// too much (HTTP 429), where otherwise the service is busy (503).
+    pub fn is_per_caller(self) -> bool {
+        matches!(
+            self,
+            Limit::KeysPerCaller
+                | Limit::KeysPerAddress
+                | Limit::SubscribersPerCaller
+                | Limit::SubscribersPerAddress
+        )
+    }
+}
+
+impl fmt::Display for Limit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }

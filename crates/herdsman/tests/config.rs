@@ -276,7 +276,7 @@ fn class_settings_convert_into_the_layers_own_types() {
         cache = { ttl = "20s", stale_while_revalidate = "40s" }
         limit = { max_concurrency = 4, max_queue = 8, max_wait = "2s", rate = { per_minute = 600, burst = 5, by = "class-and-identity", alert_only = true } }
         breaker = { failure_rate = 0.25, open_duration = "10s" }
-        registry = { interval = "15s", jitter = 0.3, linger = "1m", max_subscribers_per_key = 50 }
+        registry = { interval = "15s", jitter = 0.3, linger = "1m", max_subscribers_per_key = 50, max_keys = 20, max_subscribers_per_address = 30 }
     "#;
     let config = load(Environment::Production, &with_file(file)).unwrap();
     let class = config.class("board-events");
@@ -289,6 +289,11 @@ fn class_settings_convert_into_the_layers_own_types() {
             jitter: 0.3,
             linger: secs(60),
             max_subscribers_per_key: 50,
+            max_keys: 20,
+            max_keys_per_caller: 64,
+            max_keys_per_address: 512,
+            max_subscribers_per_caller: 8,
+            max_subscribers_per_address: 30,
         }
     );
 

@@ -91,11 +91,36 @@ const CASES: &[Case] = &[
     case!("registry.jitter", registry_jitter),
     case!("registry.linger", registry_linger),
     case!("registry.max_keys", registry_max_keys),
+    case!("registry.max_keys_per_caller", |s| registry_keys_per(
+        s,
+        "registry.max_keys_per_caller",
+        Limit::KeysPerCaller
+    )),
+    case!("registry.max_keys_per_address", |s| registry_keys_per(
+        s,
+        "registry.max_keys_per_address",
+        Limit::KeysPerAddress
+    )),
     case!(
         "registry.max_subscribers_per_key",
         registry_max_subscribers_per_key
     ),
+    case!("registry.max_subscribers_per_caller", |s| {
+        registry_subscribers_per(
+            s,
+            "registry.max_subscribers_per_caller",
+            Limit::SubscribersPerCaller,
+        )
+    }),
+    case!("registry.max_subscribers_per_address", |s| {
+        registry_subscribers_per(
+            s,
+            "registry.max_subscribers_per_address",
+            Limit::SubscribersPerAddress,
+        )
+    }),
     case!("registry.max_subscribers", registry_max_subscribers),
+    case!("registry.max_memory", registry_max_memory),
     case!("cache.ttl", cache_ttl),
     case!("cache.stale_while_revalidate", cache_stale_while_revalidate),
     case!("cache.stale_if_error", cache_stale_if_error),
@@ -105,6 +130,7 @@ const CASES: &[Case] = &[
     case!("cache.sweep_interval", cache_sweep_interval),
     case!("keys.hosts", keys_hosts),
     case!("keys.vary", keys_vary),
+    case!("keys.max_len", keys_max_len),
     case!("dedup.window", dedup_window),
     case!("breaker.window", breaker_window),
     case!("breaker.time_window", breaker_time_window),
@@ -711,6 +737,21 @@ impl World {
         self.svc.subscribe(self.request(path, None))
     }
 
+    /// Subscribes as `Authorization: Bearer <who>` from client address
+    /// `from`.
+    fn subscribe_as(
+        &self,
+        path: &str,
+        who: &str,
+        from: &str,
+    ) -> Result<Subscription<Response<SharedBody>>, TooManySubscribers> {
+        let bearer = format!("Bearer {who}");
+        let mut req = self.request(path, Some(("authorization", &bearer)));
+        let peer = format!("{from}:1000").parse().unwrap();
+        req.extensions_mut().insert(ClientAddr(peer));
+        self.svc.subscribe(req)
+    }
+
     fn keys(&self) -> u64 {
         self.coordinator.registry().stats().keys
     }
@@ -839,11 +880,80 @@ async fn registry_linger(scope: Scope) {
     assert_eq!(w.keys(), 0);
 }
 
+/// A path of the other class than the scope's.
+fn elsewhere(w: &World, rest: &str) -> String {
+    match w.setup.scope {
+        Scope::Global => format!("/c/{rest}"),
+        Scope::Class => format!("/g/{rest}"),
+    }
+}
+
 async fn registry_max_keys(scope: Scope) {
-    global_only(scope);
     let w = World::new(Setup::new(scope, "registry.max_keys", "1"));
-    let _a = w.subscribe("/g/a").unwrap();
-    assert_eq!(w.subscribe("/g/b").unwrap_err().reason(), Limit::Keys);
+    let _a = w.subscribe(&w.setup.path("a")).unwrap();
+    let refused = w.subscribe(&w.setup.path("b")).unwrap_err();
+    assert_eq!(refused.reason(), Limit::Keys);
+    // Per class: the other class's first key (and, in class scope, its
+    // second) is not refused.
+    let _b = w.subscribe(&elsewhere(&w, "a")).unwrap();
+    if scope == Scope::Class {
+        let _c = w.subscribe(&elsewhere(&w, "b")).unwrap();
+    }
+}
+
+/// A key budget per caller (`who`) or per address (`from`) of 1: a second
+/// key from the same one is refused with `limit`; others are served.
+async fn registry_keys_per(scope: Scope, key: &str, limit: Limit) {
+    let w = World::new(Setup::new(scope, key, "1"));
+    let per_caller = limit == Limit::KeysPerCaller;
+    // The same caller from another address, or another caller from the
+    // same address: what the budget does not count.
+    let (again, other) = if per_caller {
+        (("ann", "10.0.0.2"), ("bob", "10.0.0.1"))
+    } else {
+        (("bob", "10.0.0.1"), ("ann", "10.0.0.2"))
+    };
+    let _a = w
+        .subscribe_as(&w.setup.path("a"), "ann", "10.0.0.1")
+        .unwrap();
+    let refused = w.subscribe_as(&w.setup.path("b"), again.0, again.1);
+    assert_eq!(refused.unwrap_err().reason(), limit);
+    let _b = w
+        .subscribe_as(&w.setup.path("c"), other.0, other.1)
+        .unwrap();
+    if scope == Scope::Class {
+        let _c = w.subscribe_as("/g/a", "ann", "10.0.0.1").unwrap();
+        let _d = w.subscribe_as("/g/b", again.0, again.1).unwrap();
+    }
+}
+
+/// A subscription budget per caller or per address of 1, as
+/// [`registry_keys_per`].
+async fn registry_subscribers_per(scope: Scope, key: &str, limit: Limit) {
+    let w = World::new(Setup::new(scope, key, "1"));
+    let (again, other) = if limit == Limit::SubscribersPerCaller {
+        (("ann", "10.0.0.2"), ("bob", "10.0.0.1"))
+    } else {
+        (("bob", "10.0.0.1"), ("ann", "10.0.0.2"))
+    };
+    // Keys differ by credentials (the classes are private): the budget
+    // counts subscriptions, whatever their keys.
+    let path = w.setup.path("x");
+    let _a = w.subscribe_as(&path, "ann", "10.0.0.1").unwrap();
+    let refused = w.subscribe_as(&path, again.0, again.1);
+    assert_eq!(refused.unwrap_err().reason(), limit);
+    let _b = w.subscribe_as(&path, other.0, other.1).unwrap();
+    if scope == Scope::Class {
+        let _c = w.subscribe_as("/g/x", "ann", "10.0.0.1").unwrap();
+        let _d = w.subscribe_as("/g/x", again.0, again.1).unwrap();
+    }
+}
+
+async fn registry_max_memory(scope: Scope) {
+    global_only(scope);
+    let w = World::new(Setup::new(scope, "registry.max_memory", "1"));
+    assert_eq!(w.subscribe("/g/a").unwrap_err().reason(), Limit::Memory);
+    assert_eq!(w.keys(), 0);
 }
 
 async fn registry_max_subscribers_per_key(scope: Scope) {
@@ -984,6 +1094,26 @@ async fn api_key_calls(w: &World, path: &str) -> usize {
         assert_eq!(letter(&answer), 'S');
     }
     w.origin.calls_to(path).len()
+}
+
+async fn keys_max_len(scope: Scope) {
+    global_only(scope);
+    let w = World::new(Setup::new(scope, "keys.max_len", "1024"));
+    let long = format!("x?{}", "q".repeat(1_000));
+    let refused = w.subscribe(&w.setup.path(&long)).unwrap_err();
+    assert_eq!(refused.reason(), Limit::KeyTooLong);
+    assert_eq!(
+        w.subscribe(&elsewhere(&w, &long)).unwrap_err().reason(),
+        Limit::KeyTooLong
+    );
+    // One-shot calls pass the Cache and Dedup uncoordinated: each makes
+    // its own upstream call, where a short key is cached.
+    for _ in 0..2 {
+        w.body(&long).await;
+        w.body("short").await;
+    }
+    assert_eq!(w.origin.calls_to(&w.setup.path("x")).len(), 2);
+    assert_eq!(w.origin.calls_to(&w.setup.path("short")).len(), 1);
 }
 
 async fn keys_vary(scope: Scope) {

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use herdsman::{
     breaker::BreakerState,
     class::{AllDefault, Class},
-    event::{Event, Observer, Rejection},
+    event::{Event, Limit, Observer, Rejection},
     stats::{AlertRule, AlertRules, AlertState, Stats, StatsClock},
     BoxError, Key,
 };
@@ -592,12 +592,14 @@ async fn requests_recorded_with_start_count_in_the_part_they_say() {
         .start(&class)
         .from_poll_loop()
         .error(herdsman::stats::ErrorKind::Upstream);
-    stats.start(&class).rejected(Rejection::StreamCap);
+    stats
+        .start(&class)
+        .rejected(Rejection::Subscription(Limit::SubscribersPerCaller));
     stats.start(&class).ok();
     let e = &stats.snapshot().endpoints["active-users"];
     assert_eq!((e.requests, e.saved.poll_loop, e.forwarded), (4, 2, 2));
     assert_eq!((e.errors, e.rejected), (1, 1));
-    assert_eq!(e.rejections["stream_cap"], 1);
+    assert_eq!(e.rejections["subscribers_per_caller"], 1);
 }
 
 // ---- what answered each client request, through a Coordinator ----
@@ -615,7 +617,7 @@ mod saving {
     use herdsman::{
         class::Class,
         config::{ClassConfig, Config, Environment},
-        event::{Invalidation, Rejection},
+        event::{Invalidation, Limit, Rejection},
         stats::{EndpointSnapshot, ErrorKind},
         BoxError, Coordinated, Coordinator,
     };
@@ -923,7 +925,7 @@ mod saving {
                 Op::StreamCap { path } => {
                     stats
                         .start(&Class::new(&PATHS[path][1..]))
-                        .rejected(Rejection::StreamCap);
+                        .rejected(Rejection::Subscription(Limit::SubscribersPerAddress));
                     seen[path].stream_caps += 1;
                 }
             }
@@ -959,7 +961,7 @@ mod saving {
             prop_assert!(e.saved.cache_hits <= e.cache_hits + e.stale_served);
             prop_assert!(e.saved.coalesced <= e.coalesced + e.reused);
             prop_assert!(e.saved.poll_loop >= seen.polls_answered);
-            prop_assert_eq!(e.rejections["stream_cap"], seen.stream_caps);
+            prop_assert_eq!(e.rejections["subscribers_per_address"], seen.stream_caps);
             prop_assert_eq!(e.errors_by_kind["rate_limited"], 0);
         }
         Ok(())

@@ -18,12 +18,12 @@
 
 mod upstream;
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use axum::{
     body::Body,
-    extract::{ConnectInfo, Path, Request, State},
-    http::StatusCode,
+    extract::{Path, Request, State},
+    http::{request::Parts, HeaderName, StatusCode},
     middleware,
     response::{IntoResponse, Json, Response},
     routing::{get, post},
@@ -33,7 +33,6 @@ use herdsman::{
     config::{CacheOverride, ClassConfig, Config, Environment},
     coordinator::{BuildError, Coordinated, Coordinator},
     event::Invalidation,
-    switch::Rollout,
 };
 use herdsman_axum::{
     data_request, error_response, require_admin, Admin, AdminAccess, LastEventId, Live,
@@ -131,7 +130,8 @@ pub struct Demo {
     /// SSE and polling over the registry.
     pub live: Live,
     coordinated: Coordinated<Router>,
-    rollout: Rollout,
+    /// The rollout's identity header, if one is configured.
+    identity_header: Option<HeaderName>,
 }
 
 impl Demo {
@@ -166,20 +166,28 @@ impl Demo {
                 }
             });
         }
-        let rollout = Rollout::from_settings(&coordinator.config().rollout);
+        // Validated by the builder: a configured name is a valid one.
+        let identity_header = coordinator
+            .config()
+            .rollout
+            .identity_header
+            .as_deref()
+            .and_then(|name| HeaderName::from_bytes(name.as_bytes()).ok());
         Ok(Demo {
             coordinator,
             upstream,
             live,
             coordinated,
-            rollout,
+            identity_header,
         })
     }
 
     /// The public router. Serve it with `herdsman_axum::Server` (as the
-    /// binary does) or with axum's
-    /// `into_make_service_with_connect_info::<SocketAddr>()`, so that the
-    /// admin routes can tell loopback callers in development.
+    /// binary does), which inserts the peer address as axum's `ConnectInfo`
+    /// and as `herdsman::http::ClientAddr`, or with axum's
+    /// `into_make_service_with_connect_info::<SocketAddr>()`: the admin
+    /// routes tell loopback callers in development by it, and the
+    /// registry's budgets per client address hold.
     pub fn router(&self) -> Router {
         let config = self.coordinator.config();
         let admin = Admin::builder(
@@ -219,7 +227,7 @@ impl Demo {
         move || {
             let mut sizes = serde_json::to_value(coordinator.sizes()).unwrap_or_default();
             if let Some(sizes) = sizes.as_object_mut() {
-                sizes.insert("sse_streams".to_owned(), live.streams().open().into());
+                sizes.insert("sse_streams".to_owned(), live.streams().get().into());
             }
             sizes
         }
@@ -248,17 +256,20 @@ fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "no such board").into_response()
 }
 
-/// The caller, for the per-caller stream cap: the identity the
-/// configured rollout reads (its identity header, or the credentials), as
-/// its fingerprint; otherwise the peer address.
-fn identity(demo: &Demo, req: &Request) -> String {
-    match demo.rollout.identity(req) {
-        Some(id) => format!("caller:{}", Rollout::fingerprint(&id)),
-        None => match req.extensions().get::<ConnectInfo<SocketAddr>>() {
-            Some(ConnectInfo(peer)) => format!("peer:{}", peer.ip()),
-            None => "anonymous".to_owned(),
-        },
+/// The data request of a polling or SSE route ([`data_request`]: the
+/// credentials and the client address), with the rollout's identity header
+/// when one is configured. The registry's budgets per caller read the same
+/// identity as the rollout and the Limit layer (that header, else the
+/// credentials), and per address the client address; so does the key of a
+/// private class.
+fn data(demo: &Demo, caller: &Parts, path_and_query: &str) -> Request {
+    let mut req = data_request(caller, path_and_query);
+    if let Some(name) = &demo.identity_header {
+        for value in caller.headers.get_all(name) {
+            req.headers_mut().append(name.clone(), value.clone());
+        }
     }
+    req
 }
 
 async fn poll(State(demo): State<Demo>, req: Request) -> Response {
@@ -269,7 +280,7 @@ async fn poll(State(demo): State<Demo>, req: Request) -> Response {
         .map_or("/", |p| p.as_str())
         .to_owned();
     demo.live
-        .poll(data_request(&parts, &path), &parts.headers)
+        .poll(data(&demo, &parts, &path), &parts.headers)
         .await
 }
 
@@ -281,10 +292,9 @@ async fn poll_board(State(demo): State<Demo>, Path(board): Path<String>, req: Re
 }
 
 async fn sse_active_users(State(demo): State<Demo>, last: LastEventId, req: Request) -> Response {
-    let caller = identity(&demo, &req);
     let (parts, _) = req.into_parts();
-    let data = data_request(&parts, "/api/active-users");
-    demo.live.sse(data, last, &caller)
+    demo.live
+        .sse(data(&demo, &parts, "/api/active-users"), last)
 }
 
 async fn sse_board(
@@ -296,10 +306,9 @@ async fn sse_board(
     if !valid_board(&board) {
         return not_found();
     }
-    let caller = identity(&demo, &req);
     let (parts, _) = req.into_parts();
-    let data = data_request(&parts, &format!("/api/boards/{board}/events"));
-    demo.live.sse(data, last, &caller)
+    let path = format!("/api/boards/{board}/events");
+    demo.live.sse(data(&demo, &parts, &path), last)
 }
 
 /// Writes go through the coordinated stack (the Cache drops what the write

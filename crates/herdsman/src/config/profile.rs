@@ -62,8 +62,13 @@ pub(super) fn profile(env: Environment) -> Config {
             jitter: pick(env, [0.1, 0.1, 0.1, 0.0]),
             linger: pick(env, [secs(30), secs(30), secs(30), millis(100)]),
             max_keys: 10_000,
+            max_keys_per_caller: 64,
+            max_keys_per_address: 512,
             max_subscribers_per_key: 10_000,
+            max_subscribers_per_caller: 8,
+            max_subscribers_per_address: 256,
             max_subscribers: 100_000,
+            max_memory: crate::registry::DEFAULT_MAX_MEMORY,
         },
         cache: CacheSettings {
             ttl: pick(env, [secs(5), secs(10), secs(8), millis(50)]),

@@ -60,22 +60,42 @@ pub struct RegistrySettings {
     /// that a page reload does not restart it.
     #[serde(with = "humantime_serde")]
     pub linger: Duration,
-    /// Keys polled at once, at most.
+    /// Keys of one class polled at once (lingering ones included), at
+    /// most: a flood of keys in one class never refuses another class's.
     pub max_keys: usize,
+    /// Keys of one class one caller holds (those it created, until they
+    /// leave after their linger), at most.
+    pub max_keys_per_caller: usize,
+    /// Keys of one class one client address holds, at most.
+    pub max_keys_per_address: usize,
     /// Subscribers of one key, at most.
     pub max_subscribers_per_key: usize,
+    /// Subscriptions (event streams, polls in progress) to keys of one
+    /// class one caller has open, at most.
+    pub max_subscribers_per_caller: usize,
+    /// Subscriptions to keys of one class one client address has open, at
+    /// most, whatever credentials they present.
+    pub max_subscribers_per_address: usize,
     /// Subscribers in all, at most.
     pub max_subscribers: usize,
+    /// The registry's memory budget, in bytes: while its memory figure is
+    /// over it, no new key is polled (existing keys go on).
+    pub max_memory: u64,
 }
 
 impl RegistrySettings {
-    /// The registry's settings for one class's poll loops.
+    /// The registry's settings for one class's poll loops and budgets.
     pub fn class_settings(&self) -> registry::ClassSettings {
         registry::ClassSettings {
             interval: self.interval,
             jitter: self.jitter,
             linger: self.linger,
             max_subscribers_per_key: self.max_subscribers_per_key,
+            max_keys: self.max_keys,
+            max_keys_per_caller: self.max_keys_per_caller,
+            max_keys_per_address: self.max_keys_per_address,
+            max_subscribers_per_caller: self.max_subscribers_per_caller,
+            max_subscribers_per_address: self.max_subscribers_per_address,
         }
     }
 }
@@ -366,8 +386,9 @@ pub struct AdminSettings {
     pub token: Option<String>,
 }
 
-/// What keys are made of, beyond the method, the URL and the credentials.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What keys are made of, beyond the method, the URL and the credentials,
+/// and how long one may be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeySettings {
     /// The hosts a server-side stack (around a `Router`, whose requests have
@@ -382,6 +403,25 @@ pub struct KeySettings {
     /// `vary`).
     #[serde(default)]
     pub vary: Vec<String>,
+    /// The longest key, in bytes, for every layer: a longer one passes
+    /// through the Cache, Dedup and one-shot Registry calls uncoordinated,
+    /// and a subscription with one is refused.
+    #[serde(default = "default_max_len")]
+    pub max_len: usize,
+}
+
+impl Default for KeySettings {
+    fn default() -> Self {
+        KeySettings {
+            hosts: Vec::new(),
+            vary: Vec::new(),
+            max_len: default_max_len(),
+        }
+    }
+}
+
+fn default_max_len() -> usize {
+    crate::key::DEFAULT_MAX_KEY_LEN
 }
 
 /// Gradual rollout of the coordinated path; see
@@ -514,6 +554,16 @@ overrides! {
         linger: Duration,
         /// See [`RegistrySettings::max_subscribers_per_key`].
         max_subscribers_per_key: usize,
+        /// See [`RegistrySettings::max_keys`].
+        max_keys: usize,
+        /// See [`RegistrySettings::max_keys_per_caller`].
+        max_keys_per_caller: usize,
+        /// See [`RegistrySettings::max_keys_per_address`].
+        max_keys_per_address: usize,
+        /// See [`RegistrySettings::max_subscribers_per_caller`].
+        max_subscribers_per_caller: usize,
+        /// See [`RegistrySettings::max_subscribers_per_address`].
+        max_subscribers_per_address: usize,
     }
 }
 

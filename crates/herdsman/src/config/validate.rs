@@ -27,6 +27,12 @@ const MAX_CONNECTIONS: usize = 1 << 24;
 const MIN_HEADER_BYTES: usize = 8 * 1024;
 const MAX_HEADER_BYTES: usize = 256 * 1024;
 
+/// The shortest `keys.max_len` accepted: an HTTP key holds the names of the
+/// negotiation and conditional headers (and of the credential headers, for
+/// a private class) even when they are absent, some 250 bytes before the
+/// host, the path and the query.
+const MIN_KEY_LEN: usize = 1024;
+
 /// Checks `config`, raising intervals under the floor where the environment
 /// allows it. Returns the problems and the warnings, without sources.
 pub(super) fn validate(config: &mut Config, env: Environment) -> (Vec<Problem>, Vec<Problem>) {
@@ -203,12 +209,18 @@ impl Check {
                 &format!("must be between 0.0 and {MAX_JITTER}"),
             );
         }
-        self.at_least_one(&format!("{p}.max_keys"), r.max_keys as u64);
-        self.at_least_one(
-            &format!("{p}.max_subscribers_per_key"),
-            r.max_subscribers_per_key as u64,
-        );
-        self.at_least_one(&format!("{p}.max_subscribers"), r.max_subscribers as u64);
+        for (key, n) in [
+            ("max_keys", r.max_keys),
+            ("max_keys_per_caller", r.max_keys_per_caller),
+            ("max_keys_per_address", r.max_keys_per_address),
+            ("max_subscribers_per_key", r.max_subscribers_per_key),
+            ("max_subscribers_per_caller", r.max_subscribers_per_caller),
+            ("max_subscribers_per_address", r.max_subscribers_per_address),
+            ("max_subscribers", r.max_subscribers),
+        ] {
+            self.at_least_one(&format!("{p}.{key}"), n as u64);
+        }
+        self.at_least_one(&format!("{p}.max_memory"), r.max_memory);
     }
 
     /// The floor and every interval, global and per class. Unless
@@ -465,6 +477,13 @@ impl Check {
             }
         }
         self.header_names("keys.vary", &k.vary);
+        if k.max_len < MIN_KEY_LEN {
+            self.fail(
+                "keys.max_len",
+                Some(k.max_len.to_string()),
+                &format!("must be at least {MIN_KEY_LEN} (bytes)"),
+            );
+        }
     }
 
     fn header_names(&mut self, path: &str, names: &[String]) {

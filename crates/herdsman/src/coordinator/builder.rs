@@ -104,6 +104,10 @@ fn compose(environment: Environment, config: Config) -> Shared {
     let key = ClassKey::new(routes.clone());
     let rollout = Rollout::from_settings(&config.rollout);
 
+    // One maximum key length for every layer: a longer key passes Dedup,
+    // the Cache and one-shot Registry calls uncoordinated, and a
+    // subscription with one is refused.
+    let max_key_len = config.keys.max_len;
     let r = &config.registry;
     // Intervals under the floor survive validation only when explicitly
     // allowed; the registry must then not raise them again.
@@ -125,9 +129,16 @@ fn compose(environment: Environment, config: Config) -> Shared {
         .with_jitter(r.jitter)
         .with_linger(r.linger)
         .with_max_keys(r.max_keys)
+        .with_max_keys_per_caller(r.max_keys_per_caller)
+        .with_max_keys_per_address(r.max_keys_per_address)
         .with_max_subscribers_per_key(r.max_subscribers_per_key)
+        .with_max_subscribers_per_caller(r.max_subscribers_per_caller)
+        .with_max_subscribers_per_address(r.max_subscribers_per_address)
         .with_max_subscribers(r.max_subscribers)
-        .with_observer(stats.clone());
+        .with_max_memory(r.max_memory)
+        .with_max_key_len(max_key_len)
+        .with_observer(stats.clone())
+        .with_callers(CallerIdentity::new(rollout.clone()), ClientAddress);
 
     let c = &config.cache;
     let mut cache = CacheLayer::http(key.clone())
@@ -138,6 +149,7 @@ fn compose(environment: Environment, config: Config) -> Shared {
         .with_mode(c.mode)
         .with_max_bytes(c.max_bytes)
         .with_sweep_interval(c.sweep_interval)
+        .with_max_key_len(max_key_len)
         .with_observer(stats.clone());
     if let Some(entries) = c.max_entries {
         cache = cache.with_max_entries(entries);
@@ -150,6 +162,7 @@ fn compose(environment: Environment, config: Config) -> Shared {
                 .with_share(HttpShare)
                 .with_classifier(classify.clone())
                 .with_window(*window)
+                .with_max_key_len(max_key_len)
                 .with_observer(stats.clone())
         })
         .collect();

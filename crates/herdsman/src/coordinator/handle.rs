@@ -12,6 +12,7 @@ use super::{
     builder::CoordinatorBuilder,
     layer::CoordinatorLayer,
     route::{CallerIdentity, ClassKey, ClassOf, Routes},
+    stack::Subscribers,
 };
 use crate::{
     breaker::BreakerLayer,
@@ -48,7 +49,8 @@ pub(crate) struct Shared {
     pub(crate) stack: Switch,
     pub(crate) routes: Arc<Routes>,
     pub(crate) rollout: Rollout,
-    pub(crate) registry: RegistryLayer<ClassKey, ClassOf, HttpShare, HttpFingerprint, ClassKey>,
+    pub(crate) registry:
+        RegistryLayer<ClassKey, ClassOf, HttpShare, HttpFingerprint, ClassKey, Subscribers>,
     pub(crate) stats_layer: StatsLayer<ClassOf, ServerErrors>,
     pub(crate) cache: CacheLayer<ClassKey, Response<SharedBody>, HttpCachePolicy, ClassOf>,
     pub(crate) dedups: Vec<DedupLayer<ClassKey, HttpShare, ClassOf>>,

@@ -130,9 +130,16 @@
 //!   different reuse windows: a bounded inner service may hold a slot on
 //!   each until the call.
 //! - The registry is one for all classes: a class's registry `interval`,
-//!   `jitter`, `linger` and `max_subscribers_per_key` apply to the loops of
-//!   its keys ([`RegistryLayer::with_class`](crate::registry::RegistryLayer::with_class)),
-//!   but `floor`, `max_keys` and `max_subscribers` bound the whole registry.
+//!   `jitter`, `linger`, `max_subscribers_per_key` and budgets (`max_keys`,
+//!   keys and subscriptions per caller and per address) apply to its keys
+//!   ([`RegistryLayer::with_class`](crate::registry::RegistryLayer::with_class)),
+//!   so a flood in one class never refuses another's new keys; `floor`,
+//!   `max_subscribers` and `max_memory` bound the whole registry. Callers
+//!   are told apart by the rollout's identity ([`CallerIdentity`]) and the
+//!   client address ([`ClientAddress`](crate::http::ClientAddress)).
+//! - **One key length.** `keys.max_len` goes to Dedup, the Cache and the
+//!   Registry alike: a longer key passes the first two and one-shot
+//!   Registry calls uncoordinated, and a subscription with one is refused.
 //! - Subscriptions always go through the registry (there is no other path
 //!   for a stream): its switch, the stack switch and the rollout decide
 //!   one-shot calls. A loop's polls still skip the layers switched off.

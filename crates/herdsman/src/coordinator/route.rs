@@ -209,6 +209,10 @@ impl<B: Default> Canonical<Request<B>> for ClassKey {
         canonical.extensions_mut().insert(Routed { route });
         canonical
     }
+
+    fn held_bytes(&self, req: &Request<B>) -> usize {
+        crate::http::request_bytes(req)
+    }
 }
 
 impl fmt::Debug for ClassKey {

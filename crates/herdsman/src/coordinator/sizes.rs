@@ -11,8 +11,8 @@ use super::Coordinator;
 /// to zero once the load stops, is a leak; the memory figures of the
 /// [`Snapshot`](crate::stats::Snapshot) are estimates, these are counts.
 /// After the last request, once the registry's `linger` and the dedup
-/// reuse `window` have passed, every figure falls to zero except the
-/// cache's, which holds expired entries until they are evicted.
+/// reuse `window` have passed, every figure falls to zero; the cache's
+/// once its entries have expired and been swept (`cache.sweep_interval`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Sizes {
@@ -24,6 +24,9 @@ pub struct Sizes {
     pub registry_tasks: u64,
     /// Registry loops of their own, for subscriptions without a key.
     pub registry_private_loops: u64,
+    /// Callers and client addresses the registry's budgets count keys or
+    /// subscriptions for.
+    pub registry_budget_holders: u64,
     /// Cache entries held.
     pub cache_entries: u64,
     /// Cache bytes held (the sum of entry weights).
@@ -37,6 +40,9 @@ pub struct Sizes {
     pub limit_waiting: u64,
     /// Keys the rate rules hold.
     pub rate_keys: u64,
+    /// Callers and client addresses with calls in flight or queued (the
+    /// limit's shares), over every class.
+    pub limit_callers: u64,
 }
 
 impl Coordinator {
@@ -52,6 +58,7 @@ impl Coordinator {
             registry_subscribers: registry.subscribers,
             registry_tasks: registry.tasks,
             registry_private_loops: registry.private_loops,
+            registry_budget_holders: registry.budget_holders,
             cache_entries: cache.entries,
             cache_bytes: cache.bytes,
             dedup_entries: shared
@@ -62,6 +69,7 @@ impl Coordinator {
             limit_in_flight: limit.classes.iter().map(|c| c.in_flight).sum(),
             limit_waiting: limit.classes.iter().map(|c| c.waiting).sum(),
             rate_keys: limit.rate_keys,
+            limit_callers: limit.classes.iter().map(|c| c.callers + c.addresses).sum(),
         }
     }
 }

@@ -57,7 +57,7 @@ macro_rules! wraps {
 }
 
 wraps!(
-    Registry<S, K, C, P, F, Q>,
+    Registry<S, K, C, P, F, Q, W>,
     StatsService<S, C, F>,
     Cache<S, K, V, P, C>,
     Dedup<S, K, P, C>,
@@ -270,6 +270,10 @@ pub type Cached<S> =
 /// The client-side stats layer over [`Cached`] (passed by poll loops'
 /// fetches, which are not client requests).
 pub type Counted<S> = Bypass<StatsService<Cached<S>, ClassOf, ServerErrors>>;
+/// Who subscribes to the registry, for its budgets: the rollout's caller
+/// identity and the client address.
+pub type Subscribers = (CallerIdentity, ClientAddress);
 /// The whole coordinated path: the registry over [`Counted`].
-pub type Stack<S> =
-    Bypass<Registry<Counted<S>, ClassKey, ClassOf, HttpShare, HttpFingerprint, ClassKey>>;
+pub type Stack<S> = Bypass<
+    Registry<Counted<S>, ClassKey, ClassOf, HttpShare, HttpFingerprint, ClassKey, Subscribers>,
+>;

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
-use http::{header, HeaderName, HeaderValue, Method, Request};
+use bytes::Bytes;
+use http::{header, HeaderName, HeaderValue, Method, Request, Uri};
 
 use crate::key::{Key, KeyFn};
 
@@ -232,7 +233,10 @@ impl HttpKey {
     /// its canonical request has the same key.
     ///
     /// The registry polls with it, so that one subscriber's other headers
-    /// are never sent on behalf of the others.
+    /// are never sent on behalf of the others. Its URI and header values
+    /// are copies, not views of the caller's request: a loop keeping it
+    /// never keeps the buffer the caller's request head was read into
+    /// alive.
     ///
     /// ```
     /// use herdsman::{http::HttpKey, key::KeyFn};
@@ -260,7 +264,7 @@ impl HttpKey {
     pub fn canonical_request<B: Default>(&self, req: &Request<B>) -> Request<B> {
         let mut out = Request::new(B::default());
         *out.method_mut() = req.method().clone();
-        *out.uri_mut() = req.uri().clone();
+        *out.uri_mut() = own_uri(req.uri());
         *out.version_mut() = req.version();
         let host = match (&self.hosts, req.uri().authority()) {
             (Hosts::Listed(_), None) => self
@@ -271,7 +275,7 @@ impl HttpKey {
         let headers = out.headers_mut();
         let mut copy = |name: &HeaderName| {
             for value in req.headers().get_all(name) {
-                headers.append(name.clone(), value.clone());
+                headers.append(name.clone(), own_value(value));
             }
         };
         for name in self.vary.iter().filter(|name| !VALIDATORS.contains(name)) {
@@ -292,6 +296,48 @@ impl HttpKey {
         out.extensions_mut().insert(super::PollFetch);
         out
     }
+}
+
+/// A copy of `uri` in an allocation of its own (a parsed URI is often a
+/// view of the buffer its whole request head was read into).
+fn own_uri(uri: &Uri) -> Uri {
+    Uri::from_maybe_shared(Bytes::copy_from_slice(uri.to_string().as_bytes()))
+        .unwrap_or_else(|_| uri.clone())
+}
+
+/// A copy of `value` in an allocation of its own, still marked sensitive
+/// if it was.
+fn own_value(value: &HeaderValue) -> HeaderValue {
+    let mut own = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+    own.set_sensitive(value.is_sensitive());
+    own
+}
+
+/// The bytes a request holds, its inline size included: its URI, its
+/// header map (each entry's slot, name and value) and its extensions, as
+/// the registry counts a poll loop's request template. The body is not
+/// counted: a canonical request's is empty.
+pub(crate) fn request_bytes<B>(req: &Request<B>) -> usize {
+    // The slot of one header entry in a `HeaderMap` (its hash, links, name
+    // and value) and of its index, about.
+    const ENTRY: usize = 112 + 8;
+    // An extensions map: its box, its table and each boxed value, about.
+    const EXTENSIONS: usize = 64;
+    const EXTENSION: usize = 48;
+    let uri = req.uri();
+    let uri_bytes = uri.scheme_str().map_or(0, str::len)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len());
+    let headers = req.headers();
+    let fields: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    let extensions = match req.extensions().len() {
+        0 => 0,
+        n => EXTENSIONS + n * EXTENSION,
+    };
+    std::mem::size_of::<Request<B>>() + uri_bytes + headers.capacity() * ENTRY + fields + extensions
 }
 
 impl<B> KeyFn<Request<B>> for HttpKey {

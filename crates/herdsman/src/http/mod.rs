@@ -63,6 +63,7 @@ mod proxies;
 mod share;
 mod target;
 
+pub(crate) use self::key::request_bytes;
 pub use self::{
     body::{HttpBody, SharedBody},
     buffer::{Buffer, BufferLayer, ResponseFuture, DEFAULT_BODY_LIMIT},

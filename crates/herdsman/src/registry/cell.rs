@@ -9,7 +9,7 @@
 //! skips to the latest instead of buffering.
 
 use std::{
-    fmt,
+    fmt, mem,
     sync::Arc,
     task::{Context, Poll, Waker},
 };
@@ -17,11 +17,15 @@ use std::{
 use slab::Slab;
 use tokio::time::Instant;
 
+use super::memory::{ARC_BYTES, ERROR_BYTES};
 use crate::{
     error::SharedError,
     stable_hash::stable_hash,
     sync::{Mutex, MutexGuard},
 };
+
+/// Bytes of one waker slot in the slab: the waker and the slab's tag.
+pub(crate) const SLOT_BYTES: usize = mem::size_of::<(usize, Option<Waker>)>();
 
 /// One value a subscription yields: the result of a poll that changed
 /// something, its version, its fingerprint and when it was fetched.
@@ -33,6 +37,9 @@ pub struct Update<T> {
 
 struct UpdateInner<T> {
     version: u64,
+    /// Bytes this update's allocation holds, its value's included (not
+    /// its good update's).
+    bytes: usize,
     fetched_at: Instant,
     result: Result<T, SharedError>,
     fingerprint: u64,
@@ -42,16 +49,26 @@ struct UpdateInner<T> {
 }
 
 impl<T> Update<T> {
+    /// `held` is what the value holds, its inline size included (the share
+    /// policy's [`held_bytes`](crate::share::Share::held_bytes)); ignored
+    /// for an error.
     fn new(
         version: u64,
         fetched_at: Instant,
         result: Result<T, SharedError>,
         fingerprint: u64,
         good: Option<Update<T>>,
+        held: usize,
     ) -> Self {
+        let node = mem::size_of::<UpdateInner<T>>() + ARC_BYTES;
+        let bytes = match result {
+            Ok(_) => node + held.saturating_sub(mem::size_of::<T>()),
+            Err(_) => node + ERROR_BYTES,
+        };
         Update {
             inner: Arc::new(UpdateInner {
                 version,
+                bytes,
                 fetched_at,
                 result,
                 fingerprint,
@@ -141,15 +158,20 @@ impl<T: fmt::Debug> fmt::Debug for Update<T> {
     }
 }
 
-/// What one poll produced, as the loop hands it to the cell.
+/// What one poll produced, as the loop hands it to the cell. Each value
+/// comes with the bytes it holds.
 pub(crate) enum Polled<T> {
-    /// A good value and its fingerprint.
-    Value { value: T, fingerprint: u64 },
-    /// A failure; `stale` is the stale copy (and its fingerprint) that a
-    /// layer below answered with instead, if any.
+    /// A good value, its fingerprint and its bytes.
+    Value {
+        value: T,
+        fingerprint: u64,
+        bytes: usize,
+    },
+    /// A failure; `stale` is the stale copy (its fingerprint and bytes)
+    /// that a layer below answered with instead, if any.
     Failed {
         error: SharedError,
-        stale: Option<(T, u64)>,
+        stale: Option<(T, u64, usize)>,
     },
 }
 
@@ -197,9 +219,13 @@ impl<T> Cell<T> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A slot for a new subscriber.
-    pub(crate) fn register(&self) -> usize {
-        self.lock().waiters.insert(None)
+    /// A slot for a new subscriber, and the bytes the slab grew by.
+    pub(crate) fn register(&self) -> (usize, usize) {
+        let mut inner = self.lock();
+        let before = inner.waiters.capacity();
+        let slot = inner.waiters.insert(None);
+        let grown = inner.waiters.capacity() - before;
+        (slot, grown * SLOT_BYTES)
     }
 
     /// Frees a subscriber's slot (dropping its waker outside the lock).
@@ -249,24 +275,26 @@ impl<T> Cell<T> {
         self.lock().latest.as_ref()?.value().cloned()
     }
 
-    pub(crate) fn waiters(&self) -> usize {
-        self.lock().waiters.capacity()
-    }
-
     /// Publishes what a poll produced unless it is the same as the latest
-    /// (the same value, or the same failure); returns the new version, or
-    /// `None` if nothing changed.
-    pub(crate) fn publish(&self, polled: Polled<T>, fetched_at: Instant) -> Option<u64> {
+    /// (the same value, or the same failure); returns the new version and
+    /// by how many bytes what the cell keeps changed, or `None` if nothing
+    /// changed.
+    pub(crate) fn publish(&self, polled: Polled<T>, fetched_at: Instant) -> Option<(u64, isize)> {
         // Formatting the error runs user code: not under the lock.
         let (identity, polled) = match polled {
-            Polled::Value { value, fingerprint } => {
-                (Identity::Value(fingerprint), Ok((value, fingerprint)))
-            }
+            Polled::Value {
+                value,
+                fingerprint,
+                bytes,
+            } => (
+                Identity::Value(fingerprint),
+                Ok((value, fingerprint, bytes)),
+            ),
             Polled::Failed { error, stale } => {
                 let message = stable_hash(error.to_string().as_bytes());
                 let identity = Identity::Failed {
                     message,
-                    stale: stale.as_ref().map(|(_, fp)| *fp),
+                    stale: stale.as_ref().map(|(_, fp, _)| *fp),
                 };
                 (identity, Err((error, message, stale)))
             }
@@ -277,24 +305,26 @@ impl<T> Cell<T> {
         }
         let version = inner.latest.as_ref().map_or(0, Update::version) + 1;
         let update = match polled {
-            Ok((value, fingerprint)) => {
-                Update::new(version, fetched_at, Ok(value), fingerprint, None)
-            }
+            Ok((value, fp, bytes)) => Update::new(version, fetched_at, Ok(value), fp, None, bytes),
             Err((error, message, stale)) => {
                 let good = match stale {
-                    Some((copy, fp)) => Some(Update::new(version, fetched_at, Ok(copy), fp, None)),
+                    Some((copy, fp, bytes)) => {
+                        Some(Update::new(version, fetched_at, Ok(copy), fp, None, bytes))
+                    }
                     None => inner.latest.as_ref().and_then(Update::good).cloned(),
                 };
-                Update::new(version, fetched_at, Err(error), message, good)
+                Update::new(version, fetched_at, Err(error), message, good, 0)
             }
         };
+        let before = kept_bytes(inner.latest.as_ref());
         let old = inner.latest.replace(update);
+        let after = kept_bytes(inner.latest.as_ref());
         inner.identity = Some(identity);
         let wakers = take_wakers(&mut inner);
         drop(inner);
         drop(old);
         wakers.into_iter().for_each(Waker::wake);
-        Some(version)
+        Some((version, after as isize - before as isize))
     }
 
     /// Marks the loop gone and wakes every subscriber, so that none waits
@@ -306,6 +336,18 @@ impl<T> Cell<T> {
         drop(inner);
         wakers.into_iter().for_each(Waker::wake);
     }
+}
+
+/// Bytes the cell keeps for its latest update: that update, and after a
+/// failure the good update it holds.
+fn kept_bytes<T>(latest: Option<&Update<T>>) -> usize {
+    latest.map_or(0, |u| {
+        let good = match u.inner.result {
+            Ok(_) => 0,
+            Err(_) => u.inner.good.as_ref().map_or(0, |g| g.inner.bytes),
+        };
+        u.inner.bytes + good
+    })
 }
 
 fn take_wakers<T>(inner: &mut Inner<T>) -> Vec<Waker> {
@@ -324,29 +366,44 @@ mod tests {
         Polled::Value {
             value: v,
             fingerprint: u64::from(v),
+            bytes: 1000,
         }
     }
 
     fn failed(message: &'static str, stale: Option<u32>) -> Polled<u32> {
         Polled::Failed {
             error: SharedError::new(message),
-            stale: stale.map(|v| (v, u64::from(v))),
+            stale: stale.map(|v| (v, u64::from(v), 2000)),
+        }
+    }
+
+    /// Publishes, keeping a running total of what the cell keeps.
+    struct Kept<'a> {
+        cell: &'a Cell<u32>,
+        bytes: isize,
+    }
+
+    impl Kept<'_> {
+        fn publish(&mut self, polled: Polled<u32>) -> Option<u64> {
+            let (version, delta) = self.cell.publish(polled, Instant::now())?;
+            self.bytes += delta;
+            Some(version)
         }
     }
 
     #[test]
     fn a_failure_keeps_the_last_good_update_and_the_same_failure_again_is_no_news() {
         let cell = Cell::new();
-        let at = Instant::now();
-        assert_eq!(cell.publish(value(1), at), Some(1));
-        assert_eq!(cell.publish(value(1), at), None, "unchanged");
-        assert_eq!(cell.publish(failed("down", None), at), Some(2));
-        assert_eq!(
-            cell.publish(failed("down", None), at),
-            None,
-            "the same failure"
-        );
-        assert_eq!(cell.publish(failed("gone", None), at), Some(3));
+        let mut kept = Kept {
+            cell: &cell,
+            bytes: 0,
+        };
+        assert_eq!(kept.publish(value(1)), Some(1));
+        assert_eq!(kept.publish(value(1)), None, "unchanged");
+        assert_eq!(kept.publish(failed("down", None)), Some(2));
+        assert_eq!(kept.publish(failed("down", None)), None, "the same failure");
+        assert_eq!(kept.publish(failed("gone", None)), Some(3));
+        assert_eq!(kept.bytes as usize, kept_bytes(cell.current().as_ref()));
 
         let latest = cell.current().unwrap();
         assert_eq!(latest.fingerprint(), stable_hash(b"gone"));
@@ -359,7 +416,8 @@ mod tests {
 
         // Recovery with the same content is news (the key is good again),
         // with the same fingerprint.
-        assert_eq!(cell.publish(value(1), at), Some(4));
+        assert_eq!(kept.publish(value(1)), Some(4));
+        assert_eq!(kept.bytes as usize, kept_bytes(cell.current().as_ref()));
         let recovered = cell.current().unwrap();
         assert_eq!(recovered.fingerprint(), 1);
         assert!(recovered.good().unwrap().value().is_some());
@@ -368,18 +426,24 @@ mod tests {
     #[test]
     fn a_stale_copy_is_the_good_value_of_its_failure_and_a_new_copy_is_news() {
         let cell = Cell::new();
-        let at = Instant::now();
-        assert_eq!(cell.publish(failed("stale", Some(7)), at), Some(1));
+        let mut kept = Kept {
+            cell: &cell,
+            bytes: 0,
+        };
+        assert_eq!(kept.publish(failed("stale", Some(7))), Some(1));
         let update = cell.current().unwrap();
         assert!(update.error().is_some());
         assert_eq!(update.good().unwrap().fingerprint(), 7);
         assert_eq!(update.last_good(), Some(&7));
 
-        assert_eq!(cell.publish(failed("stale", Some(7)), at), None);
-        assert_eq!(cell.publish(failed("stale", Some(8)), at), Some(2));
+        assert_eq!(kept.publish(failed("stale", Some(7))), None);
+        assert_eq!(kept.publish(failed("stale", Some(8))), Some(2));
         // A failure without a copy keeps the copy before it as good.
-        assert_eq!(cell.publish(failed("down", None), at), Some(3));
+        assert_eq!(kept.publish(failed("down", None)), Some(3));
         assert_eq!(cell.current().unwrap().last_good(), Some(&8));
+        let copy = cell.current().unwrap().good().unwrap().inner.bytes;
+        assert!(copy > 2000, "the copy's bytes are kept: {copy}");
+        assert_eq!(kept.bytes as usize, kept_bytes(cell.current().as_ref()));
     }
 }
 
@@ -412,6 +476,7 @@ mod loom {
                 let polled = Polled::Value {
                     value: v,
                     fingerprint: u64::from(v),
+                    bytes: 0,
                 };
                 cell.publish(polled, at);
             }
@@ -423,7 +488,7 @@ mod loom {
         let at = Instant::now();
         ::loom::model(move || {
             let cell = Arc::new(Cell::<u32>::new());
-            let slot = cell.register();
+            let (slot, _) = cell.register();
             let publishing = ::loom::thread::spawn(publisher(&cell, &[7], at));
             let wakes = Arc::new(Wakes::default());
             let waker = Waker::from(wakes.clone());
@@ -452,7 +517,7 @@ mod loom {
         let at = Instant::now();
         ::loom::model(move || {
             let cell = Arc::new(Cell::<u32>::new());
-            let slot = cell.register();
+            let (slot, _) = cell.register();
             let publishing = ::loom::thread::spawn(publisher(&cell, &[1, 2], at));
             let waker = Waker::from(Arc::new(Wakes::default()));
             let mut cx = Context::from_waker(&waker);
@@ -477,7 +542,7 @@ mod loom {
         let at = Instant::now();
         ::loom::model(move || {
             let cell = Arc::new(Cell::<u32>::new());
-            let slot = cell.register();
+            let (slot, _) = cell.register();
             let waker = Waker::from(Arc::new(Wakes::default()));
             let mut seen = 0;
             assert!(cell

@@ -2,6 +2,7 @@
 
 use std::{
     hash::{BuildHasher, Hash},
+    mem,
     sync::OnceLock,
 };
 
@@ -9,7 +10,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response};
 
 use super::error::UpstreamStatus;
 use crate::{
-    http::{HttpKey, ServedStale, SharedBody},
+    http::{request_bytes, HttpKey, ServedStale, SharedBody},
     stable_hash::StableHasher,
 };
 
@@ -210,6 +211,15 @@ impl Fingerprint<Response<SharedBody>> for HttpFingerprint {
 pub trait Canonical<Req> {
     /// The request to send upstream for the key of `req`.
     fn canonical(&self, req: &Req) -> Req;
+
+    /// The bytes a canonical request holds, its inline size included: the
+    /// loop keeps one for as long as its key is polled, and the registry's
+    /// memory figure counts it. Default: the inline size only.
+    /// [`HttpKey`] counts the URI, the headers and the extensions.
+    fn held_bytes(&self, req: &Req) -> usize {
+        let _ = req;
+        mem::size_of::<Req>()
+    }
 }
 
 impl<Req, F> Canonical<Req> for F
@@ -235,5 +245,9 @@ impl<Req: Clone> Canonical<Req> for CloneRequest {
 impl<B: Default> Canonical<Request<B>> for HttpKey {
     fn canonical(&self, req: &Request<B>) -> Request<B> {
         self.canonical_request(req)
+    }
+
+    fn held_bytes(&self, req: &Request<B>) -> usize {
+        request_bytes(req)
     }
 }

@@ -1,48 +1,64 @@
 //! Errors of the registry.
 
-use std::{error::Error, fmt};
+use std::{error::Error, fmt, time::Duration};
 
-/// `subscribe` refused a subscriber: one of the registry's limits is reached.
+pub use crate::event::Limit;
+
+/// `subscribe` refused a subscriber: one of the registry's limits or
+/// budgets is reached, or its key is too long.
 ///
-/// Nothing was started and nothing is held; the caller may retry later or
-/// fall back to one-shot calls.
+/// Nothing was started and nothing is held; the caller may retry after
+/// [`retry_after`](Self::retry_after) or fall back to one-shot calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooManySubscribers {
     reason: Limit,
-}
-
-/// Which limit refused a subscriber.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Limit {
-    /// The registry already polls its maximum number of keys
-    /// ([`with_max_keys`](super::RegistryLayer::with_max_keys)).
-    Keys,
-    /// The key already has its maximum number of subscribers
-    /// ([`with_max_subscribers_per_key`](super::RegistryLayer::with_max_subscribers_per_key)).
-    SubscribersPerKey,
-    /// The registry already has its maximum number of subscribers in total
-    /// ([`with_max_subscribers`](super::RegistryLayer::with_max_subscribers)).
-    Subscribers,
+    retry_after: Option<Duration>,
 }
 
 impl TooManySubscribers {
-    pub(crate) fn new(reason: Limit) -> Self {
-        TooManySubscribers { reason }
+    pub(crate) fn new(reason: Limit, retry_after: Option<Duration>) -> Self {
+        TooManySubscribers {
+            reason,
+            retry_after,
+        }
     }
 
     /// Which limit was reached.
     pub fn reason(&self) -> Limit {
         self.reason
     }
+
+    /// How long until a retry may succeed: until keys leave (their class's
+    /// linger, at least 1 s) for the key and memory budgets, 5 s for a
+    /// caller's or an address's streams (they end when tabs close), 1 s for
+    /// the registry's own subscriber limits. `None` for
+    /// [`Limit::KeyTooLong`]: the same request never fits.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// Whether one caller (or one client address) used up its own share,
+    /// rather than the registry its capacity: see
+    /// [`Limit::is_per_caller`].
+    pub fn is_per_caller(&self) -> bool {
+        self.reason.is_per_caller()
+    }
 }
 
 impl fmt::Display for TooManySubscribers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match self.reason {
-            Limit::Keys => "too many keys",
+            Limit::Keys => "too many keys in this class",
+            Limit::KeysPerCaller => "this caller holds too many keys in this class",
+            Limit::KeysPerAddress => "this client address holds too many keys in this class",
             Limit::SubscribersPerKey => "too many subscribers for this key",
+            Limit::SubscribersPerCaller => "this caller has too many subscriptions in this class",
+            Limit::SubscribersPerAddress => {
+                "this client address has too many subscriptions in this class"
+            }
             Limit::Subscribers => "too many subscribers",
+            Limit::Memory => "the registry is over its memory budget",
+            Limit::KeyTooLong => "the request's key is too long",
         };
         write!(f, "subscription refused: {what}")
     }

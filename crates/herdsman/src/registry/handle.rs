@@ -67,10 +67,18 @@ impl RegistryHandle {
 }
 
 impl MemorySource for RegistryHandle {
-    /// The registry's map, each key's loop state and waker slots, the value
-    /// each loop holds (its latest, or after a failure its last good one,
-    /// as the share policy's [`held_bytes`](crate::share::Share::held_bytes)
-    /// weighs it: headers and body for HTTP), and each subscriber's handle.
+    /// Every byte the registry holds for its keys: its tables (keys,
+    /// budgets), each key's loop state, key, request template (for HTTP its
+    /// URI and headers: a 60 KB query is 60 KB here) and task, its waker
+    /// slots, the values each loop keeps (its latest, and after a failure
+    /// its last good one, as the share policy's
+    /// [`held_bytes`](crate::share::Share::held_bytes) weighs them: headers
+    /// and body for HTTP), and each subscriber's handle.
+    ///
+    /// Kept up to date as keys come, change and go, so reading it is one
+    /// atomic load; it is what the memory budget
+    /// ([`RegistryLayer::with_max_memory`](super::RegistryLayer::with_max_memory))
+    /// is checked against.
     fn memory_bytes(&self) -> u64 {
         self.core.memory_bytes()
     }

@@ -19,6 +19,12 @@ use crate::{
 /// then between half and one and a half times its interval.
 pub const MAX_JITTER: f64 = 0.5;
 
+/// The registry's default memory budget
+/// ([`RegistryLayer::with_max_memory`]): 24 MiB. With the Cache's default
+/// 64 MiB store it keeps coordination under the 100 MB memory alert, with
+/// about 7 MB left for Dedup, Limit and the stats.
+pub const DEFAULT_MAX_MEMORY: u64 = 24 * 1024 * 1024;
+
 /// The settings of one endpoint class's poll loops
 /// ([`RegistryLayer::with_class`]).
 ///
@@ -38,6 +44,19 @@ pub struct ClassSettings {
     pub linger: Duration,
     /// Subscribers of one key, at most.
     pub max_subscribers_per_key: usize,
+    /// Keys of the class, at most (lingering ones included).
+    pub max_keys: usize,
+    /// Keys of the class one caller holds, at most: those it created, until
+    /// they leave (after their linger).
+    pub max_keys_per_caller: usize,
+    /// Keys of the class one client address holds, at most, as
+    /// `max_keys_per_caller`.
+    pub max_keys_per_address: usize,
+    /// Subscriptions to keys of the class one caller has open, at most.
+    pub max_subscribers_per_caller: usize,
+    /// Subscriptions to keys of the class one client address has open, at
+    /// most.
+    pub max_subscribers_per_address: usize,
 }
 
 impl Default for ClassSettings {
@@ -47,6 +66,11 @@ impl Default for ClassSettings {
             jitter: 0.1,
             linger: Duration::ZERO,
             max_subscribers_per_key: 1_000_000,
+            max_keys: 100_000,
+            max_keys_per_caller: 64,
+            max_keys_per_address: 512,
+            max_subscribers_per_caller: 8,
+            max_subscribers_per_address: 256,
         }
     }
 }
@@ -68,12 +92,20 @@ fn check_jitter(fraction: f64) -> f64 {
 /// share one registry: subscribers to the same key through any of them share
 /// one loop. Every `with_*` setting starts a fresh registry, so set them
 /// before handing the layer out. See the [module docs](crate::registry).
-pub struct RegistryLayer<K, C = AllDefault, P = CloneShare, F = HashFingerprint, Q = CloneRequest> {
+pub struct RegistryLayer<
+    K,
+    C = AllDefault,
+    P = CloneShare,
+    F = HashFingerprint,
+    Q = CloneRequest,
+    W = (),
+> {
     pub(super) key: K,
     pub(super) classify: C,
     pub(super) share: P,
     pub(super) fingerprint: F,
     pub(super) canonical: Q,
+    pub(super) callers: W,
     config: Config,
     observers: Observers,
     core: Arc<Core>,
@@ -91,6 +123,7 @@ impl<K> RegistryLayer<K> {
             share: CloneShare,
             fingerprint: HashFingerprint,
             canonical: CloneRequest,
+            callers: (),
             core: Arc::new(Core::new(config.clone(), Observers::none())),
             config,
             observers: Observers::none(),
@@ -112,7 +145,7 @@ impl RegistryLayer<HttpKey, AllDefault, HttpShare, HttpFingerprint, HttpKey> {
     }
 }
 
-impl<K, C, P, F, Q> RegistryLayer<K, C, P, F, Q> {
+impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
     fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
         f(&mut self.config);
         self.core = Arc::new(Core::new(self.config.clone(), self.observers.clone()));
@@ -155,9 +188,61 @@ impl<K, C, P, F, Q> RegistryLayer<K, C, P, F, Q> {
         self.configure(|c| c.default.linger = linger)
     }
 
-    /// At most `max` keys polled at once. Default 100,000.
+    /// At most `max` keys of one class polled at once (lingering ones
+    /// included), in classes without settings of their own, so that a
+    /// flood of keys in one class never refuses another class's. Default
+    /// 100,000; [`with_max_memory`](Self::with_max_memory) bounds all
+    /// classes together.
     pub fn with_max_keys(self, max: usize) -> Self {
-        self.configure(|c| c.max_keys = max)
+        self.configure(|c| c.default.max_keys = max)
+    }
+
+    /// At most `max` keys of one class held by one caller (the keys it
+    /// created, until they leave after their linger), in classes without
+    /// settings of their own. Default 64. Callers are told apart by
+    /// [`with_callers`](Self::with_callers).
+    pub fn with_max_keys_per_caller(self, max: usize) -> Self {
+        self.configure(|c| c.default.max_keys_per_caller = max)
+    }
+
+    /// At most `max` keys of one class held by one client address, as
+    /// [`with_max_keys_per_caller`](Self::with_max_keys_per_caller). Default
+    /// 512: many users can share one address (NAT).
+    pub fn with_max_keys_per_address(self, max: usize) -> Self {
+        self.configure(|c| c.default.max_keys_per_address = max)
+    }
+
+    /// At most `max` open subscriptions to keys of one class per caller, in
+    /// classes without settings of their own. Default 8.
+    pub fn with_max_subscribers_per_caller(self, max: usize) -> Self {
+        self.configure(|c| c.default.max_subscribers_per_caller = max)
+    }
+
+    /// At most `max` open subscriptions to keys of one class per client
+    /// address, whatever identities they present. Default 256.
+    pub fn with_max_subscribers_per_address(self, max: usize) -> Self {
+        self.configure(|c| c.default.max_subscribers_per_address = max)
+    }
+
+    /// Subscriptions whose key is longer than `max` bytes are refused
+    /// ([`Limit::KeyTooLong`](super::Limit::KeyTooLong)), and one-shot
+    /// calls with one pass through uncoordinated. Such a key is never
+    /// given a loop of its own: that would be one upstream call per
+    /// subscriber per interval. Default
+    /// [`DEFAULT_MAX_KEY_LEN`](crate::key::DEFAULT_MAX_KEY_LEN) (8 KiB), as
+    /// Dedup and Cache.
+    pub fn with_max_key_len(self, max: usize) -> Self {
+        self.configure(|c| c.max_key_len = max)
+    }
+
+    /// While the registry's memory figure (its
+    /// [`MemorySource`](crate::event::MemorySource)) is over `bytes`, a
+    /// subscription that would start a new loop is refused
+    /// ([`Limit::Memory`](super::Limit::Memory)); subscribers of the keys
+    /// already polled still join them, and their loops go on. Default
+    /// [`DEFAULT_MAX_MEMORY`] (24 MiB).
+    pub fn with_max_memory(self, bytes: u64) -> Self {
+        self.configure(|c| c.max_memory = bytes)
     }
 
     /// At most `max` subscribers of one key, in classes without settings of
@@ -166,11 +251,12 @@ impl<K, C, P, F, Q> RegistryLayer<K, C, P, F, Q> {
         self.configure(|c| c.default.max_subscribers_per_key = max)
     }
 
-    /// Settings for the loops of one endpoint class (see
+    /// Settings for the loops and budgets of one endpoint class (see
     /// [`with_classifier`](Self::with_classifier)), instead of the
-    /// registry's `with_interval`, `with_jitter`, `with_linger` and
-    /// `with_max_subscribers_per_key`. The floor, the backoff and the other
-    /// limits are the registry's.
+    /// registry's `with_interval`, `with_jitter`, `with_linger` and the
+    /// `with_max_*` settings of [`ClassSettings`]. The floor, the backoff,
+    /// the key length, the memory budget and the subscribers in total are
+    /// the registry's.
     ///
     /// ```
     /// use herdsman::{class::Class, key::Key, registry::{ClassSettings, RegistryLayer}};
@@ -222,13 +308,14 @@ impl<K, C, P, F, Q> RegistryLayer<K, C, P, F, Q> {
 
     /// Names each key's endpoint class (from its first subscriber's request)
     /// for introspection and events.
-    pub fn with_classifier<C2>(self, classify: C2) -> RegistryLayer<K, C2, P, F, Q> {
+    pub fn with_classifier<C2>(self, classify: C2) -> RegistryLayer<K, C2, P, F, Q, W> {
         RegistryLayer {
             key: self.key,
             classify,
             share: self.share,
             fingerprint: self.fingerprint,
             canonical: self.canonical,
+            callers: self.callers,
             config: self.config,
             observers: self.observers,
             core: self.core,
@@ -236,13 +323,14 @@ impl<K, C, P, F, Q> RegistryLayer<K, C, P, F, Q> {
     }
 
     /// Uses `share` to hold one polled response for many subscribers.
-    pub fn with_share<P2>(self, share: P2) -> RegistryLayer<K, C, P2, F, Q> {
+    pub fn with_share<P2>(self, share: P2) -> RegistryLayer<K, C, P2, F, Q, W> {
         RegistryLayer {
             key: self.key,
             classify: self.classify,
             share,
             fingerprint: self.fingerprint,
             canonical: self.canonical,
+            callers: self.callers,
             config: self.config,
             observers: self.observers,
             core: self.core,
@@ -250,13 +338,14 @@ impl<K, C, P, F, Q> RegistryLayer<K, C, P, F, Q> {
     }
 
     /// Tells changes with `fingerprint`.
-    pub fn with_fingerprint<F2>(self, fingerprint: F2) -> RegistryLayer<K, C, P, F2, Q> {
+    pub fn with_fingerprint<F2>(self, fingerprint: F2) -> RegistryLayer<K, C, P, F2, Q, W> {
         RegistryLayer {
             key: self.key,
             classify: self.classify,
             share: self.share,
             fingerprint,
             canonical: self.canonical,
+            callers: self.callers,
             config: self.config,
             observers: self.observers,
             core: self.core,
@@ -264,13 +353,53 @@ impl<K, C, P, F, Q> RegistryLayer<K, C, P, F, Q> {
     }
 
     /// Builds each loop's upstream request with `canonical`.
-    pub fn with_canonical<Q2>(self, canonical: Q2) -> RegistryLayer<K, C, P, F, Q2> {
+    pub fn with_canonical<Q2>(self, canonical: Q2) -> RegistryLayer<K, C, P, F, Q2, W> {
         RegistryLayer {
             key: self.key,
             classify: self.classify,
             share: self.share,
             fingerprint: self.fingerprint,
             canonical,
+            callers: self.callers,
+            config: self.config,
+            observers: self.observers,
+            core: self.core,
+        }
+    }
+
+    /// Tells callers apart for the budgets per caller and per client
+    /// address: `identity` keys a request's caller (a user id, its
+    /// credentials), `address` its client address
+    /// ([`ClientAddress`](crate::http::ClientAddress)). See
+    /// [`Callers`](super::Callers).
+    ///
+    /// A key is charged to the caller and the address of the subscriber
+    /// that created it, until it leaves; a subscription to the caller and
+    /// the address that opened it, until it is dropped.
+    ///
+    /// ```
+    /// use herdsman::{http::{ClientAddress, HttpKey}, key::Key, registry::RegistryLayer};
+    /// use http::Request;
+    ///
+    /// let user = |req: &Request<()>| req.headers().get("x-user").map(|v| Key::new(v.as_bytes()));
+    /// let layer = RegistryLayer::http(HttpKey::new())
+    ///     .with_callers(user, ClientAddress::default())
+    ///     .with_max_subscribers_per_caller(4)
+    ///     .with_max_subscribers_per_address(64);
+    /// # let _ = layer;
+    /// ```
+    pub fn with_callers<I, A>(
+        self,
+        identity: I,
+        address: A,
+    ) -> RegistryLayer<K, C, P, F, Q, (I, A)> {
+        RegistryLayer {
+            key: self.key,
+            classify: self.classify,
+            share: self.share,
+            fingerprint: self.fingerprint,
+            canonical: self.canonical,
+            callers: (identity, address),
             config: self.config,
             observers: self.observers,
             core: self.core,
@@ -285,10 +414,10 @@ impl<K, C, P, F, Q> RegistryLayer<K, C, P, F, Q> {
     }
 }
 
-impl<S, K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone> Layer<S>
-    for RegistryLayer<K, C, P, F, Q>
+impl<S, K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone, W: Clone> Layer<S>
+    for RegistryLayer<K, C, P, F, Q, W>
 {
-    type Service = Registry<S, K, C, P, F, Q>;
+    type Service = Registry<S, K, C, P, F, Q, W>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Registry {
@@ -298,12 +427,15 @@ impl<S, K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone> Layer<S>
             share: self.share.clone(),
             fingerprint: self.fingerprint.clone(),
             canonical: self.canonical.clone(),
+            callers: self.callers.clone(),
             core: self.core.clone(),
         }
     }
 }
 
-impl<K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone> Clone for RegistryLayer<K, C, P, F, Q> {
+impl<K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone, W: Clone> Clone
+    for RegistryLayer<K, C, P, F, Q, W>
+{
     fn clone(&self) -> Self {
         RegistryLayer {
             key: self.key.clone(),
@@ -311,6 +443,7 @@ impl<K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone> Clone for RegistryLayer<K
             share: self.share.clone(),
             fingerprint: self.fingerprint.clone(),
             canonical: self.canonical.clone(),
+            callers: self.callers.clone(),
             config: self.config.clone(),
             observers: self.observers.clone(),
             core: self.core.clone(),
@@ -318,7 +451,7 @@ impl<K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone> Clone for RegistryLayer<K
     }
 }
 
-impl<K, C, P, F, Q> fmt::Debug for RegistryLayer<K, C, P, F, Q> {
+impl<K, C, P, F, Q, W> fmt::Debug for RegistryLayer<K, C, P, F, Q, W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RegistryLayer")
             .field("config", &self.config)

@@ -66,11 +66,47 @@
 //!   subscriber and stops when the last leaves, after its class's linger
 //!   ([`RegistryLayer::with_linger`]); a fetch in flight is dropped. When
 //!   every subscriber is gone the registry holds no key and no task.
-//! - **Limits.** Keys, subscribers per key and subscribers in total are
-//!   bounded; beyond them `subscribe` fails with [`TooManySubscribers`].
+//! - **Limits and budgets.** A coordination layer sits in front of
+//!   everything, so no one client may exhaust it. Beyond any of these,
+//!   `subscribe` fails with [`TooManySubscribers`], whose
+//!   [`reason`](TooManySubscribers::reason) names the [`Limit`], holding
+//!   nothing; the refusal is counted ([`RegistryStats::refused`]) and
+//!   reported to the observer by class and reason
+//!   ([`Rejection::Subscription`](crate::event::Rejection::Subscription)):
+//!   - **per class** ([`ClassSettings`]): its keys
+//!     ([`with_max_keys`](RegistryLayer::with_max_keys)), so a flood of keys
+//!     in one class never refuses another class's; the subscribers of one
+//!     key;
+//!   - **per caller and per client address, within a class**
+//!     ([`with_callers`](RegistryLayer::with_callers)): the keys each holds
+//!     (those its subscribers created, until they leave, linger included)
+//!     and the subscriptions each has open. A request with an identity
+//!     counts for both, so new credentials on every request do not escape
+//!     the address's budget; an anonymous one for its address;
+//!   - **for the whole registry**: its subscribers, and its memory
+//!     ([`with_max_memory`](RegistryLayer::with_max_memory)): over the
+//!     budget no new key is polled, while the keys polled go on updating
+//!     and take new subscribers;
+//!   - **the key's length** ([`with_max_key_len`](RegistryLayer::with_max_key_len),
+//!     the same for every layer): a subscription with a longer key is
+//!     refused. It never gets a loop of its own, which would be one
+//!     upstream call per subscriber per interval; a one-shot call with one
+//!     passes through.
+//!
+//!   The budgets' counts live under the map's lock, with an entry only
+//!   while a holder holds something: they drain to empty
+//!   ([`RegistryStats::budget_holders`]).
+//! - **Memory.** [`RegistryHandle`]'s figure counts every byte a key holds:
+//!   the key, the request template (for HTTP its URI and headers, copied so
+//!   that the caller's request head is not kept alive), the loop's task and
+//!   state, the waker slots, the latest and the last good value, and each
+//!   subscriber; the tables, which give their memory back as keys leave. It
+//!   is kept as keys come, change and go, so reading it (on every new key,
+//!   for the budget) is one atomic load.
 //! - **One-shot calls.** `Registry` is a tower `Service`: a request whose
 //!   key has a live loop with a fresh successful value is answered from it;
 //!   any other goes to the inner service (put Dedup below to coalesce those).
+//!   One-shot calls never add keys.
 //! - **Introspection.** [`Registry::hooks`] lists each key with its class,
 //!   subscribers, interval, start, last fetch, fetches and errors;
 //!   [`Registry::stats`] counts; [`RegistryHandle`] is a
@@ -130,18 +166,27 @@
 //!   holding the value (not polling) that long.
 //! - Each subscriber costs its handle and one waker slot (well under 256
 //!   bytes); a change wakes every subscriber of the key once, outside any
-//!   lock.
+//!   lock. Each key costs about twice its length (the key and the request
+//!   template), its value, and 3 to 5 KB of loop state and task: with
+//!   8 KiB keys and small values, the 24 MiB default budget holds about
+//!   1,200 keys; with short keys, several thousand.
+//! - The budget is checked before a new key is added, with the key's own
+//!   size estimated; its task and its first value are counted after, so
+//!   the figure can pass the budget by about one key.
 //! - Values are compared by a 64-bit fingerprint: a collision would hide
 //!   one change until the next (about 2⁻⁶⁴ per poll).
 //! - A subscription computes its canonical request once (for HTTP: a new
 //!   request with the key's headers), also when it joins an existing loop.
 
+mod budget;
+mod callers;
 mod cell;
 mod change;
 mod error;
 mod future;
 mod handle;
 mod layer;
+mod memory;
 mod poll;
 mod service;
 mod state;
@@ -152,12 +197,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub use self::{
+    callers::Callers,
     cell::Update,
     change::{Canonical, CloneRequest, Fingerprint, HashFingerprint, HttpFingerprint},
     error::{Limit, PollPanicked, StaleAnswer, TooManySubscribers, Unshareable, UpstreamStatus},
     future::ResponseFuture,
     handle::RegistryHandle,
-    layer::{ClassSettings, RegistryLayer, MAX_JITTER},
+    layer::{ClassSettings, RegistryLayer, DEFAULT_MAX_MEMORY, MAX_JITTER},
     service::Registry,
     subscription::{SubscribeOptions, Subscription},
 };
@@ -206,6 +252,11 @@ pub struct RegistryStats {
     pub errors: u64,
     /// Updates sent (polls whose result changed).
     pub updates: u64,
-    /// Subscriptions refused by a limit.
+    /// Subscriptions refused by a limit or a budget (each also reported to
+    /// the observer, by reason).
     pub refused: u64,
+    /// Classes, callers and client addresses holding keys or subscriptions
+    /// now: the entries of the budgets' counts, which drain to zero when
+    /// every subscriber has left and every key has gone.
+    pub budget_holders: u64,
 }

@@ -12,6 +12,7 @@
 use std::{
     future::{poll_fn, Future},
     hash::BuildHasher,
+    mem,
     panic::{catch_unwind, AssertUnwindSafe},
     pin::pin,
     sync::{
@@ -29,6 +30,7 @@ use super::{
     cell::Polled,
     change::{Canonical, Fingerprint},
     error::{PollPanicked, StaleAnswer, Unshareable},
+    memory::TASK_BYTES,
     state::{Config, Core, Hook, Meta},
 };
 use crate::{
@@ -75,10 +77,14 @@ where
     F: Fingerprint<P::Shared> + Send + 'static,
     Q: Canonical<Req> + Send + 'static,
 {
-    /// Spawns the loop on the current runtime.
+    /// Spawns the loop on the current runtime; its task is charged to its
+    /// key's account.
     pub(crate) fn spawn(self) {
         self.core.task_started();
-        tokio::spawn(self.run());
+        let hook = self.hook.clone();
+        let task = self.run();
+        hook.account.charge(mem::size_of_val(&task) + TASK_BYTES);
+        tokio::spawn(task);
     }
 
     async fn run(mut self) {
@@ -159,6 +165,7 @@ where
     /// a failure (an error, a value the fingerprint calls a failure, an
     /// unshareable response, or a stale copy standing in for the upstream).
     fn settle(&self, outcome: Result<S::Response, SharedError>) -> Polled<P::Shared> {
+        let weigh = |value: &P::Shared| self.share.held_bytes(value);
         let value = match outcome.map(|r| self.share.share(r)) {
             Ok(Ok(value)) => value,
             Ok(Err(_unshareable)) => {
@@ -175,10 +182,16 @@ where
         let fingerprint = fp.fingerprint(&value);
         if fp.stale(&value) {
             let error = SharedError::new(StaleAnswer::new());
-            let stale = Some((value, fingerprint));
+            let bytes = weigh(&value);
+            let stale = Some((value, fingerprint, bytes));
             return Polled::Failed { error, stale };
         }
-        Polled::Value { value, fingerprint }
+        let bytes = weigh(&value);
+        Polled::Value {
+            value,
+            fingerprint,
+            bytes,
+        }
     }
 
     /// Publishes what the poll produced if it changed.
@@ -186,8 +199,11 @@ where
         let failed = polled.failed();
         let meta = &self.hook.meta;
         meta.fetched(at, failed);
-        let changed = self.hook.cell.publish(polled, at).is_some();
-        self.core.polled(meta, failed, changed);
+        let published = self.hook.cell.publish(polled, at);
+        if let Some((_, delta)) = published {
+            self.hook.account.adjust(delta);
+        }
+        self.core.polled(meta, failed, published.is_some());
     }
 }
 

@@ -8,12 +8,14 @@ use tokio::{sync::broadcast, task::JoinHandle, time::Instant};
 use tower_service::Service;
 
 use super::{
+    budget::Who,
+    callers::Callers,
     change::{Canonical, CloneRequest, Fingerprint, HashFingerprint},
     error::TooManySubscribers,
     future::ResponseFuture,
     handle::RegistryHandle,
     poll::Loop,
-    state::{Core, Joined},
+    state::{Core, Joining},
     HookInfo, RegistryLayer, RegistryStats, SubscribeOptions, Subscription,
 };
 use crate::{
@@ -28,13 +30,22 @@ use crate::{
 /// `Service`, one-shot calls answered from a live loop's fresh value.
 ///
 /// Clones share one registry. See the [module docs](crate::registry).
-pub struct Registry<S, K, C = AllDefault, P = CloneShare, F = HashFingerprint, Q = CloneRequest> {
+pub struct Registry<
+    S,
+    K,
+    C = AllDefault,
+    P = CloneShare,
+    F = HashFingerprint,
+    Q = CloneRequest,
+    W = (),
+> {
     pub(super) inner: S,
     pub(super) key: K,
     pub(super) classify: C,
     pub(super) share: P,
     pub(super) fingerprint: F,
     pub(super) canonical: Q,
+    pub(super) callers: W,
     pub(super) core: Arc<Core>,
 }
 
@@ -45,7 +56,7 @@ impl<S, K> Registry<S, K> {
     }
 }
 
-impl<S, K, C, P, F, Q> Registry<S, K, C, P, F, Q> {
+impl<S, K, C, P, F, Q, W> Registry<S, K, C, P, F, Q, W> {
     /// Subscribes to the key of `req` at the interval of its class;
     /// see [`subscribe_with`](Registry::subscribe_with).
     pub fn subscribe<Req>(&self, req: Req) -> Result<Subscription<P::Shared>, TooManySubscribers>
@@ -60,6 +71,7 @@ impl<S, K, C, P, F, Q> Registry<S, K, C, P, F, Q> {
         P: Share<S::Response> + Clone + Send + Sync + 'static,
         F: Fingerprint<P::Shared> + Clone + Send + 'static,
         Q: Canonical<Req> + Clone + Send + 'static,
+        W: Callers<Req>,
     {
         self.subscribe_with(req, SubscribeOptions::new())
     }
@@ -75,7 +87,10 @@ impl<S, K, C, P, F, Q> Registry<S, K, C, P, F, Q> {
     /// for triggers a poll; one arriving while the first poll is in flight
     /// gets its result. A request without a key gets a loop of its own.
     ///
-    /// Fails, holding nothing, when a limit is reached.
+    /// Fails, holding nothing, when a limit or a budget is reached (a new
+    /// key must fit the budgets of its class, of its caller and of its
+    /// client address, and the memory budget), or when the key is longer
+    /// than the registry accepts: such a key gets no loop at all.
     pub fn subscribe_with<Req>(
         &self,
         req: Req,
@@ -92,46 +107,50 @@ impl<S, K, C, P, F, Q> Registry<S, K, C, P, F, Q> {
         P: Share<S::Response> + Clone + Send + Sync + 'static,
         F: Fingerprint<P::Shared> + Clone + Send + 'static,
         Q: Canonical<Req> + Clone + Send + 'static,
+        W: Callers<Req>,
     {
+        // The caller and its address are read from the request as sent:
+        // the canonical form keeps neither.
+        let who = Who::new(self.callers.caller(&req), self.callers.address(&req));
         // Keyed by what the loop will send: nothing the canonical request
         // leaves out (a caller's validators, its transport headers) can
         // split the key.
         let canonical = self.canonical.canonical(&req);
-        let key = self.key.key(&canonical);
-        let (joined, asked) = self.core.join::<P::Shared>(
-            key,
-            options.interval(),
-            || self.classify.classify(&req),
-            || {
-                let share = self.share.clone();
-                Arc::new(move |value| Share::<S::Response>::held_bytes(&share, value))
-            },
-        )?;
-        match joined {
-            Joined::Existing(hook) => {
-                let meta = &hook.meta;
-                if meta.last_fetch().is_some() && !meta.fresh(Instant::now(), asked) {
-                    meta.request_refresh();
-                }
-                Ok(Subscription::new(self.core.clone(), hook, asked))
+        let template = self.canonical.held_bytes(&canonical);
+        let joining = Joining {
+            key: self.key.key(&canonical),
+            asked: options.interval(),
+            who,
+            template,
+        };
+        let joined = self
+            .core
+            .join::<P::Shared>(joining, || self.classify.classify(&req))?;
+        let (hook, asked) = (joined.hook, joined.interval);
+        if !joined.started {
+            let meta = &hook.meta;
+            if meta.last_fetch().is_some() && !meta.fresh(Instant::now(), asked) {
+                meta.request_refresh();
             }
-            Joined::Started(hook) => {
-                // Made first: if spawning panics (no runtime), dropping it
-                // undoes the join.
-                let subscription = Subscription::new(self.core.clone(), hook.clone(), asked);
-                Loop {
-                    core: self.core.clone(),
-                    hook,
-                    svc: self.inner.clone(),
-                    template: canonical,
-                    share: self.share.clone(),
-                    fingerprint: self.fingerprint.clone(),
-                    canonical: self.canonical.clone(),
-                }
-                .spawn();
-                Ok(subscription)
-            }
+            return Ok(Subscription::new(self.core.clone(), hook, asked, who));
         }
+        // Made first: if spawning panics (no runtime), dropping it undoes
+        // the join.
+        let subscription = Subscription::new(self.core.clone(), hook.clone(), asked, who);
+        // The template's inline part is counted with the loop's task.
+        hook.account
+            .charge(template.saturating_sub(std::mem::size_of::<Req>()));
+        Loop {
+            core: self.core.clone(),
+            hook,
+            svc: self.inner.clone(),
+            template: canonical,
+            share: self.share.clone(),
+            fingerprint: self.fingerprint.clone(),
+            canonical: self.canonical.clone(),
+        }
+        .spawn();
+        Ok(subscription)
     }
 
     /// See [`RegistryHandle::refresh`].
@@ -183,7 +202,7 @@ impl<S, K, C, P, F, Q> Registry<S, K, C, P, F, Q> {
     }
 }
 
-impl<S, K, C, P, F, Q, Req> Service<Req> for Registry<S, K, C, P, F, Q>
+impl<S, K, C, P, F, Q, W, Req> Service<Req> for Registry<S, K, C, P, F, Q, W>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
@@ -199,9 +218,11 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        // A key over the maximum length is never polled: it passes through.
         let fresh = self
             .key
             .key(&req)
+            .filter(|key| key.len() <= self.core.config.max_key_len)
             .and_then(|key| self.core.hook::<P::Shared>(&key))
             .filter(|hook| hook.meta.fresh(Instant::now(), hook.meta.interval()))
             .and_then(|hook| Some((hook.cell.current_value()?, hook)));
@@ -215,8 +236,8 @@ where
     }
 }
 
-impl<S: Clone, K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone> Clone
-    for Registry<S, K, C, P, F, Q>
+impl<S: Clone, K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone, W: Clone> Clone
+    for Registry<S, K, C, P, F, Q, W>
 {
     fn clone(&self) -> Self {
         Registry {
@@ -226,12 +247,13 @@ impl<S: Clone, K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone> Clone
             share: self.share.clone(),
             fingerprint: self.fingerprint.clone(),
             canonical: self.canonical.clone(),
+            callers: self.callers.clone(),
             core: self.core.clone(),
         }
     }
 }
 
-impl<S: fmt::Debug, K, C, P, F, Q> fmt::Debug for Registry<S, K, C, P, F, Q> {
+impl<S: fmt::Debug, K, C, P, F, Q, W> fmt::Debug for Registry<S, K, C, P, F, Q, W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
             .field("inner", &self.inner)

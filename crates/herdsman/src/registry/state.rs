@@ -1,33 +1,36 @@
 //! The registry's shared state: one map from key to poll loop, with the
-//! subscriber counts the limits are checked against.
+//! subscriber counts and the budgets the limits are checked against, and
+//! the memory figure.
 //!
 //! Lock order: the map, then a hook's [`Cell`]. Observers and wakers are
 //! called with no lock held.
 
 use std::{
     any::Any,
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     fmt, mem,
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard,
     },
-    task::Waker,
     time::Duration,
 };
 
 use tokio::{sync::Notify, time::Instant};
 
 use super::{
+    budget::{shrink, table_bytes, Budgets, Who},
     cell::Cell,
     error::{Limit, TooManySubscribers},
-    layer::ClassSettings,
+    layer::{ClassSettings, DEFAULT_MAX_MEMORY},
+    memory::{Account, Memory, ARC_BYTES},
+    subscription::SUBSCRIPTION_BYTES,
     HookInfo, RegistryStats,
 };
 use crate::{
     class::Class,
-    event::{Event, Invalidation, Observers},
-    key::{Key, KeyBuildHasher},
+    event::{Event, Invalidation, Observers, Rejection},
+    key::{Key, KeyBuildHasher, DEFAULT_MAX_KEY_LEN},
 };
 
 /// The settings of one registry.
@@ -38,8 +41,9 @@ pub(crate) struct Config {
     /// Classes with settings of their own.
     pub(crate) classes: HashMap<Class, ClassSettings>,
     pub(crate) floor: Duration,
-    pub(crate) max_keys: usize,
     pub(crate) max_subscribers: usize,
+    pub(crate) max_key_len: usize,
+    pub(crate) max_memory: u64,
     pub(crate) backoff_base: Duration,
     pub(crate) backoff_cap: Duration,
 }
@@ -50,8 +54,9 @@ impl Default for Config {
             default: ClassSettings::default(),
             classes: HashMap::new(),
             floor: Duration::from_secs(1),
-            max_keys: 100_000,
             max_subscribers: 1_000_000,
+            max_key_len: DEFAULT_MAX_KEY_LEN,
+            max_memory: DEFAULT_MAX_MEMORY,
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(60),
         }
@@ -85,6 +90,8 @@ pub(crate) struct Meta {
     /// Not in the map: a subscription without a key, or whose key is polled
     /// by a loop of another value type.
     pub(crate) private: bool,
+    /// Who created it: the key counts in their budgets until it leaves.
+    pub(crate) owner: Who,
     /// The loop's interval (the shortest a subscriber asked for), in ns.
     interval_ns: AtomicU64,
     /// Nanoseconds from `started_at` to the end of the last fetch, plus one;
@@ -112,6 +119,7 @@ impl Meta {
         settings: ClassSettings,
         interval: Duration,
         private: bool,
+        owner: Who,
     ) -> Self {
         Meta {
             key,
@@ -119,6 +127,7 @@ impl Meta {
             started_at: Instant::now(),
             settings,
             private,
+            owner,
             interval_ns: AtomicU64::new(nanos(interval)),
             last_fetch_ns: AtomicU64::new(0),
             next_attempt_ns: AtomicU64::new(0),
@@ -227,36 +236,19 @@ fn nanos(d: Duration) -> u64 {
     d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
-/// What one shared value holds, in bytes (the registry's
-/// [`Share`](crate::share::Share) policy's
-/// [`held_bytes`](crate::share::Share::held_bytes)).
-pub(crate) type Weigher<T> = Arc<dyn Fn(&T) -> usize + Send + Sync>;
-
 /// One key's poll loop, as its subscribers and the loop see it.
 pub(crate) struct Hook<T> {
     pub(crate) meta: Meta,
     pub(crate) cell: Cell<T>,
-    weigh: Weigher<T>,
-}
-
-impl<T> Hook<T> {
-    fn new(meta: Meta, weigh: Weigher<T>) -> Self {
-        Hook {
-            meta,
-            cell: Cell::new(),
-            weigh,
-        }
-    }
+    /// What the hook holds in the registry's memory figure, given back when
+    /// it is dropped.
+    pub(crate) account: Account,
 }
 
 /// A hook whatever its value type: what the map holds.
 pub(crate) trait AnyHook: Send + Sync + 'static {
     fn meta(&self) -> &Meta;
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
-    /// Bytes held: the loop's state, its waker slots and the value it
-    /// keeps (the latest update's, or after a failure the last good one).
-    /// Takes the cell's lock; runs the weigher outside it.
-    fn memory(&self) -> usize;
 }
 
 impl<T: Send + Sync + 'static> AnyHook for Hook<T> {
@@ -267,31 +259,43 @@ impl<T: Send + Sync + 'static> AnyHook for Hook<T> {
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
     }
-
-    fn memory(&self) -> usize {
-        let value = self
-            .cell
-            .current()
-            .and_then(|update| update.last_good().map(|value| (self.weigh)(value)))
-            .unwrap_or(0);
-        mem::size_of::<Self>()
-            + self.meta.key.heap_bytes()
-            // A slab slot: the waker and the slab's tag.
-            + self.cell.waiters() * (mem::size_of::<Option<Waker>>() + mem::size_of::<usize>())
-            + value
-    }
 }
+
+/// Bytes of one distinct interval in an entry's list.
+const INTERVAL_BYTES: usize = mem::size_of::<(Duration, usize)>();
 
 struct Entry {
     hook: Arc<dyn AnyHook>,
     subscribers: usize,
-    /// The intervals subscribers asked for (clamped), with their counts.
-    intervals: BTreeMap<Duration, usize>,
+    /// The intervals subscribers asked for (clamped), with their counts:
+    /// usually one.
+    intervals: Vec<(Duration, usize)>,
 }
 
 impl Entry {
     fn interval(&self) -> Option<Duration> {
-        self.intervals.keys().next().copied()
+        self.intervals.iter().map(|(d, _)| *d).min()
+    }
+
+    /// Counts one more subscriber asking for `interval`; returns the bytes
+    /// the list grew by.
+    fn ask(&mut self, interval: Duration) -> usize {
+        let before = self.intervals.capacity();
+        match self.intervals.iter_mut().find(|(d, _)| *d == interval) {
+            Some((_, n)) => *n += 1,
+            None => self.intervals.push((interval, 1)),
+        }
+        (self.intervals.capacity() - before) * INTERVAL_BYTES
+    }
+
+    /// Counts one subscriber asking for `interval` less.
+    fn unask(&mut self, interval: Duration) {
+        if let Some(i) = self.intervals.iter().position(|(d, _)| *d == interval) {
+            self.intervals[i].1 -= 1;
+            if self.intervals[i].1 == 0 {
+                self.intervals.swap_remove(i);
+            }
+        }
     }
 }
 
@@ -301,6 +305,23 @@ struct Map {
     subscribers: usize,
     /// Subscriptions with a private loop, outside `hooks`.
     private: usize,
+    budgets: Budgets,
+    /// The bytes of the entries' interval lists.
+    interval_bytes: usize,
+    /// The bytes of the map's own tables and the subscribers' handles, as
+    /// last added to the memory figure.
+    counted: usize,
+}
+
+impl Map {
+    /// The bytes of the map's tables (the keys' and the budgets') and of
+    /// every subscriber's handle.
+    fn bytes(&self) -> usize {
+        table_bytes(self.hooks.capacity(), mem::size_of::<(Key, Entry)>())
+            + self.interval_bytes
+            + self.budgets.bytes()
+            + self.subscribers * SUBSCRIPTION_BYTES
+    }
 }
 
 /// The state every clone of a registry, and every subscription, shares.
@@ -308,6 +329,7 @@ pub(crate) struct Core {
     pub(crate) config: Config,
     pub(crate) observers: Observers,
     map: Mutex<Map>,
+    memory: Arc<Memory>,
     tasks: AtomicU64,
     polls: AtomicU64,
     errors: AtomicU64,
@@ -315,12 +337,31 @@ pub(crate) struct Core {
     refused: AtomicU64,
 }
 
+/// A subscriber asking to join: what `join` decides on.
+pub(crate) struct Joining {
+    pub(crate) key: Option<Key>,
+    pub(crate) asked: Option<Duration>,
+    pub(crate) who: Who,
+    /// The bytes the request template of a new loop would hold.
+    pub(crate) template: usize,
+}
+
 /// How a subscriber joined.
-pub(crate) enum Joined<T> {
-    /// The key's loop exists.
-    Existing(Arc<Hook<T>>),
+pub(crate) struct Joined<T> {
+    pub(crate) hook: Arc<Hook<T>>,
     /// A new loop: the caller must spawn it.
-    Started(Arc<Hook<T>>),
+    pub(crate) started: bool,
+    /// The interval the subscriber counts for, never below the floor.
+    pub(crate) interval: Duration,
+    /// The loop must look at its interval or subscribers again.
+    poke: bool,
+}
+
+/// Why a subscriber was refused, reported once the map's lock is released.
+struct Refusal {
+    limit: Limit,
+    class: Class,
+    linger: Duration,
 }
 
 impl Core {
@@ -329,6 +370,7 @@ impl Core {
             config,
             observers,
             map: Mutex::new(Map::default()),
+            memory: Arc::default(),
             tasks: AtomicU64::new(0),
             polls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -342,104 +384,210 @@ impl Core {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn refuse(&self, limit: Limit) -> TooManySubscribers {
-        self.refused.fetch_add(1, Ordering::Relaxed);
-        TooManySubscribers::new(limit)
+    /// Brings the memory figure up to date with the map's tables.
+    fn recount(&self, map: &mut Map) {
+        let now = map.bytes();
+        self.memory.change(map.counted, now);
+        map.counted = now;
     }
 
-    /// Adds a subscriber of `key` asking for `asked` (none: its class's
-    /// interval), to the key's loop or to a new one (`class` and `weigh`
-    /// are called only then, and the class's settings looked up). `None` as
-    /// the key: a private loop. Returns how it joined and the interval it
-    /// counts for, never below the floor.
+    fn refuse(&self, refusal: Refusal) -> TooManySubscribers {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        let Refusal {
+            limit,
+            class,
+            linger,
+        } = refusal;
+        self.observers
+            .observe(&class, Event::Rejected(Rejection::Subscription(limit)));
+        let retry_after = match limit {
+            Limit::KeyTooLong => None,
+            Limit::SubscribersPerCaller | Limit::SubscribersPerAddress => {
+                Some(Duration::from_secs(5))
+            }
+            Limit::Subscribers | Limit::SubscribersPerKey => Some(Duration::from_secs(1)),
+            // Keys leave after their linger.
+            _ => Some(linger.max(Duration::from_secs(1))),
+        };
+        TooManySubscribers::new(limit, retry_after)
+    }
+
+    /// Adds a subscriber to the key's loop, or to a new one (`class` is
+    /// called only then, and the class's settings looked up), if every
+    /// limit and budget allows it. Without a key, or with a key polled with
+    /// values of another type: a private loop. Refusals are counted and
+    /// reported to the observer.
     pub(crate) fn join<T: Send + Sync + 'static>(
         &self,
-        key: Option<Key>,
-        asked: Option<Duration>,
+        joining: Joining,
         class: impl FnOnce() -> Class,
-        weigh: impl FnOnce() -> Weigher<T>,
-    ) -> Result<(Joined<T>, Duration), TooManySubscribers> {
+    ) -> Result<Joined<T>, TooManySubscribers> {
+        let joined = self.admit(joining, class).map_err(|r| self.refuse(r))?;
+        if joined.poke {
+            joined.hook.meta.poke();
+        }
+        Ok(joined)
+    }
+
+    fn admit<T: Send + Sync + 'static>(
+        &self,
+        joining: Joining,
+        class: impl FnOnce() -> Class,
+    ) -> Result<Joined<T>, Refusal> {
+        if joining
+            .key
+            .as_ref()
+            .is_some_and(|key| key.len() > self.config.max_key_len)
+        {
+            let class = class();
+            let linger = self.config.class(&class).linger;
+            return Err(Refusal {
+                limit: Limit::KeyTooLong,
+                class,
+                linger,
+            });
+        }
         let mut map = self.lock();
-        if map.subscribers >= self.config.max_subscribers {
-            return Err(self.refuse(Limit::Subscribers));
+        let existing = joining
+            .key
+            .as_ref()
+            .and_then(|key| map.hooks.get(key))
+            .map(|entry| entry.hook.clone());
+        match existing.map(|hook| hook.into_any().downcast::<Hook<T>>()) {
+            Some(Ok(hook)) => self.join_existing(&mut map, hook, joining),
+            // Another value type polls this key: this subscriber gets a
+            // loop of its own rather than an error.
+            Some(Err(_)) => self.start(&mut map, joining, true, class()),
+            None => {
+                let private = joining.key.is_none();
+                self.start(&mut map, joining, private, class())
+            }
         }
-        let Some(key) = key else {
-            map.subscribers += 1;
-            map.private += 1;
-            drop(map);
-            return Ok(self.private(Key::new(b""), asked, class(), weigh()));
+    }
+
+    fn join_existing<T>(
+        &self,
+        map: &mut Map,
+        hook: Arc<Hook<T>>,
+        joining: Joining,
+    ) -> Result<Joined<T>, Refusal> {
+        let meta = &hook.meta;
+        let refusal = |limit| Refusal {
+            limit,
+            class: meta.class.clone(),
+            linger: meta.settings.linger,
         };
-        if let Some(entry) = map.hooks.get_mut(&key) {
-            let Ok(hook) = entry.hook.clone().into_any().downcast::<Hook<T>>() else {
-                // Another value type polls this key: this subscriber gets a
-                // loop of its own rather than an error.
-                map.subscribers += 1;
-                map.private += 1;
-                drop(map);
-                return Ok(self.private(key, asked, class(), weigh()));
-            };
-            let meta = &hook.meta;
-            if entry.subscribers >= meta.settings.max_subscribers_per_key {
-                return Err(self.refuse(Limit::SubscribersPerKey));
-            }
-            let interval = self.config.clamp(asked, &meta.settings);
-            entry.subscribers += 1;
-            *entry.intervals.entry(interval).or_default() += 1;
-            let shortest = entry.interval().unwrap_or(interval);
-            let shorter = shortest < meta.interval();
-            meta.interval_ns.store(nanos(shortest), Ordering::Relaxed);
-            let woke = meta.subscribers.fetch_add(1, Ordering::AcqRel) == 0;
-            map.subscribers += 1;
-            drop(map);
-            if shorter || woke {
-                meta.poke();
-            }
-            return Ok((Joined::Existing(hook), interval));
+        let entry = map.hooks.get_mut(&meta.key).expect("looked up above");
+        if map.subscribers >= self.config.max_subscribers {
+            return Err(refusal(Limit::Subscribers));
         }
-        if map.hooks.len() >= self.config.max_keys {
-            return Err(self.refuse(Limit::Keys));
+        if entry.subscribers >= meta.settings.max_subscribers_per_key {
+            return Err(refusal(Limit::SubscribersPerKey));
         }
-        let class = class();
+        let budgets = &mut map.budgets;
+        if let Some(limit) = budgets.subscriber_refused(&meta.class, joining.who, &meta.settings) {
+            return Err(refusal(limit));
+        }
+        let interval = self.config.clamp(joining.asked, &meta.settings);
+        entry.subscribers += 1;
+        map.interval_bytes += entry.ask(interval);
+        let shortest = entry.interval().unwrap_or(interval);
+        let shorter = shortest < meta.interval();
+        meta.interval_ns.store(nanos(shortest), Ordering::Relaxed);
+        let woke = meta.subscribers.fetch_add(1, Ordering::AcqRel) == 0;
+        budgets.add_subscriber(&meta.class, joining.who);
+        map.subscribers += 1;
+        self.recount(map);
+        Ok(Joined {
+            interval,
+            started: false,
+            poke: shorter || woke,
+            hook,
+        })
+    }
+
+    /// A new loop for the subscriber: in the map, or `private` outside it.
+    fn start<T: Send + Sync + 'static>(
+        &self,
+        map: &mut Map,
+        joining: Joining,
+        private: bool,
+        class: Class,
+    ) -> Result<Joined<T>, Refusal> {
         let settings = self.config.class(&class);
-        let interval = self.config.clamp(asked, &settings);
-        let hook = Arc::new(Hook::new(
-            Meta::new(key.clone(), class, settings, interval, false),
-            weigh(),
-        ));
-        map.hooks.insert(
-            key,
-            Entry {
+        let who = joining.who;
+        let key = joining.key.unwrap_or_else(|| Key::new(b""));
+        let fixed = mem::size_of::<Hook<T>>() + ARC_BYTES + key.heap_bytes();
+        let limit = if map.subscribers >= self.config.max_subscribers {
+            Some(Limit::Subscribers)
+        } else if let Some(limit) = map.budgets.key_refused(&class, who, &settings) {
+            Some(limit)
+        } else if let Some(limit) = map.budgets.subscriber_refused(&class, who, &settings) {
+            Some(limit)
+        } else {
+            let after = self.memory.bytes() + fixed + joining.template;
+            (after as u64 > self.config.max_memory).then_some(Limit::Memory)
+        };
+        if let Some(limit) = limit {
+            let linger = settings.linger;
+            return Err(Refusal {
+                limit,
+                class,
+                linger,
+            });
+        }
+        let interval = self.config.clamp(joining.asked, &settings);
+        map.budgets.add_key(&class, who);
+        map.budgets.add_subscriber(&class, who);
+        let meta = Meta::new(key.clone(), class, settings, interval, private, who);
+        let hook = Arc::new(Hook {
+            meta,
+            cell: Cell::new(),
+            account: Account::new(self.memory.clone(), fixed),
+        });
+        if private {
+            map.private += 1;
+        } else {
+            let intervals = vec![(interval, 1)];
+            map.interval_bytes += intervals.capacity() * INTERVAL_BYTES;
+            let entry = Entry {
                 hook: hook.clone(),
                 subscribers: 1,
-                intervals: BTreeMap::from([(interval, 1)]),
-            },
-        );
+                intervals,
+            };
+            map.hooks.insert(key, entry);
+        }
         map.subscribers += 1;
-        Ok((Joined::Started(hook), interval))
+        self.recount(map);
+        Ok(Joined {
+            hook,
+            started: true,
+            interval,
+            poke: false,
+        })
     }
 
-    /// A loop of its own for one subscriber, outside the map (counted in it
-    /// by the caller).
-    fn private<T>(
-        &self,
-        key: Key,
-        asked: Option<Duration>,
-        class: Class,
-        weigh: Weigher<T>,
-    ) -> (Joined<T>, Duration) {
-        let settings = self.config.class(&class);
-        let interval = self.config.clamp(asked, &settings);
-        let meta = Meta::new(key, class, settings, interval, true);
-        (Joined::Started(Arc::new(Hook::new(meta, weigh))), interval)
+    /// Takes `meta`'s key out of the map and out of its owner's budgets.
+    /// The entry is returned, to be dropped once the lock is released.
+    fn remove(&self, map: &mut Map, meta: &Meta) -> Option<Entry> {
+        let entry = map.hooks.remove(&meta.key)?;
+        map.interval_bytes -= entry.intervals.capacity() * INTERVAL_BYTES;
+        map.budgets.drop_key(&meta.class, meta.owner);
+        shrink(&mut map.hooks);
+        self.recount(map);
+        Some(entry)
     }
 
-    /// Removes a subscriber that asked for `interval`; stops the loop when
-    /// it was the last one and there is no linger.
-    pub(crate) fn leave(&self, meta: &Meta, interval: Duration) {
+    /// Removes a subscriber of `who` that asked for `interval`; stops the
+    /// loop when it was the last one and there is no linger.
+    pub(crate) fn leave(&self, meta: &Meta, interval: Duration, who: Who) {
         let mut map = self.lock();
         map.subscribers -= 1;
+        map.budgets.drop_subscriber(&meta.class, who);
         if meta.private {
             map.private -= 1;
+            map.budgets.drop_key(&meta.class, meta.owner);
+            self.recount(&mut map);
             drop(map);
             meta.subscribers.store(0, Ordering::Release);
             meta.stop();
@@ -451,27 +599,27 @@ impl Core {
             .filter(|e| std::ptr::eq(e.hook.meta(), meta))
         else {
             // The loop ended abnormally and was removed already.
+            self.recount(&mut map);
             return;
         };
         entry.subscribers -= 1;
-        if let Some(n) = entry.intervals.get_mut(&interval) {
-            *n -= 1;
-            if *n == 0 {
-                entry.intervals.remove(&interval);
-            }
-        }
+        entry.unask(interval);
         if let Some(shortest) = entry.interval() {
             meta.interval_ns.store(nanos(shortest), Ordering::Relaxed);
         }
         let last = entry.subscribers == 0;
         meta.subscribers.fetch_sub(1, Ordering::AcqRel);
         if last && meta.settings.linger.is_zero() {
-            map.hooks.remove(&meta.key);
+            let entry = self.remove(&mut map, meta);
             drop(map);
+            drop(entry);
             meta.stop();
-        } else if last {
+        } else {
+            self.recount(&mut map);
             drop(map);
-            meta.poke();
+            if last {
+                meta.poke();
+            }
         }
     }
 
@@ -483,9 +631,13 @@ impl Core {
             .hooks
             .get(&meta.key)
             .is_some_and(|e| std::ptr::eq(e.hook.meta(), meta) && e.subscribers == 0);
-        if idle {
-            map.hooks.remove(&meta.key);
-        }
+        let entry = if idle {
+            self.remove(&mut map, meta)
+        } else {
+            None
+        };
+        drop(map);
+        drop(entry);
         idle
     }
 
@@ -497,9 +649,13 @@ impl Core {
             .hooks
             .get(&meta.key)
             .is_some_and(|e| std::ptr::eq(e.hook.meta(), meta));
-        if ours && !meta.private {
-            map.hooks.remove(&meta.key);
-        }
+        let entry = if ours && !meta.private {
+            self.remove(&mut map, meta)
+        } else {
+            None
+        };
+        drop(map);
+        drop(entry);
     }
 
     /// The hook of `key`, if it is polled with values of type `T`.
@@ -541,27 +697,14 @@ impl Core {
             errors: self.errors.load(Ordering::Relaxed),
             updates: self.updates.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
+            budget_holders: map.budgets.len() as u64,
         }
     }
 
-    /// The map, each key's loop (its value included) and each subscriber's
-    /// handle. The hooks are measured after the map's lock is released: a
-    /// value's weigher is the share policy's code.
+    /// The memory figure: kept up to date as the registry changes, so
+    /// reading it is one load.
     pub(crate) fn memory_bytes(&self) -> u64 {
-        let (hooks, entries, subscribers) = {
-            let map = self.lock();
-            let per_entry = mem::size_of::<(Key, Entry)>() + 64;
-            let entries: usize = map
-                .hooks
-                .values()
-                .map(|e| per_entry + e.intervals.len() * 48)
-                .sum();
-            let hooks: Vec<Arc<dyn AnyHook>> = map.hooks.values().map(|e| e.hook.clone()).collect();
-            (hooks, entries, map.subscribers)
-        };
-        let held: usize = hooks.iter().map(|hook| hook.memory()).sum();
-        let subscribers = subscribers * super::subscription::SUBSCRIPTION_BYTES;
-        (entries + held + subscribers) as u64
+        self.memory.bytes() as u64
     }
 
     pub(crate) fn task_started(&self) {

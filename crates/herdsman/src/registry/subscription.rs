@@ -11,13 +11,14 @@ use std::{
 use futures_core::Stream;
 
 use super::{
+    budget::Who,
     cell::Update,
     state::{Core, Hook},
 };
 use crate::{event::Event, key::Key};
 
 /// Bytes a subscriber's handle takes (its waker slot is counted with its
-/// key's hook).
+/// key's hook), counted in the registry's memory figure while it is open.
 pub(crate) const SUBSCRIPTION_BYTES: usize = mem::size_of::<Subscription<()>>();
 
 /// Options of one subscriber.
@@ -62,11 +63,14 @@ pub struct Subscription<T: Send + Sync + 'static> {
     seen: u64,
     /// What this subscriber asked for (clamped); counted by the key's loop.
     asked: Duration,
+    /// Whose budgets it counts in.
+    who: Who,
 }
 
 impl<T: Send + Sync + 'static> Subscription<T> {
-    pub(crate) fn new(core: Arc<Core>, hook: Arc<Hook<T>>, asked: Duration) -> Self {
-        let slot = hook.cell.register();
+    pub(crate) fn new(core: Arc<Core>, hook: Arc<Hook<T>>, asked: Duration, who: Who) -> Self {
+        let (slot, grown) = hook.cell.register();
+        hook.account.charge(grown);
         core.observers.observe(&hook.meta.class, Event::Subscribed);
         Subscription {
             core,
@@ -74,6 +78,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             slot,
             seen: 0,
             asked,
+            who,
         }
     }
 
@@ -119,7 +124,7 @@ impl<T: Send + Sync + 'static> Stream for Subscription<T> {
 impl<T: Send + Sync + 'static> Drop for Subscription<T> {
     fn drop(&mut self) {
         self.hook.cell.deregister(self.slot);
-        self.core.leave(&self.hook.meta, self.asked);
+        self.core.leave(&self.hook.meta, self.asked, self.who);
         self.core
             .observers
             .observe(&self.hook.meta.class, Event::Unsubscribed);

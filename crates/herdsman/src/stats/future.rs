@@ -143,11 +143,20 @@ impl Recording {
         self.guard.finish_error(kind);
     }
 
-    /// The request was refused locally for `reason` (such as
-    /// [`Rejection::StreamCap`]): counted as a rejection, not as an error,
-    /// so it never feeds the error-rate alert.
+    /// The request was refused locally for `reason` (such as a
+    /// [`Rejection::Subscription`] refused by one of the Registry's
+    /// budgets): counted as a rejection, not as an error, so it never feeds
+    /// the error-rate alert.
     pub fn rejected(mut self, reason: Rejection) {
         self.guard.rec.rejected(reason);
+        self.guard.finish::<()>(&Ok(()), || Verdict::Success);
+    }
+
+    /// The request was refused by a layer that reported the rejection to
+    /// these stats itself (the Registry reports each subscription it
+    /// refuses): finished as [`rejected`](Self::rejected) finishes, without
+    /// counting the rejection a second time.
+    pub fn refused(mut self) {
         self.guard.finish::<()>(&Ok(()), || Verdict::Success);
     }
 }

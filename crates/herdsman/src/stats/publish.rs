@@ -79,7 +79,7 @@ impl ClassMetrics {
                 .map(|&r| {
                     let layer = match r {
                         Rejection::BreakerOpen => "breaker",
-                        Rejection::StreamCap => "sse",
+                        Rejection::Subscription(_) => "registry",
                         _ => "limit",
                     };
                     (

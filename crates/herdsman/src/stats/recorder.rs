@@ -17,7 +17,7 @@ use super::{
 use crate::{
     class::Class,
     error::{layer_error, LayerError},
-    event::{BreakerState, Rejection},
+    event::{BreakerState, Limit, Rejection},
 };
 
 /// What kind of error a client got.
@@ -81,13 +81,20 @@ impl ErrorKind {
     }
 }
 
-pub(crate) const REJECTIONS: [Rejection; 5] = [
-    Rejection::BreakerOpen,
-    Rejection::Overloaded,
-    Rejection::RateLimited,
-    Rejection::StreamCap,
-    Rejection::InFlightCap,
-];
+/// Every rejection counted: the layers' own, then the Registry's refused
+/// subscriptions, one per [`Limit`].
+pub(crate) const REJECTIONS: [Rejection; 4 + Limit::ALL.len()] = {
+    let mut all = [Rejection::BreakerOpen; 4 + Limit::ALL.len()];
+    all[1] = Rejection::Overloaded;
+    all[2] = Rejection::RateLimited;
+    all[3] = Rejection::InFlightCap;
+    let mut i = 0;
+    while i < Limit::ALL.len() {
+        all[4 + i] = Rejection::Subscription(Limit::ALL[i]);
+        i += 1;
+    }
+    all
+};
 
 fn rejection_index(r: Rejection) -> usize {
     REJECTIONS.iter().position(|k| *k == r).unwrap_or(0)

@@ -93,7 +93,9 @@ pub struct EndpointSnapshot {
     /// ones a stale cache entry then hid from the client).
     pub rejected: u64,
     /// `rejected` by reason: `breaker_open`, `overloaded`, `rate_limited`,
-    /// `stream_cap`.
+    /// and the Registry's refused subscriptions by the limit that refused
+    /// them ([`Limit::as_str`](crate::event::Limit::as_str):
+    /// `keys_per_address`, `subscribers_per_caller`, `memory`, ...).
     pub rejections: BTreeMap<&'static str, u64>,
     /// Upstream calls that failed.
     pub upstream_errors: u64,
