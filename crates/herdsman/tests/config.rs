@@ -28,6 +28,25 @@ fn errors(env: Environment, source: &StaticEnv) -> String {
         .to_string()
 }
 
+#[test]
+fn a_count_over_the_largest_toml_integer_is_refused_so_config_show_never_fails() {
+    let source = StaticEnv::new()
+        .var("HERDSMAN__CACHE__MAX_BYTES", "18446744073709551615")
+        .var("HERDSMAN__LIMIT__MAX_QUEUE", "9223372036854775808");
+    let err = errors(Environment::Test, &source);
+    assert!(
+        err.contains("cache.max_bytes = 18446744073709551615: must be at most 9223372036854775807"),
+        "{err}"
+    );
+    assert!(
+        err.contains("limit.max_queue = 9223372036854775808"),
+        "{err}"
+    );
+    let source = StaticEnv::new().var("HERDSMAN__CACHE__MAX_BYTES", "9223372036854775807");
+    let config = load(Environment::Test, &source).unwrap();
+    assert!(config.to_toml().contains("max_bytes = 9223372036854775807"));
+}
+
 // ---- detection ----
 
 #[test]
