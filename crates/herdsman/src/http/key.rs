@@ -27,7 +27,8 @@ use crate::key::{Key, KeyFn};
 /// - unless the endpoint is [`public`](HttpKey::public), the full values of
 ///   `Authorization`, `Proxy-Authorization` and `Cookie` (the *auth
 ///   partition*), so that users never share responses. They are redacted from
-///   the key's `Debug` output.
+///   the key's `Debug` output, and so are they when a public endpoint names
+///   one with [`vary`](HttpKey::vary).
 ///
 /// Coalescing happens before the response exists, so Dedup cannot consult
 /// the response's own `Vary` header (the cache can, and files variants by
@@ -55,6 +56,9 @@ use crate::key::{Key, KeyFn};
 #[derive(Debug, Clone)]
 pub struct HttpKey {
     vary: Arc<[HeaderName]>,
+    /// The auth partition: [`AUTH_HEADERS`], and any header a Coordinator
+    /// names the caller by. Always after the private mark.
+    credentials: Arc<[HeaderName]>,
     public: bool,
     hosts: Hosts,
 }
@@ -94,6 +98,7 @@ impl Default for HttpKey {
     fn default() -> Self {
         HttpKey {
             vary: Arc::from(DEFAULT_VARY.to_vec()),
+            credentials: Arc::from(AUTH_HEADERS.to_vec()),
             public: false,
             hosts: Hosts::Header,
         }
@@ -121,6 +126,34 @@ impl HttpKey {
         }
         self.vary = vary.into();
         self
+    }
+
+    /// Adds a header that names the caller (a Coordinator's rollout
+    /// `identity_header`) to the auth partition: like `Authorization`, it is
+    /// in the key unless the endpoint is public, and never in its `Debug`.
+    pub(crate) fn credential(mut self, name: HeaderName) -> Self {
+        if !self.credentials.contains(&name) {
+            let mut credentials = self.credentials.to_vec();
+            credentials.push(name);
+            self.credentials = credentials.into();
+        }
+        self
+    }
+
+    /// The credential headers in the key: every one unless the endpoint is
+    /// public, else those it varies on.
+    fn keyed_credentials(&self) -> impl Iterator<Item = &HeaderName> {
+        self.credentials
+            .iter()
+            .filter(|name| !self.public || self.vary.contains(name))
+    }
+
+    /// The varied headers that are not credentials (those are keyed with
+    /// the credentials, redacted).
+    fn public_vary(&self) -> impl Iterator<Item = &HeaderName> {
+        self.vary
+            .iter()
+            .filter(|name| !self.credentials.contains(name))
     }
 
     /// Drops the default content-negotiation and conditional headers from the
@@ -268,16 +301,14 @@ impl HttpKey {
                 headers.append(name.clone(), value.clone());
             }
         };
-        for name in self.vary.iter().filter(|name| !VALIDATORS.contains(name)) {
+        for name in self.public_vary().filter(|name| !VALIDATORS.contains(name)) {
             copy(name);
         }
         if req.uri().authority().is_none() && matches!(self.hosts, Hosts::Header) {
             copy(&header::HOST);
         }
-        if !self.public {
-            for name in &AUTH_HEADERS {
-                copy(name);
-            }
+        for name in self.keyed_credentials() {
+            copy(name);
         }
         if let Some(host) = host {
             headers.insert(header::HOST, host);
@@ -302,12 +333,13 @@ impl<B> KeyFn<Request<B>> for HttpKey {
         key.push(authority);
         key.path(req.uri().path().as_bytes());
         key.push(req.uri().query().unwrap_or("").as_bytes());
-        for name in self.vary.iter() {
+        for name in self.public_vary() {
             key.push_header(req.headers(), name);
         }
-        if !self.public {
+        let mut credentials = self.keyed_credentials().peekable();
+        if credentials.peek().is_some() {
             key.mark_private();
-            for name in &AUTH_HEADERS {
+            for name in credentials {
                 key.push_header(req.headers(), name);
             }
         }
@@ -593,6 +625,48 @@ mod tests {
             .canonical_request(&req)
             .headers()
             .contains_key("cookie"));
+    }
+
+    #[test]
+    fn credentials_a_public_endpoint_varies_on_are_redacted_from_debug() {
+        let k = HttpKey::new().public().vary(header::COOKIE);
+        let key = |cookie| key(&k, get("http://a/me").header("cookie", cookie)).unwrap();
+        assert_ne!(key("sid=hunter2"), key("sid=other"));
+        let shown = format!("{:?}", key("sid=hunter2"));
+        assert!(shown.contains("/me"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn a_varied_credential_is_sent_once_in_the_canonical_request() {
+        let k = HttpKey::new().vary(header::COOKIE);
+        let req = get("/me").header("cookie", "sid=1").body(()).unwrap();
+        let canonical = k.canonical_request(&req);
+        assert_eq!(canonical.headers().get_all("cookie").iter().count(), 1);
+        assert_eq!(k.key(&canonical), k.key(&req));
+    }
+
+    #[test]
+    fn a_credential_header_partitions_private_keys_and_is_redacted() {
+        let user = HeaderName::from_static("x-user");
+        let k = HttpKey::new().credential(user.clone());
+        let alice = get("/me")
+            .header("x-user", "alice-secret")
+            .body(())
+            .unwrap();
+        let bob = get("/me").header("x-user", "bob-secret").body(()).unwrap();
+        assert_ne!(k.key(&alice), k.key(&bob));
+        assert!(!format!("{:?}", k.key(&alice).unwrap()).contains("alice"));
+        assert_eq!(
+            k.canonical_request(&alice).headers()["x-user"],
+            "alice-secret"
+        );
+        let public = k.public();
+        assert_eq!(public.key(&alice), public.key(&bob));
+        assert!(!public
+            .canonical_request(&alice)
+            .headers()
+            .contains_key(&user));
     }
 
     #[test]
