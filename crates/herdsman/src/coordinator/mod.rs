@@ -151,6 +151,8 @@ mod route;
 mod service;
 pub mod stack;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use self::route::class_key;
 pub use self::{
     builder::CoordinatorBuilder,
     error::BuildError,
