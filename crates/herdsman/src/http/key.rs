@@ -289,8 +289,10 @@ impl HttpKey {
         *out.method_mut() = req.method().clone();
         *out.uri_mut() = req.uri().clone();
         *out.version_mut() = req.version();
+        // A varied `Host` is copied as sent, like any varied header.
+        let host_varied = self.vary.contains(&header::HOST);
         let host = match (&self.hosts, req.uri().authority()) {
-            (Hosts::Listed(_), None) => self
+            (Hosts::Listed(_), None) if !host_varied => self
                 .authority(req)
                 .and_then(|host| HeaderValue::from_bytes(host).ok()),
             _ => None,
@@ -304,7 +306,7 @@ impl HttpKey {
         for name in self.public_vary().filter(|name| !VALIDATORS.contains(name)) {
             copy(name);
         }
-        if req.uri().authority().is_none() && matches!(self.hosts, Hosts::Header) {
+        if req.uri().authority().is_none() && matches!(self.hosts, Hosts::Header) && !host_varied {
             copy(&header::HOST);
         }
         for name in self.keyed_credentials() {
@@ -635,6 +637,20 @@ mod tests {
         let shown = format!("{:?}", key("sid=hunter2"));
         assert!(shown.contains("/me"), "{shown}");
         assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn a_varied_host_is_sent_once_and_as_sent_in_the_canonical_request() {
+        let req = get("/x").header("host", "A.example:443").body(()).unwrap();
+        for k in [
+            HttpKey::new().vary(header::HOST),
+            HttpKey::new().vary(header::HOST).hosts(["a.example"]),
+        ] {
+            let canonical = k.canonical_request(&req);
+            let hosts: Vec<_> = canonical.headers().get_all("host").iter().collect();
+            assert_eq!(hosts, ["A.example:443"]);
+            assert_eq!(k.key(&canonical), k.key(&req));
+        }
     }
 
     #[test]
