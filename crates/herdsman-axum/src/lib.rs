@@ -28,6 +28,10 @@
 //! `docs/HTTP.md` in the repository lists every route, header and status
 //! code; `examples/active-users` puts it all together.
 
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+#[path = "fuzz/mod.rs"]
+pub mod __fuzz;
 mod admin;
 mod error;
 mod live;

@@ -90,14 +90,15 @@ impl<S: Send + Sync> FromRequestParts<S> for LastEventId {
 }
 
 /// A field value that SSE cannot carry: CR or LF in an event name or id
-/// would end the field and let the rest be read as other fields.
+/// would end the field and let the rest be read as other fields; empty
+/// data makes no event at all (a browser dispatches none).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidSseField {
     field: &'static str,
 }
 
 impl InvalidSseField {
-    /// The field: `event` or `id`.
+    /// The field: `event`, `id` or `data`.
     pub fn field(&self) -> &'static str {
         self.field
     }
@@ -105,7 +106,11 @@ impl InvalidSseField {
 
 impl fmt::Display for InvalidSseField {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SSE `{}` field contains CR or LF", self.field)
+        if self.field == "data" {
+            f.write_str("SSE `data` is empty, and a browser dispatches no event for it")
+        } else {
+            write!(f, "SSE `{}` field contains CR or LF", self.field)
+        }
     }
 }
 
@@ -121,7 +126,9 @@ pub struct SseMessage {
 impl SseMessage {
     /// A `message` event carrying `data`. Line breaks (LF, CR or CRLF) in
     /// `data` split it into several `data:` lines, which a browser joins
-    /// with LF, as the WHATWG rules say.
+    /// with LF, as the WHATWG rules say. Empty `data` cannot be sent (no
+    /// event would reach the client, only its id):
+    /// [`into_event`](Self::into_event) refuses it.
     pub fn new(data: impl Into<String>) -> Self {
         SseMessage {
             event: None,
@@ -140,12 +147,18 @@ impl SseMessage {
 
     /// Encodes with `id` (none for an event that must not move the
     /// client's last event id, such as an error) and, for the first event
-    /// of a stream, `retry`.
+    /// of a stream, `retry`. Refuses an id with CR, LF or NUL, and empty
+    /// data: axum writes no `data:` line for it, and a browser then
+    /// dispatches nothing while still taking the id as the last one it has,
+    /// so it would never ask for that value again.
     pub fn into_event(
         self,
         id: Option<&str>,
         retry: Option<Duration>,
     ) -> Result<Event, InvalidSseField> {
+        if self.data.is_empty() {
+            return Err(InvalidSseField { field: "data" });
+        }
         // axum splits data on CR and on LF, but CRLF would give an empty
         // line between; every line break becomes LF first.
         let data = self.data.replace("\r\n", "\n").replace('\r', "\n");
@@ -425,6 +438,13 @@ mod tests {
         assert!(SseMessage::new("x").with_event("a\rb").is_err());
         assert!(SseMessage::new("x").into_event(Some("1\n2"), None).is_err());
         assert!(SseMessage::new("x").with_event("update").is_ok());
+    }
+
+    #[test]
+    fn an_empty_message_is_refused_since_browsers_dispatch_no_event_for_it() {
+        let err = SseMessage::new("").into_event(Some("7"), None).unwrap_err();
+        assert_eq!(err.field(), "data");
+        assert!(SseMessage::new("\n").into_event(Some("7"), None).is_ok());
     }
 
     #[tokio::test]

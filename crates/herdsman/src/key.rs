@@ -125,6 +125,12 @@ impl Key {
         KeyBuilder::default()
     }
 
+    /// A key holding a copy of `bytes`, none of which `Debug` shows: for
+    /// keys made of credentials (a caller's identity).
+    pub(crate) fn redacted(bytes: impl AsRef<[u8]>) -> Self {
+        Self::with_public_len(bytes.as_ref(), 0)
+    }
+
     fn with_public_len(bytes: &[u8], public_len: usize) -> Self {
         let hash = hasher().hash_one(bytes);
         let repr = if bytes.len() <= INLINE_CAP {
@@ -481,6 +487,14 @@ mod tests {
             shown.contains("GET") && !shown.contains("hidden"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn a_redacted_key_shows_none_of_its_bytes() {
+        let key = Key::redacted("authorization\0Bearer hunter2\0");
+        assert_eq!(format!("{key:?}"), "Key(\"\" + 29 private bytes)");
+        assert_eq!(key, Key::redacted("authorization\0Bearer hunter2\0"));
+        assert_ne!(key, Key::redacted("authorization\0Bearer hunter3\0"));
     }
 
     #[test]

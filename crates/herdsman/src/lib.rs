@@ -30,6 +30,10 @@
 //!
 //! See `docs/ARCHITECTURE.md` in the repository for the whole stack.
 
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+#[path = "fuzz/mod.rs"]
+pub mod __fuzz;
 pub mod breaker;
 pub mod builder;
 pub mod cache;

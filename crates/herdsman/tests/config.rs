@@ -28,6 +28,40 @@ fn errors(env: Environment, source: &StaticEnv) -> String {
         .to_string()
 }
 
+#[test]
+fn a_variable_with_an_escape_after_a_non_ascii_character_loads_as_written() {
+    let allow = |raw: &str| {
+        let source = StaticEnv::new().var("HERDSMAN__ROLLOUT__ALLOW", raw);
+        load(Environment::Test, &source).map(|config| config.rollout.allow)
+    };
+    assert_eq!(allow(r#"["é\u0041"]"#).unwrap(), ["éA"]);
+    assert_eq!(allow(r#"["ééé\n", "x"]"#).unwrap(), ["ééé\n", "x"]);
+    // Not a list: refused, naming the key.
+    for raw in [r#"["é\"]"#, r#"é\n"#] {
+        let err = allow(raw).unwrap_err().to_string();
+        assert!(err.starts_with("rollout.allow = "), "{raw}: {err}");
+    }
+}
+
+#[test]
+fn a_count_over_the_largest_toml_integer_is_refused_so_config_show_never_fails() {
+    let source = StaticEnv::new()
+        .var("HERDSMAN__CACHE__MAX_BYTES", "18446744073709551615")
+        .var("HERDSMAN__LIMIT__MAX_QUEUE", "9223372036854775808");
+    let err = errors(Environment::Test, &source);
+    assert!(
+        err.contains("cache.max_bytes = 18446744073709551615: must be at most 9223372036854775807"),
+        "{err}"
+    );
+    assert!(
+        err.contains("limit.max_queue = 9223372036854775808"),
+        "{err}"
+    );
+    let source = StaticEnv::new().var("HERDSMAN__CACHE__MAX_BYTES", "9223372036854775807");
+    let config = load(Environment::Test, &source).unwrap();
+    assert!(config.to_toml().contains("max_bytes = 9223372036854775807"));
+}
+
 // ---- detection ----
 
 #[test]

@@ -21,17 +21,35 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.path.is_empty() {
-            "(root)"
+        if self.path.is_empty() {
+            f.write_str("(root)")?;
         } else {
-            &self.path
-        })?;
-        if let Some(value) = &self.value {
-            write!(f, " = {value}")?;
+            write!(f, "{}", OneLine(&self.path))?;
         }
-        write!(f, ": {}", self.reason)?;
+        if let Some(value) = &self.value {
+            write!(f, " = {}", OneLine(value))?;
+        }
+        write!(f, ": {}", OneLine(&self.reason))?;
         if let Some(source) = &self.source {
-            write!(f, " (set by {source})")?;
+            write!(f, " (set by {})", OneLine(source))?;
+        }
+        Ok(())
+    }
+}
+
+/// Text shown with its control characters escaped (`\n`), so that a key
+/// name or a variable name holding a line break (TOML and the environment
+/// allow both) cannot split a problem over lines or forge another one.
+struct OneLine<'a>(&'a str);
+
+impl fmt::Display for OneLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                fmt::Write::write_char(f, c)?;
+            }
         }
         Ok(())
     }
@@ -69,3 +87,22 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_problem_is_one_line_whatever_its_key_and_source_hold() {
+        let problem = Problem {
+            path: "classes.a\nb.paths".into(),
+            value: Some("\"x\"".into()),
+            reason: "unknown key\r\nforged: line".into(),
+            source: Some("HERDSMAN__A\nB".into()),
+        };
+        assert_eq!(
+            problem.to_string(),
+            r#"classes.a\nb.paths = "x": unknown key\r\nforged: line (set by HERDSMAN__A\nB)"#
+        );
+    }
+}

@@ -14,7 +14,7 @@ use figment::{
     value::{Dict, Map, Value},
     Figment, Metadata, Profile, Provider,
 };
-use serde::de::DeserializeOwned;
+use serde::{de::DeserializeOwned, Deserialize};
 
 use super::{
     env::{CONFIG_VAR, DEFAULT_CONFIG_FILE, OVERRIDE_PREFIX},
@@ -438,11 +438,31 @@ impl Provider for EnvProvider {
             if keys.iter().any(String::is_empty) {
                 continue;
             }
-            let value = Value::from_str(raw).unwrap_or_else(|never| match never {});
-            insert(&mut root, &keys, value);
+            insert(&mut root, &keys, env_value(raw));
         }
         Ok(Profile::Default.collect(root))
     }
+}
+
+/// A variable's value, parsed as figment parses one.
+///
+/// figment 0.10's parser unescapes a quoted string by slicing it at a count
+/// of characters taken for a count of bytes: a non-ASCII character before a
+/// `\` escape (`["é\u0041"]`) makes it panic or drop characters. Such
+/// values are parsed as TOML instead (the grammar figment's follows), and a
+/// value TOML does not read either is the plain text, as figment keeps it.
+fn env_value(raw: &str) -> Value {
+    if !raw.contains('\\') || raw.is_ascii() {
+        return Value::from_str(raw).unwrap_or_else(|never| match never {});
+    }
+    let toml = || -> Option<Value> {
+        if raw.contains(['\n', '\r']) {
+            return None;
+        }
+        let table: toml::Table = format!("v = {raw}").parse().ok()?;
+        <Value as Deserialize>::deserialize(table.get("v")?.clone()).ok()
+    };
+    toml().unwrap_or_else(|| Value::from(raw.to_owned()))
 }
 
 fn insert(dict: &mut Dict, keys: &[String], value: Value) {

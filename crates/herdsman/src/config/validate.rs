@@ -180,6 +180,19 @@ impl Check {
         if n == 0 {
             self.fail(path, Some("0".into()), "must be at least 1");
         }
+        self.integer(path, n);
+    }
+
+    /// A count TOML can write: `config show` prints every value, and TOML
+    /// integers are 64-bit signed.
+    fn integer(&mut self, path: &str, n: u64) {
+        if i64::try_from(n).is_err() {
+            self.fail(
+                path,
+                Some(n.to_string()),
+                &format!("must be at most {}", i64::MAX),
+            );
+        }
     }
 
     /// `0.0..=1.0`, or `(0.0..=1.0)` when `zero_ok` is false.
@@ -348,6 +361,7 @@ impl Check {
 
     fn limit(&mut self, p: &str, l: &LimitSettings) {
         self.at_least_one(&format!("{p}.max_concurrency"), l.max_concurrency as u64);
+        self.integer(&format!("{p}.max_queue"), l.max_queue as u64);
         self.positive(&format!("{p}.max_wait"), l.max_wait);
         self.positive(&format!("{p}.retry_after"), l.retry_after);
         for (key, share) in [

@@ -159,6 +159,8 @@ mod service;
 mod sizes;
 pub mod stack;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use self::route::class_key;
 pub use self::{
     builder::CoordinatorBuilder,
     error::BuildError,

@@ -63,20 +63,18 @@ pub(crate) struct Routes {
 
 /// The key of one class's requests: [`HttpKey`] with the class's `vary`
 /// headers (and `keys.vary`); for a private class also the rollout's
-/// identity header, a credential; for a public class no credentials. The
-/// authority of requests without one in their URI follows `keys.hosts`.
-fn class_key(config: &Config, class: &crate::config::EffectiveClass) -> HttpKey {
-    let mut names: Vec<&str> = class.vary.iter().map(String::as_str).collect();
-    if !class.public {
-        names.extend(config.rollout.identity_header.as_deref());
-    }
-    let mut key = HttpKey::new().hosts(&config.keys.hosts);
+/// identity header, a credential (redacted from the key's `Debug`, as
+/// `Authorization` is); for a public class no credentials. The authority of
+/// requests without one in their URI follows `keys.hosts`.
+pub(crate) fn class_key(config: &Config, class: &crate::config::EffectiveClass) -> HttpKey {
     // Validated at start: an invalid name cannot get here.
-    for name in names
-        .into_iter()
-        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
-    {
+    let name = |n: &str| HeaderName::from_bytes(n.as_bytes()).ok();
+    let mut key = HttpKey::new().hosts(&config.keys.hosts);
+    for name in class.vary.iter().filter_map(|n| name(n)) {
         key = key.vary(name);
+    }
+    if let Some(identity) = config.rollout.identity_header.as_deref().and_then(name) {
+        key = key.credential(identity);
     }
     if class.public {
         key.public()
@@ -236,13 +234,40 @@ impl CallerIdentity {
 }
 
 impl<B> KeyFn<Request<B>> for CallerIdentity {
+    /// The caller's identity, redacted: it is made of credentials, and the
+    /// limit layer logs the keys of rate alerts.
     fn key(&self, req: &Request<B>) -> Option<Key> {
-        self.rollout.identity(req).map(Key::from)
+        self.rollout.identity(req).map(Key::redacted)
     }
 }
 
 impl fmt::Debug for CallerIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CallerIdentity").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caller_identity_key_never_shows_the_credentials() {
+        let req = Request::get("/a")
+            .header("authorization", "Bearer hunter2")
+            .header("x-user", "alice-secret")
+            .body(())
+            .unwrap();
+        for rollout in [
+            Rollout::new(100),
+            Rollout::new(100).with_identity_header(HeaderName::from_static("x-user")),
+        ] {
+            let key = CallerIdentity::new(rollout).key(&req).unwrap();
+            let shown = format!("{key:?}");
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("alice"),
+                "{shown}"
+            );
+        }
     }
 }

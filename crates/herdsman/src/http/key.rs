@@ -33,7 +33,8 @@ use crate::key::{Key, KeyFn};
 /// - unless the endpoint is [`public`](HttpKey::public), the full values of
 ///   `Authorization`, `Proxy-Authorization` and `Cookie` (the *auth
 ///   partition*), so that users never share responses. They are redacted from
-///   the key's `Debug` output.
+///   the key's `Debug` output, and so are they when a public endpoint names
+///   one with [`vary`](HttpKey::vary).
 ///
 /// Coalescing happens before the response exists, so Dedup cannot consult
 /// the response's own `Vary` header (the cache can, and files variants by
@@ -61,6 +62,9 @@ use crate::key::{Key, KeyFn};
 #[derive(Debug, Clone)]
 pub struct HttpKey {
     vary: Arc<[HeaderName]>,
+    /// The auth partition: [`AUTH_HEADERS`], and any header a Coordinator
+    /// names the caller by. Always after the private mark.
+    credentials: Arc<[HeaderName]>,
     public: bool,
     hosts: Hosts,
 }
@@ -100,6 +104,7 @@ impl Default for HttpKey {
     fn default() -> Self {
         HttpKey {
             vary: Arc::from(DEFAULT_VARY.to_vec()),
+            credentials: Arc::from(AUTH_HEADERS.to_vec()),
             public: false,
             hosts: Hosts::Header,
         }
@@ -127,6 +132,34 @@ impl HttpKey {
         }
         self.vary = vary.into();
         self
+    }
+
+    /// Adds a header that names the caller (a Coordinator's rollout
+    /// `identity_header`) to the auth partition: like `Authorization`, it is
+    /// in the key unless the endpoint is public, and never in its `Debug`.
+    pub(crate) fn credential(mut self, name: HeaderName) -> Self {
+        if !self.credentials.contains(&name) {
+            let mut credentials = self.credentials.to_vec();
+            credentials.push(name);
+            self.credentials = credentials.into();
+        }
+        self
+    }
+
+    /// The credential headers in the key: every one unless the endpoint is
+    /// public, else those it varies on.
+    fn keyed_credentials(&self) -> impl Iterator<Item = &HeaderName> {
+        self.credentials
+            .iter()
+            .filter(|name| !self.public || self.vary.contains(name))
+    }
+
+    /// The varied headers that are not credentials (those are keyed with
+    /// the credentials, redacted).
+    fn public_vary(&self) -> impl Iterator<Item = &HeaderName> {
+        self.vary
+            .iter()
+            .filter(|name| !self.credentials.contains(name))
     }
 
     /// Drops the default content-negotiation and conditional headers from the
@@ -266,8 +299,10 @@ impl HttpKey {
         *out.method_mut() = req.method().clone();
         *out.uri_mut() = own_uri(req.uri());
         *out.version_mut() = req.version();
+        // A varied `Host` is copied as sent, like any varied header.
+        let host_varied = self.vary.contains(&header::HOST);
         let host = match (&self.hosts, req.uri().authority()) {
-            (Hosts::Listed(_), None) => self
+            (Hosts::Listed(_), None) if !host_varied => self
                 .authority(req)
                 .and_then(|host| HeaderValue::from_bytes(host).ok()),
             _ => None,
@@ -278,18 +313,16 @@ impl HttpKey {
                 headers.append(name.clone(), own_value(value));
             }
         };
-        for name in self.vary.iter().filter(|name| !VALIDATORS.contains(name)) {
+        for name in self.public_vary().filter(|name| !VALIDATORS.contains(name)) {
             copy(name);
         }
-        if req.uri().authority().is_none() && matches!(self.hosts, Hosts::Header) {
+        if req.uri().authority().is_none() && matches!(self.hosts, Hosts::Header) && !host_varied {
             copy(&header::HOST);
         }
-        if !self.public {
-            for name in &AUTH_HEADERS {
-                copy(name);
-            }
+        for name in self.keyed_credentials() {
+            copy(name);
         }
-        super::target::copy(req.headers(), headers);
+        super::target::copy(req.headers(), headers, &self.vary, own_value);
         if let Some(host) = host {
             headers.insert(header::HOST, host);
         }
@@ -355,13 +388,14 @@ impl<B> KeyFn<Request<B>> for HttpKey {
         key.push(authority);
         key.path(req.uri().path().as_bytes());
         key.push(req.uri().query().unwrap_or("").as_bytes());
-        for name in self.vary.iter() {
+        for name in self.public_vary() {
             key.push_header(req.headers(), name);
         }
-        super::target::push(&mut key, req.headers());
-        if !self.public {
+        super::target::push(&mut key, req.headers(), &self.vary);
+        let mut credentials = self.keyed_credentials().peekable();
+        if credentials.peek().is_some() {
             key.mark_private();
-            for name in &AUTH_HEADERS {
+            for name in credentials {
                 key.push_header(req.headers(), name);
             }
         }
@@ -674,6 +708,50 @@ mod tests {
     }
 
     #[test]
+    fn credentials_a_public_endpoint_varies_on_are_redacted_from_debug() {
+        let k = HttpKey::new().public().vary(header::COOKIE);
+        let key = |cookie| key(&k, get("http://a/me").header("cookie", cookie)).unwrap();
+        assert_ne!(key("sid=hunter2"), key("sid=other"));
+        let shown = format!("{:?}", key("sid=hunter2"));
+        assert!(shown.contains("/me"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn a_varied_host_is_sent_once_and_as_sent_in_the_canonical_request() {
+        let req = get("/x").header("host", "A.example:443").body(()).unwrap();
+        for k in [
+            HttpKey::new().vary(header::HOST),
+            HttpKey::new().vary(header::HOST).hosts(["a.example"]),
+        ] {
+            let canonical = k.canonical_request(&req);
+            let hosts: Vec<_> = canonical.headers().get_all("host").iter().collect();
+            assert_eq!(hosts, ["A.example:443"]);
+            assert_eq!(k.key(&canonical), k.key(&req));
+        }
+    }
+
+    #[test]
+    fn a_varied_retargeting_header_is_keyed_and_sent_once() {
+        for name in ["x-forwarded-host", "forwarded"] {
+            let k = HttpKey::new().vary(HeaderName::from_static(name));
+            let req = get("/").header(name, "host=a").body(()).unwrap();
+            let canonical = k.canonical_request(&req);
+            assert_eq!(
+                canonical.headers().get_all(name).iter().count(),
+                1,
+                "{name}"
+            );
+            assert_eq!(k.key(&canonical), k.key(&req), "{name}");
+            assert_ne!(
+                k.key(&req),
+                key(&k, get("/").header(name, "host=b")),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
     fn the_client_address_in_forwarded_does_not_split_keys() {
         let k = HttpKey::new();
         let from = |value: &str| key(&k, get("/").header("forwarded", value));
@@ -700,6 +778,38 @@ mod tests {
         assert_eq!(canonical.headers()["x-forwarded-host"], "app.example");
         assert_eq!(canonical.headers()["forwarded"], "host=app.example");
         assert_eq!(k.key(&canonical), k.key(&req));
+    }
+
+    #[test]
+    fn a_varied_credential_is_sent_once_in_the_canonical_request() {
+        let k = HttpKey::new().vary(header::COOKIE);
+        let req = get("/me").header("cookie", "sid=1").body(()).unwrap();
+        let canonical = k.canonical_request(&req);
+        assert_eq!(canonical.headers().get_all("cookie").iter().count(), 1);
+        assert_eq!(k.key(&canonical), k.key(&req));
+    }
+
+    #[test]
+    fn a_credential_header_partitions_private_keys_and_is_redacted() {
+        let user = HeaderName::from_static("x-user");
+        let k = HttpKey::new().credential(user.clone());
+        let alice = get("/me")
+            .header("x-user", "alice-secret")
+            .body(())
+            .unwrap();
+        let bob = get("/me").header("x-user", "bob-secret").body(()).unwrap();
+        assert_ne!(k.key(&alice), k.key(&bob));
+        assert!(!format!("{:?}", k.key(&alice).unwrap()).contains("alice"));
+        assert_eq!(
+            k.canonical_request(&alice).headers()["x-user"],
+            "alice-secret"
+        );
+        let public = k.public();
+        assert_eq!(public.key(&alice), public.key(&bob));
+        assert!(!public
+            .canonical_request(&alice)
+            .headers()
+            .contains_key(&user));
     }
 
     #[test]

@@ -54,7 +54,7 @@ mod buffer;
 mod cache_policy;
 mod classes;
 mod client;
-mod conditional;
+pub(crate) mod conditional;
 mod errors;
 mod failures;
 pub(crate) mod freshness;

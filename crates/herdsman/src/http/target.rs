@@ -49,14 +49,18 @@ fn present(headers: &HeaderMap) -> bool {
 
 /// Appends the re-targeting headers of `headers` to `key`, each with its
 /// name (so that no two header sets make the same parts), in a fixed order.
-pub(crate) fn push(key: &mut KeyBuilder, headers: &HeaderMap) {
+/// Those in `varied` are left out: the key has them already, as sent.
+pub(crate) fn push(key: &mut KeyBuilder, headers: &HeaderMap, varied: &[HeaderName]) {
     if !present(headers) {
         return;
     }
-    for name in TARGET_HEADERS.iter() {
+    for name in TARGET_HEADERS.iter().filter(|name| !varied.contains(name)) {
         if headers.contains_key(name) {
             key.push_header(headers, name);
         }
+    }
+    if varied.contains(&header::FORWARDED) {
+        return;
     }
     let forwarded: Vec<Vec<u8>> = forwarded(headers).collect();
     if !forwarded.is_empty() {
@@ -69,15 +73,26 @@ pub(crate) fn push(key: &mut KeyBuilder, headers: &HeaderMap) {
 }
 
 /// Copies the re-targeting headers of `from` into `to`, as they are keyed
-/// (`Forwarded` without its `for=` pairs), for a canonical request.
-pub(crate) fn copy(from: &HeaderMap, to: &mut HeaderMap) {
+/// (`Forwarded` without its `for=` pairs), for a canonical request; those
+/// in `varied` are left out, copied as sent with the other varied headers.
+/// Each value is copied into an allocation of its own (`own`), so that the
+/// copy does not keep the caller's request head alive.
+pub(crate) fn copy(
+    from: &HeaderMap,
+    to: &mut HeaderMap,
+    varied: &[HeaderName],
+    own: fn(&HeaderValue) -> HeaderValue,
+) {
     if !present(from) {
         return;
     }
-    for name in TARGET_HEADERS.iter() {
+    for name in TARGET_HEADERS.iter().filter(|name| !varied.contains(name)) {
         for value in from.get_all(name) {
-            to.append(name.clone(), value.clone());
+            to.append(name.clone(), own(value));
         }
+    }
+    if varied.contains(&header::FORWARDED) {
+        return;
     }
     for value in forwarded(from) {
         if let Ok(value) = HeaderValue::from_bytes(&value) {
