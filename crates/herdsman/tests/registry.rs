@@ -550,6 +550,48 @@ async fn invalidations_announced_by_a_cache_poll_the_keys_they_cover() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_invalidation_ends_a_lingering_loop_instead_of_polling_for_nobody() {
+    // Found by the soak run: each write polled every lingering key of its
+    // path and started its linger again, so an attacker's one-off keys on a
+    // board that is written to never left, and each write cost a call per key.
+    let upstream = Upstream::changing_every(1);
+    let registry = layer().with_linger(30 * SEC).layer(upstream.clone());
+    for n in 0..20 {
+        let key: &'static str = format!("/boards/1/cards?x={n}").leak();
+        drop(registry.subscribe(key).unwrap());
+    }
+    settle().await;
+    assert_eq!((registry.stats().keys, upstream.calls()), (20, 20));
+
+    advance(2 * SEC).await;
+    assert_eq!(
+        registry.invalidate(&Invalidation::Prefix("/boards/1/".into())),
+        20
+    );
+    settle().await;
+    assert_eq!(upstream.calls(), 20, "nobody listens: no poll");
+    assert_eq!(registry.stats().keys, 0, "the kept values were out of date");
+    assert_eq!(registry.stats().tasks, 0);
+
+    // A subscriber that comes back starts a fresh loop.
+    let mut sub = registry.subscribe("/boards/1/cards?x=0").unwrap();
+    assert!(sub.next().await.is_some());
+    assert_eq!(upstream.calls(), 21);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalidation_still_polls_a_loop_with_subscribers() {
+    let upstream = Upstream::changing_every(1);
+    let registry = layer().with_linger(30 * SEC).layer(upstream.clone());
+    let _sub = registry.subscribe("/boards/1/cards").unwrap();
+    settle().await;
+    registry.invalidate(&Invalidation::All);
+    settle().await;
+    assert_eq!(upstream.calls(), 2);
+    assert_eq!(registry.stats().keys, 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_loop_stops_with_its_last_subscriber_and_nothing_leaks() {
     let upstream = Upstream::changing_every(1).with_delay(SEC);
     let registry = layer().layer(upstream.clone());

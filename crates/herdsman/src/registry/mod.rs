@@ -61,7 +61,9 @@
 //!   once and push the result to every subscriber; [`Registry::follow`]
 //!   applies the invalidations a Cache layer announces (writes through
 //!   `POST`, `PUT`, ...). This is how a card update reaches every board
-//!   viewer without waiting for the interval.
+//!   viewer without waiting for the interval. A lingering loop (no
+//!   subscriber left) is not polled for nobody: it ends, since its kept
+//!   value is out of date, and the next subscriber starts a fresh one.
 //! - **Lifecycle.** The loop (one tokio task) starts with the first
 //!   subscriber and stops when the last leaves, after its class's linger
 //!   ([`RegistryLayer::with_linger`]); a fetch in flight is dropped. When

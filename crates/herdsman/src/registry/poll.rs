@@ -239,6 +239,13 @@ async fn wait(core: &Core, meta: &Meta, next: &Next) -> bool {
             return false;
         }
         if meta.refresh_pending() {
+            // Nobody listens: polling would be for no one and would start
+            // the linger again (so a key written to often never left).
+            // The kept value is out of date, so the loop ends; a subscriber
+            // that comes back starts a fresh one.
+            if meta.subscribers() == 0 && !meta.private && core.retire(meta) {
+                return false;
+            }
             return true;
         }
         let lingering = meta.subscribers() == 0;
