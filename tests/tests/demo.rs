@@ -637,6 +637,10 @@ async fn after_a_failed_poll_the_endpoint_serves_the_last_good_value_stale() {
         let url = app.url("/api/active-users");
         let good = client.request(get(&url)).await.unwrap();
         assert_eq!(good.status(), StatusCode::OK);
+        // A subscriber keeps the loop polling: an invalidation ends a loop
+        // nobody listens to instead of polling it.
+        let (_, mut events) = Events::open(&app.url("/sse/active-users"), None).await;
+        let _first = events.next_event().await;
 
         app.demo.upstream.set_fail_rate(1.0);
         app.demo
