@@ -234,7 +234,8 @@ impl Client {
     }
 
     /// Opens a stream, reads it for a random time, closes it; again.
-    /// Two clients share each caller identity, well under the cap of 6.
+    /// Two clients share each caller identity, well under the cap of 8
+    /// (`registry.max_subscribers_per_caller`).
     async fn churn_streams(mut self, i: usize) {
         let who = format!("Bearer soak-user-{}", i / 2);
         loop {
@@ -366,8 +367,10 @@ impl Client {
         req.body(Full::default()).expect("a valid request")
     }
 
-    /// Every 5 s, the attacker opens 8 streams as one caller, over its cap
-    /// of 6 (2 answered 429), holds them 2 s and drops them.
+    /// Every 5 s, the attacker opens 8 streams as one caller, as many as its
+    /// cap (`registry.max_subscribers_per_caller`, 8 since issue 14; 6 per
+    /// caller before, when 2 were answered 429), holds them 2 s and drops
+    /// them.
     async fn greedy_streams(self) {
         loop {
             sleep(Duration::from_secs(5)).await;
