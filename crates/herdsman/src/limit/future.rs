@@ -41,7 +41,7 @@ pin_project! {
         S: Service<Req>,
     {
         Running { #[pin] fut: S::Future, held: Option<Held> },
-        Waiting { wait: Wait, call: Option<(S, Req)>, slots: Option<Slots> },
+        Waiting { wait: Wait, call: Option<(S, Req)>, slots: Option<Box<Slots>> },
         Rejected { err: Option<BoxError> },
     }
 }
@@ -51,11 +51,11 @@ pub(super) struct Held {
     /// `None` for a class without a concurrency limit.
     _permit: Option<Permit>,
     /// `None` when the class caps neither callers nor addresses.
-    _slots: Option<Slots>,
+    _slots: Option<Box<Slots>>,
 }
 
 impl Held {
-    pub(super) fn new(permit: Option<Permit>, slots: Option<Slots>) -> Self {
+    pub(super) fn new(permit: Option<Permit>, slots: Option<Box<Slots>>) -> Self {
         Held {
             _permit: permit,
             _slots: slots,
@@ -74,7 +74,7 @@ where
         })
     }
 
-    pub(super) fn waiting(wait: Wait, svc: S, req: Req, slots: Option<Slots>) -> Self {
+    pub(super) fn waiting(wait: Wait, svc: S, req: Req, slots: Option<Box<Slots>>) -> Self {
         Self::with(Kind::Waiting {
             wait,
             call: Some((svc, req)),

@@ -334,7 +334,7 @@ impl ClassState {
         self: &Arc<Self>,
         caller: impl FnOnce() -> Option<Key>,
         address: impl FnOnce() -> Option<Key>,
-    ) -> Result<Option<Slots>, TooManyInFlight> {
+    ) -> Result<Option<Box<Slots>>, TooManyInFlight> {
         if self.callers.is_none() && self.addresses.is_none() {
             return Ok(None);
         }
@@ -343,8 +343,11 @@ impl ClassState {
         if caller.is_none() && address.is_none() {
             return Ok(None);
         }
+        // Boxed: the response future carries it, and moving a future that
+        // held the slots inline cost every call (shares or not) a memmove
+        // of some hundred bytes, half again the layer's own cost.
         Slots::take(self, caller, address)
-            .map(Some)
+            .map(|slots| Some(Box::new(slots)))
             .map_err(|(by, max)| {
                 self.counters
                     .rejected_in_flight_cap
