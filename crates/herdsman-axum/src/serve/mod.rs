@@ -48,7 +48,7 @@
 //! address are keyed by. Both are the connection's peer: `Forwarded` and
 //! `X-Forwarded-For` are written by clients as well as proxies, and are
 //! never read unless the peer is one of the
-//! [`TrustedProxies`](herdsman::http::TrustedProxies) configured; then
+//! [`TrustedProxies`] configured; then
 //! `ClientAddr` is the client that proxy names (`ConnectInfo` stays the
 //! peer).
 //!
