@@ -334,8 +334,7 @@ impl HttpKey {
 /// A copy of `uri` in an allocation of its own (a parsed URI is often a
 /// view of the buffer its whole request head was read into).
 fn own_uri(uri: &Uri) -> Uri {
-    Uri::from_maybe_shared(Bytes::copy_from_slice(uri.to_string().as_bytes()))
-        .unwrap_or_else(|_| uri.clone())
+    Uri::from_maybe_shared(Bytes::from(uri.to_string())).unwrap_or_else(|_| uri.clone())
 }
 
 /// A copy of `value` in an allocation of its own, still marked sensitive
