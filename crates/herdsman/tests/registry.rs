@@ -8,10 +8,7 @@ use std::{
     convert::Infallible,
     future::Future,
     pin::Pin,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Duration,
 };
@@ -29,7 +26,7 @@ use herdsman::{
     },
     share::Share,
 };
-use support::{pass, settle, CallLog, Recorder, SEC};
+use support::{pass, settle, CallLog, Calls, Recorder, SEC};
 use tokio::time::{self, Instant};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
@@ -836,7 +833,7 @@ type Answered = (&'static str, Option<&'static str>);
 struct HttpUpstream {
     seen: Arc<Mutex<Vec<http::HeaderMap>>>,
     bodies: Arc<Mutex<Vec<Answered>>>,
-    calls: Arc<AtomicUsize>,
+    calls: Calls,
 }
 
 impl Service<HttpReq> for HttpUpstream {
@@ -850,7 +847,7 @@ impl Service<HttpReq> for HttpUpstream {
 
     fn call(&mut self, req: HttpReq) -> Self::Future {
         self.seen.lock().unwrap().push(req.headers().clone());
-        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        let n = self.calls.next() - 1;
         let bodies = self.bodies.lock().unwrap();
         let (body, etag) = bodies[n.min(bodies.len() - 1)];
         // A body starting with '!' is answered as a server error; one
@@ -943,7 +940,7 @@ async fn http_changes_are_told_by_etag_or_body_not_by_other_headers() {
         }
         pass(5 * SEC).await;
     }
-    assert_eq!(upstream.calls.load(Ordering::SeqCst), 7);
+    assert_eq!(upstream.calls.get(), 7);
     assert_eq!(bodies, ["v1", "v2", "v2-but-same-etag", "v3"]);
 
     // One-shot calls get the shared response back as the caller's type.
@@ -1188,9 +1185,9 @@ async fn a_stale_copy_from_below_is_a_failed_poll_whose_good_value_is_that_copy(
     // It backs off (4 s, not the 2 s interval); the same stale copy again
     // is no news.
     pass(2 * SEC).await;
-    assert_eq!(upstream.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(upstream.calls.get(), 1);
     pass(2 * SEC).await;
-    assert_eq!(upstream.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(upstream.calls.get(), 2);
     assert!(sub.next().now_or_never().is_none());
     assert_eq!(registry.stats().errors, 2);
 
