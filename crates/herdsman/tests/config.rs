@@ -691,6 +691,8 @@ fn unknown_keys_are_refused_wherever_they_are() {
             r#"colour = "blue": unknown key, expected one of layers, registry, cache, dedup, breaker, limit, alerts, admin, rollout, server, keys, classes (set by herdsman.toml)"#,
             r#"cache.tll = "5s": unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, max_bytes, max_entries, mode, sweep_interval (set by herdsman.toml)"#,
             r#"classes.active-users.cache.max_bytes = 10: unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, mode (set by herdsman.toml)"#,
+            // Found too, now that a class's sections are read apart from it.
+            r#"classes.active-users.publik = true: unknown key, expected one of paths, public, vary, layers, registry, cache, dedup, breaker, limit (set by herdsman.toml)"#,
         ]
         .join("\n")
     );

@@ -69,6 +69,7 @@ mod env;
 mod error;
 mod load;
 mod profile;
+mod section;
 mod settings;
 mod validate;
 
@@ -84,10 +85,9 @@ pub use self::{
     error::{ConfigError, Problem},
     load::{Loaded, Loader},
     settings::{
-        AdminSettings, AlertSettings, BreakerOverride, BreakerSettings, CacheOverride,
-        CacheSettings, ClassConfig, DedupOverride, DedupSettings, KeySettings, Layers,
-        LayersOverride, LimitOverride, LimitSettings, RateBy, RateSettings, RegistryOverride,
-        RegistrySettings, RolloutSettings, ServerSettings,
+        AdminSettings, AlertSettings, CacheSettings, ClassConfig, DedupSettings, KeySettings,
+        Layers, LimitSettings, RateBy, RateSettings, RegistrySettings, RolloutSettings,
+        ServerSettings,
     },
 };
 use crate::{breaker::BreakerConfig, class::Class, http::PathClasses};
@@ -108,8 +108,8 @@ pub struct Config {
     pub cache: CacheSettings,
     /// The dedup layer.
     pub dedup: DedupSettings,
-    /// The circuit breaker layer.
-    pub breaker: BreakerSettings,
+    /// The circuit breaker layer: the layer's own configuration type.
+    pub breaker: BreakerConfig,
     /// The limit layer.
     pub limit: LimitSettings,
     /// Alert thresholds.
@@ -175,9 +175,9 @@ impl Config {
         loaded.config
     }
 
-    /// The effective settings of class `name`: the global sections with the
-    /// class's overrides applied. A name that is not configured (such as
-    /// `"default"`) gets the global sections.
+    /// The effective settings of class `name`: its own sections where it
+    /// has them, the global ones elsewhere. A name that is not configured
+    /// (such as `"default"`) gets the global sections.
     pub fn class(&self, name: &str) -> EffectiveClass {
         let class = self.classes.get(name);
         EffectiveClass {
@@ -193,24 +193,12 @@ impl Config {
                 }
                 vary
             },
-            layers: class
-                .and_then(|c| c.layers.as_ref())
-                .map_or(self.layers, |o| o.apply(&self.layers)),
-            registry: class
-                .and_then(|c| c.registry.as_ref())
-                .map_or_else(|| self.registry.clone(), |o| o.apply(&self.registry)),
-            cache: class
-                .and_then(|c| c.cache.as_ref())
-                .map_or_else(|| self.cache.clone(), |o| o.apply(&self.cache)),
-            dedup: class
-                .and_then(|c| c.dedup.as_ref())
-                .map_or_else(|| self.dedup.clone(), |o| o.apply(&self.dedup)),
-            breaker: class
-                .and_then(|c| c.breaker.as_ref())
-                .map_or_else(|| self.breaker.clone(), |o| o.apply(&self.breaker)),
-            limit: class
-                .and_then(|c| c.limit.as_ref())
-                .map_or_else(|| self.limit.clone(), |o| o.apply(&self.limit)),
+            layers: class.and_then(|c| c.layers).unwrap_or(self.layers),
+            registry: own(class.and_then(|c| c.registry.as_ref()), &self.registry),
+            cache: own(class.and_then(|c| c.cache.as_ref()), &self.cache),
+            dedup: own(class.and_then(|c| c.dedup.as_ref()), &self.dedup),
+            breaker: class.and_then(|c| c.breaker).unwrap_or(self.breaker),
+            limit: own(class.and_then(|c| c.limit.as_ref()), &self.limit),
         }
     }
 
@@ -257,14 +245,52 @@ impl Config {
         config
     }
 
-    /// The configuration as TOML, as `herdsman config show` prints it.
+    /// The configuration as TOML, as `herdsman config show` prints it. A
+    /// class's sections show the keys whose values differ from the global
+    /// section's, as a file would set them.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("every configuration value has a TOML form")
+        let mut config =
+            toml::Table::try_from(self).expect("every configuration value has a TOML form");
+        if let Some(toml::Value::Table(classes)) = config.get_mut("classes") {
+            for (_, class) in classes.iter_mut() {
+                let Some(class) = class.as_table_mut() else {
+                    continue;
+                };
+                for (name, section) in class.iter_mut() {
+                    let (Some(section), Some(global)) =
+                        (section.as_table_mut(), self.section_toml(name))
+                    else {
+                        continue;
+                    };
+                    section.retain(|key, value| global.get(key) != Some(value));
+                }
+            }
+        }
+        toml::to_string(&config).expect("every configuration value has a TOML form")
+    }
+
+    /// A global section a class may have its own of, as TOML.
+    fn section_toml(&self, name: &str) -> Option<toml::Table> {
+        let table = match name {
+            "layers" => toml::Table::try_from(self.layers),
+            "registry" => toml::Table::try_from(&self.registry),
+            "cache" => toml::Table::try_from(&self.cache),
+            "dedup" => toml::Table::try_from(&self.dedup),
+            "breaker" => toml::Table::try_from(self.breaker),
+            "limit" => toml::Table::try_from(&self.limit),
+            _ => return None,
+        };
+        table.ok()
     }
 }
 
-/// One endpoint class's effective settings: the global sections with its
-/// overrides applied. Made by [`Config::class`].
+/// A class's own section, else the global one.
+fn own<T: Clone>(class: Option<&T>, global: &T) -> T {
+    class.unwrap_or(global).clone()
+}
+
+/// One endpoint class's effective settings: its own sections where it has
+/// them, the global ones elsewhere. Made by [`Config::class`].
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct EffectiveClass {
@@ -286,7 +312,7 @@ pub struct EffectiveClass {
     /// Its dedup settings.
     pub dedup: DedupSettings,
     /// Its breaker settings.
-    pub breaker: BreakerSettings,
+    pub breaker: BreakerConfig,
     /// Its limit settings.
     pub limit: LimitSettings,
 }
@@ -294,7 +320,7 @@ pub struct EffectiveClass {
 impl EffectiveClass {
     /// The breaker layer's configuration for this class.
     pub fn breaker_config(&self) -> BreakerConfig {
-        BreakerConfig::from(&self.breaker)
+        self.breaker
     }
 
     /// The limit layer's limits for this class.
