@@ -65,6 +65,8 @@
 //! );
 //! ```
 
+#[cfg(test)]
+mod doc;
 mod env;
 mod error;
 mod load;
