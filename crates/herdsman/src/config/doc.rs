@@ -16,12 +16,10 @@ use std::collections::BTreeSet;
 use serde::de::DeserializeOwned;
 
 use super::{
-    section::{class_keys, keys, Section},
-    AdminSettings, AlertSettings, CacheSettings, ClassConfig, Config, DedupSettings, Environment,
-    KeySettings, Layers, LimitSettings, RateSettings, RegistrySettings, RolloutSettings,
-    ServerSettings,
+    section::{class_keys, each_section, keys, EachSection, Section},
+    AdminSettings, AlertSettings, ClassConfig, Config, Environment, KeySettings, RateSettings,
+    RolloutSettings, ServerSettings,
 };
-use crate::breaker::BreakerConfig;
 
 const DOC: &str = include_str!("../../../../docs/CONFIGURATION.md");
 
@@ -77,9 +75,15 @@ fn cells(line: &str) -> Vec<String> {
     inner.split('|').map(|c| c.trim().to_owned()).collect()
 }
 
-/// A section's keys: all of them, and those a class may set.
-fn classed<T: Section>() -> (&'static str, Vec<&'static str>, Vec<&'static str>) {
-    (T::NAME, keys::<T>().to_vec(), class_keys::<T>())
+/// The sections a class may have: each one's name, keys, and those a class
+/// may set.
+#[derive(Default)]
+struct Classed(Vec<(&'static str, Vec<&'static str>, Vec<&'static str>)>);
+
+impl EachSection for Classed {
+    fn section<T: Section>(&mut self) {
+        (self.0).push((T::NAME, keys::<T>().to_vec(), class_keys::<T>()));
+    }
 }
 
 fn global<T: DeserializeOwned>(name: &'static str) -> (&'static str, Vec<&'static str>) {
@@ -89,14 +93,7 @@ fn global<T: DeserializeOwned>(name: &'static str) -> (&'static str, Vec<&'stati
 /// Every key the types accept, as the doc names them: `cache.ttl`,
 /// `limit.rate.burst`, `classes.<name>.cache.ttl`.
 fn accepted() -> BTreeSet<String> {
-    let classed = [
-        classed::<Layers>(),
-        classed::<RegistrySettings>(),
-        classed::<CacheSettings>(),
-        classed::<DedupSettings>(),
-        classed::<BreakerConfig>(),
-        classed::<LimitSettings>(),
-    ];
+    let classed = each_section(Classed::default()).0;
     let mut tables: Vec<(&str, Vec<&str>)> = classed
         .iter()
         .map(|(name, all, _)| (*name, all.clone()))

@@ -20,7 +20,7 @@ use super::{
     env::{CONFIG_VAR, DEFAULT_CONFIG_FILE, OVERRIDE_PREFIX},
     error::{ConfigError, Problem},
     profile::profile,
-    section::{class_keys, table, Section},
+    section::{class_keys, each_section, table, EachSection, Section},
     validate, ClassConfig, Config, EnvSource, Environment,
 };
 
@@ -234,6 +234,22 @@ impl<'a> Loader<'a> {
     }
 }
 
+/// Lays each of a class's sections over the global one.
+struct LayOver<'a, 'f> {
+    reader: &'a Reader<'f>,
+    path: &'a [String],
+    dict: Dict,
+    global: &'a Config,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl EachSection for LayOver<'_, '_> {
+    fn section<T: Section>(&mut self) {
+        let global = T::global(self.global);
+        (self.reader).lay_over(self.path, &mut self.dict, global, self.problems);
+    }
+}
+
 /// Reports each [`RETIRED`] key that is set, and removes it so that the
 /// rest of its section is still read and checked.
 fn retire(figment: &Figment, root: &mut Value, problems: &mut Vec<Problem>) {
@@ -309,13 +325,14 @@ impl Reader<'_> {
         let Value::Dict(tag, dict) = class else {
             return class.clone();
         };
-        let mut dict = dict.clone();
-        self.lay_over(path, &mut dict, &global.layers, problems);
-        self.lay_over(path, &mut dict, &global.registry, problems);
-        self.lay_over(path, &mut dict, &global.cache, problems);
-        self.lay_over(path, &mut dict, &global.dedup, problems);
-        self.lay_over(path, &mut dict, &global.breaker, problems);
-        self.lay_over(path, &mut dict, &global.limit, problems);
+        let layer = each_section(LayOver {
+            reader: self,
+            path,
+            dict: dict.clone(),
+            global,
+            problems,
+        });
+        let dict = layer.dict;
         Value::Dict(*tag, dict)
     }
 

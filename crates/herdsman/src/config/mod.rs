@@ -23,6 +23,15 @@
 //! override any of the global sections; [`Config::class`] resolves one
 //! class's effective settings and converts them into the layers' own types.
 //!
+//! Each setting is written once: a section is one type (the layer's own
+//! where it has one: `[breaker]` is [`BreakerConfig`]), with its doc comment
+//! and serde attributes, and its default in the profiles. A class's table
+//! is laid over the global section and read into the same type, so there is
+//! no per-class mirror. Each section checks its own values and reports them
+//! at its path; a class's section reports only the keys it changed, so a
+//! global problem is reported once. `docs/CONFIGURATION.md` is checked
+//! against the types by a test: a new key needs its row there.
+//!
 //! Detection and loading read the outside world through an [`EnvSource`], so
 //! that tests (and embedders) can supply it: [`StaticEnv`].
 //!
@@ -73,6 +82,7 @@ mod load;
 mod profile;
 mod section;
 mod settings;
+mod show;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -126,7 +136,7 @@ pub struct Config {
     #[serde(default)]
     pub keys: KeySettings,
     /// Endpoint classes by name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub classes: BTreeMap<String, ClassConfig>,
 }
 
@@ -251,38 +261,7 @@ impl Config {
     /// class's sections show the keys whose values differ from the global
     /// section's, as a file would set them.
     pub fn to_toml(&self) -> String {
-        let mut config =
-            toml::Table::try_from(self).expect("every configuration value has a TOML form");
-        if let Some(toml::Value::Table(classes)) = config.get_mut("classes") {
-            for (_, class) in classes.iter_mut() {
-                let Some(class) = class.as_table_mut() else {
-                    continue;
-                };
-                for (name, section) in class.iter_mut() {
-                    let (Some(section), Some(global)) =
-                        (section.as_table_mut(), self.section_toml(name))
-                    else {
-                        continue;
-                    };
-                    section.retain(|key, value| global.get(key) != Some(value));
-                }
-            }
-        }
-        toml::to_string(&config).expect("every configuration value has a TOML form")
-    }
-
-    /// A global section a class may have its own of, as TOML.
-    fn section_toml(&self, name: &str) -> Option<toml::Table> {
-        let table = match name {
-            "layers" => toml::Table::try_from(self.layers),
-            "registry" => toml::Table::try_from(&self.registry),
-            "cache" => toml::Table::try_from(&self.cache),
-            "dedup" => toml::Table::try_from(&self.dedup),
-            "breaker" => toml::Table::try_from(self.breaker),
-            "limit" => toml::Table::try_from(&self.limit),
-            _ => return None,
-        };
-        table.ok()
+        show::to_toml(self)
     }
 }
 

@@ -13,8 +13,11 @@ use figment::value::{Dict, Value};
 use serde::{de, de::DeserializeOwned, Serialize};
 
 use super::{
-    settings::{CacheSettings, DedupSettings, Layers, LimitSettings, RegistrySettings},
+    settings::{
+        CacheSettings, ClassConfig, DedupSettings, Layers, LimitSettings, RegistrySettings,
+    },
     validate::Validate,
+    Config,
 };
 use crate::breaker::BreakerConfig;
 
@@ -26,38 +29,63 @@ pub(crate) trait Section: Serialize + DeserializeOwned + Validate + Clone {
     /// The keys only the global section sets: they bound what the whole
     /// stack holds, not one class.
     const GLOBAL_ONLY: &'static [&'static str] = &[];
+
+    /// The global section.
+    fn global(config: &Config) -> &Self;
+
+    /// A class's own section.
+    fn of(class: &ClassConfig) -> Option<&Self>;
 }
 
-impl Section for Layers {
-    const NAME: &'static str = "layers";
+/// Something done for each [`Section`] type in turn.
+pub(crate) trait EachSection {
+    /// Does it for section `T`.
+    fn section<T: Section>(&mut self);
 }
 
-impl Section for RegistrySettings {
-    const NAME: &'static str = "registry";
-    const GLOBAL_ONLY: &'static [&'static str] = &[
-        "floor",
-        "allow_fast_polling",
-        "max_subscribers",
-        "max_memory",
-    ];
+/// Does `each` for every section a class may have its own of, in the
+/// order of [`ClassConfig`]'s fields: the one list of them.
+pub(crate) fn each_section<E: EachSection>(mut each: E) -> E {
+    each.section::<Layers>();
+    each.section::<RegistrySettings>();
+    each.section::<CacheSettings>();
+    each.section::<DedupSettings>();
+    each.section::<BreakerConfig>();
+    each.section::<LimitSettings>();
+    each
 }
 
-impl Section for CacheSettings {
-    const NAME: &'static str = "cache";
-    const GLOBAL_ONLY: &'static [&'static str] = &["max_bytes", "max_entries", "sweep_interval"];
+macro_rules! section {
+    ($type:ty, $name:ident $(, global only: $($key:literal),+)?) => {
+        impl Section for $type {
+            const NAME: &'static str = stringify!($name);
+            $(const GLOBAL_ONLY: &'static [&'static str] = &[$($key),+];)?
+
+            fn global(config: &Config) -> &Self {
+                &config.$name
+            }
+
+            fn of(class: &ClassConfig) -> Option<&Self> {
+                class.$name.as_ref()
+            }
+        }
+    };
 }
 
-impl Section for DedupSettings {
-    const NAME: &'static str = "dedup";
-}
-
-impl Section for BreakerConfig {
-    const NAME: &'static str = "breaker";
-}
-
-impl Section for LimitSettings {
-    const NAME: &'static str = "limit";
-}
+section!(Layers, layers);
+section!(
+    RegistrySettings,
+    registry,
+    global only: "floor", "allow_fast_polling", "max_subscribers", "max_memory"
+);
+section!(
+    CacheSettings,
+    cache,
+    global only: "max_bytes", "max_entries", "sweep_interval"
+);
+section!(DedupSettings, dedup);
+section!(BreakerConfig, breaker);
+section!(LimitSettings, limit);
 
 /// The keys of the struct `T`, in declaration order, as its `Deserialize`
 /// implementation names them.

@@ -6,7 +6,7 @@ use humantime_serde::re::humantime::format_duration;
 
 use super::{
     error::Problem,
-    section::{changed_keys, Section},
+    section::{changed_keys, each_section, EachSection, Section},
     settings::{
         AdminSettings, AlertSettings, CacheSettings, ClassConfig, DedupSettings, KeySettings,
         Layers, LimitSettings, RegistrySettings, RolloutSettings, ServerSettings,
@@ -257,12 +257,12 @@ impl Check {
         }
         let vary = Path::section(&format!("{}.vary", prefix.dotted));
         self.problems.header_names(&vary, &class.vary);
-        self.section(&prefix, class.layers.as_ref(), &config.layers);
-        self.section(&prefix, class.registry.as_ref(), &config.registry);
-        self.section(&prefix, class.cache.as_ref(), &config.cache);
-        self.section(&prefix, class.dedup.as_ref(), &config.dedup);
-        self.section(&prefix, class.breaker.as_ref(), &config.breaker);
-        self.section(&prefix, class.limit.as_ref(), &config.limit);
+        each_section(ClassSections {
+            check: self,
+            prefix: &prefix,
+            class,
+            config,
+        });
     }
 
     /// A class's own section: its problems under the class's path, for the
@@ -400,6 +400,21 @@ impl Check {
                 );
             }
         }
+    }
+}
+
+/// Checks each of a class's own sections.
+struct ClassSections<'a> {
+    check: &'a mut Check,
+    prefix: &'a Path,
+    class: &'a ClassConfig,
+    config: &'a Config,
+}
+
+impl EachSection for ClassSections<'_> {
+    fn section<T: Section>(&mut self) {
+        let global = T::global(self.config);
+        (self.check).section(self.prefix, T::of(self.class), global);
     }
 }
 
