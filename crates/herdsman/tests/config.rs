@@ -974,3 +974,12 @@ fn config_show_prints_the_keys_a_class_changes_and_loads_back_the_same() {
     let again = load(Environment::Production, &with_file(&shown)).unwrap();
     assert_eq!(again, config);
 }
+
+#[test]
+fn a_key_length_over_the_largest_toml_integer_is_refused() {
+    let source = StaticEnv::new().var("HERDSMAN__KEYS__MAX_LEN", "10741432097169699241");
+    assert_eq!(
+        errors(Environment::Production, &source),
+        "keys.max_len = 10741432097169699241: must be at most 9223372036854775807 (set by HERDSMAN__KEYS__MAX_LEN)"
+    );
+}

@@ -696,5 +696,6 @@ impl Validate for KeySettings {
                 &format!("must be at least {MIN_KEY_LEN} (bytes)"),
             );
         }
+        problems.integer(&p.key("max_len"), self.max_len as u64);
     }
 }
