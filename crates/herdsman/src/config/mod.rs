@@ -89,6 +89,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use self::section::Section;
 pub use self::{
     env::{
         EnvSource, Environment, StaticEnv, SystemEnv, UnknownEnvironment, CONFIG_VAR,
@@ -205,13 +206,18 @@ impl Config {
                 }
                 vary
             },
-            layers: class.and_then(|c| c.layers).unwrap_or(self.layers),
-            registry: own(class.and_then(|c| c.registry.as_ref()), &self.registry),
-            cache: own(class.and_then(|c| c.cache.as_ref()), &self.cache),
-            dedup: own(class.and_then(|c| c.dedup.as_ref()), &self.dedup),
-            breaker: class.and_then(|c| c.breaker).unwrap_or(self.breaker),
-            limit: own(class.and_then(|c| c.limit.as_ref()), &self.limit),
+            layers: self.effective(class),
+            registry: self.effective(class),
+            cache: self.effective(class),
+            dedup: self.effective(class),
+            breaker: self.effective(class),
+            limit: self.effective(class),
         }
+    }
+
+    /// A class's own section `T`, else the global one.
+    fn effective<T: Section>(&self, class: Option<&ClassConfig>) -> T {
+        class.and_then(T::of).unwrap_or(T::global(self)).clone()
     }
 
     /// The effective settings of every configured class, then of the
@@ -263,11 +269,6 @@ impl Config {
     pub fn to_toml(&self) -> String {
         show::to_toml(self)
     }
-}
-
-/// A class's own section, else the global one.
-fn own<T: Clone>(class: Option<&T>, global: &T) -> T {
-    class.unwrap_or(global).clone()
 }
 
 /// One endpoint class's effective settings: its own sections where it has
