@@ -16,7 +16,7 @@ use axum::{
     http::{header, request::Parts, HeaderValue, Request, Response, StatusCode},
 };
 use herdsman::{
-    config::{CacheOverride, ClassConfig, Config, Environment, RegistryOverride},
+    config::{CacheSettings, ClassConfig, Config, Environment, RegistrySettings},
     event::Invalidation,
     Coordinated, Coordinator,
 };
@@ -89,14 +89,16 @@ impl App {
             ClassConfig {
                 paths: vec!["/board".to_owned()],
                 public: true,
-                registry: Some(RegistryOverride {
-                    interval: Some(5 * SEC),
-                    ..RegistryOverride::default()
-                }),
                 ..ClassConfig::default()
             },
         );
         tweak(&mut config);
+        // A class's section is whole: made once the global one is final.
+        let registry = RegistrySettings {
+            interval: 5 * SEC,
+            ..config.registry.clone()
+        };
+        App::class(&mut config).registry = Some(registry);
         let coordinator = Coordinator::builder()
             .environment(Environment::Test)
             .config(config)
@@ -435,11 +437,12 @@ async fn the_caches_stale_copy_reaches_a_polling_client_marked_stale() {
     let origin = Origin::new(r#"{"count":4}"#);
     let app = App::start(&origin, |config| {
         config.layers.breaker = false;
-        App::class(config).cache = Some(CacheOverride {
-            ttl: Some(SEC),
-            stale_if_error: Some(300 * SEC),
-            ..CacheOverride::default()
-        });
+        let cache = CacheSettings {
+            ttl: SEC,
+            stale_if_error: 300 * SEC,
+            ..config.cache.clone()
+        };
+        App::class(config).cache = Some(cache);
     });
     let fresh = app.poll(&[]).await;
     assert_eq!(fresh.status, StatusCode::OK);

@@ -168,10 +168,11 @@ async fn fetch(svc: &Stack, req: Request<Full<Bytes>>) -> Result<String, BoxErro
 #[tokio::test(start_paused = true)]
 async fn two_subscribers_of_one_key_share_one_upstream_call_per_interval() {
     let mut config = config(&[("active", "/api/active")]);
-    class(&mut config, "active").registry = Some(herdsman::config::RegistryOverride {
-        interval: Some(Duration::from_secs(1)),
-        ..Default::default()
-    });
+    let registry = herdsman::config::RegistrySettings {
+        interval: Duration::from_secs(1),
+        ..config.registry.clone()
+    };
+    class(&mut config, "active").registry = Some(registry);
     let coordinator = coordinator(config);
     let origin = Origin::default();
     let svc = stack(&coordinator, &origin);
@@ -305,10 +306,11 @@ async fn a_second_get_is_served_from_the_cache_and_a_post_invalidates_it() {
 #[tokio::test(start_paused = true)]
 async fn concurrent_identical_gets_make_one_inner_call() {
     let mut config = config(&[("board", "/board")]);
-    class(&mut config, "board").layers = Some(herdsman::config::LayersOverride {
-        cache: Some(false),
-        ..Default::default()
-    });
+    let layers = herdsman::config::Layers {
+        cache: false,
+        ..config.layers
+    };
+    class(&mut config, "board").layers = Some(layers);
     let coordinator = coordinator(config);
     let origin = Origin::with_delay(Duration::from_millis(10));
     let svc = stack(&coordinator, &origin);
@@ -361,10 +363,11 @@ async fn layers_off_in_the_configuration_are_bypassed_unless_a_class_turns_them_
             },
         );
     }
-    class(&mut config, "guarded").layers = Some(herdsman::config::LayersOverride {
-        breaker: Some(true),
-        ..Default::default()
-    });
+    let layers = herdsman::config::Layers {
+        breaker: true,
+        ..config.layers
+    };
+    class(&mut config, "guarded").layers = Some(layers);
     let coordinator = Coordinator::builder().config(config).build().unwrap();
     let origin = Origin::default();
     origin.fail("/flaky", StatusCode::BAD_GATEWAY);
@@ -387,11 +390,12 @@ async fn layers_off_in_the_configuration_are_bypassed_unless_a_class_turns_them_
 #[tokio::test(start_paused = true)]
 async fn requests_over_the_concurrency_limit_are_overloaded() {
     let mut config = config(&[("slow", "/slow")]);
-    class(&mut config, "slow").limit = Some(herdsman::config::LimitOverride {
-        max_concurrency: Some(1),
-        max_queue: Some(0),
-        ..Default::default()
-    });
+    let limit = herdsman::config::LimitSettings {
+        max_concurrency: 1,
+        max_queue: 0,
+        ..config.limit.clone()
+    };
+    class(&mut config, "slow").limit = Some(limit);
     let coordinator = coordinator(config);
     let origin = Origin::with_delay(Duration::from_millis(100));
     let svc = stack(&coordinator, &origin);
@@ -510,10 +514,11 @@ async fn random_credentials_from_one_address_are_capped_by_the_address_rule() {
 async fn two_classes_keep_their_own_cache_ttls() {
     let mut config = config(&[("fast", "/fast"), ("slow", "/slow")]);
     for (name, secs) in [("fast", 1), ("slow", 10)] {
-        class(&mut config, name).cache = Some(herdsman::config::CacheOverride {
-            ttl: Some(Duration::from_secs(secs)),
-            ..Default::default()
-        });
+        let cache = herdsman::config::CacheSettings {
+            ttl: Duration::from_secs(secs),
+            ..config.cache.clone()
+        };
+        class(&mut config, name).cache = Some(cache);
     }
     let coordinator = coordinator(config);
     let origin = Origin::default();
@@ -532,8 +537,8 @@ async fn two_classes_keep_their_own_cache_ttls() {
 async fn classes_with_different_dedup_windows_each_reuse_results_for_their_own() {
     let mut config = config(&[("sticky", "/sticky"), ("plain", "/plain")]);
     config.layers.cache = false;
-    class(&mut config, "sticky").dedup = Some(herdsman::config::DedupOverride {
-        window: Some(Duration::from_secs(1)),
+    class(&mut config, "sticky").dedup = Some(herdsman::config::DedupSettings {
+        window: Duration::from_secs(1),
     });
     let coordinator = coordinator(config);
     let origin = Origin::default();
@@ -925,10 +930,11 @@ async fn a_post_through_the_stack_pushes_to_subscribers_of_its_path() {
 fn an_invalid_configuration_is_refused_naming_field_value_and_reason() {
     let mut config = config(&[("a", "/a")]);
     config.cache.ttl = Duration::ZERO;
-    class(&mut config, "a").limit = Some(herdsman::config::LimitOverride {
-        max_concurrency: Some(0),
-        ..Default::default()
-    });
+    let limit = herdsman::config::LimitSettings {
+        max_concurrency: 0,
+        ..config.limit.clone()
+    };
+    class(&mut config, "a").limit = Some(limit);
     let err = Coordinator::builder()
         .environment(Environment::Test)
         .config(config)

@@ -10,7 +10,7 @@ use std::{convert::Infallible, time::Duration};
 use bytes::Bytes;
 use herdsman::{
     class::Class,
-    config::{ClassConfig, Config, Environment, RegistryOverride},
+    config::{ClassConfig, Config, Environment, RegistrySettings},
     key::Key,
     registry::{ClassSettings, Limit, RegistryLayer, SubscribeOptions},
     Coordinated, Coordinator,
@@ -45,9 +45,11 @@ impl Origin {
 }
 
 /// The test profile (interval 50 ms, jitter 0, linger 100 ms) with class
-/// `live` on `/live` overriding the registry with `registry`.
-fn coordinator(registry: RegistryOverride) -> Coordinator {
+/// `live` on `/live` with the registry settings `registry` makes of the
+/// global ones.
+fn coordinator(registry: impl FnOnce(RegistrySettings) -> RegistrySettings) -> Coordinator {
     let mut config = Config::profile(Environment::Test);
+    let registry = registry(config.registry.clone());
     config.classes.insert(
         "live".into(),
         ClassConfig {
@@ -69,9 +71,9 @@ fn stack(coordinator: &Coordinator, origin: &Origin) -> Coordinated<Upstream> {
 
 #[tokio::test(start_paused = true)]
 async fn a_class_linger_keeps_its_loop_that_long_and_other_classes_keep_the_global_one() {
-    let coordinator = coordinator(RegistryOverride {
-        linger: Some(10 * SEC),
-        ..RegistryOverride::default()
+    let coordinator = coordinator(|r| RegistrySettings {
+        linger: 10 * SEC,
+        ..r
     });
     let svc = stack(&coordinator, &Origin::default());
     let live = svc.subscribe(get("/live")).unwrap();
@@ -97,9 +99,9 @@ async fn a_class_linger_keeps_its_loop_that_long_and_other_classes_keep_the_glob
 
 #[tokio::test(start_paused = true)]
 async fn a_class_max_subscribers_per_key_refuses_the_next_subscriber_of_its_keys() {
-    let coordinator = coordinator(RegistryOverride {
-        max_subscribers_per_key: Some(1),
-        ..RegistryOverride::default()
+    let coordinator = coordinator(|r| RegistrySettings {
+        max_subscribers_per_key: 1,
+        ..r
     });
     let svc = stack(&coordinator, &Origin::default());
     let _first = svc.subscribe(get("/live")).unwrap();
@@ -114,10 +116,10 @@ async fn a_class_max_subscribers_per_key_refuses_the_next_subscriber_of_its_keys
 
 #[tokio::test(start_paused = true)]
 async fn a_class_jitter_spreads_its_polls_and_other_classes_keep_the_global_one() {
-    let coordinator = coordinator(RegistryOverride {
-        interval: Some(SEC),
-        jitter: Some(0.5),
-        ..RegistryOverride::default()
+    let coordinator = coordinator(|r| RegistrySettings {
+        interval: SEC,
+        jitter: 0.5,
+        ..r
     });
     let origin = Origin::default();
     let svc = stack(&coordinator, &origin);
