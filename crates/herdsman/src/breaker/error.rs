@@ -4,11 +4,15 @@ use std::{error::Error, fmt, time::Duration};
 
 use tokio::time::Instant;
 
-use crate::class::Class;
+use crate::{
+    class::Class,
+    error::{Describe, ErrorKind},
+};
 
 /// The call was not made: the breaker of its endpoint class is open.
 ///
-/// The HTTP adapter answers `503 Service Unavailable` with `Retry-After`
+/// A local rejection ([`ErrorKind::BreakerOpen`]): the HTTP adapter answers
+/// `503 Service Unavailable` with `Retry-After`
 /// (the seconds until the breaker lets a probe through, counted when the
 /// answer is made).
 #[derive(Debug, Clone)]
@@ -52,8 +56,19 @@ impl fmt::Display for BreakerOpen {
 
 impl Error for BreakerOpen {}
 
+impl Describe for BreakerOpen {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::BreakerOpen
+    }
+
+    fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
+    }
+}
+
 /// A half-open probe did not answer within the probe timeout. It counts as a
-/// failure.
+/// failure ([`ErrorKind::TimedOut`]; the HTTP adapter answers `504 Gateway
+/// Timeout`).
 #[derive(Debug, Clone)]
 pub struct ProbeTimedOut {
     class: Class,
@@ -82,3 +97,9 @@ impl fmt::Display for ProbeTimedOut {
 }
 
 impl Error for ProbeTimedOut {}
+
+impl Describe for ProbeTimedOut {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::TimedOut
+    }
+}

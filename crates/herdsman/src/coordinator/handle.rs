@@ -49,8 +49,15 @@ pub(crate) struct Shared {
     pub(crate) stack: Switch,
     pub(crate) routes: Arc<Routes>,
     pub(crate) rollout: Rollout,
-    pub(crate) registry:
-        RegistryLayer<ClassKey, ClassOf, HttpShare, HttpFingerprint, ClassKey, Subscribers>,
+    pub(crate) registry: RegistryLayer<
+        ClassKey,
+        ClassOf,
+        HttpShare,
+        HttpFingerprint,
+        ClassKey,
+        Subscribers,
+        ServerErrors,
+    >,
     pub(crate) stats_layer: StatsLayer<ClassOf, ServerErrors>,
     pub(crate) cache: CacheLayer<ClassKey, Response<SharedBody>, HttpCachePolicy, ClassOf>,
     pub(crate) dedups: Vec<DedupLayer<ClassKey, HttpShare, ClassOf>>,

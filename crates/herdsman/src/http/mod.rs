@@ -71,7 +71,7 @@ pub use self::{
     classes::PathClasses,
     client::{ClientAddr, ClientAddress},
     conditional::if_none_match,
-    errors::{error_response, retry_after_secs},
+    errors::{described_response, error_response, error_status, retry_after_secs},
     failures::ServerErrors,
     key::HttpKey,
     proxies::{InvalidProxy, TrustedProxies},

@@ -4,7 +4,10 @@ use std::{error::Error, fmt, time::Duration};
 
 use tokio::time::Instant;
 
-use crate::class::Class;
+use crate::{
+    class::Class,
+    error::{Describe, ErrorKind},
+};
 
 /// An endpoint class is at its concurrency limit, and the request could not
 /// wait for a permit: the class has no queue, its queue was full, or no
@@ -81,6 +84,16 @@ impl fmt::Display for Overloaded {
 
 impl Error for Overloaded {}
 
+impl Describe for Overloaded {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Overloaded
+    }
+
+    fn retry_at(&self) -> Option<Instant> {
+        Some(self.retry_at)
+    }
+}
+
 /// A rate rule turned the request away: its caller (or its class, depending
 /// on the rule's [`RateKey`](super::RateKey)) sent more than the rule allows.
 ///
@@ -132,6 +145,16 @@ impl fmt::Display for RateLimited {
 }
 
 impl Error for RateLimited {}
+
+impl Describe for RateLimited {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::RateLimited
+    }
+
+    fn retry_at(&self) -> Option<Instant> {
+        Some(self.retry_at)
+    }
+}
 
 /// The request's caller, or its client address, already has as many of its
 /// endpoint class's calls in flight (or waiting for a permit) as it may:
@@ -217,3 +240,13 @@ impl fmt::Display for TooManyInFlight {
 }
 
 impl Error for TooManyInFlight {}
+
+impl Describe for TooManyInFlight {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Rejected
+    }
+
+    fn retry_at(&self) -> Option<Instant> {
+        Some(self.retry_at)
+    }
+}

@@ -8,7 +8,6 @@ use std::{
 
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response};
 
-use super::error::UpstreamStatus;
 use crate::{
     http::{request_bytes, HttpKey, ServedStale, SharedBody},
     stable_hash::StableHasher,
@@ -30,15 +29,6 @@ use crate::{
 pub trait Fingerprint<T> {
     /// The fingerprint of `value`.
     fn fingerprint(&self, value: &T) -> u64;
-
-    /// Whether `value`, although the inner service returned it as `Ok`, is
-    /// the upstream failing: then subscribers get it as an error (with the
-    /// last good value still readable) and the loop backs off. Default:
-    /// never. [`HttpFingerprint`] says so for a 5xx response.
-    fn failure(&self, value: &T) -> Option<UpstreamStatus> {
-        let _ = value;
-        None
-    }
 
     /// Whether `value` is a stale copy that a layer below (a cache's
     /// stale-if-error) answered with because the upstream failed. The loop
@@ -96,10 +86,11 @@ impl<T: Hash> Fingerprint<T> for HashFingerprint {
 ///   unchanged resource produces no update.
 ///
 /// The hash is XXH3-64 with seed 0 over length-prefixed parts, fixed by its
-/// specification. A 5xx response is a [failure](Fingerprint::failure), and a
-/// response marked [`ServedStale`] (a cache's stale-if-error copy) is
-/// [stale](Fingerprint::stale): subscribers keep a good value and the loop
-/// backs off.
+/// specification. A response marked [`ServedStale`] (a cache's
+/// stale-if-error copy) is [stale](Fingerprint::stale): subscribers keep a
+/// good value and the loop backs off. Whether an answer is a failure (a 5xx)
+/// is not the fingerprint's to say but the failure classifier's
+/// ([`RegistryLayer::with_failure_classifier`](super::RegistryLayer::with_failure_classifier)).
 ///
 /// ```
 /// use herdsman::{http::{HttpBody, HttpShare}, registry::{Fingerprint, HttpFingerprint}, share::Share};
@@ -166,13 +157,6 @@ impl HttpFingerprint {
 }
 
 impl Fingerprint<Response<SharedBody>> for HttpFingerprint {
-    fn failure(&self, response: &Response<SharedBody>) -> Option<UpstreamStatus> {
-        response
-            .status()
-            .is_server_error()
-            .then(|| UpstreamStatus::new(response.status().as_u16()))
-    }
-
     fn stale(&self, response: &Response<SharedBody>) -> bool {
         response.extensions().get::<ServedStale>().is_some()
     }
