@@ -370,3 +370,157 @@ pub fn is_rejection(err: &(dyn Error + 'static)) -> bool {
 pub fn retry_at(err: &(dyn Error + 'static)) -> Option<Instant> {
     describe(err)?.retry_at()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A layer's error, as the core sees it: through [`Describe`] only.
+    #[derive(Debug)]
+    struct Refused {
+        kind: ErrorKind,
+        retry_at: Option<Instant>,
+        cause: Option<BoxError>,
+    }
+
+    impl fmt::Display for Refused {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "refused ({})", self.kind)
+        }
+    }
+
+    impl Error for Refused {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            self.cause.as_deref().map(|e| e as &(dyn Error + 'static))
+        }
+    }
+
+    impl Describe for Refused {
+        fn kind(&self) -> ErrorKind {
+            self.kind
+        }
+
+        fn retry_at(&self) -> Option<Instant> {
+            self.retry_at
+        }
+    }
+
+    /// An error around another, as an application's own error type would be.
+    #[derive(Debug)]
+    struct Context(BoxError);
+
+    impl fmt::Display for Context {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("while fetching")
+        }
+    }
+
+    impl Error for Context {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    fn refused(kind: ErrorKind) -> Refused {
+        Refused {
+            kind,
+            retry_at: None,
+            cause: None,
+        }
+    }
+
+    #[test]
+    fn a_boxed_error_is_found_through_the_wrapper_and_a_shared_error() {
+        let err = boxed(refused(ErrorKind::Overloaded));
+        assert!(
+            err.downcast_ref::<Refused>().is_none(),
+            "the box holds the wrapper"
+        );
+        assert!(find::<Refused>(&*err).is_some());
+        assert_eq!(ErrorKind::of(&*err), ErrorKind::Overloaded);
+
+        let shared: BoxError = Box::new(SharedError::new(err));
+        assert!(find::<Refused>(&*shared).is_some());
+        assert_eq!(ErrorKind::of(&*shared), ErrorKind::Overloaded);
+        // Shared twice over, and behind an application's error.
+        let twice: BoxError = Box::new(SharedError::new(shared));
+        let wrapped: BoxError = Box::new(Context(twice));
+        assert!(find::<Refused>(&*wrapped).is_some());
+        assert_eq!(
+            describe(&*wrapped).map(|d| d.kind()),
+            Some(ErrorKind::Overloaded)
+        );
+    }
+
+    #[test]
+    fn the_wrapper_shows_the_errors_own_display_debug_and_source() {
+        let err = boxed(Refused {
+            kind: ErrorKind::Upstream,
+            retry_at: None,
+            cause: Some("connection reset".into()),
+        });
+        assert_eq!(err.to_string(), "refused (upstream)");
+        assert!(format!("{err:?}").starts_with("Refused {"), "{err:?}");
+        let source = err.source().expect("the error's own source");
+        assert_eq!(source.to_string(), "connection reset");
+    }
+
+    #[test]
+    fn an_error_that_does_not_describe_itself_is_an_upstream_error() {
+        let plain: BoxError = "connection reset".into();
+        assert!(describe(&*plain).is_none());
+        assert_eq!(ErrorKind::of(&*plain), ErrorKind::Upstream);
+        assert!(!is_rejection(&*plain));
+        // Boxed with `into` rather than `boxed`: found by type, not described.
+        let unwrapped: BoxError = Box::new(refused(ErrorKind::RateLimited));
+        assert!(find::<Refused>(&*unwrapped).is_some());
+        assert_eq!(ErrorKind::of(&*unwrapped), ErrorKind::Upstream);
+    }
+
+    #[test]
+    fn only_refusals_made_on_this_side_are_rejections() {
+        for kind in ErrorKind::ALL {
+            let expected = matches!(
+                kind,
+                ErrorKind::Rejected
+                    | ErrorKind::Overloaded
+                    | ErrorKind::RateLimited
+                    | ErrorKind::BreakerOpen
+            );
+            assert_eq!(is_rejection(&*boxed(refused(kind))), expected, "{kind:?}");
+            assert_eq!(kind.to_string(), kind.as_str());
+        }
+    }
+
+    #[test]
+    fn the_first_described_error_of_a_chain_speaks_for_it() {
+        let inner = boxed(refused(ErrorKind::Panicked));
+        let outer = boxed(Refused {
+            kind: ErrorKind::TimedOut,
+            retry_at: None,
+            cause: Some(inner),
+        });
+        assert_eq!(ErrorKind::of(&*outer), ErrorKind::TimedOut);
+        // An error that describes nothing lets its cause speak.
+        let inner = boxed(refused(ErrorKind::Panicked));
+        let outer: BoxError = Box::new(Context(Box::new(Context(inner))));
+        assert_eq!(ErrorKind::of(&*outer), ErrorKind::Panicked);
+        assert!(find::<Refused>(&*outer).is_some());
+    }
+
+    #[test]
+    fn retry_at_is_read_through_shared_errors() {
+        let at = Instant::now() + Duration::from_secs(3);
+        let err = boxed(Refused {
+            kind: ErrorKind::RateLimited,
+            retry_at: Some(at),
+            cause: None,
+        });
+        assert_eq!(retry_at(&*err), Some(at));
+        let shared = SharedError::new(err);
+        assert_eq!(retry_at(&shared), Some(at));
+        assert_eq!(retry_at(&*boxed(refused(ErrorKind::BreakerOpen))), None);
+    }
+}

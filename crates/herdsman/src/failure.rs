@@ -135,3 +135,95 @@ impl Describe for FailedAnswer {
         ErrorKind::Upstream
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{error::SharedError, http::ServerErrors};
+
+    /// An error of any kind, as a layer would make it.
+    #[derive(Debug)]
+    struct Of(ErrorKind);
+
+    impl fmt::Display for Of {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0.as_str())
+        }
+    }
+
+    impl Error for Of {}
+
+    impl Describe for Of {
+        fn kind(&self) -> ErrorKind {
+            self.0
+        }
+    }
+
+    fn kind() -> impl Strategy<Value = ErrorKind> {
+        prop::sample::select(ErrorKind::ALL.to_vec())
+    }
+
+    fn answer(status: u16) -> Result<http::Response<()>, BoxError> {
+        let mut res = http::Response::new(());
+        *res.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        Ok(res)
+    }
+
+    #[test]
+    fn rejections_are_ignored_and_other_errors_are_failures() {
+        for kind in ErrorKind::ALL {
+            let err: Result<(), BoxError> = Err(boxed(Of(kind)));
+            let expected = if kind.is_rejection() {
+                Verdict::Ignore
+            } else {
+                Verdict::Failure
+            };
+            assert_eq!(DefaultFailures.verdict(&err), expected, "{kind:?}");
+        }
+        assert_eq!(
+            DefaultFailures.verdict(&Ok::<_, BoxError>(())),
+            Verdict::Success
+        );
+    }
+
+    #[test]
+    fn server_errors_are_failures_that_stand_as_their_status() {
+        assert_eq!(ServerErrors.verdict(&answer(503)), Verdict::Failure);
+        assert_eq!(ServerErrors.verdict(&answer(404)), Verdict::Success);
+        assert_eq!(ServerErrors.verdict(&answer(200)), Verdict::Success);
+        let failed = ServerErrors.failure(&answer(503).unwrap());
+        assert_eq!(
+            crate::error::find::<UpstreamStatus>(&*failed).map(|s| s.status()),
+            Some(503)
+        );
+        assert_eq!(ErrorKind::of(&*failed), ErrorKind::Upstream);
+    }
+
+    #[test]
+    fn a_classifier_without_its_own_failure_error_gives_a_failed_answer() {
+        let judge = |r: &Result<u8, BoxError>| match r {
+            Ok(0) => Verdict::Failure,
+            _ => DefaultFailures.verdict(r),
+        };
+        assert_eq!(judge.verdict(&Ok(0)), Verdict::Failure);
+        let failed = judge.failure(&0);
+        assert!(crate::error::find::<FailedAnswer>(&*failed).is_some());
+        assert_eq!(ErrorKind::of(&*failed), ErrorKind::Upstream);
+    }
+
+    proptest! {
+        #[test]
+        fn a_shared_error_gets_the_verdict_of_the_unshared_one(kind in kind(), times in 1..4usize) {
+            let unshared: Result<http::Response<()>, BoxError> = Err(boxed(Of(kind)));
+            let mut shared: BoxError = boxed(Of(kind));
+            for _ in 0..times {
+                shared = Box::new(SharedError::new(shared));
+            }
+            let shared: Result<http::Response<()>, BoxError> = Err(shared);
+            prop_assert_eq!(DefaultFailures.verdict(&unshared), DefaultFailures.verdict(&shared));
+            prop_assert_eq!(ServerErrors.verdict(&unshared), ServerErrors.verdict(&shared));
+        }
+    }
+}

@@ -16,11 +16,11 @@ use super::{
 };
 use crate::{
     breaker::BreakerLayer,
-    cache::CacheLayer,
+    cache::{CacheLayer, HttpCachePolicy},
     config::{Config, Environment},
     dedup::DedupLayer,
     event::Invalidation,
-    http::{BufferLayer, ClientAddress, HttpCachePolicy, HttpShare, ServerErrors, SharedBody},
+    http::{BufferLayer, ClientAddress, HttpShare, ServerErrors, SharedBody},
     limit::LimitLayer,
     registry::{HttpFingerprint, RegistryHandle, RegistryLayer},
     stats::{Snapshot, Stats, StatsLayer, UpstreamLayer},

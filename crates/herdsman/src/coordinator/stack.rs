@@ -13,12 +13,10 @@ use tower_service::Service;
 use super::route::{ClassKey, ClassOf, Routes};
 use crate::{
     breaker::Breaker,
-    cache::Cache,
+    cache::{Cache, HttpCachePolicy},
     dedup::Dedup,
     error::BoxError,
-    http::{
-        Buffer, ClientAddress, HttpCachePolicy, HttpShare, PollFetch, ServerErrors, SharedBody,
-    },
+    http::{Buffer, ClientAddress, HttpShare, PollFetch, ServerErrors, SharedBody},
     limit::Limit,
     registry::{HttpFingerprint, Registry},
     stats::{StatsService, UpstreamService},

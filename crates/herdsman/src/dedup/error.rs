@@ -52,3 +52,18 @@ impl Describe for Panicked {
         ErrorKind::Panicked
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{find, is_rejection, SharedError};
+
+    #[test]
+    fn a_panic_is_a_panicked_failure_found_through_its_shared_error() {
+        let shared: BoxError = Box::new(SharedError::new(Panicked::in_call()));
+        assert_eq!(ErrorKind::of(&*shared), ErrorKind::Panicked);
+        assert!(!is_rejection(&*shared));
+        let panicked = find::<Panicked>(&*shared).expect("found through the wrapper");
+        assert_eq!(panicked.message(), Some("panic in Service::call"));
+    }
+}

@@ -199,3 +199,52 @@ impl Describe for StaleAnswer {
         ErrorKind::Upstream
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{boxed, is_rejection, retry_at, BoxError, SharedError};
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_are_rejections_for_a_caller_and_overloads_for_the_registry() {
+        let after = Some(Duration::from_secs(5));
+        for limit in Limit::ALL {
+            let refused = TooManySubscribers::new(limit, after);
+            let expected = if limit.is_per_caller() || limit == Limit::KeyTooLong {
+                ErrorKind::Rejected
+            } else {
+                ErrorKind::Overloaded
+            };
+            assert_eq!(refused.kind(), expected, "{limit:?}");
+            let status = refused.status();
+            assert_eq!(
+                status,
+                (limit == Limit::KeyTooLong).then_some(414),
+                "{limit:?}"
+            );
+            assert!(is_rejection(&*boxed(refused)), "{limit:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusals_hint_counts_from_when_it_was_made() {
+        let made_at = Instant::now();
+        let refused = TooManySubscribers::new(Limit::Memory, Some(Duration::from_secs(5)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(refused.retry_after(), Some(Duration::from_secs(5)));
+        let shared: BoxError = Box::new(SharedError::new(boxed(refused)));
+        assert_eq!(retry_at(&*shared), Some(made_at + Duration::from_secs(5)));
+        let too_long = TooManySubscribers::new(Limit::KeyTooLong, None);
+        assert_eq!(too_long.retry_at(), None);
+    }
+
+    #[test]
+    fn poll_errors_are_upstream_failures_or_panics() {
+        assert_eq!(Unshareable::new().kind(), ErrorKind::Upstream);
+        assert_eq!(StaleAnswer::new().kind(), ErrorKind::Upstream);
+        let panicked = PollPanicked::from_payload(&"boom");
+        assert_eq!(panicked.kind(), ErrorKind::Panicked);
+        assert_eq!(UpstreamStatus::new(502).kind(), ErrorKind::Upstream);
+        assert_eq!(Describe::status(&UpstreamStatus::new(502)), Some(502));
+    }
+}
