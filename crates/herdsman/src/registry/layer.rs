@@ -3,7 +3,7 @@ use std::{fmt, sync::Arc, time::Duration};
 use tower_layer::Layer;
 
 use super::{
-    change::{CloneRequest, HashFingerprint, HttpFingerprint},
+    change::{CloneRequest, HashFingerprint},
     handle::RegistryHandle,
     state::{Config, Core},
     Registry,
@@ -12,7 +12,6 @@ use crate::{
     class::{AllDefault, Class},
     event::{Observer, Observers},
     failure::DefaultFailures,
-    http::{HttpKey, HttpShare, ServerErrors},
     share::CloneShare,
 };
 
@@ -132,22 +131,6 @@ impl<K> RegistryLayer<K> {
             config,
             observers: Observers::none(),
         }
-    }
-}
-
-impl RegistryLayer<HttpKey, AllDefault, HttpShare, HttpFingerprint, HttpKey, (), ServerErrors> {
-    /// A registry for HTTP services (with [`BufferLayer`](crate::http::BufferLayer)
-    /// below it): keyed by `key`, sharing buffered responses, telling
-    /// changes with [`HttpFingerprint`] (the same in every process), judging
-    /// a 5xx answer a failure with [`ServerErrors`], and keying and polling
-    /// with a request rebuilt from the key's parts only
-    /// ([`HttpKey::canonical_request`]).
-    pub fn http(key: HttpKey) -> Self {
-        RegistryLayer::new(key.clone())
-            .with_share(HttpShare)
-            .with_fingerprint(HttpFingerprint)
-            .with_canonical(key)
-            .with_failure_classifier(ServerErrors)
     }
 }
 
@@ -383,7 +366,7 @@ impl<K, C, P, F, Q, W, V> RegistryLayer<K, C, P, F, Q, W, V> {
     /// the error [`FailureClassifier::failure`](crate::failure::FailureClassifier::failure)
     /// makes of it (with the last good value still readable), and the loop
     /// backs off. Default: [`DefaultFailures`], for which every answer is
-    /// good; [`RegistryLayer::http`] uses [`ServerErrors`] (a 5xx is an
+    /// good; [`RegistryLayer::http`] uses [`ServerErrors`](crate::http::ServerErrors) (a 5xx is an
     /// [`UpstreamStatus`](crate::failure::UpstreamStatus)).
     pub fn with_failure_classifier<V2>(self, failures: V2) -> RegistryLayer<K, C, P, F, Q, W, V2> {
         RegistryLayer {

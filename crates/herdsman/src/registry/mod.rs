@@ -189,6 +189,7 @@ mod change;
 mod error;
 mod future;
 mod handle;
+mod http;
 mod layer;
 mod memory;
 mod poll;
@@ -203,10 +204,11 @@ use tokio::time::Instant;
 pub use self::{
     callers::Callers,
     cell::Update,
-    change::{Canonical, CloneRequest, Fingerprint, HashFingerprint, HttpFingerprint},
+    change::{Canonical, CloneRequest, Fingerprint, HashFingerprint},
     error::{Limit, PollPanicked, StaleAnswer, TooManySubscribers, Unshareable, UpstreamStatus},
     future::ResponseFuture,
     handle::RegistryHandle,
+    http::HttpFingerprint,
     layer::{ClassSettings, RegistryLayer, DEFAULT_MAX_MEMORY, MAX_JITTER},
     service::Registry,
     subscription::{SubscribeOptions, Subscription},
