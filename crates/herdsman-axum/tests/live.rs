@@ -3,12 +3,11 @@
 //! processes, failure answers that say when to retry, and keys that
 //! conditional headers do not split.
 
+mod support;
+
 use std::{
     convert::Infallible,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -23,6 +22,7 @@ use herdsman::{
 };
 use herdsman_axum::{data_request, LastEventId, Live};
 use http_body_util::BodyExt;
+use support::{settle, Calls};
 use tokio::time;
 use tower::{service_fn, util::BoxCloneSyncService, Layer};
 
@@ -35,14 +35,14 @@ type Upstream = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 #[derive(Clone)]
 struct Origin {
     answer: Arc<Mutex<(StatusCode, String)>>,
-    calls: Arc<AtomicUsize>,
+    calls: Calls,
 }
 
 impl Origin {
     fn new(body: &str) -> Self {
         Origin {
             answer: Arc::new(Mutex::new((StatusCode::OK, body.to_owned()))),
-            calls: Arc::default(),
+            calls: Calls::default(),
         }
     }
 
@@ -51,7 +51,7 @@ impl Origin {
     }
 
     fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
+        self.calls.get()
     }
 
     fn service(&self) -> Upstream {
@@ -59,12 +59,12 @@ impl Origin {
         BoxCloneSyncService::new(service_fn(move |_: Request<Body>| {
             let this = this.clone();
             async move {
-                this.calls.fetch_add(1, Ordering::SeqCst);
+                let n = this.calls.next();
                 let (status, body) = this.answer.lock().unwrap().clone();
                 Ok(Response::builder()
                     .status(status)
                     .header(header::CONTENT_TYPE, "application/json")
-                    .header(header::DATE, format!("call {}", this.calls()))
+                    .header(header::DATE, format!("call {n}"))
                     .body(Body::from(body))
                     .unwrap())
             }
@@ -240,13 +240,6 @@ fn field<'a>(event: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .iter()
         .find(|(n, _)| n == name)
         .map(|(_, v)| v.as_str())
-}
-
-/// Lets spawned tasks run until they are all parked.
-async fn settle() {
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-    }
 }
 
 #[tokio::test(start_paused = true)]

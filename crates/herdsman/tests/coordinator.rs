@@ -1,13 +1,12 @@
 //! The Coordinator: each layer through the composed stack, per-class
 //! settings, switches flipped mid-traffic, rollout, and the build errors.
 
+mod support;
+
 use std::{
     collections::HashMap,
     convert::Infallible,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -26,7 +25,8 @@ use herdsman::{
     BoxError, Coordinated, Coordinator,
 };
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
+use support::{http::reply, Calls};
 use tokio::time;
 use tower::{
     service_fn,
@@ -42,7 +42,7 @@ type Stack = Coordinated<Upstream>;
 /// path, and counts calls per path.
 #[derive(Clone, Default)]
 struct Origin {
-    calls: Arc<AtomicUsize>,
+    calls: Calls,
     by_path: Arc<Mutex<HashMap<String, usize>>>,
     statuses: Arc<Mutex<HashMap<String, StatusCode>>>,
     delay: Duration,
@@ -64,7 +64,7 @@ impl Origin {
     }
 
     fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
+        self.calls.get()
     }
 
     fn calls_to(&self, path: &str) -> usize {
@@ -76,7 +76,7 @@ impl Origin {
         BoxCloneSyncService::new(service_fn(move |req: Request<Full<Bytes>>| {
             let this = this.clone();
             async move {
-                let n = this.calls.fetch_add(1, Ordering::SeqCst) + 1;
+                let n = this.calls.next();
                 let path = req.uri().path().to_owned();
                 *this
                     .by_path
@@ -157,8 +157,7 @@ fn get(uri: &str) -> Request<Full<Bytes>> {
 }
 
 async fn text(res: Response<HttpBody<Full<Bytes>>>) -> String {
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8(body.to_vec()).unwrap()
+    reply(res).await.unwrap().body
 }
 
 async fn fetch(svc: &Stack, req: Request<Full<Bytes>>) -> Result<String, BoxError> {
@@ -640,9 +639,9 @@ async fn callers_differing_only_in_x_api_key_never_share_a_private_answer_but_do
 
 /// An origin that builds its links from `X-Forwarded-Host` and declares no
 /// `Vary`: the shape web cache poisoning feeds on.
-fn reflecting_origin(calls: Arc<AtomicUsize>) -> Upstream {
+fn reflecting_origin(calls: Calls) -> Upstream {
     BoxCloneSyncService::new(service_fn(move |req: Request<Full<Bytes>>| {
-        calls.fetch_add(1, Ordering::SeqCst);
+        calls.next();
         let host = req
             .headers()
             .get("x-forwarded-host")
@@ -664,7 +663,7 @@ async fn an_answer_built_from_an_unkeyed_forwarding_header_never_reaches_other_c
     let mut config = config(&[("home", "/")]);
     class(&mut config, "home").public = true;
     let coordinator = coordinator(config);
-    let calls = Arc::new(AtomicUsize::new(0));
+    let calls = Calls::default();
     let svc = coordinator.layer().layer(reflecting_origin(calls.clone()));
 
     // The attacker's request is cached and coalesced, but only for itself:
@@ -681,7 +680,7 @@ async fn an_answer_built_from_an_unkeyed_forwarding_header_never_reaches_other_c
             "<script src=\"https://app.example/app.js\">"
         );
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "one call per header value");
+    assert_eq!(calls.get(), 2, "one call per header value");
     let mut subscription = svc.subscribe(get("/")).unwrap();
     let update = subscription.next().await.unwrap();
     let body = update.result().as_ref().unwrap().body().data().to_vec();

@@ -3,11 +3,9 @@
 //! on a `RegistryLayer` or through a Coordinator's configuration; other
 //! classes keep the registry's own.
 
-use std::{
-    convert::Infallible,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+mod support;
+
+use std::{convert::Infallible, time::Duration};
 
 use bytes::Bytes;
 use herdsman::{
@@ -19,10 +17,9 @@ use herdsman::{
 };
 use http::{Request, Response};
 use http_body_util::Full;
+use support::{gaps, http::get, settle, CallLog, SEC};
 use tokio::time::{self, Instant};
 use tower::{service_fn, util::BoxCloneSyncService, Layer};
-
-const SEC: Duration = Duration::from_secs(1);
 
 type Upstream = BoxCloneSyncService<Request<Full<Bytes>>, Response<Full<Bytes>>, Infallible>;
 
@@ -30,35 +27,21 @@ type Upstream = BoxCloneSyncService<Request<Full<Bytes>>, Response<Full<Bytes>>,
 /// new body each time (so every poll is a change).
 #[derive(Clone, Default)]
 struct Origin {
-    log: Arc<Mutex<Vec<(String, Instant)>>>,
+    log: CallLog,
 }
 
 impl Origin {
     fn service(&self) -> Upstream {
         let log = self.log.clone();
         BoxCloneSyncService::new(service_fn(move |req: Request<Full<Bytes>>| {
-            let n = {
-                let mut log = log.lock().unwrap();
-                log.push((req.uri().path().to_owned(), Instant::now()));
-                log.len()
-            };
+            let n = log.record(req.uri().path());
             async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(n.to_string())))) }
         }))
     }
 
     fn calls_to(&self, path: &str) -> Vec<Instant> {
-        let log = self.log.lock().unwrap();
-        log.iter()
-            .filter(|(p, _)| p == path)
-            .map(|(_, at)| *at)
-            .collect()
+        self.log.calls_to(path)
     }
-}
-
-fn get(path: &str) -> Request<Full<Bytes>> {
-    Request::get(format!("http://api{path}"))
-        .body(Full::default())
-        .unwrap()
 }
 
 /// The test profile (interval 50 ms, jitter 0, linger 100 ms) with class
@@ -82,17 +65,6 @@ fn coordinator(registry: RegistryOverride) -> Coordinator {
 
 fn stack(coordinator: &Coordinator, origin: &Origin) -> Coordinated<Upstream> {
     coordinator.layer().layer(origin.service())
-}
-
-/// Lets spawned tasks run until they are all parked.
-async fn settle() {
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
-}
-
-fn gaps(calls: &[Instant]) -> Vec<Duration> {
-    calls.windows(2).map(|w| w[1] - w[0]).collect()
 }
 
 #[tokio::test(start_paused = true)]
