@@ -88,10 +88,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
     /// calls answered from live loops. See [`crate::registry`].
     // The type is the layer's own, spelled out like the other methods'.
     #[allow(clippy::type_complexity)]
-    fn registry<K, C, P, F, Q>(
+    fn registry<K, C, P, F, Q, V>(
         self,
-        layer: RegistryLayer<K, C, P, F, Q>,
-    ) -> ServiceBuilder<Stack<RegistryLayer<K, C, P, F, Q>, L>>;
+        layer: RegistryLayer<K, C, P, F, Q, (), V>,
+    ) -> ServiceBuilder<Stack<RegistryLayer<K, C, P, F, Q, (), V>, L>>;
 }
 
 impl<L> sealed::Sealed<L> for ServiceBuilder<L> {}
@@ -129,10 +129,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(layer)
     }
 
-    fn registry<K, C, P, F, Q>(
+    fn registry<K, C, P, F, Q, V>(
         self,
-        layer: RegistryLayer<K, C, P, F, Q>,
-    ) -> ServiceBuilder<Stack<RegistryLayer<K, C, P, F, Q>, L>> {
+        layer: RegistryLayer<K, C, P, F, Q, (), V>,
+    ) -> ServiceBuilder<Stack<RegistryLayer<K, C, P, F, Q, (), V>, L>> {
         self.layer(layer)
     }
 }

@@ -1,6 +1,6 @@
 //! Cache: answer repeated requests from memory, bounded by bytes, with
 //! stale-while-revalidate, stale-if-error and revalidation; with
-//! [`HttpCachePolicy`](crate::http::HttpCachePolicy), a shared HTTP cache
+//! [`HttpCachePolicy`], a shared HTTP cache
 //! (RFC 9111, RFC 5861).
 //!
 //! A cache hit is the most common request in a coordinated app, so it is the
@@ -158,8 +158,10 @@
 //! # }
 //! ```
 
+pub(crate) mod freshness;
 mod future;
 mod handle;
+mod http;
 mod layer;
 mod policy;
 mod service;
@@ -169,6 +171,7 @@ mod sweep;
 pub use self::{
     future::ResponseFuture,
     handle::CacheHandle,
+    http::HttpCachePolicy,
     layer::{CacheLayer, ClassSettings, DEFAULT_MAX_BYTES, DEFAULT_TTL},
     policy::{
         CacheMode, CachePolicy, Conditions, Directive, Freshness, Outcome, UnsafeRequest, Vary,

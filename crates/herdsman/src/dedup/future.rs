@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use super::state::{Driver, Follower, Outcome, Woken};
 use crate::{
-    error::{BoxError, SharedError},
+    error::{boxed, BoxError, SharedError},
     share::Share,
 };
 
@@ -172,7 +172,7 @@ where
             };
         }
         Ok(Err(err)) => SharedError::new(err),
-        Err(panicked) => SharedError::new(panicked),
+        Err(panicked) => SharedError::new(boxed(panicked)),
     };
     driver.finish(Outcome::Err(err.clone()), |_| 0);
     Err(Box::new(err))

@@ -3,7 +3,7 @@ use std::{fmt, sync::Arc, time::Duration};
 use tower_layer::Layer;
 
 use super::{
-    change::{CloneRequest, HashFingerprint, HttpFingerprint},
+    change::{CloneRequest, HashFingerprint},
     handle::RegistryHandle,
     state::{Config, Core},
     Registry,
@@ -11,7 +11,7 @@ use super::{
 use crate::{
     class::{AllDefault, Class},
     event::{Observer, Observers},
-    http::{HttpKey, HttpShare},
+    failure::DefaultFailures,
     share::CloneShare,
 };
 
@@ -99,6 +99,7 @@ pub struct RegistryLayer<
     F = HashFingerprint,
     Q = CloneRequest,
     W = (),
+    V = DefaultFailures,
 > {
     pub(super) key: K,
     pub(super) classify: C,
@@ -106,6 +107,7 @@ pub struct RegistryLayer<
     pub(super) fingerprint: F,
     pub(super) canonical: Q,
     pub(super) callers: W,
+    pub(super) failures: V,
     config: Config,
     observers: Observers,
     core: Arc<Core>,
@@ -124,6 +126,7 @@ impl<K> RegistryLayer<K> {
             fingerprint: HashFingerprint,
             canonical: CloneRequest,
             callers: (),
+            failures: DefaultFailures,
             core: Arc::new(Core::new(config.clone(), Observers::none())),
             config,
             observers: Observers::none(),
@@ -131,21 +134,7 @@ impl<K> RegistryLayer<K> {
     }
 }
 
-impl RegistryLayer<HttpKey, AllDefault, HttpShare, HttpFingerprint, HttpKey> {
-    /// A registry for HTTP services (with [`BufferLayer`](crate::http::BufferLayer)
-    /// below it): keyed by `key`, sharing buffered responses, telling
-    /// changes with [`HttpFingerprint`] (the same in every process), and
-    /// keying and polling with a request rebuilt from the key's parts only
-    /// ([`HttpKey::canonical_request`]).
-    pub fn http(key: HttpKey) -> Self {
-        RegistryLayer::new(key.clone())
-            .with_share(HttpShare)
-            .with_fingerprint(HttpFingerprint)
-            .with_canonical(key)
-    }
-}
-
-impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
+impl<K, C, P, F, Q, W, V> RegistryLayer<K, C, P, F, Q, W, V> {
     fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
         f(&mut self.config);
         self.core = Arc::new(Core::new(self.config.clone(), self.observers.clone()));
@@ -308,7 +297,7 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
 
     /// Names each key's endpoint class (from its first subscriber's request)
     /// for introspection and events.
-    pub fn with_classifier<C2>(self, classify: C2) -> RegistryLayer<K, C2, P, F, Q, W> {
+    pub fn with_classifier<C2>(self, classify: C2) -> RegistryLayer<K, C2, P, F, Q, W, V> {
         RegistryLayer {
             key: self.key,
             classify,
@@ -316,6 +305,7 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
             fingerprint: self.fingerprint,
             canonical: self.canonical,
             callers: self.callers,
+            failures: self.failures,
             config: self.config,
             observers: self.observers,
             core: self.core,
@@ -323,7 +313,7 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
     }
 
     /// Uses `share` to hold one polled response for many subscribers.
-    pub fn with_share<P2>(self, share: P2) -> RegistryLayer<K, C, P2, F, Q, W> {
+    pub fn with_share<P2>(self, share: P2) -> RegistryLayer<K, C, P2, F, Q, W, V> {
         RegistryLayer {
             key: self.key,
             classify: self.classify,
@@ -331,6 +321,7 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
             fingerprint: self.fingerprint,
             canonical: self.canonical,
             callers: self.callers,
+            failures: self.failures,
             config: self.config,
             observers: self.observers,
             core: self.core,
@@ -338,7 +329,7 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
     }
 
     /// Tells changes with `fingerprint`.
-    pub fn with_fingerprint<F2>(self, fingerprint: F2) -> RegistryLayer<K, C, P, F2, Q, W> {
+    pub fn with_fingerprint<F2>(self, fingerprint: F2) -> RegistryLayer<K, C, P, F2, Q, W, V> {
         RegistryLayer {
             key: self.key,
             classify: self.classify,
@@ -346,6 +337,7 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
             fingerprint,
             canonical: self.canonical,
             callers: self.callers,
+            failures: self.failures,
             config: self.config,
             observers: self.observers,
             core: self.core,
@@ -353,7 +345,7 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
     }
 
     /// Builds each loop's upstream request with `canonical`.
-    pub fn with_canonical<Q2>(self, canonical: Q2) -> RegistryLayer<K, C, P, F, Q2, W> {
+    pub fn with_canonical<Q2>(self, canonical: Q2) -> RegistryLayer<K, C, P, F, Q2, W, V> {
         RegistryLayer {
             key: self.key,
             classify: self.classify,
@@ -361,6 +353,30 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
             fingerprint: self.fingerprint,
             canonical,
             callers: self.callers,
+            failures: self.failures,
+            config: self.config,
+            observers: self.observers,
+            core: self.core,
+        }
+    }
+
+    /// Judges each polled answer with `failures`, the classifier the
+    /// Breaker and Stats use too (see [`crate::failure`]): an answer it calls
+    /// a [`Failure`](crate::failure::Verdict::Failure) reaches subscribers as
+    /// the error [`FailureClassifier::failure`](crate::failure::FailureClassifier::failure)
+    /// makes of it (with the last good value still readable), and the loop
+    /// backs off. Default: [`DefaultFailures`], for which every answer is
+    /// good; [`RegistryLayer::http`] uses [`ServerErrors`](crate::http::ServerErrors) (a 5xx is an
+    /// [`UpstreamStatus`](crate::failure::UpstreamStatus)).
+    pub fn with_failure_classifier<V2>(self, failures: V2) -> RegistryLayer<K, C, P, F, Q, W, V2> {
+        RegistryLayer {
+            key: self.key,
+            classify: self.classify,
+            share: self.share,
+            fingerprint: self.fingerprint,
+            canonical: self.canonical,
+            callers: self.callers,
+            failures,
             config: self.config,
             observers: self.observers,
             core: self.core,
@@ -392,7 +408,7 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
         self,
         identity: I,
         address: A,
-    ) -> RegistryLayer<K, C, P, F, Q, (I, A)> {
+    ) -> RegistryLayer<K, C, P, F, Q, (I, A), V> {
         RegistryLayer {
             key: self.key,
             classify: self.classify,
@@ -400,6 +416,7 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
             fingerprint: self.fingerprint,
             canonical: self.canonical,
             callers: (identity, address),
+            failures: self.failures,
             config: self.config,
             observers: self.observers,
             core: self.core,
@@ -414,10 +431,10 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
     }
 }
 
-impl<S, K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone, W: Clone> Layer<S>
-    for RegistryLayer<K, C, P, F, Q, W>
+impl<S, K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone, W: Clone, V: Clone> Layer<S>
+    for RegistryLayer<K, C, P, F, Q, W, V>
 {
-    type Service = Registry<S, K, C, P, F, Q, W>;
+    type Service = Registry<S, K, C, P, F, Q, W, V>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Registry {
@@ -428,13 +445,14 @@ impl<S, K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone, W: Clone> Layer<S>
             fingerprint: self.fingerprint.clone(),
             canonical: self.canonical.clone(),
             callers: self.callers.clone(),
+            failures: self.failures.clone(),
             core: self.core.clone(),
         }
     }
 }
 
-impl<K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone, W: Clone> Clone
-    for RegistryLayer<K, C, P, F, Q, W>
+impl<K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone, W: Clone, V: Clone> Clone
+    for RegistryLayer<K, C, P, F, Q, W, V>
 {
     fn clone(&self) -> Self {
         RegistryLayer {
@@ -444,6 +462,7 @@ impl<K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone, W: Clone> Clone
             fingerprint: self.fingerprint.clone(),
             canonical: self.canonical.clone(),
             callers: self.callers.clone(),
+            failures: self.failures.clone(),
             config: self.config.clone(),
             observers: self.observers.clone(),
             core: self.core.clone(),
@@ -451,7 +470,7 @@ impl<K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone, W: Clone> Clone
     }
 }
 
-impl<K, C, P, F, Q, W> fmt::Debug for RegistryLayer<K, C, P, F, Q, W> {
+impl<K, C, P, F, Q, W, V> fmt::Debug for RegistryLayer<K, C, P, F, Q, W, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RegistryLayer")
             .field("config", &self.config)

@@ -46,8 +46,10 @@
 //!   headers in the key): no subscriber's other headers are sent on behalf
 //!   of the others.
 //! - **Errors.** Subscribers get the error as an update, with the last good
-//!   update still readable ([`Update::good`]). A value the fingerprint calls
-//!   a failure (HTTP: a 5xx, [`UpstreamStatus`]) is an error too, and so is
+//!   update still readable ([`Update::good`]). An answer the failure
+//!   classifier calls a failure (the one the Breaker and Stats use:
+//!   [`RegistryLayer::with_failure_classifier`]; HTTP: a 5xx, as an
+//!   [`UpstreamStatus`]) is an error too, and so is
 //!   a stale copy a cache answered with because the upstream failed
 //!   ([`StaleAnswer`]), whose good value is that copy. While the upstream
 //!   fails, the loop backs off exponentially (with jitter, up to a cap), and
@@ -187,6 +189,7 @@ mod change;
 mod error;
 mod future;
 mod handle;
+mod http;
 mod layer;
 mod memory;
 mod poll;
@@ -201,10 +204,11 @@ use tokio::time::Instant;
 pub use self::{
     callers::Callers,
     cell::Update,
-    change::{Canonical, CloneRequest, Fingerprint, HashFingerprint, HttpFingerprint},
+    change::{Canonical, CloneRequest, Fingerprint, HashFingerprint},
     error::{Limit, PollPanicked, StaleAnswer, TooManySubscribers, Unshareable, UpstreamStatus},
     future::ResponseFuture,
     handle::RegistryHandle,
+    http::HttpFingerprint,
     layer::{ClassSettings, RegistryLayer, DEFAULT_MAX_MEMORY, MAX_JITTER},
     service::Registry,
     subscription::{SubscribeOptions, Subscription},

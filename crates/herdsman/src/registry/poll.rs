@@ -34,12 +34,13 @@ use super::{
     state::{Config, Core, Hook, Meta},
 };
 use crate::{
-    error::{retry_at, BoxError, SharedError},
+    error::{boxed, retry_at, BoxError, SharedError},
+    failure::{FailureClassifier, Verdict},
     share::Share,
 };
 
 /// Everything one poll loop owns.
-pub(crate) struct Loop<S, Req, P, F, Q, T> {
+pub(crate) struct Loop<S, Req, P, F, Q, V, T> {
     pub(crate) core: Arc<Core>,
     pub(crate) hook: Arc<Hook<T>>,
     pub(crate) svc: S,
@@ -47,6 +48,7 @@ pub(crate) struct Loop<S, Req, P, F, Q, T> {
     pub(crate) share: P,
     pub(crate) fingerprint: F,
     pub(crate) canonical: Q,
+    pub(crate) failures: V,
 }
 
 /// Ends a loop's bookkeeping however the task ends (stopped, retired,
@@ -66,7 +68,7 @@ impl<T> Drop for Guard<T> {
     }
 }
 
-impl<S, Req, P, F, Q> Loop<S, Req, P, F, Q, P::Shared>
+impl<S, Req, P, F, Q, V> Loop<S, Req, P, F, Q, V, P::Shared>
 where
     S: Service<Req> + Send + 'static,
     S::Error: Into<BoxError>,
@@ -76,6 +78,7 @@ where
     P: Share<S::Response> + Send + 'static,
     F: Fingerprint<P::Shared> + Send + 'static,
     Q: Canonical<Req> + Send + 'static,
+    V: FailureClassifier<S::Response> + Send + 'static,
 {
     /// Spawns the loop on the current runtime; its task is charged to its
     /// key's account.
@@ -126,7 +129,7 @@ where
     }
 
     /// One inner call, or `None` if the loop was stopped meanwhile.
-    async fn fetch(&mut self) -> Option<Result<S::Response, SharedError>> {
+    async fn fetch(&mut self) -> Option<Result<S::Response, BoxError>> {
         let meta = &self.hook.meta;
         let req = self.canonical.canonical(&self.template);
         let svc = &mut self.svc;
@@ -143,12 +146,10 @@ where
             }
             let done = poll_fn(|cx| {
                 match catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
-                    Ok(Poll::Ready(out)) => {
-                        return Poll::Ready(Some(out.map_err(SharedError::new)))
-                    }
+                    Ok(Poll::Ready(out)) => return Poll::Ready(Some(out.map_err(Into::into))),
                     Err(payload) => {
                         let err = PollPanicked::from_payload(&*payload);
-                        return Poll::Ready(Some(Err(SharedError::new(err))));
+                        return Poll::Ready(Some(Err(boxed(err))));
                     }
                     Ok(Poll::Pending) => {}
                 }
@@ -161,27 +162,32 @@ where
         }
     }
 
-    /// Shares and judges one outcome: a good value and its fingerprint, or
-    /// a failure (an error, a value the fingerprint calls a failure, an
-    /// unshareable response, or a stale copy standing in for the upstream).
-    fn settle(&self, outcome: Result<S::Response, SharedError>) -> Polled<P::Shared> {
+    /// Judges and shares one outcome: a good value and its fingerprint, or
+    /// a failure (an error, an answer the failure classifier calls a
+    /// failure, an unshareable response, or a stale copy standing in for
+    /// the upstream).
+    fn settle(&self, outcome: Result<S::Response, BoxError>) -> Polled<P::Shared> {
         let weigh = |value: &P::Shared| self.share.held_bytes(value);
-        let value = match outcome.map(|r| self.share.share(r)) {
-            Ok(Ok(value)) => value,
-            Ok(Err(_unshareable)) => {
-                let error = SharedError::new(Unshareable::new());
+        let failed = outcome.is_ok() && self.failures.verdict(&outcome) == Verdict::Failure;
+        let answer = match outcome {
+            Ok(answer) if failed => {
+                let error = SharedError::new(self.failures.failure(&answer));
                 return Polled::Failed { error, stale: None };
             }
-            Err(error) => return Polled::Failed { error, stale: None },
+            Ok(answer) => answer,
+            Err(error) => {
+                let error = SharedError::new(error);
+                return Polled::Failed { error, stale: None };
+            }
+        };
+        let Ok(value) = self.share.share(answer) else {
+            let error = SharedError::new(boxed(Unshareable::new()));
+            return Polled::Failed { error, stale: None };
         };
         let fp = &self.fingerprint;
-        if let Some(failure) = fp.failure(&value) {
-            let error = SharedError::new(failure);
-            return Polled::Failed { error, stale: None };
-        }
         let fingerprint = fp.fingerprint(&value);
         if fp.stale(&value) {
-            let error = SharedError::new(StaleAnswer::new());
+            let error = SharedError::new(boxed(StaleAnswer::new()));
             let bytes = weigh(&value);
             let stale = Some((value, fingerprint, bytes));
             return Polled::Failed { error, stale };
