@@ -1,6 +1,7 @@
 use std::{
+    any::Any,
     fmt,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
     time::Duration,
 };
@@ -9,7 +10,7 @@ use tower_service::Service;
 
 use super::{
     future::ResponseFuture,
-    state::{Join, Outcome, State},
+    state::{Flights, Join, Outcome, State},
     DedupLayer, DedupStats,
 };
 use crate::{
@@ -30,6 +31,10 @@ pub struct Dedup<S, K, P = CloneShare, C = AllDefault> {
     classify: C,
     observers: Observers,
     state: Arc<State>,
+    /// This service's map of flights ([`State::flights`]), typed by its
+    /// inner future and value: looked up on its first call and shared by
+    /// its clones.
+    flights: Arc<OnceLock<Arc<dyn Any + Send + Sync>>>,
 }
 
 impl<S, K> Dedup<S, K> {
@@ -54,6 +59,7 @@ impl<S, K, P> Dedup<S, K, P> {
             classify: AllDefault,
             observers: Observers::none(),
             state,
+            flights: Arc::default(),
         }
     }
 
@@ -65,6 +71,7 @@ impl<S, K, P> Dedup<S, K, P> {
             classify,
             observers,
             state: self.state,
+            flights: self.flights,
         }
     }
 }
@@ -113,7 +120,7 @@ where
             Some(key) if key.len() <= self.state.max_key_len() => key,
             _ => return ResponseFuture::passthrough(self.inner.call(req), self.share.clone()),
         };
-        match self.state.join::<S::Future, P::Shared>(key) {
+        match self.flights::<S::Future, P::Shared>().join(key) {
             Join::Lead(mut driver) => {
                 // If `call` panics, dropping the driver tells the followers.
                 driver.start(Box::pin(self.inner.call(req)));
@@ -135,12 +142,32 @@ where
                 };
                 ResponseFuture::ready(result, self.share.clone())
             }
-            Join::Bypass => ResponseFuture::passthrough(self.inner.call(req), self.share.clone()),
         }
     }
 }
 
 impl<S, K, P, C> Dedup<S, K, P, C> {
+    /// This service's map of flights of inner future type `F` and value
+    /// type `V`. A service called with requests of more than one type
+    /// keeps the first type's map here and looks up the others' in the
+    /// layer's state on each call.
+    #[inline]
+    fn flights<F, V>(&self) -> Arc<Flights<F, V>>
+    where
+        F: Send + 'static,
+        V: Send + Sync + 'static,
+    {
+        if let Some(map) = self.flights.get() {
+            if let Ok(map) = map.clone().downcast() {
+                return map;
+            }
+            return self.state.flights();
+        }
+        let map = self.state.flights::<F, V>();
+        let _ = self.flights.set(map.clone());
+        map
+    }
+
     /// Reports `event` for `req`'s class; the request is classified only
     /// when an observer is set.
     #[inline]
@@ -163,6 +190,7 @@ impl<S: Clone, K: Clone, P: Clone, C: Clone> Clone for Dedup<S, K, P, C> {
             classify: self.classify.clone(),
             observers: self.observers.clone(),
             state: self.state.clone(),
+            flights: self.flights.clone(),
         }
     }
 }
