@@ -431,7 +431,10 @@ async fn services_of_other_types_behind_one_layer_do_not_mix() {
             time::sleep(Duration::from_millis(10)).await;
             Ok::<_, Infallible>(req.len())
         }));
-    let (s, n) = tokio::join!(strings.clone().oneshot("abc"), numbers.clone().oneshot("abc"));
+    let (s, n) = tokio::join!(
+        strings.clone().oneshot("abc"),
+        numbers.clone().oneshot("abc")
+    );
     assert_eq!(s.unwrap(), "abc");
     assert_eq!(n.unwrap(), 3);
 

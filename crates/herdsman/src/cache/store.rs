@@ -73,9 +73,7 @@ impl Life {
         let ms = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as u32;
         let born_ms = now_ms - u64::from(ms(freshness.age));
         Life {
-            stamp: born_ms << STAMP_BITS
-                | u64::from(class) << 1
-                | u64::from(freshness.revalidate),
+            stamp: born_ms << STAMP_BITS | u64::from(class) << 1 | u64::from(freshness.revalidate),
             fresh_ms: ms(freshness.ttl),
             swr_ms: ms(freshness.stale_while_revalidate),
             sie_ms: ms(freshness.stale_if_error),
@@ -384,9 +382,7 @@ impl<V: Clone> Store<V> {
         if now_ms >= self.end_ms(&life) {
             // Of no use any more: free it now rather than at the next
             // sweep, unless a fresh copy was stored since it was read.
-            let removed = self
-                .entries
-                .remove_if(key, |current| current.life == life);
+            let removed = self.entries.remove_if(key, |current| current.life == life);
             if removed.is_some() {
                 self.count_expired(1);
             }
@@ -501,8 +497,7 @@ impl<V: Clone> Store<V> {
         if self.generation(&key) != generation {
             // Invalidated while the answer was on its way: it may predate
             // the write. The invalidation may not have seen this entry yet.
-            self.entries
-                .remove_if(&key, |current| current.life == life);
+            self.entries.remove_if(&key, |current| current.life == life);
             return false;
         }
         self.entries.contains_key(&key)

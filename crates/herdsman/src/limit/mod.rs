@@ -247,7 +247,7 @@ pub use self::{
         ClassLimits, LimitLayer, NoIdentity, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_WAIT,
         DEFAULT_RETRY_AFTER,
     },
-    rate::{RateKey, RateMode, RateRule, DEFAULT_MAX_KEYS},
+    rate::{GovernorBudgets, GovernorRates, RateKey, RateMode, RateRule, DEFAULT_MAX_KEYS},
     service::Limit,
 };
 
