@@ -20,6 +20,10 @@
 //!
 //! The seams:
 //!
+//! - [`FlightBackend`]: single-flight across replicas, asked by the one
+//!   local leader of a key's call
+//!   ([`DedupLayer::with_flight_backend`](crate::dedup::DedupLayer::with_flight_backend));
+//!   the default, [`LocalFlights`], coalesces within this process only.
 //! - [`RateBackend`]: the budgets of the limit layer's rate rules
 //!   ([`LimitLayer::with_rate_backend`](crate::limit::LimitLayer::with_rate_backend));
 //!   the default is GCRA in memory
@@ -59,6 +63,72 @@ impl<T: fmt::Debug> fmt::Debug for Answer<T> {
             Answer::Later(_) => f.debug_tuple("Later").finish_non_exhaustive(),
         }
     }
+}
+
+/// What the local leader of a key's call learns from a [`FlightBackend`].
+#[derive(Debug)]
+pub enum Lead<V> {
+    /// Make the call (and report it with [`FlightBackend::finish`]).
+    Call,
+    /// Another replica made the call: its value, for this replica's callers.
+    Answered(V),
+}
+
+/// Single flight across replicas: of all the replicas' callers of one key,
+/// one calls the upstream and the others get its value.
+///
+/// Within one process a `Dedup` layer always coalesces a key's callers
+/// into one leader; the leader then asks the backend whether to make the
+/// call, and the callers waiting on it share whatever it gets. An
+/// implementation must:
+///
+/// - answer [`Lead::Call`] to at most one replica for a key at a time (a
+///   claim that expires, so that a leader that is dropped or dies without
+///   [`finish`](Self::finish) is replaced), and [`Lead::Answered`] only
+///   with the value of a call that was running, or started, after the
+///   question was asked (never a cached old one: caching is the cache
+///   layer's job);
+/// - answer [`Lead::Call`] when the backend cannot be reached, or the
+///   replica that leads does not answer in time: callers then get their
+///   own call rather than an error;
+/// - if [`Answer::Later`], complete promptly (bounded by its own timeout).
+///
+/// Waiting replicas do not get errors: when the leading replica's call
+/// fails, [`finish`](Self::finish) releases the claim and they call
+/// themselves.
+pub trait FlightBackend<V>: Clone + Send + Sync + 'static {
+    /// Whether other replicas may wait for this one's values: when `false`
+    /// (the in-memory default), [`finish`](Self::finish) is only called
+    /// when the value is shared anyway, and a caller alone keeps its
+    /// response unshared.
+    const ANSWERS: bool;
+
+    /// Asks to make the call of `key`; called by the local leader before it
+    /// calls the inner service.
+    fn lead(&self, key: &Key) -> Answer<Lead<V>>;
+
+    /// The end of a call this replica made after [`Lead::Call`]: its value
+    /// is handed to the replicas waiting for it, and the claim released.
+    /// `None` when there is no value to hand over (the call failed, or its
+    /// response cannot be shared): the waiting replicas call themselves.
+    fn finish(&self, key: &Key, value: Option<&V>);
+}
+
+/// The in-memory [`FlightBackend`], the default: every local leader makes
+/// its call, so callers coalesce within this process only.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalFlights;
+
+impl<V> FlightBackend<V> for LocalFlights {
+    const ANSWERS: bool = false;
+
+    #[inline]
+    fn lead(&self, _: &Key) -> Answer<Lead<V>> {
+        Answer::Now(Lead::Call)
+    }
+
+    #[inline]
+    fn finish(&self, _: &Key, _: Option<&V>) {}
 }
 
 /// What one budget of a rate rule is kept under.

@@ -17,9 +17,10 @@ use std::{
 use futures_util::{FutureExt, StreamExt};
 use herdsman::{
     backend::{
-        Answer, BudgetKey, LocalLoops, LoopBackend, RateBackend, RateBudgets, RateQuota, Role,
-        WhenFull,
+        Answer, BudgetKey, FlightBackend, Lead, LocalFlights, LocalLoops, LoopBackend, RateBackend,
+        RateBudgets, RateQuota, Role, WhenFull,
     },
+    dedup::DedupLayer,
     error::{find, BoxError},
     key::Key,
     limit::{ClassLimits, GovernorRates, LimitLayer, RateKey, RateLimited, RateRule},
@@ -349,4 +350,140 @@ async fn a_replica_that_follows_fetches_on_each_notice_or_when_the_claim_ends() 
     settle().await;
     assert_eq!(calls.load(Ordering::SeqCst), 5);
     assert_eq!(cluster.announced.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn the_local_flight_backend_lets_every_leader_call() {
+    let key = Key::from(3u64);
+    let answer = <LocalFlights as FlightBackend<String>>::lead(&LocalFlights, &key);
+    assert!(matches!(answer, Answer::Now(Lead::Call)));
+}
+
+/// Single flight across replicas as one replica sees it: the other
+/// replicas' answer (if any), a gate the test opens, and what this replica
+/// reported.
+#[derive(Clone, Default)]
+struct Replicas {
+    answer: Arc<Mutex<Option<String>>>,
+    gate: Arc<Notify>,
+    gated: Arc<std::sync::atomic::AtomicBool>,
+    leads: Arc<AtomicU64>,
+    finished: Arc<Mutex<Vec<Finished>>>,
+}
+
+/// A key this replica made the call of, and the value it handed over.
+type Finished = (Key, Option<String>);
+
+impl FlightBackend<String> for Replicas {
+    const ANSWERS: bool = true;
+
+    fn lead(&self, _: &Key) -> Answer<Lead<String>> {
+        self.leads.fetch_add(1, Ordering::SeqCst);
+        let answer = self.answer.lock().unwrap().clone();
+        let lead = move || answer.map_or(Lead::Call, Lead::Answered);
+        if !self.gated.load(Ordering::SeqCst) {
+            return Answer::Now(lead());
+        }
+        let gate = self.gate.clone();
+        Answer::Later(Box::pin(async move {
+            gate.notified().await;
+            lead()
+        }))
+    }
+
+    fn finish(&self, key: &Key, value: Option<&String>) {
+        self.finished
+            .lock()
+            .unwrap()
+            .push((key.clone(), value.cloned()));
+    }
+}
+
+fn counting_upstream(
+    calls: &Arc<AtomicU64>,
+) -> impl Service<&'static str, Response = String, Error = Infallible, Future: Send>
+       + Clone
+       + Send
+       + 'static {
+    let calls = calls.clone();
+    service_fn(move |req: &'static str| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async move {
+            time::sleep(Duration::from_millis(10)).await;
+            Ok::<_, Infallible>(format!("{req} from here"))
+        }
+    })
+}
+
+fn flights_layer(
+    replicas: &Replicas,
+) -> DedupLayer<KeyOf, herdsman::share::CloneShare, herdsman::class::AllDefault, Replicas> {
+    DedupLayer::new(key_of as KeyOf).with_flight_backend(replicas.clone())
+}
+
+#[tokio::test(start_paused = true)]
+async fn callers_get_the_answer_another_replica_made() {
+    let replicas = Replicas::default();
+    *replicas.answer.lock().unwrap() = Some("/a from elsewhere".into());
+    let calls = Arc::new(AtomicU64::new(0));
+    let svc = flights_layer(&replicas).layer(counting_upstream(&calls));
+
+    let (a, b) = tokio::join!(svc.clone().oneshot("/a"), svc.clone().oneshot("/a"));
+    assert_eq!(a.unwrap(), "/a from elsewhere");
+    assert_eq!(b.unwrap(), "/a from elsewhere");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert!(replicas.finished.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_waits_for_the_cluster_then_calls_and_hands_the_value_over() {
+    let replicas = Replicas::default();
+    replicas.gated.store(true, Ordering::SeqCst);
+    let calls = Arc::new(AtomicU64::new(0));
+    let svc = flights_layer(&replicas).layer(counting_upstream(&calls));
+
+    let a = tokio::spawn(svc.clone().oneshot("/a"));
+    let b = tokio::spawn(svc.clone().oneshot("/a"));
+    settle().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "waits for the cluster");
+    assert_eq!(
+        replicas.leads.load(Ordering::SeqCst),
+        1,
+        "one local leader asks"
+    );
+
+    replicas.gate.notify_one();
+    assert_eq!(a.await.unwrap().unwrap(), "/a from here");
+    assert_eq!(b.await.unwrap().unwrap(), "/a from here");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        *replicas.finished.lock().unwrap(),
+        [(Key::from("/a"), Some("/a from here".to_string()))]
+    );
+
+    // A caller alone hands its value over too.
+    replicas.gated.store(false, Ordering::SeqCst);
+    assert_eq!(svc.oneshot("/b").await.unwrap(), "/b from here");
+    assert_eq!(replicas.finished.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_dropped_while_it_waits_for_the_cluster_lets_its_followers_call() {
+    let replicas = Replicas::default();
+    replicas.gated.store(true, Ordering::SeqCst);
+    let calls = Arc::new(AtomicU64::new(0));
+    let layer = flights_layer(&replicas);
+    let svc = layer.layer(counting_upstream(&calls));
+
+    let leader = tokio::spawn(svc.clone().oneshot("/a"));
+    settle().await;
+    let follower = tokio::spawn(svc.clone().oneshot("/a"));
+    settle().await;
+    leader.abort();
+    settle().await;
+
+    assert_eq!(follower.await.unwrap().unwrap(), "/a from here");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let stats = layer.stats();
+    assert_eq!((stats.leaders, stats.cancelled, stats.entries), (1, 1, 0));
 }

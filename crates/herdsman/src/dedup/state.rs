@@ -347,6 +347,7 @@ impl<F, V> Flights<F, V> {
                     gen,
                     fut: None,
                     done: false,
+                    deferred: false,
                 });
             }
         };
@@ -414,6 +415,27 @@ pub(crate) struct Driver<F, V> {
     gen: u64,
     fut: Option<Pin<Box<F>>>,
     done: bool,
+    /// The call waits for the flight backend's answer: if the driver is
+    /// dropped meanwhile, its followers make their own calls.
+    deferred: bool,
+}
+
+impl<F, V> Driver<F, V> {
+    pub(crate) fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// The call waits for the flight backend: a driver dropped before
+    /// [`start`](Self::start) lets its followers make their own calls
+    /// (rather than telling them that `Service::call` panicked).
+    pub(crate) fn defer(&mut self) {
+        self.deferred = true;
+    }
+
+    /// The backend answered: from now on, as any driver.
+    pub(crate) fn resume(&mut self) {
+        self.deferred = false;
+    }
 }
 
 impl<F: Future, V> Driver<F, V> {
@@ -526,10 +548,15 @@ impl<F, V> Drop for Driver<F, V> {
             if let Some(flight) = &slot.flight {
                 let mut inner = lock(&flight.inner);
                 if !started {
-                    // `Service::call` panicked before the future existed.
-                    shared.panics.fetch_add(1, Ordering::Relaxed);
-                    let err = SharedError::new(Panicked::in_call());
-                    inner.outcome = Some(Arc::new(Outcome::Err(err)));
+                    let outcome = if self.deferred {
+                        // Dropped while waiting for the flight backend.
+                        Outcome::NotShared
+                    } else {
+                        // `Service::call` panicked before the future existed.
+                        shared.panics.fetch_add(1, Ordering::Relaxed);
+                        Outcome::Err(SharedError::new(Panicked::in_call()))
+                    };
+                    inner.outcome = Some(Arc::new(outcome));
                     wake.extend(inner.waiters.iter_mut().filter_map(|(_, w)| w.take()));
                 } else if let Some((heir, waker)) = first_waiter(&inner.waiters) {
                     // Baton passing: the first waiter takes over the call.
@@ -540,7 +567,7 @@ impl<F, V> Drop for Driver<F, V> {
                     shared.handoffs.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            if started {
+            if started || self.deferred {
                 shared.cancelled.fetch_add(1, Ordering::Relaxed);
             }
             if remove {
@@ -593,6 +620,7 @@ impl<F, V> Follower<F, V> {
                     gen: self.gen,
                     fut: Some(fut),
                     done: false,
+                    deferred: false,
                 }));
             }
         }
