@@ -52,7 +52,9 @@
 //!   takes no permit. An alert-only rule ([`RateMode::AlertOnly`]) lets every
 //!   request through, counts the would-be rejections
 //!   ([`ClassStats::rate_alerts`]) and logs a warning at most once per key per
-//!   period of the rule.
+//!   period of the rule. The budgets live in memory ([`GovernorRates`]) unless
+//!   the layer is given a [`RateBackend`](crate::backend::RateBackend)
+//!   ([`LimitLayer::with_rate_backend`]), for rules kept cluster-wide.
 //! - **Shared state.** All clones of a `Limit`, and all services made from
 //!   one [`LimitLayer`] value, share its permits, queues and budgets: put one
 //!   layer value on every service that reaches the same upstream.
