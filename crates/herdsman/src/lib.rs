@@ -34,6 +34,7 @@
 #[doc(hidden)]
 #[path = "fuzz/mod.rs"]
 pub mod __fuzz;
+pub mod backend;
 pub mod breaker;
 pub mod builder;
 pub mod cache;

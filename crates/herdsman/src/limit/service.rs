@@ -40,6 +40,7 @@ impl<S> Limit<S> {
             default: limits,
             classes: Vec::new(),
             observers: Observers::none(),
+            rates: Default::default(),
         };
         Limit::from_parts(
             inner,

@@ -5,10 +5,11 @@ use tower_layer::Layer;
 use super::{
     change::{CloneRequest, HashFingerprint},
     handle::RegistryHandle,
-    state::{Config, Core},
+    state::{Config, Core, Loops},
     Registry,
 };
 use crate::{
+    backend::LoopBackend,
     class::{AllDefault, Class},
     event::{Observer, Observers},
     failure::DefaultFailures,
@@ -287,6 +288,17 @@ impl<K, C, P, F, Q, W, V> RegistryLayer<K, C, P, F, Q, W, V> {
             c.backoff_base = base;
             c.backoff_cap = cap;
         })
+    }
+
+    /// Lets `backend` decide which replica polls each key, and carry the
+    /// news of a change to the others (a cluster-wide backend; the default,
+    /// [`LocalLoops`](crate::backend::LocalLoops), polls every key in this
+    /// process). A replica that follows another's loop fetches (through its
+    /// own stack) once per change notice, or once per claim when no notice
+    /// comes. Private loops (no key) always poll here.
+    pub fn with_loop_backend(self, backend: impl LoopBackend) -> Self {
+        let backend = Loops(Arc::new(backend));
+        self.configure(|c| c.loops = backend)
     }
 
     /// Reports subscriptions and polls to `observer`.

@@ -66,6 +66,11 @@
 //!   viewer without waiting for the interval. A lingering loop (no
 //!   subscriber left) is not polled for nobody: it ends, since its kept
 //!   value is out of date, and the next subscriber starts a fresh one.
+//! - **Across replicas.** A [`LoopBackend`](crate::backend::LoopBackend)
+//!   ([`RegistryLayer::with_loop_backend`]) decides each round whether this
+//!   process polls a key or follows another replica's loop, fetching (through
+//!   its own stack) when that replica announces a change. The default polls
+//!   every key here.
 //! - **Lifecycle.** The loop (one tokio task) starts with the first
 //!   subscriber and stops when the last leaves, after its class's linger
 //!   ([`RegistryLayer::with_linger`]); a fetch in flight is dropped. When
