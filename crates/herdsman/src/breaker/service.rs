@@ -7,7 +7,7 @@ use std::{
 use tower_service::Service;
 
 use super::{circuit::Circuit, circuits::Circuits, future::ResponseFuture, FailureClassifier};
-use crate::{class::Classify, error::BoxError};
+use crate::{class::Classify, error::BoxError, switch::LayerName};
 
 /// Fails calls fast while the upstream of their endpoint class is sick; see
 /// the [module docs](crate::breaker).
@@ -54,6 +54,9 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        if !self.classify.is_on(&req, LayerName::Breaker) {
+            return ResponseFuture::passthrough(self.inner.call(req));
+        }
         let class = self.classify.classify(&req);
         let circuit = match &self.last {
             Some(last) if last.class() == &class && !last.retired.load(Ordering::Acquire) => {

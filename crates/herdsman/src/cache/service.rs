@@ -21,6 +21,7 @@ use crate::{
     error::BoxError,
     event::{Event, Observers},
     key::{Key, KeyFn},
+    switch::LayerName,
 };
 
 /// Answers requests from a bounded in-memory store; see the
@@ -73,6 +74,10 @@ where
     }
 
     fn call(&mut self, mut req: Req) -> Self::Future {
+        if !self.classify.is_on(&req, LayerName::Cache) {
+            // Switched off: not even a write invalidates.
+            return ResponseFuture::passthrough(self.inner.call(req));
+        }
         if let Some(write) = self.policy.invalidates(&req) {
             let store = self.store.clone();
             // Invalidating requests are not looked up: no hit, no miss.

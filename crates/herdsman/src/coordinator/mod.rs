@@ -157,7 +157,6 @@ mod layer;
 mod route;
 mod service;
 mod sizes;
-pub mod stack;
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use self::route::class_key;
@@ -167,6 +166,6 @@ pub use self::{
     handle::Coordinator,
     layer::CoordinatorLayer,
     route::{CallerIdentity, ClassKey, ClassOf},
-    service::{Coordinated, ResponseFuture},
+    service::{Classified, Coordinated, Plain, PlainFuture},
     sizes::Sizes,
 };

@@ -2,9 +2,9 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use tower_layer::Layer;
 
-use super::{state::State, Dedup, DedupHandle, DedupStats};
+use super::{state::State, Dedup, DedupHandle};
 use crate::{
-    class::AllDefault,
+    class::{AllDefault, Class, Classify},
     event::{Observer, Observers},
     key::DEFAULT_MAX_KEY_LEN,
     share::CloneShare,
@@ -14,15 +14,76 @@ use crate::{
 /// inner call.
 ///
 /// All services made from one `DedupLayer` value, and all their clones, share
-/// one in-flight map: a request through any of them coalesces with identical
-/// requests through the others. Build a new layer value for an independent
-/// map. See the [module docs](crate::dedup) for semantics.
+/// one in-flight map (one per distinct reuse window, see
+/// [`with_class_window`](Self::with_class_window)): a request through any of
+/// them coalesces with identical requests through the others. Build a new
+/// layer value for an independent map. See the [module docs](crate::dedup)
+/// for semantics.
 pub struct DedupLayer<K, P = CloneShare, C = AllDefault> {
     key: K,
     share: P,
     classify: C,
     observers: Observers,
-    state: Arc<State>,
+    windows: Arc<Windows>,
+}
+
+/// The in-flight maps of one layer value: one per distinct reuse window.
+pub(super) struct Windows {
+    default: Arc<State>,
+    /// The classes whose window is not the default one, each with the map of
+    /// its window (classes with equal windows share one).
+    classes: Box<[(Class, Arc<State>)]>,
+    /// Every distinct map, the default first.
+    all: Box<[Arc<State>]>,
+    /// The settings they were made from, to make them again.
+    windows: Box<[(Class, Duration)]>,
+}
+
+impl Windows {
+    pub(super) fn new(window: Duration, windows: &[(Class, Duration)], max_key_len: usize) -> Self {
+        let default = Arc::new(State::new(window, max_key_len));
+        let mut all = vec![default.clone()];
+        let classes = windows
+            .iter()
+            .filter(|(_, w)| *w != window)
+            .map(|(class, w)| {
+                let state = match all.iter().find(|state| state.window() == *w) {
+                    Some(state) => state.clone(),
+                    None => {
+                        let state = Arc::new(State::new(*w, max_key_len));
+                        all.push(state.clone());
+                        state
+                    }
+                };
+                (class.clone(), state)
+            })
+            .collect();
+        Windows {
+            default,
+            classes,
+            all: all.into(),
+            windows: windows.into(),
+        }
+    }
+
+    /// The map of `req`'s window: the default one unless classes have
+    /// windows of their own (only then is the request classified).
+    #[inline]
+    pub(super) fn of<Req, C: Classify<Req>>(&self, req: &Req, classify: &C) -> &Arc<State> {
+        if self.classes.is_empty() {
+            return &self.default;
+        }
+        let class = classify.classify(req);
+        self.classes
+            .iter()
+            .find(|(c, _)| *c == class)
+            .map_or(&self.default, |(_, state)| state)
+    }
+
+    /// Every distinct map.
+    pub(super) fn all(&self) -> &[Arc<State>] {
+        &self.all
+    }
 }
 
 impl<K> DedupLayer<K> {
@@ -34,7 +95,7 @@ impl<K> DedupLayer<K> {
             share: CloneShare,
             classify: AllDefault,
             observers: Observers::none(),
-            state: Arc::new(State::new(Duration::ZERO, DEFAULT_MAX_KEY_LEN)),
+            windows: Arc::new(Windows::new(Duration::ZERO, &[], DEFAULT_MAX_KEY_LEN)),
         }
     }
 }
@@ -42,20 +103,51 @@ impl<K> DedupLayer<K> {
 impl<K, P, C> DedupLayer<K, P, C> {
     /// Keeps a finished successful result for `window`: identical requests in
     /// that time get it without an inner call. Zero (the default) re-executes.
-    /// Errors are never reused.
+    /// Errors are never reused. Classes given a window of their own with
+    /// [`with_class_window`](Self::with_class_window) keep theirs.
     ///
-    /// Starts a fresh in-flight map (call it before handing the layer out).
-    pub fn with_window(mut self, window: Duration) -> Self {
-        self.state = Arc::new(State::new(window, self.state.max_key_len()));
-        self
+    /// Starts fresh in-flight maps (call it before handing the layer out).
+    pub fn with_window(self, window: Duration) -> Self {
+        let windows = &self.windows;
+        let max = windows.default.max_key_len();
+        let windows = Windows::new(window, &windows.windows, max);
+        self.with_windows(windows)
+    }
+
+    /// Gives the requests of `class` (named by
+    /// [`with_classifier`](Self::with_classifier)) a reuse window of their
+    /// own: a class whose window differs from the default one coalesces in
+    /// its own in-flight map, shared with the classes of the same window.
+    /// Requests are classified on each call only when some class has such a
+    /// window.
+    ///
+    /// Starts fresh in-flight maps (call it before handing the layer out).
+    pub fn with_class_window(self, class: impl Into<Class>, window: Duration) -> Self {
+        let class = class.into();
+        let old = &self.windows;
+        let mut windows: Vec<(Class, Duration)> = old
+            .windows
+            .iter()
+            .filter(|(c, _)| *c != class)
+            .cloned()
+            .collect();
+        windows.push((class, window));
+        let (default, max) = (old.default.window(), old.default.max_key_len());
+        self.with_windows(Windows::new(default, &windows, max))
     }
 
     /// Requests whose key is longer than `max` bytes pass through
     /// uncoordinated. Default [`DEFAULT_MAX_KEY_LEN`] (8 KiB).
     ///
-    /// Starts a fresh in-flight map (call it before handing the layer out).
-    pub fn with_max_key_len(mut self, max: usize) -> Self {
-        self.state = Arc::new(State::new(self.state.window(), max));
+    /// Starts fresh in-flight maps (call it before handing the layer out).
+    pub fn with_max_key_len(self, max: usize) -> Self {
+        let old = &self.windows;
+        let windows = Windows::new(old.default.window(), &old.windows, max);
+        self.with_windows(windows)
+    }
+
+    fn with_windows(mut self, windows: Windows) -> Self {
+        self.windows = Arc::new(windows);
         self
     }
 
@@ -67,21 +159,22 @@ impl<K, P, C> DedupLayer<K, P, C> {
             share,
             classify: self.classify,
             observers: self.observers,
-            state: self.state,
+            windows: self.windows,
         }
     }
 
     /// Names the endpoint class of each request, e.g.
-    /// [`PathClasses`](crate::http::PathClasses), for the events reported to
-    /// the observer. Requests are classified only when an observer is set:
-    /// coalescing itself is by key alone.
+    /// [`PathClasses`](crate::http::PathClasses): for the events reported
+    /// to the observer, the per-class reuse windows, and the layer's
+    /// run-time switch ([`Classify::is_on`]). Coalescing itself is by key
+    /// alone.
     pub fn with_classifier<C2>(self, classify: C2) -> DedupLayer<K, P, C2> {
         DedupLayer {
             key: self.key,
             share: self.share,
             classify,
             observers: self.observers,
-            state: self.state,
+            windows: self.windows,
         }
     }
 
@@ -96,15 +189,10 @@ impl<K, P, C> DedupLayer<K, P, C> {
         self
     }
 
-    /// The counters of this layer's in-flight map.
-    pub fn stats(&self) -> DedupStats {
-        self.state.stats()
-    }
-
-    /// A handle to this layer's in-flight map, for stats and memory
+    /// A handle to this layer's in-flight maps, for stats and memory
     /// accounting; it outlives the layer value.
     pub fn handle(&self) -> DedupHandle {
-        DedupHandle::new(self.state.clone())
+        DedupHandle::new(self.windows.clone())
     }
 }
 
@@ -116,7 +204,7 @@ impl<S, K: Clone, P: Clone, C: Clone> Layer<S> for DedupLayer<K, P, C> {
             inner,
             self.key.clone(),
             self.share.clone(),
-            self.state.clone(),
+            self.windows.clone(),
         )
         .with_events(self.classify.clone(), self.observers.clone())
     }
@@ -129,16 +217,18 @@ impl<K: Clone, P: Clone, C: Clone> Clone for DedupLayer<K, P, C> {
             share: self.share.clone(),
             classify: self.classify.clone(),
             observers: self.observers.clone(),
-            state: self.state.clone(),
+            windows: self.windows.clone(),
         }
     }
 }
 
 impl<K, P, C> fmt::Debug for DedupLayer<K, P, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let windows = &self.windows;
         f.debug_struct("DedupLayer")
-            .field("window", &self.state.window())
-            .field("max_key_len", &self.state.max_key_len())
+            .field("window", &windows.default.window())
+            .field("class_windows", &windows.windows)
+            .field("max_key_len", &windows.default.max_key_len())
             .field("observers", &self.observers)
             .finish_non_exhaustive()
     }

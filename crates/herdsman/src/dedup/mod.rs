@@ -72,8 +72,8 @@
 //! );
 //! assert_eq!(a.unwrap(), "hello, ada");
 //! assert_eq!(b.unwrap(), "hello, ada");
-//! assert_eq!(layer.stats().leaders, 1);
-//! assert_eq!(layer.stats().coalesced, 1);
+//! assert_eq!(layer.handle().stats().leaders, 1);
+//! assert_eq!(layer.handle().stats().coalesced, 1);
 //! # }
 //! ```
 //!
@@ -117,24 +117,35 @@ pub const ENTRY_ESTIMATE_BYTES: u64 = 256;
 /// bytes each) are not counted.
 #[derive(Clone)]
 pub struct DedupHandle {
-    state: Arc<state::State>,
+    windows: Arc<layer::Windows>,
 }
 
 impl DedupHandle {
-    fn new(state: Arc<state::State>) -> Self {
-        DedupHandle { state }
+    fn new(windows: Arc<layer::Windows>) -> Self {
+        DedupHandle { windows }
     }
 
-    /// The counters of the in-flight map.
+    /// The counters of the in-flight maps, summed over the layer's reuse
+    /// windows.
     pub fn stats(&self) -> DedupStats {
-        self.state.stats()
+        self.windows
+            .all()
+            .iter()
+            .map(|state| state.stats())
+            .fold(DedupStats::default(), DedupStats::plus)
     }
 }
 
 impl MemorySource for DedupHandle {
     fn memory_bytes(&self) -> u64 {
-        let (entries, bytes) = self.state.held();
-        entries * ENTRY_ESTIMATE_BYTES + bytes
+        self.windows
+            .all()
+            .iter()
+            .map(|state| {
+                let (entries, bytes) = state.held();
+                entries * ENTRY_ESTIMATE_BYTES + bytes
+            })
+            .sum()
     }
 }
 
@@ -167,4 +178,19 @@ pub struct DedupStats {
     pub panics: u64,
     /// Keys currently held: in flight, or kept for the reuse window.
     pub entries: u64,
+}
+
+impl DedupStats {
+    fn plus(self, other: DedupStats) -> DedupStats {
+        DedupStats {
+            leaders: self.leaders + other.leaders,
+            coalesced: self.coalesced + other.coalesced,
+            window_hits: self.window_hits + other.window_hits,
+            cancelled: self.cancelled + other.cancelled,
+            abandoned: self.abandoned + other.abandoned,
+            handoffs: self.handoffs + other.handoffs,
+            panics: self.panics + other.panics,
+            entries: self.entries + other.entries,
+        }
+    }
 }

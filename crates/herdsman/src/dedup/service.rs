@@ -9,8 +9,9 @@ use tower_service::Service;
 
 use super::{
     future::ResponseFuture,
-    state::{Join, Outcome, State},
-    DedupLayer, DedupStats,
+    layer::Windows,
+    state::{Join, Outcome},
+    DedupHandle, DedupLayer,
 };
 use crate::{
     class::{AllDefault, Classify},
@@ -18,6 +19,7 @@ use crate::{
     event::{Event, Observers},
     key::{KeyFn, DEFAULT_MAX_KEY_LEN},
     share::{CloneShare, Share},
+    switch::LayerName,
 };
 
 /// Coalesces concurrent identical requests into one inner call.
@@ -29,14 +31,14 @@ pub struct Dedup<S, K, P = CloneShare, C = AllDefault> {
     share: P,
     classify: C,
     observers: Observers,
-    state: Arc<State>,
+    windows: Arc<Windows>,
 }
 
 impl<S, K> Dedup<S, K> {
     /// Wraps `inner`, keyed by `key`, with its own in-flight map.
     pub fn new(inner: S, key: K) -> Self {
-        let state = Arc::new(State::new(Duration::ZERO, DEFAULT_MAX_KEY_LEN));
-        Dedup::from_parts(inner, key, CloneShare, state)
+        let windows = Windows::new(Duration::ZERO, &[], DEFAULT_MAX_KEY_LEN);
+        Dedup::from_parts(inner, key, CloneShare, Arc::new(windows))
     }
 
     /// A [`DedupLayer`] keyed by `key`.
@@ -46,25 +48,25 @@ impl<S, K> Dedup<S, K> {
 }
 
 impl<S, K, P> Dedup<S, K, P> {
-    pub(crate) fn from_parts(inner: S, key: K, share: P, state: Arc<State>) -> Self {
+    pub(super) fn from_parts(inner: S, key: K, share: P, windows: Arc<Windows>) -> Self {
         Dedup {
             inner,
             key,
             share,
             classify: AllDefault,
             observers: Observers::none(),
-            state,
+            windows,
         }
     }
 
-    pub(crate) fn with_events<C>(self, classify: C, observers: Observers) -> Dedup<S, K, P, C> {
+    pub(super) fn with_events<C>(self, classify: C, observers: Observers) -> Dedup<S, K, P, C> {
         Dedup {
             inner: self.inner,
             key: self.key,
             share: self.share,
             classify,
             observers,
-            state: self.state,
+            windows: self.windows,
         }
     }
 }
@@ -85,9 +87,9 @@ impl<S, K, P, C> Dedup<S, K, P, C> {
         self.inner
     }
 
-    /// The counters of the in-flight map this service shares.
-    pub fn stats(&self) -> DedupStats {
-        self.state.stats()
+    /// A handle to the in-flight maps this service shares.
+    pub fn handle(&self) -> DedupHandle {
+        DedupHandle::new(self.windows.clone())
     }
 }
 
@@ -109,11 +111,15 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        if !self.classify.is_on(&req, LayerName::Dedup) {
+            return ResponseFuture::passthrough(self.inner.call(req), self.share.clone());
+        }
+        let state = self.windows.of(&req, &self.classify);
         let key = match self.key.key(&req) {
-            Some(key) if key.len() <= self.state.max_key_len() => key,
+            Some(key) if key.len() <= state.max_key_len() => key,
             _ => return ResponseFuture::passthrough(self.inner.call(req), self.share.clone()),
         };
-        match self.state.join::<S::Future, P::Shared>(key) {
+        match state.join::<S::Future, P::Shared>(key) {
             Join::Lead(mut driver) => {
                 // If `call` panics, dropping the driver tells the followers.
                 driver.start(Box::pin(self.inner.call(req)));
@@ -162,7 +168,7 @@ impl<S: Clone, K: Clone, P: Clone, C: Clone> Clone for Dedup<S, K, P, C> {
             share: self.share.clone(),
             classify: self.classify.clone(),
             observers: self.observers.clone(),
-            state: self.state.clone(),
+            windows: self.windows.clone(),
         }
     }
 }
@@ -171,7 +177,7 @@ impl<S: fmt::Debug, K, P, C> fmt::Debug for Dedup<S, K, P, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Dedup")
             .field("inner", &self.inner)
-            .field("state", &self.state)
+            .field("maps", &self.windows.all())
             .field("observers", &self.observers)
             .finish_non_exhaustive()
     }

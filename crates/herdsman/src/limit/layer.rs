@@ -2,7 +2,7 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use tower_layer::Layer;
 
-use super::{rate::RateRule, state::Shared, Limit, LimitHandle, LimitStats};
+use super::{rate::RateRule, state::Shared, Limit, LimitHandle};
 use crate::{
     class::{AllDefault, Class},
     event::{Observer, Observers},
@@ -284,11 +284,6 @@ impl<C, I, A> LimitLayer<C, I, A> {
             address: self.address,
             shared: Arc::new(Shared::new(settings)),
         }
-    }
-
-    /// The counters of this layer's classes.
-    pub fn stats(&self) -> LimitStats {
-        self.shared.stats()
     }
 
     /// A handle to this layer's state, for stats and memory accounting; it

@@ -272,7 +272,7 @@ pub struct LimitHandle {
 }
 
 impl LimitHandle {
-    fn new(shared: Arc<state::Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<state::Shared>) -> Self {
         LimitHandle { shared }
     }
 

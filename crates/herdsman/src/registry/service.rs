@@ -24,6 +24,7 @@ use crate::{
     event::Invalidation,
     key::{Key, KeyFn},
     share::{CloneShare, Share},
+    switch::LayerName,
 };
 
 /// One shared poll loop per key, however many subscribers; and, as a
@@ -207,6 +208,7 @@ where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     K: KeyFn<Req>,
+    C: Classify<Req>,
     P: Share<S::Response>,
 {
     type Response = S::Response;
@@ -218,6 +220,11 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        // Switched off, one-shot calls go through (subscriptions do not
+        // read the switch).
+        if !self.classify.is_on(&req, LayerName::Registry) {
+            return ResponseFuture::inner(self.inner.call(req));
+        }
         // A key over the maximum length is never polled: it passes through.
         let fresh = self
             .key

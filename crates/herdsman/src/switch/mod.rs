@@ -29,12 +29,14 @@
 //! assert!(!cache.is_on()); // its own switch is still off
 //! ```
 
+mod either;
 mod rollout;
 mod service;
 mod switches;
 
 pub use self::{
+    either::Either,
     rollout::Rollout,
-    service::{Gate, ResponseFuture, Switched, SwitchedLayer},
-    switches::{LayerName, Switch, SwitchState, Switches, UnknownSwitch},
+    service::{Gate, Switched, SwitchedLayer},
+    switches::{LayerName, Switch, SwitchState, Switches, UnknownSwitch, WithSwitches},
 };
