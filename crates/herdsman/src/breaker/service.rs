@@ -6,7 +6,9 @@ use std::{
 
 use tower_service::Service;
 
-use super::{circuit::Circuit, circuits::Circuits, future::ResponseFuture, FailureClassifier};
+use super::{
+    circuit::Circuit, circuits::Circuits, future::ResponseFuture, BreakerHandle, FailureClassifier,
+};
 use crate::{class::Classify, error::BoxError, switch::LayerName};
 
 /// Fails calls fast while the upstream of their endpoint class is sick; see
@@ -35,6 +37,13 @@ impl<S, C, K> Breaker<S, C, K> {
     /// Unwraps the inner service.
     pub fn into_inner(self) -> S {
         self.inner
+    }
+
+    /// A handle to watch and steer the breakers this service shares.
+    pub fn handle(&self) -> BreakerHandle {
+        BreakerHandle {
+            circuits: self.circuits.clone(),
+        }
     }
 }
 

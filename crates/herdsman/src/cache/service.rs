@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::{
     future::{Fetch, Filing, ResponseFuture, Stored},
+    handle::CacheHandle,
     layer::Settings,
     policy::{CachePolicy, Conditions, Directive, Outcome},
     store::{variant_key, Count, Found, Store},
@@ -50,6 +51,13 @@ impl<S, K, V, P, C> Cache<S, K, V, P, C> {
     /// Unwraps the inner service.
     pub fn into_inner(self) -> S {
         self.inner
+    }
+
+    /// A handle to inspect and invalidate the store this service shares.
+    pub fn handle(&self) -> CacheHandle<V> {
+        CacheHandle {
+            store: self.store.clone(),
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use tokio::{sync::broadcast, task::JoinHandle, time::Instant};
+use tokio::time::Instant;
 use tower_service::Service;
 
 use super::{
@@ -16,13 +16,12 @@ use super::{
     handle::RegistryHandle,
     poll::Loop,
     state::{Core, Joining},
-    HookInfo, RegistryLayer, RegistryStats, SubscribeOptions, Subscription,
+    RegistryLayer, SubscribeOptions, Subscription,
 };
 use crate::{
     class::{AllDefault, Classify},
     error::BoxError,
-    event::Invalidation,
-    key::{Key, KeyFn},
+    key::KeyFn,
     share::{CloneShare, Share},
     switch::LayerName,
 };
@@ -152,31 +151,6 @@ impl<S, K, C, P, F, Q, W> Registry<S, K, C, P, F, Q, W> {
         }
         .spawn();
         Ok(subscription)
-    }
-
-    /// See [`RegistryHandle::refresh`].
-    pub fn refresh(&self, key: &Key) -> bool {
-        self.core.refresh(key)
-    }
-
-    /// See [`RegistryHandle::invalidate`].
-    pub fn invalidate(&self, what: &Invalidation) -> usize {
-        self.core.invalidate(what)
-    }
-
-    /// See [`RegistryHandle::follow`].
-    pub fn follow(&self, invalidations: broadcast::Receiver<Invalidation>) -> JoinHandle<()> {
-        self.handle().follow(invalidations)
-    }
-
-    /// See [`RegistryHandle::hooks`].
-    pub fn hooks(&self) -> Vec<HookInfo> {
-        self.core.hooks()
-    }
-
-    /// See [`RegistryHandle::stats`].
-    pub fn stats(&self) -> RegistryStats {
-        self.core.stats()
     }
 
     /// A handle on this registry, for operators and the Stats layer's
