@@ -233,3 +233,62 @@ impl<K, P, C> fmt::Debug for DedupLayer<K, P, C> {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        convert::Infallible,
+        sync::atomic::{AtomicUsize, Ordering::SeqCst},
+    };
+
+    use tower::{service_fn, ServiceExt};
+
+    use super::*;
+    use crate::key::Key;
+
+    fn class_of(req: &&'static str) -> Class {
+        match req.strip_prefix('/') {
+            Some(name) if name != "default" => Class::new(name),
+            _ => Class::default(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_class_with_a_window_of_its_own_reuses_while_the_others_call_again() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let layer = DedupLayer::new(|req: &&'static str| Some(Key::from(*req)))
+            .with_classifier(class_of as fn(&&'static str) -> Class)
+            .with_class_window("slow", Duration::from_secs(1))
+            .with_class_window("also-slow", Duration::from_secs(1));
+        let svc = layer.layer(service_fn(move |req: &'static str| {
+            counter.fetch_add(1, SeqCst);
+            async move { Ok::<_, Infallible>(req) }
+        }));
+        for _ in 0..2 {
+            for req in ["/slow", "/also-slow", "/default"] {
+                assert_eq!(svc.clone().oneshot(req).await.unwrap(), req);
+            }
+        }
+        // Once each for the classes with a window, twice for the default.
+        assert_eq!(calls.load(SeqCst), 4);
+        let stats = layer.handle().stats();
+        assert_eq!((stats.window_hits, stats.entries), (2, 2));
+        // The two classes of one window share one map besides the default's.
+        assert_eq!(layer.windows.all().len(), 2);
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        svc.clone().oneshot("/slow").await.unwrap();
+        assert_eq!(calls.load(SeqCst), 5, "the window has passed");
+    }
+
+    #[tokio::test]
+    async fn a_class_given_the_default_window_shares_the_default_map() {
+        let layer = DedupLayer::new(|req: &&'static str| Some(Key::from(*req)))
+            .with_classifier(class_of as fn(&&'static str) -> Class)
+            .with_window(Duration::from_secs(1))
+            .with_class_window("same", Duration::from_secs(1));
+        assert_eq!(layer.windows.all().len(), 1);
+        assert!(layer.windows.classes.is_empty(), "nothing to classify");
+    }
+}
