@@ -154,13 +154,13 @@
 //! - Subscriptions always go through the registry (there is no other path
 //!   for a stream): its switch, the stack switch and the rollout decide
 //!   one-shot calls. A loop's polls still skip the layers switched off.
-//! - Cost: in a rough single-threaded loop (a shared 2-core machine, so
-//!   noisy), a cache hit through the whole stack took about 3 µs against
-//!   1.4 µs through `CacheLayer` and `BufferLayer` alone (the registry's
-//!   lookup, both Stats layers, the per-layer switch reads; measured
-//!   before the key was computed once per request); with the stack
-//!   switch off a call took about 0.45 µs more than the bare service,
-//!   mostly cloning the stack for `oneshot`.
+//! - Cost: computing the key once per request, not once per keyed layer,
+//!   took a coordinated cache hit from about 25,400 to 16,900
+//!   instructions and from 27 to 20 allocations (a request with one
+//!   header, under callgrind and dhat; the bare service: 2,400 and 4).
+//!   Most of what is left is the one key (about 7,000) and the layers'
+//!   own bookkeeping. With the stack switch off a call costs the plain
+//!   path's gate: one atomic load, then the rollout at under 100 %.
 
 mod builder;
 mod error;
