@@ -265,3 +265,61 @@ where
             .map_ok(|response| response.map(HttpBody::streaming))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        convert::Infallible,
+        sync::atomic::{AtomicUsize, Ordering::SeqCst},
+    };
+
+    use http::StatusCode;
+    use http_body_util::Full;
+    use tower::{service_fn, Layer, ServiceExt};
+
+    use super::*;
+    use crate::{
+        config::{ClassConfig, Config, Environment},
+        Coordinator,
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cache_keys_a_conditional_request_without_the_validators_its_carried_key_has() {
+        let mut config = Config::profile(Environment::Test);
+        let users = ClassConfig {
+            paths: vec!["/users".into()],
+            public: true,
+            ..Default::default()
+        };
+        config.classes.insert("users".into(), users);
+        let coordinator = Coordinator::builder()
+            .environment(Environment::Test)
+            .config(config)
+            .build()
+            .unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let svc = coordinator
+            .layer()
+            .layer(service_fn(move |_: Request<Full<Bytes>>| {
+                counter.fetch_add(1, SeqCst);
+                let response = Response::builder()
+                    .header("etag", "\"v1\"")
+                    .header("cache-control", "max-age=60")
+                    .body(Full::new(Bytes::from_static(b"hi")))
+                    .unwrap();
+                async move { Ok::<_, Infallible>(response) }
+            }));
+        let get = || Request::get("/users").body(Full::default()).unwrap();
+        svc.clone().oneshot(get()).await.unwrap();
+
+        // Its carried key holds `If-None-Match`; the cache's must not.
+        let mut conditional = get();
+        conditional
+            .headers_mut()
+            .insert("if-none-match", "\"v1\"".parse().unwrap());
+        let response = svc.clone().oneshot(conditional).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(calls.load(SeqCst), 1, "answered from the cache");
+    }
+}
