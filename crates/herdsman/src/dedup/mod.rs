@@ -13,7 +13,11 @@
 //!   call. Keys compare by full value, never by hash alone.
 //! - **Reuse window** ([`DedupLayer::with_window`]): a successful result is kept
 //!   for the window, and identical requests inside it get it without an inner
-//!   call. Zero (the default) re-executes. Errors are never reused.
+//!   call. Zero (the default) re-executes. Errors are never reused. A class
+//!   may have a window of its own ([`DedupLayer::with_class_window`]): each
+//!   distinct window has its own in-flight map in the one layer.
+//! - **Switch.** A request whose classifier says the layer is off for it
+//!   ([`Classify::is_on`](crate::class::Classify::is_on)) passes through.
 //! - **Cancellation.** If the driver's caller drops its future, the inner call
 //!   is handed to a waiting follower, which polls it on: no second inner call,
 //!   no error (hyper-util's "baton passing"). When the last caller is gone,
