@@ -416,6 +416,85 @@ impl KeyBuilder {
     }
 }
 
+/// A request's key, computed once and carried in its extensions, so that
+/// the layers below read it ([`Carried`]) instead of computing it again.
+///
+/// `None` is an answer too: the request is not coordinated. Whoever changes
+/// a request in a way that may change its key (its headers, its URI) after
+/// the key was carried removes it, and the layers below compute the key
+/// again; the HTTP cache policy does when it takes a caller's validators
+/// off a request or puts its own on.
+#[derive(Clone, Debug)]
+pub struct CarriedKey(Option<Key>);
+
+impl CarriedKey {
+    /// Carries `key`.
+    pub fn new(key: Option<Key>) -> Self {
+        CarriedKey(key)
+    }
+
+    /// The key carried.
+    pub fn key(&self) -> Option<&Key> {
+        self.0.as_ref()
+    }
+}
+
+/// A key function that reads the key an `http::Request` carries in its
+/// extensions ([`CarriedKey`]), and computes it with `K` only when it
+/// carries none.
+///
+/// Put on every layer of a stack whose outermost service
+/// [`carry`](Carried::carry)s the key, it makes one key computation per
+/// request. The carried key must be the one `K` computes: carry it with
+/// the same `K`.
+///
+/// ```
+/// use herdsman::{http::HttpKey, key::{Carried, KeyFn}};
+/// use http::Request;
+///
+/// let key = Carried::new(HttpKey::new());
+/// let mut req = Request::get("http://api/users").body(()).unwrap();
+/// let carried = key.carry(&mut req);
+/// assert_eq!(key.key(&req), carried); // read back, not computed
+/// ```
+#[derive(Clone, Debug)]
+pub struct Carried<K> {
+    inner: K,
+}
+
+impl<K> Carried<K> {
+    /// Reads carried keys; computes missing ones with `inner`.
+    pub fn new(inner: K) -> Self {
+        Carried { inner }
+    }
+
+    /// The key function that computes missing keys.
+    pub fn get_ref(&self) -> &K {
+        &self.inner
+    }
+
+    /// Computes the key of `req` with `K` and carries it in its extensions;
+    /// returns it.
+    pub fn carry<B>(&self, req: &mut http::Request<B>) -> Option<Key>
+    where
+        K: KeyFn<http::Request<B>>,
+    {
+        let key = self.inner.key(req);
+        req.extensions_mut().insert(CarriedKey(key.clone()));
+        key
+    }
+}
+
+impl<B, K: KeyFn<http::Request<B>>> KeyFn<http::Request<B>> for Carried<K> {
+    #[inline]
+    fn key(&self, req: &http::Request<B>) -> Option<Key> {
+        match req.extensions().get::<CarriedKey>() {
+            Some(CarriedKey(key)) => key.clone(),
+            None => self.inner.key(req),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

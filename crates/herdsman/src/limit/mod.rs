@@ -133,7 +133,7 @@
 //! // Other classes are not held up by the slow one.
 //! assert_eq!(svc.ready().await.unwrap().call("/boards").await.unwrap(), "/boards");
 //! assert_eq!(report.await.unwrap(), "/reports/2024");
-//! assert_eq!(limit.stats().class("reports").unwrap().rejected_overloaded, 1);
+//! assert_eq!(limit.handle().stats().class("reports").unwrap().rejected_overloaded, 1);
 //! # }
 //! ```
 //!
@@ -274,7 +274,7 @@ pub struct LimitHandle {
 }
 
 impl LimitHandle {
-    fn new(shared: Arc<state::Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<state::Shared>) -> Self {
         LimitHandle { shared }
     }
 
