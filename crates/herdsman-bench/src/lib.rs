@@ -45,8 +45,10 @@
 
 pub mod breakers;
 pub mod caches;
+pub mod coordinated;
 pub mod harness;
 pub mod limiters;
 pub mod peers;
 pub mod probe;
 pub mod singleflight;
+pub mod stacks;
