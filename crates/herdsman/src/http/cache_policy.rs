@@ -198,6 +198,10 @@ impl<B> Share<Response<HttpBody<B>>> for HttpCachePolicy {
         super::share::unshare(shared)
     }
 
+    fn unshare_owned(&self, shared: Self::Shared) -> Response<HttpBody<B>> {
+        super::share::unshare_owned(shared)
+    }
+
     fn held_bytes(&self, shared: &Self::Shared) -> usize {
         super::share::weigh(shared)
     }
