@@ -1,6 +1,7 @@
 //! Allocations per hit: how many times the coordinated hit and the generic
-//! stack hit call the allocator (`malloc`, `realloc`), against their peers,
-//! counted by a counting global allocator (`stats_alloc`).
+//! stack hit (and an admitted request under a concurrency limit) call the
+//! allocator (`malloc`, `realloc`), against their peers, counted by a
+//! counting global allocator (`stats_alloc`).
 //!
 //! Each case first sends one request (a miss that fills the cache) and a
 //! thousand hits to warm every map and buffer, then counts the allocator's
@@ -26,11 +27,11 @@ use std::{
 
 use herdsman_bench::{
     coordinated::{self, Upstream},
-    stacks,
+    limiters, stacks,
 };
 use stats_alloc::{Region, Stats, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tokio::runtime::{Builder, Runtime};
-use tower::{service_fn, Service, ServiceExt};
+use tower::{service_fn, Layer, Service, ServiceExt};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -77,6 +78,16 @@ fn main() {
     let case = "tower-resilience stack hit";
     if wants(case) {
         let mut svc = rt.block_on(async { stacks::tower_resilience(service_fn(echo)) });
+        report(case, u64_hits(&rt, &mut svc));
+    }
+    let case = "herdsman concurrency limit, admitted";
+    if wants(case) {
+        let mut svc = limiters::herdsman_concurrency().layer(service_fn(echo));
+        report(case, u64_hits(&rt, &mut svc));
+    }
+    let case = "tower ConcurrencyLimit, admitted";
+    if wants(case) {
+        let mut svc = limiters::tower_concurrency().0.layer(service_fn(echo));
         report(case, u64_hits(&rt, &mut svc));
     }
 }

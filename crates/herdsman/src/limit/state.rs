@@ -97,6 +97,7 @@ impl Shared {
 
     /// The state of `class` if it is the default class or has limits of its
     /// own: no lock, no hashing of the name (a class carries its hash).
+    #[inline]
     pub(crate) fn lookup(&self, class: &Class) -> Option<&Arc<ClassState>> {
         if *class == self.default.class {
             return Some(&self.default);
@@ -248,6 +249,7 @@ impl Gate {
 
     /// Takes a permit if one is free (and, with a queue, nobody waits):
     /// atomics only.
+    #[inline]
     fn try_take(&self) -> bool {
         match self {
             Gate::Unlimited => true,
@@ -286,6 +288,7 @@ impl Gate {
         }
     }
 
+    #[inline]
     fn give_back(&self) {
         match self {
             Gate::Unlimited => {}
@@ -369,13 +372,22 @@ impl ClassState {
 
     /// Checks the class's rate rule; `identity` is asked only when the rule
     /// counts by caller.
+    #[inline]
     pub(crate) fn check_rate(
         &self,
         identity: impl FnOnce() -> Option<Key>,
     ) -> Result<(), RateLimited> {
-        let Some(rate) = &self.rate else {
-            return Ok(());
-        };
+        match &self.rate {
+            None => Ok(()),
+            Some(rate) => self.check_rule(rate, identity),
+        }
+    }
+
+    fn check_rule(
+        &self,
+        rate: &RateState,
+        identity: impl FnOnce() -> Option<Key>,
+    ) -> Result<(), RateLimited> {
         let bucket = match rate.rule.key() {
             RateKey::Class => Bucket {
                 class: self.id,
@@ -427,6 +439,7 @@ impl ClassState {
     /// address, where the class caps them: `Ok(None)` when it caps neither
     /// (`caller` and `address` are not asked) or the request has neither.
     /// Refused at once when either share is full.
+    #[inline]
     pub(crate) fn take_slots(
         self: &Arc<Self>,
         caller: impl FnOnce() -> Option<Key>,
@@ -435,6 +448,14 @@ impl ClassState {
         if self.callers.is_none() && self.addresses.is_none() {
             return Ok(None);
         }
+        self.take_shares(caller, address)
+    }
+
+    fn take_shares(
+        self: &Arc<Self>,
+        caller: impl FnOnce() -> Option<Key>,
+        address: impl FnOnce() -> Option<Key>,
+    ) -> Result<Option<Box<Slots>>, TooManyInFlight> {
         let caller = self.callers.as_ref().and_then(|_| caller());
         let address = self.addresses.as_ref().and_then(|_| address());
         if caller.is_none() && address.is_none() {
@@ -458,6 +479,7 @@ impl ClassState {
     /// no lock to give it back for a class without a queue. `None` when
     /// every permit is taken; `Some(None)` for a class without a concurrency
     /// limit.
+    #[inline]
     pub(crate) fn try_admit(self: &Arc<Self>) -> Option<Option<Permit>> {
         if !self.gate.try_take() {
             return None;
@@ -567,6 +589,7 @@ impl Drop for QueueSlot {
 pub(crate) struct Permit(Arc<ClassState>);
 
 impl Drop for Permit {
+    #[inline]
     fn drop(&mut self) {
         self.0.gate.give_back();
     }
