@@ -206,6 +206,10 @@ impl<B> Share<Response<HttpBody<B>>> for HttpCachePolicy {
         adapter::unshare(shared)
     }
 
+    fn unshare_owned(&self, shared: Self::Shared) -> Response<HttpBody<B>> {
+        adapter::unshare_owned(shared)
+    }
+
     fn held_bytes(&self, shared: &Self::Shared) -> usize {
         adapter::weigh(shared)
     }
