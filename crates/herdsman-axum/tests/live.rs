@@ -438,8 +438,11 @@ async fn the_caches_stale_copy_reaches_a_polling_client_marked_stale() {
     let app = App::start(&origin, |config| {
         config.layers.breaker = false;
         let cache = CacheSettings {
-            ttl: SEC,
-            stale_if_error: 300 * SEC,
+            class: herdsman::cache::ClassSettings {
+                ttl: SEC,
+                stale_if_error: 300 * SEC,
+                ..config.cache.class
+            },
             ..config.cache.clone()
         };
         App::class(config).cache = Some(cache);

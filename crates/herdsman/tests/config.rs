@@ -190,8 +190,8 @@ fn the_file_overrides_the_profile_and_variables_override_the_file() {
     let source = with_file(file);
     let config = load(Environment::Production, &source).unwrap();
     assert_eq!(config.registry.interval, secs(20), "file over profile");
-    assert_eq!(config.cache.ttl, secs(15));
-    assert_eq!(config.cache.stale_if_error, secs(300), "profile kept");
+    assert_eq!(config.cache.class.ttl, secs(15));
+    assert_eq!(config.cache.class.stale_if_error, secs(300), "profile kept");
 
     let source = source
         .var("HERDSMAN__REGISTRY__INTERVAL", "30s")
@@ -199,7 +199,7 @@ fn the_file_overrides_the_profile_and_variables_override_the_file() {
         .var("HERDSMAN__ALERTS__ERROR_RATE", "0.1");
     let config = load(Environment::Production, &source).unwrap();
     assert_eq!(config.registry.interval, secs(30), "variable over file");
-    assert_eq!(config.cache.ttl, secs(15), "file kept");
+    assert_eq!(config.cache.class.ttl, secs(15), "file kept");
     assert!(!config.layers.cache, "variable over profile");
     assert_eq!(config.alerts.error_rate, 0.1);
 }
@@ -253,7 +253,7 @@ fn class_sections_override_the_global_ones_and_inherit_the_rest() {
     let config = load(Environment::Production, &with_file(file)).unwrap();
     let class = config.class("active-users");
     assert!(class.public);
-    assert_eq!(class.cache.ttl, secs(2));
+    assert_eq!(class.cache.class.ttl, secs(2));
     assert_eq!(class.cache.max_bytes, config.cache.max_bytes);
     assert!(!class.layers.dedup && class.layers.cache);
     assert_eq!(class.registry.interval, secs(30));
@@ -263,7 +263,7 @@ fn class_sections_override_the_global_ones_and_inherit_the_rest() {
     assert_eq!(class.breaker.window, 20);
     assert_eq!(class.breaker.consecutive_failures, Some(5));
     let default = config.class("default");
-    assert_eq!(default.cache.ttl, secs(10));
+    assert_eq!(default.cache.class.ttl, secs(10));
     assert_eq!(default.class, Class::default());
     assert!(default.paths.is_empty());
 }
@@ -613,6 +613,27 @@ fn an_error_window_the_stats_cannot_measure_is_refused_not_rounded() {
 }
 
 #[test]
+fn a_bad_value_in_a_sections_flattened_part_names_its_key() {
+    // `[cache]` holds `cache::ClassSettings` flattened: its keys are read
+    // alone so that their errors still name them, globally and in a class.
+    let source = with_file(
+        "[cache]\nmode = \"browser\"\n\
+         [classes.live]\npaths = [\"/live\"]\ncache = { ttl = 5 }\n\
+         [classes.slow]\npaths = [\"/slow\"]",
+    )
+    .var("HERDSMAN__CLASSES__SLOW__CACHE__STALE_IF_ERROR", "never");
+    assert_eq!(
+        errors(Environment::Development, &source),
+        [
+            r#"cache.mode = "browser": expected one of app, origin (set by herdsman.toml)"#,
+            r#"classes.live.cache.ttl = 5: expected a duration such as "10s", "250ms" or "1m 30s" (set by herdsman.toml)"#,
+            r#"classes.slow.cache.stale_if_error = "never": expected a duration such as "10s", "250ms" or "1m 30s" (set by HERDSMAN__CLASSES__SLOW__CACHE__STALE_IF_ERROR)"#,
+        ]
+        .join("\n")
+    );
+}
+
+#[test]
 fn unparsable_and_negative_durations_name_the_expected_form() {
     let source = with_file("[cache]\nttl = \"ten seconds\"\n[dedup]\nwindow = \"-5s\"")
         .var("HERDSMAN__LIMIT__MAX_WAIT", "5");
@@ -689,7 +710,7 @@ fn unknown_keys_are_refused_wherever_they_are() {
         errors(Environment::Development, &with_file(file)),
         [
             r#"colour = "blue": unknown key, expected one of layers, registry, cache, dedup, breaker, limit, alerts, admin, rollout, server, keys, classes (set by herdsman.toml)"#,
-            r#"cache.tll = "5s": unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, max_bytes, max_entries, mode, sweep_interval (set by herdsman.toml)"#,
+            r#"cache.tll = "5s": unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, mode, max_bytes, max_entries, sweep_interval (set by herdsman.toml)"#,
             r#"classes.active-users.cache.max_bytes = 10: unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, mode (set by herdsman.toml)"#,
             // Found too, now that a class's sections are read apart from it.
             r#"classes.active-users.publik = true: unknown key, expected one of paths, public, vary, layers, registry, cache, dedup, breaker, limit (set by herdsman.toml)"#,
@@ -699,7 +720,7 @@ fn unknown_keys_are_refused_wherever_they_are() {
     let source = StaticEnv::new().var("HERDSMAN__CACHE__SIZE", "3");
     assert_eq!(
         errors(Environment::Development, &source),
-        r#"cache.size = 3: unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, max_bytes, max_entries, mode, sweep_interval (set by HERDSMAN__CACHE__SIZE)"#
+        r#"cache.size = 3: unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, mode, max_bytes, max_entries, sweep_interval (set by HERDSMAN__CACHE__SIZE)"#
     );
 }
 
@@ -828,7 +849,7 @@ fn key_hosts_vary_and_the_cache_mode_are_read_and_resolved_per_class() {
     )
     .unwrap();
     assert_eq!(config.keys.hosts, ["app.example.com", "127.0.0.1:8080"]);
-    assert_eq!(config.cache.mode, CacheMode::Origin);
+    assert_eq!(config.cache.class.mode, CacheMode::Origin);
     let me = config.class("me");
     assert_eq!(me.vary, ["x-tenant", "x-api-key"]);
     assert_eq!(me.cache_settings().mode, CacheMode::App);
@@ -840,7 +861,7 @@ fn key_hosts_vary_and_the_cache_mode_are_read_and_resolved_per_class() {
 
     let defaults = Config::profile(Environment::Production);
     assert!(defaults.keys.hosts.is_empty() && defaults.keys.vary.is_empty());
-    assert_eq!(defaults.cache.mode, CacheMode::App);
+    assert_eq!(defaults.cache.class.mode, CacheMode::App);
 }
 
 #[test]
@@ -925,7 +946,10 @@ fn a_global_problem_is_reported_once_and_a_class_that_changes_it_again() {
 fn a_class_section_built_in_code_keeps_the_global_only_keys() {
     let mut config = Config::profile(Environment::Test);
     let cache = herdsman::config::CacheSettings {
-        ttl: secs(2),
+        class: herdsman::cache::ClassSettings {
+            ttl: secs(2),
+            ..config.cache.class
+        },
         max_bytes: 1,
         ..config.cache.clone()
     };

@@ -63,8 +63,11 @@ pub fn with_demo_classes(mut config: Config) -> Config {
                 paths: vec![path.to_owned()],
                 public,
                 cache: Some(CacheSettings {
-                    ttl: interval,
-                    stale_while_revalidate: interval * 2,
+                    class: herdsman::cache::ClassSettings {
+                        ttl: interval,
+                        stale_while_revalidate: interval * 2,
+                        ..global.class
+                    },
                     ..global.clone()
                 }),
                 ..ClassConfig::default()

@@ -60,10 +60,10 @@
 //! let config = Config::load_from(env, &source).unwrap();
 //!
 //! assert_eq!(config.registry.interval, Duration::from_secs(5)); // the profile
-//! assert_eq!(config.cache.ttl, Duration::from_secs(15)); // the file
+//! assert_eq!(config.cache.class.ttl, Duration::from_secs(15)); // the file
 //! assert_eq!(config.limit.max_concurrency, 8); // the variable
 //! let class = config.class("active-users");
-//! assert_eq!(class.cache.ttl, Duration::from_secs(2)); // the class override
+//! assert_eq!(class.cache.class.ttl, Duration::from_secs(2)); // the class override
 //! assert_eq!(class.limit.class_limits().max_concurrent(), 8); // inherited
 //!
 //! let err = Config::load_from(env, &StaticEnv::new().var("HERDSMAN__CACHE__TTL", "0s"))
@@ -317,6 +317,6 @@ impl EffectiveClass {
 
     /// The cache layer's freshness settings for this class.
     pub fn cache_settings(&self) -> crate::cache::ClassSettings {
-        self.cache.class_settings()
+        self.cache.class
     }
 }

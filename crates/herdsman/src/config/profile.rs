@@ -71,12 +71,17 @@ pub(super) fn profile(env: Environment) -> Config {
             max_memory: crate::registry::DEFAULT_MAX_MEMORY,
         },
         cache: CacheSettings {
-            ttl: pick(env, [secs(5), secs(10), secs(8), millis(50)]),
-            stale_while_revalidate: pick(env, [Duration::ZERO, secs(30), secs(24), Duration::ZERO]),
-            stale_if_error: pick(env, [Duration::ZERO, secs(300), secs(300), Duration::ZERO]),
+            class: crate::cache::ClassSettings {
+                ttl: pick(env, [secs(5), secs(10), secs(8), millis(50)]),
+                stale_while_revalidate: pick(
+                    env,
+                    [Duration::ZERO, secs(30), secs(24), Duration::ZERO],
+                ),
+                stale_if_error: pick(env, [Duration::ZERO, secs(300), secs(300), Duration::ZERO]),
+                mode: crate::cache::CacheMode::App,
+            },
             max_bytes: pick(env, [64 * MIB, 64 * MIB, 64 * MIB, MIB]),
             max_entries: None,
-            mode: crate::cache::CacheMode::App,
             sweep_interval: pick(env, [secs(30), secs(30), secs(30), secs(1)]),
         },
         dedup: DedupSettings {

@@ -19,7 +19,7 @@ use super::{
     validate::Validate,
     Config,
 };
-use crate::breaker::BreakerConfig;
+use crate::{breaker::BreakerConfig, cache};
 
 /// A section a class may have its own of (`[classes.NAME.SECTION]`).
 pub(crate) trait Section: Serialize + DeserializeOwned + Validate + Clone {
@@ -35,6 +35,27 @@ pub(crate) trait Section: Serialize + DeserializeOwned + Validate + Clone {
 
     /// A class's own section.
     fn of(class: &ClassConfig) -> Option<&Self>;
+
+    /// Its keys, in the order of its table.
+    fn keys() -> Vec<&'static str> {
+        keys::<Self>().to_vec()
+    }
+
+    /// The keys of the layer's own settings type, when the section holds
+    /// one flattened into its table (`[cache]` holds
+    /// [`cache::ClassSettings`]'s keys beside the store's bounds); none
+    /// otherwise.
+    fn own_keys() -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Reads the part of `table` made of [`own_keys`](Self::own_keys) as
+    /// the layer's own type, alone: figment names a key in its errors, and
+    /// serde refuses an unknown one, only for a type that is not flattened.
+    fn read_own(table: &Value) -> Result<(), figment::Error> {
+        let _ = table;
+        Ok(())
+    }
 }
 
 /// Something done for each [`Section`] type in turn.
@@ -56,6 +77,34 @@ pub(crate) fn each_section<E: EachSection>(mut each: E) -> E {
 }
 
 macro_rules! section {
+    ($type:ty, $name:ident, own: $own:ty, global only: $($key:literal),+) => {
+        impl Section for $type {
+            const NAME: &'static str = stringify!($name);
+            const GLOBAL_ONLY: &'static [&'static str] = &[$($key),+];
+
+            fn global(config: &Config) -> &Self {
+                &config.$name
+            }
+
+            fn of(class: &ClassConfig) -> Option<&Self> {
+                class.$name.as_ref()
+            }
+
+            fn keys() -> Vec<&'static str> {
+                let mut keys = keys::<$own>().to_vec();
+                keys.extend(Self::GLOBAL_ONLY);
+                keys
+            }
+
+            fn own_keys() -> &'static [&'static str] {
+                keys::<$own>()
+            }
+
+            fn read_own(table: &Value) -> Result<(), figment::Error> {
+                table.deserialize::<$own>().map(drop)
+            }
+        }
+    };
     ($type:ty, $name:ident $(, global only: $($key:literal),+)?) => {
         impl Section for $type {
             const NAME: &'static str = stringify!($name);
@@ -81,6 +130,7 @@ section!(
 section!(
     CacheSettings,
     cache,
+    own: cache::ClassSettings,
     global only: "max_bytes", "max_entries", "sweep_interval"
 );
 section!(DedupSettings, dedup);
@@ -98,9 +148,8 @@ pub(crate) fn keys<T: DeserializeOwned>() -> &'static [&'static str] {
 
 /// The keys a class may set in its table of section `T`.
 pub(crate) fn class_keys<T: Section>() -> Vec<&'static str> {
-    keys::<T>()
-        .iter()
-        .copied()
+    T::keys()
+        .into_iter()
         .filter(|key| !T::GLOBAL_ONLY.contains(key))
         .collect()
 }
@@ -193,6 +242,18 @@ mod tests {
         assert_eq!(
             class_keys::<CacheSettings>(),
             ["ttl", "stale_while_revalidate", "stale_if_error", "mode"]
+        );
+        assert_eq!(
+            CacheSettings::keys(),
+            [
+                "ttl",
+                "stale_while_revalidate",
+                "stale_if_error",
+                "mode",
+                "max_bytes",
+                "max_entries",
+                "sweep_interval"
+            ]
         );
     }
 

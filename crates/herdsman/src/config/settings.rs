@@ -100,48 +100,24 @@ impl RegistrySettings {
     }
 }
 
-/// The cache layer.
+/// The cache layer: the layer's settings for every class
+/// ([`cache::ClassSettings`], whose keys a class may set) and the store's
+/// bounds, in one flat `[cache]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CacheSettings {
-    /// How long an entry is fresh.
-    #[serde(with = "humantime_serde")]
-    pub ttl: Duration,
-    /// How long past its TTL an entry is served while one refresh runs
-    /// (`0s`: off). When on, at least the TTL.
-    #[serde(with = "humantime_serde")]
-    pub stale_while_revalidate: Duration,
-    /// How long past its TTL an entry stands in for a failed call (`0s`:
-    /// off). When on, at least the TTL.
-    #[serde(with = "humantime_serde")]
-    pub stale_if_error: Duration,
+    /// The freshness settings of every class without its own.
+    #[serde(flatten)]
+    pub class: cache::ClassSettings,
     /// Bound of the store, in bytes (global only).
     pub max_bytes: u64,
     /// Bound of the store, in entries (global only; none by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_entries: Option<u64>,
-    /// Who decides how long a response is fresh: `"app"` (the TTL, capped
-    /// by the response's own lifetime) or `"origin"` (the response's
-    /// `Cache-Control`, `Expires` or a heuristic, capped by the TTL).
-    #[serde(default)]
-    pub mode: cache::CacheMode,
     /// How often expired entries are swept out of the store, and how long
     /// past its windows an entry that can be revalidated is kept (global
     /// only); see [`CacheLayer::with_sweep_interval`](crate::cache::CacheLayer::with_sweep_interval).
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
-}
-
-impl CacheSettings {
-    /// The cache layer's freshness settings for one class.
-    pub fn class_settings(&self) -> cache::ClassSettings {
-        cache::ClassSettings {
-            ttl: self.ttl,
-            stale_while_revalidate: self.stale_while_revalidate,
-            stale_if_error: self.stale_if_error,
-            mode: self.mode,
-        }
-    }
 }
 
 /// The dedup (single-flight) layer.
@@ -430,17 +406,23 @@ pub struct ServerSettings {
 /// start from the global section the same way:
 ///
 /// ```
-/// use herdsman::config::{CacheSettings, ClassConfig, Config, Environment};
+/// use herdsman::{
+///     cache::ClassSettings,
+///     config::{CacheSettings, ClassConfig, Config, Environment},
+/// };
 /// use std::time::Duration;
 ///
 /// let mut config = Config::profile(Environment::Production);
 /// let class = ClassConfig {
 ///     paths: vec!["/api/active-users".into()],
-///     cache: Some(CacheSettings { ttl: Duration::from_secs(2), ..config.cache.clone() }),
+///     cache: Some(CacheSettings {
+///         class: ClassSettings { ttl: Duration::from_secs(2), ..config.cache.class },
+///         ..config.cache.clone()
+///     }),
 ///     ..ClassConfig::default()
 /// };
 /// config.classes.insert("active-users".into(), class);
-/// assert_eq!(config.class("active-users").cache.ttl, Duration::from_secs(2));
+/// assert_eq!(config.class("active-users").cache.class.ttl, Duration::from_secs(2));
 /// ```
 ///
 /// Keys that only the global section sets (the registry's floor and

@@ -461,19 +461,20 @@ impl Validate for RegistrySettings {
 
 impl Validate for CacheSettings {
     fn validate(&self, p: &Path, problems: &mut Problems) {
-        problems.positive(&p.key("ttl"), self.ttl);
+        let class = &self.class;
+        problems.positive(&p.key("ttl"), class.ttl);
         for (key, window) in [
-            ("stale_while_revalidate", self.stale_while_revalidate),
-            ("stale_if_error", self.stale_if_error),
+            ("stale_while_revalidate", class.stale_while_revalidate),
+            ("stale_if_error", class.stale_if_error),
         ] {
-            if !window.is_zero() && window < self.ttl {
+            if !window.is_zero() && window < class.ttl {
                 problems.fail_with(
                     &p.key(key),
                     &["ttl"],
                     dur(window),
                     &format!(
                         "shorter than the ttl ({}): use at least the ttl, or 0s to turn it off",
-                        format_duration(self.ttl)
+                        format_duration(class.ttl)
                     ),
                 );
             }
