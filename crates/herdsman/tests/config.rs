@@ -154,7 +154,7 @@ fn each_profile_has_its_poll_interval_and_floor() {
     ];
     for (env, interval, floor) in expect {
         let config = load(env, &StaticEnv::new()).unwrap();
-        assert_eq!(config.registry.interval, interval, "{env}");
+        assert_eq!(config.registry.class.interval, interval, "{env}");
         assert_eq!(config.registry.floor, floor, "{env}");
         assert_eq!(config, Config::profile(env), "{env}: nothing overrides it");
     }
@@ -189,7 +189,11 @@ fn the_file_overrides_the_profile_and_variables_override_the_file() {
     "#;
     let source = with_file(file);
     let config = load(Environment::Production, &source).unwrap();
-    assert_eq!(config.registry.interval, secs(20), "file over profile");
+    assert_eq!(
+        config.registry.class.interval,
+        secs(20),
+        "file over profile"
+    );
     assert_eq!(config.cache.class.ttl, secs(15));
     assert_eq!(config.cache.class.stale_if_error, secs(300), "profile kept");
 
@@ -198,7 +202,11 @@ fn the_file_overrides_the_profile_and_variables_override_the_file() {
         .var("HERDSMAN__LAYERS__CACHE", "false")
         .var("HERDSMAN__ALERTS__ERROR_RATE", "0.1");
     let config = load(Environment::Production, &source).unwrap();
-    assert_eq!(config.registry.interval, secs(30), "variable over file");
+    assert_eq!(
+        config.registry.class.interval,
+        secs(30),
+        "variable over file"
+    );
     assert_eq!(config.cache.class.ttl, secs(15), "file kept");
     assert!(!config.layers.cache, "variable over profile");
     assert_eq!(config.alerts.error_rate, 0.1);
@@ -256,7 +264,7 @@ fn class_sections_override_the_global_ones_and_inherit_the_rest() {
     assert_eq!(class.cache.class.ttl, secs(2));
     assert_eq!(class.cache.max_bytes, config.cache.max_bytes);
     assert!(!class.layers.dedup && class.layers.cache);
-    assert_eq!(class.registry.interval, secs(30));
+    assert_eq!(class.registry.class.interval, secs(30));
     assert_eq!(class.registry.floor, secs(5));
     assert_eq!(class.limit.max_concurrency, 16, "the global file value");
     assert_eq!(class.limit.max_queue, 4);
@@ -284,7 +292,7 @@ fn a_class_interval_is_held_to_the_global_floor() {
         .load()
         .unwrap();
     assert_eq!(
-        loaded.config.class("active-users").registry.interval,
+        loaded.config.class("active-users").registry.class.interval,
         secs(3)
     );
     assert!(loaded.warnings.is_empty(), "3 s is over docker's 2 s floor");
@@ -295,7 +303,7 @@ fn a_class_interval_is_held_to_the_global_floor() {
         .source(&fast)
         .load()
         .unwrap();
-    assert_eq!(loaded.config.class("live").registry.interval, secs(1));
+    assert_eq!(loaded.config.class("live").registry.class.interval, secs(1));
     assert_eq!(
         loaded.warnings[0].to_string(),
         r#"classes.live.registry.interval = "500ms": under the floor of 1s, raised to it (set registry.allow_fast_polling to keep it) (set by herdsman.toml)"#
@@ -388,7 +396,7 @@ fn under_the_floor_outside_production_an_interval_is_raised_with_a_warning() {
         .source(&source)
         .load()
         .unwrap();
-    assert_eq!(loaded.config.registry.interval, secs(1));
+    assert_eq!(loaded.config.registry.class.interval, secs(1));
     let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(
         warnings,
@@ -401,7 +409,7 @@ fn under_the_floor_outside_production_an_interval_is_raised_with_a_warning() {
     for env in Environment::ALL {
         let config = load(env, &source).unwrap();
         assert_eq!(
-            config.registry.interval,
+            config.registry.class.interval,
             Duration::from_millis(100),
             "{env}"
         );
@@ -439,7 +447,7 @@ fn a_sub_second_floor_or_interval_is_refused_in_production_and_docker_naming_the
         let config = load(env, &with_file(file)).unwrap();
         assert_eq!(config.registry.floor, Duration::from_millis(500), "{env}");
         assert_eq!(
-            config.class("live").registry.interval,
+            config.class("live").registry.class.interval,
             Duration::from_millis(500),
             "{env}: raised to the floor"
         );
@@ -463,12 +471,12 @@ fn allow_fast_polling_accepts_sub_second_floors_and_intervals_as_written() {
         let config = loaded.config;
         assert_eq!(config.registry.floor, Duration::from_millis(500), "{env}");
         assert_eq!(
-            config.registry.interval,
+            config.registry.class.interval,
             Duration::from_millis(800),
             "{env}"
         );
         assert_eq!(
-            config.class("live").registry.interval,
+            config.class("live").registry.class.interval,
             Duration::from_millis(250),
             "{env}"
         );

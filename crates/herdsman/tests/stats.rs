@@ -777,7 +777,7 @@ mod saving {
     async fn a_poll_loops_fetch_is_no_client_request_and_its_cache_hit_no_saving() {
         let coordinator = coordinator(|c| {
             c.cache.class.ttl = Duration::from_secs(10);
-            c.registry.interval = Duration::from_secs(1);
+            c.registry.class.interval = Duration::from_secs(1);
         });
         let origin = Origin::default();
         let svc = coordinator.layer().layer(origin.service());
@@ -887,7 +887,7 @@ mod saving {
         let coordinator = coordinator(|c| {
             c.cache.class.ttl = Duration::from_millis(40);
             c.cache.class.stale_if_error = Duration::from_millis(200);
-            c.registry.interval = Duration::from_millis(50);
+            c.registry.class.interval = Duration::from_millis(50);
         });
         let origin = Origin {
             delay: Duration::from_millis(10),

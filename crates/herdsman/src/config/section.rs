@@ -19,7 +19,7 @@ use super::{
     validate::Validate,
     Config,
 };
-use crate::{breaker::BreakerConfig, cache};
+use crate::{breaker::BreakerConfig, cache, registry};
 
 /// A section a class may have its own of (`[classes.NAME.SECTION]`).
 pub(crate) trait Section: Serialize + DeserializeOwned + Validate + Clone {
@@ -125,6 +125,7 @@ section!(Layers, layers);
 section!(
     RegistrySettings,
     registry,
+    own: registry::ClassSettings,
     global only: "floor", "allow_fast_polling", "max_subscribers", "max_memory"
 );
 section!(

@@ -36,13 +36,15 @@ impl Layers {
     };
 }
 
-/// The subscription registry: one poll loop per endpoint key.
+/// The subscription registry: one poll loop per endpoint key. The
+/// registry's settings for every class ([`registry::ClassSettings`], whose
+/// keys a class may set) and its floor and totals, in one flat
+/// `[registry]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RegistrySettings {
-    /// How often a key with subscribers is polled.
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
+    /// The poll loops' settings of every class without its own.
+    #[serde(flatten)]
+    pub class: registry::ClassSettings,
     /// The shortest interval accepted: in production a faster one is an
     /// error, elsewhere it is raised to the floor with a warning, unless
     /// [`allow_fast_polling`](Self::allow_fast_polling) is set. No loop
@@ -52,52 +54,11 @@ pub struct RegistrySettings {
     /// Accept intervals under the floor as written, and in production and
     /// docker a floor or intervals under one second.
     pub allow_fast_polling: bool,
-    /// Each wait is moved by up to this fraction of it (`0.0..=0.5`), at
-    /// random, so that loops started together do not poll together; never
-    /// under the floor.
-    pub jitter: f64,
-    /// How long a poll loop keeps running after its last subscriber left, so
-    /// that a page reload does not restart it.
-    #[serde(with = "humantime_serde")]
-    pub linger: Duration,
-    /// Keys of one class polled at once (lingering ones included), at
-    /// most: a flood of keys in one class never refuses another class's.
-    pub max_keys: usize,
-    /// Keys of one class one caller holds (those it created, until they
-    /// leave after their linger), at most.
-    pub max_keys_per_caller: usize,
-    /// Keys of one class one client address holds, at most.
-    pub max_keys_per_address: usize,
-    /// Subscribers of one key, at most.
-    pub max_subscribers_per_key: usize,
-    /// Subscriptions (event streams, polls in progress) to keys of one
-    /// class one caller has open, at most.
-    pub max_subscribers_per_caller: usize,
-    /// Subscriptions to keys of one class one client address has open, at
-    /// most, whatever credentials they present.
-    pub max_subscribers_per_address: usize,
     /// Subscribers in all, at most.
     pub max_subscribers: usize,
     /// The registry's memory budget, in bytes: while its memory figure is
     /// over it, no new key is polled (existing keys go on).
     pub max_memory: u64,
-}
-
-impl RegistrySettings {
-    /// The registry's settings for one class's poll loops and budgets.
-    pub fn class_settings(&self) -> registry::ClassSettings {
-        registry::ClassSettings {
-            interval: self.interval,
-            jitter: self.jitter,
-            linger: self.linger,
-            max_subscribers_per_key: self.max_subscribers_per_key,
-            max_keys: self.max_keys,
-            max_keys_per_caller: self.max_keys_per_caller,
-            max_keys_per_address: self.max_keys_per_address,
-            max_subscribers_per_caller: self.max_subscribers_per_caller,
-            max_subscribers_per_address: self.max_subscribers_per_address,
-        }
-    }
 }
 
 /// The cache layer: the layer's settings for every class
