@@ -331,7 +331,7 @@ impl Reader<'_> {
             .map(|(key, value)| (key.clone(), value.clone()))
             .collect();
         if let Err(err) = T::read_own(&Value::from(part)) {
-            self.report(path.to_vec(), err, problems);
+            self.report(path.to_vec(), *err, problems);
         }
         (problems.len() == before).then_some(())
     }

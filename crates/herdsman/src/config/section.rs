@@ -52,7 +52,7 @@ pub(crate) trait Section: Serialize + DeserializeOwned + Validate + Clone {
     /// Reads the part of `table` made of [`own_keys`](Self::own_keys) as
     /// the layer's own type, alone: figment names a key in its errors, and
     /// serde refuses an unknown one, only for a type that is not flattened.
-    fn read_own(table: &Value) -> Result<(), figment::Error> {
+    fn read_own(table: &Value) -> Result<(), Box<figment::Error>> {
         let _ = table;
         Ok(())
     }
@@ -100,8 +100,8 @@ macro_rules! section {
                 keys::<$own>()
             }
 
-            fn read_own(table: &Value) -> Result<(), figment::Error> {
-                table.deserialize::<$own>().map(drop)
+            fn read_own(table: &Value) -> Result<(), Box<figment::Error>> {
+                table.deserialize::<$own>().map(drop).map_err(Box::new)
             }
         }
     };
