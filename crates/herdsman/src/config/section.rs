@@ -259,6 +259,23 @@ mod tests {
     }
 
     #[test]
+    fn a_flattened_sections_keys_are_the_keys_it_writes() {
+        // Its global-only keys are listed by hand: they must be the rest.
+        fn written<T: Section>(section: &T) -> Vec<String> {
+            table(section).expect("a table").keys().cloned().collect()
+        }
+        fn listed<T: Section>() -> Vec<String> {
+            let mut keys: Vec<String> = T::keys().into_iter().map(str::to_owned).collect();
+            keys.sort();
+            keys
+        }
+        let mut config = Config::profile(crate::config::Environment::Production);
+        config.cache.max_entries = Some(1);
+        assert_eq!(written(&config.cache), listed::<CacheSettings>());
+        assert_eq!(written(&config.registry), listed::<RegistrySettings>());
+    }
+
+    #[test]
     fn changed_keys_are_those_whose_values_differ() {
         let global = BreakerConfig::default();
         let class = BreakerConfig {
