@@ -77,7 +77,7 @@ impl Service<Request<ReqBody>> for Upstream {
 /// is measured.
 pub fn coordinator() -> Coordinator {
     let mut config = Config::profile(Environment::Test);
-    config.cache.ttl = Duration::from_secs(3600);
+    config.cache.class.ttl = Duration::from_secs(3600);
     Coordinator::builder()
         .environment(Environment::Test)
         .config(config)
