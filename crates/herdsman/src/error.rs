@@ -126,29 +126,39 @@ pub(crate) enum LayerError {
 /// Which herdsman layer's own error `err` is, if any: the one place that
 /// knows every layer's error types (rejections, the stats' error kinds).
 pub(crate) fn layer_error(err: &(dyn Error + 'static)) -> Option<LayerError> {
+    // Only the layers compiled in can have made an error.
+    #[cfg(feature = "breaker")]
     if find::<crate::breaker::BreakerOpen>(err).is_some() {
-        Some(LayerError::BreakerOpen)
-    } else if find::<crate::limit::Overloaded>(err).is_some() {
-        Some(LayerError::Overloaded)
-    } else if find::<crate::limit::RateLimited>(err).is_some() {
-        Some(LayerError::RateLimited)
-    } else if find::<crate::limit::TooManyInFlight>(err).is_some() {
-        Some(LayerError::InFlightCap)
-    } else if find::<crate::dedup::Panicked>(err).is_some() {
-        Some(LayerError::Panicked)
-    } else if find::<crate::breaker::ProbeTimedOut>(err).is_some() {
-        Some(LayerError::ProbeTimedOut)
-    } else {
-        None
+        return Some(LayerError::BreakerOpen);
     }
+    #[cfg(feature = "limit")]
+    if find::<crate::limit::Overloaded>(err).is_some() {
+        return Some(LayerError::Overloaded);
+    }
+    #[cfg(feature = "limit")]
+    if find::<crate::limit::RateLimited>(err).is_some() {
+        return Some(LayerError::RateLimited);
+    }
+    #[cfg(feature = "limit")]
+    if find::<crate::limit::TooManyInFlight>(err).is_some() {
+        return Some(LayerError::InFlightCap);
+    }
+    #[cfg(feature = "dedup")]
+    if find::<crate::dedup::Panicked>(err).is_some() {
+        return Some(LayerError::Panicked);
+    }
+    #[cfg(feature = "breaker")]
+    if find::<crate::breaker::ProbeTimedOut>(err).is_some() {
+        return Some(LayerError::ProbeTimedOut);
+    }
+    let _ = err;
+    None
 }
 
 /// When a retry of the call that failed with `err` can succeed, if a
-/// herdsman layer said so: the probe time of an open breaker
-/// ([`BreakerOpen`](crate::breaker::BreakerOpen)), or the time a load or
-/// rate limit suggested ([`Overloaded`](crate::limit::Overloaded),
-/// [`TooManyInFlight`](crate::limit::TooManyInFlight),
-/// [`RateLimited`](crate::limit::RateLimited)). `None` for any other error
+/// herdsman layer said so: the probe time of an open breaker (the breaker's
+/// `BreakerOpen`), or the time a load or rate limit suggested (the limit's
+/// `Overloaded`, `TooManyInFlight` and `RateLimited`). `None` for any other error
 /// (an upstream's), and for a breaker forced open by hand.
 ///
 /// It is an instant, not a duration, so that a hint read long after the
@@ -164,14 +174,22 @@ pub(crate) fn layer_error(err: &(dyn Error + 'static)) -> Option<LayerError> {
 /// ```
 pub fn retry_at(err: &(dyn Error + 'static)) -> Option<Instant> {
     // Each layer whose errors carry a retry hint lists its types here.
+    #[cfg(feature = "breaker")]
     if let Some(open) = find::<crate::breaker::BreakerOpen>(err) {
         return open.retry_at();
     }
+    #[cfg(feature = "limit")]
     if let Some(overloaded) = find::<crate::limit::Overloaded>(err) {
         return Some(overloaded.retry_at());
     }
+    #[cfg(feature = "limit")]
     if let Some(capped) = find::<crate::limit::TooManyInFlight>(err) {
         return Some(capped.retry_at());
     }
-    find::<crate::limit::RateLimited>(err).map(crate::limit::RateLimited::retry_at)
+    #[cfg(feature = "limit")]
+    if let Some(limited) = find::<crate::limit::RateLimited>(err) {
+        return Some(limited.retry_at());
+    }
+    let _ = err;
+    None
 }

@@ -335,6 +335,7 @@ impl KeyBuilder {
     /// Appends a header of `headers` in place: its name, how many values it
     /// has and each value, so that no two header sets make the same parts.
     /// HTTP keys and the Cache's `Vary` variants write headers this one way.
+    #[cfg(any(feature = "cache", feature = "http"))]
     pub(crate) fn push_header(&mut self, headers: &http::HeaderMap, name: &http::HeaderName) {
         let values = headers.get_all(name);
         self.push(name.as_str().as_bytes());

@@ -107,6 +107,8 @@ impl<K, V: Clone> CacheLayer<K, V> {
     }
 }
 
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 impl<K> CacheLayer<K, http::Response<crate::http::SharedBody>, crate::http::HttpCachePolicy> {
     /// A cache of HTTP responses keyed by `key` (usually
     /// [`HttpKey`](crate::http::HttpKey)), with every rule of

@@ -9,14 +9,19 @@
 //! caller gets the full response; a `Vary` that cannot be read is `*`, so
 //! the response is not reused).
 
+#[cfg(feature = "cache")]
 use std::sync::Arc;
 
+#[cfg(feature = "cache")]
+use http::header::HeaderName;
 use http::{
-    header::{self, HeaderMap, HeaderName, HeaderValue},
+    header::{self, HeaderMap, HeaderValue},
     uri::{Authority, Uri},
 };
 
+#[cfg(feature = "cache")]
 use super::freshness::http_date;
+#[cfg(feature = "cache")]
 use crate::cache::Vary;
 
 /// Whether a response with these `headers` satisfies the caller's
@@ -62,6 +67,7 @@ fn none_match<'a>(
 /// Whether a response with these `headers` was not modified since the
 /// caller's `If-Modified-Since` (RFC 9110 §13.1.3): its `Last-Modified` is
 /// no later. An invalid date on either side does not match.
+#[cfg(feature = "cache")]
 pub(crate) fn not_modified_since(if_modified_since: &HeaderValue, headers: &HeaderMap) -> bool {
     let (Some(since), Some(modified)) = (
         http_date(if_modified_since),
@@ -120,6 +126,7 @@ fn weak_eq(a: &[u8], b: &[u8]) -> bool {
 ///
 /// Every `Vary` line is read; names are case-insensitive and kept once, in
 /// order. `*`, or a name that is not a valid header name, is [`Vary::Any`].
+#[cfg(feature = "cache")]
 pub(crate) fn vary(headers: &HeaderMap) -> Vary {
     let mut names: Vec<HeaderName> = Vec::new();
     for line in headers.get_all(header::VARY) {
@@ -220,6 +227,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use http::header::HeaderName;
 
     fn headers(fields: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -262,6 +270,7 @@ mod tests {
         assert!(none_match_fails(&values(&["*"]), &HeaderMap::new()));
     }
 
+    #[cfg(feature = "cache")]
     #[test]
     fn if_modified_since_matches_an_earlier_or_equal_last_modified() {
         let response = headers(&[("last-modified", "Tue, 14 Nov 2023 22:13:20 GMT")]);
@@ -274,6 +283,7 @@ mod tests {
         assert!(!not_modified_since(&since, &HeaderMap::new()));
     }
 
+    #[cfg(feature = "cache")]
     #[test]
     fn vary_names_are_read_from_every_line_once_and_a_star_wins() {
         assert_eq!(vary(&HeaderMap::new()), Vary::None);

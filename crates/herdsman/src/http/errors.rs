@@ -2,22 +2,27 @@ use std::{error::Error, time::Duration};
 
 use http::{header, HeaderValue, Response, StatusCode};
 
-use crate::{
-    breaker::{BreakerOpen, ProbeTimedOut},
-    error::find,
-    limit::{Overloaded, RateLimited, TooManyInFlight},
-};
+#[cfg(feature = "breaker")]
+use crate::breaker::{BreakerOpen, ProbeTimedOut};
+#[cfg(any(feature = "breaker", feature = "limit"))]
+use crate::error::find;
+#[cfg(feature = "limit")]
+use crate::limit::{Overloaded, RateLimited, TooManyInFlight};
 
 /// The HTTP response for an error a herdsman layer made, or `None` for any
 /// other error (an upstream's, which the application maps itself).
 ///
-/// - [`BreakerOpen`]: `503 Service Unavailable`, with `Retry-After` when the
-///   breaker will probe again;
-/// - [`ProbeTimedOut`]: `504 Gateway Timeout`;
-/// - [`Overloaded`]: `503 Service Unavailable` with `Retry-After`;
-/// - [`RateLimited`]: `429 Too Many Requests` with `Retry-After`;
-/// - [`TooManyInFlight`]: `429 Too Many Requests` with `Retry-After` (the
-///   caller's own traffic is the cause, as for a rate rule).
+/// - the breaker's `BreakerOpen`: `503 Service Unavailable`, with
+///   `Retry-After` when the breaker will probe again;
+/// - the breaker's `ProbeTimedOut`: `504 Gateway Timeout`;
+/// - the limit's `Overloaded`: `503 Service Unavailable` with `Retry-After`;
+/// - the limit's `RateLimited`: `429 Too Many Requests` with `Retry-After`;
+/// - the limit's `TooManyInFlight`: `429 Too Many Requests` with
+///   `Retry-After` (the caller's own traffic is the cause, as for a rate
+///   rule).
+///
+/// Only the errors of the layers compiled in (their cargo features) are
+/// recognized.
 ///
 /// Each `Retry-After` is the time left at the moment of this call (the
 /// errors keep the instant, not a duration), in
@@ -42,27 +47,33 @@ use crate::{
 /// # assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
 /// ```
 pub fn error_response<B: Default>(err: &(dyn Error + 'static)) -> Option<Response<B>> {
+    #[cfg(feature = "breaker")]
     if let Some(open) = find::<BreakerOpen>(err) {
         return Some(with_retry_after(
             StatusCode::SERVICE_UNAVAILABLE,
             open.retry_after(),
         ));
     }
+    #[cfg(feature = "breaker")]
     if find::<ProbeTimedOut>(err).is_some() {
         return Some(with_retry_after(StatusCode::GATEWAY_TIMEOUT, None));
     }
+    #[cfg(feature = "limit")]
     if let Some(overloaded) = find::<Overloaded>(err) {
         let after = Some(overloaded.retry_after());
         return Some(with_retry_after(StatusCode::SERVICE_UNAVAILABLE, after));
     }
+    #[cfg(feature = "limit")]
     if let Some(limited) = find::<RateLimited>(err) {
         let after = Some(limited.retry_after());
         return Some(with_retry_after(StatusCode::TOO_MANY_REQUESTS, after));
     }
+    #[cfg(feature = "limit")]
     if let Some(capped) = find::<TooManyInFlight>(err) {
         let after = Some(capped.retry_after());
         return Some(with_retry_after(StatusCode::TOO_MANY_REQUESTS, after));
     }
+    let _ = err;
     None
 }
 
@@ -98,7 +109,7 @@ fn with_retry_after<B: Default>(status: StatusCode, retry_after: Option<Duration
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{class::Class, error::SharedError, BoxError};
+    use crate::BoxError;
 
     fn paused() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
@@ -108,8 +119,11 @@ mod tests {
             .unwrap()
     }
 
+    #[cfg(feature = "breaker")]
     #[test]
     fn an_open_breaker_is_a_503_with_retry_after_rounded_up() {
+        use crate::{class::Class, error::SharedError};
+
         let _runtime = paused().enter();
         let probe_at = tokio::time::Instant::now() + Duration::from_millis(1500);
         let err: BoxError = Box::new(BreakerOpen::new(Class::default(), Some(probe_at)));
@@ -122,6 +136,7 @@ mod tests {
         assert!(res.headers().get(header::RETRY_AFTER).is_none());
     }
 
+    #[cfg(feature = "limit")]
     #[test]
     fn limit_rejections_are_503_and_429_with_retry_after() {
         use crate::limit::{ClassLimits, LimitLayer, RateRule};

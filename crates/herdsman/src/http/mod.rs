@@ -51,23 +51,28 @@
 
 mod body;
 mod buffer;
+#[cfg(feature = "cache")]
 mod cache_policy;
 mod classes;
 mod client;
 pub(crate) mod conditional;
 mod errors;
 mod failures;
+#[cfg(feature = "cache")]
 pub(crate) mod freshness;
 mod key;
 mod proxies;
 mod share;
 mod target;
 
+#[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+pub use self::cache_policy::HttpCachePolicy;
+#[cfg(feature = "registry")]
 pub(crate) use self::key::request_bytes;
 pub use self::{
     body::{HttpBody, SharedBody},
     buffer::{Buffer, BufferLayer, ResponseFuture, DEFAULT_BODY_LIMIT},
-    cache_policy::HttpCachePolicy,
     classes::PathClasses,
     client::{ClientAddr, ClientAddress},
     conditional::if_none_match,

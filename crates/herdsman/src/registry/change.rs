@@ -6,9 +6,11 @@ use std::{
     sync::OnceLock,
 };
 
+#[cfg(feature = "http")]
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response};
 
 use super::error::UpstreamStatus;
+#[cfg(feature = "http")]
 use crate::{
     http::{request_bytes, HttpKey, ServedStale, SharedBody},
     stable_hash::StableHasher,
@@ -116,9 +118,11 @@ impl<T: Hash> Fingerprint<T> for HashFingerprint {
 /// assert_eq!(fingerprint("Mon", "[]"), fingerprint("Tue", "[]"));
 /// assert_ne!(fingerprint("Mon", "[]"), fingerprint("Mon", "[1]"));
 /// ```
+#[cfg(feature = "http")]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HttpFingerprint;
 
+#[cfg(feature = "http")]
 impl HttpFingerprint {
     /// The headers that describe the content itself (RFC 9110 §8 and
     /// RFC 6266), fingerprinted with the body when there is no strong
@@ -165,6 +169,7 @@ impl HttpFingerprint {
     }
 }
 
+#[cfg(feature = "http")]
 impl Fingerprint<Response<SharedBody>> for HttpFingerprint {
     fn failure(&self, response: &Response<SharedBody>) -> Option<UpstreamStatus> {
         response
@@ -242,6 +247,7 @@ impl<Req: Clone> Canonical<Req> for CloneRequest {
     }
 }
 
+#[cfg(feature = "http")]
 impl<B: Default> Canonical<Request<B>> for HttpKey {
     fn canonical(&self, req: &Request<B>) -> Request<B> {
         self.canonical_request(req)

@@ -2,16 +2,19 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use tower_layer::Layer;
 
+#[cfg(feature = "http")]
+use super::change::HttpFingerprint;
 use super::{
-    change::{CloneRequest, HashFingerprint, HttpFingerprint},
+    change::{CloneRequest, HashFingerprint},
     handle::RegistryHandle,
     state::{Config, Core},
     Registry,
 };
+#[cfg(feature = "http")]
+use crate::http::{HttpKey, HttpShare};
 use crate::{
     class::{AllDefault, Class},
     event::{Observer, Observers},
-    http::{HttpKey, HttpShare},
     share::CloneShare,
 };
 
@@ -131,6 +134,8 @@ impl<K> RegistryLayer<K> {
     }
 }
 
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 impl RegistryLayer<HttpKey, AllDefault, HttpShare, HttpFingerprint, HttpKey> {
     /// A registry for HTTP services (with [`BufferLayer`](crate::http::BufferLayer)
     /// below it): keyed by `key`, sharing buffered responses, telling

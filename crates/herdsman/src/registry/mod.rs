@@ -198,10 +198,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use self::change::HttpFingerprint;
 pub use self::{
     callers::Callers,
     cell::Update,
-    change::{Canonical, CloneRequest, Fingerprint, HashFingerprint, HttpFingerprint},
+    change::{Canonical, CloneRequest, Fingerprint, HashFingerprint},
     error::{Limit, PollPanicked, StaleAnswer, TooManySubscribers, Unshareable, UpstreamStatus},
     future::ResponseFuture,
     handle::RegistryHandle,

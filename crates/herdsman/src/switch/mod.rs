@@ -29,12 +29,15 @@
 //! assert!(!cache.is_on()); // its own switch is still off
 //! ```
 
+#[cfg(feature = "http")]
 mod rollout;
 mod service;
 mod switches;
 
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use self::rollout::Rollout;
 pub use self::{
-    rollout::Rollout,
     service::{Gate, ResponseFuture, Switched, SwitchedLayer},
     switches::{LayerName, Switch, SwitchState, Switches, UnknownSwitch},
 };
