@@ -40,9 +40,15 @@ pub const WAIT_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Runs `test`, failing it if it takes longer than [`TEST_DEADLINE`].
 pub async fn bounded<F: Future>(test: F) -> F::Output {
-    tokio::time::timeout(TEST_DEADLINE, test)
+    bounded_by(TEST_DEADLINE, test).await
+}
+
+/// Runs `test`, failing it if it takes longer than `deadline`: [`bounded`]
+/// for a test that needs another deadline (one driving a real browser).
+pub async fn bounded_by<F: Future>(deadline: Duration, test: F) -> F::Output {
+    tokio::time::timeout(deadline, test)
         .await
-        .unwrap_or_else(|_| panic!("test did not finish within {TEST_DEADLINE:?}"))
+        .unwrap_or_else(|_| panic!("test did not finish within {deadline:?}"))
 }
 
 /// Waits until `cond` holds, checking every millisecond, and fails after

@@ -37,7 +37,7 @@ use herdsman::{
     config::{Config, Environment},
     event::Invalidation,
 };
-use herdsman_tests::{client, replies, request, send_all, HttpClient, Server};
+use herdsman_tests::{bounded_by, client, replies, request, send_all, HttpClient, Server};
 use http::{header, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
@@ -506,13 +506,6 @@ async fn wait_for_streams(app: &App, n: usize) {
     .await;
 }
 
-/// Runs a browser test, failing it if it takes longer than [`TEST_DEADLINE`].
-async fn bounded<F: Future>(test: F) -> F::Output {
-    tokio::time::timeout(TEST_DEADLINE, test)
-        .await
-        .unwrap_or_else(|_| panic!("test did not finish within {TEST_DEADLINE:?}"))
-}
-
 fn leaders(pages: &[Page]) -> usize {
     pages.iter().filter(|p| p.is_leader()).count()
 }
@@ -527,25 +520,25 @@ const HEARTBEAT: (&str, &str) = ("/?election=heartbeat", "heartbeat");
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver"]
 async fn three_tabs_elect_one_leader_and_hold_one_tabs_worth_of_streams() {
-    bounded(three_tabs_share_one_leader(LOCKS)).await;
+    bounded_by(TEST_DEADLINE, three_tabs_share_one_leader(LOCKS)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver"]
 async fn three_tabs_elect_one_leader_by_heartbeat_and_hold_one_tabs_worth_of_streams() {
-    bounded(three_tabs_share_one_leader(HEARTBEAT)).await;
+    bounded_by(TEST_DEADLINE, three_tabs_share_one_leader(HEARTBEAT)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver"]
 async fn closing_the_leader_tab_hands_the_streams_to_another_tab() {
-    bounded(closing_the_leader_hands_over(LOCKS)).await;
+    bounded_by(TEST_DEADLINE, closing_the_leader_hands_over(LOCKS)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver"]
 async fn closing_the_heartbeat_leader_tab_hands_the_streams_to_another_tab() {
-    bounded(closing_the_leader_hands_over(HEARTBEAT)).await;
+    bounded_by(TEST_DEADLINE, closing_the_leader_hands_over(HEARTBEAT)).await;
 }
 
 /// Three tabs of `path` (electing by `election`) elect one leader, which
@@ -633,7 +626,7 @@ async fn closing_the_leader_hands_over((path, election): (&str, &str)) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver"]
 async fn with_sse_switched_off_the_page_keeps_updating_by_polling() {
-    bounded(async {
+    bounded_by(TEST_DEADLINE, async {
         let app = App::start().await;
         let browser = Browser::start().await;
         let tabs = browser.tabs(&app.url("/"), 2).await;
@@ -673,7 +666,7 @@ async fn with_sse_switched_off_the_page_keeps_updating_by_polling() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver"]
 async fn a_screenshot_of_the_dashboard_with_data_is_saved_as_docs_dashboard_png() {
-    bounded(async {
+    bounded_by(TEST_DEADLINE, async {
         let app = App::start().await;
         // Some cards on the board and a burst of identical reads, so that
         // the page has events and the stats show what coordination saved.

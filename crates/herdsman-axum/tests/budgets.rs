@@ -4,15 +4,9 @@
 //! `keys.max_len` 414, a registry over its memory budget 503; and every
 //! refusal is counted by its reason, never as an error of the service.
 
-use std::{
-    convert::Infallible,
-    net::SocketAddr,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+mod support;
+
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
 use axum::{
     body::Body,
@@ -24,14 +18,15 @@ use herdsman::{
     Coordinated, Coordinator,
 };
 use herdsman_axum::{data_request, LastEventId, Live};
+use support::Calls;
 use tower::{service_fn, util::BoxCloneSyncService, Layer};
 
 type Upstream = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 
 /// An upstream answering `[]` to everything, counting its calls.
-fn origin(calls: Arc<AtomicUsize>) -> Upstream {
+fn origin(calls: Calls) -> Upstream {
     BoxCloneSyncService::new(service_fn(move |_: Request<Body>| {
-        calls.fetch_add(1, Ordering::SeqCst);
+        calls.next();
         async { Ok(Response::new(Body::from("[]"))) }
     }))
 }
@@ -42,7 +37,7 @@ fn origin(calls: Arc<AtomicUsize>) -> Upstream {
 struct App {
     coordinator: Coordinator,
     live: Live,
-    calls: Arc<AtomicUsize>,
+    calls: Calls,
 }
 
 impl App {
@@ -65,7 +60,7 @@ impl App {
             .config(config)
             .build()
             .expect("a valid configuration");
-        let calls = Arc::new(AtomicUsize::new(0));
+        let calls = Calls::default();
         let stack: Coordinated<Upstream> = coordinator.layer().layer(origin(calls.clone()));
         let live = Live::new(move |req| stack.subscribe(req)).with_stats(
             coordinator.stats().clone(),
@@ -141,7 +136,7 @@ async fn a_flood_of_distinct_queries_from_one_address_is_answered_429_and_others
     assert!(statuses[20..]
         .iter()
         .all(|s| *s == StatusCode::TOO_MANY_REQUESTS));
-    assert_eq!(app.calls.load(Ordering::SeqCst), 20);
+    assert_eq!(app.calls.get(), 20);
 
     // Another address gets new keys of the class; the flooding address
     // gets new keys of another class, and keys already polled.
@@ -211,7 +206,7 @@ async fn a_key_over_the_maximum_length_is_answered_414_and_polls_nothing() {
     assert_eq!(retry_after(&polled), None);
     let streamed = app.sse(&long, "10.0.0.1", None);
     assert_eq!(streamed.status(), StatusCode::URI_TOO_LONG);
-    assert_eq!(app.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(app.calls.get(), 0);
     assert_eq!(app.coordinator.registry().stats().keys, 0);
     assert_eq!(app.counted("users", "key_too_long"), (2, 0));
 }

@@ -3,12 +3,11 @@
 //! processes, failure answers that say when to retry, and keys that
 //! conditional headers do not split.
 
+mod support;
+
 use std::{
     convert::Infallible,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -17,12 +16,13 @@ use axum::{
     http::{header, request::Parts, HeaderValue, Request, Response, StatusCode},
 };
 use herdsman::{
-    config::{CacheOverride, ClassConfig, Config, Environment, RegistryOverride},
+    config::{CacheSettings, ClassConfig, Config, Environment, RegistrySettings},
     event::Invalidation,
     Coordinated, Coordinator,
 };
 use herdsman_axum::{data_request, LastEventId, Live};
 use http_body_util::BodyExt;
+use support::{settle, Calls};
 use tokio::time;
 use tower::{service_fn, util::BoxCloneSyncService, Layer};
 
@@ -35,14 +35,14 @@ type Upstream = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 #[derive(Clone)]
 struct Origin {
     answer: Arc<Mutex<(StatusCode, String)>>,
-    calls: Arc<AtomicUsize>,
+    calls: Calls,
 }
 
 impl Origin {
     fn new(body: &str) -> Self {
         Origin {
             answer: Arc::new(Mutex::new((StatusCode::OK, body.to_owned()))),
-            calls: Arc::default(),
+            calls: Calls::default(),
         }
     }
 
@@ -51,7 +51,7 @@ impl Origin {
     }
 
     fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
+        self.calls.get()
     }
 
     fn service(&self) -> Upstream {
@@ -59,12 +59,12 @@ impl Origin {
         BoxCloneSyncService::new(service_fn(move |_: Request<Body>| {
             let this = this.clone();
             async move {
-                this.calls.fetch_add(1, Ordering::SeqCst);
+                let n = this.calls.next();
                 let (status, body) = this.answer.lock().unwrap().clone();
                 Ok(Response::builder()
                     .status(status)
                     .header(header::CONTENT_TYPE, "application/json")
-                    .header(header::DATE, format!("call {}", this.calls()))
+                    .header(header::DATE, format!("call {n}"))
                     .body(Body::from(body))
                     .unwrap())
             }
@@ -89,14 +89,16 @@ impl App {
             ClassConfig {
                 paths: vec!["/board".to_owned()],
                 public: true,
-                registry: Some(RegistryOverride {
-                    interval: Some(5 * SEC),
-                    ..RegistryOverride::default()
-                }),
                 ..ClassConfig::default()
             },
         );
         tweak(&mut config);
+        // A class's section is whole: made once the global one is final.
+        let registry = RegistrySettings {
+            interval: 5 * SEC,
+            ..config.registry.clone()
+        };
+        App::class(&mut config).registry = Some(registry);
         let coordinator = Coordinator::builder()
             .environment(Environment::Test)
             .config(config)
@@ -240,13 +242,6 @@ fn field<'a>(event: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .iter()
         .find(|(n, _)| n == name)
         .map(|(_, v)| v.as_str())
-}
-
-/// Lets spawned tasks run until they are all parked.
-async fn settle() {
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -442,11 +437,12 @@ async fn the_caches_stale_copy_reaches_a_polling_client_marked_stale() {
     let origin = Origin::new(r#"{"count":4}"#);
     let app = App::start(&origin, |config| {
         config.layers.breaker = false;
-        App::class(config).cache = Some(CacheOverride {
-            ttl: Some(SEC),
-            stale_if_error: Some(300 * SEC),
-            ..CacheOverride::default()
-        });
+        let cache = CacheSettings {
+            ttl: SEC,
+            stale_if_error: 300 * SEC,
+            ..config.cache.clone()
+        };
+        App::class(config).cache = Some(cache);
     });
     let fresh = app.poll(&[]).await;
     assert_eq!(fresh.status, StatusCode::OK);

@@ -7,6 +7,8 @@
 //! profile's `[server]` section (10 s head, 30 s body, 60 s idle, 1 s
 //! shutdown), changed where a test needs it.
 
+mod support;
+
 use std::{
     convert::Infallible,
     future::{Future, IntoFuture},
@@ -40,6 +42,7 @@ use herdsman_axum::{
 };
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::settle;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt, DuplexStream},
     sync::{mpsc, oneshot, Notify},
@@ -525,13 +528,6 @@ async fn fetch(io: &mut DuplexStream, path: &str) -> String {
     let mut buf = vec![0; 4096];
     let n = io.read(&mut buf).await.unwrap();
     String::from_utf8_lossy(&buf[..n]).into_owned()
-}
-
-/// Lets every task run until it waits.
-async fn settle() {
-    for _ in 0..50 {
-        tokio::task::yield_now().await;
-    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,13 +1,12 @@
 //! Behaviour of the Breaker layer, paused time.
 
+mod support;
+
 use std::{
     convert::Infallible,
     future::Future,
     pin::Pin,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -22,6 +21,7 @@ use herdsman::{
     BoxError,
 };
 use proptest::prelude::*;
+use support::Calls;
 use tokio::time;
 use tower::{Layer, Service, ServiceExt};
 
@@ -39,14 +39,14 @@ enum Act {
 /// class names.
 #[derive(Clone)]
 struct Upstream {
-    calls: Arc<AtomicUsize>,
+    calls: Calls,
     act: Arc<std::sync::Mutex<Act>>,
 }
 
 impl Upstream {
     fn new() -> Self {
         Upstream {
-            calls: Arc::default(),
+            calls: Calls::default(),
             act: Arc::new(std::sync::Mutex::new(Act::Ok)),
         }
     }
@@ -56,7 +56,7 @@ impl Upstream {
     }
 
     fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
+        self.calls.get()
     }
 }
 
@@ -70,7 +70,7 @@ impl Service<&'static str> for Upstream {
     }
 
     fn call(&mut self, _: &'static str) -> Self::Future {
-        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.calls.next();
         let act = *self.act.lock().unwrap();
         Box::pin(async move {
             match act {

@@ -1,13 +1,8 @@
 //! Behaviour of the Cache layer with plain `Clone` responses, paused time.
 
-use std::{
-    convert::Infallible,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+mod support;
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use herdsman::{
     cache::{CacheLayer, CachePolicy, ClassSettings},
@@ -18,53 +13,10 @@ use herdsman::{
     BoxError,
 };
 use proptest::prelude::*;
+use support::{assert_no_request, pass, settle, waiting_request, Upstream};
 use tokio::time;
-use tower::{service_fn, util::BoxCloneSyncService, ServiceBuilder, ServiceExt};
-
-type Svc = BoxCloneSyncService<&'static str, String, BoxError>;
-
-/// An upstream that counts calls, answers `"{req}#{n}"` after `delay`, and
-/// fails requests starting with "fail" or while `down` is set.
-#[derive(Clone)]
-struct Upstream {
-    calls: Arc<AtomicUsize>,
-    down: Arc<AtomicUsize>,
-    delay: Duration,
-}
-
-impl Upstream {
-    fn new(delay: Duration) -> Self {
-        Upstream {
-            calls: Arc::default(),
-            down: Arc::default(),
-            delay,
-        }
-    }
-
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-
-    fn set_down(&self, down: bool) {
-        self.down.store(usize::from(down), Ordering::SeqCst);
-    }
-
-    fn service(&self) -> Svc {
-        let this = self.clone();
-        BoxCloneSyncService::new(service_fn(move |req: &'static str| {
-            let n = this.calls.fetch_add(1, Ordering::SeqCst) + 1;
-            let down = this.down.load(Ordering::SeqCst) == 1;
-            let delay = this.delay;
-            async move {
-                time::sleep(delay).await;
-                if down || req.starts_with("fail") {
-                    return Err::<String, BoxError>("upstream down".into());
-                }
-                Ok(format!("{req}#{n}"))
-            }
-        }))
-    }
-}
+use tower::{service_fn, ServiceBuilder, ServiceExt};
+use tower_test::{assert_request_eq, mock};
 
 fn key(req: &&'static str) -> Option<Key> {
     (!req.starts_with("skip")).then(|| Key::from(*req))
@@ -82,14 +34,7 @@ fn stack(
 ) -> impl tower::Service<&'static str, Response = String, Error = BoxError, Future: Send> + Clone {
     ServiceBuilder::new()
         .layer(layer.clone())
-        .service(upstream.service())
-}
-
-/// Lets spawned tasks run until they are parked.
-async fn settle() {
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
+        .service(upstream.clone())
 }
 
 const TTL: Duration = Duration::from_secs(5);
@@ -189,13 +134,15 @@ async fn one_entry_of_capacity_holds_the_latest_key_under_churn() {
 
 #[tokio::test(start_paused = true)]
 async fn stale_while_revalidate_serves_stale_and_refreshes_once() {
-    let upstream = Upstream::new(Duration::from_millis(100));
+    let (upstream, mut handle) = mock::pair::<&'static str, String>();
     let layer = cache()
         .with_ttl(TTL)
         .with_stale_while_revalidate(Duration::from_secs(10));
-    let svc = stack(&layer, &upstream);
+    let svc = ServiceBuilder::new().layer(layer.clone()).service(upstream);
 
-    assert_eq!(svc.clone().oneshot("a").await.unwrap(), "a#1");
+    let first = tokio::spawn(svc.clone().oneshot("a"));
+    assert_request_eq!(handle, "a").send_response("a#1".to_string());
+    assert_eq!(first.await.unwrap().unwrap(), "a#1");
     time::advance(TTL).await;
     let stale = futures_util::future::join_all((0..1000).map(|_| svc.clone().oneshot("a"))).await;
     assert!(
@@ -203,14 +150,16 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_once() {
         "all served stale at once"
     );
     settle().await; // let the spawned refresh reach the upstream
-    assert_eq!(upstream.calls(), 2, "exactly one refresh");
+    let (req, refresh) = waiting_request(&mut handle);
+    assert_eq!(req, "a");
+    assert_no_request(&mut handle); // exactly one refresh
     let stats = layer.handle().stats();
     assert_eq!((stats.stale_while_revalidate, stats.refreshes), (1000, 1));
 
-    time::sleep(Duration::from_millis(100)).await;
+    refresh.send_response("a#2".to_string());
     settle().await; // the refresh stores its response
     assert_eq!(svc.clone().oneshot("a").await.unwrap(), "a#2");
-    assert_eq!(upstream.calls(), 2);
+    assert_no_request(&mut handle);
 }
 
 #[tokio::test(start_paused = true)]
@@ -278,7 +227,7 @@ async fn classes_have_their_own_ttls() {
         });
     let svc = ServiceBuilder::new()
         .layer(layer.clone())
-        .service(upstream.service());
+        .service(upstream.clone());
 
     assert_eq!(svc.clone().oneshot("slow").await.unwrap(), "slow#1");
     assert_eq!(svc.clone().oneshot("long").await.unwrap(), "long#2");
@@ -414,8 +363,7 @@ async fn expired_entries_are_swept_and_the_memory_figure_drops_with_them() {
     assert!(handle.memory_bytes() > 100 * 96, "{:?}", handle.stats());
 
     // Nobody asks again: only the sweep can free them.
-    time::sleep(SWEEP).await;
-    settle().await;
+    pass(SWEEP).await;
     assert_eq!(handle.stats().entries, 0, "{:?}", handle.stats());
     assert_eq!(handle.memory_bytes(), 0);
     assert_eq!(handle.stats().expired, 100);
@@ -429,8 +377,7 @@ async fn a_flood_larger_than_one_pass_is_swept_within_one_interval() {
     for req in requests(25_000) {
         svc.clone().oneshot(req).await.unwrap();
     }
-    time::sleep(SWEEP).await;
-    settle().await;
+    pass(SWEEP).await;
     let stats = layer.handle().stats();
     assert_eq!((stats.entries, stats.bytes, stats.expired), (0, 0, 25_000));
 }
@@ -443,11 +390,9 @@ async fn the_sweep_interval_sets_how_soon_expired_entries_leave() {
         .with_sweep_interval(Duration::from_secs(1));
     let svc = stack(&layer, &upstream);
     svc.clone().oneshot("a").await.unwrap();
-    time::sleep(TTL - Duration::from_millis(1)).await;
-    settle().await;
+    pass(TTL - Duration::from_millis(1)).await;
     assert_eq!(layer.handle().stats().entries, 1, "fresh: kept");
-    time::sleep(Duration::from_secs(1)).await;
-    settle().await;
+    pass(Duration::from_secs(1)).await;
     assert_eq!(layer.handle().stats().entries, 0);
 }
 
@@ -471,15 +416,13 @@ async fn an_entry_within_stale_if_error_is_kept_by_the_sweep() {
     let svc = stack(&layer, &upstream);
     assert_eq!(svc.clone().oneshot("a").await.unwrap(), "a#1");
 
-    time::sleep(SWEEP * 3).await;
-    settle().await;
+    pass(SWEEP * 3).await;
     assert_eq!(layer.handle().stats().entries, 1, "three sweeps kept it");
     upstream.set_down(true);
     assert_eq!(svc.clone().oneshot("a").await.unwrap(), "a#1");
 
     // Past the window, the next sweep frees it.
-    time::sleep(TTL + window).await;
-    settle().await;
+    pass(TTL + window).await;
     assert_eq!(layer.handle().stats().entries, 0);
     assert_eq!(layer.handle().memory_bytes(), 0);
 }
@@ -501,7 +444,6 @@ async fn the_sweep_ends_when_the_layer_is_dropped() {
     assert_eq!(tasks(), 1, "one sweep for the store");
 
     drop((svc, layer));
-    time::sleep(SWEEP).await;
-    settle().await;
+    pass(SWEEP).await;
     assert_eq!(tasks(), 0, "the sweep ended with the store");
 }

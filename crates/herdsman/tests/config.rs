@@ -691,6 +691,8 @@ fn unknown_keys_are_refused_wherever_they_are() {
             r#"colour = "blue": unknown key, expected one of layers, registry, cache, dedup, breaker, limit, alerts, admin, rollout, server, keys, classes (set by herdsman.toml)"#,
             r#"cache.tll = "5s": unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, max_bytes, max_entries, mode, sweep_interval (set by herdsman.toml)"#,
             r#"classes.active-users.cache.max_bytes = 10: unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, mode (set by herdsman.toml)"#,
+            // Found too, now that a class's sections are read apart from it.
+            r#"classes.active-users.publik = true: unknown key, expected one of paths, public, vary, layers, registry, cache, dedup, breaker, limit (set by herdsman.toml)"#,
         ]
         .join("\n")
     );
@@ -892,5 +894,94 @@ fn the_server_section_is_read_from_variables_and_its_proxies_are_checked() {
             r#"server.trusted_proxies = "::/0": trusts every address: any client could name its own address (set by herdsman.toml)"#,
         ]
         .join("\n")
+    );
+}
+
+#[test]
+fn a_global_problem_is_reported_once_and_a_class_that_changes_it_again() {
+    let file = r#"
+        [breaker]
+        open_duration = "10s"
+        max_open_duration = "5s"
+        [classes.calm]
+        paths = ["/calm"]
+        breaker = { window = 20 }
+        [classes.slow]
+        paths = ["/slow"]
+        breaker = { open_duration = "20s" }
+    "#;
+    assert_eq!(
+        errors(Environment::Production, &with_file(file)),
+        [
+            r#"breaker.max_open_duration = "5s": shorter than open_duration (10s) (set by herdsman.toml)"#,
+            // Inherited, but its rule reads the key the class changed.
+            r#"classes.slow.breaker.max_open_duration = "5s": shorter than open_duration (20s)"#,
+        ]
+        .join("\n")
+    );
+}
+
+// The Coordinator's build is where this is checked.
+#[cfg(feature = "coordinator")]
+#[test]
+fn a_class_section_built_in_code_keeps_the_global_only_keys() {
+    let mut config = Config::profile(Environment::Test);
+    let cache = herdsman::config::CacheSettings {
+        ttl: secs(2),
+        max_bytes: 1,
+        ..config.cache.clone()
+    };
+    config.classes.insert(
+        "live".into(),
+        herdsman::config::ClassConfig {
+            paths: vec!["/live".into()],
+            cache: Some(cache),
+            ..Default::default()
+        },
+    );
+    let err = herdsman::Coordinator::builder()
+        .environment(Environment::Test)
+        .config(config)
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "classes.live.cache.max_bytes: global only: set it in [cache], which every class uses"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_show_prints_the_keys_a_class_changes_and_loads_back_the_same() {
+    let source = with_file(
+        r#"
+        [cache]
+        ttl = "15s"
+        [classes.live]
+        paths = ["/live"]
+        cache = { ttl = "2s", mode = "app" }
+        breaker = { window = 20 }
+    "#,
+    );
+    let config = load(Environment::Production, &source).unwrap();
+    let shown = config.to_toml();
+    assert!(
+        shown.contains(
+            "[classes.live.cache]\nttl = \"2s\"\n\n[classes.live.breaker]\nwindow = 20\n"
+        ),
+        "{shown}"
+    );
+    let again = load(Environment::Production, &with_file(&shown)).unwrap();
+    assert_eq!(again, config);
+}
+
+#[test]
+fn a_key_length_over_the_largest_toml_integer_is_refused() {
+    let source = StaticEnv::new().var("HERDSMAN__KEYS__MAX_LEN", "10741432097169699241");
+    assert_eq!(
+        errors(Environment::Production, &source),
+        "keys.max_len = 10741432097169699241: must be at most 9223372036854775807 (set by HERDSMAN__KEYS__MAX_LEN)"
     );
 }

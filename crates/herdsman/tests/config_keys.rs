@@ -18,6 +18,8 @@
 //! A new key needs a row in the doc and a line in [`CASES`] (with a check
 //! function when none of those here fits).
 
+mod support;
+
 use std::{
     any::Any,
     collections::{BTreeMap, BTreeSet},
@@ -27,7 +29,7 @@ use std::{
     pin::Pin,
     sync::{
         atomic::{AtomicU16, AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::Duration,
 };
@@ -46,8 +48,13 @@ use herdsman::{
     switch::LayerName,
     BoxError, Coordinated, Coordinator,
 };
-use http::{header::HeaderName, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use support::{
+    gaps,
+    http::{reply, request},
+    settle, CallLog,
+};
 use tokio::time::{self, Instant};
 use tower::{service_fn, util::BoxCloneSyncService, Layer, ServiceExt};
 
@@ -567,7 +574,7 @@ type Upstream = BoxCloneSyncService<Request<Full<Bytes>>, Response<Full<Bytes>>,
 /// the test sets, and logging each call.
 #[derive(Clone, Default)]
 struct Origin {
-    log: Arc<Mutex<Vec<(String, Instant)>>>,
+    log: CallLog,
     /// Zero: 200.
     status: Arc<AtomicU16>,
     delay_ms: Arc<AtomicU64>,
@@ -580,11 +587,7 @@ impl Origin {
             let this = this.clone();
             async move {
                 let path = req.uri().path().to_owned();
-                let n = {
-                    let mut log = this.log.lock().unwrap();
-                    log.push((path.clone(), Instant::now()));
-                    log.len()
-                };
+                let n = this.log.record(&path);
                 let delay = this.delay_ms.load(Ordering::SeqCst);
                 if delay > 0 {
                     time::sleep(Duration::from_millis(delay)).await;
@@ -612,15 +615,11 @@ impl Origin {
     }
 
     fn calls(&self) -> usize {
-        self.log.lock().unwrap().len()
+        self.log.calls()
     }
 
     fn calls_to(&self, path: &str) -> Vec<Instant> {
-        let log = self.log.lock().unwrap();
-        log.iter()
-            .filter(|(p, _)| p == path)
-            .map(|(_, at)| *at)
-            .collect()
+        self.log.calls_to(path)
     }
 }
 
@@ -663,11 +662,7 @@ impl World {
     }
 
     fn request(&self, path: &str, header: Option<(&str, &str)>) -> Request<Full<Bytes>> {
-        let mut req = Request::get(format!("http://api{path}"));
-        if let Some((name, value)) = header {
-            req = req.header(HeaderName::from_bytes(name.as_bytes()).unwrap(), value);
-        }
-        req.body(Full::default()).unwrap()
+        request(Method::GET, path, header.as_slice())
     }
 
     async fn call(
@@ -688,9 +683,8 @@ impl World {
 
     async fn send(&self, req: Request<Full<Bytes>>) -> Result<(StatusCode, String), BoxError> {
         let res: Response<HttpBody<Full<Bytes>>> = self.svc.clone().oneshot(req).await?;
-        let status = res.status();
-        let body = res.into_body().collect().await?.to_bytes();
-        Ok((status, String::from_utf8(body.to_vec()).unwrap()))
+        let reply = reply(res).await?;
+        Ok((reply.status, reply.body))
     }
 
     /// GET `rest` in the scope's class.
@@ -770,17 +764,6 @@ const fn ms(n: u64) -> Duration {
 
 const fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
-}
-
-/// Lets spawned tasks run until they are all parked.
-async fn settle() {
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
-}
-
-fn gaps(calls: &[Instant]) -> Vec<Duration> {
-    calls.windows(2).map(|w| w[1] - w[0]).collect()
 }
 
 fn global_only(scope: Scope) {

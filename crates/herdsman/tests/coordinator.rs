@@ -1,13 +1,12 @@
 //! The Coordinator: each layer through the composed stack, per-class
 //! settings, switches flipped mid-traffic, rollout, and the build errors.
 
+mod support;
+
 use std::{
     collections::HashMap,
     convert::Infallible,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -26,7 +25,8 @@ use herdsman::{
     BoxError, Coordinated, Coordinator,
 };
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
+use support::{http::reply, Calls};
 use tokio::time;
 use tower::{
     service_fn,
@@ -42,7 +42,7 @@ type Stack = Coordinated<Upstream>;
 /// path, and counts calls per path.
 #[derive(Clone, Default)]
 struct Origin {
-    calls: Arc<AtomicUsize>,
+    calls: Calls,
     by_path: Arc<Mutex<HashMap<String, usize>>>,
     statuses: Arc<Mutex<HashMap<String, StatusCode>>>,
     delay: Duration,
@@ -64,7 +64,7 @@ impl Origin {
     }
 
     fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
+        self.calls.get()
     }
 
     fn calls_to(&self, path: &str) -> usize {
@@ -76,7 +76,7 @@ impl Origin {
         BoxCloneSyncService::new(service_fn(move |req: Request<Full<Bytes>>| {
             let this = this.clone();
             async move {
-                let n = this.calls.fetch_add(1, Ordering::SeqCst) + 1;
+                let n = this.calls.next();
                 let path = req.uri().path().to_owned();
                 *this
                     .by_path
@@ -157,8 +157,7 @@ fn get(uri: &str) -> Request<Full<Bytes>> {
 }
 
 async fn text(res: Response<HttpBody<Full<Bytes>>>) -> String {
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8(body.to_vec()).unwrap()
+    reply(res).await.unwrap().body
 }
 
 async fn fetch(svc: &Stack, req: Request<Full<Bytes>>) -> Result<String, BoxError> {
@@ -169,10 +168,11 @@ async fn fetch(svc: &Stack, req: Request<Full<Bytes>>) -> Result<String, BoxErro
 #[tokio::test(start_paused = true)]
 async fn two_subscribers_of_one_key_share_one_upstream_call_per_interval() {
     let mut config = config(&[("active", "/api/active")]);
-    class(&mut config, "active").registry = Some(herdsman::config::RegistryOverride {
-        interval: Some(Duration::from_secs(1)),
-        ..Default::default()
-    });
+    let registry = herdsman::config::RegistrySettings {
+        interval: Duration::from_secs(1),
+        ..config.registry.clone()
+    };
+    class(&mut config, "active").registry = Some(registry);
     let coordinator = coordinator(config);
     let origin = Origin::default();
     let svc = stack(&coordinator, &origin);
@@ -306,10 +306,11 @@ async fn a_second_get_is_served_from_the_cache_and_a_post_invalidates_it() {
 #[tokio::test(start_paused = true)]
 async fn concurrent_identical_gets_make_one_inner_call() {
     let mut config = config(&[("board", "/board")]);
-    class(&mut config, "board").layers = Some(herdsman::config::LayersOverride {
-        cache: Some(false),
-        ..Default::default()
-    });
+    let layers = herdsman::config::Layers {
+        cache: false,
+        ..config.layers
+    };
+    class(&mut config, "board").layers = Some(layers);
     let coordinator = coordinator(config);
     let origin = Origin::with_delay(Duration::from_millis(10));
     let svc = stack(&coordinator, &origin);
@@ -362,10 +363,11 @@ async fn layers_off_in_the_configuration_are_bypassed_unless_a_class_turns_them_
             },
         );
     }
-    class(&mut config, "guarded").layers = Some(herdsman::config::LayersOverride {
-        breaker: Some(true),
-        ..Default::default()
-    });
+    let layers = herdsman::config::Layers {
+        breaker: true,
+        ..config.layers
+    };
+    class(&mut config, "guarded").layers = Some(layers);
     let coordinator = Coordinator::builder().config(config).build().unwrap();
     let origin = Origin::default();
     origin.fail("/flaky", StatusCode::BAD_GATEWAY);
@@ -388,11 +390,12 @@ async fn layers_off_in_the_configuration_are_bypassed_unless_a_class_turns_them_
 #[tokio::test(start_paused = true)]
 async fn requests_over_the_concurrency_limit_are_overloaded() {
     let mut config = config(&[("slow", "/slow")]);
-    class(&mut config, "slow").limit = Some(herdsman::config::LimitOverride {
-        max_concurrency: Some(1),
-        max_queue: Some(0),
-        ..Default::default()
-    });
+    let limit = herdsman::config::LimitSettings {
+        max_concurrency: 1,
+        max_queue: 0,
+        ..config.limit.clone()
+    };
+    class(&mut config, "slow").limit = Some(limit);
     let coordinator = coordinator(config);
     let origin = Origin::with_delay(Duration::from_millis(100));
     let svc = stack(&coordinator, &origin);
@@ -511,10 +514,11 @@ async fn random_credentials_from_one_address_are_capped_by_the_address_rule() {
 async fn two_classes_keep_their_own_cache_ttls() {
     let mut config = config(&[("fast", "/fast"), ("slow", "/slow")]);
     for (name, secs) in [("fast", 1), ("slow", 10)] {
-        class(&mut config, name).cache = Some(herdsman::config::CacheOverride {
-            ttl: Some(Duration::from_secs(secs)),
-            ..Default::default()
-        });
+        let cache = herdsman::config::CacheSettings {
+            ttl: Duration::from_secs(secs),
+            ..config.cache.clone()
+        };
+        class(&mut config, name).cache = Some(cache);
     }
     let coordinator = coordinator(config);
     let origin = Origin::default();
@@ -533,8 +537,8 @@ async fn two_classes_keep_their_own_cache_ttls() {
 async fn classes_with_different_dedup_windows_each_reuse_results_for_their_own() {
     let mut config = config(&[("sticky", "/sticky"), ("plain", "/plain")]);
     config.layers.cache = false;
-    class(&mut config, "sticky").dedup = Some(herdsman::config::DedupOverride {
-        window: Some(Duration::from_secs(1)),
+    class(&mut config, "sticky").dedup = Some(herdsman::config::DedupSettings {
+        window: Duration::from_secs(1),
     });
     let coordinator = coordinator(config);
     let origin = Origin::default();
@@ -640,9 +644,9 @@ async fn callers_differing_only_in_x_api_key_never_share_a_private_answer_but_do
 
 /// An origin that builds its links from `X-Forwarded-Host` and declares no
 /// `Vary`: the shape web cache poisoning feeds on.
-fn reflecting_origin(calls: Arc<AtomicUsize>) -> Upstream {
+fn reflecting_origin(calls: Calls) -> Upstream {
     BoxCloneSyncService::new(service_fn(move |req: Request<Full<Bytes>>| {
-        calls.fetch_add(1, Ordering::SeqCst);
+        calls.next();
         let host = req
             .headers()
             .get("x-forwarded-host")
@@ -664,7 +668,7 @@ async fn an_answer_built_from_an_unkeyed_forwarding_header_never_reaches_other_c
     let mut config = config(&[("home", "/")]);
     class(&mut config, "home").public = true;
     let coordinator = coordinator(config);
-    let calls = Arc::new(AtomicUsize::new(0));
+    let calls = Calls::default();
     let svc = coordinator.layer().layer(reflecting_origin(calls.clone()));
 
     // The attacker's request is cached and coalesced, but only for itself:
@@ -681,7 +685,7 @@ async fn an_answer_built_from_an_unkeyed_forwarding_header_never_reaches_other_c
             "<script src=\"https://app.example/app.js\">"
         );
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "one call per header value");
+    assert_eq!(calls.get(), 2, "one call per header value");
     let mut subscription = svc.subscribe(get("/")).unwrap();
     let update = subscription.next().await.unwrap();
     let body = update.result().as_ref().unwrap().body().data().to_vec();
@@ -926,10 +930,11 @@ async fn a_post_through_the_stack_pushes_to_subscribers_of_its_path() {
 fn an_invalid_configuration_is_refused_naming_field_value_and_reason() {
     let mut config = config(&[("a", "/a")]);
     config.cache.ttl = Duration::ZERO;
-    class(&mut config, "a").limit = Some(herdsman::config::LimitOverride {
-        max_concurrency: Some(0),
-        ..Default::default()
-    });
+    let limit = herdsman::config::LimitSettings {
+        max_concurrency: 0,
+        ..config.limit.clone()
+    };
+    class(&mut config, "a").limit = Some(limit);
     let err = Coordinator::builder()
         .environment(Environment::Test)
         .config(config)

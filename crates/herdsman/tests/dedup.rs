@@ -1,6 +1,8 @@
 //! Behaviour of the Dedup layer, driven through `tower::ServiceExt` with
 //! paused tokio time.
 
+mod support;
+
 use std::{
     convert::Infallible,
     future::{poll_fn, Future},
@@ -19,8 +21,10 @@ use herdsman::{
     key::Key,
     share::Share,
 };
-use tokio::{sync::Notify, time};
+use support::{assert_no_request, settle, waiting_request, Calls, Upstream, UpstreamDown};
+use tokio::time;
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+use tower_test::mock;
 
 type Req = &'static str;
 
@@ -28,79 +32,20 @@ fn key_of(req: &Req) -> Option<Key> {
     (!req.starts_with("skip")).then(|| Key::from(*req))
 }
 
-#[derive(Debug)]
-struct UpstreamDown;
-
-impl std::fmt::Display for UpstreamDown {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("upstream down")
-    }
-}
-
-impl std::error::Error for UpstreamDown {}
-
-/// An inner service that counts its calls and answers `Arc<String>` after
-/// `delay` (or fails for requests starting with "fail").
-#[derive(Clone)]
-struct Upstream {
-    calls: Arc<AtomicUsize>,
-    delay: Duration,
-}
-
-impl Upstream {
-    fn new(delay: Duration) -> Self {
-        Upstream {
-            calls: Arc::new(AtomicUsize::new(0)),
-            delay,
-        }
-    }
-
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-}
-
-impl Service<Req> for Upstream {
-    type Response = Arc<String>;
-    type Error = UpstreamDown;
-    type Future = Pin<Box<dyn Future<Output = Result<Arc<String>, UpstreamDown>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), UpstreamDown>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        let delay = self.delay;
-        Box::pin(async move {
-            time::sleep(delay).await;
-            if req.starts_with("fail") {
-                Err(UpstreamDown)
-            } else {
-                Ok(Arc::new(format!("{req}#{n}")))
-            }
-        })
-    }
-}
-
+/// `upstream` behind `layer`, its answers wrapped in an `Arc` so that a
+/// shared answer can be told from a copy (`Arc::ptr_eq`).
 fn stack(
     layer: &DedupLayer<fn(&Req) -> Option<Key>>,
     upstream: &Upstream,
 ) -> impl Service<Req, Response = Arc<String>, Error = BoxError, Future: Send> + Clone {
     ServiceBuilder::new()
         .layer(layer.clone())
+        .map_response(Arc::new)
         .service(upstream.clone())
 }
 
 fn dedup_layer() -> DedupLayer<fn(&Req) -> Option<Key>> {
     DedupLayer::new(key_of as fn(&Req) -> Option<Key>)
-}
-
-/// Lets spawned tasks run until they are all parked.
-async fn settle() {
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -305,16 +250,15 @@ async fn the_inner_call_is_dropped_when_the_last_waiter_leaves() {
 
 #[tokio::test(start_paused = true)]
 async fn followers_get_a_typed_error_when_the_inner_future_panics() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
+    let calls = Calls::default();
     let layer = dedup_layer();
     let svc = ServiceBuilder::new()
         .layer(layer.clone())
         .service(service_fn(move |req: Req| {
-            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let n = calls.next();
             async move {
                 time::sleep(Duration::from_millis(10)).await;
-                if n == 0 {
+                if n == 1 {
                     panic!("boom");
                 }
                 Ok::<_, Infallible>(format!("{req} ok"))
@@ -335,13 +279,12 @@ async fn followers_get_a_typed_error_when_the_inner_future_panics() {
 
 #[tokio::test(start_paused = true)]
 async fn a_panic_in_call_leaves_the_key_usable() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
+    let calls = Calls::default();
     let layer = dedup_layer();
     let mut svc = ServiceBuilder::new()
         .layer(layer.clone())
         .service(service_fn(move |req: Req| {
-            if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+            if calls.next() == 1 {
                 panic!("bad request");
             }
             async move { Ok::<_, Infallible>(format!("{req} ok")) }
@@ -478,23 +421,9 @@ impl Share<usize> for EvenOnly {
 
 #[tokio::test(start_paused = true)]
 async fn followers_make_their_own_call_when_a_response_cannot_be_shared() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
-    let gate = Arc::new(Notify::new());
-    let opened = gate.clone();
+    let (upstream, mut handle) = mock::pair::<Req, usize>();
     let layer = DedupLayer::new(key_of as fn(&Req) -> Option<Key>).with_share(EvenOnly);
-    let svc = ServiceBuilder::new()
-        .layer(layer.clone())
-        .service(service_fn(move |_req: Req| {
-            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-            let gate = opened.clone();
-            async move {
-                if n == 1 {
-                    gate.notified().await;
-                }
-                Ok::<_, Infallible>(n)
-            }
-        }));
+    let svc = ServiceBuilder::new().layer(layer.clone()).service(upstream);
 
     let first = tokio::spawn(svc.clone().oneshot("a"));
     settle().await;
@@ -502,21 +431,30 @@ async fn followers_make_their_own_call_when_a_response_cannot_be_shared() {
         .map(|_| tokio::spawn(svc.clone().oneshot("a")))
         .collect();
     settle().await;
-    gate.notify_one();
-    // Call 1 is odd: it goes to its own caller, the three others call again.
+    let (req, call) = waiting_request(&mut handle);
+    assert_eq!(req, "a");
+    assert_no_request(&mut handle); // the three others joined the first call
+    call.send_response(1);
+    // 1 is odd: it goes to its own caller, the three others call again.
     assert_eq!(first.await.unwrap().unwrap(), 1);
+    settle().await;
+    for n in 2..=4 {
+        let (req, call) = waiting_request(&mut handle);
+        assert_eq!(req, "a");
+        call.send_response(n);
+    }
+    assert_no_request(&mut handle);
     let mut got: Vec<usize> = Vec::new();
     for task in others {
         got.push(task.await.unwrap().unwrap());
     }
     got.sort();
     assert_eq!(got, vec![2, 3, 4]);
-    assert_eq!(calls.load(Ordering::SeqCst), 4);
 }
 
 #[tokio::test(start_paused = true)]
 async fn poll_ready_is_the_inner_services() {
-    let (mock, mut handle) = tower_test::mock::pair::<Req, String>();
+    let (mock, mut handle) = mock::pair::<Req, String>();
     let mut svc = ServiceBuilder::new().layer(dedup_layer()).service(mock);
     handle.allow(0);
     assert!(poll_fn(|cx| Poll::Ready(svc.poll_ready(cx).is_pending())).await);

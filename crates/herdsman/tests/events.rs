@@ -2,11 +2,13 @@
 //! invalidation announcements, and the memory sources, driven through
 //! `tower::ServiceExt` with paused tokio time.
 
+mod support;
+
 use std::{
     convert::Infallible,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::Duration,
 };
@@ -18,33 +20,18 @@ use herdsman::{
     cache::CacheLayer,
     class::Class,
     dedup::{self, DedupLayer},
-    event::{Event, Invalidation, MemorySource, Observer, Rejection},
+    event::{Event, Invalidation, MemorySource, Rejection},
     http::{BufferLayer, HttpKey},
     key::Key,
     limit::{self, ClassLimits, LimitLayer, RateKey, RateRule},
 };
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
+use support::{settle, Recorder};
 use tokio::{sync::broadcast::error::TryRecvError, time};
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 
 type Req = &'static str;
-
-/// Records every event it is given, in order.
-#[derive(Default)]
-struct Recorder(Mutex<Vec<(Class, Event)>>);
-
-impl Observer for Recorder {
-    fn observe(&self, class: &Class, event: Event) {
-        self.0.lock().unwrap().push((class.clone(), event));
-    }
-}
-
-impl Recorder {
-    fn take(&self) -> Vec<(Class, Event)> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
 
 fn class_of(req: &Req) -> Class {
     let name = req.trim_start_matches('/').split('/').next().unwrap();
@@ -70,13 +57,6 @@ fn slow(
         time::sleep(delay).await;
         Ok::<_, Infallible>(req.to_string())
     })
-}
-
-/// Lets spawned tasks (background refreshes) run to their next await.
-async fn settle() {
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
 }
 
 // --- Dedup ---

@@ -1,13 +1,12 @@
 //! The cache with HTTP semantics: `HttpKey`, `BufferLayer` and
 //! `HttpCachePolicy` around an in-process upstream, paused time.
 
+mod support;
+
 use std::{
     collections::HashMap,
     convert::Infallible,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
+    sync::{atomic::Ordering, Arc, Mutex},
     time::Duration,
 };
 
@@ -20,8 +19,12 @@ use herdsman::{
     BoxError,
 };
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use proptest::prelude::*;
+use support::{
+    http::{get, reply, request, Reply},
+    settle, wait_until, Calls,
+};
 use tokio::time;
 use tower::{service_fn, util::BoxCloneSyncService, Layer, Service, ServiceBuilder, ServiceExt};
 
@@ -38,7 +41,7 @@ type Route = (StatusCode, Vec<(&'static str, String)>);
 /// whose `If-None-Match` is that tag.
 #[derive(Clone, Default)]
 struct Origin {
-    calls: Arc<AtomicUsize>,
+    calls: Calls,
     routes: Arc<Mutex<HashMap<String, Route>>>,
     seen: Arc<Mutex<Vec<HeaderMap>>>,
 }
@@ -53,7 +56,7 @@ impl Origin {
     }
 
     fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
+        self.calls.get()
     }
 
     /// The headers of the last request the origin received.
@@ -69,7 +72,7 @@ impl Origin {
     fn service(&self) -> Upstream {
         let this = self.clone();
         BoxCloneSyncService::new(service_fn(move |req: Request<Full<Bytes>>| {
-            let n = this.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let n = this.calls.next();
             this.seen.lock().unwrap().push(req.headers().clone());
             let (mut status, headers) = this
                 .routes
@@ -123,35 +126,10 @@ fn stack(layer: &HttpCache, origin: &Origin) -> Stack {
     )
 }
 
-fn get(path: &str) -> Request<Full<Bytes>> {
-    request(Method::GET, path, &[])
-}
-
-fn request(method: Method, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(format!("http://api{path}"));
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    req.body(Full::default()).unwrap()
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
 async fn send(svc: &Stack, req: Request<Full<Bytes>>) -> Reply {
-    let response = svc.clone().oneshot(req).await.unwrap();
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: String::from_utf8(body.to_vec()).unwrap(),
-    }
+    reply(svc.clone().oneshot(req).await.unwrap())
+        .await
+        .unwrap()
 }
 
 async fn body(svc: &Stack, req: Request<Full<Bytes>>) -> String {
@@ -956,14 +934,10 @@ async fn a_stale_while_revalidate_refresh_revalidates_in_the_background() {
         .to_str()
         .unwrap()
         .contains("stale-while-revalidate"));
-    let refreshed = async {
-        while layer.handle().stats().revalidated == 0 {
-            time::sleep(Duration::from_millis(1)).await;
-        }
-    };
-    time::timeout(Duration::from_secs(1), refreshed)
-        .await
-        .unwrap();
+    wait_until("the refresh revalidated", Duration::from_secs(1), || {
+        layer.handle().stats().revalidated > 0
+    })
+    .await;
     assert_eq!(origin.last_request()[header::IF_NONE_MATCH], "\"v1\"");
     let hit = send(&svc, get("/doc")).await;
     assert_eq!(hit.headers["cache-status"], "herdsman; hit");
@@ -1154,13 +1128,6 @@ proptest! {
 
 /// The default sweep interval.
 const SWEEP: Duration = Duration::from_secs(30);
-
-/// Lets spawned tasks run until they are parked.
-async fn settle() {
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
-}
 
 #[tokio::test(start_paused = true)]
 async fn variants_and_their_marker_are_swept_once_every_variant_expired() {

@@ -1,6 +1,8 @@
 //! Behaviour of the Limit layer, driven through `tower::ServiceExt` and the
 //! `tower-test` mock with paused tokio time.
 
+mod support;
+
 use std::{
     future::{ready, Future},
     panic::{catch_unwind, AssertUnwindSafe},
@@ -24,6 +26,7 @@ use herdsman::{
     },
 };
 use proptest::prelude::*;
+use support::{assert_no_request, settle};
 use tokio::{sync::oneshot, time};
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_test::mock::{self, Handle, Mock};
@@ -69,13 +72,6 @@ where
     svc.call(req)
 }
 
-/// Lets spawned tasks run until they are all parked.
-async fn settle() {
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
-}
-
 fn stats<C, I, A>(layer: &LimitLayer<C, I, A>, class: &str) -> ClassStats {
     layer
         .stats()
@@ -90,11 +86,6 @@ fn overloaded(err: &BoxError) -> &Overloaded {
 
 fn rate_limited(err: &BoxError) -> &RateLimited {
     find::<RateLimited>(&**err).unwrap_or_else(|| panic!("not RateLimited: {err}"))
-}
-
-/// Asserts that no request reached the upstream.
-fn assert_no_request(handle: &mut Handle<Req, Req>) {
-    assert!(handle.next_request().now_or_never().is_none());
 }
 
 // Permits: given back on completion, drop, panic, and never held by the

@@ -2,14 +2,13 @@
 //! intervals, change detection, errors, push, limits, lifecycle and one-shot
 //! calls.
 
+mod support;
+
 use std::{
     convert::Infallible,
     future::Future,
     pin::Pin,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Duration,
 };
@@ -18,7 +17,7 @@ use futures_util::{FutureExt, StreamExt};
 use herdsman::{
     class::Class,
     error::{find, BoxError},
-    event::{Event, Invalidation, MemorySource, Observer},
+    event::{Event, Invalidation, MemorySource},
     http::{BufferLayer, HttpBody, HttpKey, HttpShare, ServedStale, SharedBody},
     key::Key,
     registry::{
@@ -27,10 +26,9 @@ use herdsman::{
     },
     share::Share,
 };
+use support::{pass, settle, CallLog, Calls, Recorder, SEC};
 use tokio::time::{self, Instant};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
-
-const SEC: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct UpstreamDown(u64);
@@ -49,7 +47,7 @@ type Answer = Arc<dyn Fn(&str, u64) -> Result<String, UpstreamDown> + Send + Syn
 /// `answer(request, call number)` after `delay`.
 #[derive(Clone)]
 struct Upstream {
-    log: Arc<Mutex<Vec<(String, Instant)>>>,
+    log: CallLog,
     answer: Answer,
     delay: Duration,
 }
@@ -76,15 +74,11 @@ impl Upstream {
     }
 
     fn calls(&self) -> usize {
-        self.log.lock().unwrap().len()
+        self.log.calls()
     }
 
     fn calls_to(&self, req: &str) -> Vec<Instant> {
-        let log = self.log.lock().unwrap();
-        log.iter()
-            .filter(|(r, _)| r == req)
-            .map(|(_, t)| *t)
-            .collect()
+        self.log.calls_to(req)
     }
 }
 
@@ -98,11 +92,7 @@ impl Service<&'static str> for Upstream {
     }
 
     fn call(&mut self, req: &'static str) -> Self::Future {
-        let n = {
-            let mut log = self.log.lock().unwrap();
-            log.push((req.to_string(), Instant::now()));
-            log.len() as u64 - 1
-        };
+        let n = self.log.record(req) as u64 - 1;
         let (answer, delay) = (self.answer.clone(), self.delay);
         Box::pin(async move {
             time::sleep(delay).await;
@@ -133,13 +123,6 @@ fn layer() -> RegistryLayer<KeyOf> {
 
 type Sub = Subscription<String>;
 
-/// Lets spawned tasks run until they are all parked.
-async fn settle() {
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
-}
-
 /// The updates a subscription has ready now, without waiting.
 fn ready_updates(sub: &mut Sub) -> Vec<Update<String>> {
     let mut out = Vec::new();
@@ -161,11 +144,6 @@ fn values(updates: &[Update<String>]) -> Vec<String> {
 }
 
 /// Advances paused time by `d`, letting every task run on the way.
-async fn advance(d: Duration) {
-    time::sleep(d).await;
-    settle().await;
-}
-
 #[tokio::test(start_paused = true)]
 async fn two_hooks_on_one_endpoint_make_one_upstream_call_per_interval() {
     // The original bug: two independent client hooks for "active users",
@@ -181,7 +159,7 @@ async fn two_hooks_on_one_endpoint_make_one_upstream_call_per_interval() {
     let mut b = hook_b.subscribe("/api/active-users").unwrap();
     settle().await;
     for _ in 0..10 {
-        advance(5 * SEC).await;
+        pass(5 * SEC).await;
     }
 
     assert_eq!(
@@ -204,7 +182,7 @@ async fn ten_thousand_subscribers_make_one_upstream_call_per_interval() {
         .collect();
     settle().await;
     for _ in 0..3 {
-        advance(5 * SEC).await;
+        pass(5 * SEC).await;
     }
 
     assert_eq!(upstream.calls(), 4);
@@ -245,19 +223,19 @@ async fn the_interval_is_the_shortest_asked_and_never_below_the_floor() {
     let fast = registry.subscribe_with("/a", every(3 * SEC)).unwrap();
     assert_eq!(slow.interval(), 3 * SEC);
     settle().await;
-    advance(9 * SEC).await;
+    pass(9 * SEC).await;
     assert_eq!(upstream.calls(), 4, "at 0, 3, 6 and 9 s");
 
     let too_fast = registry.subscribe_with("/a", every(SEC / 10)).unwrap();
     assert_eq!(too_fast.interval(), 2 * SEC, "clamped to the floor");
     assert_eq!(registry.hooks()[0].interval, 2 * SEC);
-    advance(4 * SEC).await;
+    pass(4 * SEC).await;
     assert_eq!(upstream.calls(), 6, "at 11 and 13 s");
 
     drop(too_fast);
     drop(fast);
     assert_eq!(slow.interval(), 10 * SEC);
-    advance(10 * SEC).await;
+    pass(10 * SEC).await;
     assert_eq!(upstream.calls(), 7, "at 23 s");
 }
 
@@ -275,7 +253,7 @@ async fn polls_are_spread_by_jitter_within_ten_percent() {
         .collect();
     settle().await;
     for _ in 0..60 {
-        advance(SEC).await;
+        pass(SEC).await;
     }
 
     let mut gaps = Vec::new();
@@ -301,10 +279,10 @@ async fn unchanged_polls_send_no_update() {
     let mut sub = registry.subscribe("/a").unwrap();
     settle().await;
     assert_eq!(versions(&ready_updates(&mut sub)), [1]);
-    advance(10 * SEC).await;
+    pass(10 * SEC).await;
     assert_eq!(upstream.calls(), 3);
     assert!(ready_updates(&mut sub).is_empty(), "two unchanged polls");
-    advance(5 * SEC).await;
+    pass(5 * SEC).await;
     let updates = ready_updates(&mut sub);
     assert_eq!(values(&updates), ["/a@1"]);
     assert_eq!(versions(&updates), [2]);
@@ -327,7 +305,7 @@ async fn a_slow_subscriber_skips_to_the_latest_version() {
     let caught_up = ready_updates(&mut slow);
     assert_eq!(versions(&caught_up), [6], "only the latest, once");
     assert_eq!(values(&caught_up), ["/a@5"]);
-    advance(5 * SEC).await;
+    pass(5 * SEC).await;
     assert_eq!(versions(&ready_updates(&mut slow)), [7]);
 }
 
@@ -337,7 +315,7 @@ async fn a_new_subscriber_gets_a_fresh_value_without_an_upstream_call() {
     let registry = layer().layer(upstream.clone());
     let mut first = registry.subscribe("/a").unwrap();
     first.next().await.unwrap();
-    advance(2 * SEC).await;
+    pass(2 * SEC).await;
 
     let mut second = registry.subscribe("/a").unwrap();
     let update = second.next().now_or_never().flatten().unwrap();
@@ -356,7 +334,7 @@ async fn a_value_older_than_a_new_subscribers_interval_is_polled_again_at_once()
     let registry = layer().layer(upstream.clone());
     let mut first = registry.subscribe("/a").unwrap();
     first.next().await.unwrap();
-    advance(3 * SEC).await;
+    pass(3 * SEC).await;
 
     let mut eager = registry
         .subscribe_with("/a", SubscribeOptions::new().with_interval(2 * SEC))
@@ -401,7 +379,7 @@ async fn errors_reach_subscribers_with_the_last_good_value_and_the_loop_backs_of
     let mut sub = registry.subscribe("/a").unwrap();
     let mut updates = Vec::new();
     for _ in 0..120 {
-        advance(SEC / 2).await;
+        pass(SEC / 2).await;
         updates.extend(ready_updates(&mut sub));
     }
 
@@ -431,7 +409,7 @@ async fn the_same_error_twice_is_one_update() {
     let upstream = Upstream::answering(|_, _| Err(UpstreamDown(0)));
     let registry = layer().with_backoff(SEC, SEC).layer(upstream.clone());
     let mut sub = registry.subscribe("/a").unwrap();
-    advance(30 * SEC).await;
+    pass(30 * SEC).await;
     assert!(upstream.calls() > 3);
     let updates = ready_updates(&mut sub);
     assert_eq!(versions(&updates), [1]);
@@ -479,7 +457,7 @@ async fn refresh_pushes_a_new_value_to_every_subscriber_at_once() {
     let mut subs: Vec<Sub> = (0..3).map(|_| registry.subscribe("/a").unwrap()).collect();
     let _other = registry.subscribe("/b").unwrap();
     settle().await;
-    advance(SEC).await;
+    pass(SEC).await;
     for sub in &mut subs {
         ready_updates(sub);
     }
@@ -495,9 +473,9 @@ async fn refresh_pushes_a_new_value_to_every_subscriber_at_once() {
     assert!(!registry.refresh(&Key::from("nobody")));
 
     // The interval counts from the refresh.
-    advance(4 * SEC).await;
+    pass(4 * SEC).await;
     assert_eq!(upstream.calls_to("/a").len(), 2);
-    advance(SEC).await;
+    pass(SEC).await;
     assert_eq!(upstream.calls_to("/a").len(), 3);
 }
 
@@ -508,8 +486,8 @@ async fn a_refresh_during_a_fetch_polls_again_after_it() {
     let sub = registry.subscribe("/a").unwrap();
     settle().await;
     registry.refresh(sub.key());
-    advance(SEC).await;
-    advance(SEC).await;
+    pass(SEC).await;
+    pass(SEC).await;
     assert_eq!(
         upstream.calls(),
         2,
@@ -563,7 +541,7 @@ async fn an_invalidation_ends_a_lingering_loop_instead_of_polling_for_nobody() {
     settle().await;
     assert_eq!((registry.stats().keys, upstream.calls()), (20, 20));
 
-    advance(2 * SEC).await;
+    pass(2 * SEC).await;
     assert_eq!(
         registry.invalidate(&Invalidation::Prefix("/boards/1/".into())),
         20
@@ -610,7 +588,7 @@ async fn the_loop_stops_with_its_last_subscriber_and_nothing_leaks() {
     let stats = registry.stats();
     assert_eq!((stats.keys, stats.subscribers, stats.tasks), (0, 0, 0));
     assert!(registry.hooks().is_empty());
-    advance(60 * SEC).await;
+    pass(60 * SEC).await;
     assert_eq!(upstream.calls(), 2, "the fetches in flight were dropped");
     assert_eq!(registry.stats().polls, 0);
 }
@@ -622,7 +600,7 @@ async fn a_lingering_loop_serves_a_returning_subscriber_without_polling() {
     let mut sub = registry.subscribe("/a").unwrap();
     sub.next().await.unwrap();
     drop(sub);
-    advance(3 * SEC).await;
+    pass(3 * SEC).await;
     assert_eq!(registry.stats().keys, 1);
 
     // Within the linger: the loop is still there; its value (3 s old) is
@@ -633,7 +611,7 @@ async fn a_lingering_loop_serves_a_returning_subscriber_without_polling() {
     assert_eq!(upstream.calls(), 1);
     drop(back);
 
-    advance(20 * SEC).await;
+    pass(20 * SEC).await;
     assert_eq!(upstream.calls(), 1, "no poll while nobody listens");
     let stats = registry.stats();
     assert_eq!((stats.keys, stats.tasks), (0, 0));
@@ -674,15 +652,6 @@ async fn limits_refuse_subscribers_with_a_typed_error_and_hold_nothing() {
     assert_eq!(upstream.calls(), 2);
 }
 
-#[derive(Default)]
-struct Events(Mutex<Vec<(String, Event)>>);
-
-impl Observer for Events {
-    fn observe(&self, class: &Class, event: Event) {
-        self.0.lock().unwrap().push((class.to_string(), event));
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn hooks_and_events_show_each_key_with_its_class_and_counts() {
     let upstream = Upstream::answering(|req, n| {
@@ -692,7 +661,7 @@ async fn hooks_and_events_show_each_key_with_its_class_and_counts() {
             Ok(req.to_string())
         }
     });
-    let events = Arc::new(Events::default());
+    let events = Arc::new(Recorder::default());
     let registry = layer()
         .with_observer(events.clone())
         .with_classifier(|req: &&'static str| {
@@ -707,7 +676,7 @@ async fn hooks_and_events_show_each_key_with_its_class_and_counts() {
     let users = registry.subscribe("/active-users").unwrap();
     let users2 = registry.subscribe("/active-users").unwrap();
     settle().await;
-    advance(10 * SEC).await;
+    pass(10 * SEC).await;
 
     let hooks = registry.hooks();
     assert_eq!(hooks.len(), 1);
@@ -722,13 +691,7 @@ async fn hooks_and_events_show_each_key_with_its_class_and_counts() {
     assert!(registry.handle().memory_bytes() > 0);
 
     drop((users, users2));
-    let events = events.0.lock().unwrap();
-    let count = |e: Event| {
-        events
-            .iter()
-            .filter(|(c, x)| *x == e && c == "active-users")
-            .count()
-    };
+    let count = |e: Event| events.count("active-users", &e);
     assert_eq!(count(Event::Subscribed), 2);
     assert_eq!(count(Event::Polled), 3);
     assert_eq!(count(Event::Unsubscribed), 2);
@@ -745,7 +708,7 @@ async fn one_shot_calls_are_answered_from_a_fresh_loop_value_or_go_down_the_stac
     let mut sub = registry.subscribe("/a").unwrap();
     sub.next().await.unwrap();
     assert_eq!(upstream.calls(), 2);
-    advance(2 * SEC).await;
+    pass(2 * SEC).await;
     let warm = registry.clone().oneshot("/a").await.unwrap();
     assert_eq!((warm.as_str(), upstream.calls()), ("/a@1", 2));
 
@@ -870,7 +833,7 @@ type Answered = (&'static str, Option<&'static str>);
 struct HttpUpstream {
     seen: Arc<Mutex<Vec<http::HeaderMap>>>,
     bodies: Arc<Mutex<Vec<Answered>>>,
-    calls: Arc<AtomicUsize>,
+    calls: Calls,
 }
 
 impl Service<HttpReq> for HttpUpstream {
@@ -884,7 +847,7 @@ impl Service<HttpReq> for HttpUpstream {
 
     fn call(&mut self, req: HttpReq) -> Self::Future {
         self.seen.lock().unwrap().push(req.headers().clone());
-        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        let n = self.calls.next() - 1;
         let bodies = self.bodies.lock().unwrap();
         let (body, etag) = bodies[n.min(bodies.len() - 1)];
         // A body starting with '!' is answered as a server error; one
@@ -975,9 +938,9 @@ async fn http_changes_are_told_by_etag_or_body_not_by_other_headers() {
         if let Some(u) = sub.next().now_or_never().flatten() {
             bodies.push(u.value().unwrap().body().data().clone());
         }
-        advance(5 * SEC).await;
+        pass(5 * SEC).await;
     }
-    assert_eq!(upstream.calls.load(Ordering::SeqCst), 7);
+    assert_eq!(upstream.calls.get(), 7);
     assert_eq!(bodies, ["v1", "v2", "v2-but-same-etag", "v3"]);
 
     // One-shot calls get the shared response back as the caller's type.
@@ -1012,7 +975,7 @@ async fn a_5xx_answer_reaches_subscribers_as_an_error_with_the_last_good_value()
     let first = sub.next().await.unwrap();
     assert_eq!(first.value().unwrap().body().data(), "v1");
 
-    advance(5 * SEC).await;
+    pass(5 * SEC).await;
     let failed = sub.next().await.unwrap();
     assert_eq!(failed.version(), 2);
     let err = failed.error().expect("a 5xx is an error");
@@ -1044,7 +1007,7 @@ async fn subscriptions_are_keyed_by_their_canonical_request() {
         "polled with the canonical request"
     );
 
-    advance(5 * SEC).await;
+    pass(5 * SEC).await;
     assert_eq!(upstream.calls(), 2, "one call per interval for all three");
     for sub in &mut subs {
         assert_eq!(values(&ready_updates(sub)).last().unwrap(), "/a@1");
@@ -1221,15 +1184,15 @@ async fn a_stale_copy_from_below_is_a_failed_poll_whose_good_value_is_that_copy(
 
     // It backs off (4 s, not the 2 s interval); the same stale copy again
     // is no news.
-    advance(2 * SEC).await;
-    assert_eq!(upstream.calls.load(Ordering::SeqCst), 1);
-    advance(2 * SEC).await;
-    assert_eq!(upstream.calls.load(Ordering::SeqCst), 2);
+    pass(2 * SEC).await;
+    assert_eq!(upstream.calls.get(), 1);
+    pass(2 * SEC).await;
+    assert_eq!(upstream.calls.get(), 2);
     assert!(sub.next().now_or_never().is_none());
     assert_eq!(registry.stats().errors, 2);
 
     // Fresh data again.
-    advance(8 * SEC).await;
+    pass(8 * SEC).await;
     let update = sub.next().await.unwrap();
     assert_eq!(update.value().unwrap().body().data(), "v2");
 }

@@ -4,29 +4,22 @@
 //! key over the maximum length gets no loop; and the budgets' counts stay
 //! exact and drain to empty.
 
-use std::{
-    collections::HashMap,
-    convert::Infallible,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
-    },
-    time::Duration,
-};
+mod support;
+
+use std::{collections::HashMap, convert::Infallible, sync::Arc};
 
 use futures_util::StreamExt;
 use herdsman::{
     class::Class,
-    event::{Event, MemorySource, Observer, Rejection},
+    event::{MemorySource, Rejection},
     key::Key,
     registry::{Limit, Registry, RegistryLayer, Subscription, TooManySubscribers},
     share::CloneShare,
 };
 use proptest::prelude::*;
+use support::{settle, Calls, Recorder, SEC};
 use tokio::time;
 use tower::{service_fn, util::BoxCloneSyncService, Layer, ServiceExt};
-
-const SEC: Duration = Duration::from_secs(1);
 
 /// A request: its class, its path, and who sends it.
 #[derive(Debug, Clone)]
@@ -89,19 +82,17 @@ fn address_of(req: &Req) -> Option<Key> {
 
 /// An upstream answering "`path` #`n`" (a new value on every call), and
 /// counting its calls.
-fn upstream(calls: Arc<AtomicU64>) -> Upstream {
+fn upstream(calls: Calls) -> Upstream {
     BoxCloneSyncService::new(service_fn(move |req: Req| {
-        let n = calls.fetch_add(1, Ordering::SeqCst);
+        let n = calls.next() - 1;
         async move { Ok::<_, Infallible>(format!("{} #{n}", req.path)) }
     }))
 }
 
 /// A registry over [`upstream`], keyed and classed by the request, telling
 /// callers apart by user and address, with `tune`'s settings.
-fn registry(
-    tune: impl FnOnce(RegistryLayer<KeyOf>) -> RegistryLayer<KeyOf>,
-) -> (Reg, Arc<AtomicU64>) {
-    let calls = Arc::new(AtomicU64::new(0));
+fn registry(tune: impl FnOnce(RegistryLayer<KeyOf>) -> RegistryLayer<KeyOf>) -> (Reg, Calls) {
+    let calls = Calls::default();
     let layer = tune(
         RegistryLayer::new(key_of as KeyOf)
             .with_interval(5 * SEC)
@@ -116,13 +107,6 @@ type Sub = Subscription<String>;
 
 fn reason(result: Result<Sub, TooManySubscribers>) -> Option<Limit> {
     result.err().map(|e| e.reason())
-}
-
-/// Lets spawned tasks run until they are all parked.
-async fn settle() {
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -215,20 +199,9 @@ async fn random_credentials_from_one_address_are_held_to_the_addresss_budget() {
     );
 }
 
-#[derive(Default)]
-struct Refusals(Mutex<Vec<(String, Rejection)>>);
-
-impl Observer for Refusals {
-    fn observe(&self, class: &Class, event: Event) {
-        if let Event::Rejected(r) = event {
-            self.0.lock().unwrap().push((class.to_string(), r));
-        }
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn each_refusal_is_reported_with_its_class_and_reason() {
-    let refusals = Arc::new(Refusals::default());
+    let refusals = Arc::new(Recorder::default());
     let observer = refusals.clone();
     let (registry, _) = registry(move |l| {
         l.with_max_keys_per_caller(1)
@@ -239,10 +212,13 @@ async fn each_refusal_is_reported_with_its_class_and_reason() {
     let _ = registry.subscribe(Req::new("a", "/2").by("u"));
     let _ = registry.subscribe(Req::new("b", "x".repeat(100)));
     assert_eq!(
-        *refusals.0.lock().unwrap(),
+        refusals.rejections(),
         [
-            ("a".into(), Rejection::Subscription(Limit::KeysPerCaller)),
-            ("b".into(), Rejection::Subscription(Limit::KeyTooLong)),
+            (
+                Class::new("a"),
+                Rejection::Subscription(Limit::KeysPerCaller)
+            ),
+            (Class::new("b"), Rejection::Subscription(Limit::KeyTooLong)),
         ]
     );
     assert_eq!(registry.stats().refused, 2);
@@ -274,11 +250,11 @@ async fn over_its_memory_budget_the_registry_refuses_new_keys_and_existing_keys_
     // key's loop polls and publishes on its interval.
     let joined = registry.subscribe(long(0));
     assert!(joined.is_ok(), "{:?}", reason(joined));
-    let before = calls.load(Ordering::SeqCst);
+    let before = calls.get();
     time::sleep(5 * SEC).await;
     let update = first.next().await.unwrap();
     assert_eq!(update.version(), 2);
-    assert!(calls.load(Ordering::SeqCst) > before);
+    assert!(calls.get() > before);
 
     // Keys leaving bring the figure back under the budget.
     held.truncate(1);
@@ -303,11 +279,11 @@ async fn an_over_long_key_gets_no_loop_and_one_shot_calls_with_it_pass_through()
     settle().await;
     let stats = registry.stats();
     assert_eq!((stats.keys, stats.private_loops, stats.tasks), (0, 0, 0));
-    assert_eq!(calls.load(Ordering::SeqCst), 0, "no loop polled it");
+    assert_eq!(calls.get(), 0, "no loop polled it");
 
     let answer = registry.clone().oneshot(long.clone()).await.unwrap();
     assert_eq!(answer, format!("{} #0", long.path));
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "straight to the upstream");
+    assert_eq!(calls.get(), 1, "straight to the upstream");
 
     // A key of exactly the maximum length is polled.
     let path = "q".repeat(1_024 - "a:".len());

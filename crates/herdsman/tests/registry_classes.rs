@@ -3,26 +3,23 @@
 //! on a `RegistryLayer` or through a Coordinator's configuration; other
 //! classes keep the registry's own.
 
-use std::{
-    convert::Infallible,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+mod support;
+
+use std::{convert::Infallible, time::Duration};
 
 use bytes::Bytes;
 use herdsman::{
     class::Class,
-    config::{ClassConfig, Config, Environment, RegistryOverride},
+    config::{ClassConfig, Config, Environment, RegistrySettings},
     key::Key,
     registry::{ClassSettings, Limit, RegistryLayer, SubscribeOptions},
     Coordinated, Coordinator,
 };
 use http::{Request, Response};
 use http_body_util::Full;
+use support::{gaps, http::get, settle, CallLog, SEC};
 use tokio::time::{self, Instant};
 use tower::{service_fn, util::BoxCloneSyncService, Layer};
-
-const SEC: Duration = Duration::from_secs(1);
 
 type Upstream = BoxCloneSyncService<Request<Full<Bytes>>, Response<Full<Bytes>>, Infallible>;
 
@@ -30,41 +27,29 @@ type Upstream = BoxCloneSyncService<Request<Full<Bytes>>, Response<Full<Bytes>>,
 /// new body each time (so every poll is a change).
 #[derive(Clone, Default)]
 struct Origin {
-    log: Arc<Mutex<Vec<(String, Instant)>>>,
+    log: CallLog,
 }
 
 impl Origin {
     fn service(&self) -> Upstream {
         let log = self.log.clone();
         BoxCloneSyncService::new(service_fn(move |req: Request<Full<Bytes>>| {
-            let n = {
-                let mut log = log.lock().unwrap();
-                log.push((req.uri().path().to_owned(), Instant::now()));
-                log.len()
-            };
+            let n = log.record(req.uri().path());
             async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(n.to_string())))) }
         }))
     }
 
     fn calls_to(&self, path: &str) -> Vec<Instant> {
-        let log = self.log.lock().unwrap();
-        log.iter()
-            .filter(|(p, _)| p == path)
-            .map(|(_, at)| *at)
-            .collect()
+        self.log.calls_to(path)
     }
 }
 
-fn get(path: &str) -> Request<Full<Bytes>> {
-    Request::get(format!("http://api{path}"))
-        .body(Full::default())
-        .unwrap()
-}
-
 /// The test profile (interval 50 ms, jitter 0, linger 100 ms) with class
-/// `live` on `/live` overriding the registry with `registry`.
-fn coordinator(registry: RegistryOverride) -> Coordinator {
+/// `live` on `/live` with the registry settings `registry` makes of the
+/// global ones.
+fn coordinator(registry: impl FnOnce(RegistrySettings) -> RegistrySettings) -> Coordinator {
     let mut config = Config::profile(Environment::Test);
+    let registry = registry(config.registry.clone());
     config.classes.insert(
         "live".into(),
         ClassConfig {
@@ -84,22 +69,11 @@ fn stack(coordinator: &Coordinator, origin: &Origin) -> Coordinated<Upstream> {
     coordinator.layer().layer(origin.service())
 }
 
-/// Lets spawned tasks run until they are all parked.
-async fn settle() {
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
-}
-
-fn gaps(calls: &[Instant]) -> Vec<Duration> {
-    calls.windows(2).map(|w| w[1] - w[0]).collect()
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_class_linger_keeps_its_loop_that_long_and_other_classes_keep_the_global_one() {
-    let coordinator = coordinator(RegistryOverride {
-        linger: Some(10 * SEC),
-        ..RegistryOverride::default()
+    let coordinator = coordinator(|r| RegistrySettings {
+        linger: 10 * SEC,
+        ..r
     });
     let svc = stack(&coordinator, &Origin::default());
     let live = svc.subscribe(get("/live")).unwrap();
@@ -125,9 +99,9 @@ async fn a_class_linger_keeps_its_loop_that_long_and_other_classes_keep_the_glob
 
 #[tokio::test(start_paused = true)]
 async fn a_class_max_subscribers_per_key_refuses_the_next_subscriber_of_its_keys() {
-    let coordinator = coordinator(RegistryOverride {
-        max_subscribers_per_key: Some(1),
-        ..RegistryOverride::default()
+    let coordinator = coordinator(|r| RegistrySettings {
+        max_subscribers_per_key: 1,
+        ..r
     });
     let svc = stack(&coordinator, &Origin::default());
     let _first = svc.subscribe(get("/live")).unwrap();
@@ -142,10 +116,10 @@ async fn a_class_max_subscribers_per_key_refuses_the_next_subscriber_of_its_keys
 
 #[tokio::test(start_paused = true)]
 async fn a_class_jitter_spreads_its_polls_and_other_classes_keep_the_global_one() {
-    let coordinator = coordinator(RegistryOverride {
-        interval: Some(SEC),
-        jitter: Some(0.5),
-        ..RegistryOverride::default()
+    let coordinator = coordinator(|r| RegistrySettings {
+        interval: SEC,
+        jitter: 0.5,
+        ..r
     });
     let origin = Origin::default();
     let svc = stack(&coordinator, &origin);

@@ -6,6 +6,8 @@
 //!
 //! One test in this binary, so that no other test allocates meanwhile.
 
+mod support;
+
 use std::{alloc::System, convert::Infallible, time::Duration};
 
 use bytes::Bytes;
@@ -18,6 +20,7 @@ use herdsman::{
 };
 use http::{Request, Response};
 use http_body_util::Full;
+use support::settle;
 use tower::{service_fn, ServiceBuilder};
 
 #[global_allocator]
@@ -26,13 +29,6 @@ static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
 /// Keys subscribed to, each with a query string of [`QUERY`] bytes.
 const KEYS: usize = 300;
 const QUERY: usize = 6_000;
-
-/// Lets spawned tasks run until they are all parked.
-async fn settle() {
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
-}
 
 fn request(i: usize) -> Request<Full<Bytes>> {
     let query = format!("{i:05}{}", "q".repeat(QUERY - 5));

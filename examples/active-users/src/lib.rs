@@ -30,7 +30,7 @@ use axum::{
     Router,
 };
 use herdsman::{
-    config::{CacheOverride, ClassConfig, Config, Environment},
+    config::{CacheSettings, ClassConfig, Config, Environment},
     coordinator::{BuildError, Coordinated, Coordinator},
     event::Invalidation,
 };
@@ -54,6 +54,7 @@ pub const CLASSES: [(&str, &str, bool); 3] = [
 /// profile's poll interval, with stale-while-revalidate for twice that.
 pub fn with_demo_classes(mut config: Config) -> Config {
     let interval = config.registry.interval;
+    let global = config.cache.clone();
     for (name, path, public) in CLASSES {
         config
             .classes
@@ -61,10 +62,10 @@ pub fn with_demo_classes(mut config: Config) -> Config {
             .or_insert_with(|| ClassConfig {
                 paths: vec![path.to_owned()],
                 public,
-                cache: Some(CacheOverride {
-                    ttl: Some(interval),
-                    stale_while_revalidate: Some(interval * 2),
-                    ..CacheOverride::default()
+                cache: Some(CacheSettings {
+                    ttl: interval,
+                    stale_while_revalidate: interval * 2,
+                    ..global.clone()
                 }),
                 ..ClassConfig::default()
             });

@@ -7,7 +7,16 @@ use std::time::Duration;
 /// calls once five were made, open the breaker.
 /// Set fields with struct update syntax:
 /// `BreakerConfig { window: 20, ..BreakerConfig::default() }`.
+///
+/// With the `config` feature this is also the `[breaker]` section of a
+/// [`Config`](crate::config::Config) (and a class's `breaker` table): each
+/// field is a key, durations written as `"10s"`.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize, serde::Serialize),
+    serde(deny_unknown_fields)
+)]
 pub struct BreakerConfig {
     /// Outcomes in the sliding window: the last `window` calls (1 to 64).
     /// Ignored when [`time_window`](Self::time_window) is set.
@@ -15,6 +24,14 @@ pub struct BreakerConfig {
     /// Makes the window the calls of the last `time_window` instead of the
     /// last `window` calls: ten buckets of a tenth of it each, so memory
     /// stays fixed whatever the traffic. Costs a clock read per call.
+    #[cfg_attr(
+        feature = "config",
+        serde(
+            default,
+            with = "humantime_serde::option",
+            skip_serializing_if = "Option::is_none"
+        )
+    )]
     pub time_window: Option<Duration>,
     /// Calls the window must hold before the rate rules apply.
     pub minimum_calls: u32,
@@ -24,19 +41,33 @@ pub struct BreakerConfig {
     pub failure_rate: f64,
     /// The breaker opens after this many failures in a row, whatever the
     /// window says. `None` turns the rule off.
+    #[cfg_attr(
+        feature = "config",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub consecutive_failures: Option<u32>,
     /// A call that takes at least this long is slow (exactly at the duration
     /// counts as slow). `None` turns slow-call detection off, and with it the
     /// two clock reads per call it costs.
+    #[cfg_attr(
+        feature = "config",
+        serde(
+            default,
+            with = "humantime_serde::option",
+            skip_serializing_if = "Option::is_none"
+        )
+    )]
     pub slow_call_duration: Option<Duration>,
     /// The breaker opens when slow calls / calls in the window reach this.
     pub slow_call_rate: f64,
     /// How long the breaker stays open after its first trip.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub open_duration: Duration,
     /// Each further trip without a successful recovery multiplies the open
     /// duration by this, up to `max_open_duration`.
     pub backoff: f64,
     /// The longest the breaker stays open.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub max_open_duration: Duration,
     /// Up to this fraction of the open duration is added at random, so that
     /// breakers opened together do not probe together (`0.0..=1.0`).
@@ -47,6 +78,7 @@ pub struct BreakerConfig {
     /// A probe that has not answered after this long counts as a failure (and
     /// its caller gets [`ProbeTimedOut`](super::ProbeTimedOut)), so the
     /// breaker can never wedge half-open.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub probe_timeout: Duration,
 }
 

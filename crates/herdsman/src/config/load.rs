@@ -20,6 +20,7 @@ use super::{
     env::{CONFIG_VAR, DEFAULT_CONFIG_FILE, OVERRIDE_PREFIX},
     error::{ConfigError, Problem},
     profile::profile,
+    section::{class_keys, each_section, table, EachSection, Section},
     validate, ClassConfig, Config, EnvSource, Environment,
 };
 
@@ -199,8 +200,9 @@ impl<'a> Loader<'a> {
             rollout: reader.section("rollout", defaults.rollout, &mut problems),
             server: reader.section("server", defaults.server, &mut problems),
             keys: reader.section("keys", defaults.keys, &mut problems),
-            classes: reader.classes(&mut problems),
+            classes: BTreeMap::new(),
         };
+        config.classes = reader.classes(&config, &mut problems);
 
         let (found, warnings) = validate::validate(&mut config, self.env);
         let with_source = |p: Problem| Problem {
@@ -229,6 +231,22 @@ impl<'a> Loader<'a> {
         }
         let default = Path::new(DEFAULT_CONFIG_FILE);
         self.source.exists(default).then(|| default.to_owned())
+    }
+}
+
+/// Lays each of a class's sections over the global one.
+struct LayOver<'a, 'f> {
+    reader: &'a Reader<'f>,
+    path: &'a [String],
+    dict: Dict,
+    global: &'a Config,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl EachSection for LayOver<'_, '_> {
+    fn section<T: Section>(&mut self) {
+        let global = T::global(self.global);
+        (self.reader).lay_over(self.path, &mut self.dict, global, self.problems);
     }
 }
 
@@ -272,7 +290,11 @@ impl Reader<'_> {
         }
     }
 
-    fn classes(&self, problems: &mut Vec<Problem>) -> BTreeMap<String, ClassConfig> {
+    fn classes(
+        &self,
+        global: &Config,
+        problems: &mut Vec<Problem>,
+    ) -> BTreeMap<String, ClassConfig> {
         let Some(value) = self.root.find_ref("classes") else {
             return BTreeMap::new();
         };
@@ -283,10 +305,64 @@ impl Reader<'_> {
         dict.iter()
             .filter_map(|(name, value)| {
                 let path = vec!["classes".to_owned(), name.clone()];
-                let class = self.read(path, value, problems)?;
+                let value = self.over_global(&path, value, global, problems);
+                let class = self.read(path, &value, problems)?;
                 Some((name.clone(), class))
             })
             .collect()
+    }
+
+    /// A class's table with each of its sections laid over the global
+    /// section: the keys it sets replace the global values, so that it
+    /// deserializes into the global section's type, whole.
+    fn over_global(
+        &self,
+        path: &[String],
+        class: &Value,
+        global: &Config,
+        problems: &mut Vec<Problem>,
+    ) -> Value {
+        let Value::Dict(tag, dict) = class else {
+            return class.clone();
+        };
+        let layer = each_section(LayOver {
+            reader: self,
+            path,
+            dict: dict.clone(),
+            global,
+            problems,
+        });
+        let dict = layer.dict;
+        Value::Dict(*tag, dict)
+    }
+
+    /// Lays the class's table of section `T` over `global`. A key the
+    /// section does not have, or one only the global section sets, is
+    /// refused and left out.
+    fn lay_over<T: Section>(
+        &self,
+        path: &[String],
+        class: &mut Dict,
+        global: &T,
+        problems: &mut Vec<Problem>,
+    ) {
+        let Some(Value::Dict(tag, own)) = class.get(T::NAME) else {
+            return;
+        };
+        let (tag, own) = (*tag, own.clone());
+        let allowed = class_keys::<T>();
+        let mut merged = table(global).unwrap_or_default();
+        for (key, value) in own {
+            if allowed.contains(&key.as_str()) {
+                merged.insert(key, value);
+            } else {
+                let mut at = path.to_vec();
+                at.extend([T::NAME.to_owned(), key]);
+                let reason = format!("unknown key, expected one of {}", allowed.join(", "));
+                problems.push(self.problem(at, reason));
+            }
+        }
+        class.insert(T::NAME.to_owned(), Value::Dict(tag, merged));
     }
 
     fn read<T: DeserializeOwned>(

@@ -23,6 +23,15 @@
 //! override any of the global sections; [`Config::class`] resolves one
 //! class's effective settings and converts them into the layers' own types.
 //!
+//! Each setting is written once: a section is one type (the layer's own
+//! where it has one: `[breaker]` is [`BreakerConfig`]), with its doc comment
+//! and serde attributes, and its default in the profiles. A class's table
+//! is laid over the global section and read into the same type, so there is
+//! no per-class mirror. Each section checks its own values and reports them
+//! at its path; a class's section reports only the keys it changed, so a
+//! global problem is reported once. `docs/CONFIGURATION.md` is checked
+//! against the types by a test: a new key needs its row there.
+//!
 //! Detection and loading read the outside world through an [`EnvSource`], so
 //! that tests (and embedders) can supply it: [`StaticEnv`].
 //!
@@ -65,17 +74,22 @@
 //! );
 //! ```
 
+#[cfg(test)]
+mod doc;
 mod env;
 mod error;
 mod load;
 mod profile;
+mod section;
 mod settings;
+mod show;
 mod validate;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use self::section::Section;
 pub use self::{
     env::{
         EnvSource, Environment, StaticEnv, SystemEnv, UnknownEnvironment, CONFIG_VAR,
@@ -84,10 +98,9 @@ pub use self::{
     error::{ConfigError, Problem},
     load::{Loaded, Loader},
     settings::{
-        AdminSettings, AlertSettings, BreakerOverride, BreakerSettings, CacheOverride,
-        CacheSettings, ClassConfig, DedupOverride, DedupSettings, KeySettings, Layers,
-        LayersOverride, LimitOverride, LimitSettings, RateBy, RateSettings, RegistryOverride,
-        RegistrySettings, RolloutSettings, ServerSettings,
+        AdminSettings, AlertSettings, CacheSettings, ClassConfig, DedupSettings, KeySettings,
+        Layers, LimitSettings, RateBy, RateSettings, RegistrySettings, RolloutSettings,
+        ServerSettings,
     },
 };
 use crate::{breaker::BreakerConfig, class::Class, http::PathClasses};
@@ -108,8 +121,8 @@ pub struct Config {
     pub cache: CacheSettings,
     /// The dedup layer.
     pub dedup: DedupSettings,
-    /// The circuit breaker layer.
-    pub breaker: BreakerSettings,
+    /// The circuit breaker layer: the layer's own configuration type.
+    pub breaker: BreakerConfig,
     /// The limit layer.
     pub limit: LimitSettings,
     /// Alert thresholds.
@@ -124,7 +137,7 @@ pub struct Config {
     #[serde(default)]
     pub keys: KeySettings,
     /// Endpoint classes by name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub classes: BTreeMap<String, ClassConfig>,
 }
 
@@ -175,9 +188,9 @@ impl Config {
         loaded.config
     }
 
-    /// The effective settings of class `name`: the global sections with the
-    /// class's overrides applied. A name that is not configured (such as
-    /// `"default"`) gets the global sections.
+    /// The effective settings of class `name`: its own sections where it
+    /// has them, the global ones elsewhere. A name that is not configured
+    /// (such as `"default"`) gets the global sections.
     pub fn class(&self, name: &str) -> EffectiveClass {
         let class = self.classes.get(name);
         EffectiveClass {
@@ -193,25 +206,18 @@ impl Config {
                 }
                 vary
             },
-            layers: class
-                .and_then(|c| c.layers.as_ref())
-                .map_or(self.layers, |o| o.apply(&self.layers)),
-            registry: class
-                .and_then(|c| c.registry.as_ref())
-                .map_or_else(|| self.registry.clone(), |o| o.apply(&self.registry)),
-            cache: class
-                .and_then(|c| c.cache.as_ref())
-                .map_or_else(|| self.cache.clone(), |o| o.apply(&self.cache)),
-            dedup: class
-                .and_then(|c| c.dedup.as_ref())
-                .map_or_else(|| self.dedup.clone(), |o| o.apply(&self.dedup)),
-            breaker: class
-                .and_then(|c| c.breaker.as_ref())
-                .map_or_else(|| self.breaker.clone(), |o| o.apply(&self.breaker)),
-            limit: class
-                .and_then(|c| c.limit.as_ref())
-                .map_or_else(|| self.limit.clone(), |o| o.apply(&self.limit)),
+            layers: self.effective(class),
+            registry: self.effective(class),
+            cache: self.effective(class),
+            dedup: self.effective(class),
+            breaker: self.effective(class),
+            limit: self.effective(class),
         }
+    }
+
+    /// A class's own section `T`, else the global one.
+    fn effective<T: Section>(&self, class: Option<&ClassConfig>) -> T {
+        class.and_then(T::of).unwrap_or(T::global(self)).clone()
     }
 
     /// The effective settings of every configured class, then of the
@@ -257,14 +263,16 @@ impl Config {
         config
     }
 
-    /// The configuration as TOML, as `herdsman config show` prints it.
+    /// The configuration as TOML, as `herdsman config show` prints it. A
+    /// class's sections show the keys whose values differ from the global
+    /// section's, as a file would set them.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("every configuration value has a TOML form")
+        show::to_toml(self)
     }
 }
 
-/// One endpoint class's effective settings: the global sections with its
-/// overrides applied. Made by [`Config::class`].
+/// One endpoint class's effective settings: its own sections where it has
+/// them, the global ones elsewhere. Made by [`Config::class`].
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct EffectiveClass {
@@ -286,7 +294,7 @@ pub struct EffectiveClass {
     /// Its dedup settings.
     pub dedup: DedupSettings,
     /// Its breaker settings.
-    pub breaker: BreakerSettings,
+    pub breaker: BreakerConfig,
     /// Its limit settings.
     pub limit: LimitSettings,
 }
@@ -294,7 +302,7 @@ pub struct EffectiveClass {
 impl EffectiveClass {
     /// The breaker layer's configuration for this class.
     pub fn breaker_config(&self) -> BreakerConfig {
-        BreakerConfig::from(&self.breaker)
+        self.breaker
     }
 
     /// The limit layer's limits for this class.

@@ -4,8 +4,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use super::{
     settings::{
-        AdminSettings, AlertSettings, BreakerSettings, CacheSettings, DedupSettings, KeySettings,
-        Layers, LimitSettings, RegistrySettings, RolloutSettings, ServerSettings,
+        AdminSettings, AlertSettings, CacheSettings, DedupSettings, KeySettings, Layers,
+        LimitSettings, RegistrySettings, RolloutSettings, ServerSettings,
     },
     Config, Environment,
 };
@@ -82,7 +82,7 @@ pub(super) fn profile(env: Environment) -> Config {
         dedup: DedupSettings {
             window: Duration::ZERO,
         },
-        breaker: BreakerSettings::from(breaker),
+        breaker,
         limit: LimitSettings {
             max_concurrency: 32,
             max_queue: pick(env, [0, 64, 64, 0]),

@@ -154,81 +154,6 @@ pub struct DedupSettings {
     pub window: Duration,
 }
 
-/// The circuit breaker layer: the fields of
-/// [`BreakerConfig`](crate::breaker::BreakerConfig), documented there.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
-pub struct BreakerSettings {
-    pub window: u32,
-    #[serde(
-        with = "humantime_serde::option",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub time_window: Option<Duration>,
-    pub minimum_calls: u32,
-    pub failure_rate: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consecutive_failures: Option<u32>,
-    #[serde(
-        with = "humantime_serde::option",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub slow_call_duration: Option<Duration>,
-    pub slow_call_rate: f64,
-    #[serde(with = "humantime_serde")]
-    pub open_duration: Duration,
-    pub backoff: f64,
-    #[serde(with = "humantime_serde")]
-    pub max_open_duration: Duration,
-    pub jitter: f64,
-    pub half_open_probes: u32,
-    #[serde(with = "humantime_serde")]
-    pub probe_timeout: Duration,
-}
-
-impl From<BreakerConfig> for BreakerSettings {
-    fn from(c: BreakerConfig) -> Self {
-        BreakerSettings {
-            window: c.window,
-            time_window: c.time_window,
-            minimum_calls: c.minimum_calls,
-            failure_rate: c.failure_rate,
-            consecutive_failures: c.consecutive_failures,
-            slow_call_duration: c.slow_call_duration,
-            slow_call_rate: c.slow_call_rate,
-            open_duration: c.open_duration,
-            backoff: c.backoff,
-            max_open_duration: c.max_open_duration,
-            jitter: c.jitter,
-            half_open_probes: c.half_open_probes,
-            probe_timeout: c.probe_timeout,
-        }
-    }
-}
-
-impl From<&BreakerSettings> for BreakerConfig {
-    fn from(s: &BreakerSettings) -> Self {
-        BreakerConfig {
-            window: s.window,
-            time_window: s.time_window,
-            minimum_calls: s.minimum_calls,
-            failure_rate: s.failure_rate,
-            consecutive_failures: s.consecutive_failures,
-            slow_call_duration: s.slow_call_duration,
-            slow_call_rate: s.slow_call_rate,
-            open_duration: s.open_duration,
-            backoff: s.backoff,
-            max_open_duration: s.max_open_duration,
-            jitter: s.jitter,
-            half_open_probes: s.half_open_probes,
-            probe_timeout: s.probe_timeout,
-        }
-    }
-}
-
 /// The limit layer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -488,161 +413,8 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<String>,
 }
 
-/// Declares a struct of optional fields that override some of a section's.
-macro_rules! overrides {
-    (
-        $(#[$meta:meta])*
-        $name:ident => $base:ident {
-            $( $(#[$fmeta:meta])* $field:ident : $ty:ty, )*
-        }
-    ) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-        #[serde(deny_unknown_fields)]
-        pub struct $name {
-            $(
-                $(#[$fmeta])*
-                #[serde(default, skip_serializing_if = "Option::is_none")]
-                pub $field: Option<$ty>,
-            )*
-        }
-
-        impl $name {
-            /// `base` with the fields set here replacing its own.
-            pub fn apply(&self, base: &$base) -> $base {
-                #[allow(unused_mut)]
-                let mut merged = base.clone();
-                $(
-                    if let Some(value) = &self.$field {
-                        merged.$field = value.clone().into();
-                    }
-                )*
-                merged
-            }
-        }
-    };
-}
-
-overrides! {
-    /// A class's overrides of [`Layers`].
-    LayersOverride => Layers {
-        /// See [`Layers::registry`].
-        registry: bool,
-        /// See [`Layers::stats`].
-        stats: bool,
-        /// See [`Layers::cache`].
-        cache: bool,
-        /// See [`Layers::dedup`].
-        dedup: bool,
-        /// See [`Layers::breaker`].
-        breaker: bool,
-        /// See [`Layers::limit`].
-        limit: bool,
-    }
-}
-
-overrides! {
-    /// A class's overrides of [`RegistrySettings`].
-    RegistryOverride => RegistrySettings {
-        /// See [`RegistrySettings::interval`].
-        #[serde(with = "humantime_serde::option")]
-        interval: Duration,
-        /// See [`RegistrySettings::jitter`].
-        jitter: f64,
-        /// See [`RegistrySettings::linger`].
-        #[serde(with = "humantime_serde::option")]
-        linger: Duration,
-        /// See [`RegistrySettings::max_subscribers_per_key`].
-        max_subscribers_per_key: usize,
-        /// See [`RegistrySettings::max_keys`].
-        max_keys: usize,
-        /// See [`RegistrySettings::max_keys_per_caller`].
-        max_keys_per_caller: usize,
-        /// See [`RegistrySettings::max_keys_per_address`].
-        max_keys_per_address: usize,
-        /// See [`RegistrySettings::max_subscribers_per_caller`].
-        max_subscribers_per_caller: usize,
-        /// See [`RegistrySettings::max_subscribers_per_address`].
-        max_subscribers_per_address: usize,
-    }
-}
-
-overrides! {
-    /// A class's overrides of [`CacheSettings`] (the store's bounds are
-    /// global).
-    CacheOverride => CacheSettings {
-        /// See [`CacheSettings::ttl`].
-        #[serde(with = "humantime_serde::option")]
-        ttl: Duration,
-        /// See [`CacheSettings::stale_while_revalidate`].
-        #[serde(with = "humantime_serde::option")]
-        stale_while_revalidate: Duration,
-        /// See [`CacheSettings::stale_if_error`].
-        #[serde(with = "humantime_serde::option")]
-        stale_if_error: Duration,
-        /// See [`CacheSettings::mode`].
-        mode: cache::CacheMode,
-    }
-}
-
-overrides! {
-    /// A class's overrides of [`DedupSettings`].
-    DedupOverride => DedupSettings {
-        /// See [`DedupSettings::window`].
-        #[serde(with = "humantime_serde::option")]
-        window: Duration,
-    }
-}
-
-overrides! {
-    /// A class's overrides of [`BreakerSettings`].
-    #[allow(missing_docs)]
-    BreakerOverride => BreakerSettings {
-        window: u32,
-        #[serde(with = "humantime_serde::option")]
-        time_window: Duration,
-        minimum_calls: u32,
-        failure_rate: f64,
-        consecutive_failures: u32,
-        #[serde(with = "humantime_serde::option")]
-        slow_call_duration: Duration,
-        slow_call_rate: f64,
-        #[serde(with = "humantime_serde::option")]
-        open_duration: Duration,
-        backoff: f64,
-        #[serde(with = "humantime_serde::option")]
-        max_open_duration: Duration,
-        jitter: f64,
-        half_open_probes: u32,
-        #[serde(with = "humantime_serde::option")]
-        probe_timeout: Duration,
-    }
-}
-
-overrides! {
-    /// A class's overrides of [`LimitSettings`].
-    LimitOverride => LimitSettings {
-        /// See [`LimitSettings::max_concurrency`].
-        max_concurrency: usize,
-        /// See [`LimitSettings::max_queue`].
-        max_queue: usize,
-        /// See [`LimitSettings::max_wait`].
-        #[serde(with = "humantime_serde::option")]
-        max_wait: Duration,
-        /// See [`LimitSettings::retry_after`].
-        #[serde(with = "humantime_serde::option")]
-        retry_after: Duration,
-        /// See [`LimitSettings::rate`].
-        rate: RateSettings,
-        /// See [`LimitSettings::max_concurrency_per_caller`].
-        max_concurrency_per_caller: usize,
-        /// See [`LimitSettings::max_concurrency_per_address`].
-        max_concurrency_per_address: usize,
-    }
-}
-
-/// One endpoint class: the paths it matches and its overrides of the global
-/// sections.
+/// One endpoint class: the paths it matches and its own settings where
+/// they differ from the global sections.
 ///
 /// ```toml
 /// [classes.active-users]
@@ -650,6 +422,30 @@ overrides! {
 /// cache = { ttl = "2s" }
 /// limit = { max_concurrency = 4 }
 /// ```
+///
+/// A class's section is the global section's type, whole: `None` uses the
+/// global section; `Some` is what the class uses. The loader makes it by
+/// laying the class's table (`cache = { ttl = "2s" }`) over the global
+/// section, so the keys it does not set are the global values. In code,
+/// start from the global section the same way:
+///
+/// ```
+/// use herdsman::config::{CacheSettings, ClassConfig, Config, Environment};
+/// use std::time::Duration;
+///
+/// let mut config = Config::profile(Environment::Production);
+/// let class = ClassConfig {
+///     paths: vec!["/api/active-users".into()],
+///     cache: Some(CacheSettings { ttl: Duration::from_secs(2), ..config.cache.clone() }),
+///     ..ClassConfig::default()
+/// };
+/// config.classes.insert("active-users".into(), class);
+/// assert_eq!(config.class("active-users").cache.ttl, Duration::from_secs(2));
+/// ```
+///
+/// Keys that only the global section sets (the registry's floor and
+/// totals, the cache store's bounds) are refused in a class's table, and
+/// in a class's section built in code they must keep the global value.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassConfig {
@@ -669,22 +465,22 @@ pub struct ClassConfig {
     pub vary: Vec<String>,
     /// Layers on or off for this class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub layers: Option<LayersOverride>,
-    /// Registry overrides.
+    pub layers: Option<Layers>,
+    /// Its registry settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub registry: Option<RegistryOverride>,
-    /// Cache overrides.
+    pub registry: Option<RegistrySettings>,
+    /// Its cache settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache: Option<CacheOverride>,
-    /// Dedup overrides.
+    pub cache: Option<CacheSettings>,
+    /// Its dedup settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dedup: Option<DedupOverride>,
-    /// Breaker overrides.
+    pub dedup: Option<DedupSettings>,
+    /// Its breaker settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub breaker: Option<BreakerOverride>,
-    /// Limit overrides.
+    pub breaker: Option<BreakerConfig>,
+    /// Its limit settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<LimitOverride>,
+    pub limit: Option<LimitSettings>,
 }
 
 /// A string, also when a `HERDSMAN__` variable holding only digits was read

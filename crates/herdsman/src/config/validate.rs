@@ -6,13 +6,14 @@ use humantime_serde::re::humantime::format_duration;
 
 use super::{
     error::Problem,
+    section::{changed_keys, each_section, EachSection, Section},
     settings::{
-        AlertSettings, BreakerSettings, CacheSettings, KeySettings, LimitSettings,
-        RegistrySettings, RolloutSettings, ServerSettings,
+        AdminSettings, AlertSettings, CacheSettings, ClassConfig, DedupSettings, KeySettings,
+        Layers, LimitSettings, RegistrySettings, RolloutSettings, ServerSettings,
     },
     Config, Environment,
 };
-use crate::registry::MAX_JITTER;
+use crate::{breaker::BreakerConfig, registry::MAX_JITTER};
 
 /// The shortest floor or interval production and docker accept without
 /// `registry.allow_fast_polling`.
@@ -37,74 +38,29 @@ const MIN_KEY_LEN: usize = 1024;
 /// allows it. Returns the problems and the warnings, without sources.
 pub(super) fn validate(config: &mut Config, env: Environment) -> (Vec<Problem>, Vec<Problem>) {
     let mut check = Check::default();
-    check.registry("registry", &config.registry);
-    check.cache("cache", &config.cache);
-    check.breaker("breaker", &config.breaker);
-    check.limit("limit", &config.limit);
-    check.alerts(&config.alerts);
-    check.rollout(&config.rollout);
-    check.server(&config.server);
-    check.keys(&config.keys);
-    if let Some(token) = &config.admin.token {
-        if token.chars().count() < 16 {
-            check.fail(
-                "admin.token",
-                Some("\"<redacted>\"".into()),
-                "must be at least 16 characters long",
-            );
-        }
+    for (name, section) in [
+        ("registry", &config.registry as &dyn Validate),
+        ("cache", &config.cache),
+        ("breaker", &config.breaker),
+        ("limit", &config.limit),
+        ("alerts", &config.alerts),
+        ("rollout", &config.rollout),
+        ("server", &config.server),
+        ("keys", &config.keys),
+        ("admin", &config.admin),
+    ] {
+        section.validate(&Path::section(name), &mut check.problems);
     }
-
-    let global = check.problems.clone();
-    let mut claimed: Vec<(&str, &str)> = Vec::new();
-    let names: Vec<String> = config.classes.keys().cloned().collect();
-    for name in &names {
-        let prefix = format!("classes.{name}");
-        check.class_name(&prefix, name);
-        let class = &config.classes[name];
-        if class.paths.is_empty() {
-            check.fail(
-                &format!("{prefix}.paths"),
-                Some("[]".into()),
-                "must list at least one path",
-            );
-        }
-        for path in &class.paths {
-            check.path_pattern(&format!("{prefix}.paths"), path);
-        }
-        check.header_names(&format!("{prefix}.vary"), &class.vary);
-
-        // Overridden sections are checked whole, as the class will use them;
-        // problems inherited unchanged from the global section were reported
-        // there already.
-        let before = check.problems.len();
-        if let Some(over) = &class.registry {
-            check.registry(&format!("{prefix}.registry"), &over.apply(&config.registry));
-        }
-        if let Some(over) = &class.cache {
-            check.cache(&format!("{prefix}.cache"), &over.apply(&config.cache));
-        }
-        if let Some(over) = &class.breaker {
-            check.breaker(&format!("{prefix}.breaker"), &over.apply(&config.breaker));
-        }
-        if let Some(over) = &class.limit {
-            check.limit(&format!("{prefix}.limit"), &over.apply(&config.limit));
-        }
-        let fresh = check.problems.split_off(before);
-        check.problems.extend(fresh.into_iter().filter(|p| {
-            !global.iter().any(|g| {
-                g.value == p.value
-                    && g.reason == p.reason
-                    && p.path.strip_prefix(&prefix) == Some(&format!(".{}", g.path))
-            })
-        }));
+    for (name, class) in &config.classes {
+        check.class(config, name, class);
     }
     check.polling(config, env);
+    let mut claimed: Vec<(&str, &str)> = Vec::new();
     for (name, class) in &config.classes {
         for path in &class.paths {
             match claimed.iter().find(|(_, p)| p == path) {
-                Some((owner, _)) => check.fail(
-                    &format!("classes.{name}.paths"),
+                Some((owner, _)) => check.problems.fail(
+                    &Path::section(&format!("classes.{name}.paths")),
                     Some(format!("{path:?}")),
                     &format!("already matched by class {owner}"),
                 ),
@@ -112,7 +68,130 @@ pub(super) fn validate(config: &mut Config, env: Environment) -> (Vec<Problem>, 
             }
         }
     }
-    (check.problems, check.warnings)
+    (check.problems.found, check.warnings)
+}
+
+/// Where a value is: its dotted path, and the key of its section it
+/// belongs to (`rate` for `limit.rate.burst`), which says whether a class
+/// set it.
+#[derive(Debug, Clone)]
+pub(crate) struct Path {
+    dotted: String,
+    key: Option<String>,
+}
+
+impl Path {
+    /// The root of a section: `cache`, `classes.live.cache`.
+    pub(crate) fn section(dotted: &str) -> Path {
+        Path {
+            dotted: dotted.to_owned(),
+            key: None,
+        }
+    }
+
+    /// The path of `key` under this one.
+    pub(crate) fn key(&self, key: &str) -> Path {
+        Path {
+            dotted: format!("{}.{key}", self.dotted),
+            key: Some(self.key.clone().unwrap_or_else(|| key.to_owned())),
+        }
+    }
+}
+
+/// The problems found so far. While a class's section is checked, only
+/// the problems of keys whose values it changed are kept: the others are
+/// the global section's, found there.
+#[derive(Debug, Default)]
+pub(crate) struct Problems {
+    found: Vec<Problem>,
+    changed: Option<Vec<String>>,
+}
+
+impl Problems {
+    /// A problem with the value at `at`.
+    pub(crate) fn fail(&mut self, at: &Path, value: Option<String>, reason: &str) {
+        self.fail_with(at, &[], value, reason);
+    }
+
+    /// A problem with the value at `at` that also depends on the section's
+    /// keys `also` (`stale_while_revalidate` shorter than `ttl`).
+    pub(crate) fn fail_with(
+        &mut self,
+        at: &Path,
+        also: &[&str],
+        value: Option<String>,
+        reason: &str,
+    ) {
+        if let Some(changed) = &self.changed {
+            let set = |key: &str| changed.iter().any(|c| c == key);
+            if !at.key.as_deref().is_some_and(set) && !also.iter().any(|k| set(k)) {
+                return;
+            }
+        }
+        self.found.push(Problem {
+            path: at.dotted.clone(),
+            value,
+            reason: reason.to_owned(),
+            source: None,
+        });
+    }
+
+    fn positive(&mut self, at: &Path, d: Duration) {
+        if d.is_zero() {
+            self.fail(at, dur(d), "must be greater than zero");
+        }
+    }
+
+    fn at_least_one(&mut self, at: &Path, n: u64) {
+        if n == 0 {
+            self.fail(at, Some("0".into()), "must be at least 1");
+        }
+        self.integer(at, n);
+    }
+
+    /// A count TOML can write: `config show` prints every value, and TOML
+    /// integers are 64-bit signed.
+    fn integer(&mut self, at: &Path, n: u64) {
+        if i64::try_from(n).is_err() {
+            self.fail(
+                at,
+                Some(n.to_string()),
+                &format!("must be at most {}", i64::MAX),
+            );
+        }
+    }
+
+    /// `0.0..=1.0`, or `(0.0..=1.0)` when `zero_ok` is false.
+    fn fraction(&mut self, at: &Path, x: f64, zero_ok: bool) {
+        let ok = if zero_ok {
+            (0.0..=1.0).contains(&x)
+        } else {
+            x > 0.0 && x <= 1.0
+        };
+        if !ok {
+            let range = if zero_ok {
+                "must be between 0.0 and 1.0"
+            } else {
+                "must be greater than 0.0 and at most 1.0"
+            };
+            self.fail(at, Some(x.to_string()), range);
+        }
+    }
+
+    fn header_names(&mut self, at: &Path, names: &[String]) {
+        for name in names {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                self.fail(at, Some(format!("{name:?}")), "not a valid header name");
+            }
+        }
+    }
+}
+
+/// A section that checks its own values: every problem at its path under
+/// `path`.
+pub(crate) trait Validate {
+    /// Adds the problems of this section, whose root is `path`.
+    fn validate(&self, path: &Path, problems: &mut Problems);
 }
 
 /// Whether `proxies` holds a `/0` block: the lowest and the highest
@@ -154,93 +233,69 @@ impl Polling {
     }
 }
 
+/// The rules that span sections: classes, and the poll intervals against
+/// the floor.
 #[derive(Default)]
 struct Check {
-    problems: Vec<Problem>,
+    problems: Problems,
     warnings: Vec<Problem>,
 }
 
 impl Check {
-    fn fail(&mut self, path: &str, value: Option<String>, reason: &str) {
-        self.problems.push(Problem {
-            path: path.to_owned(),
-            value,
-            reason: reason.to_owned(),
-            source: None,
+    /// A class's name, paths and `vary`, and each of its own sections as
+    /// the class will use it, keeping the problems of the keys it changed.
+    fn class(&mut self, config: &Config, name: &str, class: &ClassConfig) {
+        let prefix = Path::section(&format!("classes.{name}"));
+        self.class_name(&prefix, name);
+        let paths = Path::section(&format!("{}.paths", prefix.dotted));
+        if class.paths.is_empty() {
+            self.problems
+                .fail(&paths, Some("[]".into()), "must list at least one path");
+        }
+        for path in &class.paths {
+            self.path_pattern(&paths, path);
+        }
+        let vary = Path::section(&format!("{}.vary", prefix.dotted));
+        self.problems.header_names(&vary, &class.vary);
+        each_section(ClassSections {
+            check: self,
+            prefix: &prefix,
+            class,
+            config,
         });
     }
 
-    fn positive(&mut self, path: &str, d: Duration) {
-        if d.is_zero() {
-            self.fail(path, dur(d), "must be greater than zero");
-        }
-    }
-
-    fn at_least_one(&mut self, path: &str, n: u64) {
-        if n == 0 {
-            self.fail(path, Some("0".into()), "must be at least 1");
-        }
-        self.integer(path, n);
-    }
-
-    /// A count TOML can write: `config show` prints every value, and TOML
-    /// integers are 64-bit signed.
-    fn integer(&mut self, path: &str, n: u64) {
-        if i64::try_from(n).is_err() {
-            self.fail(
-                path,
-                Some(n.to_string()),
-                &format!("must be at most {}", i64::MAX),
+    /// A class's own section: its problems under the class's path, for the
+    /// keys whose values differ from the global section's (the others were
+    /// checked there), and a global-only key that differs.
+    fn section<T: Section>(&mut self, class: &Path, section: Option<&T>, global: &T) {
+        let Some(section) = section else { return };
+        let path = Path::section(&format!("{}.{}", class.dotted, T::NAME));
+        let changed = changed_keys(section, global);
+        for key in changed
+            .iter()
+            .filter(|k| T::GLOBAL_ONLY.contains(&k.as_str()))
+        {
+            self.problems.fail(
+                &path.key(key),
+                None,
+                &format!(
+                    "global only: set it in [{}], which every class uses",
+                    T::NAME
+                ),
             );
         }
-    }
-
-    /// `0.0..=1.0`, or `(0.0..=1.0)` when `zero_ok` is false.
-    fn fraction(&mut self, path: &str, x: f64, zero_ok: bool) {
-        let ok = if zero_ok {
-            (0.0..=1.0).contains(&x)
-        } else {
-            x > 0.0 && x <= 1.0
-        };
-        if !ok {
-            let range = if zero_ok {
-                "must be between 0.0 and 1.0"
-            } else {
-                "must be greater than 0.0 and at most 1.0"
-            };
-            self.fail(path, Some(x.to_string()), range);
-        }
-    }
-
-    fn registry(&mut self, p: &str, r: &RegistrySettings) {
-        self.positive(&format!("{p}.interval"), r.interval);
-        self.positive(&format!("{p}.floor"), r.floor);
-        if !(0.0..=MAX_JITTER).contains(&r.jitter) {
-            self.fail(
-                &format!("{p}.jitter"),
-                Some(r.jitter.to_string()),
-                &format!("must be between 0.0 and {MAX_JITTER}"),
-            );
-        }
-        for (key, n) in [
-            ("max_keys", r.max_keys),
-            ("max_keys_per_caller", r.max_keys_per_caller),
-            ("max_keys_per_address", r.max_keys_per_address),
-            ("max_subscribers_per_key", r.max_subscribers_per_key),
-            ("max_subscribers_per_caller", r.max_subscribers_per_caller),
-            ("max_subscribers_per_address", r.max_subscribers_per_address),
-            ("max_subscribers", r.max_subscribers),
-        ] {
-            self.at_least_one(&format!("{p}.{key}"), n as u64);
-        }
-        self.at_least_one(&format!("{p}.max_memory"), r.max_memory);
+        let outer = self.problems.changed.replace(changed);
+        section.validate(&path, &mut self.problems);
+        self.problems.changed = outer;
     }
 
     /// The floor and every interval, global and per class. Unless
     /// `allow_fast_polling` is set: in production and docker a floor or an
     /// interval under [`SAFE_POLL`] is refused; an interval under the floor
     /// is refused in production and raised to the floor (with a warning)
-    /// elsewhere.
+    /// elsewhere. A class that keeps the global interval keeps it as
+    /// corrected, without a second warning.
     fn polling(&mut self, config: &mut Config, env: Environment) {
         let policy = Polling {
             floor: config.registry.floor,
@@ -249,13 +304,20 @@ impl Check {
         };
         let floor = policy.floor;
         if policy.guarded() && !floor.is_zero() && floor < SAFE_POLL {
-            self.fail("registry.floor", dur(floor), &policy.sub_second());
+            let path = Path::section("registry").key("floor");
+            self.problems.fail(&path, dur(floor), &policy.sub_second());
         }
+        let global = config.registry.interval;
         self.interval("registry.interval", &mut config.registry.interval, policy);
+        let corrected = config.registry.interval;
         for (name, class) in &mut config.classes {
-            if let Some(interval) = class.registry.as_mut().and_then(|r| r.interval.as_mut()) {
-                let path = format!("classes.{name}.registry.interval");
-                self.interval(&path, interval, policy);
+            if let Some(registry) = class.registry.as_mut() {
+                if registry.interval == global {
+                    registry.interval = corrected;
+                } else {
+                    let path = format!("classes.{name}.registry.interval");
+                    self.interval(&path, &mut registry.interval, policy);
+                }
             }
         }
     }
@@ -264,16 +326,19 @@ impl Check {
         if interval.is_zero() || policy.allow {
             return;
         }
+        let at = Path::section(path);
         if policy.guarded() && *interval < SAFE_POLL {
-            return self.fail(path, dur(*interval), &policy.sub_second());
+            return self
+                .problems
+                .fail(&at, dur(*interval), &policy.sub_second());
         }
         if *interval >= policy.floor {
             return;
         }
         let floor = format_duration(policy.floor);
         if policy.env == Environment::Production {
-            self.fail(
-                path,
+            self.problems.fail(
+                &at,
                 dur(*interval),
                 &format!(
                     "under the floor of {floor} in production (set registry.allow_fast_polling to allow it)"
@@ -292,235 +357,19 @@ impl Check {
         }
     }
 
-    fn cache(&mut self, p: &str, c: &CacheSettings) {
-        self.positive(&format!("{p}.ttl"), c.ttl);
-        for (key, window) in [
-            ("stale_while_revalidate", c.stale_while_revalidate),
-            ("stale_if_error", c.stale_if_error),
-        ] {
-            if !window.is_zero() && window < c.ttl {
-                self.fail(
-                    &format!("{p}.{key}"),
-                    dur(window),
-                    &format!(
-                        "shorter than the ttl ({}): use at least the ttl, or 0s to turn it off",
-                        format_duration(c.ttl)
-                    ),
-                );
-            }
-        }
-        self.at_least_one(&format!("{p}.max_bytes"), c.max_bytes);
-        self.positive(&format!("{p}.sweep_interval"), c.sweep_interval);
-        if let Some(entries) = c.max_entries {
-            self.at_least_one(&format!("{p}.max_entries"), entries);
-        }
-    }
-
-    fn breaker(&mut self, p: &str, b: &BreakerSettings) {
-        if !(1..=64).contains(&b.window) {
-            self.fail(
-                &format!("{p}.window"),
-                Some(b.window.to_string()),
-                "must be between 1 and 64",
-            );
-        }
-        if let Some(window) = b.time_window {
-            self.positive(&format!("{p}.time_window"), window);
-        }
-        self.at_least_one(&format!("{p}.minimum_calls"), b.minimum_calls.into());
-        self.fraction(&format!("{p}.failure_rate"), b.failure_rate, false);
-        if let Some(n) = b.consecutive_failures {
-            self.at_least_one(&format!("{p}.consecutive_failures"), n.into());
-        }
-        if let Some(slow) = b.slow_call_duration {
-            self.positive(&format!("{p}.slow_call_duration"), slow);
-        }
-        self.fraction(&format!("{p}.slow_call_rate"), b.slow_call_rate, false);
-        self.positive(&format!("{p}.open_duration"), b.open_duration);
-        if b.backoff.is_nan() || b.backoff < 1.0 {
-            self.fail(
-                &format!("{p}.backoff"),
-                Some(b.backoff.to_string()),
-                "must be at least 1.0",
-            );
-        }
-        if b.max_open_duration < b.open_duration {
-            self.fail(
-                &format!("{p}.max_open_duration"),
-                dur(b.max_open_duration),
-                &format!(
-                    "shorter than open_duration ({})",
-                    format_duration(b.open_duration)
-                ),
-            );
-        }
-        self.fraction(&format!("{p}.jitter"), b.jitter, true);
-        self.at_least_one(&format!("{p}.half_open_probes"), b.half_open_probes.into());
-        self.positive(&format!("{p}.probe_timeout"), b.probe_timeout);
-    }
-
-    fn limit(&mut self, p: &str, l: &LimitSettings) {
-        self.at_least_one(&format!("{p}.max_concurrency"), l.max_concurrency as u64);
-        self.integer(&format!("{p}.max_queue"), l.max_queue as u64);
-        self.positive(&format!("{p}.max_wait"), l.max_wait);
-        self.positive(&format!("{p}.retry_after"), l.retry_after);
-        for (key, share) in [
-            ("max_concurrency_per_caller", l.max_concurrency_per_caller),
-            ("max_concurrency_per_address", l.max_concurrency_per_address),
-        ] {
-            if let Some(share) = share {
-                self.at_least_one(&format!("{p}.{key}"), share as u64);
-            }
-        }
-        if let Some(rate) = &l.rate {
-            match (rate.per_second, rate.per_minute) {
-                (Some(_), Some(_)) => self.fail(
-                    &format!("{p}.rate"),
-                    None,
-                    "set one of per_second and per_minute, not both",
-                ),
-                (None, None) => self.fail(
-                    &format!("{p}.rate"),
-                    None,
-                    "set one of per_second and per_minute",
-                ),
-                (Some(n), None) => self.at_least_one(&format!("{p}.rate.per_second"), n.into()),
-                (None, Some(n)) => self.at_least_one(&format!("{p}.rate.per_minute"), n.into()),
-            }
-            if let Some(burst) = rate.burst {
-                self.at_least_one(&format!("{p}.rate.burst"), burst.into());
-            }
-        }
-    }
-
-    fn alerts(&mut self, a: &AlertSettings) {
-        self.at_least_one(
-            "alerts.upstream_calls_per_minute",
-            a.upstream_calls_per_minute.into(),
-        );
-        self.at_least_one("alerts.memory_bytes", a.memory_bytes);
-        self.fraction("alerts.error_rate", a.error_rate, false);
-        // The stats sample the error rate once a second.
-        let window = a.error_window;
-        if window < Duration::from_secs(1) {
-            self.fail("alerts.error_window", dur(window), "must be at least 1s");
-        } else if window.subsec_nanos() != 0 {
-            self.fail(
-                "alerts.error_window",
-                dur(window),
-                "must be a whole number of seconds",
-            );
-        }
-        self.at_least_one("alerts.min_samples", a.min_samples.into());
-    }
-
-    fn rollout(&mut self, r: &RolloutSettings) {
-        if r.percent > 100 {
-            self.fail(
-                "rollout.percent",
-                Some(r.percent.to_string()),
-                "must be between 0 and 100",
-            );
-        }
-        if let Some(header) = &r.identity_header {
-            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
-                self.fail(
-                    "rollout.identity_header",
-                    Some(format!("{header:?}")),
-                    "not a valid header name",
-                );
-            }
-        }
-        if r.allow.iter().any(String::is_empty) {
-            self.fail(
-                "rollout.allow",
-                Some("\"\"".into()),
-                "entries must not be empty",
-            );
-        }
-    }
-
-    fn server(&mut self, s: &ServerSettings) {
-        self.positive("server.header_read_timeout", s.header_read_timeout);
-        self.positive("server.body_read_timeout", s.body_read_timeout);
-        self.positive("server.idle_timeout", s.idle_timeout);
-        self.positive("server.shutdown_timeout", s.shutdown_timeout);
-        if !(1..=MAX_CONNECTIONS).contains(&s.max_connections) {
-            self.fail(
-                "server.max_connections",
-                Some(s.max_connections.to_string()),
-                &format!("must be between 1 and {MAX_CONNECTIONS}"),
-            );
-        }
-        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&s.max_header_bytes) {
-            self.fail(
-                "server.max_header_bytes",
-                Some(s.max_header_bytes.to_string()),
-                &format!("must be between {MIN_HEADER_BYTES} and {MAX_HEADER_BYTES}"),
-            );
-        }
-        self.at_least_one(
-            "server.max_concurrent_streams",
-            s.max_concurrent_streams.into(),
-        );
-        for entry in &s.trusted_proxies {
-            let value = Some(format!("{entry:?}"));
-            match crate::http::TrustedProxies::parse([entry]) {
-                Err(err) => self.fail("server.trusted_proxies", value, &err.to_string()),
-                Ok(proxies) if trusts_everyone(&proxies) => self.fail(
-                    "server.trusted_proxies",
-                    value,
-                    "trusts every address: any client could name its own address",
-                ),
-                Ok(_) => {}
-            }
-        }
-    }
-
-    fn keys(&mut self, k: &KeySettings) {
-        for host in &k.hosts {
-            let valid = !host.trim().is_empty()
-                && !host.contains(['@', '/', '?', '#'])
-                && host.trim().parse::<http::uri::Authority>().is_ok();
-            if !valid {
-                self.fail(
-                    "keys.hosts",
-                    Some(format!("{host:?}")),
-                    "not a host (a name or address, optionally with a port: \"app.example.com\", \"127.0.0.1:8080\")",
-                );
-            }
-        }
-        self.header_names("keys.vary", &k.vary);
-        if k.max_len < MIN_KEY_LEN {
-            self.fail(
-                "keys.max_len",
-                Some(k.max_len.to_string()),
-                &format!("must be at least {MIN_KEY_LEN} (bytes)"),
-            );
-        }
-    }
-
-    fn header_names(&mut self, path: &str, names: &[String]) {
-        for name in names {
-            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                self.fail(path, Some(format!("{name:?}")), "not a valid header name");
-            }
-        }
-    }
-
-    fn class_name(&mut self, path: &str, name: &str) {
+    fn class_name(&mut self, path: &Path, name: &str) {
         let valid = !name.is_empty()
             && name
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if !valid {
-            self.fail(
+            self.problems.fail(
                 path,
                 None,
                 "class names use lowercase letters, digits, '-' and '_'",
             );
         } else if name == "default" {
-            self.fail(
+            self.problems.fail(
                 path,
                 None,
                 "\"default\" is reserved: the global sections configure the default class",
@@ -528,24 +377,325 @@ impl Check {
         }
     }
 
-    fn path_pattern(&mut self, path: &str, pattern: &str) {
+    fn path_pattern(&mut self, path: &Path, pattern: &str) {
         let value = Some(format!("{pattern:?}"));
         if !pattern.starts_with('/') {
-            return self.fail(path, value, "a path pattern starts with '/'");
+            return self
+                .problems
+                .fail(path, value, "a path pattern starts with '/'");
         }
         if pattern.contains(['?', '#']) {
-            return self.fail(path, value, "a path pattern has no query or fragment");
+            return self
+                .problems
+                .fail(path, value, "a path pattern has no query or fragment");
         }
         let segments: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).collect();
         for segment in &segments {
             let param = segment.starts_with('{') && segment.ends_with('}') && segment.len() > 2;
             if !param && segment.contains(['{', '}', '*']) && *segment != "*" {
-                return self.fail(
+                return self.problems.fail(
                     path,
                     value,
                     "a parameter or '*' is a whole segment: {name} or *",
                 );
             }
         }
+    }
+}
+
+/// Checks each of a class's own sections.
+struct ClassSections<'a> {
+    check: &'a mut Check,
+    prefix: &'a Path,
+    class: &'a ClassConfig,
+    config: &'a Config,
+}
+
+impl EachSection for ClassSections<'_> {
+    fn section<T: Section>(&mut self) {
+        let global = T::global(self.config);
+        (self.check).section(self.prefix, T::of(self.class), global);
+    }
+}
+
+impl Validate for Layers {
+    fn validate(&self, _: &Path, _: &mut Problems) {}
+}
+
+impl Validate for DedupSettings {
+    /// Any window is valid, `0s` (no reuse) included.
+    fn validate(&self, _: &Path, _: &mut Problems) {}
+}
+
+impl Validate for RegistrySettings {
+    fn validate(&self, p: &Path, problems: &mut Problems) {
+        problems.positive(&p.key("interval"), self.interval);
+        problems.positive(&p.key("floor"), self.floor);
+        if !(0.0..=MAX_JITTER).contains(&self.jitter) {
+            problems.fail(
+                &p.key("jitter"),
+                Some(self.jitter.to_string()),
+                &format!("must be between 0.0 and {MAX_JITTER}"),
+            );
+        }
+        for (key, n) in [
+            ("max_keys", self.max_keys),
+            ("max_keys_per_caller", self.max_keys_per_caller),
+            ("max_keys_per_address", self.max_keys_per_address),
+            ("max_subscribers_per_key", self.max_subscribers_per_key),
+            (
+                "max_subscribers_per_caller",
+                self.max_subscribers_per_caller,
+            ),
+            (
+                "max_subscribers_per_address",
+                self.max_subscribers_per_address,
+            ),
+            ("max_subscribers", self.max_subscribers),
+        ] {
+            problems.at_least_one(&p.key(key), n as u64);
+        }
+        problems.at_least_one(&p.key("max_memory"), self.max_memory);
+    }
+}
+
+impl Validate for CacheSettings {
+    fn validate(&self, p: &Path, problems: &mut Problems) {
+        problems.positive(&p.key("ttl"), self.ttl);
+        for (key, window) in [
+            ("stale_while_revalidate", self.stale_while_revalidate),
+            ("stale_if_error", self.stale_if_error),
+        ] {
+            if !window.is_zero() && window < self.ttl {
+                problems.fail_with(
+                    &p.key(key),
+                    &["ttl"],
+                    dur(window),
+                    &format!(
+                        "shorter than the ttl ({}): use at least the ttl, or 0s to turn it off",
+                        format_duration(self.ttl)
+                    ),
+                );
+            }
+        }
+        problems.at_least_one(&p.key("max_bytes"), self.max_bytes);
+        problems.positive(&p.key("sweep_interval"), self.sweep_interval);
+        if let Some(entries) = self.max_entries {
+            problems.at_least_one(&p.key("max_entries"), entries);
+        }
+    }
+}
+
+impl Validate for BreakerConfig {
+    fn validate(&self, p: &Path, problems: &mut Problems) {
+        if !(1..=64).contains(&self.window) {
+            problems.fail(
+                &p.key("window"),
+                Some(self.window.to_string()),
+                "must be between 1 and 64",
+            );
+        }
+        if let Some(window) = self.time_window {
+            problems.positive(&p.key("time_window"), window);
+        }
+        problems.at_least_one(&p.key("minimum_calls"), self.minimum_calls.into());
+        problems.fraction(&p.key("failure_rate"), self.failure_rate, false);
+        if let Some(n) = self.consecutive_failures {
+            problems.at_least_one(&p.key("consecutive_failures"), n.into());
+        }
+        if let Some(slow) = self.slow_call_duration {
+            problems.positive(&p.key("slow_call_duration"), slow);
+        }
+        problems.fraction(&p.key("slow_call_rate"), self.slow_call_rate, false);
+        problems.positive(&p.key("open_duration"), self.open_duration);
+        if self.backoff.is_nan() || self.backoff < 1.0 {
+            problems.fail(
+                &p.key("backoff"),
+                Some(self.backoff.to_string()),
+                "must be at least 1.0",
+            );
+        }
+        if self.max_open_duration < self.open_duration {
+            problems.fail_with(
+                &p.key("max_open_duration"),
+                &["open_duration"],
+                dur(self.max_open_duration),
+                &format!(
+                    "shorter than open_duration ({})",
+                    format_duration(self.open_duration)
+                ),
+            );
+        }
+        problems.fraction(&p.key("jitter"), self.jitter, true);
+        problems.at_least_one(&p.key("half_open_probes"), self.half_open_probes.into());
+        problems.positive(&p.key("probe_timeout"), self.probe_timeout);
+    }
+}
+
+impl Validate for LimitSettings {
+    fn validate(&self, p: &Path, problems: &mut Problems) {
+        problems.at_least_one(&p.key("max_concurrency"), self.max_concurrency as u64);
+        problems.integer(&p.key("max_queue"), self.max_queue as u64);
+        problems.positive(&p.key("max_wait"), self.max_wait);
+        problems.positive(&p.key("retry_after"), self.retry_after);
+        for (key, share) in [
+            (
+                "max_concurrency_per_caller",
+                self.max_concurrency_per_caller,
+            ),
+            (
+                "max_concurrency_per_address",
+                self.max_concurrency_per_address,
+            ),
+        ] {
+            if let Some(share) = share {
+                problems.at_least_one(&p.key(key), share as u64);
+            }
+        }
+        let Some(rate) = &self.rate else { return };
+        let at = p.key("rate");
+        match (rate.per_second, rate.per_minute) {
+            (Some(_), Some(_)) => {
+                problems.fail(&at, None, "set one of per_second and per_minute, not both")
+            }
+            (None, None) => problems.fail(&at, None, "set one of per_second and per_minute"),
+            (Some(n), None) => problems.at_least_one(&at.key("per_second"), n.into()),
+            (None, Some(n)) => problems.at_least_one(&at.key("per_minute"), n.into()),
+        }
+        if let Some(burst) = rate.burst {
+            problems.at_least_one(&at.key("burst"), burst.into());
+        }
+    }
+}
+
+impl Validate for AlertSettings {
+    fn validate(&self, p: &Path, problems: &mut Problems) {
+        problems.at_least_one(
+            &p.key("upstream_calls_per_minute"),
+            self.upstream_calls_per_minute.into(),
+        );
+        problems.at_least_one(&p.key("memory_bytes"), self.memory_bytes);
+        problems.fraction(&p.key("error_rate"), self.error_rate, false);
+        // The stats sample the error rate once a second.
+        let window = self.error_window;
+        let at = p.key("error_window");
+        if window < Duration::from_secs(1) {
+            problems.fail(&at, dur(window), "must be at least 1s");
+        } else if window.subsec_nanos() != 0 {
+            problems.fail(&at, dur(window), "must be a whole number of seconds");
+        }
+        problems.at_least_one(&p.key("min_samples"), self.min_samples.into());
+    }
+}
+
+impl Validate for AdminSettings {
+    fn validate(&self, p: &Path, problems: &mut Problems) {
+        if let Some(token) = &self.token {
+            if token.chars().count() < 16 {
+                problems.fail(
+                    &p.key("token"),
+                    Some("\"<redacted>\"".into()),
+                    "must be at least 16 characters long",
+                );
+            }
+        }
+    }
+}
+
+impl Validate for RolloutSettings {
+    fn validate(&self, p: &Path, problems: &mut Problems) {
+        if self.percent > 100 {
+            problems.fail(
+                &p.key("percent"),
+                Some(self.percent.to_string()),
+                "must be between 0 and 100",
+            );
+        }
+        if let Some(header) = &self.identity_header {
+            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                problems.fail(
+                    &p.key("identity_header"),
+                    Some(format!("{header:?}")),
+                    "not a valid header name",
+                );
+            }
+        }
+        if self.allow.iter().any(String::is_empty) {
+            problems.fail(
+                &p.key("allow"),
+                Some("\"\"".into()),
+                "entries must not be empty",
+            );
+        }
+    }
+}
+
+impl Validate for ServerSettings {
+    fn validate(&self, p: &Path, problems: &mut Problems) {
+        for (key, timeout) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("shutdown_timeout", self.shutdown_timeout),
+        ] {
+            problems.positive(&p.key(key), timeout);
+        }
+        if !(1..=MAX_CONNECTIONS).contains(&self.max_connections) {
+            problems.fail(
+                &p.key("max_connections"),
+                Some(self.max_connections.to_string()),
+                &format!("must be between 1 and {MAX_CONNECTIONS}"),
+            );
+        }
+        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&self.max_header_bytes) {
+            problems.fail(
+                &p.key("max_header_bytes"),
+                Some(self.max_header_bytes.to_string()),
+                &format!("must be between {MIN_HEADER_BYTES} and {MAX_HEADER_BYTES}"),
+            );
+        }
+        problems.at_least_one(
+            &p.key("max_concurrent_streams"),
+            self.max_concurrent_streams.into(),
+        );
+        let at = p.key("trusted_proxies");
+        for entry in &self.trusted_proxies {
+            let value = Some(format!("{entry:?}"));
+            match crate::http::TrustedProxies::parse([entry]) {
+                Err(err) => problems.fail(&at, value, &err.to_string()),
+                Ok(proxies) if trusts_everyone(&proxies) => problems.fail(
+                    &at,
+                    value,
+                    "trusts every address: any client could name its own address",
+                ),
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+impl Validate for KeySettings {
+    fn validate(&self, p: &Path, problems: &mut Problems) {
+        for host in &self.hosts {
+            let valid = !host.trim().is_empty()
+                && !host.contains(['@', '/', '?', '#'])
+                && host.trim().parse::<http::uri::Authority>().is_ok();
+            if !valid {
+                problems.fail(
+                    &p.key("hosts"),
+                    Some(format!("{host:?}")),
+                    "not a host (a name or address, optionally with a port: \"app.example.com\", \"127.0.0.1:8080\")",
+                );
+            }
+        }
+        problems.header_names(&p.key("vary"), &self.vary);
+        if self.max_len < MIN_KEY_LEN {
+            problems.fail(
+                &p.key("max_len"),
+                Some(self.max_len.to_string()),
+                &format!("must be at least {MIN_KEY_LEN} (bytes)"),
+            );
+        }
+        problems.integer(&p.key("max_len"), self.max_len as u64);
     }
 }

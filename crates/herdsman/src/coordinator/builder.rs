@@ -170,7 +170,7 @@ fn compose(environment: Environment, config: Config) -> Shared {
     let mut breaker = BreakerLayer::new()
         .with_classifier(classify.clone())
         .with_failure_classifier(ServerErrors)
-        .with_config((&config.breaker).into())
+        .with_config(config.breaker)
         .with_observer(stats.clone());
     let mut limit = LimitLayer::new(config.limit.class_limits())
         .with_classifier(classify.clone())
