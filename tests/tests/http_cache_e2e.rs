@@ -11,9 +11,9 @@ use axum::{
     routing, Router,
 };
 use herdsman::{
-    cache::CacheLayer,
+    cache::{CacheLayer, HttpCachePolicy},
     dedup::DedupLayer,
-    http::{BufferLayer, HttpCachePolicy, HttpKey, HttpShare, SharedBody},
+    http::{BufferLayer, HttpKey, HttpShare, SharedBody},
     BoxError,
 };
 use herdsman_tests::{

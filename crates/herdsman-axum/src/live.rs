@@ -10,14 +10,15 @@ use axum::{
 use futures_core::Stream;
 use herdsman::{
     class::{Class, Classify},
-    event::Limit,
-    http::{retry_after_secs, ClientAddr, SharedBody},
-    registry::{Subscription, TooManySubscribers, Update, UpstreamStatus},
-    stats::{ErrorKind, Recording, Stats},
+    error::{describe, Describe, ErrorKind},
+    failure::{FailureClassifier, Verdict},
+    http::{retry_after_secs, ClientAddr, ServerErrors, SharedBody},
+    registry::{Subscription, TooManySubscribers, Update},
+    stats::{Recording, Stats},
 };
 
 use crate::{
-    error::error_response,
+    error::refusal_response,
     poll::poll_response,
     routes::Toggle,
     sse::{sse, LastEventId, SseMessage, KEEP_ALIVE},
@@ -50,7 +51,7 @@ type SubscribeFn = dyn Fn(Request<Body>) -> Result<Subscription<Response<SharedB
 /// ([`RegistryLayer::with_callers`](herdsman::registry::RegistryLayer::with_callers);
 /// the Coordinator sets them from `registry.max_subscribers_per_caller` and
 /// `registry.max_subscribers_per_address`). A refusal is answered as
-/// [`error_response`] maps it: 429 for a caller's or an address's budget,
+/// [`error_response`](crate::error_response) maps it: 429 for a caller's or an address's budget,
 /// 503 for the registry's capacity, 414 for a key over the maximum length.
 /// The caller is read from the data request, and so is its address
 /// ([`data_request`] carries it over).
@@ -142,7 +143,7 @@ impl Live {
     /// `{"error": "..."}`, with `"retry_after"`: the seconds until the next
     /// poll), preceded by the last good value if the client does not have
     /// it, and the stream goes on. A subscription the registry refuses is
-    /// answered as [`error_response`] maps its reason.
+    /// answered as [`error_response`](crate::error_response) maps its reason.
     pub fn sse(&self, data_request: Request<Body>, last_event_id: LastEventId) -> Response<Body> {
         if !self.sse_enabled.is_on() {
             let mut r = Response::new(Body::from("event streams are switched off; poll instead"));
@@ -170,7 +171,7 @@ impl Live {
                 if let Some(r) = recording {
                     refused(r, &err);
                 }
-                error_response(&err)
+                refusal_response(&err)
             }
         }
     }
@@ -198,10 +199,10 @@ impl Live {
         if let Some(r) = recording {
             match answered {
                 Answered::Refused(err) => refused(r, &err),
-                Answered::FromLoop if response.status().is_server_error() => {
-                    r.from_poll_loop().error(ErrorKind::Upstream)
-                }
-                Answered::FromLoop => r.from_poll_loop().ok(),
+                Answered::FromLoop => match judge(&response) {
+                    Verdict::Failure => r.from_poll_loop().error(ErrorKind::Upstream),
+                    _ => r.from_poll_loop().ok(),
+                },
                 Answered::LoopEnded => r.error(ErrorKind::Overloaded),
             }
         }
@@ -216,7 +217,7 @@ impl Live {
     ) -> (Response<Body>, Answered) {
         let mut subscription = match (self.subscribe)(data_request) {
             Ok(s) => s,
-            Err(err) => return (error_response(&err), Answered::Refused(err)),
+            Err(err) => return (refusal_response(&err), Answered::Refused(err)),
         };
         let (mut response, answered) = match next(&mut subscription).await {
             Some(update) => (
@@ -251,14 +252,26 @@ enum Answered {
 }
 
 /// Finishes the recording of a request whose subscription the registry
-/// refused (and reported, by its reason): a caller's own budget, or a key
-/// too long, is no error of the service's; the registry's capacity is.
+/// refused (and reported, by its reason), as the refusal describes itself:
+/// a rejection of the request (a caller's own budget, a key too long) is no
+/// error of the service's; the registry's capacity (overloaded) is.
 fn refused(recording: Recording, err: &TooManySubscribers) {
-    if err.is_per_caller() || err.reason() == Limit::KeyTooLong {
-        recording.refused();
-    } else {
-        recording.error(ErrorKind::Overloaded);
+    match err.kind() {
+        ErrorKind::Rejected => recording.refused(),
+        kind => recording.error(kind),
     }
+}
+
+/// Whether a polling answer is a failure, as the one classifier of the
+/// stack judges HTTP answers ([`ServerErrors`]: a 5xx): the answer for a
+/// key that fails without a good value is one.
+fn judge(response: &Response<Body>) -> Verdict {
+    // The classifier reads a `Result`; the answer is only borrowed.
+    let status = Response::builder()
+        .status(response.status())
+        .body(())
+        .expect("a status from a response is valid");
+    ServerErrors.verdict(&Ok(status))
 }
 
 async fn next<S: Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
@@ -283,8 +296,11 @@ fn encode_http(
             .with_event("upstream-error")
             .ok(),
         Err(err) => {
-            let mut data = match herdsman::error::find::<UpstreamStatus>(err) {
-                Some(failed) => serde_json::json!({ "status": failed.status() }),
+            // An upstream error that names its status (a 5xx poll) is sent
+            // as that status.
+            let status = describe(err).filter(|d| d.kind() == ErrorKind::Upstream);
+            let mut data = match status.and_then(|d| d.status()) {
+                Some(status) => serde_json::json!({ "status": status }),
                 None => serde_json::json!({ "error": err.to_string() }),
             };
             if let Some(at) = subscription.next_attempt() {

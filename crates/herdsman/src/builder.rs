@@ -118,10 +118,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
     #[allow(clippy::type_complexity)]
     #[cfg(feature = "registry")]
     #[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
-    fn registry<K, C, P, F, Q>(
+    fn registry<K, C, P, F, Q, V>(
         self,
-        layer: RegistryLayer<K, C, P, F, Q>,
-    ) -> ServiceBuilder<Stack<RegistryLayer<K, C, P, F, Q>, L>>;
+        layer: RegistryLayer<K, C, P, F, Q, (), V>,
+    ) -> ServiceBuilder<Stack<RegistryLayer<K, C, P, F, Q, (), V>, L>>;
 }
 
 impl<L> sealed::Sealed<L> for ServiceBuilder<L> {}
@@ -165,10 +165,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     }
 
     #[cfg(feature = "registry")]
-    fn registry<K, C, P, F, Q>(
+    fn registry<K, C, P, F, Q, V>(
         self,
-        layer: RegistryLayer<K, C, P, F, Q>,
-    ) -> ServiceBuilder<Stack<RegistryLayer<K, C, P, F, Q>, L>> {
+        layer: RegistryLayer<K, C, P, F, Q, (), V>,
+    ) -> ServiceBuilder<Stack<RegistryLayer<K, C, P, F, Q, (), V>, L>> {
         self.layer(layer)
     }
 }

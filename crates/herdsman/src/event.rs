@@ -5,7 +5,7 @@
 //! breaker changing state, a local rejection, a registry poll. The layers
 //! never import each other; they meet here and in the Coordinator.
 //!
-//! [`stats::Stats`](crate::stats::Stats) implements `Observer` and feeds the
+//! The Stats layer (`stats::Stats`) implements `Observer` and feeds the
 //! `metrics` facade from it. An application can implement it too, to count
 //! or log something herdsman does not:
 //!
@@ -38,7 +38,7 @@ use std::{fmt, sync::Arc};
 
 use crate::{class::Class, key::Key};
 
-/// The state of one [breaker](crate::breaker), as
+/// The state of one circuit breaker, as
 /// [`Event::BreakerState`] reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BreakerState {
@@ -122,8 +122,7 @@ pub enum Rejection {
     /// its refusals).
     Subscription(Limit),
     /// A caller, or a client address, already has its share of a class's
-    /// calls in flight (the Limit layer's
-    /// [`TooManyInFlight`](crate::limit::TooManyInFlight), answered 429).
+    /// calls in flight (the Limit layer's `TooManyInFlight`, answered 429).
     InFlightCap,
 }
 
@@ -148,8 +147,8 @@ impl fmt::Display for Rejection {
     }
 }
 
-/// Which limit or budget of the [Registry](crate::registry) refused a
-/// subscriber ([`TooManySubscribers::reason`](crate::registry::TooManySubscribers::reason)).
+/// Which limit or budget of the Registry refused a subscriber
+/// (`registry::TooManySubscribers::reason`).
 ///
 /// Defined here, in the core, so that the Stats layer can count refusals by
 /// reason without knowing the Registry; the Registry re-exports it as
@@ -158,33 +157,33 @@ impl fmt::Display for Rejection {
 #[non_exhaustive]
 pub enum Limit {
     /// The key's class already has its maximum number of keys
-    /// ([`with_max_keys`](crate::registry::RegistryLayer::with_max_keys)).
+    /// (`RegistryLayer::with_max_keys`).
     Keys,
     /// The caller already holds its maximum number of keys of the class
-    /// ([`with_max_keys_per_caller`](crate::registry::RegistryLayer::with_max_keys_per_caller)).
+    /// (`RegistryLayer::with_max_keys_per_caller`).
     KeysPerCaller,
     /// The client address already holds its maximum number of keys of the
-    /// class ([`with_max_keys_per_address`](crate::registry::RegistryLayer::with_max_keys_per_address)).
+    /// class (`RegistryLayer::with_max_keys_per_address`).
     KeysPerAddress,
     /// The key already has its maximum number of subscribers
-    /// ([`with_max_subscribers_per_key`](crate::registry::RegistryLayer::with_max_subscribers_per_key)).
+    /// (`RegistryLayer::with_max_subscribers_per_key`).
     SubscribersPerKey,
     /// The caller already has its maximum number of subscriptions to the
     /// class open
-    /// ([`with_max_subscribers_per_caller`](crate::registry::RegistryLayer::with_max_subscribers_per_caller)).
+    /// (`RegistryLayer::with_max_subscribers_per_caller`).
     SubscribersPerCaller,
     /// The client address already has its maximum number of subscriptions
     /// to the class open
-    /// ([`with_max_subscribers_per_address`](crate::registry::RegistryLayer::with_max_subscribers_per_address)).
+    /// (`RegistryLayer::with_max_subscribers_per_address`).
     SubscribersPerAddress,
     /// The registry already has its maximum number of subscribers in total
-    /// ([`with_max_subscribers`](crate::registry::RegistryLayer::with_max_subscribers)).
+    /// (`RegistryLayer::with_max_subscribers`).
     Subscribers,
     /// The registry's memory is over its budget: no new key until keys
-    /// leave ([`with_max_memory`](crate::registry::RegistryLayer::with_max_memory)).
+    /// leave (`RegistryLayer::with_max_memory`).
     Memory,
     /// The request's key is longer than the registry accepts
-    /// ([`with_max_key_len`](crate::registry::RegistryLayer::with_max_key_len)):
+    /// (`RegistryLayer::with_max_key_len`):
     /// retrying the same request cannot help.
     KeyTooLong,
 }

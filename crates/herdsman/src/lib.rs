@@ -52,15 +52,13 @@
 //! | `limit` | [`limit`]: concurrency limits and rate rules | arc-swap, governor |
 //! | `stats` | [`stats`]: counts, percentiles, alerts, `metrics` export | arc-swap, futures-core, hdrhistogram, metrics, quanta, serde, tokio-stream |
 //! | `registry` | [`registry`]: shared poll loops and subscriptions | futures-core, slab |
-//! | `http` | [`http`]: keys, buffering, sharing and error responses for `http` requests and responses, plus the HTTP glue of each layer also enabled (`CacheLayer::http`, `RegistryLayer::http`, [`switch::Rollout`]) | bytes, http, http-body, httpdate |
+//! | `http` | [`http`]: keys, buffering, sharing and error responses for `http` requests and responses, plus the HTTP glue of each layer also enabled (`cache::HttpCachePolicy`, `RegistryLayer::http`, `registry::HttpFingerprint`, [`switch::Rollout`]) | bytes, http, http-body, httpdate |
 //! | `config` | [`config`]: the stack's settings, from TOML files and `HERDSMAN_*` variables, and serde for the settings types; enables `http`, `breaker`, `cache`, `limit` and `registry`, whose settings it holds | figment, humantime-serde, serde, toml |
 //! | `coordinator` (default) | [`coordinator`]: the whole stack from configuration; enables every feature above | |
 //!
 //! Without any feature, the core is there: [`key`], [`class`], [`error`],
 //! [`event`], [`failure`], [`share`], [`switch`] and [`ServiceBuilderExt`]
-//! (one method per enabled layer). Core helpers that know the layers'
-//! errors ([`error::retry_at`], [`http::error_response`],
-//! the Stats layer's error kinds) know those of the enabled layers only.
+//! (one method per enabled layer).
 //!
 //! `fuzzing` is not public API: it exposes crate-private parsers to the
 //! fuzz targets in `fuzz/`.
@@ -79,6 +77,7 @@
 #[doc(hidden)]
 #[path = "fuzz/mod.rs"]
 pub mod __fuzz;
+pub mod backend;
 #[cfg(feature = "breaker")]
 #[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
 pub mod breaker;

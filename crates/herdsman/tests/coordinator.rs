@@ -480,7 +480,7 @@ async fn one_caller_flooding_distinct_misses_leaves_other_callers_and_classes_se
     let snapshot = coordinator.stats().snapshot();
     let default = &snapshot.endpoints["default"];
     assert_eq!(default.rejections["in_flight_cap"], 32);
-    assert_eq!(default.errors_by_kind["in_flight_cap"], 32);
+    assert_eq!(default.errors_by_kind["rejected"], 32);
 }
 
 #[tokio::test(start_paused = true)]

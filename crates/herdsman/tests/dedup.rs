@@ -374,9 +374,25 @@ async fn services_of_other_types_behind_one_layer_do_not_mix() {
             time::sleep(Duration::from_millis(10)).await;
             Ok::<_, Infallible>(req.len())
         }));
-    let (s, n) = tokio::join!(strings.oneshot("abc"), numbers.oneshot("abc"));
+    let (s, n) = tokio::join!(
+        strings.clone().oneshot("abc"),
+        numbers.clone().oneshot("abc")
+    );
     assert_eq!(s.unwrap(), "abc");
     assert_eq!(n.unwrap(), 3);
+
+    // Each type has a map of its own: callers of one type coalesce, and
+    // the layer's counters add up both maps.
+    let (s1, s2, n1, n2) = tokio::join!(
+        strings.clone().oneshot("abc"),
+        strings.oneshot("abc"),
+        numbers.clone().oneshot("abc"),
+        numbers.oneshot("abc"),
+    );
+    assert_eq!((s1.unwrap(), s2.unwrap()), ("abc".into(), "abc".into()));
+    assert_eq!((n1.unwrap(), n2.unwrap()), (3, 3));
+    let stats = layer.stats();
+    assert_eq!((stats.leaders, stats.coalesced, stats.entries), (4, 2, 0));
 }
 
 #[tokio::test(start_paused = true)]

@@ -12,9 +12,9 @@ use std::{
 
 use bytes::Bytes;
 use herdsman::{
-    cache::{CacheHandle, CacheLayer, CacheMode},
+    cache::{CacheHandle, CacheLayer, CacheMode, HttpCachePolicy},
     event::MemorySource,
-    http::{BufferLayer, HttpBody, HttpCachePolicy, HttpKey, SharedBody},
+    http::{BufferLayer, HttpBody, HttpKey, SharedBody},
     key::KeyFn,
     BoxError,
 };

@@ -15,7 +15,12 @@ use std::{
     task::{Context, Poll},
 };
 
-use herdsman::{dedup::DedupLayer, key::Key, BoxError};
+use herdsman::{
+    backend::{Answer, FlightBackend, Lead},
+    dedup::DedupLayer,
+    key::Key,
+    BoxError,
+};
 use loom::{future::block_on, thread};
 use tower::{Layer, Service};
 
@@ -145,5 +150,48 @@ fn driver_and_follower_both_dropped_leave_nothing_behind() {
             calls,
             "every inner future dropped"
         );
+    });
+}
+
+/// A flight backend whose first answer never comes (the cluster is slow),
+/// and which lets every later leader call.
+#[derive(Clone, Default)]
+struct SlowCluster {
+    asked: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FlightBackend<u32> for SlowCluster {
+    const ANSWERS: bool = false;
+
+    fn lead(&self, _: &Key) -> Answer<Lead<u32>> {
+        if self.asked.swap(true, Ordering::SeqCst) {
+            return Answer::Now(Lead::Call);
+        }
+        Answer::Later(Box::pin(std::future::pending()))
+    }
+
+    fn finish(&self, _: &Key, _: Option<&u32>) {}
+}
+
+#[test]
+fn a_leader_dropped_while_it_waits_for_the_cluster_never_strands_a_follower() {
+    loom::model(|| {
+        let (layer, upstream) = setup();
+        let layer = layer.with_flight_backend(SlowCluster::default());
+        let mut a = layer.layer(upstream.clone());
+        let mut b = layer.layer(upstream.clone());
+        // `a` leads, and waits for the cluster.
+        let mut leader: Fut = Box::pin(a.call(1));
+        let t = thread::spawn(move || {
+            let _ = poll_once(&mut leader);
+            drop(leader);
+        });
+        assert_eq!(block_on(b.call(1)).unwrap(), 7);
+        t.join().unwrap();
+        assert_eq!(layer.stats().entries, 0);
+        // `b` made the only call: as a follower the leader let go, or as
+        // the next leader.
+        assert_eq!(upstream.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(upstream.drops.load(Ordering::SeqCst), 1);
     });
 }

@@ -880,6 +880,8 @@ fn http_registry(
     herdsman::http::HttpShare,
     herdsman::registry::HttpFingerprint,
     HttpKey,
+    (),
+    herdsman::http::ServerErrors,
 > {
     ServiceBuilder::new()
         .layer(RegistryLayer::http(HttpKey::new()).with_jitter(0.0))

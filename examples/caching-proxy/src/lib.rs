@@ -67,7 +67,7 @@ type Upstream = BoxCloneSyncService<
 #[derive(Debug, Clone)]
 pub struct CachingProxy {
     origin: Origin,
-    cache: CacheLayer<HttpKey, Response<SharedBody>, herdsman::http::HttpCachePolicy>,
+    cache: CacheLayer<HttpKey, Response<SharedBody>, herdsman::cache::HttpCachePolicy>,
     dedup: DedupLayer<HttpKey, HttpShare>,
 }
 

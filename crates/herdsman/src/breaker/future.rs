@@ -15,7 +15,7 @@ use super::{
     circuit::{Admit, Circuit, Outcome},
     BreakerOpen, FailureClassifier, ProbeTimedOut, Verdict,
 };
-use crate::error::BoxError;
+use crate::error::{boxed, BoxError};
 
 pin_project! {
     /// Response future of [`Breaker`](super::Breaker).
@@ -92,7 +92,7 @@ where
         match self.project().kind.project() {
             KindProj::Rejected { open } => {
                 let open = open.take().expect("polled after completion");
-                Poll::Ready(Err(Box::new(open)))
+                Poll::Ready(Err(boxed(open)))
             }
             KindProj::Admitted { fut, call } => {
                 let result = match fut.poll(cx) {
@@ -108,7 +108,7 @@ where
                             call.circuit.record(call.admit, outcome);
                             let after = call.circuit.config().probe_timeout;
                             let err = ProbeTimedOut::new(call.circuit.class().clone(), after);
-                            return Poll::Ready(Err(Box::new(err)));
+                            return Poll::Ready(Err(boxed(err)));
                         }
                         return Poll::Pending;
                     }

@@ -67,7 +67,7 @@ impl Settings {
 ///
 /// `V` is the form responses are stored in: the response type itself with the
 /// default policy, `Response<SharedBody>` with
-/// [`HttpCachePolicy`](crate::http::HttpCachePolicy). It is usually inferred.
+/// [`HttpCachePolicy`](super::HttpCachePolicy). It is usually inferred.
 ///
 /// All services made from one `CacheLayer` value, and their clones, share one
 /// store; the `with_*` methods that size the store start a new one.
@@ -104,18 +104,6 @@ impl<K, V: Clone> CacheLayer<K, V> {
             observers: Observers::none(),
             store: Arc::new(Store::new(DEFAULT_MAX_BYTES, None, DEFAULT_SWEEP_INTERVAL)),
         }
-    }
-}
-
-#[cfg(feature = "http")]
-#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
-impl<K> CacheLayer<K, http::Response<crate::http::SharedBody>, crate::http::HttpCachePolicy> {
-    /// A cache of HTTP responses keyed by `key` (usually
-    /// [`HttpKey`](crate::http::HttpKey)), with every rule of
-    /// [`HttpCachePolicy`](crate::http::HttpCachePolicy) on. Put a
-    /// [`BufferLayer`](crate::http::BufferLayer) below it.
-    pub fn http(key: K) -> Self {
-        CacheLayer::new(key).with_policy(crate::http::HttpCachePolicy::new())
     }
 }
 
@@ -171,7 +159,7 @@ impl<K, V, P, C> CacheLayer<K, V, P, C> {
         }
     }
 
-    /// The cache policy, e.g. [`HttpCachePolicy`](crate::http::HttpCachePolicy).
+    /// The cache policy, e.g. [`HttpCachePolicy`](super::HttpCachePolicy).
     pub fn with_policy<P2>(self, policy: P2) -> CacheLayer<K, V, P2, C> {
         CacheLayer {
             key: self.key,

@@ -1,6 +1,6 @@
 //! Cache: answer repeated requests from memory, bounded by bytes, with
 //! stale-while-revalidate, stale-if-error and revalidation; with
-//! [`HttpCachePolicy`](crate::http::HttpCachePolicy), a shared HTTP cache
+//! [`HttpCachePolicy`], a shared HTTP cache
 //! (RFC 9111, RFC 5861).
 //!
 //! A cache hit is the most common request in a coordinated app, so it is the
@@ -158,14 +158,21 @@
 //! # }
 //! ```
 
+#[cfg(feature = "http")]
+pub(crate) mod freshness;
 mod future;
 mod handle;
+#[cfg(feature = "http")]
+mod http;
 mod layer;
 mod policy;
 mod service;
 mod store;
 mod sweep;
 
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use self::http::HttpCachePolicy;
 pub use self::{
     future::ResponseFuture,
     handle::CacheHandle,

@@ -65,7 +65,7 @@ pub enum Outcome {
 /// Set per class ([`ClassSettings::mode`]) or for the whole cache
 /// ([`CacheLayer::with_mode`](super::CacheLayer::with_mode)); the
 /// configuration's `cache.mode`. The policy reads it: with
-/// [`HttpCachePolicy`](crate::http::HttpCachePolicy), responses carry their
+/// [`HttpCachePolicy`](super::HttpCachePolicy), responses carry their
 /// own freshness; the default policy has none, so the class TTL decides in
 /// both modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -232,7 +232,7 @@ impl UnsafeRequest {
 }
 
 /// What the cache asks of requests and responses; the HTTP rules live in
-/// [`HttpCachePolicy`](crate::http::HttpCachePolicy).
+/// [`HttpCachePolicy`](super::HttpCachePolicy).
 ///
 /// Every method has a default that suits plain `Clone` responses, so
 /// `CloneShare` is a policy as it is: every response is stored for the
@@ -280,7 +280,7 @@ pub trait CachePolicy<Req, T>: Share<T> {
     /// The bytes one stored response holds (the store is bounded by the sum).
     /// The default is the [`Share`] policy's
     /// [`held_bytes`](Share::held_bytes): headers and body for
-    /// [`HttpCachePolicy`](crate::http::HttpCachePolicy); otherwise the
+    /// [`HttpCachePolicy`](super::HttpCachePolicy); otherwise the
     /// value's inline size, which undercounts values that own heap memory:
     /// give such caches a [`with_weigher`](super::CacheLayer::with_weigher).
     fn weigh(&self, shared: &Self::Shared) -> usize {

@@ -31,55 +31,76 @@ const GENERATIONS: usize = 64;
 /// may fall behind by before it skips the oldest.
 pub(crate) const INVALIDATIONS_CAPACITY: usize = 64;
 
-/// One stored response and its freshness.
+/// One stored response and its freshness: the value and 24 bytes of
+/// bookkeeping (the store is bounded by bytes, and bookkeeping counts; see
+/// docs/BENCHMARKS.md, "Cache memory").
 pub(crate) struct Entry<V> {
     slot: Slot<V>,
     life: Life,
     weight: u32,
-    class: u16,
-    /// It can be revalidated: kept once stale, for a grace past its
-    /// windows ([`Store::end_ms`]).
-    revalidate: bool,
 }
 
-/// When an entry was received and how long it may be used, in milliseconds
-/// since the store's epoch (compact: the store is bounded by bytes, and
-/// bookkeeping counts).
-#[derive(Clone, Copy)]
+/// How far [`Store::now_ms`] starts past the store's epoch: more than the
+/// largest age an entry can arrive with (`u32::MAX` ms), so that the time
+/// an entry was born is never before zero.
+const NOW_OFFSET_MS: u64 = 1 << 33;
+
+/// Bits of [`Life::stamp`] below the birth time: the class and the
+/// revalidate flag.
+const STAMP_BITS: u32 = 17;
+
+/// When an entry was born and how long it may be used, in milliseconds on
+/// the store's clock ([`Store::now_ms`]).
+///
+/// Aligned to 4 bytes, so that it is 20 bytes and the entry's weight fits
+/// beside it (an entry of a `Bytes` value: 56 bytes, not 64).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(Rust, packed(4))]
 struct Life {
-    /// When it was received.
-    stored_ms: u64,
-    /// Its age when received.
-    age_ms: u32,
+    /// The time the response was made (received, less its age when
+    /// received) in the bits above [`STAMP_BITS`] (46 bits: two thousand
+    /// years), then the class's index (16 bits), then whether the entry can
+    /// be revalidated (it is kept once stale, for a grace past its windows,
+    /// [`Store::end_ms`]).
+    stamp: u64,
     fresh_ms: u32,
     swr_ms: u32,
     sie_ms: u32,
 }
 
 impl Life {
-    fn new(stored_ms: u64, freshness: &Freshness) -> Self {
+    fn new(now_ms: u64, freshness: &Freshness, class: u16) -> Self {
         let ms = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as u32;
+        let born_ms = now_ms - u64::from(ms(freshness.age));
         Life {
-            stored_ms,
-            age_ms: ms(freshness.age),
+            stamp: born_ms << STAMP_BITS | u64::from(class) << 1 | u64::from(freshness.revalidate),
             fresh_ms: ms(freshness.ttl),
             swr_ms: ms(freshness.stale_while_revalidate),
             sie_ms: ms(freshness.stale_if_error),
         }
     }
 
+    fn born_ms(&self) -> u64 {
+        self.stamp >> STAMP_BITS
+    }
+
+    fn class(&self) -> u16 {
+        (self.stamp >> 1) as u16
+    }
+
+    fn revalidate(&self) -> bool {
+        self.stamp & 1 == 1
+    }
+
     /// Its age at `now_ms`.
     fn age_ms(&self, now_ms: u64) -> u64 {
-        now_ms
-            .saturating_sub(self.stored_ms)
-            .saturating_add(u64::from(self.age_ms))
+        now_ms.saturating_sub(self.born_ms())
     }
 
     /// `grace_ms` past its TTL and both stale windows.
     fn end_ms(&self, grace_ms: u64) -> u64 {
         let windows = u64::from(self.swr_ms.max(self.sie_ms));
-        (self.stored_ms + u64::from(self.fresh_ms) + windows + grace_ms)
-            .saturating_sub(u64::from(self.age_ms))
+        self.born_ms() + u64::from(self.fresh_ms) + windows + grace_ms
     }
 }
 
@@ -113,7 +134,8 @@ impl<V: Clone> Clone for Entry<V> {
     fn clone(&self) -> Self {
         Entry {
             slot: self.slot.clone(),
-            ..*self
+            life: self.life,
+            weight: self.weight,
         }
     }
 }
@@ -331,10 +353,10 @@ impl<V: Clone> Store<V> {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Milliseconds since the store's epoch, plus [`NOW_OFFSET_MS`].
     fn now_ms(&self) -> u64 {
-        Instant::now()
-            .saturating_duration_since(self.epoch)
-            .as_millis() as u64
+        let since = Instant::now().saturating_duration_since(self.epoch);
+        since.as_millis() as u64 + NOW_OFFSET_MS
     }
 
     /// Finds `key`. The value is cloned under quick_cache's shard *read*
@@ -357,12 +379,10 @@ impl<V: Clone> Store<V> {
         if age_ms < fresh {
             return Found::Fresh { value, age };
         }
-        if now_ms >= self.end_ms(&life, entry.revalidate) {
+        if now_ms >= self.end_ms(&life) {
             // Of no use any more: free it now rather than at the next
             // sweep, unless a fresh copy was stored since it was read.
-            let removed = self
-                .entries
-                .remove_if(key, |current| current.life.stored_ms == life.stored_ms);
+            let removed = self.entries.remove_if(key, |current| current.life == life);
             if removed.is_some() {
                 self.count_expired(1);
             }
@@ -374,7 +394,7 @@ impl<V: Clone> Store<V> {
             staleness: Duration::from_millis(age_ms - fresh),
             background: age_ms < fresh + u64::from(life.swr_ms),
             if_error: age_ms < fresh + u64::from(life.sie_ms),
-            revalidate: entry.revalidate,
+            revalidate: life.revalidate(),
         }
     }
 
@@ -414,10 +434,8 @@ impl<V: Clone> Store<V> {
     ) -> bool {
         let entry = Entry {
             slot: Slot::Value(value),
-            life: Life::new(self.now_ms(), freshness),
+            life: Life::new(self.now_ms(), freshness, self.class_index(class)),
             weight: 0,
-            class: self.class_index(class),
-            revalidate: freshness.revalidate,
         };
         self.put(key, entry, weight, generation)
     }
@@ -436,7 +454,7 @@ impl<V: Clone> Store<V> {
         generation: u64,
     ) -> Option<u64> {
         let now_ms = self.now_ms();
-        let until_ms = self.end_ms(&Life::new(now_ms, freshness), freshness.revalidate);
+        let until_ms = self.end_ms(&Life::new(now_ms, freshness, 0));
         if let Some(Entry {
             slot: Slot::Vary(held),
             ..
@@ -455,10 +473,12 @@ impl<V: Clone> Store<V> {
                 epoch,
                 until_ms: AtomicU64::new(until_ms),
             })),
-            life: Life::new(now_ms, &Freshness::new(Duration::ZERO)),
+            life: Life::new(
+                now_ms,
+                &Freshness::new(Duration::ZERO),
+                self.class_index(class),
+            ),
             weight: 0,
-            class: self.class_index(class),
-            revalidate: false,
         };
         self.put(primary.clone(), marker, weight, generation)
             .then_some(epoch)
@@ -471,14 +491,13 @@ impl<V: Clone> Store<V> {
             return false;
         }
         entry.weight = weight as u32;
-        let stored_ms = entry.life.stored_ms;
+        let life = entry.life;
         // quick_cache refuses an entry too heavy for its shard; say so.
         self.entries.insert(key.clone(), entry);
         if self.generation(&key) != generation {
             // Invalidated while the answer was on its way: it may predate
             // the write. The invalidation may not have seen this entry yet.
-            self.entries
-                .remove_if(&key, |current| current.life.stored_ms == stored_ms);
+            self.entries.remove_if(&key, |current| current.life == life);
             return false;
         }
         self.entries.contains_key(&key)
@@ -527,7 +546,7 @@ impl<V: Clone> Store<V> {
                 None => return 0,
             }
         };
-        self.remove_if(|_, entry| entry.class == index)
+        self.remove_if(|_, entry| entry.life.class() == index)
     }
 
     /// When nothing can use an entry with `life` any more: past its TTL and
@@ -535,8 +554,8 @@ impl<V: Clone> Store<V> {
     /// interval later (a validator lets a "not changed" answer revive it,
     /// but not forever). The one rule of expiry: the lookup that finds an
     /// entry past it and the sweep both remove it.
-    fn end_ms(&self, life: &Life, revalidate: bool) -> u64 {
-        life.end_ms(if revalidate { self.grace_ms } else { 0 })
+    fn end_ms(&self, life: &Life) -> u64 {
+        life.end_ms(if life.revalidate() { self.grace_ms } else { 0 })
     }
 
     /// Removes up to `budget` entries that nothing can use any more
@@ -548,7 +567,7 @@ impl<V: Clone> Store<V> {
         let removed = Cell::new(0);
         self.entries.retain(|_, entry| {
             let end_ms = match &entry.slot {
-                Slot::Value(_) => self.end_ms(&entry.life, entry.revalidate),
+                Slot::Value(_) => self.end_ms(&entry.life),
                 Slot::Vary(marker) => marker.until_ms.load(Ordering::Relaxed),
             };
             if removed.get() >= budget || end_ms > now_ms {
@@ -614,3 +633,29 @@ fn generation_index(path: Option<&[u8]>) -> usize {
 /// the entry record and quick_cache's slot, as measured for 100,000 entries
 /// (docs/BENCHMARKS.md).
 pub(crate) const ENTRY_OVERHEAD: u64 = 96;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_of_a_bytes_value_keeps_24_bytes_of_bookkeeping() {
+        let value = std::mem::size_of::<bytes::Bytes>();
+        assert_eq!(std::mem::size_of::<Entry<bytes::Bytes>>(), value + 24);
+    }
+
+    #[test]
+    fn a_life_keeps_its_birth_class_and_revalidate_flag_apart() {
+        let mut freshness = Freshness::new(Duration::from_secs(10));
+        freshness.age = Duration::from_millis(u64::from(u32::MAX) + 5);
+        freshness.revalidate = true;
+        freshness.stale_if_error = Duration::from_secs(3);
+        let now_ms = NOW_OFFSET_MS;
+        let life = Life::new(now_ms, &freshness, u16::MAX - 1);
+        assert_eq!(life.born_ms(), now_ms - u64::from(u32::MAX));
+        assert_eq!(life.class(), u16::MAX - 1);
+        assert!(life.revalidate());
+        assert_eq!(life.age_ms(now_ms + 1), u64::from(u32::MAX) + 1);
+        assert_eq!(life.end_ms(7), life.born_ms() + 10_000 + 3_000 + 7);
+    }
+}

@@ -123,6 +123,7 @@ fn compose(environment: Environment, config: Config) -> Shared {
         .with_share(HttpShare)
         .with_fingerprint(HttpFingerprint)
         .with_canonical(key.clone())
+        .with_failure_classifier(ServerErrors)
         .with_classifier(classify.clone())
         .with_interval(r.interval)
         .with_floor(floor)

@@ -16,11 +16,11 @@ use super::{
 };
 use crate::{
     breaker::BreakerLayer,
-    cache::CacheLayer,
+    cache::{CacheLayer, HttpCachePolicy},
     config::{Config, Environment},
     dedup::DedupLayer,
     event::Invalidation,
-    http::{BufferLayer, ClientAddress, HttpCachePolicy, HttpShare, ServerErrors, SharedBody},
+    http::{BufferLayer, ClientAddress, HttpShare, ServerErrors, SharedBody},
     limit::LimitLayer,
     registry::{HttpFingerprint, RegistryHandle, RegistryLayer},
     stats::{Snapshot, Stats, StatsLayer, UpstreamLayer},
@@ -49,8 +49,15 @@ pub(crate) struct Shared {
     pub(crate) stack: Switch,
     pub(crate) routes: Arc<Routes>,
     pub(crate) rollout: Rollout,
-    pub(crate) registry:
-        RegistryLayer<ClassKey, ClassOf, HttpShare, HttpFingerprint, ClassKey, Subscribers>,
+    pub(crate) registry: RegistryLayer<
+        ClassKey,
+        ClassOf,
+        HttpShare,
+        HttpFingerprint,
+        ClassKey,
+        Subscribers,
+        ServerErrors,
+    >,
     pub(crate) stats_layer: StatsLayer<ClassOf, ServerErrors>,
     pub(crate) cache: CacheLayer<ClassKey, Response<SharedBody>, HttpCachePolicy, ClassOf>,
     pub(crate) dedups: Vec<DedupLayer<ClassKey, HttpShare, ClassOf>>,

@@ -13,12 +13,10 @@ use tower_service::Service;
 use super::route::{ClassKey, ClassOf, Routes};
 use crate::{
     breaker::Breaker,
-    cache::Cache,
+    cache::{Cache, HttpCachePolicy},
     dedup::Dedup,
     error::BoxError,
-    http::{
-        Buffer, ClientAddress, HttpCachePolicy, HttpShare, PollFetch, ServerErrors, SharedBody,
-    },
+    http::{Buffer, ClientAddress, HttpShare, PollFetch, ServerErrors, SharedBody},
     limit::Limit,
     registry::{HttpFingerprint, Registry},
     stats::{StatsService, UpstreamService},
@@ -57,7 +55,7 @@ macro_rules! wraps {
 }
 
 wraps!(
-    Registry<S, K, C, P, F, Q, W>,
+    Registry<S, K, C, P, F, Q, W, V>,
     StatsService<S, C, F>,
     Cache<S, K, V, P, C>,
     Dedup<S, K, P, C>,
@@ -275,5 +273,14 @@ pub type Counted<S> = Bypass<StatsService<Cached<S>, ClassOf, ServerErrors>>;
 pub type Subscribers = (CallerIdentity, ClientAddress);
 /// The whole coordinated path: the registry over [`Counted`].
 pub type Stack<S> = Bypass<
-    Registry<Counted<S>, ClassKey, ClassOf, HttpShare, HttpFingerprint, ClassKey, Subscribers>,
+    Registry<
+        Counted<S>,
+        ClassKey,
+        ClassOf,
+        HttpShare,
+        HttpFingerprint,
+        ClassKey,
+        Subscribers,
+        ServerErrors,
+    >,
 >;

@@ -2,6 +2,8 @@
 
 use std::{any::Any, error::Error, fmt};
 
+use crate::error::{boxed, BoxError, Describe, ErrorKind};
+
 /// The inner service panicked while handling a coalesced call.
 ///
 /// Every caller waiting on that call, its driver included, receives this
@@ -21,10 +23,11 @@ impl Panicked {
         Panicked { message }
     }
 
-    pub(crate) fn in_call() -> Self {
-        Panicked {
+    /// A panic in the inner service's `call`, boxed for sharing.
+    pub(crate) fn in_call() -> BoxError {
+        boxed(Panicked {
             message: Some("panic in Service::call".into()),
-        }
+        })
     }
 
     /// The panic message, when it was a string.
@@ -43,3 +46,24 @@ impl fmt::Display for Panicked {
 }
 
 impl Error for Panicked {}
+
+impl Describe for Panicked {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Panicked
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{find, is_rejection, SharedError};
+
+    #[test]
+    fn a_panic_is_a_panicked_failure_found_through_its_shared_error() {
+        let shared: BoxError = Box::new(SharedError::new(Panicked::in_call()));
+        assert_eq!(ErrorKind::of(&*shared), ErrorKind::Panicked);
+        assert!(!is_rejection(&*shared));
+        let panicked = find::<Panicked>(&*shared).expect("found through the wrapper");
+        assert_eq!(panicked.message(), Some("panic in Service::call"));
+    }
+}

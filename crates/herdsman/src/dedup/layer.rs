@@ -4,6 +4,7 @@ use tower_layer::Layer;
 
 use super::{state::State, Dedup, DedupHandle, DedupStats};
 use crate::{
+    backend::LocalFlights,
     class::AllDefault,
     event::{Observer, Observers},
     key::DEFAULT_MAX_KEY_LEN,
@@ -17,11 +18,12 @@ use crate::{
 /// one in-flight map: a request through any of them coalesces with identical
 /// requests through the others. Build a new layer value for an independent
 /// map. See the [module docs](crate::dedup) for semantics.
-pub struct DedupLayer<K, P = CloneShare, C = AllDefault> {
+pub struct DedupLayer<K, P = CloneShare, C = AllDefault, B = LocalFlights> {
     key: K,
     share: P,
     classify: C,
     observers: Observers,
+    backend: B,
     state: Arc<State>,
 }
 
@@ -34,12 +36,13 @@ impl<K> DedupLayer<K> {
             share: CloneShare,
             classify: AllDefault,
             observers: Observers::none(),
+            backend: LocalFlights,
             state: Arc::new(State::new(Duration::ZERO, DEFAULT_MAX_KEY_LEN)),
         }
     }
 }
 
-impl<K, P, C> DedupLayer<K, P, C> {
+impl<K, P, C, B> DedupLayer<K, P, C, B> {
     /// Keeps a finished successful result for `window`: identical requests in
     /// that time get it without an inner call. Zero (the default) re-executes.
     /// Errors are never reused.
@@ -61,12 +64,13 @@ impl<K, P, C> DedupLayer<K, P, C> {
 
     /// Uses `share` to hand one response to many callers, e.g.
     /// [`HttpShare`](crate::http::HttpShare).
-    pub fn with_share<P2>(self, share: P2) -> DedupLayer<K, P2, C> {
+    pub fn with_share<P2>(self, share: P2) -> DedupLayer<K, P2, C, B> {
         DedupLayer {
             key: self.key,
             share,
             classify: self.classify,
             observers: self.observers,
+            backend: self.backend,
             state: self.state,
         }
     }
@@ -75,12 +79,28 @@ impl<K, P, C> DedupLayer<K, P, C> {
     /// [`PathClasses`](crate::http::PathClasses), for the events reported to
     /// the observer. Requests are classified only when an observer is set:
     /// coalescing itself is by key alone.
-    pub fn with_classifier<C2>(self, classify: C2) -> DedupLayer<K, P, C2> {
+    pub fn with_classifier<C2>(self, classify: C2) -> DedupLayer<K, P, C2, B> {
         DedupLayer {
             key: self.key,
             share: self.share,
             classify,
             observers: self.observers,
+            backend: self.backend,
+            state: self.state,
+        }
+    }
+
+    /// Asks `backend` before each local leader calls the inner service, so
+    /// that callers coalesce across replicas too (a cluster-wide backend;
+    /// the default, [`LocalFlights`], coalesces within this process). See
+    /// [`FlightBackend`](crate::backend::FlightBackend).
+    pub fn with_flight_backend<B2>(self, backend: B2) -> DedupLayer<K, P, C, B2> {
+        DedupLayer {
+            key: self.key,
+            share: self.share,
+            classify: self.classify,
+            observers: self.observers,
+            backend,
             state: self.state,
         }
     }
@@ -108,8 +128,8 @@ impl<K, P, C> DedupLayer<K, P, C> {
     }
 }
 
-impl<S, K: Clone, P: Clone, C: Clone> Layer<S> for DedupLayer<K, P, C> {
-    type Service = Dedup<S, K, P, C>;
+impl<S, K: Clone, P: Clone, C: Clone, B: Clone> Layer<S> for DedupLayer<K, P, C, B> {
+    type Service = Dedup<S, K, P, C, B>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Dedup::from_parts(
@@ -118,23 +138,28 @@ impl<S, K: Clone, P: Clone, C: Clone> Layer<S> for DedupLayer<K, P, C> {
             self.share.clone(),
             self.state.clone(),
         )
-        .with_events(self.classify.clone(), self.observers.clone())
+        .with_events(
+            self.classify.clone(),
+            self.observers.clone(),
+            self.backend.clone(),
+        )
     }
 }
 
-impl<K: Clone, P: Clone, C: Clone> Clone for DedupLayer<K, P, C> {
+impl<K: Clone, P: Clone, C: Clone, B: Clone> Clone for DedupLayer<K, P, C, B> {
     fn clone(&self) -> Self {
         DedupLayer {
             key: self.key.clone(),
             share: self.share.clone(),
             classify: self.classify.clone(),
             observers: self.observers.clone(),
+            backend: self.backend.clone(),
             state: self.state.clone(),
         }
     }
 }
 
-impl<K, P, C> fmt::Debug for DedupLayer<K, P, C> {
+impl<K, P, C, B> fmt::Debug for DedupLayer<K, P, C, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DedupLayer")
             .field("window", &self.state.window())

@@ -26,7 +26,13 @@
 //! - **Shared state.** All clones of a `Dedup`, and all services made from one
 //!   [`DedupLayer`] value, share one in-flight map: put one layer value on the
 //!   services that should coalesce together, and key requests so that keys of
-//!   different services cannot be equal when they must not share.
+//!   different services cannot be equal when they must not share. (Services
+//!   of different types behind one layer value each get a map of their own,
+//!   typed by their future and value.)
+//! - **Across replicas.** A [`FlightBackend`](crate::backend::FlightBackend)
+//!   ([`DedupLayer::with_flight_backend`]) is asked by each key's local
+//!   leader before it calls: make the call, or take the value another
+//!   replica made. The default coalesces within this process only.
 //! - **Unshareable responses.** The [`Share`](crate::share::Share) policy may
 //!   refuse to share a response (HTTP: a body over the buffer limit, a
 //!   `Set-Cookie`). Its own caller gets it; every follower then makes its own

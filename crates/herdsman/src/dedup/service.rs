@@ -1,6 +1,7 @@
 use std::{
-    fmt,
-    sync::Arc,
+    any::Any,
+    fmt, mem,
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
     time::Duration,
 };
@@ -9,10 +10,11 @@ use tower_service::Service;
 
 use super::{
     future::ResponseFuture,
-    state::{Join, Outcome, State},
+    state::{Flights, Join, Outcome, State},
     DedupLayer, DedupStats,
 };
 use crate::{
+    backend::{Answer, FlightBackend, Lead, LocalFlights},
     class::{AllDefault, Classify},
     error::BoxError,
     event::{Event, Observers},
@@ -23,13 +25,18 @@ use crate::{
 /// Coalesces concurrent identical requests into one inner call.
 ///
 /// See the [module docs](crate::dedup).
-pub struct Dedup<S, K, P = CloneShare, C = AllDefault> {
+pub struct Dedup<S, K, P = CloneShare, C = AllDefault, B = LocalFlights> {
     inner: S,
     key: K,
     share: P,
     classify: C,
     observers: Observers,
+    backend: B,
     state: Arc<State>,
+    /// This service's map of flights ([`State::flights`]), typed by its
+    /// inner future and value: looked up on its first call and shared by
+    /// its clones.
+    flights: Arc<OnceLock<Arc<dyn Any + Send + Sync>>>,
 }
 
 impl<S, K> Dedup<S, K> {
@@ -53,23 +60,32 @@ impl<S, K, P> Dedup<S, K, P> {
             share,
             classify: AllDefault,
             observers: Observers::none(),
+            backend: LocalFlights,
             state,
+            flights: Arc::default(),
         }
     }
 
-    pub(crate) fn with_events<C>(self, classify: C, observers: Observers) -> Dedup<S, K, P, C> {
+    pub(crate) fn with_events<C, B>(
+        self,
+        classify: C,
+        observers: Observers,
+        backend: B,
+    ) -> Dedup<S, K, P, C, B> {
         Dedup {
             inner: self.inner,
             key: self.key,
             share: self.share,
             classify,
             observers,
+            backend,
             state: self.state,
+            flights: self.flights,
         }
     }
 }
 
-impl<S, K, P, C> Dedup<S, K, P, C> {
+impl<S, K, P, C, B> Dedup<S, K, P, C, B> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -91,7 +107,7 @@ impl<S, K, P, C> Dedup<S, K, P, C> {
     }
 }
 
-impl<S, K, P, C, Req> Service<Req> for Dedup<S, K, P, C>
+impl<S, K, P, C, B, Req> Service<Req> for Dedup<S, K, P, C, B>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
@@ -99,48 +115,84 @@ where
     K: KeyFn<Req>,
     P: Share<S::Response> + Clone,
     C: Classify<Req>,
+    B: FlightBackend<P::Shared>,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S, Req, P>;
+    type Future = ResponseFuture<S, Req, P, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        let (share, backend) = (self.share.clone(), self.backend.clone());
         let key = match self.key.key(&req) {
             Some(key) if key.len() <= self.state.max_key_len() => key,
-            _ => return ResponseFuture::passthrough(self.inner.call(req), self.share.clone()),
+            _ => return ResponseFuture::passthrough(self.inner.call(req), share, backend),
         };
-        match self.state.join::<S::Future, P::Shared>(key) {
-            Join::Lead(mut driver) => {
-                // If `call` panics, dropping the driver tells the followers.
-                driver.start(Box::pin(self.inner.call(req)));
-                ResponseFuture::leading(driver, self.share.clone())
-            }
+        match self.flights::<S::Future, P::Shared>().join(key) {
+            Join::Lead(mut driver) => match self.backend.lead(driver.key()) {
+                Answer::Now(Lead::Call) => {
+                    // If `call` panics, dropping the driver tells the followers.
+                    driver.start(Box::pin(self.inner.call(req)));
+                    ResponseFuture::leading(driver, share, backend)
+                }
+                Answer::Now(Lead::Answered(value)) => {
+                    let mine = share.unshare(&value);
+                    driver.finish(Outcome::Ok(value), |kept| share.held_bytes(kept));
+                    ResponseFuture::ready(Ok(mine), share, backend)
+                }
+                Answer::Later(claim) => {
+                    // The ready service goes with the call; this one is
+                    // made ready again by the next `poll_ready`.
+                    let clone = self.inner.clone();
+                    let svc = mem::replace(&mut self.inner, clone);
+                    ResponseFuture::claiming(driver, claim, (svc, req), share, backend)
+                }
+            },
             Join::Follow(follower) => {
                 self.observe(&req, Event::Coalesced);
                 // Kept in case the response cannot be shared and this caller
                 // must make its own call.
                 let retry = (self.inner.clone(), req);
-                ResponseFuture::following(follower, retry, self.share.clone())
+                ResponseFuture::following(follower, retry, share, backend)
             }
             Join::Reuse(outcome) => {
                 self.observe(&req, Event::Reused);
                 let result = match &*outcome {
-                    Outcome::Ok(shared) => Ok(self.share.unshare(shared)),
+                    Outcome::Ok(shared) => Ok(share.unshare(shared)),
                     Outcome::Err(err) => Err(Box::new(err.clone()) as BoxError),
                     Outcome::NotShared => unreachable!("only successes are kept for reuse"),
                 };
-                ResponseFuture::ready(result, self.share.clone())
+                ResponseFuture::ready(result, share, backend)
             }
-            Join::Bypass => ResponseFuture::passthrough(self.inner.call(req), self.share.clone()),
         }
     }
 }
 
-impl<S, K, P, C> Dedup<S, K, P, C> {
+impl<S, K, P, C, B> Dedup<S, K, P, C, B> {
+    /// This service's map of flights of inner future type `F` and value
+    /// type `V`. A service called with requests of more than one type
+    /// keeps the first type's map here and looks up the others' in the
+    /// layer's state on each call.
+    #[inline]
+    fn flights<F, V>(&self) -> Arc<Flights<F, V>>
+    where
+        F: Send + 'static,
+        V: Send + Sync + 'static,
+    {
+        if let Some(map) = self.flights.get() {
+            if let Ok(map) = map.clone().downcast() {
+                return map;
+            }
+            return self.state.flights();
+        }
+        let map = self.state.flights::<F, V>();
+        let _ = self.flights.set(map.clone());
+        map
+    }
+
     /// Reports `event` for `req`'s class; the request is classified only
     /// when an observer is set.
     #[inline]
@@ -154,7 +206,7 @@ impl<S, K, P, C> Dedup<S, K, P, C> {
     }
 }
 
-impl<S: Clone, K: Clone, P: Clone, C: Clone> Clone for Dedup<S, K, P, C> {
+impl<S: Clone, K: Clone, P: Clone, C: Clone, B: Clone> Clone for Dedup<S, K, P, C, B> {
     fn clone(&self) -> Self {
         Dedup {
             inner: self.inner.clone(),
@@ -162,12 +214,14 @@ impl<S: Clone, K: Clone, P: Clone, C: Clone> Clone for Dedup<S, K, P, C> {
             share: self.share.clone(),
             classify: self.classify.clone(),
             observers: self.observers.clone(),
+            backend: self.backend.clone(),
             state: self.state.clone(),
+            flights: self.flights.clone(),
         }
     }
 }
 
-impl<S: fmt::Debug, K, P, C> fmt::Debug for Dedup<S, K, P, C> {
+impl<S: fmt::Debug, K, P, C, B> fmt::Debug for Dedup<S, K, P, C, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Dedup")
             .field("inner", &self.inner)

@@ -10,11 +10,21 @@
 //! woken exactly once, when the outcome is published, or when they are chosen
 //! to take over the inner future from a driver that was dropped.
 //!
+//! The flights are typed, as hyper-util's `pool/singleton.rs` types its
+//! state by the service it wraps: one [`Flights<F, V>`] map for each inner
+//! future type `F` and shared value type `V`, so that a slot holds an
+//! `Arc<Flight<F, V>>` and a dropped driver hands its future over without
+//! any downcast. A layer value does not know the types of the services it
+//! will wrap (nor their request types), so [`State`] keeps the maps made so
+//! far, one per type, and hands each service its own once
+//! ([`State::flights`]); it also keeps the settings and the counters that
+//! the maps share.
+//!
 //! Lock order: shard, then flight. No user code (inner futures, wakers,
 //! clones of responses) runs while either lock is held.
 
 use std::{
-    any::{Any, TypeId},
+    any::Any,
     collections::{hash_map::Entry, HashMap, VecDeque},
     fmt,
     future::Future,
@@ -40,7 +50,7 @@ use crate::{
 
 const SHARDS: usize = 16;
 
-type Map = HashMap<Key, Slot, KeyBuildHasher>;
+type Map<F, V> = HashMap<Key, Slot<F, V>, KeyBuildHasher>;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic never happens while our locks are held (no user code runs under
@@ -48,9 +58,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The state shared by every service made from one `DedupLayer` value.
+/// The state shared by every service made from one `DedupLayer` value:
+/// settings, counters, and the typed maps of flights made so far.
 pub(crate) struct State {
-    shards: Box<[Padded]>,
+    shared: Arc<Shared>,
+    /// One map per inner future and value type, each shared by every
+    /// service of those types made from the layer value.
+    maps: std::sync::Mutex<Vec<Arc<dyn AnyFlights>>>,
+}
+
+/// What the typed maps of one layer value share.
+struct Shared {
     window: Duration,
     max_key_len: usize,
     cancelled: AtomicU64,
@@ -59,12 +77,25 @@ pub(crate) struct State {
     panics: AtomicU64,
 }
 
-#[repr(align(64))]
-struct Padded(Mutex<Shard>);
+/// The in-flight map of one inner future type `F` and value type `V`.
+pub(crate) struct Flights<F, V> {
+    shared: Arc<Shared>,
+    shards: Box<[Padded<F, V>]>,
+}
 
-#[derive(Default)]
-struct Shard {
-    map: Map,
+/// A map of flights whatever its types: what [`State`] counts over.
+trait AnyFlights: Send + Sync + 'static {
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    /// Adds the map's counters, keys and bytes to `stats` (purging expired
+    /// reuse entries first when `now` is given); returns the bytes.
+    fn tally(&self, now: Option<Instant>, stats: &mut DedupStats) -> u64;
+}
+
+#[repr(align(64))]
+struct Padded<F, V>(Mutex<Shard<F, V>>);
+
+struct Shard<F, V> {
+    map: Map<F, V>,
     /// Finished slots kept for the reuse window, in expiry order (the window
     /// is the same for every slot, so completion order is expiry order).
     expiry: VecDeque<(Key, u64, Instant)>,
@@ -76,17 +107,28 @@ struct Shard {
     bytes: usize,
 }
 
-struct Slot {
+impl<F, V> Default for Shard<F, V> {
+    fn default() -> Self {
+        Shard {
+            map: Map::default(),
+            expiry: VecDeque::new(),
+            next_gen: 0,
+            leaders: 0,
+            coalesced: 0,
+            window_hits: 0,
+            bytes: 0,
+        }
+    }
+}
+
+struct Slot<F, V> {
     gen: u64,
     /// What the slot holds beyond the fixed estimate per entry: the boxed
     /// inner future while the call runs, the kept value in the reuse
     /// window, and a long key's buffer.
     bytes: usize,
-    /// `TypeId` of the `Flight<F, V>` that callers of this slot share; a
-    /// caller of another type (another service behind the same layer) cannot
-    /// join and passes through.
-    flight_type: TypeId,
-    flight: Option<Arc<dyn Any + Send + Sync>>,
+    /// Made when a second caller joins (or the result is kept for reuse).
+    flight: Option<Arc<Flight<F, V>>>,
     /// Set once the call finished and its result is kept for reuse.
     done_until: Option<Instant>,
 }
@@ -105,7 +147,6 @@ pub(crate) enum Join<F, V> {
     Follow(Follower<F, V>),
     /// A finished call's outcome kept for the reuse window (always `Ok`).
     Reuse(Arc<Outcome<V>>),
-    Bypass,
 }
 
 pub(crate) struct Flight<F, V> {
@@ -164,41 +205,124 @@ fn wake_all(wakers: Vec<Waker>) {
 impl State {
     pub(crate) fn new(window: Duration, max_key_len: usize) -> Self {
         State {
-            shards: (0..SHARDS)
-                .map(|_| Padded(Mutex::new(Shard::default())))
-                .collect(),
-            window,
-            max_key_len,
-            cancelled: AtomicU64::new(0),
-            abandoned: AtomicU64::new(0),
-            handoffs: AtomicU64::new(0),
-            panics: AtomicU64::new(0),
+            shared: Arc::new(Shared {
+                window,
+                max_key_len,
+                cancelled: AtomicU64::new(0),
+                abandoned: AtomicU64::new(0),
+                handoffs: AtomicU64::new(0),
+                panics: AtomicU64::new(0),
+            }),
+            maps: std::sync::Mutex::default(),
         }
     }
 
     pub(crate) fn window(&self) -> Duration {
-        self.window
+        self.shared.window
     }
 
     pub(crate) fn max_key_len(&self) -> usize {
-        self.max_key_len
+        self.shared.max_key_len
     }
 
-    fn shard(&self, key: &Key) -> &Mutex<Shard> {
+    /// The map of flights of inner future type `F` and value type `V`: the
+    /// one made before, or a new one. Called once per service (and type),
+    /// not per request.
+    pub(crate) fn flights<F, V>(&self) -> Arc<Flights<F, V>>
+    where
+        F: Send + 'static,
+        V: Send + Sync + 'static,
+    {
+        let mut maps = self.maps.lock().unwrap_or_else(PoisonError::into_inner);
+        let found = maps
+            .iter()
+            .find_map(|map| map.clone().into_any().downcast::<Flights<F, V>>().ok());
+        found.unwrap_or_else(|| {
+            let map = Arc::new(Flights {
+                shared: self.shared.clone(),
+                shards: (0..SHARDS).map(|_| Padded(Mutex::default())).collect(),
+            });
+            maps.push(map.clone());
+            map
+        })
+    }
+
+    fn maps(&self) -> Vec<Arc<dyn AnyFlights>> {
+        self.maps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Keys held now (in flight, or kept for the reuse window), and the
+    /// bytes their slots hold beyond the fixed estimate per entry. Expired
+    /// reuse entries are purged first, as in [`stats`](Self::stats).
+    pub(crate) fn held(&self) -> (u64, u64) {
+        let now = (!self.shared.window.is_zero()).then(Instant::now);
+        let mut stats = DedupStats::default();
+        let bytes = self
+            .maps()
+            .iter()
+            .map(|map| map.tally(now, &mut stats))
+            .sum();
+        (stats.entries, bytes)
+    }
+
+    /// Counters, summed over the maps and their shards.
+    pub(crate) fn stats(&self) -> DedupStats {
+        let now = (!self.shared.window.is_zero()).then(Instant::now);
+        let shared = &self.shared;
+        let mut stats = DedupStats {
+            cancelled: shared.cancelled.load(Ordering::Relaxed),
+            abandoned: shared.abandoned.load(Ordering::Relaxed),
+            handoffs: shared.handoffs.load(Ordering::Relaxed),
+            panics: shared.panics.load(Ordering::Relaxed),
+            ..DedupStats::default()
+        };
+        for map in self.maps() {
+            map.tally(now, &mut stats);
+        }
+        stats
+    }
+}
+
+impl<F, V> AnyFlights for Flights<F, V>
+where
+    F: Send + 'static,
+    V: Send + Sync + 'static,
+{
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+
+    fn tally(&self, now: Option<Instant>, stats: &mut DedupStats) -> u64 {
+        let mut bytes = 0;
+        for shard in self.shards.iter() {
+            let mut shard = lock(&shard.0);
+            if let Some(now) = now {
+                shard.purge(now);
+            }
+            stats.leaders += shard.leaders;
+            stats.coalesced += shard.coalesced;
+            stats.window_hits += shard.window_hits;
+            stats.entries += shard.map.len() as u64;
+            bytes += shard.bytes as u64;
+        }
+        bytes
+    }
+}
+
+impl<F, V> Flights<F, V> {
+    fn shard(&self, key: &Key) -> &Mutex<Shard<F, V>> {
         // The low bits pick the hashbrown bucket; use high bits for the shard.
         &self.shards[(key.hash_value() >> 58) as usize % SHARDS].0
     }
 
     /// Registers a caller of `key`.
-    pub(crate) fn join<F, V>(self: &Arc<Self>, key: Key) -> Join<F, V>
-    where
-        F: Send + 'static,
-        V: Send + Sync + 'static,
-    {
-        let flight_type = TypeId::of::<Flight<F, V>>();
+    pub(crate) fn join(self: &Arc<Self>, key: Key) -> Join<F, V> {
         let mut guard = lock(self.shard(&key));
         let shard = &mut *guard;
-        if !self.window.is_zero() {
+        if !self.shared.window.is_zero() {
             shard.purge(Instant::now());
         }
         let slot = match shard.map.entry(key) {
@@ -214,31 +338,25 @@ impl State {
                 vacant.insert(Slot {
                     gen,
                     bytes,
-                    flight_type,
                     flight: None,
                     done_until: None,
                 });
                 return Join::Lead(Driver {
-                    state: self.clone(),
+                    flights: self.clone(),
                     key,
                     gen,
                     fut: None,
                     done: false,
-                    downcast: downcast::<F, V>,
+                    deferred: false,
                 });
             }
         };
         let key = slot.key().clone();
         let slot = slot.into_mut();
-        if slot.flight_type != flight_type {
-            return Join::Bypass;
-        }
         let flight = slot
             .flight
-            .get_or_insert_with(|| Arc::new(Flight::<F, V>::new()))
-            .clone()
-            .downcast::<Flight<F, V>>()
-            .expect("flight type checked above");
+            .get_or_insert_with(|| Arc::new(Flight::new()))
+            .clone();
         let gen = slot.gen;
         let mut inner = lock(&flight.inner);
         if let Some(outcome) = &inner.outcome {
@@ -252,55 +370,17 @@ impl State {
         drop(inner);
         shard.coalesced += 1;
         Join::Follow(Follower {
-            state: self.clone(),
+            flights: self.clone(),
             flight,
             idx,
             key,
             gen,
             done: false,
-            downcast: downcast::<F, V>,
         })
-    }
-
-    /// Keys held now (in flight, or kept for the reuse window), and the
-    /// bytes their slots hold beyond the fixed estimate per entry. Expired
-    /// reuse entries are purged first, as in [`stats`](Self::stats).
-    pub(crate) fn held(&self) -> (u64, u64) {
-        let now = (!self.window.is_zero()).then(Instant::now);
-        self.shards.iter().fold((0, 0), |(entries, bytes), shard| {
-            let mut shard = lock(&shard.0);
-            if let Some(now) = now {
-                shard.purge(now);
-            }
-            (entries + shard.map.len() as u64, bytes + shard.bytes as u64)
-        })
-    }
-
-    /// Counters, summed over the shards.
-    pub(crate) fn stats(&self) -> DedupStats {
-        let now = (!self.window.is_zero()).then(Instant::now);
-        let mut stats = DedupStats {
-            cancelled: self.cancelled.load(Ordering::Relaxed),
-            abandoned: self.abandoned.load(Ordering::Relaxed),
-            handoffs: self.handoffs.load(Ordering::Relaxed),
-            panics: self.panics.load(Ordering::Relaxed),
-            ..DedupStats::default()
-        };
-        for shard in self.shards.iter() {
-            let mut shard = lock(&shard.0);
-            if let Some(now) = now {
-                shard.purge(now);
-            }
-            stats.leaders += shard.leaders;
-            stats.coalesced += shard.coalesced;
-            stats.window_hits += shard.window_hits;
-            stats.entries += shard.map.len() as u64;
-        }
-        stats
     }
 }
 
-impl Shard {
+impl<F, V> Shard<F, V> {
     /// Drops reuse entries whose window has passed.
     fn purge(&mut self, now: Instant) {
         while let Some((_, _, until)) = self.expiry.front() {
@@ -317,43 +397,48 @@ impl Shard {
     }
 
     /// Removes `key`'s slot, and its bytes from the shard's sum.
-    fn remove(&mut self, key: &Key) -> Option<Slot> {
+    fn remove(&mut self, key: &Key) -> Option<Slot<F, V>> {
         let slot = self.map.remove(key)?;
         self.bytes -= slot.bytes;
         Some(slot)
     }
 
-    fn slot(&mut self, key: &Key, gen: u64) -> Option<&mut Slot> {
+    fn slot(&mut self, key: &Key, gen: u64) -> Option<&mut Slot<F, V>> {
         self.map.get_mut(key).filter(|slot| slot.gen == gen)
     }
 }
 
 /// Owns the inner future of one key and publishes its outcome.
 pub(crate) struct Driver<F, V> {
-    state: Arc<State>,
+    flights: Arc<Flights<F, V>>,
     key: Key,
     gen: u64,
     fut: Option<Pin<Box<F>>>,
     done: bool,
-    /// Made where the bounds are known: `Drop` cannot name them.
-    downcast: Downcast<F, V>,
+    /// The call waits for the flight backend's answer: if the driver is
+    /// dropped meanwhile, its followers make their own calls.
+    deferred: bool,
 }
 
-type Downcast<F, V> = fn(Arc<dyn Any + Send + Sync>) -> Option<Arc<Flight<F, V>>>;
+impl<F, V> Driver<F, V> {
+    pub(crate) fn key(&self) -> &Key {
+        &self.key
+    }
 
-fn downcast<F, V>(flight: Arc<dyn Any + Send + Sync>) -> Option<Arc<Flight<F, V>>>
-where
-    F: Send + 'static,
-    V: Send + Sync + 'static,
-{
-    flight.downcast().ok()
+    /// The call waits for the flight backend: a driver dropped before
+    /// [`start`](Self::start) lets its followers make their own calls
+    /// (rather than telling them that `Service::call` panicked).
+    pub(crate) fn defer(&mut self) {
+        self.deferred = true;
+    }
+
+    /// The backend answered: from now on, as any driver.
+    pub(crate) fn resume(&mut self) {
+        self.deferred = false;
+    }
 }
 
-impl<F, V> Driver<F, V>
-where
-    F: Future + Send + 'static,
-    V: Send + Sync + 'static,
-{
+impl<F: Future, V> Driver<F, V> {
     pub(crate) fn start(&mut self, fut: Pin<Box<F>>) {
         self.fut = Some(fut);
     }
@@ -365,7 +450,7 @@ where
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(out)) => Ok(out),
             Err(payload) => {
-                self.state.panics.fetch_add(1, Ordering::Relaxed);
+                self.flights.shared.panics.fetch_add(1, Ordering::Relaxed);
                 Err(Panicked::from_payload(payload))
             }
         };
@@ -377,10 +462,10 @@ where
     /// slot is removed and the caller keeps its response unshared. Returns
     /// `false` when the outcome must be published with [`Driver::finish`].
     pub(crate) fn finish_alone(&mut self) -> bool {
-        if !self.state.window.is_zero() {
+        if !self.flights.shared.window.is_zero() {
             return false;
         }
-        let mut shard = lock(self.state.shard(&self.key));
+        let mut shard = lock(self.flights.shard(&self.key));
         // One probe on the common path: remove, and put back in the rare case
         // that followers joined.
         match shard.remove(&self.key) {
@@ -406,13 +491,13 @@ where
     pub(crate) fn finish(&mut self, outcome: Outcome<V>, weigh: impl FnOnce(&V) -> usize) {
         self.done = true;
         let kept = match &outcome {
-            Outcome::Ok(value) if !self.state.window.is_zero() => Some(weigh(value)),
+            Outcome::Ok(value) if !self.flights.shared.window.is_zero() => Some(weigh(value)),
             _ => None,
         };
         let flight = {
-            let mut shard = lock(self.state.shard(&self.key));
+            let mut shard = lock(self.flights.shard(&self.key));
             if let Some(value_bytes) = kept {
-                let until = Instant::now() + self.state.window;
+                let until = Instant::now() + self.flights.shared.window;
                 let bytes = value_bytes + self.key.heap_bytes();
                 let shard = &mut *shard;
                 let flight = shard
@@ -425,7 +510,7 @@ where
                         slot.bytes = bytes;
                         slot.done_until = Some(until);
                         slot.flight
-                            .get_or_insert_with(|| Arc::new(Flight::<F, V>::new()))
+                            .get_or_insert_with(|| Arc::new(Flight::new()))
                             .clone()
                     });
                 if flight.is_some() {
@@ -440,7 +525,6 @@ where
             }
         };
         if let Some(flight) = flight {
-            let flight = (self.downcast)(flight).expect("slot type is the driver's");
             wake_all(flight.publish(outcome));
         }
     }
@@ -455,38 +539,41 @@ impl<F, V> Drop for Driver<F, V> {
         let started = fut.is_some();
         let mut wake = Vec::new();
         {
-            let mut shard = lock(self.state.shard(&self.key));
+            let shared = &*self.flights.shared;
+            let mut shard = lock(self.flights.shard(&self.key));
             let Some(slot) = shard.slot(&self.key, self.gen) else {
                 return;
             };
-            let flight = slot.flight.clone();
             let mut remove = true;
-            if let Some(flight) = flight {
-                if let Some(flight) = (self.downcast)(flight) {
-                    let mut inner = lock(&flight.inner);
-                    if !started {
+            if let Some(flight) = &slot.flight {
+                let mut inner = lock(&flight.inner);
+                if !started {
+                    let outcome = if self.deferred {
+                        // Dropped while waiting for the flight backend.
+                        Outcome::NotShared
+                    } else {
                         // `Service::call` panicked before the future existed.
-                        self.state.panics.fetch_add(1, Ordering::Relaxed);
-                        let err = SharedError::new(Panicked::in_call());
-                        inner.outcome = Some(Arc::new(Outcome::Err(err)));
-                        wake.extend(inner.waiters.iter_mut().filter_map(|(_, w)| w.take()));
-                    } else if let Some((heir, waker)) = first_waiter(&inner.waiters) {
-                        // Baton passing: the first waiter takes over the call.
-                        inner.heir = Some(heir);
-                        inner.orphan = fut.take();
-                        wake.extend(waker);
-                        remove = false;
-                        self.state.handoffs.fetch_add(1, Ordering::Relaxed);
-                    }
+                        shared.panics.fetch_add(1, Ordering::Relaxed);
+                        Outcome::Err(SharedError::new(Panicked::in_call()))
+                    };
+                    inner.outcome = Some(Arc::new(outcome));
+                    wake.extend(inner.waiters.iter_mut().filter_map(|(_, w)| w.take()));
+                } else if let Some((heir, waker)) = first_waiter(&inner.waiters) {
+                    // Baton passing: the first waiter takes over the call.
+                    inner.heir = Some(heir);
+                    inner.orphan = fut.take();
+                    wake.extend(waker);
+                    remove = false;
+                    shared.handoffs.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            if started {
-                self.state.cancelled.fetch_add(1, Ordering::Relaxed);
+            if started || self.deferred {
+                shared.cancelled.fetch_add(1, Ordering::Relaxed);
             }
             if remove {
                 shard.remove(&self.key);
                 if started {
-                    self.state.abandoned.fetch_add(1, Ordering::Relaxed);
+                    shared.abandoned.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -498,13 +585,12 @@ impl<F, V> Drop for Driver<F, V> {
 
 /// A caller parked on another caller's flight.
 pub(crate) struct Follower<F, V> {
-    state: Arc<State>,
+    flights: Arc<Flights<F, V>>,
     flight: Arc<Flight<F, V>>,
     idx: usize,
     key: Key,
     gen: u64,
     done: bool,
-    downcast: Downcast<F, V>,
 }
 
 /// What a follower got when it was woken.
@@ -529,12 +615,12 @@ impl<F, V> Follower<F, V> {
                 inner.waiters.remove(self.idx);
                 self.done = true;
                 return Poll::Ready(Woken::Promoted(Driver {
-                    state: self.state.clone(),
+                    flights: self.flights.clone(),
                     key: self.key.clone(),
                     gen: self.gen,
                     fut: Some(fut),
                     done: false,
-                    downcast: self.downcast,
+                    deferred: false,
                 }));
             }
         }
@@ -552,11 +638,12 @@ impl<F, V> Drop for Follower<F, V> {
         if self.done {
             return;
         }
-        self.state.cancelled.fetch_add(1, Ordering::Relaxed);
+        let shared = &*self.flights.shared;
+        shared.cancelled.fetch_add(1, Ordering::Relaxed);
         let mut wake = None;
         let mut abandoned = None;
         {
-            let mut shard = lock(self.state.shard(&self.key));
+            let mut shard = lock(self.flights.shard(&self.key));
             let mut inner = lock(&self.flight.inner);
             inner.waiters.remove(self.idx);
             if inner.heir == Some(self.idx) {
@@ -568,7 +655,7 @@ impl<F, V> Drop for Follower<F, V> {
                     } else {
                         // Nobody is left to want the result: drop the call.
                         abandoned = inner.orphan.take();
-                        self.state.abandoned.fetch_add(1, Ordering::Relaxed);
+                        shared.abandoned.fetch_add(1, Ordering::Relaxed);
                         drop(inner);
                         if shard.slot(&self.key, self.gen).is_some() {
                             shard.remove(&self.key);
@@ -587,8 +674,8 @@ impl<F, V> Drop for Follower<F, V> {
 impl fmt::Debug for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("State")
-            .field("window", &self.window)
-            .field("max_key_len", &self.max_key_len)
+            .field("window", &self.shared.window)
+            .field("max_key_len", &self.shared.max_key_len)
             .finish_non_exhaustive()
     }
 }
@@ -617,7 +704,9 @@ mod tests {
 
     #[test]
     fn the_entry_estimate_covers_a_slot_and_its_expiry_record() {
-        let slot = std::mem::size_of::<(Key, Slot)>() + 1; // + hashbrown's control byte
+        // A slot's size does not depend on its types (the flight is behind
+        // an `Arc`).
+        let slot = std::mem::size_of::<(Key, Slot<(), ()>)>() + 1; // + hashbrown's control byte
         let with_spare_room = slot * 8 / 7;
         let expiry = std::mem::size_of::<(Key, u64, Instant)>();
         assert!(

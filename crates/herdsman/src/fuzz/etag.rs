@@ -22,9 +22,9 @@ use arbitrary::Arbitrary;
 use http::{header, HeaderMap, HeaderValue};
 
 use crate::{
-    cache::Vary,
+    cache::{freshness::vary, Vary},
     http::{
-        conditional::{none_match_fails, not_modified_since, same_origin_path, vary},
+        conditional::{none_match_fails, not_modified_since, same_origin_path},
         if_none_match,
     },
     registry::HttpFingerprint,

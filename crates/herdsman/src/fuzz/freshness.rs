@@ -1,6 +1,6 @@
 //! `Cache-Control`, `Pragma`, `Expires`, `Date`, `Age` and `Last-Modified`,
 //! as the cache reads them from responses and requests
-//! ([`freshness`](crate::http::freshness)).
+//! ([`freshness`](crate::cache::freshness)).
 //!
 //! Properties, on any header values:
 //!
@@ -23,12 +23,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arbitrary::Arbitrary;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use crate::{
-    cache::CacheMode,
-    http::freshness::{
+use crate::cache::{
+    freshness::{
         age_header_value, corrected_initial_age, response_freshness, Limits, Reason, Received,
         RequestDirectives, ResponseDirectives, Storability,
     },
+    CacheMode,
 };
 
 /// A response's (or request's) freshness headers, the class's limits and

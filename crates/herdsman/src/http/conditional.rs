@@ -1,28 +1,24 @@
-//! Conditional requests, `Vary` and invalidation targets: the pure parts of
-//! a shared cache that answers validators itself (RFC 9110 §13, RFC 9111
-//! §4.1, §4.3, §4.4).
+//! Conditional requests, HTTP dates and invalidation targets: the pure
+//! parts of answering validators (RFC 9110 §13, RFC 9111 §4.4), used by the
+//! cache's HTTP policy and by polling answers alike.
 //!
-//! Like [`freshness`](super::freshness), nothing here reads a clock or does
-//! I/O, and every function is total: malformed, repeated or non-UTF-8
-//! values never panic, and are read in the direction that is safe for a
-//! shared cache (a condition that cannot be read does not match, so the
-//! caller gets the full response; a `Vary` that cannot be read is `*`, so
-//! the response is not reused).
+//! Nothing here reads a clock or does I/O, and every function is total:
+//! malformed, repeated or non-UTF-8 values never panic, and are read in the
+//! direction that is safe for a shared cache (a condition that cannot be
+//! read does not match, so the caller gets the full response).
 
-#[cfg(feature = "cache")]
-use std::sync::Arc;
+use std::time::SystemTime;
 
-#[cfg(feature = "cache")]
-use http::header::HeaderName;
 use http::{
     header::{self, HeaderMap, HeaderValue},
     uri::{Authority, Uri},
 };
 
-#[cfg(feature = "cache")]
-use super::freshness::http_date;
-#[cfg(feature = "cache")]
-use crate::cache::Vary;
+/// An HTTP date (IMF-fixdate, or the obsolete RFC 850 and asctime forms).
+pub(crate) fn http_date(value: &HeaderValue) -> Option<SystemTime> {
+    let text = value.to_str().ok()?.trim_matches(|c| c == ' ' || c == '\t');
+    httpdate::parse_http_date(text).ok()
+}
 
 /// Whether a response with these `headers` satisfies the caller's
 /// `If-None-Match` (a list of entity tags, or `*`), compared weakly (RFC
@@ -67,7 +63,6 @@ fn none_match<'a>(
 /// Whether a response with these `headers` was not modified since the
 /// caller's `If-Modified-Since` (RFC 9110 §13.1.3): its `Last-Modified` is
 /// no later. An invalid date on either side does not match.
-#[cfg(feature = "cache")]
 pub(crate) fn not_modified_since(if_modified_since: &HeaderValue, headers: &HeaderMap) -> bool {
     let (Some(since), Some(modified)) = (
         http_date(if_modified_since),
@@ -120,36 +115,6 @@ fn entity_tags(line: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 fn weak_eq(a: &[u8], b: &[u8]) -> bool {
     a == b
-}
-
-/// The request headers a response with these `headers` varies on.
-///
-/// Every `Vary` line is read; names are case-insensitive and kept once, in
-/// order. `*`, or a name that is not a valid header name, is [`Vary::Any`].
-#[cfg(feature = "cache")]
-pub(crate) fn vary(headers: &HeaderMap) -> Vary {
-    let mut names: Vec<HeaderName> = Vec::new();
-    for line in headers.get_all(header::VARY) {
-        for element in line.as_bytes().split(|&b| b == b',') {
-            let element = element.trim_ascii();
-            if element.is_empty() {
-                continue;
-            }
-            if element == b"*" {
-                return Vary::Any;
-            }
-            match HeaderName::from_bytes(element) {
-                Ok(name) if !names.contains(&name) => names.push(name),
-                Ok(_) => {}
-                Err(_) => return Vary::Any,
-            }
-        }
-    }
-    if names.is_empty() {
-        Vary::None
-    } else {
-        Vary::Headers(Arc::from(names))
-    }
 }
 
 /// The path a `Location` or `Content-Location` value names, when it is on
@@ -224,10 +189,10 @@ fn remove_dot_segments(path: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderName;
     use proptest::prelude::*;
 
     use super::*;
-    use http::header::HeaderName;
 
     fn headers(fields: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -270,7 +235,6 @@ mod tests {
         assert!(none_match_fails(&values(&["*"]), &HeaderMap::new()));
     }
 
-    #[cfg(feature = "cache")]
     #[test]
     fn if_modified_since_matches_an_earlier_or_equal_last_modified() {
         let response = headers(&[("last-modified", "Tue, 14 Nov 2023 22:13:20 GMT")]);
@@ -281,26 +245,6 @@ mod tests {
         assert!(!at("yesterday"));
         let since = HeaderValue::from_static("Wed, 15 Nov 2023 00:00:00 GMT");
         assert!(!not_modified_since(&since, &HeaderMap::new()));
-    }
-
-    #[cfg(feature = "cache")]
-    #[test]
-    fn vary_names_are_read_from_every_line_once_and_a_star_wins() {
-        assert_eq!(vary(&HeaderMap::new()), Vary::None);
-        assert_eq!(vary(&headers(&[("vary", " , ")])), Vary::None);
-        let names = vary(&headers(&[
-            ("vary", "Accept-Language, x-tenant"),
-            ("vary", "ACCEPT-language"),
-        ]));
-        assert_eq!(
-            names,
-            Vary::Headers(Arc::from(vec![
-                header::ACCEPT_LANGUAGE,
-                HeaderName::from_static("x-tenant")
-            ]))
-        );
-        assert_eq!(vary(&headers(&[("vary", "accept, *")])), Vary::Any);
-        assert_eq!(vary(&headers(&[("vary", "bad name")])), Vary::Any);
     }
 
     #[test]
@@ -342,10 +286,7 @@ mod tests {
                 map.append(name, b.clone());
             }
             let _ = none_match_fails(std::slice::from_ref(&a), &map);
-            #[cfg(feature = "cache")]
             let _ = not_modified_since(&a, &map);
-            #[cfg(feature = "cache")]
-            let _ = vary(&map);
             if let Some(path) = same_origin_path(&a, base.as_bytes(), Some(b.as_bytes())) {
                 prop_assert_eq!(path.first(), Some(&b'/'));
             }

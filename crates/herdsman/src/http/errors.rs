@@ -2,30 +2,31 @@ use std::{error::Error, time::Duration};
 
 use http::{header, HeaderValue, Response, StatusCode};
 
-#[cfg(feature = "breaker")]
-use crate::breaker::{BreakerOpen, ProbeTimedOut};
-#[cfg(any(feature = "breaker", feature = "limit"))]
-use crate::error::find;
-#[cfg(feature = "limit")]
-use crate::limit::{Overloaded, RateLimited, TooManyInFlight};
+use crate::error::{describe, Describe, ErrorKind};
 
-/// The HTTP response for an error a herdsman layer made, or `None` for any
-/// other error (an upstream's, which the application maps itself).
+/// The HTTP response for an error that [describes itself](Describe) (as
+/// every herdsman layer's errors do), or `None` for any other error (an
+/// upstream's, which the application maps itself) and for errors whose
+/// description names no status ([`error_status`]).
 ///
-/// - the breaker's `BreakerOpen`: `503 Service Unavailable`, with
-///   `Retry-After` when the breaker will probe again;
-/// - the breaker's `ProbeTimedOut`: `504 Gateway Timeout`;
-/// - the limit's `Overloaded`: `503 Service Unavailable` with `Retry-After`;
-/// - the limit's `RateLimited`: `429 Too Many Requests` with `Retry-After`;
-/// - the limit's `TooManyInFlight`: `429 Too Many Requests` with
-///   `Retry-After` (the caller's own traffic is the cause, as for a rate
-///   rule).
-///
-/// Only the errors of the layers compiled in (their cargo features) are
-/// recognized.
+/// - an open breaker ([`ErrorKind::BreakerOpen`]): `503 Service
+///   Unavailable`, with `Retry-After` when the breaker will probe again;
+/// - a timeout ([`ErrorKind::TimedOut`], a half-open probe's): `504 Gateway
+///   Timeout`;
+/// - an overload ([`ErrorKind::Overloaded`]: a full concurrency limit, a
+///   registry at its capacity): `503 Service Unavailable` with
+///   `Retry-After`;
+/// - a rate limit ([`ErrorKind::RateLimited`]): `429 Too Many Requests`
+///   with `Retry-After`;
+/// - a rejection ([`ErrorKind::Rejected`]: a caller's or an address's share
+///   used up): `429 Too Many Requests` with `Retry-After` (the caller's own
+///   traffic is the cause, as for a rate rule), unless the error names its
+///   own status (a registry key too long: `414 URI Too Long`);
+/// - an upstream error that names a status (a registry poll answered 5xx):
+///   that status.
 ///
 /// Each `Retry-After` is the time left at the moment of this call (the
-/// errors keep the instant, not a duration), in
+/// errors keep the [instant](Describe::retry_at), not a duration), in
 /// [whole seconds, rounded up, at least 1](retry_after_secs).
 ///
 /// The body is `B::default()` (empty for the common body types). With axum,
@@ -47,34 +48,33 @@ use crate::limit::{Overloaded, RateLimited, TooManyInFlight};
 /// # assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
 /// ```
 pub fn error_response<B: Default>(err: &(dyn Error + 'static)) -> Option<Response<B>> {
-    #[cfg(feature = "breaker")]
-    if let Some(open) = find::<BreakerOpen>(err) {
-        return Some(with_retry_after(
-            StatusCode::SERVICE_UNAVAILABLE,
-            open.retry_after(),
-        ));
+    described_response(describe(err)?)
+}
+
+/// The HTTP response for `err`, as [`error_response`] makes it for an error
+/// found in a chain: for a layer's error held by its own type (a Registry's
+/// refused subscription).
+pub fn described_response<B: Default>(err: &dyn Describe) -> Option<Response<B>> {
+    let status = error_status(err)?;
+    let retry_after = err
+        .retry_at()
+        .map(|at| at.saturating_duration_since(tokio::time::Instant::now()));
+    Some(with_retry_after(status, retry_after))
+}
+
+/// The status that answers `err`: the one it [names](Describe::status),
+/// else its kind's (see [`error_response`]). `None` for an upstream error
+/// or a panic that names none: the application maps those.
+pub fn error_status(err: &dyn Describe) -> Option<StatusCode> {
+    if let Some(code) = err.status() {
+        return StatusCode::from_u16(code).ok();
     }
-    #[cfg(feature = "breaker")]
-    if find::<ProbeTimedOut>(err).is_some() {
-        return Some(with_retry_after(StatusCode::GATEWAY_TIMEOUT, None));
+    match err.kind() {
+        ErrorKind::BreakerOpen | ErrorKind::Overloaded => Some(StatusCode::SERVICE_UNAVAILABLE),
+        ErrorKind::RateLimited | ErrorKind::Rejected => Some(StatusCode::TOO_MANY_REQUESTS),
+        ErrorKind::TimedOut => Some(StatusCode::GATEWAY_TIMEOUT),
+        ErrorKind::Upstream | ErrorKind::Panicked => None,
     }
-    #[cfg(feature = "limit")]
-    if let Some(overloaded) = find::<Overloaded>(err) {
-        let after = Some(overloaded.retry_after());
-        return Some(with_retry_after(StatusCode::SERVICE_UNAVAILABLE, after));
-    }
-    #[cfg(feature = "limit")]
-    if let Some(limited) = find::<RateLimited>(err) {
-        let after = Some(limited.retry_after());
-        return Some(with_retry_after(StatusCode::TOO_MANY_REQUESTS, after));
-    }
-    #[cfg(feature = "limit")]
-    if let Some(capped) = find::<TooManyInFlight>(err) {
-        let after = Some(capped.retry_after());
-        return Some(with_retry_after(StatusCode::TOO_MANY_REQUESTS, after));
-    }
-    let _ = err;
-    None
 }
 
 /// A wait as a `Retry-After` value: whole seconds, rounded up, and at
@@ -109,7 +109,50 @@ fn with_retry_after<B: Default>(status: StatusCode, retry_after: Option<Duration
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::BoxError;
+    use crate::{
+        error::{boxed, BoxError, SharedError},
+        failure::UpstreamStatus,
+    };
+    use std::fmt;
+    use tokio::time::Instant;
+
+    /// A layer's error, as the core sees it: through [`Describe`] only.
+    #[derive(Debug)]
+    struct Refusal {
+        kind: ErrorKind,
+        retry_at: Option<Instant>,
+        status: Option<u16>,
+    }
+
+    impl fmt::Display for Refusal {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("refused")
+        }
+    }
+
+    impl Error for Refusal {}
+
+    impl Describe for Refusal {
+        fn kind(&self) -> ErrorKind {
+            self.kind
+        }
+
+        fn retry_at(&self) -> Option<Instant> {
+            self.retry_at
+        }
+
+        fn status(&self) -> Option<u16> {
+            self.status
+        }
+    }
+
+    fn refusal(kind: ErrorKind, retry_in: Option<Duration>) -> BoxError {
+        boxed(Refusal {
+            kind,
+            retry_at: retry_in.map(|d| Instant::now() + d),
+            status: None,
+        })
+    }
 
     fn paused() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
@@ -119,56 +162,66 @@ mod tests {
             .unwrap()
     }
 
-    #[cfg(feature = "breaker")]
     #[test]
-    fn an_open_breaker_is_a_503_with_retry_after_rounded_up() {
-        use crate::{class::Class, error::SharedError};
-
+    fn each_kind_has_its_status() {
         let _runtime = paused().enter();
-        let probe_at = tokio::time::Instant::now() + Duration::from_millis(1500);
-        let err: BoxError = Box::new(BreakerOpen::new(Class::default(), Some(probe_at)));
-        let res: Response<String> = error_response(&*err).unwrap();
-        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(res.headers()[header::RETRY_AFTER], "2");
-
-        let forced: BoxError = Box::new(SharedError::new(BreakerOpen::new(Class::default(), None)));
-        let res: Response<String> = error_response(&*forced).unwrap();
-        assert!(res.headers().get(header::RETRY_AFTER).is_none());
+        let cases = [
+            (
+                ErrorKind::BreakerOpen,
+                Some(StatusCode::SERVICE_UNAVAILABLE),
+            ),
+            (ErrorKind::Overloaded, Some(StatusCode::SERVICE_UNAVAILABLE)),
+            (ErrorKind::RateLimited, Some(StatusCode::TOO_MANY_REQUESTS)),
+            (ErrorKind::Rejected, Some(StatusCode::TOO_MANY_REQUESTS)),
+            (ErrorKind::TimedOut, Some(StatusCode::GATEWAY_TIMEOUT)),
+            (ErrorKind::Panicked, None),
+            (ErrorKind::Upstream, None),
+        ];
+        for (kind, status) in cases {
+            let err = refusal(kind, None);
+            let res = error_response::<String>(&*err).map(|r| r.status());
+            assert_eq!(res, status, "{kind:?}");
+        }
     }
 
-    #[cfg(feature = "limit")]
     #[test]
-    fn limit_rejections_are_503_and_429_with_retry_after() {
-        use crate::limit::{ClassLimits, LimitLayer, RateRule};
-        use tower::{service_fn, Layer, ServiceExt};
-
+    fn retry_after_is_the_time_left_rounded_up_when_answered() {
         paused().block_on(async {
-            let limits = ClassLimits::new(0).with_retry_after(Duration::from_secs(3));
-            let svc =
-                LimitLayer::new(limits).layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
-            let err = svc.oneshot(()).await.unwrap_err();
+            let err = refusal(ErrorKind::Overloaded, Some(Duration::from_millis(2500)));
             let res: Response<String> = error_response(&*err).unwrap();
-            assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
             assert_eq!(res.headers()[header::RETRY_AFTER], "3");
-            // Answered later, the same error tells the time left then.
             tokio::time::advance(Duration::from_secs(2)).await;
-            let res: Response<String> = error_response(&*err).unwrap();
+            let shared: BoxError = Box::new(SharedError::new(err));
+            let res: Response<String> = error_response(&*shared).unwrap();
             assert_eq!(res.headers()[header::RETRY_AFTER], "1");
 
-            let rate = ClassLimits::unlimited().with_rate(RateRule::per_minute(1));
-            let svc =
-                LimitLayer::new(rate).layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
-            svc.clone().oneshot(()).await.unwrap();
-            let err = svc.oneshot(()).await.unwrap_err();
-            let res: Response<String> = error_response(&*err).unwrap();
-            assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-            assert!(res.headers().contains_key(header::RETRY_AFTER));
+            let forced = refusal(ErrorKind::BreakerOpen, None);
+            let res: Response<String> = error_response(&*forced).unwrap();
+            assert!(res.headers().get(header::RETRY_AFTER).is_none());
         });
+    }
+
+    #[test]
+    fn a_status_the_error_names_wins_over_its_kind() {
+        let too_long = boxed(Refusal {
+            kind: ErrorKind::Rejected,
+            retry_at: None,
+            status: Some(414),
+        });
+        let res: Response<String> = error_response(&*too_long).unwrap();
+        assert_eq!(res.status(), StatusCode::URI_TOO_LONG);
+
+        let failed = boxed(UpstreamStatus::new(502));
+        let res: Response<String> = error_response(&*failed).unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
     }
 
     #[test]
     fn other_errors_are_left_to_the_application() {
         let err: BoxError = "upstream said no".into();
         assert!(error_response::<String>(&*err).is_none());
+        // Of a type that describes itself, but boxed without `boxed`.
+        let unwrapped: BoxError = Box::new(UpstreamStatus::new(500));
+        assert!(error_response::<String>(&*unwrapped).is_none());
     }
 }

@@ -51,46 +51,43 @@
 
 mod body;
 mod buffer;
-#[cfg(feature = "cache")]
-mod cache_policy;
 mod classes;
 mod client;
 pub(crate) mod conditional;
 mod errors;
 mod failures;
-#[cfg(feature = "cache")]
-pub(crate) mod freshness;
 mod key;
 mod proxies;
 mod share;
 mod target;
 
-#[cfg(feature = "cache")]
-#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
-pub use self::cache_policy::HttpCachePolicy;
-#[cfg(feature = "registry")]
-pub(crate) use self::key::request_bytes;
 pub use self::{
     body::{HttpBody, SharedBody},
     buffer::{Buffer, BufferLayer, ResponseFuture, DEFAULT_BODY_LIMIT},
     classes::PathClasses,
     client::{ClientAddr, ClientAddress},
     conditional::if_none_match,
-    errors::{error_response, retry_after_secs},
+    errors::{described_response, error_response, error_status, retry_after_secs},
     failures::ServerErrors,
     key::HttpKey,
     proxies::{InvalidProxy, TrustedProxies},
     share::HttpShare,
 };
+// For the layers' HTTP glue: unused when no layer is compiled in.
+#[allow(unused_imports)]
+pub(crate) use self::{
+    key::request_bytes,
+    share::{share_buffered, unshare, weigh},
+};
 
 /// Marks a response, in its extensions, as a stale copy served because the
 /// call for a fresh one failed (stale-if-error, RFC 5861 §4).
 ///
-/// [`HttpCachePolicy`] inserts it when it answers with a stale copy, so that
-/// a layer above (the [Registry](crate::registry)'s
-/// [`HttpFingerprint`](crate::registry::HttpFingerprint)) knows the upstream
-/// is failing although the answer is a good value, without parsing
-/// `Cache-Status`.
+/// The cache's HTTP policy (`cache::HttpCachePolicy`) inserts it when it
+/// answers with a stale copy, so that a layer above (the Registry's
+/// `HttpFingerprint`) knows the upstream is failing although the answer is
+/// a good value, without parsing `Cache-Status`. It is defined here, in the
+/// adapter, so that neither layer needs the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct ServedStale;
@@ -98,10 +95,10 @@ pub struct ServedStale;
 /// Marks a request, in its extensions, as a poll loop's fetch: its caller
 /// keeps the answer and asks again on its own schedule.
 ///
-/// [`HttpKey::canonical_request`] (what a [Registry](crate::registry) poll
-/// loop sends) inserts it, and [`HttpCachePolicy`] answers such a request
-/// with [`Directive::Current`](crate::cache::Directive::Current): a fresh
-/// entry answers it, a stale one is never served while revalidating. Served
+/// [`HttpKey::canonical_request`] (what a Registry poll loop sends) inserts
+/// it, and the cache's HTTP policy (`cache::HttpCachePolicy`) answers such a
+/// request with `cache::Directive::Current`: a fresh entry answers it, a
+/// stale one is never served while revalidating. Served
 /// stale, the loop would get each change one interval late, and an upstream
 /// that fails while the window lasts would go unseen, since the loop would
 /// keep publishing the old copy as a success. A failed fetch still gets the

@@ -38,7 +38,7 @@ impl<B> Share<Response<HttpBody<B>>> for HttpShare {
 
 /// The bytes a shared response holds: its inline size, each header and
 /// trailer (name, value and about 32 bytes of map bookkeeping) and the body.
-pub(super) fn weigh(shared: &Response<SharedBody>) -> usize {
+pub(crate) fn weigh(shared: &Response<SharedBody>) -> usize {
     let fields = |map: &http::HeaderMap| -> usize {
         map.iter()
             .map(|(name, value)| name.as_str().len() + value.len() + 32)
@@ -54,7 +54,7 @@ pub(super) fn weigh(shared: &Response<SharedBody>) -> usize {
 // The `Err` is the caller's own response, handed straight back: boxing it
 // would allocate for nothing.
 #[allow(clippy::result_large_err)]
-pub(super) fn share_buffered<B>(
+pub(crate) fn share_buffered<B>(
     response: Response<HttpBody<B>>,
 ) -> Result<Response<SharedBody>, Response<HttpBody<B>>> {
     if !response.body().is_buffered() {
@@ -66,7 +66,7 @@ pub(super) fn share_buffered<B>(
 }
 
 /// One caller's copy of a shared response.
-pub(super) fn unshare<B>(shared: &Response<SharedBody>) -> Response<HttpBody<B>> {
+pub(crate) fn unshare<B>(shared: &Response<SharedBody>) -> Response<HttpBody<B>> {
     let mut response = Response::new(shared.body().to_body());
     *response.status_mut() = shared.status();
     *response.version_mut() = shared.version();

@@ -4,7 +4,10 @@ use std::{error::Error, fmt, time::Duration};
 
 use tokio::time::Instant;
 
-use crate::class::Class;
+use crate::{
+    class::Class,
+    error::{Describe, ErrorKind},
+};
 
 /// An endpoint class is at its concurrency limit, and the request could not
 /// wait for a permit: the class has no queue, its queue was full, or no
@@ -81,6 +84,16 @@ impl fmt::Display for Overloaded {
 
 impl Error for Overloaded {}
 
+impl Describe for Overloaded {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Overloaded
+    }
+
+    fn retry_at(&self) -> Option<Instant> {
+        Some(self.retry_at)
+    }
+}
+
 /// A rate rule turned the request away: its caller (or its class, depending
 /// on the rule's [`RateKey`](super::RateKey)) sent more than the rule allows.
 ///
@@ -132,6 +145,16 @@ impl fmt::Display for RateLimited {
 }
 
 impl Error for RateLimited {}
+
+impl Describe for RateLimited {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::RateLimited
+    }
+
+    fn retry_at(&self) -> Option<Instant> {
+        Some(self.retry_at)
+    }
+}
 
 /// The request's caller, or its client address, already has as many of its
 /// endpoint class's calls in flight (or waiting for a permit) as it may:
@@ -217,3 +240,85 @@ impl fmt::Display for TooManyInFlight {
 }
 
 impl Error for TooManyInFlight {}
+
+impl Describe for TooManyInFlight {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Rejected
+    }
+
+    fn retry_at(&self) -> Option<Instant> {
+        Some(self.retry_at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{is_rejection, retry_at};
+
+    fn paused() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn each_limit_error_is_a_rejection_of_its_kind_with_its_hint() {
+        let _runtime = paused().enter();
+        let class = Class::default();
+        let after = Duration::from_secs(2);
+        let overloaded = Overloaded::new(class.clone(), Reason::QueueFull, after);
+        let limited = RateLimited::new(class.clone(), after);
+        let capped = TooManyInFlight::new(class, Holder::Caller, 1, after);
+        let at = Instant::now() + after;
+        for (kind, err) in [
+            (ErrorKind::Overloaded, crate::error::boxed(overloaded)),
+            (ErrorKind::RateLimited, crate::error::boxed(limited)),
+            (ErrorKind::Rejected, crate::error::boxed(capped)),
+        ] {
+            assert_eq!(ErrorKind::of(&*err), kind);
+            assert!(is_rejection(&*err), "{kind:?}");
+            assert_eq!(retry_at(&*err), Some(at), "{kind:?}");
+        }
+    }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn limit_rejections_are_503_and_429_with_retry_after() {
+        use http::{header, Response, StatusCode};
+        use tower::{service_fn, Layer, ServiceExt};
+
+        use crate::{
+            error::{find, BoxError},
+            http::error_response,
+            limit::{ClassLimits, LimitLayer, RateRule},
+        };
+
+        paused().block_on(async {
+            let limits = ClassLimits::new(0).with_retry_after(Duration::from_secs(3));
+            let svc =
+                LimitLayer::new(limits).layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+            let err = svc.oneshot(()).await.unwrap_err();
+            assert!(find::<Overloaded>(&*err).is_some());
+            let res: Response<String> = error_response(&*err).unwrap();
+            assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(res.headers()[header::RETRY_AFTER], "3");
+            // Answered later, the same error tells the time left then.
+            tokio::time::advance(Duration::from_secs(2)).await;
+            let res: Response<String> = error_response(&*err).unwrap();
+            assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+
+            let rate = ClassLimits::unlimited().with_rate(RateRule::per_minute(1));
+            let svc =
+                LimitLayer::new(rate).layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+            svc.clone().oneshot(()).await.unwrap();
+            let err = svc.oneshot(()).await.unwrap_err();
+            assert!(find::<RateLimited>(&*err).is_some());
+            let res: Response<String> = error_response(&*err).unwrap();
+            assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert!(res.headers().contains_key(header::RETRY_AFTER));
+        });
+    }
+}

@@ -14,7 +14,7 @@ use super::{
     caller::Slots,
     state::{Permit, Wait},
 };
-use crate::error::BoxError;
+use crate::error::{boxed, BoxError};
 
 pin_project! {
     /// Response future of [`Limit`](super::Limit).
@@ -131,7 +131,7 @@ where
                 KindProj::Waiting { wait, call, slots } => {
                     let permit = match ready!(wait.as_mut().poll(cx)) {
                         Ok(permit) => permit,
-                        Err(err) => return Poll::Ready(Err(err.into())),
+                        Err(err) => return Poll::Ready(Err(boxed(err))),
                     };
                     let (mut svc, req) = call.take().expect("a request is sent once");
                     let held = Held::new(Some(permit), slots.take());

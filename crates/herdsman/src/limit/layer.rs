@@ -2,8 +2,13 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use tower_layer::Layer;
 
-use super::{rate::RateRule, state::Shared, Limit, LimitHandle, LimitStats};
+use super::{
+    rate::{RateRule, Rates},
+    state::Shared,
+    Limit, LimitHandle, LimitStats,
+};
 use crate::{
+    backend::RateBackend,
     class::{AllDefault, Class},
     event::{Observer, Observers},
     key::{Key, KeyFn},
@@ -162,6 +167,7 @@ pub(crate) struct Settings {
     pub(crate) default: ClassLimits,
     pub(crate) classes: Vec<(Class, ClassLimits)>,
     pub(crate) observers: Observers,
+    pub(crate) rates: Rates,
 }
 
 /// The caller identity of layers built without
@@ -205,6 +211,7 @@ impl LimitLayer {
                 default: limits,
                 classes: Vec::new(),
                 observers: Observers::none(),
+                rates: Rates::default(),
             })),
         }
     }
@@ -278,6 +285,20 @@ impl<C, I, A> LimitLayer<C, I, A> {
     pub fn with_observer(self, observer: impl Observer) -> Self {
         let mut settings = self.shared.settings().clone();
         settings.observers = Observers::new(observer);
+        LimitLayer {
+            classify: self.classify,
+            identity: self.identity,
+            address: self.address,
+            shared: Arc::new(Shared::new(settings)),
+        }
+    }
+
+    /// Keeps the budgets of the rate rules in `backend` (a cluster-wide
+    /// one, say) instead of in memory ([`GovernorRates`](super::GovernorRates),
+    /// the default). Starts new state, like [`with_class`](Self::with_class).
+    pub fn with_rate_backend(self, backend: impl RateBackend) -> Self {
+        let mut settings = self.shared.settings().clone();
+        settings.rates = Rates::new(backend);
         LimitLayer {
             classify: self.classify,
             identity: self.identity,

@@ -52,7 +52,9 @@
 //!   takes no permit. An alert-only rule ([`RateMode::AlertOnly`]) lets every
 //!   request through, counts the would-be rejections
 //!   ([`ClassStats::rate_alerts`]) and logs a warning at most once per key per
-//!   period of the rule.
+//!   period of the rule. The budgets live in memory ([`GovernorRates`]) unless
+//!   the layer is given a [`RateBackend`](crate::backend::RateBackend)
+//!   ([`LimitLayer::with_rate_backend`]), for rules kept cluster-wide.
 //! - **Shared state.** All clones of a `Limit`, and all services made from
 //!   one [`LimitLayer`] value, share its permits, queues and budgets: put one
 //!   layer value on every service that reaches the same upstream.
@@ -247,7 +249,7 @@ pub use self::{
         ClassLimits, LimitLayer, NoIdentity, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_WAIT,
         DEFAULT_RETRY_AFTER,
     },
-    rate::{RateKey, RateMode, RateRule, DEFAULT_MAX_KEYS},
+    rate::{GovernorBudgets, GovernorRates, RateKey, RateMode, RateRule, DEFAULT_MAX_KEYS},
     service::Limit,
 };
 

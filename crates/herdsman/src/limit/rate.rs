@@ -1,7 +1,8 @@
 //! Keyed rate rules: GCRA through governor, over tokio time, in a key store
-//! whose size is bounded.
+//! whose size is bounded; or the budgets of a [`RateBackend`] of your own.
 
 use std::{
+    fmt,
     hash::Hash,
     num::NonZeroU32,
     sync::{
@@ -23,7 +24,7 @@ use governor::{
 };
 use tokio::time::Instant;
 
-use crate::key::Key;
+use crate::backend::{BudgetKey, RateBackend, RateBudgets, RateQuota, WhenFull};
 
 /// Default bound on the number of keys one rate rule tracks: 100,000.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
@@ -183,12 +184,30 @@ impl RateRule {
         self.max_keys
     }
 
-    fn quota(&self) -> Quota {
-        let interval = (self.per / self.limit.get()).max(Duration::from_nanos(1));
-        Quota::with_period(interval)
-            .expect("the interval is not zero")
-            .allow_burst(self.burst)
+    /// The quota of the rule's budgets, and of its warnings (one per
+    /// period, and none for keys the warnings cannot keep).
+    fn quotas(&self) -> (RateQuota, RateQuota) {
+        let budgets = RateQuota {
+            interval: (self.per / self.limit.get()).max(Duration::from_nanos(1)),
+            burst: self.burst,
+            keyed: self.key != RateKey::Class,
+            max_keys: self.max_keys,
+            when_full: WhenFull::Conform,
+        };
+        let warnings = RateQuota {
+            interval: self.per,
+            burst: NonZeroU32::MIN,
+            when_full: WhenFull::Refuse,
+            ..budgets
+        };
+        (budgets, warnings)
     }
+}
+
+fn governor_quota(quota: &RateQuota) -> Quota {
+    Quota::with_period(quota.interval.max(Duration::from_nanos(1)))
+        .expect("the interval is not zero")
+        .allow_burst(quota.burst)
 }
 
 /// governor's clock over tokio time, so that paused tests drive it: `Nanos`
@@ -207,12 +226,7 @@ impl Clock for TokioClock {
 }
 
 /// What one budget is kept under.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub(crate) struct Bucket {
-    /// The class's index, or `u32::MAX` for a budget shared by classes.
-    pub(crate) class: u32,
-    pub(crate) identity: Option<Key>,
-}
+pub(crate) type Bucket = BudgetKey;
 
 pub(crate) const ANY_CLASS: u32 = u32::MAX;
 
@@ -228,12 +242,6 @@ struct BoundedStore {
     /// When full, decide for an untracked key as for a fresh one (a budget),
     /// or as for one far over its budget (the warnings: no log flood).
     when_full: WhenFull,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum WhenFull {
-    Conform,
-    Refuse,
 }
 
 /// The bookkeeping of a [`BoundedStore`], shared with its rule: governor's
@@ -324,8 +332,13 @@ impl ShrinkableKeyedStateStore<Bucket> for BoundedStore {
 type Limiter = RateLimiter<Bucket, BoundedStore, TokioClock, NoOpMiddleware<Nanos>>;
 type DirectLimiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Nanos>>;
 
-/// The budgets of one rule: a single one (by class: the rule's state belongs
-/// to one class, no map), or one per key in a bounded store.
+/// The in-memory budgets of one rule ([`GovernorRates`]): a single one (by
+/// class: the rule's state belongs to one class, no map), or one per key in
+/// a bounded store.
+pub struct GovernorBudgets {
+    inner: Budgets,
+}
+
 enum Budgets {
     Direct(DirectLimiter),
     Keyed {
@@ -335,14 +348,15 @@ enum Budgets {
 }
 
 impl Budgets {
-    fn new(quota: Quota, rule: &RateRule, when_full: WhenFull, clock: TokioClock) -> Self {
-        if rule.key == RateKey::Class {
-            return Budgets::Direct(DirectLimiter::direct_with_clock(quota, clock));
+    fn new(quota: &RateQuota, clock: TokioClock) -> Self {
+        let governed = governor_quota(quota);
+        if !quota.keyed {
+            return Budgets::Direct(DirectLimiter::direct_with_clock(governed, clock));
         }
-        let store = BoundedStore::new(rule.max_keys, when_full);
+        let store = BoundedStore::new(quota.max_keys, quota.when_full);
         let tracking = store.tracking.clone();
         Budgets::Keyed {
-            limiter: Limiter::new(quota, store, clock),
+            limiter: Limiter::new(governed, store, clock),
             tracking,
         }
     }
@@ -388,13 +402,119 @@ impl Budgets {
     }
 }
 
+/// The in-memory [`RateBackend`], the default: GCRA through the [governor]
+/// crate, over tokio time (paused tests drive it), one budget per key in a
+/// store bounded by [`RateQuota::max_keys`] whose idle keys are pruned as
+/// new ones arrive.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GovernorRates;
+
+impl RateBackend for GovernorRates {
+    type Budgets = GovernorBudgets;
+
+    fn budgets(&self, quota: &RateQuota) -> GovernorBudgets {
+        let clock = TokioClock {
+            epoch: Instant::now(),
+        };
+        GovernorBudgets {
+            inner: Budgets::new(quota, clock),
+        }
+    }
+}
+
+impl RateBudgets for GovernorBudgets {
+    #[inline]
+    fn check(&self, key: &BudgetKey) -> Result<(), Duration> {
+        self.inner.check(key)
+    }
+
+    fn keys(&self) -> u64 {
+        self.inner.keys()
+    }
+
+    fn untracked(&self) -> u64 {
+        self.inner.untracked()
+    }
+}
+
+impl fmt::Debug for GovernorBudgets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GovernorBudgets")
+            .field("keys", &self.inner.keys())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The rate backend of a limit layer: the default in memory, or one set
+/// with [`LimitLayer::with_rate_backend`](super::LimitLayer::with_rate_backend)
+/// (called through a vtable: it is consulted per request, but a distributed
+/// backend's own work outweighs one indirect call).
+#[derive(Clone, Default)]
+pub(crate) struct Rates {
+    custom: Option<Arc<MakeBudgets>>,
+}
+
+type MakeBudgets = dyn Fn(&RateQuota) -> Box<dyn RateBudgets> + Send + Sync;
+
+impl Rates {
+    pub(crate) fn new<B: RateBackend>(backend: B) -> Self {
+        Rates {
+            custom: Some(Arc::new(move |quota: &RateQuota| {
+                Box::new(backend.budgets(quota)) as Box<dyn RateBudgets>
+            })),
+        }
+    }
+
+    fn budgets(&self, quota: &RateQuota) -> RuleBudgets {
+        match &self.custom {
+            None => RuleBudgets::Governor(GovernorRates.budgets(quota)),
+            Some(make) => RuleBudgets::Custom(make(quota)),
+        }
+    }
+}
+
+impl fmt::Debug for Rates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let backend = if self.custom.is_some() {
+            "custom"
+        } else {
+            "governor"
+        };
+        f.debug_tuple("Rates").field(&backend).finish()
+    }
+}
+
+/// The budgets of one rule, from the default backend (no indirect call)
+/// or another.
+enum RuleBudgets {
+    Governor(GovernorBudgets),
+    Custom(Box<dyn RateBudgets>),
+}
+
+impl RuleBudgets {
+    fn get(&self) -> &dyn RateBudgets {
+        match self {
+            RuleBudgets::Governor(budgets) => budgets,
+            RuleBudgets::Custom(budgets) => &**budgets,
+        }
+    }
+
+    #[inline]
+    fn check(&self, bucket: &Bucket) -> Result<(), Duration> {
+        match self {
+            RuleBudgets::Governor(budgets) => budgets.check(bucket),
+            RuleBudgets::Custom(budgets) => budgets.check(bucket),
+        }
+    }
+}
+
 /// The budgets of one rule. A rule by class has state of its own in each
 /// class; a rule by caller is shared by the classes it applies to.
 pub(crate) struct RateState {
     pub(crate) rule: RateRule,
-    budgets: Budgets,
+    budgets: RuleBudgets,
     /// Alert-only rules: one warning per key per period.
-    warnings: Option<Budgets>,
+    warnings: Option<RuleBudgets>,
 }
 
 /// What a rule decided for one request.
@@ -412,16 +532,13 @@ pub(crate) enum Verdict {
 }
 
 impl RateState {
-    pub(crate) fn new(rule: RateRule) -> Self {
-        let clock = TokioClock {
-            epoch: Instant::now(),
-        };
-        let warnings = (rule.mode == RateMode::AlertOnly).then(|| {
-            let once = Quota::with_period(rule.per).expect("the period is not zero");
-            Budgets::new(once, &rule, WhenFull::Refuse, clock)
-        });
+    /// The state of `rule`, its budgets made by `rates`.
+    pub(crate) fn new(rule: RateRule, rates: &Rates) -> Self {
+        let (budgets, warnings) = rule.quotas();
+        let budgets = rates.budgets(&budgets);
+        let warnings = (rule.mode == RateMode::AlertOnly).then(|| rates.budgets(&warnings));
         RateState {
-            budgets: Budgets::new(rule.quota(), &rule, WhenFull::Conform, clock),
+            budgets,
             warnings,
             rule,
         }
@@ -443,18 +560,19 @@ impl RateState {
 
     /// Keys held now (none for a rule by class).
     pub(crate) fn keys(&self) -> u64 {
-        self.budgets.keys() + self.warnings.as_ref().map_or(0, Budgets::keys)
+        self.budgets.get().keys() + self.warnings.as_ref().map_or(0, |w| w.get().keys())
     }
 
     /// Requests decided without keeping their key, the store being full.
     pub(crate) fn untracked(&self) -> u64 {
-        self.budgets.untracked()
+        self.budgets.get().untracked()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::Key;
 
     fn bucket(n: u64) -> Bucket {
         Bucket {
@@ -468,12 +586,10 @@ mod tests {
         let rule = RateRule::per_minute(1)
             .keyed_by(RateKey::Identity)
             .with_max_keys(1);
-        let clock = TokioClock {
-            epoch: Instant::now(),
-        };
+        let (quota, warnings) = rule.quotas();
 
         // Budgets: an untracked key passes, as a fresh key would.
-        let budgets = Budgets::new(rule.quota(), &rule, WhenFull::Conform, clock);
+        let budgets = GovernorRates.budgets(&quota);
         assert!(budgets.check(&bucket(1)).is_ok());
         assert!(budgets.check(&bucket(1)).is_err());
         assert!(budgets.check(&bucket(2)).is_ok());
@@ -481,7 +597,10 @@ mod tests {
         assert_eq!((budgets.keys(), budgets.untracked()), (1, 2));
 
         // Warnings: an untracked key is not warned about.
-        let warnings = Budgets::new(rule.quota(), &rule, WhenFull::Refuse, clock);
+        let warnings = GovernorRates.budgets(&RateQuota {
+            burst: quota.burst,
+            ..warnings
+        });
         assert!(warnings.check(&bucket(1)).is_ok());
         assert!(warnings.check(&bucket(2)).is_err());
     }
@@ -500,7 +619,7 @@ mod tests {
     #[test]
     fn a_rule_spreads_its_limit_over_its_period() {
         let rule = RateRule::new(20, Duration::from_secs(60)).with_burst(5);
-        let quota = rule.quota();
+        let quota = governor_quota(&rule.quotas().0);
         assert_eq!(quota.replenish_interval(), Duration::from_secs(3));
         assert_eq!(quota.burst_size().get(), 5);
         assert_eq!(RateRule::per_second(3).burst(), 3);

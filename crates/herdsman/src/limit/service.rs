@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     class::{AllDefault, Classify},
-    error::BoxError,
+    error::{boxed, BoxError},
     event::Observers,
     key::KeyFn,
 };
@@ -40,6 +40,7 @@ impl<S> Limit<S> {
             default: limits,
             classes: Vec::new(),
             observers: Observers::none(),
+            rates: Default::default(),
         };
         Limit::from_parts(
             inner,
@@ -121,13 +122,13 @@ where
         let identity = OnceCell::new();
         let caller = || identity.get_or_init(|| self.identity.key(&req)).clone();
         if let Err(err) = state.check_rate(caller) {
-            return ResponseFuture::rejected(err.into());
+            return ResponseFuture::rejected(boxed(err));
         }
         // Taken before the permit or the queue, so that a caller over its
         // share takes neither; given back with them (or at once on refusal).
         let slots = match state.take_slots(caller, || self.address.key(&req)) {
             Ok(slots) => slots,
-            Err(err) => return ResponseFuture::rejected(err.into()),
+            Err(err) => return ResponseFuture::rejected(boxed(err)),
         };
         if let Some(permit) = state.try_admit() {
             // If `call` panics, the permit is dropped, and so given back.
@@ -135,7 +136,7 @@ where
         }
         let mut wait = match state.enqueue() {
             Ok(wait) => wait,
-            Err(err) => return ResponseFuture::rejected(err.into()),
+            Err(err) => return ResponseFuture::rejected(boxed(err)),
         };
         // Poll once now, so that the request takes its place in the queue in
         // the order of the calls, not of the first polls. Outside a runtime
@@ -146,7 +147,7 @@ where
                     let held = Held::new(Some(permit), slots);
                     return ResponseFuture::running(self.inner.call(req), held);
                 }
-                Poll::Ready(Err(err)) => return ResponseFuture::rejected(err.into()),
+                Poll::Ready(Err(err)) => return ResponseFuture::rejected(boxed(err)),
                 Poll::Pending => {}
             }
         }

@@ -21,7 +21,7 @@ use super::{
     caller::{Shares, Slots},
     error::Reason,
     layer::{ClassLimits, Settings},
-    rate::{Bucket, RateKey, RateState, Verdict, ANY_CLASS},
+    rate::{Bucket, RateKey, RateState, Rates, Verdict, ANY_CLASS},
     ClassStats, LimitStats, Overloaded, RateLimited, TooManyInFlight,
 };
 use crate::{
@@ -54,17 +54,18 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(settings: Settings) -> Self {
-        let default_rate = shared_rate(&settings.default);
+        let default_rate = shared_rate(&settings.default, &settings.rates);
         let mut configured = ClassMap::default();
         let mut default = None;
         for (i, (class, limits)) in settings.classes.iter().enumerate() {
-            let rate = shared_rate(limits);
+            let rate = shared_rate(limits, &settings.rates);
             let state = Arc::new(ClassState::new(
                 class.clone(),
                 i as u32 + 1,
                 limits,
                 rate,
                 settings.observers.clone(),
+                &settings.rates,
             ));
             if *class == Class::default() {
                 default = Some(state);
@@ -79,6 +80,7 @@ impl Shared {
                 &settings.default,
                 default_rate.clone(),
                 settings.observers.clone(),
+                &settings.rates,
             ))
         });
         Shared {
@@ -138,6 +140,7 @@ impl Shared {
             &self.settings.default,
             self.default_rate.clone(),
             self.settings.observers.clone(),
+            &self.settings.rates,
         ));
         let mut map = ClassMap::clone(&current);
         map.insert(class, state.clone());
@@ -194,9 +197,9 @@ impl fmt::Debug for Shared {
 
 /// The state of a rule by caller, shared by the classes it applies to. (A
 /// rule by class has state of its own in each class.)
-fn shared_rate(limits: &ClassLimits) -> Option<Arc<RateState>> {
+fn shared_rate(limits: &ClassLimits, rates: &Rates) -> Option<Arc<RateState>> {
     let rule = limits.rate.as_ref()?;
-    (rule.key() != RateKey::Class).then(|| Arc::new(RateState::new(rule.clone())))
+    (rule.key() != RateKey::Class).then(|| Arc::new(RateState::new(rule.clone(), rates)))
 }
 
 #[derive(Default)]
@@ -243,10 +246,11 @@ impl ClassState {
         limits: &ClassLimits,
         shared_rate: Option<Arc<RateState>>,
         observers: Observers,
+        rates: &Rates,
     ) -> Self {
         let rate = match &limits.rate {
             Some(rule) if rule.key() == RateKey::Class => {
-                Some(Arc::new(RateState::new(rule.clone())))
+                Some(Arc::new(RateState::new(rule.clone(), rates)))
             }
             _ => shared_rate,
         };

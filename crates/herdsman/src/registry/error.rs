@@ -2,17 +2,28 @@
 
 use std::{error::Error, fmt, time::Duration};
 
+use tokio::time::Instant;
+
+use crate::error::{Describe, ErrorKind};
 pub use crate::event::Limit;
+pub use crate::failure::UpstreamStatus;
 
 /// `subscribe` refused a subscriber: one of the registry's limits or
 /// budgets is reached, or its key is too long.
 ///
 /// Nothing was started and nothing is held; the caller may retry after
 /// [`retry_after`](Self::retry_after) or fall back to one-shot calls.
+///
+/// It [describes itself](Describe) as a [`Rejected`](ErrorKind::Rejected)
+/// request when the caller's own budget is used up or the key is too long
+/// (the HTTP answer is 429, or 414 for a key too long), and as
+/// [`Overloaded`](ErrorKind::Overloaded) when the registry is at its
+/// capacity (503).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooManySubscribers {
     reason: Limit,
     retry_after: Option<Duration>,
+    made_at: Instant,
 }
 
 impl TooManySubscribers {
@@ -20,6 +31,7 @@ impl TooManySubscribers {
         TooManySubscribers {
             reason,
             retry_after,
+            made_at: Instant::now(),
         }
     }
 
@@ -66,6 +78,26 @@ impl fmt::Display for TooManySubscribers {
 
 impl Error for TooManySubscribers {}
 
+impl Describe for TooManySubscribers {
+    fn kind(&self) -> ErrorKind {
+        if self.is_per_caller() || self.reason == Limit::KeyTooLong {
+            ErrorKind::Rejected
+        } else {
+            ErrorKind::Overloaded
+        }
+    }
+
+    fn retry_at(&self) -> Option<Instant> {
+        self.retry_after.map(|after| self.made_at + after)
+    }
+
+    fn status(&self) -> Option<u16> {
+        // 414 URI Too Long: the key is mostly the URI (a key made long by
+        // credentials or varied headers is answered the same).
+        (self.reason == Limit::KeyTooLong).then_some(414)
+    }
+}
+
 /// The inner service panicked while a poll loop fetched its key.
 ///
 /// Every subscriber of the key receives it as an update; the loop backs off
@@ -101,6 +133,12 @@ impl fmt::Display for PollPanicked {
 
 impl Error for PollPanicked {}
 
+impl Describe for PollPanicked {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Panicked
+    }
+}
+
 /// The poll loop fetched a response that its share policy refuses to hand to
 /// many callers (HTTP: a streamed body over the buffer limit, a
 /// `Set-Cookie`).
@@ -124,33 +162,12 @@ impl fmt::Display for Unshareable {
 
 impl Error for Unshareable {}
 
-/// The upstream answered, but with a failure (an HTTP 5xx, as
-/// [`Fingerprint::failure`](super::Fingerprint::failure) tells): subscribers
-/// receive it as an error update, with the last good value still readable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UpstreamStatus {
-    status: u16,
-}
-
-impl UpstreamStatus {
-    /// A failure with this status code.
-    pub fn new(status: u16) -> Self {
-        UpstreamStatus { status }
-    }
-
-    /// The status code the upstream answered.
-    pub fn status(&self) -> u16 {
-        self.status
+/// The upstream answered, but with nothing its subscribers can have.
+impl Describe for Unshareable {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Upstream
     }
 }
-
-impl fmt::Display for UpstreamStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "upstream answered {}", self.status)
-    }
-}
-
-impl Error for UpstreamStatus {}
 
 /// The poll was answered with a stale copy because the upstream failed (a
 /// cache's stale-if-error answer, as [`Fingerprint::stale`](super::Fingerprint::stale)
@@ -176,3 +193,58 @@ impl fmt::Display for StaleAnswer {
 }
 
 impl Error for StaleAnswer {}
+
+impl Describe for StaleAnswer {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Upstream
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{boxed, is_rejection, retry_at, BoxError, SharedError};
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_are_rejections_for_a_caller_and_overloads_for_the_registry() {
+        let after = Some(Duration::from_secs(5));
+        for limit in Limit::ALL {
+            let refused = TooManySubscribers::new(limit, after);
+            let expected = if limit.is_per_caller() || limit == Limit::KeyTooLong {
+                ErrorKind::Rejected
+            } else {
+                ErrorKind::Overloaded
+            };
+            assert_eq!(refused.kind(), expected, "{limit:?}");
+            let status = refused.status();
+            assert_eq!(
+                status,
+                (limit == Limit::KeyTooLong).then_some(414),
+                "{limit:?}"
+            );
+            assert!(is_rejection(&*boxed(refused)), "{limit:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusals_hint_counts_from_when_it_was_made() {
+        let made_at = Instant::now();
+        let refused = TooManySubscribers::new(Limit::Memory, Some(Duration::from_secs(5)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(refused.retry_after(), Some(Duration::from_secs(5)));
+        let shared: BoxError = Box::new(SharedError::new(boxed(refused)));
+        assert_eq!(retry_at(&*shared), Some(made_at + Duration::from_secs(5)));
+        let too_long = TooManySubscribers::new(Limit::KeyTooLong, None);
+        assert_eq!(too_long.retry_at(), None);
+    }
+
+    #[test]
+    fn poll_errors_are_upstream_failures_or_panics() {
+        assert_eq!(Unshareable::new().kind(), ErrorKind::Upstream);
+        assert_eq!(StaleAnswer::new().kind(), ErrorKind::Upstream);
+        let panicked = PollPanicked::from_payload(&"boom");
+        assert_eq!(panicked.kind(), ErrorKind::Panicked);
+        assert_eq!(UpstreamStatus::new(502).kind(), ErrorKind::Upstream);
+        assert_eq!(Describe::status(&UpstreamStatus::new(502)), Some(502));
+    }
+}

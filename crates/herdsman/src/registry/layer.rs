@@ -2,19 +2,17 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use tower_layer::Layer;
 
-#[cfg(feature = "http")]
-use super::change::HttpFingerprint;
 use super::{
     change::{CloneRequest, HashFingerprint},
     handle::RegistryHandle,
-    state::{Config, Core},
+    state::{Config, Core, Loops},
     Registry,
 };
-#[cfg(feature = "http")]
-use crate::http::{HttpKey, HttpShare};
 use crate::{
+    backend::LoopBackend,
     class::{AllDefault, Class},
     event::{Observer, Observers},
+    failure::DefaultFailures,
     share::CloneShare,
 };
 
@@ -102,6 +100,7 @@ pub struct RegistryLayer<
     F = HashFingerprint,
     Q = CloneRequest,
     W = (),
+    V = DefaultFailures,
 > {
     pub(super) key: K,
     pub(super) classify: C,
@@ -109,6 +108,7 @@ pub struct RegistryLayer<
     pub(super) fingerprint: F,
     pub(super) canonical: Q,
     pub(super) callers: W,
+    pub(super) failures: V,
     config: Config,
     observers: Observers,
     core: Arc<Core>,
@@ -127,6 +127,7 @@ impl<K> RegistryLayer<K> {
             fingerprint: HashFingerprint,
             canonical: CloneRequest,
             callers: (),
+            failures: DefaultFailures,
             core: Arc::new(Core::new(config.clone(), Observers::none())),
             config,
             observers: Observers::none(),
@@ -134,23 +135,7 @@ impl<K> RegistryLayer<K> {
     }
 }
 
-#[cfg(feature = "http")]
-#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
-impl RegistryLayer<HttpKey, AllDefault, HttpShare, HttpFingerprint, HttpKey> {
-    /// A registry for HTTP services (with [`BufferLayer`](crate::http::BufferLayer)
-    /// below it): keyed by `key`, sharing buffered responses, telling
-    /// changes with [`HttpFingerprint`] (the same in every process), and
-    /// keying and polling with a request rebuilt from the key's parts only
-    /// ([`HttpKey::canonical_request`]).
-    pub fn http(key: HttpKey) -> Self {
-        RegistryLayer::new(key.clone())
-            .with_share(HttpShare)
-            .with_fingerprint(HttpFingerprint)
-            .with_canonical(key)
-    }
-}
-
-impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
+impl<K, C, P, F, Q, W, V> RegistryLayer<K, C, P, F, Q, W, V> {
     fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
         f(&mut self.config);
         self.core = Arc::new(Core::new(self.config.clone(), self.observers.clone()));
@@ -305,6 +290,17 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
         })
     }
 
+    /// Lets `backend` decide which replica polls each key, and carry the
+    /// news of a change to the others (a cluster-wide backend; the default,
+    /// [`LocalLoops`](crate::backend::LocalLoops), polls every key in this
+    /// process). A replica that follows another's loop fetches (through its
+    /// own stack) once per change notice, or once per claim when no notice
+    /// comes. Private loops (no key) always poll here.
+    pub fn with_loop_backend(self, backend: impl LoopBackend) -> Self {
+        let backend = Loops(Arc::new(backend));
+        self.configure(|c| c.loops = backend)
+    }
+
     /// Reports subscriptions and polls to `observer`.
     pub fn with_observer(mut self, observer: impl Observer) -> Self {
         self.observers = Observers::new(observer);
@@ -313,7 +309,7 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
 
     /// Names each key's endpoint class (from its first subscriber's request)
     /// for introspection and events.
-    pub fn with_classifier<C2>(self, classify: C2) -> RegistryLayer<K, C2, P, F, Q, W> {
+    pub fn with_classifier<C2>(self, classify: C2) -> RegistryLayer<K, C2, P, F, Q, W, V> {
         RegistryLayer {
             key: self.key,
             classify,
@@ -321,6 +317,7 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
             fingerprint: self.fingerprint,
             canonical: self.canonical,
             callers: self.callers,
+            failures: self.failures,
             config: self.config,
             observers: self.observers,
             core: self.core,
@@ -328,7 +325,7 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
     }
 
     /// Uses `share` to hold one polled response for many subscribers.
-    pub fn with_share<P2>(self, share: P2) -> RegistryLayer<K, C, P2, F, Q, W> {
+    pub fn with_share<P2>(self, share: P2) -> RegistryLayer<K, C, P2, F, Q, W, V> {
         RegistryLayer {
             key: self.key,
             classify: self.classify,
@@ -336,6 +333,7 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
             fingerprint: self.fingerprint,
             canonical: self.canonical,
             callers: self.callers,
+            failures: self.failures,
             config: self.config,
             observers: self.observers,
             core: self.core,
@@ -343,7 +341,7 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
     }
 
     /// Tells changes with `fingerprint`.
-    pub fn with_fingerprint<F2>(self, fingerprint: F2) -> RegistryLayer<K, C, P, F2, Q, W> {
+    pub fn with_fingerprint<F2>(self, fingerprint: F2) -> RegistryLayer<K, C, P, F2, Q, W, V> {
         RegistryLayer {
             key: self.key,
             classify: self.classify,
@@ -351,6 +349,7 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
             fingerprint,
             canonical: self.canonical,
             callers: self.callers,
+            failures: self.failures,
             config: self.config,
             observers: self.observers,
             core: self.core,
@@ -358,7 +357,7 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
     }
 
     /// Builds each loop's upstream request with `canonical`.
-    pub fn with_canonical<Q2>(self, canonical: Q2) -> RegistryLayer<K, C, P, F, Q2, W> {
+    pub fn with_canonical<Q2>(self, canonical: Q2) -> RegistryLayer<K, C, P, F, Q2, W, V> {
         RegistryLayer {
             key: self.key,
             classify: self.classify,
@@ -366,6 +365,30 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
             fingerprint: self.fingerprint,
             canonical,
             callers: self.callers,
+            failures: self.failures,
+            config: self.config,
+            observers: self.observers,
+            core: self.core,
+        }
+    }
+
+    /// Judges each polled answer with `failures`, the classifier the
+    /// Breaker and Stats use too (see [`crate::failure`]): an answer it calls
+    /// a [`Failure`](crate::failure::Verdict::Failure) reaches subscribers as
+    /// the error [`FailureClassifier::failure`](crate::failure::FailureClassifier::failure)
+    /// makes of it (with the last good value still readable), and the loop
+    /// backs off. Default: [`DefaultFailures`], for which every answer is
+    /// good; [`RegistryLayer::http`] uses [`ServerErrors`](crate::http::ServerErrors) (a 5xx is an
+    /// [`UpstreamStatus`](crate::failure::UpstreamStatus)).
+    pub fn with_failure_classifier<V2>(self, failures: V2) -> RegistryLayer<K, C, P, F, Q, W, V2> {
+        RegistryLayer {
+            key: self.key,
+            classify: self.classify,
+            share: self.share,
+            fingerprint: self.fingerprint,
+            canonical: self.canonical,
+            callers: self.callers,
+            failures,
             config: self.config,
             observers: self.observers,
             core: self.core,
@@ -397,7 +420,7 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
         self,
         identity: I,
         address: A,
-    ) -> RegistryLayer<K, C, P, F, Q, (I, A)> {
+    ) -> RegistryLayer<K, C, P, F, Q, (I, A), V> {
         RegistryLayer {
             key: self.key,
             classify: self.classify,
@@ -405,6 +428,7 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
             fingerprint: self.fingerprint,
             canonical: self.canonical,
             callers: (identity, address),
+            failures: self.failures,
             config: self.config,
             observers: self.observers,
             core: self.core,
@@ -419,10 +443,10 @@ impl<K, C, P, F, Q, W> RegistryLayer<K, C, P, F, Q, W> {
     }
 }
 
-impl<S, K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone, W: Clone> Layer<S>
-    for RegistryLayer<K, C, P, F, Q, W>
+impl<S, K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone, W: Clone, V: Clone> Layer<S>
+    for RegistryLayer<K, C, P, F, Q, W, V>
 {
-    type Service = Registry<S, K, C, P, F, Q, W>;
+    type Service = Registry<S, K, C, P, F, Q, W, V>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Registry {
@@ -433,13 +457,14 @@ impl<S, K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone, W: Clone> Layer<S>
             fingerprint: self.fingerprint.clone(),
             canonical: self.canonical.clone(),
             callers: self.callers.clone(),
+            failures: self.failures.clone(),
             core: self.core.clone(),
         }
     }
 }
 
-impl<K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone, W: Clone> Clone
-    for RegistryLayer<K, C, P, F, Q, W>
+impl<K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone, W: Clone, V: Clone> Clone
+    for RegistryLayer<K, C, P, F, Q, W, V>
 {
     fn clone(&self) -> Self {
         RegistryLayer {
@@ -449,6 +474,7 @@ impl<K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone, W: Clone> Clone
             fingerprint: self.fingerprint.clone(),
             canonical: self.canonical.clone(),
             callers: self.callers.clone(),
+            failures: self.failures.clone(),
             config: self.config.clone(),
             observers: self.observers.clone(),
             core: self.core.clone(),
@@ -456,7 +482,7 @@ impl<K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone, W: Clone> Clone
     }
 }
 
-impl<K, C, P, F, Q, W> fmt::Debug for RegistryLayer<K, C, P, F, Q, W> {
+impl<K, C, P, F, Q, W, V> fmt::Debug for RegistryLayer<K, C, P, F, Q, W, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RegistryLayer")
             .field("config", &self.config)

@@ -46,8 +46,10 @@
 //!   headers in the key): no subscriber's other headers are sent on behalf
 //!   of the others.
 //! - **Errors.** Subscribers get the error as an update, with the last good
-//!   update still readable ([`Update::good`]). A value the fingerprint calls
-//!   a failure (HTTP: a 5xx, [`UpstreamStatus`]) is an error too, and so is
+//!   update still readable ([`Update::good`]). An answer the failure
+//!   classifier calls a failure (the one the Breaker and Stats use:
+//!   [`RegistryLayer::with_failure_classifier`]; HTTP: a 5xx, as an
+//!   [`UpstreamStatus`]) is an error too, and so is
 //!   a stale copy a cache answered with because the upstream failed
 //!   ([`StaleAnswer`]), whose good value is that copy. While the upstream
 //!   fails, the loop backs off exponentially (with jitter, up to a cap), and
@@ -64,6 +66,11 @@
 //!   viewer without waiting for the interval. A lingering loop (no
 //!   subscriber left) is not polled for nobody: it ends, since its kept
 //!   value is out of date, and the next subscriber starts a fresh one.
+//! - **Across replicas.** A [`LoopBackend`](crate::backend::LoopBackend)
+//!   ([`RegistryLayer::with_loop_backend`]) decides each round whether this
+//!   process polls a key or follows another replica's loop, fetching (through
+//!   its own stack) when that replica announces a change. The default polls
+//!   every key here.
 //! - **Lifecycle.** The loop (one tokio task) starts with the first
 //!   subscriber and stops when the last leaves, after its class's linger
 //!   ([`RegistryLayer::with_linger`]); a fetch in flight is dropped. When
@@ -187,6 +194,8 @@ mod change;
 mod error;
 mod future;
 mod handle;
+#[cfg(feature = "http")]
+mod http;
 mod layer;
 mod memory;
 mod poll;
@@ -200,7 +209,7 @@ use tokio::time::Instant;
 
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
-pub use self::change::HttpFingerprint;
+pub use self::http::HttpFingerprint;
 pub use self::{
     callers::Callers,
     cell::Update,

@@ -8,6 +8,12 @@
 //! subscriber leaving and a stop wake it early. A stop also drops a fetch in
 //! flight. The time of the next fetch is recorded before each result is
 //! published, so an answer made from the result can say when to retry.
+//!
+//! Each round, the registry's [`LoopBackend`] says whether this process
+//! polls the key or follows another replica's loop. A follower fetches
+//! when the other replica announces a change (or its claim ends), and does
+//! not announce what it fetched. With the default backend every round
+//! polls here.
 
 use std::{
     future::{poll_fn, Future},
@@ -34,12 +40,14 @@ use super::{
     state::{Config, Core, Hook, Meta},
 };
 use crate::{
-    error::{retry_at, BoxError, SharedError},
+    backend::{LoopBackend, Role},
+    error::{boxed, retry_at, BoxError, SharedError},
+    failure::{FailureClassifier, Verdict},
     share::Share,
 };
 
 /// Everything one poll loop owns.
-pub(crate) struct Loop<S, Req, P, F, Q, T> {
+pub(crate) struct Loop<S, Req, P, F, Q, V, T> {
     pub(crate) core: Arc<Core>,
     pub(crate) hook: Arc<Hook<T>>,
     pub(crate) svc: S,
@@ -47,6 +55,7 @@ pub(crate) struct Loop<S, Req, P, F, Q, T> {
     pub(crate) share: P,
     pub(crate) fingerprint: F,
     pub(crate) canonical: Q,
+    pub(crate) failures: V,
 }
 
 /// Ends a loop's bookkeeping however the task ends (stopped, retired,
@@ -58,15 +67,19 @@ struct Guard<T> {
 
 impl<T> Drop for Guard<T> {
     fn drop(&mut self) {
-        if !self.hook.meta.stopped() {
-            self.core.forget(&self.hook.meta);
+        let meta = &self.hook.meta;
+        if !meta.stopped() {
+            self.core.forget(meta);
+        }
+        if !meta.private {
+            self.core.config.loops.0.release(&meta.key);
         }
         self.hook.cell.close();
         self.core.task_ended();
     }
 }
 
-impl<S, Req, P, F, Q> Loop<S, Req, P, F, Q, P::Shared>
+impl<S, Req, P, F, Q, V> Loop<S, Req, P, F, Q, V, P::Shared>
 where
     S: Service<Req> + Send + 'static,
     S::Error: Into<BoxError>,
@@ -76,6 +89,7 @@ where
     P: Share<S::Response> + Send + 'static,
     F: Fingerprint<P::Shared> + Send + 'static,
     Q: Canonical<Req> + Send + 'static,
+    V: FailureClassifier<S::Response> + Send + 'static,
 {
     /// Spawns the loop on the current runtime; its task is charged to its
     /// key's account.
@@ -92,9 +106,11 @@ where
             core: self.core.clone(),
             hook: self.hook.clone(),
         };
+        let loops = self.core.config.loops.0.clone();
         let mut failures = 0u32;
         loop {
             self.hook.meta.take_refresh();
+            let role = claim(&*loops, &self.hook.meta).await;
             let Some(outcome) = self.fetch().await else {
                 return;
             };
@@ -118,15 +134,26 @@ where
             // Before publishing: whoever answers from the update reads it.
             let meta = &self.hook.meta;
             meta.set_next_attempt(next.due(&self.core.config, meta.interval()));
-            self.publish(polled, fetched_at);
-            if !wait(&self.core, meta, &next).await {
+            let changed = self.publish(polled, fetched_at);
+            if let (Role::Poll, Some(fingerprint)) = (role, changed) {
+                if !meta.private {
+                    loops.announce(&meta.key, fingerprint);
+                }
+            }
+            let go_on = match role {
+                Role::Poll => wait(&self.core, meta, &next).await,
+                Role::Follow { for_at_most } => {
+                    follow(&self.core, &*loops, meta, &next, for_at_most).await
+                }
+            };
+            if !go_on {
                 return;
             }
         }
     }
 
     /// One inner call, or `None` if the loop was stopped meanwhile.
-    async fn fetch(&mut self) -> Option<Result<S::Response, SharedError>> {
+    async fn fetch(&mut self) -> Option<Result<S::Response, BoxError>> {
         let meta = &self.hook.meta;
         let req = self.canonical.canonical(&self.template);
         let svc = &mut self.svc;
@@ -143,12 +170,10 @@ where
             }
             let done = poll_fn(|cx| {
                 match catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
-                    Ok(Poll::Ready(out)) => {
-                        return Poll::Ready(Some(out.map_err(SharedError::new)))
-                    }
+                    Ok(Poll::Ready(out)) => return Poll::Ready(Some(out.map_err(Into::into))),
                     Err(payload) => {
                         let err = PollPanicked::from_payload(&*payload);
-                        return Poll::Ready(Some(Err(SharedError::new(err))));
+                        return Poll::Ready(Some(Err(boxed(err))));
                     }
                     Ok(Poll::Pending) => {}
                 }
@@ -161,27 +186,32 @@ where
         }
     }
 
-    /// Shares and judges one outcome: a good value and its fingerprint, or
-    /// a failure (an error, a value the fingerprint calls a failure, an
-    /// unshareable response, or a stale copy standing in for the upstream).
-    fn settle(&self, outcome: Result<S::Response, SharedError>) -> Polled<P::Shared> {
+    /// Judges and shares one outcome: a good value and its fingerprint, or
+    /// a failure (an error, an answer the failure classifier calls a
+    /// failure, an unshareable response, or a stale copy standing in for
+    /// the upstream).
+    fn settle(&self, outcome: Result<S::Response, BoxError>) -> Polled<P::Shared> {
         let weigh = |value: &P::Shared| self.share.held_bytes(value);
-        let value = match outcome.map(|r| self.share.share(r)) {
-            Ok(Ok(value)) => value,
-            Ok(Err(_unshareable)) => {
-                let error = SharedError::new(Unshareable::new());
+        let failed = outcome.is_ok() && self.failures.verdict(&outcome) == Verdict::Failure;
+        let answer = match outcome {
+            Ok(answer) if failed => {
+                let error = SharedError::new(self.failures.failure(&answer));
                 return Polled::Failed { error, stale: None };
             }
-            Err(error) => return Polled::Failed { error, stale: None },
+            Ok(answer) => answer,
+            Err(error) => {
+                let error = SharedError::new(error);
+                return Polled::Failed { error, stale: None };
+            }
+        };
+        let Ok(value) = self.share.share(answer) else {
+            let error = SharedError::new(boxed(Unshareable::new()));
+            return Polled::Failed { error, stale: None };
         };
         let fp = &self.fingerprint;
-        if let Some(failure) = fp.failure(&value) {
-            let error = SharedError::new(failure);
-            return Polled::Failed { error, stale: None };
-        }
         let fingerprint = fp.fingerprint(&value);
         if fp.stale(&value) {
-            let error = SharedError::new(StaleAnswer::new());
+            let error = SharedError::new(boxed(StaleAnswer::new()));
             let bytes = weigh(&value);
             let stale = Some((value, fingerprint, bytes));
             return Polled::Failed { error, stale };
@@ -194,8 +224,9 @@ where
         }
     }
 
-    /// Publishes what the poll produced if it changed.
-    fn publish(&self, polled: Polled<P::Shared>, at: Instant) {
+    /// Publishes what the poll produced if it changed; returns the new
+    /// update's fingerprint if it did.
+    fn publish(&self, polled: Polled<P::Shared>, at: Instant) -> Option<u64> {
         let failed = polled.failed();
         let meta = &self.hook.meta;
         meta.fetched(at, failed);
@@ -204,6 +235,8 @@ where
             self.hook.account.adjust(delta);
         }
         self.core.polled(meta, failed, published.is_some());
+        published?;
+        self.hook.cell.current().map(|update| update.fingerprint())
     }
 }
 
@@ -277,6 +310,57 @@ async fn wait(core: &Core, meta: &Meta, next: &Next) -> bool {
             if core.retire(meta) {
                 return false;
             }
+        }
+    }
+}
+
+/// Who polls this round: always this process for a private loop.
+async fn claim(loops: &dyn LoopBackend, meta: &Meta) -> Role {
+    if meta.private {
+        return Role::Poll;
+    }
+    loops.claim(&meta.key, meta.interval()).get().await
+}
+
+/// Waits, while another replica polls the key, for its change notice or the
+/// end of its claim (then the next round fetches here and claims again), a
+/// refresh (the next round fetches at once) or a stop; `false` if the loop
+/// must end. With nobody subscribed it lingers as [`wait`] does.
+async fn follow(
+    core: &Core,
+    loops: &dyn LoopBackend,
+    meta: &Meta,
+    next: &Next,
+    for_at_most: Duration,
+) -> bool {
+    let deadline = after(Instant::now(), for_at_most);
+    meta.set_next_attempt(deadline);
+    let mut changed = loops.changed(&meta.key);
+    let mut sleep = pin!(sleep_until(deadline));
+    loop {
+        let mut woken = pin!(meta.woken());
+        woken.as_mut().enable();
+        if meta.stopped() {
+            return false;
+        }
+        if meta.subscribers() == 0 {
+            return wait(core, meta, next).await;
+        }
+        if meta.refresh_pending() {
+            return true;
+        }
+        let fetch = poll_fn(|cx| {
+            if woken.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            if changed.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(true);
+            }
+            sleep.as_mut().poll(cx).map(|()| true)
+        })
+        .await;
+        if fetch {
+            return true;
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::{
     class::{AllDefault, Classify},
     error::BoxError,
     event::Invalidation,
+    failure::{DefaultFailures, FailureClassifier},
     key::{Key, KeyFn},
     share::{CloneShare, Share},
 };
@@ -38,6 +39,7 @@ pub struct Registry<
     F = HashFingerprint,
     Q = CloneRequest,
     W = (),
+    V = DefaultFailures,
 > {
     pub(super) inner: S,
     pub(super) key: K,
@@ -46,6 +48,7 @@ pub struct Registry<
     pub(super) fingerprint: F,
     pub(super) canonical: Q,
     pub(super) callers: W,
+    pub(super) failures: V,
     pub(super) core: Arc<Core>,
 }
 
@@ -56,7 +59,7 @@ impl<S, K> Registry<S, K> {
     }
 }
 
-impl<S, K, C, P, F, Q, W> Registry<S, K, C, P, F, Q, W> {
+impl<S, K, C, P, F, Q, W, V> Registry<S, K, C, P, F, Q, W, V> {
     /// Subscribes to the key of `req` at the interval of its class;
     /// see [`subscribe_with`](Registry::subscribe_with).
     pub fn subscribe<Req>(&self, req: Req) -> Result<Subscription<P::Shared>, TooManySubscribers>
@@ -72,6 +75,7 @@ impl<S, K, C, P, F, Q, W> Registry<S, K, C, P, F, Q, W> {
         F: Fingerprint<P::Shared> + Clone + Send + 'static,
         Q: Canonical<Req> + Clone + Send + 'static,
         W: Callers<Req>,
+        V: FailureClassifier<S::Response> + Clone + Send + 'static,
     {
         self.subscribe_with(req, SubscribeOptions::new())
     }
@@ -108,6 +112,7 @@ impl<S, K, C, P, F, Q, W> Registry<S, K, C, P, F, Q, W> {
         F: Fingerprint<P::Shared> + Clone + Send + 'static,
         Q: Canonical<Req> + Clone + Send + 'static,
         W: Callers<Req>,
+        V: FailureClassifier<S::Response> + Clone + Send + 'static,
     {
         // The caller and its address are read from the request as sent:
         // the canonical form keeps neither.
@@ -148,6 +153,7 @@ impl<S, K, C, P, F, Q, W> Registry<S, K, C, P, F, Q, W> {
             share: self.share.clone(),
             fingerprint: self.fingerprint.clone(),
             canonical: self.canonical.clone(),
+            failures: self.failures.clone(),
         }
         .spawn();
         Ok(subscription)
@@ -202,7 +208,7 @@ impl<S, K, C, P, F, Q, W> Registry<S, K, C, P, F, Q, W> {
     }
 }
 
-impl<S, K, C, P, F, Q, W, Req> Service<Req> for Registry<S, K, C, P, F, Q, W>
+impl<S, K, C, P, F, Q, W, V, Req> Service<Req> for Registry<S, K, C, P, F, Q, W, V>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
@@ -236,8 +242,8 @@ where
     }
 }
 
-impl<S: Clone, K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone, W: Clone> Clone
-    for Registry<S, K, C, P, F, Q, W>
+impl<S: Clone, K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone, W: Clone, V: Clone> Clone
+    for Registry<S, K, C, P, F, Q, W, V>
 {
     fn clone(&self) -> Self {
         Registry {
@@ -248,12 +254,13 @@ impl<S: Clone, K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone, W: Clone> Clone
             fingerprint: self.fingerprint.clone(),
             canonical: self.canonical.clone(),
             callers: self.callers.clone(),
+            failures: self.failures.clone(),
             core: self.core.clone(),
         }
     }
 }
 
-impl<S: fmt::Debug, K, C, P, F, Q, W> fmt::Debug for Registry<S, K, C, P, F, Q, W> {
+impl<S: fmt::Debug, K, C, P, F, Q, W, V> fmt::Debug for Registry<S, K, C, P, F, Q, W, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
             .field("inner", &self.inner)

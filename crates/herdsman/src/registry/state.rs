@@ -28,6 +28,7 @@ use super::{
     HookInfo, RegistryStats,
 };
 use crate::{
+    backend::{LocalLoops, LoopBackend},
     class::Class,
     event::{Event, Invalidation, Observers, Rejection},
     key::{Key, KeyBuildHasher, DEFAULT_MAX_KEY_LEN},
@@ -36,6 +37,8 @@ use crate::{
 /// The settings of one registry.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
+    /// Which replica polls each key ([`LocalLoops`]: this one).
+    pub(crate) loops: Loops,
     /// The settings of classes without their own.
     pub(crate) default: ClassSettings,
     /// Classes with settings of their own.
@@ -51,6 +54,7 @@ pub(crate) struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            loops: Loops::default(),
             default: ClassSettings::default(),
             classes: HashMap::new(),
             floor: Duration::from_secs(1),
@@ -76,6 +80,23 @@ impl Config {
     /// floor.
     pub(crate) fn clamp(&self, asked: Option<Duration>, settings: &ClassSettings) -> Duration {
         asked.unwrap_or(settings.interval).max(self.floor)
+    }
+}
+
+/// The [`LoopBackend`] of a registry. Asked once per poll round, never per
+/// request: called through a vtable.
+#[derive(Clone)]
+pub(crate) struct Loops(pub(crate) Arc<dyn LoopBackend>);
+
+impl Default for Loops {
+    fn default() -> Self {
+        Loops(Arc::new(LocalLoops))
+    }
+}
+
+impl fmt::Debug for Loops {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Loops")
     }
 }
 

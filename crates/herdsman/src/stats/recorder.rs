@@ -2,7 +2,6 @@
 
 use std::{
     collections::VecDeque,
-    error::Error,
     sync::{
         atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed},
         Mutex, OnceLock, PoisonError,
@@ -16,70 +15,12 @@ use super::{
 };
 use crate::{
     class::Class,
-    error::{layer_error, LayerError},
     event::{BreakerState, Limit, Rejection},
 };
 
-/// What kind of error a client got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// The upstream failed (an error, or a response the failure classifier
-    /// calls a failure, such as a 5xx).
-    Upstream,
-    /// A circuit breaker was open.
-    BreakerOpen,
-    /// The concurrency limit was full.
-    Overloaded,
-    /// A rate rule refused the request.
-    RateLimited,
-    /// The request's caller or client address had its share of the class
-    /// in flight.
-    InFlightCap,
-    /// The inner call panicked.
-    Panicked,
-    /// A half-open probe timed out.
-    Timeout,
-}
-
-impl ErrorKind {
-    pub(crate) const ALL: [ErrorKind; 7] = [
-        ErrorKind::Upstream,
-        ErrorKind::BreakerOpen,
-        ErrorKind::Overloaded,
-        ErrorKind::RateLimited,
-        ErrorKind::InFlightCap,
-        ErrorKind::Panicked,
-        ErrorKind::Timeout,
-    ];
-
-    /// The label in metrics and JSON: `upstream`, `breaker_open`,
-    /// `overloaded`, `rate_limited`, `in_flight_cap`, `panicked`, `timeout`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Upstream => "upstream",
-            ErrorKind::BreakerOpen => "breaker_open",
-            ErrorKind::Overloaded => "overloaded",
-            ErrorKind::RateLimited => "rate_limited",
-            ErrorKind::InFlightCap => "in_flight_cap",
-            ErrorKind::Panicked => "panicked",
-            ErrorKind::Timeout => "timeout",
-        }
-    }
-
-    /// The kind of an error a layer returned.
-    pub fn of(err: &(dyn Error + 'static)) -> ErrorKind {
-        match layer_error(err) {
-            Some(LayerError::BreakerOpen) => ErrorKind::BreakerOpen,
-            Some(LayerError::Overloaded) => ErrorKind::Overloaded,
-            Some(LayerError::RateLimited) => ErrorKind::RateLimited,
-            Some(LayerError::InFlightCap) => ErrorKind::InFlightCap,
-            Some(LayerError::Panicked) => ErrorKind::Panicked,
-            Some(LayerError::ProbeTimedOut) => ErrorKind::Timeout,
-            None => ErrorKind::Upstream,
-        }
-    }
-}
+/// What kind of error a client got: the core's kinds, which every error
+/// [describes itself](crate::error::Describe) with.
+pub use crate::error::ErrorKind;
 
 /// Every rejection counted: the layers' own, then the Registry's refused
 /// subscriptions, one per [`Limit`].

@@ -40,6 +40,7 @@
 
 use std::{
     borrow::Cow,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -48,7 +49,8 @@ use http::{
     StatusCode,
 };
 
-use crate::cache::CacheMode;
+use super::{CacheMode, Vary};
+use crate::http::conditional::http_date;
 
 /// The largest delta-seconds value (RFC 9111 §1.2.2): larger values, and
 /// overflowing ones, saturate to it.
@@ -438,12 +440,6 @@ fn expires_lifetime(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
         .filter(|lifetime| !lifetime.is_zero())
 }
 
-/// An HTTP date (IMF-fixdate, or the obsolete RFC 850 and asctime forms).
-pub(super) fn http_date(value: &HeaderValue) -> Option<SystemTime> {
-    let text = value.to_str().ok()?.trim_matches(|c| c == ' ' || c == '\t');
-    httpdate::parse_http_date(text).ok()
-}
-
 /// The response's `Age` (RFC 9111 §5.1): the largest valid value over its
 /// lines, zero when there is none.
 fn age(headers: &HeaderMap) -> Duration {
@@ -733,6 +729,35 @@ fn is_ows(b: u8) -> bool {
 fn trim_ows(s: &[u8]) -> &[u8] {
     let skipped = s.iter().take_while(|&&b| is_ows(b)).count();
     &s[skipped..]
+}
+
+/// The request headers a response with these `headers` varies on.
+///
+/// Every `Vary` line is read; names are case-insensitive and kept once, in
+/// order. `*`, or a name that is not a valid header name, is [`Vary::Any`].
+pub(crate) fn vary(headers: &HeaderMap) -> Vary {
+    let mut names: Vec<HeaderName> = Vec::new();
+    for line in headers.get_all(header::VARY) {
+        for element in line.as_bytes().split(|&b| b == b',') {
+            let element = element.trim_ascii();
+            if element.is_empty() {
+                continue;
+            }
+            if element == b"*" {
+                return Vary::Any;
+            }
+            match HeaderName::from_bytes(element) {
+                Ok(name) if !names.contains(&name) => names.push(name),
+                Ok(_) => {}
+                Err(_) => return Vary::Any,
+            }
+        }
+    }
+    if names.is_empty() {
+        Vary::None
+    } else {
+        Vary::Headers(Arc::from(names))
+    }
 }
 
 #[cfg(test)]
@@ -1518,5 +1543,24 @@ mod tests {
             let stale_if_error = cache_status(CacheStatus::StaleIfError { fwd_status });
             prop_assert!(stale_if_error.to_str().is_ok());
         }
+    }
+
+    #[test]
+    fn vary_names_are_read_from_every_line_once_and_a_star_wins() {
+        assert_eq!(vary(&HeaderMap::new()), Vary::None);
+        assert_eq!(vary(&headers(&[("vary", " , ")])), Vary::None);
+        let names = vary(&headers(&[
+            ("vary", "Accept-Language, x-tenant"),
+            ("vary", "ACCEPT-language"),
+        ]));
+        assert_eq!(
+            names,
+            Vary::Headers(Arc::from(vec![
+                header::ACCEPT_LANGUAGE,
+                HeaderName::from_static("x-tenant")
+            ]))
+        );
+        assert_eq!(vary(&headers(&[("vary", "accept, *")])), Vary::Any);
+        assert_eq!(vary(&headers(&[("vary", "bad name")])), Vary::Any);
     }
 }

@@ -6,22 +6,29 @@ use http::{
 };
 
 use super::{
-    conditional,
     freshness::{self, CacheStatus, Limits, Received, RequestDirectives, Storability},
-    HttpBody, SharedBody,
+    CacheLayer, CacheMode, CachePolicy, ClassSettings, Conditions, Directive, Freshness, Outcome,
+    UnsafeRequest, Vary,
 };
 use crate::{
-    cache::{
-        CacheMode, CachePolicy, ClassSettings, Conditions, Directive, Freshness, Outcome,
-        UnsafeRequest, Vary,
-    },
+    http::{self as adapter, conditional, HttpBody, PollFetch, ServedStale, SharedBody},
     share::Share,
 };
 
-/// The HTTP rules of the [cache](crate::cache) (RFC 9111, RFC 5861, RFC 9211):
+impl<K> CacheLayer<K, Response<SharedBody>, HttpCachePolicy> {
+    /// A cache of HTTP responses keyed by `key` (usually
+    /// [`HttpKey`](crate::http::HttpKey)), with every rule of
+    /// [`HttpCachePolicy`] on. Put a
+    /// [`BufferLayer`](crate::http::BufferLayer) below it.
+    pub fn http(key: K) -> Self {
+        CacheLayer::new(key).with_policy(HttpCachePolicy::new())
+    }
+}
+
+/// The HTTP rules of the [cache](super) (RFC 9111, RFC 5861, RFC 9211):
 /// a shared cache.
 ///
-/// Use it with [`HttpKey`](super::HttpKey) and [`BufferLayer`](super::BufferLayer)
+/// Use it with [`HttpKey`](crate::http::HttpKey) and [`BufferLayer`](crate::http::BufferLayer)
 /// below the cache. Each rule is on by default and can be switched off:
 ///
 /// - **Response `Cache-Control`** ([`honour_cache_control`](Self::honour_cache_control)):
@@ -31,8 +38,8 @@ use crate::{
 ///   lifetime is `s-maxage`, else `max-age`, else `Expires`, less the
 ///   response's age (RFC 9111 §4.2.3: the larger of `now - Date` and `Age`
 ///   plus the request's time, then the time stored); in the class's
-///   [`CacheMode::App`](crate::cache::CacheMode::App) it caps the class TTL,
-///   in [`CacheMode::Origin`](crate::cache::CacheMode::Origin) it is the
+///   [`CacheMode::App`](CacheMode::App) it caps the class TTL,
+///   in [`CacheMode::Origin`](CacheMode::Origin) it is the
 ///   TTL (capped by the class's), with a heuristic tenth of the time since
 ///   `Last-Modified` (§4.2.2) when there is none, and no reuse without
 ///   either. The response's `stale-while-revalidate` and `stale-if-error`
@@ -67,13 +74,13 @@ use crate::{
 /// - **Headers** ([`headers`](Self::headers)): responses from the cache carry
 ///   `Age`, every coordinated response an RFC 9211 `Cache-Status` member
 ///   named `herdsman`, and a stale-if-error answer `X-Herdsman-Stale: 1`
-///   (it always carries the [`ServedStale`](super::ServedStale) extension).
+///   (it always carries the [`ServedStale`] extension).
 ///
 /// Credentials come from the key: a request with other credentials never
 /// sees another user's entry unless the endpoint is public.
 ///
 /// ```
-/// use herdsman::{cache::CacheLayer, http::{BufferLayer, HttpCachePolicy, HttpKey}};
+/// use herdsman::{cache::{CacheLayer, HttpCachePolicy}, http::{BufferLayer, HttpKey}};
 /// use http::StatusCode;
 /// use std::time::Duration;
 /// use tower::ServiceBuilder;
@@ -191,21 +198,21 @@ impl<B> Share<Response<HttpBody<B>>> for HttpCachePolicy {
         if !self.store_set_cookie && response.headers().contains_key(header::SET_COOKIE) {
             return Err(response);
         }
-        super::share::share_buffered(response)
+        adapter::share_buffered(response)
     }
 
     fn unshare(&self, shared: &Self::Shared) -> Response<HttpBody<B>> {
-        super::share::unshare(shared)
+        adapter::unshare(shared)
     }
 
     fn held_bytes(&self, shared: &Self::Shared) -> usize {
-        super::share::weigh(shared)
+        adapter::weigh(shared)
     }
 }
 
 impl<ReqB, B> CachePolicy<Request<ReqB>, Response<HttpBody<B>>> for HttpCachePolicy {
     fn directive(&self, req: &Request<ReqB>) -> Directive {
-        let normal = if req.extensions().get::<super::PollFetch>().is_some() {
+        let normal = if req.extensions().get::<PollFetch>().is_some() {
             Directive::Current
         } else {
             Directive::Normal
@@ -326,7 +333,7 @@ impl<ReqB, B> CachePolicy<Request<ReqB>, Response<HttpBody<B>>> for HttpCachePol
     fn decorate(&self, response: &mut Response<HttpBody<B>>, outcome: Outcome, age: Duration) {
         let stale_if_error = matches!(outcome, Outcome::StaleIfError { .. });
         if stale_if_error {
-            response.extensions_mut().insert(super::ServedStale);
+            response.extensions_mut().insert(ServedStale);
         }
         if !self.headers {
             return;
@@ -353,7 +360,7 @@ impl<ReqB, B> CachePolicy<Request<ReqB>, Response<HttpBody<B>>> for HttpCachePol
     }
 
     fn vary(&self, response: &Response<HttpBody<B>>) -> Vary {
-        conditional::vary(response.headers())
+        freshness::vary(response.headers())
     }
 
     fn request_headers<'a>(&self, req: &'a Request<ReqB>) -> Option<&'a HeaderMap> {
@@ -382,7 +389,7 @@ impl<ReqB, B> CachePolicy<Request<ReqB>, Response<HttpBody<B>>> for HttpCachePol
         stored: &Response<SharedBody>,
         not_modified: Response<HttpBody<B>>,
     ) -> Response<HttpBody<B>> {
-        let mut response: Response<HttpBody<B>> = super::share::unshare(stored);
+        let mut response: Response<HttpBody<B>> = adapter::unshare(stored);
         // RFC 9111 §4.3.4: the 304's fields replace the stored ones, but
         // the length (of a body the 304 does not carry) and hop-by-hop
         // fields.
