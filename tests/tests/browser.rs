@@ -74,10 +74,10 @@ struct App {
 impl App {
     async fn start() -> App {
         let mut config = Config::profile(Environment::Development);
-        config.registry.interval = INTERVAL;
+        config.registry.class.interval = INTERVAL;
         config.registry.floor = Duration::from_millis(10);
         // Pollers subscribe per request: the loop must outlive the gap.
-        config.registry.linger = Duration::from_secs(5);
+        config.registry.class.linger = Duration::from_secs(5);
         let options = Options {
             latency: Duration::from_millis(20),
             fail_rate: 0.0,

@@ -23,7 +23,7 @@ const CALLERS: u64 = 20;
 
 fn coordinator() -> Coordinator {
     let mut config = Config::profile(Environment::Test);
-    config.cache.ttl = std::time::Duration::from_secs(60);
+    config.cache.class.ttl = std::time::Duration::from_secs(60);
     config.classes.insert(
         "active-users".into(),
         ClassConfig {

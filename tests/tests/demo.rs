@@ -26,8 +26,8 @@ struct App {
 impl App {
     async fn start(environment: Environment, tweak: impl FnOnce(&mut Config)) -> App {
         let mut config = Config::profile(environment);
-        config.registry.interval = Duration::from_secs(60);
-        config.registry.linger = Duration::from_secs(120);
+        config.registry.class.interval = Duration::from_secs(60);
+        config.registry.class.linger = Duration::from_secs(120);
         config.admin.token = Some("a-long-enough-admin-token".to_owned());
         tweak(&mut config);
         let options = Options {
@@ -673,7 +673,7 @@ async fn a_card_added_while_the_boards_loop_was_stopped_is_no_304() {
     // loop again, and the ETag must still tell the new card.
     bounded(async {
         let app = App::start(Environment::Development, |config| {
-            config.registry.linger = Duration::ZERO;
+            config.registry.class.linger = Duration::ZERO;
         })
         .await;
         let client = client();
@@ -709,7 +709,7 @@ async fn a_card_added_while_the_boards_loop_was_stopped_is_no_304() {
 async fn the_stats_document_counts_what_the_maps_hold_until_they_drain() {
     bounded(async {
         let app = App::start(Environment::Development, |config| {
-            config.registry.linger = Duration::from_millis(50);
+            config.registry.class.linger = Duration::from_millis(50);
         })
         .await;
         let (_, mut events) = Events::open(&app.url("/sse/active-users"), None).await;

@@ -54,7 +54,7 @@ async fn the_readme_stack_around_a_hyper_client_calls_upstream_once_and_then_hit
         // Concurrent misses: Dedup below the cache makes them one call.
         let calls = send_all(&svc, (0..CALLERS).map(|_| get(&server.url("/board"))));
         wait_until("every miss joined the first", || {
-            dedup.stats().coalesced == CALLERS as u64 - 1
+            dedup.handle().stats().coalesced == CALLERS as u64 - 1
         })
         .await;
         probe.open();
@@ -83,7 +83,7 @@ async fn the_readme_stack_around_a_hyper_client_calls_upstream_once_and_then_hit
         replies(send_all(&svc, [post])).await;
         let after = replies(send_all(&svc, [get(&server.url("/board"))])).await;
         assert_eq!(after[0].body, "board v3");
-        assert_eq!(dedup.stats().entries, 0);
+        assert_eq!(dedup.handle().stats().entries, 0);
     })
     .await;
 }
@@ -110,7 +110,7 @@ async fn the_readme_stack_around_an_axum_router_runs_the_handler_once() {
 
         let calls = send_all(&client, (0..CALLERS).map(|_| get(&server.url("/board"))));
         wait_until("every miss joined the first", || {
-            dedup.stats().coalesced == CALLERS as u64 - 1
+            dedup.handle().stats().coalesced == CALLERS as u64 - 1
         })
         .await;
         probe.open();

@@ -96,7 +96,7 @@ where
 {
     let calls = send_all(svc, (0..CALLERS).map(|_| get(url)));
     wait_until("every follower joined the leader", || {
-        layer.stats().coalesced == FOLLOWERS
+        layer.handle().stats().coalesced == FOLLOWERS
     })
     .await;
     held();
@@ -112,7 +112,7 @@ async fn upstream(app: Router<Probe>, probe: &Probe) -> Server {
 /// Checks the layer's counters once every caller has its reply: the map is
 /// drained.
 fn assert_stats(layer: &HttpDedupLayer, leaders: u64, coalesced: u64) {
-    let stats = layer.stats();
+    let stats = layer.handle().stats();
     assert_eq!(
         (stats.leaders, stats.coalesced, stats.entries),
         (leaders, coalesced, 0),
@@ -323,13 +323,13 @@ async fn a_dropped_leader_hands_its_upstream_call_to_a_follower() {
         .await;
         let followers = send_all(&svc, (1..CALLERS).map(|_| get(&url)));
         wait_until("every follower joined the leader", || {
-            layer.stats().coalesced == FOLLOWERS
+            layer.handle().stats().coalesced == FOLLOWERS
         })
         .await;
         leader.abort();
         assert!(leader.await.expect_err("aborted").is_cancelled());
         wait_until("a follower took over the upstream call", || {
-            layer.stats().handoffs == 1
+            layer.handle().stats().handoffs == 1
         })
         .await;
         probe.open();
@@ -343,7 +343,7 @@ async fn a_dropped_leader_hands_its_upstream_call_to_a_follower() {
         assert_eq!(replies.len(), CALLERS - 1);
         assert_all(&replies, StatusCode::OK, HELLO.as_bytes());
         assert_stats(&layer, 1, FOLLOWERS);
-        assert_eq!(layer.stats().cancelled, 1);
+        assert_eq!(layer.handle().stats().cancelled, 1);
     })
     .await;
 }
@@ -391,7 +391,7 @@ async fn gets_to_a_public_endpoint_coalesce_across_authorization() {
         let url = server.url("/me");
         let calls = send_all(&svc, ["alice", "bob"].map(|user| as_user(&url, user)));
         wait_until("the second user joined the first", || {
-            layer.stats().coalesced == 1
+            layer.handle().stats().coalesced == 1
         })
         .await;
         probe.open();

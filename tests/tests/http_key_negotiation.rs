@@ -72,7 +72,7 @@ async fn first_then_second(
     let second = send_all(&svc, [second(&url)]);
     wait_until(
         "the second request joined the first or reached the upstream",
-        || layer.stats().coalesced == 1 || probe.calls() == 2,
+        || layer.handle().stats().coalesced == 1 || probe.calls() == 2,
     )
     .await;
     probe.open();

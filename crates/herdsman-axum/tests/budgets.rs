@@ -43,7 +43,7 @@ struct App {
 impl App {
     fn start(tweak: impl FnOnce(&mut Config)) -> App {
         let mut config = Config::profile(Environment::Test);
-        config.registry.linger = Duration::from_secs(60);
+        config.registry.class.linger = Duration::from_secs(60);
         for (name, path) in [("users", "/users"), ("boards", "/boards/*")] {
             config.classes.insert(
                 name.to_owned(),
@@ -116,7 +116,7 @@ fn retry_after(response: &Response<Body>) -> Option<u64> {
 
 #[tokio::test(start_paused = true)]
 async fn a_flood_of_distinct_queries_from_one_address_is_answered_429_and_others_are_served() {
-    let app = App::start(|c| c.registry.max_keys_per_address = 20);
+    let app = App::start(|c| c.registry.class.max_keys_per_address = 20);
     let mut statuses = Vec::new();
     for i in 0..50 {
         let answer = app
@@ -154,8 +154,8 @@ async fn a_flood_of_distinct_queries_from_one_address_is_answered_429_and_others
 #[tokio::test(start_paused = true)]
 async fn streams_with_a_new_credential_each_from_one_address_are_capped_by_the_address() {
     let app = App::start(|c| {
-        c.registry.max_subscribers_per_caller = 2;
-        c.registry.max_subscribers_per_address = 10;
+        c.registry.class.max_subscribers_per_caller = 2;
+        c.registry.class.max_subscribers_per_address = 10;
     });
     let mut open = Vec::new();
     let mut refused = Vec::new();
@@ -215,7 +215,7 @@ async fn a_key_over_the_maximum_length_is_answered_414_and_polls_nothing() {
 async fn over_its_memory_budget_the_registry_answers_503_for_new_keys_only() {
     let app = App::start(|c| {
         c.registry.max_memory = 256 * 1024;
-        c.registry.max_keys_per_address = 10_000;
+        c.registry.class.max_keys_per_address = 10_000;
     });
     let query = "q".repeat(4_000);
     let mut served = 0;

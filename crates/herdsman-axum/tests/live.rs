@@ -82,8 +82,8 @@ struct App {
 impl App {
     fn start(origin: &Origin, tweak: impl FnOnce(&mut Config)) -> App {
         let mut config = Config::profile(Environment::Test);
-        config.registry.jitter = 0.0;
-        config.registry.linger = Duration::ZERO;
+        config.registry.class.jitter = 0.0;
+        config.registry.class.linger = Duration::ZERO;
         config.classes.insert(
             "board".to_owned(),
             ClassConfig {
@@ -95,7 +95,10 @@ impl App {
         tweak(&mut config);
         // A class's section is whole: made once the global one is final.
         let registry = RegistrySettings {
-            interval: 5 * SEC,
+            class: herdsman::registry::ClassSettings {
+                interval: 5 * SEC,
+                ..config.registry.class
+            },
             ..config.registry.clone()
         };
         App::class(&mut config).registry = Some(registry);
@@ -361,7 +364,7 @@ async fn a_failing_key_answers_503_with_a_retry_after_that_counts_down_to_the_ne
     let origin = Origin::new("[]");
     origin.set(StatusCode::INTERNAL_SERVER_ERROR, "down");
     let app = App::start(&origin, |config| {
-        config.registry.linger = 60 * SEC;
+        config.registry.class.linger = 60 * SEC;
         config.breaker.consecutive_failures = None;
         config.breaker.minimum_calls = 1000;
     });
@@ -401,7 +404,7 @@ async fn an_open_breaker_holds_the_status_and_the_loop_waits_for_its_probe() {
     let origin = Origin::new("[]");
     origin.set(StatusCode::INTERNAL_SERVER_ERROR, "down");
     let app = App::start(&origin, |config| {
-        config.registry.linger = 120 * SEC;
+        config.registry.class.linger = 120 * SEC;
         config.breaker.consecutive_failures = Some(2);
         config.breaker.open_duration = 30 * SEC;
         config.breaker.max_open_duration = 60 * SEC;
@@ -438,8 +441,11 @@ async fn the_caches_stale_copy_reaches_a_polling_client_marked_stale() {
     let app = App::start(&origin, |config| {
         config.layers.breaker = false;
         let cache = CacheSettings {
-            ttl: SEC,
-            stale_if_error: 300 * SEC,
+            class: herdsman::cache::ClassSettings {
+                ttl: SEC,
+                stale_if_error: 300 * SEC,
+                ..config.cache.class
+            },
             ..config.cache.clone()
         };
         App::class(config).cache = Some(cache);
@@ -471,7 +477,7 @@ async fn the_caches_stale_copy_reaches_a_polling_client_marked_stale() {
 async fn a_failing_key_with_a_good_value_serves_it_stale_then_fresh_again() {
     let origin = Origin::new("[1]");
     let app = App::start(&origin, |config| {
-        config.registry.linger = 60 * SEC;
+        config.registry.class.linger = 60 * SEC;
         config.layers.breaker = false;
     });
     let _viewer = app.sse("viewer", None, &[]);
@@ -504,7 +510,7 @@ async fn a_failing_key_with_a_good_value_serves_it_stale_then_fresh_again() {
 async fn sse_errors_carry_no_id_and_a_joining_client_gets_the_good_value_first() {
     let origin = Origin::new("[1]");
     let app = App::start(&origin, |config| {
-        config.registry.linger = 60 * SEC;
+        config.registry.class.linger = 60 * SEC;
         config.layers.breaker = false;
     });
     let mut first = app.sse("first", None, &[]);

@@ -100,7 +100,7 @@ fn limit(c: &mut Criterion) {
     if case(&mut group, "herdsman_concurrency", |iters| {
         run_ok(&rt, &mut herdsman, iters, |n| n)
     }) {
-        let stats = layer.stats();
+        let stats = layer.handle().stats();
         assert_admitted_all(&stats);
         assert_eq!(stats.rate_keys, 0);
     }
@@ -129,7 +129,7 @@ fn limit(c: &mut Criterion) {
     if case(&mut group, "herdsman_rate_by_class", |iters| {
         run_ok(&rt, &mut herdsman, iters, |n| n)
     }) {
-        let stats = layer.stats();
+        let stats = layer.handle().stats();
         assert_admitted_all(&stats);
         assert_eq!((stats.rate_keys, stats.rate_untracked), (0, 0));
     }
@@ -139,7 +139,7 @@ fn limit(c: &mut Criterion) {
     if case(&mut group, "herdsman_rate_by_caller", |iters| {
         run_ok(&rt, &mut herdsman, iters, |n| n)
     }) {
-        let stats = layer.stats();
+        let stats = layer.handle().stats();
         assert_admitted_all(&stats);
         // Every caller seen holds a budget (one in a smoke run, which sends
         // one request).

@@ -122,7 +122,7 @@ fn fan_out(rt: &Runtime, subscribers: usize) -> Vec<Duration> {
         let _ = ready_rx.recv().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         let t0 = Instant::now();
-        registry.refresh(&Key::from(KEY));
+        registry.handle().refresh(&Key::from(KEY));
         let mut latencies = Vec::with_capacity(subscribers);
         let mut subs = Vec::with_capacity(subscribers);
         for task in tasks {
@@ -238,7 +238,7 @@ fn churn(n: u32) -> (f64, f64) {
             tokio::task::yield_now().await;
         }
         let cold = t.elapsed().as_nanos() as f64 / f64::from(idle);
-        assert_eq!(registry.stats().tasks, 1, "stopped loops end");
+        assert_eq!(registry.handle().stats().tasks, 1, "stopped loops end");
         (live, cold)
     })
 }

@@ -34,6 +34,15 @@
 //!   rule by class and under one by caller, with no limit reached
 //!   (criterion).
 //!
+//! Whole stacks (issue 15):
+//!
+//! - `coordinated`: a cache hit through the whole [`herdsman::Coordinator`]
+//!   against the bare HTTP service it wraps ([`coordinated`]).
+//! - `stack`: the generic stack hit (Stats → Cache → Dedup → Breaker →
+//!   Limit) against tower-resilience's four-layer stack ([`stacks`]).
+//! - the `hit_allocs` binary: allocations per hit in both, and per admitted
+//!   request under a concurrency limit.
+//!
 //! The demo as a whole:
 //!
 //! - the `soak` binary: ten minutes of stream churn, key floods and faults
@@ -45,8 +54,10 @@
 
 pub mod breakers;
 pub mod caches;
+pub mod coordinated;
 pub mod harness;
 pub mod limiters;
 pub mod peers;
 pub mod probe;
 pub mod singleflight;
+pub mod stacks;

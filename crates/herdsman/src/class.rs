@@ -23,6 +23,8 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
+use crate::switch::LayerName;
+
 /// The name of an endpoint class. Cheap to clone (a copy for names known at
 /// compile time, a reference count otherwise); its hash is computed once, so
 /// per-class maps on the request path do not hash the name.
@@ -128,13 +130,27 @@ impl From<&str> for Class {
     }
 }
 
-/// Maps a request to its endpoint [`Class`].
+/// Maps a request to its endpoint [`Class`], and tells a layer whether its
+/// run-time switch for that class is on.
 ///
 /// Implemented for every `Fn(&Req) -> Class`, and for [`AllDefault`], which
-/// puts every request in the default class.
+/// puts every request in the default class. Their layers are always on, at
+/// no cost; [`WithSwitches`](crate::switch::WithSwitches) adds per-class
+/// [`Switches`](crate::switch::Switches) to any classifier.
 pub trait Classify<Req> {
     /// The class of `req`.
     fn classify(&self, req: &Req) -> Class;
+
+    /// Whether `layer` handles `req`: its switch for the request's class is
+    /// on. When it is off, the layer passes the request straight to its
+    /// inner service. Every layer asks this of its classifier on each call,
+    /// so it must be cheap (one atomic load, say); the default, always on,
+    /// costs nothing.
+    #[inline]
+    fn is_on(&self, req: &Req, layer: LayerName) -> bool {
+        let _ = (req, layer);
+        true
+    }
 }
 
 impl<Req, F> Classify<Req> for F

@@ -326,6 +326,15 @@ pub struct KeyBuilder {
 }
 
 impl KeyBuilder {
+    /// An empty builder (as [`Key::builder`]), usable in constants.
+    pub(crate) const fn new() -> Self {
+        KeyBuilder {
+            buf: Vec::new(),
+            public_len: None,
+            path: (0, 0),
+        }
+    }
+
     /// Appends one part.
     pub fn part(mut self, part: impl AsRef<[u8]>) -> Self {
         self.push(part.as_ref());
@@ -338,26 +347,74 @@ impl KeyBuilder {
     #[cfg(any(feature = "cache", feature = "http"))]
     pub(crate) fn push_header(&mut self, headers: &http::HeaderMap, name: &http::HeaderName) {
         let values = headers.get_all(name);
+        self.push_values(name, values.iter().count(), values);
+    }
+
+    /// Appends a header of `headers` as [`push_header`](Self::push_header)
+    /// does if it is present, and nothing if it is not: one map lookup for
+    /// an absent header. For keys whose headers are each written with their
+    /// name (HTTP keys), where leaving an absent one out is still
+    /// unambiguous: the next part is another header's name, never a value.
+    #[cfg(feature = "http")]
+    pub(crate) fn push_present_header(
+        &mut self,
+        headers: &http::HeaderMap,
+        name: &http::HeaderName,
+    ) {
+        let values = headers.get_all(name);
+        let mut iter = values.iter();
+        if iter.next().is_none() {
+            return;
+        }
+        self.push_values(name, 1 + iter.count(), values);
+    }
+
+    #[cfg(any(feature = "cache", feature = "http"))]
+    fn push_values(
+        &mut self,
+        name: &http::HeaderName,
+        count: usize,
+        values: http::header::GetAll<'_, http::HeaderValue>,
+    ) {
         self.push(name.as_str().as_bytes());
-        self.push(&(values.iter().count() as u32).to_be_bytes());
+        self.push_count(count);
         for value in values {
             self.push(value.as_bytes());
         }
     }
 
-    /// Appends one part in place.
-    pub fn push(&mut self, part: &[u8]) {
-        if part.iter().all(|&b| b > 1) {
-            self.buf.extend_from_slice(part);
-        } else {
-            for &b in part {
-                match b {
-                    0 => self.buf.extend_from_slice(&[1, 2]),
-                    1 => self.buf.extend_from_slice(&[1, 1]),
-                    b => self.buf.push(b),
-                }
+    /// Appends a count as one part: its decimal digits, which never need
+    /// escaping.
+    pub(crate) fn push_count(&mut self, mut n: usize) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
             }
         }
+        self.buf.extend_from_slice(&digits[at..]);
+        self.buf.push(0);
+    }
+
+    /// Appends one part in place.
+    pub fn push(&mut self, part: &[u8]) {
+        // Parts are terminated by 0, and 0 and 1 are escaped (`1 2`, `1 1`),
+        // so that no two lists of parts make the same bytes. Copied in runs
+        // between the bytes to escape, found a word at a time: in requests
+        // (paths, header values) there are none.
+        self.buf.reserve(part.len() + 1);
+        let mut rest = part;
+        while let Some(at) = find_separator(rest) {
+            self.buf.extend_from_slice(&rest[..at]);
+            self.buf
+                .extend_from_slice(if rest[at] == 0 { &[1, 2] } else { &[1, 1] });
+            rest = &rest[at + 1..];
+        }
+        self.buf.extend_from_slice(rest);
         self.buf.push(0);
     }
 
@@ -369,7 +426,7 @@ impl KeyBuilder {
         self.push(path);
         let end = self.buf.len() - 1;
         if let (Ok(start), Ok(end)) = (u16::try_from(start), u16::try_from(end)) {
-            if end > start && !path.iter().any(|&b| b <= 1) {
+            if end > start && find_separator(path).is_none() {
                 self.path = (start, end);
             }
         }
@@ -384,6 +441,34 @@ impl KeyBuilder {
     /// Marks the rest of the key as private, in place.
     pub fn mark_private(&mut self) {
         self.public_len.get_or_insert(self.buf.len());
+    }
+
+    /// Empties the builder, keeping its buffer, to build another key.
+    pub(crate) fn clear(&mut self) {
+        self.buf.clear();
+        self.public_len = None;
+        self.path = (0, 0);
+    }
+
+    /// The bytes the builder's buffer holds without growing.
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Makes room for `additional` more bytes.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.buf.reserve(additional);
+    }
+
+    /// The key built so far, leaving the builder (and its buffer) as it
+    /// is: one allocation, of the key's own size, for a key too long to be
+    /// inline.
+    pub(crate) fn to_key(&self) -> Key {
+        let public_len = self.public_len.unwrap_or(self.buf.len());
+        Key {
+            path: self.path,
+            ..Key::with_public_len(&self.buf, public_len)
+        }
     }
 
     /// The number of bytes the key will have.
@@ -417,9 +502,183 @@ impl KeyBuilder {
     }
 }
 
+/// A request's key, computed once and carried in its extensions, so that
+/// the layers below read it ([`Carried`]) instead of computing it again.
+///
+/// `None` is an answer too: the request is not coordinated. Whoever changes
+/// a request in a way that may change its key (its headers, its URI) after
+/// the key was carried removes it, and the layers below compute the key
+/// again; the HTTP cache policy does when it takes a caller's validators
+/// off a request or puts its own on.
+#[derive(Clone, Debug)]
+pub struct CarriedKey(Option<Key>);
+
+impl CarriedKey {
+    /// Carries `key`.
+    pub fn new(key: Option<Key>) -> Self {
+        CarriedKey(key)
+    }
+
+    /// The key carried.
+    pub fn key(&self) -> Option<&Key> {
+        self.0.as_ref()
+    }
+}
+
+/// A key function that reads the key an `http::Request` carries in its
+/// extensions ([`CarriedKey`]), and computes it with `K` only when it
+/// carries none.
+///
+/// Put on every layer of a stack whose outermost service
+/// [`carry`](Carried::carry)s the key, it makes one key computation per
+/// request. The carried key must be the one `K` computes: carry it with
+/// the same `K`.
+///
+/// ```
+/// use herdsman::{http::HttpKey, key::{Carried, KeyFn}};
+/// use http::Request;
+///
+/// let key = Carried::new(HttpKey::new());
+/// let mut req = Request::get("http://api/users").body(()).unwrap();
+/// let carried = key.carry(&mut req);
+/// assert_eq!(key.key(&req), carried); // read back, not computed
+/// ```
+#[derive(Clone, Debug)]
+pub struct Carried<K> {
+    inner: K,
+}
+
+impl<K> Carried<K> {
+    /// Reads carried keys; computes missing ones with `inner`.
+    pub fn new(inner: K) -> Self {
+        Carried { inner }
+    }
+
+    /// The key function that computes missing keys.
+    pub fn get_ref(&self) -> &K {
+        &self.inner
+    }
+
+    /// Computes the key of `req` with `K` and carries it in its extensions;
+    /// returns it.
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    pub fn carry<B>(&self, req: &mut http::Request<B>) -> Option<Key>
+    where
+        K: KeyFn<http::Request<B>>,
+    {
+        let key = self.inner.key(req);
+        req.extensions_mut().insert(CarriedKey(key.clone()));
+        key
+    }
+}
+
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+impl<B, K: KeyFn<http::Request<B>>> KeyFn<http::Request<B>> for Carried<K> {
+    #[inline]
+    fn key(&self, req: &http::Request<B>) -> Option<Key> {
+        match req.extensions().get::<CarriedKey>() {
+            Some(CarriedKey(key)) => key.clone(),
+            None => self.inner.key(req),
+        }
+    }
+}
+
+/// Where the first byte of `bytes` that a part must escape (0 or 1) is.
+fn find_separator(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut start = 0;
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_ne_bytes(word);
+        // Sets a byte's high bit where a byte of `word` is below 2, and only
+        // if one is ("has less than" in Anderson's bit twiddling hacks).
+        if word.wrapping_sub(2 * ONES) & !word & HIGH != 0 {
+            return chunk.iter().position(|&b| b <= 1).map(|at| start + at);
+        }
+        start += 8;
+    }
+    let rest = chunks.remainder();
+    rest.iter().position(|&b| b <= 1).map(|at| start + at)
+}
+
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// The parts' bytes as the builder wrote them before it copied runs: 0
+    /// and 1 escaped byte by byte, each part terminated by 0.
+    fn reference(parts: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for part in parts {
+            for &b in part {
+                match b {
+                    0 => out.extend_from_slice(&[1, 2]),
+                    1 => out.extend_from_slice(&[1, 1]),
+                    b => out.push(b),
+                }
+            }
+            out.push(0);
+        }
+        out
+    }
+
+    fn built(parts: &[Vec<u8>]) -> Key {
+        let mut key = Key::builder();
+        for part in parts {
+            key.push(part);
+        }
+        key.build()
+    }
+
+    /// Parts of a few bytes, separators among them more often than by chance.
+    fn parts() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        let byte = prop_oneof![Just(0u8), Just(1u8), Just(2u8), any::<u8>()];
+        prop::collection::vec(prop::collection::vec(byte, 0..40), 0..6)
+    }
+
+    proptest! {
+        #[test]
+        fn parts_are_written_as_the_byte_by_byte_escaping_did(parts in parts()) {
+            let key = built(&parts);
+            prop_assert_eq!(key.as_bytes(), &reference(&parts)[..]);
+        }
+
+        #[test]
+        fn different_lists_of_parts_never_make_the_same_key(a in parts(), b in parts()) {
+            prop_assert_eq!(a == b, built(&a) == built(&b));
+        }
+
+        #[test]
+        fn the_first_byte_to_escape_is_found_in_any_position(
+            bytes in prop::collection::vec(2u8.., 0..40),
+            at in 0usize..40,
+            separator in 0u8..2,
+        ) {
+            let mut bytes = bytes;
+            prop_assert_eq!(find_separator(&bytes), None);
+            let at = at.min(bytes.len());
+            bytes.insert(at, separator);
+            prop_assert_eq!(find_separator(&bytes), Some(at));
+        }
+    }
+
+    #[test]
+    fn counts_are_written_in_decimal() {
+        let (mut key, mut expected) = (Key::builder(), Vec::new());
+        for n in [0, 7, 10, 1234, usize::MAX] {
+            key.push_count(n);
+            expected.extend_from_slice(n.to_string().as_bytes());
+            expected.push(0);
+        }
+        assert_eq!(key.build().as_bytes(), &expected[..]);
+    }
 
     #[test]
     fn keys_compare_by_full_value_not_by_hash() {

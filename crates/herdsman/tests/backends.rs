@@ -484,6 +484,6 @@ async fn a_leader_dropped_while_it_waits_for_the_cluster_lets_its_followers_call
 
     assert_eq!(follower.await.unwrap().unwrap(), "/a from here");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    let stats = layer.stats();
+    let stats = layer.handle().stats();
     assert_eq!((stats.leaders, stats.cancelled, stats.entries), (1, 1, 0));
 }

@@ -154,7 +154,7 @@ fn each_profile_has_its_poll_interval_and_floor() {
     ];
     for (env, interval, floor) in expect {
         let config = load(env, &StaticEnv::new()).unwrap();
-        assert_eq!(config.registry.interval, interval, "{env}");
+        assert_eq!(config.registry.class.interval, interval, "{env}");
         assert_eq!(config.registry.floor, floor, "{env}");
         assert_eq!(config, Config::profile(env), "{env}: nothing overrides it");
     }
@@ -189,17 +189,25 @@ fn the_file_overrides_the_profile_and_variables_override_the_file() {
     "#;
     let source = with_file(file);
     let config = load(Environment::Production, &source).unwrap();
-    assert_eq!(config.registry.interval, secs(20), "file over profile");
-    assert_eq!(config.cache.ttl, secs(15));
-    assert_eq!(config.cache.stale_if_error, secs(300), "profile kept");
+    assert_eq!(
+        config.registry.class.interval,
+        secs(20),
+        "file over profile"
+    );
+    assert_eq!(config.cache.class.ttl, secs(15));
+    assert_eq!(config.cache.class.stale_if_error, secs(300), "profile kept");
 
     let source = source
         .var("HERDSMAN__REGISTRY__INTERVAL", "30s")
         .var("HERDSMAN__LAYERS__CACHE", "false")
         .var("HERDSMAN__ALERTS__ERROR_RATE", "0.1");
     let config = load(Environment::Production, &source).unwrap();
-    assert_eq!(config.registry.interval, secs(30), "variable over file");
-    assert_eq!(config.cache.ttl, secs(15), "file kept");
+    assert_eq!(
+        config.registry.class.interval,
+        secs(30),
+        "variable over file"
+    );
+    assert_eq!(config.cache.class.ttl, secs(15), "file kept");
     assert!(!config.layers.cache, "variable over profile");
     assert_eq!(config.alerts.error_rate, 0.1);
 }
@@ -253,17 +261,17 @@ fn class_sections_override_the_global_ones_and_inherit_the_rest() {
     let config = load(Environment::Production, &with_file(file)).unwrap();
     let class = config.class("active-users");
     assert!(class.public);
-    assert_eq!(class.cache.ttl, secs(2));
+    assert_eq!(class.cache.class.ttl, secs(2));
     assert_eq!(class.cache.max_bytes, config.cache.max_bytes);
     assert!(!class.layers.dedup && class.layers.cache);
-    assert_eq!(class.registry.interval, secs(30));
+    assert_eq!(class.registry.class.interval, secs(30));
     assert_eq!(class.registry.floor, secs(5));
     assert_eq!(class.limit.max_concurrency, 16, "the global file value");
     assert_eq!(class.limit.max_queue, 4);
     assert_eq!(class.breaker.window, 20);
     assert_eq!(class.breaker.consecutive_failures, Some(5));
     let default = config.class("default");
-    assert_eq!(default.cache.ttl, secs(10));
+    assert_eq!(default.cache.class.ttl, secs(10));
     assert_eq!(default.class, Class::default());
     assert!(default.paths.is_empty());
 }
@@ -284,7 +292,7 @@ fn a_class_interval_is_held_to_the_global_floor() {
         .load()
         .unwrap();
     assert_eq!(
-        loaded.config.class("active-users").registry.interval,
+        loaded.config.class("active-users").registry.class.interval,
         secs(3)
     );
     assert!(loaded.warnings.is_empty(), "3 s is over docker's 2 s floor");
@@ -295,7 +303,7 @@ fn a_class_interval_is_held_to_the_global_floor() {
         .source(&fast)
         .load()
         .unwrap();
-    assert_eq!(loaded.config.class("live").registry.interval, secs(1));
+    assert_eq!(loaded.config.class("live").registry.class.interval, secs(1));
     assert_eq!(
         loaded.warnings[0].to_string(),
         r#"classes.live.registry.interval = "500ms": under the floor of 1s, raised to it (set registry.allow_fast_polling to keep it) (set by herdsman.toml)"#
@@ -388,7 +396,7 @@ fn under_the_floor_outside_production_an_interval_is_raised_with_a_warning() {
         .source(&source)
         .load()
         .unwrap();
-    assert_eq!(loaded.config.registry.interval, secs(1));
+    assert_eq!(loaded.config.registry.class.interval, secs(1));
     let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(
         warnings,
@@ -401,7 +409,7 @@ fn under_the_floor_outside_production_an_interval_is_raised_with_a_warning() {
     for env in Environment::ALL {
         let config = load(env, &source).unwrap();
         assert_eq!(
-            config.registry.interval,
+            config.registry.class.interval,
             Duration::from_millis(100),
             "{env}"
         );
@@ -439,7 +447,7 @@ fn a_sub_second_floor_or_interval_is_refused_in_production_and_docker_naming_the
         let config = load(env, &with_file(file)).unwrap();
         assert_eq!(config.registry.floor, Duration::from_millis(500), "{env}");
         assert_eq!(
-            config.class("live").registry.interval,
+            config.class("live").registry.class.interval,
             Duration::from_millis(500),
             "{env}: raised to the floor"
         );
@@ -463,12 +471,12 @@ fn allow_fast_polling_accepts_sub_second_floors_and_intervals_as_written() {
         let config = loaded.config;
         assert_eq!(config.registry.floor, Duration::from_millis(500), "{env}");
         assert_eq!(
-            config.registry.interval,
+            config.registry.class.interval,
             Duration::from_millis(800),
             "{env}"
         );
         assert_eq!(
-            config.class("live").registry.interval,
+            config.class("live").registry.class.interval,
             Duration::from_millis(250),
             "{env}"
         );
@@ -613,6 +621,27 @@ fn an_error_window_the_stats_cannot_measure_is_refused_not_rounded() {
 }
 
 #[test]
+fn a_bad_value_in_a_sections_flattened_part_names_its_key() {
+    // `[cache]` holds `cache::ClassSettings` flattened: its keys are read
+    // alone so that their errors still name them, globally and in a class.
+    let source = with_file(
+        "[cache]\nmode = \"browser\"\n\
+         [classes.live]\npaths = [\"/live\"]\ncache = { ttl = 5 }\n\
+         [classes.slow]\npaths = [\"/slow\"]",
+    )
+    .var("HERDSMAN__CLASSES__SLOW__CACHE__STALE_IF_ERROR", "never");
+    assert_eq!(
+        errors(Environment::Development, &source),
+        [
+            r#"cache.mode = "browser": expected one of app, origin (set by herdsman.toml)"#,
+            r#"classes.live.cache.ttl = 5: expected a duration such as "10s", "250ms" or "1m 30s" (set by herdsman.toml)"#,
+            r#"classes.slow.cache.stale_if_error = "never": expected a duration such as "10s", "250ms" or "1m 30s" (set by HERDSMAN__CLASSES__SLOW__CACHE__STALE_IF_ERROR)"#,
+        ]
+        .join("\n")
+    );
+}
+
+#[test]
 fn unparsable_and_negative_durations_name_the_expected_form() {
     let source = with_file("[cache]\nttl = \"ten seconds\"\n[dedup]\nwindow = \"-5s\"")
         .var("HERDSMAN__LIMIT__MAX_WAIT", "5");
@@ -689,7 +718,7 @@ fn unknown_keys_are_refused_wherever_they_are() {
         errors(Environment::Development, &with_file(file)),
         [
             r#"colour = "blue": unknown key, expected one of layers, registry, cache, dedup, breaker, limit, alerts, admin, rollout, server, keys, classes (set by herdsman.toml)"#,
-            r#"cache.tll = "5s": unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, max_bytes, max_entries, mode, sweep_interval (set by herdsman.toml)"#,
+            r#"cache.tll = "5s": unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, mode, max_bytes, max_entries, sweep_interval (set by herdsman.toml)"#,
             r#"classes.active-users.cache.max_bytes = 10: unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, mode (set by herdsman.toml)"#,
             // Found too, now that a class's sections are read apart from it.
             r#"classes.active-users.publik = true: unknown key, expected one of paths, public, vary, layers, registry, cache, dedup, breaker, limit (set by herdsman.toml)"#,
@@ -699,7 +728,7 @@ fn unknown_keys_are_refused_wherever_they_are() {
     let source = StaticEnv::new().var("HERDSMAN__CACHE__SIZE", "3");
     assert_eq!(
         errors(Environment::Development, &source),
-        r#"cache.size = 3: unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, max_bytes, max_entries, mode, sweep_interval (set by HERDSMAN__CACHE__SIZE)"#
+        r#"cache.size = 3: unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, mode, max_bytes, max_entries, sweep_interval (set by HERDSMAN__CACHE__SIZE)"#
     );
 }
 
@@ -828,7 +857,7 @@ fn key_hosts_vary_and_the_cache_mode_are_read_and_resolved_per_class() {
     )
     .unwrap();
     assert_eq!(config.keys.hosts, ["app.example.com", "127.0.0.1:8080"]);
-    assert_eq!(config.cache.mode, CacheMode::Origin);
+    assert_eq!(config.cache.class.mode, CacheMode::Origin);
     let me = config.class("me");
     assert_eq!(me.vary, ["x-tenant", "x-api-key"]);
     assert_eq!(me.cache_settings().mode, CacheMode::App);
@@ -840,7 +869,7 @@ fn key_hosts_vary_and_the_cache_mode_are_read_and_resolved_per_class() {
 
     let defaults = Config::profile(Environment::Production);
     assert!(defaults.keys.hosts.is_empty() && defaults.keys.vary.is_empty());
-    assert_eq!(defaults.cache.mode, CacheMode::App);
+    assert_eq!(defaults.cache.class.mode, CacheMode::App);
 }
 
 #[test]
@@ -927,7 +956,10 @@ fn a_global_problem_is_reported_once_and_a_class_that_changes_it_again() {
 fn a_class_section_built_in_code_keeps_the_global_only_keys() {
     let mut config = Config::profile(Environment::Test);
     let cache = herdsman::config::CacheSettings {
-        ttl: secs(2),
+        class: herdsman::cache::ClassSettings {
+            ttl: secs(2),
+            ..config.cache.class
+        },
         max_bytes: 1,
         ..config.cache.clone()
     };

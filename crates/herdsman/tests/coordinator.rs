@@ -169,7 +169,10 @@ async fn fetch(svc: &Stack, req: Request<Full<Bytes>>) -> Result<String, BoxErro
 async fn two_subscribers_of_one_key_share_one_upstream_call_per_interval() {
     let mut config = config(&[("active", "/api/active")]);
     let registry = herdsman::config::RegistrySettings {
-        interval: Duration::from_secs(1),
+        class: herdsman::registry::ClassSettings {
+            interval: Duration::from_secs(1),
+            ..config.registry.class
+        },
         ..config.registry.clone()
     };
     class(&mut config, "active").registry = Some(registry);
@@ -198,10 +201,10 @@ async fn two_subscribers_of_one_key_share_one_upstream_call_per_interval() {
 fn polled_behind_a_stale_window() -> (Coordinator, Origin, Stack) {
     let mut config = config(&[("active", "/api/active")]);
     config.registry.floor = Duration::from_secs(1);
-    config.registry.interval = Duration::from_secs(1);
-    config.cache.ttl = Duration::from_secs(1);
-    config.cache.stale_while_revalidate = Duration::from_secs(10);
-    config.cache.stale_if_error = Duration::from_secs(60);
+    config.registry.class.interval = Duration::from_secs(1);
+    config.cache.class.ttl = Duration::from_secs(1);
+    config.cache.class.stale_while_revalidate = Duration::from_secs(10);
+    config.cache.class.stale_if_error = Duration::from_secs(60);
     let coordinator = coordinator(config);
     let origin = Origin::default();
     let svc = stack(&coordinator, &origin);
@@ -515,7 +518,10 @@ async fn two_classes_keep_their_own_cache_ttls() {
     let mut config = config(&[("fast", "/fast"), ("slow", "/slow")]);
     for (name, secs) in [("fast", 1), ("slow", 10)] {
         let cache = herdsman::config::CacheSettings {
-            ttl: Duration::from_secs(secs),
+            class: herdsman::cache::ClassSettings {
+                ttl: Duration::from_secs(secs),
+                ..config.cache.class
+            },
             ..config.cache.clone()
         };
         class(&mut config, name).cache = Some(cache);
@@ -879,8 +885,8 @@ async fn a_rollout_of_zero_percent_bypasses_the_stack_and_of_100_coordinates() {
 #[tokio::test(start_paused = true)]
 async fn invalidate_drops_cache_entries_and_polls_the_registry_at_once() {
     let mut config = config(&[("board", "/board/{id}")]);
-    config.cache.ttl = Duration::from_secs(60);
-    config.registry.interval = Duration::from_secs(60);
+    config.cache.class.ttl = Duration::from_secs(60);
+    config.registry.class.interval = Duration::from_secs(60);
     let coordinator = coordinator(config);
     let origin = Origin::default();
     let svc = stack(&coordinator, &origin);
@@ -906,7 +912,7 @@ async fn invalidate_drops_cache_entries_and_polls_the_registry_at_once() {
 #[tokio::test(start_paused = true)]
 async fn a_post_through_the_stack_pushes_to_subscribers_of_its_path() {
     let mut config = config(&[("board", "/board")]);
-    config.registry.interval = Duration::from_secs(60);
+    config.registry.class.interval = Duration::from_secs(60);
     let coordinator = coordinator(config);
     let origin = Origin::default();
     let svc = stack(&coordinator, &origin);
@@ -929,7 +935,7 @@ async fn a_post_through_the_stack_pushes_to_subscribers_of_its_path() {
 #[test]
 fn an_invalid_configuration_is_refused_naming_field_value_and_reason() {
     let mut config = config(&[("a", "/a")]);
-    config.cache.ttl = Duration::ZERO;
+    config.cache.class.ttl = Duration::ZERO;
     let limit = herdsman::config::LimitSettings {
         max_concurrency: 0,
         ..config.limit.clone()
@@ -1018,7 +1024,7 @@ async fn sizes_count_each_map_and_fall_to_zero_once_the_linger_has_passed() {
     assert!(held.cache_bytes > 0);
 
     drop(sub);
-    let linger = coordinator.config().registry.linger;
+    let linger = coordinator.config().registry.class.linger;
     time::sleep(linger * 2).await;
     let drained = coordinator.sizes();
     assert_eq!(

@@ -65,7 +65,7 @@ async fn concurrent_identical_requests_make_one_inner_call() {
     assert_eq!(upstream.calls(), 1);
     assert!(responses.iter().all(|r| Arc::ptr_eq(r, &responses[0])));
     assert_eq!(*responses[0], "users#1");
-    let stats = layer.stats();
+    let stats = layer.handle().stats();
     assert_eq!((stats.leaders, stats.coalesced), (1, 99));
     assert_eq!(stats.entries, 0);
 }
@@ -109,7 +109,7 @@ async fn requests_after_completion_call_again_without_a_window() {
 
     assert_eq!(*svc.clone().oneshot("a").await.unwrap(), "a#1");
     assert_eq!(*svc.clone().oneshot("a").await.unwrap(), "a#2");
-    assert_eq!(layer.stats().entries, 0);
+    assert_eq!(layer.handle().stats().entries, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -122,11 +122,15 @@ async fn the_reuse_window_serves_finished_results_until_it_ends() {
     time::advance(Duration::from_millis(999)).await;
     assert_eq!(*svc.clone().oneshot("a").await.unwrap(), "a#1");
     assert_eq!(upstream.calls(), 1);
-    assert_eq!(layer.stats().window_hits, 1);
-    assert_eq!(layer.stats().entries, 1);
+    assert_eq!(layer.handle().stats().window_hits, 1);
+    assert_eq!(layer.handle().stats().entries, 1);
 
     time::advance(Duration::from_millis(1)).await;
-    assert_eq!(layer.stats().entries, 0, "expired entries are purged");
+    assert_eq!(
+        layer.handle().stats().entries,
+        0,
+        "expired entries are purged"
+    );
     assert_eq!(*svc.clone().oneshot("a").await.unwrap(), "a#2");
 }
 
@@ -139,7 +143,7 @@ async fn errors_are_never_reused_in_the_window() {
     assert!(svc.clone().oneshot("fail").await.is_err());
     assert!(svc.clone().oneshot("fail").await.is_err());
     assert_eq!(upstream.calls(), 2);
-    assert_eq!(layer.stats().entries, 0);
+    assert_eq!(layer.handle().stats().entries, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -174,7 +178,7 @@ async fn a_cancelled_driver_hands_the_call_to_a_follower() {
         assert_eq!(*follower.await.unwrap().unwrap(), "a#1");
     }
     assert_eq!(upstream.calls(), 1);
-    let stats = layer.stats();
+    let stats = layer.handle().stats();
     assert_eq!(
         (stats.handoffs, stats.cancelled, stats.abandoned),
         (1, 1, 0)
@@ -199,7 +203,7 @@ async fn an_heir_that_is_dropped_passes_the_call_on() {
     heir.abort();
     assert_eq!(*last.await.unwrap().unwrap(), "a#1");
     assert_eq!(upstream.calls(), 1);
-    assert_eq!(layer.stats().entries, 0);
+    assert_eq!(layer.handle().stats().entries, 0);
 }
 
 /// Sets a flag when dropped.
@@ -240,8 +244,8 @@ async fn the_inner_call_is_dropped_when_the_last_waiter_leaves() {
     follower.abort();
     settle().await;
     assert_eq!(dropped.load(Ordering::SeqCst), 1);
-    assert_eq!(layer.stats().entries, 0);
-    let stats = layer.stats();
+    assert_eq!(layer.handle().stats().entries, 0);
+    let stats = layer.handle().stats();
     assert_eq!(
         (stats.cancelled, stats.handoffs, stats.abandoned),
         (2, 1, 1)
@@ -271,8 +275,8 @@ async fn followers_get_a_typed_error_when_the_inner_future_panics() {
         let panicked = find::<Panicked>(&*err).expect("a Panicked error");
         assert_eq!(panicked.message(), Some("boom"));
     }
-    assert_eq!(layer.stats().panics, 1);
-    assert_eq!(layer.stats().entries, 0);
+    assert_eq!(layer.handle().stats().panics, 1);
+    assert_eq!(layer.handle().stats().entries, 0);
     // The key is usable again at once.
     assert_eq!(svc.clone().oneshot("a").await.unwrap(), "a ok");
 }
@@ -294,7 +298,7 @@ async fn a_panic_in_call_leaves_the_key_usable() {
         drop(svc.call("a"));
     }));
     assert!(panicked.is_err());
-    assert_eq!(layer.stats().entries, 0);
+    assert_eq!(layer.handle().stats().entries, 0);
     assert_eq!(svc.ready().await.unwrap().call("a").await.unwrap(), "a ok");
 }
 
@@ -391,7 +395,7 @@ async fn services_of_other_types_behind_one_layer_do_not_mix() {
     );
     assert_eq!((s1.unwrap(), s2.unwrap()), ("abc".into(), "abc".into()));
     assert_eq!((n1.unwrap(), n2.unwrap()), (3, 3));
-    let stats = layer.stats();
+    let stats = layer.handle().stats();
     assert_eq!((stats.leaders, stats.coalesced, stats.entries), (4, 2, 0));
 }
 
@@ -412,7 +416,7 @@ async fn requests_without_a_key_or_with_a_long_key_pass_through() {
     assert_ne!(a.unwrap(), b.unwrap());
     let (a, b) = tokio::join!(svc.clone().oneshot("abc"), svc.clone().oneshot("abc"));
     assert_eq!(a.unwrap(), b.unwrap());
-    assert_eq!(capped.stats().leaders, 1);
+    assert_eq!(capped.handle().stats().leaders, 1);
 }
 
 /// Shares only even-numbered responses.

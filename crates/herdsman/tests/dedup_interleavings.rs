@@ -231,7 +231,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     }
     prop_assert!(callers.is_empty());
 
-    let stats = layer.stats();
+    let stats = layer.handle().stats();
     prop_assert_eq!(stats.entries, 0, "the in-flight map did not drain");
     let calls = upstream.control.lock().unwrap().calls.len() as u64;
     prop_assert!(calls <= arrivals);

@@ -78,7 +78,7 @@ async fn one_leader_and_nine_followers_report_nine_coalesced_for_their_class() {
     assert_eq!(lone.unwrap(), "/other/1");
 
     assert_eq!(recorder.take(), vec![(users(), Event::Coalesced); 9]);
-    assert_eq!(layer.stats().coalesced, 9);
+    assert_eq!(layer.handle().stats().coalesced, 9);
 }
 
 #[tokio::test(start_paused = true)]

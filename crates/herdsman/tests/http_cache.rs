@@ -499,7 +499,7 @@ async fn misses_and_forced_refreshes_are_coalesced_by_dedup_below_the_cache() {
     assert_eq!(stale, "/a for anyone #2");
     assert_eq!(forced, "/a for anyone #3");
     assert_eq!(origin.calls(), 3);
-    assert_eq!(dedup.stats().entries, 0);
+    assert_eq!(dedup.handle().stats().entries, 0);
 }
 
 // RFC 9111 and RFC 5861: what a shared cache must do.

@@ -74,6 +74,7 @@ where
 
 fn stats<C, I, A>(layer: &LimitLayer<C, I, A>, class: &str) -> ClassStats {
     layer
+        .handle()
         .stats()
         .class(class)
         .cloned()
@@ -429,7 +430,7 @@ async fn classes_without_limits_of_their_own_get_the_default_limits_and_their_ow
         let err = call(&mut svc, req).await.await.unwrap_err();
         assert_eq!(overloaded(&err).class(), &class_of(&req));
     }
-    let stats = layer.stats();
+    let stats = layer.handle().stats();
     let names: Vec<_> = stats.classes.iter().map(|c| c.class.as_str()).collect();
     assert_eq!(names, ["big", "default", "x", "y"]);
     assert!(stats.classes.iter().all(|c| c.rejected_overloaded == 1));
@@ -682,10 +683,10 @@ async fn idle_rate_keys_are_pruned_so_memory_stays_bounded() {
         svc.call(id).await.unwrap();
         if id % 1_000 == 999 {
             time::advance(Duration::from_secs(1)).await;
-            most = most.max(layer.stats().rate_keys);
+            most = most.max(layer.handle().stats().rate_keys);
         }
     }
-    let stats = layer.stats();
+    let stats = layer.handle().stats();
     assert!(most <= 40_000, "the store grew to {most} keys");
     assert_eq!(stats.rate_untracked, 0, "pruning kept room for every key");
     assert_eq!(stats.class("default").unwrap().admitted, 1_000_000);
@@ -705,7 +706,7 @@ async fn a_full_key_store_lets_new_keys_through_untracked_and_still_limits_the_k
         svc.ready().await.unwrap();
         svc.call(id).await.unwrap();
     }
-    let stats = layer.stats();
+    let stats = layer.handle().stats();
     assert!(stats.rate_keys <= 100, "{} keys held", stats.rate_keys);
     assert_eq!(stats.rate_untracked, 10_000 - stats.rate_keys);
     // A key it holds is still limited.
@@ -1047,10 +1048,10 @@ fn shares_run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             Step::Cancel(_) => {}
         }
         drive(&mut live)?;
-        check_maps(&live, &layer.stats())?;
+        check_maps(&live, &layer.handle().stats())?;
     }
     drop(live);
-    check_maps(&[], &layer.stats())
+    check_maps(&[], &layer.handle().stats())
 }
 
 proptest! {
@@ -1172,7 +1173,7 @@ async fn concurrent_callers_never_exceed_the_limit_and_every_permit_comes_back()
     }
     assert!(track.most.load(Ordering::SeqCst) <= 4);
     assert_eq!(track.current.load(Ordering::SeqCst), 0);
-    let stats = svc.stats();
+    let stats = svc.handle().stats();
     let default = stats.class("default").unwrap();
     assert_eq!((default.in_flight, default.waiting), (0, 0));
     assert_eq!(default.rejected_overloaded, 0);

@@ -102,7 +102,7 @@ fn two_concurrent_callers_both_get_the_result_and_the_map_drains() {
         let t = thread::spawn(move || block_on(a.call(1)).unwrap());
         assert_eq!(block_on(b.call(1)).unwrap(), 7);
         assert_eq!(t.join().unwrap(), 7);
-        assert_eq!(layer.stats().entries, 0);
+        assert_eq!(layer.handle().stats().entries, 0);
         let calls = upstream.calls.load(Ordering::SeqCst);
         assert!((1..=2).contains(&calls));
         assert_eq!(upstream.drops.load(Ordering::SeqCst), calls);
@@ -122,7 +122,7 @@ fn a_driver_dropped_while_a_follower_joins_never_strands_it() {
         });
         assert_eq!(block_on(b.call(1)).unwrap(), 7);
         t.join().unwrap();
-        assert_eq!(layer.stats().entries, 0);
+        assert_eq!(layer.handle().stats().entries, 0);
         let calls = upstream.calls.load(Ordering::SeqCst);
         assert!((1..=2).contains(&calls));
         assert_eq!(upstream.drops.load(Ordering::SeqCst), calls);
@@ -143,7 +143,7 @@ fn driver_and_follower_both_dropped_leave_nothing_behind() {
         let _ = poll_once(&mut fut);
         drop(fut);
         t.join().unwrap();
-        assert_eq!(layer.stats().entries, 0);
+        assert_eq!(layer.handle().stats().entries, 0);
         let calls = upstream.calls.load(Ordering::SeqCst);
         assert_eq!(
             upstream.drops.load(Ordering::SeqCst),

@@ -189,8 +189,8 @@ async fn ten_thousand_subscribers_make_one_upstream_call_per_interval() {
     for sub in &mut subs {
         assert_eq!(versions(&ready_updates(sub)), [4]);
     }
-    assert_eq!(registry.stats().subscribers, 10_000);
-    assert_eq!(registry.hooks()[0].subscribers, 10_000);
+    assert_eq!(registry.handle().stats().subscribers, 10_000);
+    assert_eq!(registry.handle().hooks()[0].subscribers, 10_000);
     let per_subscriber = registry.handle().memory_bytes() / 10_000;
     assert!((48..=256).contains(&per_subscriber), "{per_subscriber} B");
 }
@@ -228,7 +228,7 @@ async fn the_interval_is_the_shortest_asked_and_never_below_the_floor() {
 
     let too_fast = registry.subscribe_with("/a", every(SEC / 10)).unwrap();
     assert_eq!(too_fast.interval(), 2 * SEC, "clamped to the floor");
-    assert_eq!(registry.hooks()[0].interval, 2 * SEC);
+    assert_eq!(registry.handle().hooks()[0].interval, 2 * SEC);
     pass(4 * SEC).await;
     assert_eq!(upstream.calls(), 6, "at 11 and 13 s");
 
@@ -286,7 +286,7 @@ async fn unchanged_polls_send_no_update() {
     let updates = ready_updates(&mut sub);
     assert_eq!(values(&updates), ["/a@1"]);
     assert_eq!(versions(&updates), [2]);
-    let stats = registry.stats();
+    let stats = registry.handle().stats();
     assert_eq!((stats.polls, stats.updates), (4, 2));
 }
 
@@ -399,9 +399,9 @@ async fn errors_reach_subscribers_with_the_last_good_value_and_the_loop_backs_of
     assert_eq!(error.last_good().unwrap(), "/a@1");
     assert!(error.value().is_none());
     assert_eq!(values(&updates).last().unwrap(), "/a@2");
-    let stats = registry.stats();
+    let stats = registry.handle().stats();
     assert_eq!(stats.errors, 5);
-    assert_eq!(registry.hooks()[0].errors, 5);
+    assert_eq!(registry.handle().hooks()[0].errors, 5);
 }
 
 #[tokio::test(start_paused = true)]
@@ -447,7 +447,7 @@ async fn a_panicking_upstream_is_an_error_update_and_never_a_hang() {
         let panicked = find::<PollPanicked>(update.error().unwrap()).unwrap();
         assert!(panicked.message().unwrap().starts_with("boom"));
     }
-    assert_eq!(registry.stats().tasks, 2, "the loops keep going");
+    assert_eq!(registry.handle().stats().tasks, 2, "the loops keep going");
 }
 
 #[tokio::test(start_paused = true)]
@@ -463,14 +463,14 @@ async fn refresh_pushes_a_new_value_to_every_subscriber_at_once() {
     }
 
     let key = subs[0].key().clone();
-    assert!(registry.refresh(&key));
+    assert!(registry.handle().refresh(&key));
     settle().await;
     assert_eq!(upstream.calls_to("/a").len(), 2);
     assert_eq!(upstream.calls_to("/b").len(), 1);
     for sub in &mut subs {
         assert_eq!(values(&ready_updates(sub)), ["/a@2"]);
     }
-    assert!(!registry.refresh(&Key::from("nobody")));
+    assert!(!registry.handle().refresh(&Key::from("nobody")));
 
     // The interval counts from the refresh.
     pass(4 * SEC).await;
@@ -485,7 +485,7 @@ async fn a_refresh_during_a_fetch_polls_again_after_it() {
     let registry = layer().layer(upstream.clone());
     let sub = registry.subscribe("/a").unwrap();
     settle().await;
-    registry.refresh(sub.key());
+    registry.handle().refresh(sub.key());
     pass(SEC).await;
     pass(SEC).await;
     assert_eq!(
@@ -505,7 +505,7 @@ async fn invalidations_announced_by_a_cache_poll_the_keys_they_cover() {
         .collect();
     settle().await;
     let (tx, rx) = tokio::sync::broadcast::channel(16);
-    let follower = registry.follow(rx);
+    let follower = registry.handle().follow(rx);
 
     tx.send(Invalidation::Path("/boards/1/cards".into()))
         .unwrap();
@@ -519,7 +519,7 @@ async fn invalidations_announced_by_a_cache_poll_the_keys_they_cover() {
     assert_eq!(upstream.calls_to("/boards/1/members").len(), 2);
     assert_eq!(upstream.calls_to("/boards/2/cards").len(), 1);
 
-    assert_eq!(registry.invalidate(&Invalidation::All), 3);
+    assert_eq!(registry.handle().invalidate(&Invalidation::All), 3);
     settle().await;
     assert_eq!(upstream.calls(), 9);
 
@@ -539,17 +539,23 @@ async fn an_invalidation_ends_a_lingering_loop_instead_of_polling_for_nobody() {
         drop(registry.subscribe(key).unwrap());
     }
     settle().await;
-    assert_eq!((registry.stats().keys, upstream.calls()), (20, 20));
+    assert_eq!((registry.handle().stats().keys, upstream.calls()), (20, 20));
 
     pass(2 * SEC).await;
     assert_eq!(
-        registry.invalidate(&Invalidation::Prefix("/boards/1/".into())),
+        registry
+            .handle()
+            .invalidate(&Invalidation::Prefix("/boards/1/".into())),
         20
     );
     settle().await;
     assert_eq!(upstream.calls(), 20, "nobody listens: no poll");
-    assert_eq!(registry.stats().keys, 0, "the kept values were out of date");
-    assert_eq!(registry.stats().tasks, 0);
+    assert_eq!(
+        registry.handle().stats().keys,
+        0,
+        "the kept values were out of date"
+    );
+    assert_eq!(registry.handle().stats().tasks, 0);
 
     // A subscriber that comes back starts a fresh loop.
     let mut sub = registry.subscribe("/boards/1/cards?x=0").unwrap();
@@ -563,10 +569,10 @@ async fn an_invalidation_still_polls_a_loop_with_subscribers() {
     let registry = layer().with_linger(30 * SEC).layer(upstream.clone());
     let _sub = registry.subscribe("/boards/1/cards").unwrap();
     settle().await;
-    registry.invalidate(&Invalidation::All);
+    registry.handle().invalidate(&Invalidation::All);
     settle().await;
     assert_eq!(upstream.calls(), 2);
-    assert_eq!(registry.stats().keys, 1);
+    assert_eq!(registry.handle().stats().keys, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -577,20 +583,20 @@ async fn the_loop_stops_with_its_last_subscriber_and_nothing_leaks() {
     let b = registry.subscribe("/a").unwrap();
     let c = registry.subscribe("/c").unwrap();
     settle().await;
-    assert_eq!(registry.stats().tasks, 2);
+    assert_eq!(registry.handle().stats().tasks, 2);
 
     drop(a);
-    assert_eq!(registry.stats().keys, 2);
+    assert_eq!(registry.handle().stats().keys, 2);
     drop(b);
     drop(c);
-    assert_eq!(registry.stats().keys, 0, "removed at once");
+    assert_eq!(registry.handle().stats().keys, 0, "removed at once");
     settle().await;
-    let stats = registry.stats();
+    let stats = registry.handle().stats();
     assert_eq!((stats.keys, stats.subscribers, stats.tasks), (0, 0, 0));
-    assert!(registry.hooks().is_empty());
+    assert!(registry.handle().hooks().is_empty());
     pass(60 * SEC).await;
     assert_eq!(upstream.calls(), 2, "the fetches in flight were dropped");
-    assert_eq!(registry.stats().polls, 0);
+    assert_eq!(registry.handle().stats().polls, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -601,7 +607,7 @@ async fn a_lingering_loop_serves_a_returning_subscriber_without_polling() {
     sub.next().await.unwrap();
     drop(sub);
     pass(3 * SEC).await;
-    assert_eq!(registry.stats().keys, 1);
+    assert_eq!(registry.handle().stats().keys, 1);
 
     // Within the linger: the loop is still there; its value (3 s old) is
     // fresh for this subscriber's 5 s interval.
@@ -613,7 +619,7 @@ async fn a_lingering_loop_serves_a_returning_subscriber_without_polling() {
 
     pass(20 * SEC).await;
     assert_eq!(upstream.calls(), 1, "no poll while nobody listens");
-    let stats = registry.stats();
+    let stats = registry.handle().stats();
     assert_eq!((stats.keys, stats.tasks), (0, 0));
 }
 
@@ -647,7 +653,7 @@ async fn limits_refuse_subscribers_with_a_typed_error_and_hold_nothing() {
         .is_some());
 
     settle().await;
-    let stats = registry.stats();
+    let stats = registry.handle().stats();
     assert_eq!((stats.keys, stats.subscribers, stats.refused), (2, 2, 3));
     assert_eq!(upstream.calls(), 2);
 }
@@ -678,7 +684,7 @@ async fn hooks_and_events_show_each_key_with_its_class_and_counts() {
     settle().await;
     pass(10 * SEC).await;
 
-    let hooks = registry.hooks();
+    let hooks = registry.handle().hooks();
     assert_eq!(hooks.len(), 1);
     let hook = &hooks[0];
     assert_eq!(&hook.key, users.key());
@@ -741,11 +747,11 @@ async fn a_request_without_a_key_gets_a_loop_of_its_own() {
     a.next().await.unwrap();
     b.next().await.unwrap();
     assert_eq!(upstream.calls(), 2);
-    let stats = registry.stats();
+    let stats = registry.handle().stats();
     assert_eq!((stats.keys, stats.private_loops, stats.tasks), (0, 2, 2));
     drop((a, b));
     settle().await;
-    let stats = registry.stats();
+    let stats = registry.handle().stats();
     assert_eq!(
         (stats.subscribers, stats.private_loops, stats.tasks),
         (0, 0, 0)
@@ -768,9 +774,9 @@ fn a_subscription_ends_when_its_runtime_shuts_down() {
     });
     drop(rt);
     assert!(matches!(sub.next().now_or_never(), Some(None)));
-    assert_eq!(registry.stats().tasks, 0);
+    assert_eq!(registry.handle().stats().tasks, 0);
     assert_eq!(
-        registry.stats().keys,
+        registry.handle().stats().keys,
         0,
         "the next subscriber starts a new loop"
     );
@@ -786,7 +792,7 @@ async fn a_follower_that_lags_behind_the_cache_refreshes_every_key() {
         .collect();
     settle().await;
     let (tx, rx) = tokio::sync::broadcast::channel(1);
-    let follower = registry.follow(rx);
+    let follower = registry.handle().follow(rx);
     // Two announcements into a channel of one: the follower misses one.
     tx.send(Invalidation::Key(Key::from("nothing"))).unwrap();
     tx.send(Invalidation::Key(Key::from("nothing else")))
@@ -810,14 +816,14 @@ async fn a_loop_that_panics_outside_the_inner_call_ends_its_streams_and_frees_it
     assert_eq!(sub.next().await.unwrap().version(), 1);
     let ended = time::timeout(10 * SEC, sub.next()).await.unwrap();
     assert!(ended.is_none(), "the stream ends instead of hanging");
-    let stats = registry.stats();
+    let stats = registry.handle().stats();
     assert_eq!((stats.keys, stats.tasks, stats.subscribers), (0, 0, 1));
 
     let mut again = registry.subscribe("/a").unwrap();
     assert_eq!(again.next().await.unwrap().value().unwrap(), "/a@2");
     drop(sub);
-    assert_eq!(registry.stats().subscribers, 1);
-    assert_eq!(registry.hooks()[0].subscribers, 1);
+    assert_eq!(registry.handle().stats().subscribers, 1);
+    assert_eq!(registry.handle().hooks()[0].subscribers, 1);
 }
 
 // HTTP
@@ -985,7 +991,7 @@ async fn a_5xx_answer_reaches_subscribers_as_an_error_with_the_last_good_value()
         .expect("it says which status");
     assert_eq!(status.status(), 500);
     assert_eq!(failed.last_good().unwrap().body().data(), "v1");
-    assert_eq!(registry.hooks()[0].errors, 1);
+    assert_eq!(registry.handle().hooks()[0].errors, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -1001,8 +1007,8 @@ async fn subscriptions_are_keyed_by_their_canonical_request() {
         .map(|req| registry.subscribe(req).unwrap())
         .collect();
     settle().await;
-    assert_eq!(registry.stats().keys, 1);
-    assert_eq!(registry.hooks()[0].subscribers, 3);
+    assert_eq!(registry.handle().stats().keys, 1);
+    assert_eq!(registry.handle().hooks()[0].subscribers, 3);
     assert_eq!(
         upstream.calls_to("/a").len(),
         1,
@@ -1024,7 +1030,7 @@ async fn a_restarted_loop_gives_unchanged_content_the_same_fingerprint() {
     let first = sub.next().await.unwrap();
     drop(sub);
     settle().await;
-    assert_eq!(registry.stats().keys, 0);
+    assert_eq!(registry.handle().stats().keys, 0);
 
     // A new loop: its version starts again, its fingerprint does not.
     let mut sub = registry.subscribe("/a").unwrap();
@@ -1061,12 +1067,15 @@ async fn next_attempt_is_the_interval_after_a_success_and_the_backoff_after_fail
         let due = sub.next_attempt().unwrap();
         time::sleep_until(due + SEC / 10).await;
         settle().await;
-        let fetched = registry.hooks()[0].last_fetch.unwrap();
+        let fetched = registry.handle().hooks()[0].last_fetch.unwrap();
         assert_eq!(fetched, due, "the loop polled when it said it would");
         waits.push((sub.next_attempt().unwrap() - fetched).as_secs());
     }
     assert_eq!(waits, [2, 2, 4, 8, 10]);
-    assert_eq!(registry.hooks()[0].next_attempt, sub.next_attempt());
+    assert_eq!(
+        registry.handle().hooks()[0].next_attempt,
+        sub.next_attempt()
+    );
 }
 
 fn shared(response: http::Response<&'static str>) -> http::Response<SharedBody> {
@@ -1182,7 +1191,11 @@ async fn a_stale_copy_from_below_is_a_failed_poll_whose_good_value_is_that_copy(
         HttpFingerprint.fingerprint(&fresh_v1),
         "the copy is identified by its content"
     );
-    assert_eq!(registry.stats().errors, 1, "counted as a failed poll");
+    assert_eq!(
+        registry.handle().stats().errors,
+        1,
+        "counted as a failed poll"
+    );
 
     // It backs off (4 s, not the 2 s interval); the same stale copy again
     // is no news.
@@ -1191,7 +1204,7 @@ async fn a_stale_copy_from_below_is_a_failed_poll_whose_good_value_is_that_copy(
     pass(2 * SEC).await;
     assert_eq!(upstream.calls.get(), 2);
     assert!(sub.next().now_or_never().is_none());
-    assert_eq!(registry.stats().errors, 2);
+    assert_eq!(registry.handle().stats().errors, 2);
 
     // Fresh data again.
     pass(8 * SEC).await;

@@ -221,7 +221,7 @@ async fn each_refusal_is_reported_with_its_class_and_reason() {
             (Class::new("b"), Rejection::Subscription(Limit::KeyTooLong)),
         ]
     );
-    assert_eq!(registry.stats().refused, 2);
+    assert_eq!(registry.handle().stats().refused, 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -277,7 +277,7 @@ async fn an_over_long_key_gets_no_loop_and_one_shot_calls_with_it_pass_through()
         "subscription refused: the request's key is too long"
     );
     settle().await;
-    let stats = registry.stats();
+    let stats = registry.handle().stats();
     assert_eq!((stats.keys, stats.private_loops, stats.tasks), (0, 0, 0));
     assert_eq!(calls.get(), 0, "no loop polled it");
 
@@ -454,13 +454,13 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Drop(_) => {}
         }
-        let stats = registry.stats();
+        let stats = registry.handle().stats();
         prop_assert_eq!(stats.keys as usize, model.keys.len());
         prop_assert_eq!(stats.budget_holders as usize, model.holders());
     }
     drop(held);
     settle().await;
-    let stats = registry.stats();
+    let stats = registry.handle().stats();
     prop_assert_eq!(
         (stats.keys, stats.subscribers, stats.budget_holders),
         (0, 0, 0)

@@ -177,15 +177,15 @@ fn run(ops: Vec<Op>, linger: bool) -> Result<(), TestCaseError> {
                 Op::Unsubscribe(_) => {}
                 Op::Advance(ms) => time::sleep(Duration::from_millis(ms)).await,
                 Op::Refresh(key) => {
-                    registry.refresh(&Key::from(KEYS[key]));
+                    registry.handle().refresh(&Key::from(KEYS[key]));
                 }
                 Op::InvalidateAll => {
-                    registry.invalidate(&Invalidation::All);
+                    registry.handle().invalidate(&Invalidation::All);
                 }
                 Op::Drain => drain(&mut live)?,
             }
             tokio::task::yield_now().await;
-            let stats = registry.stats();
+            let stats = registry.handle().stats();
             prop_assert_eq!(stats.subscribers, live.len() as u64);
             let keys: HashSet<_> = live.iter().map(|l| l.key).collect();
             if linger {
@@ -193,7 +193,7 @@ fn run(ops: Vec<Op>, linger: bool) -> Result<(), TestCaseError> {
             } else {
                 prop_assert_eq!(stats.keys, keys.len() as u64);
             }
-            for hook in registry.hooks() {
+            for hook in registry.handle().hooks() {
                 let asked = live
                     .iter()
                     .filter(|l| Key::from(l.key) == hook.key)
@@ -211,7 +211,7 @@ fn run(ops: Vec<Op>, linger: bool) -> Result<(), TestCaseError> {
         drain(&mut live)?;
         drop(live);
         time::sleep(Duration::from_secs(10)).await;
-        let stats = registry.stats();
+        let stats = registry.handle().stats();
         prop_assert_eq!(
             (
                 stats.keys,

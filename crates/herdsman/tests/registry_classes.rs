@@ -72,7 +72,10 @@ fn stack(coordinator: &Coordinator, origin: &Origin) -> Coordinated<Upstream> {
 #[tokio::test(start_paused = true)]
 async fn a_class_linger_keeps_its_loop_that_long_and_other_classes_keep_the_global_one() {
     let coordinator = coordinator(|r| RegistrySettings {
-        linger: 10 * SEC,
+        class: ClassSettings {
+            linger: 10 * SEC,
+            ..r.class
+        },
         ..r
     });
     let svc = stack(&coordinator, &Origin::default());
@@ -100,7 +103,10 @@ async fn a_class_linger_keeps_its_loop_that_long_and_other_classes_keep_the_glob
 #[tokio::test(start_paused = true)]
 async fn a_class_max_subscribers_per_key_refuses_the_next_subscriber_of_its_keys() {
     let coordinator = coordinator(|r| RegistrySettings {
-        max_subscribers_per_key: 1,
+        class: ClassSettings {
+            max_subscribers_per_key: 1,
+            ..r.class
+        },
         ..r
     });
     let svc = stack(&coordinator, &Origin::default());
@@ -117,8 +123,11 @@ async fn a_class_max_subscribers_per_key_refuses_the_next_subscriber_of_its_keys
 #[tokio::test(start_paused = true)]
 async fn a_class_jitter_spreads_its_polls_and_other_classes_keep_the_global_one() {
     let coordinator = coordinator(|r| RegistrySettings {
-        interval: SEC,
-        jitter: 0.5,
+        class: ClassSettings {
+            interval: SEC,
+            jitter: 0.5,
+            ..r.class
+        },
         ..r
     });
     let origin = Origin::default();

@@ -748,7 +748,7 @@ mod saving {
 
     #[tokio::test(start_paused = true)]
     async fn a_hit_a_follower_and_a_forwarded_call_each_count_once_in_their_part() {
-        let coordinator = coordinator(|c| c.cache.ttl = Duration::from_secs(10));
+        let coordinator = coordinator(|c| c.cache.class.ttl = Duration::from_secs(10));
         let origin = Origin {
             delay: Duration::from_millis(10),
             ..Origin::default()
@@ -776,8 +776,8 @@ mod saving {
     #[tokio::test(start_paused = true)]
     async fn a_poll_loops_fetch_is_no_client_request_and_its_cache_hit_no_saving() {
         let coordinator = coordinator(|c| {
-            c.cache.ttl = Duration::from_secs(10);
-            c.registry.interval = Duration::from_secs(1);
+            c.cache.class.ttl = Duration::from_secs(10);
+            c.registry.class.interval = Duration::from_secs(1);
         });
         let origin = Origin::default();
         let svc = coordinator.layer().layer(origin.service());
@@ -826,8 +826,8 @@ mod saving {
     #[tokio::test(start_paused = true)]
     async fn a_stale_copy_served_after_the_requests_own_failed_call_is_forwarded() {
         let coordinator = coordinator(|c| {
-            c.cache.ttl = Duration::from_millis(50);
-            c.cache.stale_if_error = Duration::from_secs(60);
+            c.cache.class.ttl = Duration::from_millis(50);
+            c.cache.class.stale_if_error = Duration::from_secs(60);
         });
         let origin = Origin::default();
         let svc = coordinator.layer().layer(origin.service());
@@ -885,9 +885,9 @@ mod saving {
 
     async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         let coordinator = coordinator(|c| {
-            c.cache.ttl = Duration::from_millis(40);
-            c.cache.stale_if_error = Duration::from_millis(200);
-            c.registry.interval = Duration::from_millis(50);
+            c.cache.class.ttl = Duration::from_millis(40);
+            c.cache.class.stale_if_error = Duration::from_millis(200);
+            c.registry.class.interval = Duration::from_millis(50);
         });
         let origin = Origin {
             delay: Duration::from_millis(10),

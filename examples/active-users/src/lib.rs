@@ -53,7 +53,7 @@ pub const CLASSES: [(&str, &str, bool); 3] = [
 /// variables did not define them): their GET routes are cached for the
 /// profile's poll interval, with stale-while-revalidate for twice that.
 pub fn with_demo_classes(mut config: Config) -> Config {
-    let interval = config.registry.interval;
+    let interval = config.registry.class.interval;
     let global = config.cache.clone();
     for (name, path, public) in CLASSES {
         config
@@ -63,8 +63,11 @@ pub fn with_demo_classes(mut config: Config) -> Config {
                 paths: vec![path.to_owned()],
                 public,
                 cache: Some(CacheSettings {
-                    ttl: interval,
-                    stale_while_revalidate: interval * 2,
+                    class: herdsman::cache::ClassSettings {
+                        ttl: interval,
+                        stale_while_revalidate: interval * 2,
+                        ..global.class
+                    },
                     ..global.clone()
                 }),
                 ..ClassConfig::default()

@@ -69,7 +69,7 @@ async fn run() -> Result<(), String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(
         environment = environment.as_str(),
-        interval = ?demo.coordinator.config().registry.interval,
+        interval = ?demo.coordinator.config().registry.class.interval,
         "active-users demo listening on http://{local}/"
     );
     if generated {

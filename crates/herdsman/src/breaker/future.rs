@@ -30,6 +30,7 @@ pin_project! {
     enum Kind<F, K> {
         Rejected { open: Option<BreakerOpen> },
         Admitted { #[pin] fut: F, call: Call<K> },
+        Passthrough { #[pin] fut: F },
     }
 }
 
@@ -73,6 +74,14 @@ impl<F, K> ResponseFuture<F, K> {
         }
     }
 
+    /// A call the breaker is switched off for: neither admitted nor
+    /// recorded.
+    pub(super) fn passthrough(fut: F) -> Self {
+        ResponseFuture {
+            kind: Kind::Passthrough { fut },
+        }
+    }
+
     pub(super) fn rejected(open: BreakerOpen) -> Self {
         ResponseFuture {
             kind: Kind::Rejected { open: Some(open) },
@@ -94,6 +103,7 @@ where
                 let open = open.take().expect("polled after completion");
                 Poll::Ready(Err(boxed(open)))
             }
+            KindProj::Passthrough { fut } => fut.poll(cx).map_err(Into::into),
             KindProj::Admitted { fut, call } => {
                 let result = match fut.poll(cx) {
                     Poll::Ready(result) => result.map_err(Into::into),
@@ -145,6 +155,7 @@ impl<F, K> fmt::Debug for ResponseFuture<F, K> {
         let kind = match &self.kind {
             Kind::Rejected { .. } => "rejected",
             Kind::Admitted { .. } => "admitted",
+            Kind::Passthrough { .. } => "passthrough",
         };
         f.debug_struct("ResponseFuture")
             .field("kind", &kind)

@@ -6,8 +6,10 @@ use std::{
 
 use tower_service::Service;
 
-use super::{circuit::Circuit, circuits::Circuits, future::ResponseFuture, FailureClassifier};
-use crate::{class::Classify, error::BoxError};
+use super::{
+    circuit::Circuit, circuits::Circuits, future::ResponseFuture, BreakerHandle, FailureClassifier,
+};
+use crate::{class::Classify, error::BoxError, switch::LayerName};
 
 /// Fails calls fast while the upstream of their endpoint class is sick; see
 /// the [module docs](crate::breaker).
@@ -36,6 +38,13 @@ impl<S, C, K> Breaker<S, C, K> {
     pub fn into_inner(self) -> S {
         self.inner
     }
+
+    /// A handle to watch and steer the breakers this service shares.
+    pub fn handle(&self) -> BreakerHandle {
+        BreakerHandle {
+            circuits: self.circuits.clone(),
+        }
+    }
 }
 
 impl<S, C, K, Req> Service<Req> for Breaker<S, C, K>
@@ -54,6 +63,9 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        if !self.classify.is_on(&req, LayerName::Breaker) {
+            return ResponseFuture::passthrough(self.inner.call(req));
+        }
         let class = self.classify.classify(&req);
         let circuit = match &self.last {
             Some(last) if last.class() == &class && !last.retired.load(Ordering::Acquire) => {

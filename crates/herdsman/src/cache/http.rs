@@ -12,6 +12,7 @@ use super::{
 };
 use crate::{
     http::{self as adapter, conditional, HttpBody, PollFetch, ServedStale, SharedBody},
+    key::CarriedKey,
     share::Share,
 };
 
@@ -205,6 +206,10 @@ impl<B> Share<Response<HttpBody<B>>> for HttpCachePolicy {
         adapter::unshare(shared)
     }
 
+    fn unshare_owned(&self, shared: Self::Shared) -> Response<HttpBody<B>> {
+        adapter::unshare_owned(shared)
+    }
+
     fn held_bytes(&self, shared: &Self::Shared) -> usize {
         adapter::weigh(shared)
     }
@@ -238,6 +243,9 @@ impl<ReqB, B> CachePolicy<Request<ReqB>, Response<HttpBody<B>>> for HttpCachePol
         {
             return Conditions::none();
         }
+        // The key the request carries was made with its validators.
+        req.extensions_mut().remove::<CarriedKey>();
+        let headers = req.headers_mut();
         let if_none_match = match headers.entry(header::IF_NONE_MATCH) {
             Entry::Occupied(entry) => entry.remove_entry_mult().1.collect(),
             Entry::Vacant(_) => Vec::new(),
@@ -370,6 +378,8 @@ impl<ReqB, B> CachePolicy<Request<ReqB>, Response<HttpBody<B>>> for HttpCachePol
     fn revalidate(&self, req: &mut Request<ReqB>, stored: &Response<SharedBody>) -> bool {
         let etag = stored.headers().get(header::ETAG);
         let modified = stored.headers().get(header::LAST_MODIFIED);
+        // The key the request carries was made without these validators.
+        req.extensions_mut().remove::<CarriedKey>();
         let headers = req.headers_mut();
         if let Some(etag) = etag {
             headers.insert(header::IF_NONE_MATCH, etag.clone());

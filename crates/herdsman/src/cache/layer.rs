@@ -27,15 +27,32 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
 /// With [`CacheMode::App`] they are what entries get (capped by what the
 /// policy reads from each response); with [`CacheMode::Origin`] they cap
 /// what the policy reads.
+///
+/// With the `config` feature these are also the keys of the `[cache]`
+/// section a class may set (a [`CacheSettings`](crate::config::CacheSettings)
+/// holds them beside the store's bounds), durations written as `"10s"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize, serde::Serialize),
+    serde(deny_unknown_fields)
+)]
 pub struct ClassSettings {
     /// How long an entry is fresh.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub ttl: Duration,
-    /// How long past its TTL an entry is served while one refresh runs.
+    /// How long past its TTL an entry is served while one refresh runs
+    /// (`0s`: off). When on, at least the TTL.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub stale_while_revalidate: Duration,
-    /// How long past its TTL an entry stands in for a failed inner call.
+    /// How long past its TTL an entry stands in for a failed inner call
+    /// (`0s`: off). When on, at least the TTL.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub stale_if_error: Duration,
-    /// Who decides how long a response is fresh.
+    /// Who decides how long a response is fresh: `"app"` (the TTL, capped
+    /// by the response's own lifetime) or `"origin"` (the response's
+    /// `Cache-Control`, `Expires` or a heuristic, capped by the TTL).
+    #[cfg_attr(feature = "config", serde(default))]
     pub mode: CacheMode,
 }
 

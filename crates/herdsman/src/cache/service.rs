@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::{
     future::{Fetch, Filing, ResponseFuture, Stored},
+    handle::CacheHandle,
     layer::Settings,
     policy::{CachePolicy, Conditions, Directive, Outcome},
     store::{variant_key, Count, Found, Store},
@@ -21,6 +22,7 @@ use crate::{
     error::BoxError,
     event::{Event, Observers},
     key::{Key, KeyFn},
+    switch::LayerName,
 };
 
 /// Answers requests from a bounded in-memory store; see the
@@ -50,6 +52,13 @@ impl<S, K, V, P, C> Cache<S, K, V, P, C> {
     pub fn into_inner(self) -> S {
         self.inner
     }
+
+    /// A handle to inspect and invalidate the store this service shares.
+    pub fn handle(&self) -> CacheHandle<V> {
+        CacheHandle {
+            store: self.store.clone(),
+        }
+    }
 }
 
 impl<S, K, V, P, C, Req> Service<Req> for Cache<S, K, V, P, C>
@@ -73,6 +82,10 @@ where
     }
 
     fn call(&mut self, mut req: Req) -> Self::Future {
+        if !self.classify.is_on(&req, LayerName::Cache) {
+            // Switched off: not even a write invalidates.
+            return ResponseFuture::passthrough(self.inner.call(req));
+        }
         if let Some(write) = self.policy.invalidates(&req) {
             let store = self.store.clone();
             // Invalidating requests are not looked up: no hit, no miss.

@@ -82,7 +82,7 @@ struct Classed(Vec<(&'static str, Vec<&'static str>, Vec<&'static str>)>);
 
 impl EachSection for Classed {
     fn section<T: Section>(&mut self) {
-        (self.0).push((T::NAME, keys::<T>().to_vec(), class_keys::<T>()));
+        (self.0).push((T::NAME, T::keys(), class_keys::<T>()));
     }
 }
 

@@ -67,7 +67,7 @@ pub struct Loaded {
 ///     .file("ops/herdsman.toml")
 ///     .load()
 ///     .unwrap();
-/// assert_eq!(loaded.config.cache.ttl.as_secs(), 20);
+/// assert_eq!(loaded.config.cache.class.ttl.as_secs(), 20);
 /// assert_eq!(loaded.config.limit.max_concurrency, 8);
 /// ```
 #[derive(Clone, Copy)]
@@ -189,12 +189,12 @@ impl<'a> Loader<'a> {
 
         let defaults = profile(self.env);
         let mut config = Config {
-            layers: reader.section("layers", defaults.layers, &mut problems),
-            registry: reader.section("registry", defaults.registry, &mut problems),
-            cache: reader.section("cache", defaults.cache, &mut problems),
-            dedup: reader.section("dedup", defaults.dedup, &mut problems),
-            breaker: reader.section("breaker", defaults.breaker, &mut problems),
-            limit: reader.section("limit", defaults.limit, &mut problems),
+            layers: reader.section_of(defaults.layers, &mut problems),
+            registry: reader.section_of(defaults.registry, &mut problems),
+            cache: reader.section_of(defaults.cache, &mut problems),
+            dedup: reader.section_of(defaults.dedup, &mut problems),
+            breaker: reader.section_of(defaults.breaker, &mut problems),
+            limit: reader.section_of(defaults.limit, &mut problems),
             alerts: reader.section("alerts", defaults.alerts, &mut problems),
             admin: reader.section("admin", defaults.admin, &mut problems),
             rollout: reader.section("rollout", defaults.rollout, &mut problems),
@@ -290,6 +290,52 @@ impl Reader<'_> {
         }
     }
 
+    /// Reads the global [`Section`] `T`.
+    fn section_of<T: Section>(&self, default: T, problems: &mut Vec<Problem>) -> T {
+        let Some(value) = self.root.find_ref(T::NAME) else {
+            return default;
+        };
+        let path = vec![T::NAME.to_owned()];
+        let own = self.read_own::<T>(&path, value, problems);
+        own.and_then(|()| self.read(path, value, problems))
+            .unwrap_or(default)
+    }
+
+    /// Reads the layer's own type in section `T`'s table alone, first (see
+    /// [`Section::read_own`]), and refuses the keys `T` does not have: a
+    /// flattened type's errors would not name their key, and an unknown
+    /// key would pass unseen.
+    fn read_own<T: Section>(
+        &self,
+        path: &[String],
+        value: &Value,
+        problems: &mut Vec<Problem>,
+    ) -> Option<()> {
+        let (own, Some(dict)) = (T::own_keys(), value.as_dict()) else {
+            return Some(());
+        };
+        if own.is_empty() {
+            return Some(());
+        }
+        let keys = T::keys();
+        let before = problems.len();
+        for key in dict.keys().filter(|k| !keys.contains(&k.as_str())) {
+            let mut at = path.to_vec();
+            at.push(key.clone());
+            let reason = format!("unknown key, expected one of {}", keys.join(", "));
+            problems.push(self.problem(at, reason));
+        }
+        let part: Dict = dict
+            .iter()
+            .filter(|(key, _)| own.contains(&key.as_str()))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        if let Err(err) = T::read_own(&Value::from(part)) {
+            self.report(path.to_vec(), *err, problems);
+        }
+        (problems.len() == before).then_some(())
+    }
+
     fn classes(
         &self,
         global: &Config,
@@ -362,7 +408,15 @@ impl Reader<'_> {
                 problems.push(self.problem(at, reason));
             }
         }
-        class.insert(T::NAME.to_owned(), Value::Dict(tag, merged));
+        let mut at = path.to_vec();
+        at.push(T::NAME.to_owned());
+        let merged = Value::Dict(tag, merged);
+        let merged = match self.read_own::<T>(&at, &merged, problems) {
+            Some(()) => merged,
+            // Reported; the global section keeps the class readable.
+            None => Value::serialize(global).unwrap_or(merged),
+        };
+        class.insert(T::NAME.to_owned(), merged);
     }
 
     fn read<T: DeserializeOwned>(
@@ -374,30 +428,35 @@ impl Reader<'_> {
         match value.deserialize::<T>() {
             Ok(section) => Some(section),
             Err(err) => {
-                for e in err {
-                    let mut path = prefix.clone();
-                    path.extend(e.path.iter().cloned());
-                    let reason = match &e.kind {
-                        Kind::UnknownField(_, expected) => {
-                            // figment's path already ends with the field.
-                            format!("unknown key, expected one of {}", expected.join(", "))
-                        }
-                        Kind::MissingField(field) => {
-                            path.push(field.to_string());
-                            "missing".to_owned()
-                        }
-                        Kind::UnknownVariant(_, expected) => {
-                            format!("expected one of {}", expected.join(", "))
-                        }
-                        Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected) => {
-                            format!("expected {}", expected_in_words(expected))
-                        }
-                        kind => one_line(&kind.to_string()),
-                    };
-                    problems.push(self.problem(path, reason));
-                }
+                self.report(prefix, err, problems);
                 None
             }
+        }
+    }
+
+    /// Turns figment's errors, found under `prefix`, into [`Problem`]s.
+    fn report(&self, prefix: Vec<String>, err: figment::Error, problems: &mut Vec<Problem>) {
+        for e in err {
+            let mut path = prefix.clone();
+            path.extend(e.path.iter().cloned());
+            let reason = match &e.kind {
+                Kind::UnknownField(_, expected) => {
+                    // figment's path already ends with the field.
+                    format!("unknown key, expected one of {}", expected.join(", "))
+                }
+                Kind::MissingField(field) => {
+                    path.push(field.to_string());
+                    "missing".to_owned()
+                }
+                Kind::UnknownVariant(_, expected) => {
+                    format!("expected one of {}", expected.join(", "))
+                }
+                Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected) => {
+                    format!("expected {}", expected_in_words(expected))
+                }
+                kind => one_line(&kind.to_string()),
+            };
+            problems.push(self.problem(path, reason));
         }
     }
 

@@ -59,11 +59,11 @@
 //! let env = Environment::detect_from(&source).unwrap(); // no marker: development
 //! let config = Config::load_from(env, &source).unwrap();
 //!
-//! assert_eq!(config.registry.interval, Duration::from_secs(5)); // the profile
-//! assert_eq!(config.cache.ttl, Duration::from_secs(15)); // the file
+//! assert_eq!(config.registry.class.interval, Duration::from_secs(5)); // the profile
+//! assert_eq!(config.cache.class.ttl, Duration::from_secs(15)); // the file
 //! assert_eq!(config.limit.max_concurrency, 8); // the variable
 //! let class = config.class("active-users");
-//! assert_eq!(class.cache.ttl, Duration::from_secs(2)); // the class override
+//! assert_eq!(class.cache.class.ttl, Duration::from_secs(2)); // the class override
 //! assert_eq!(class.limit.class_limits().max_concurrent(), 8); // inherited
 //!
 //! let err = Config::load_from(env, &StaticEnv::new().var("HERDSMAN__CACHE__TTL", "0s"))
@@ -312,11 +312,11 @@ impl EffectiveClass {
 
     /// The registry's settings for this class's poll loops.
     pub fn registry_settings(&self) -> crate::registry::ClassSettings {
-        self.registry.class_settings()
+        self.registry.class
     }
 
     /// The cache layer's freshness settings for this class.
     pub fn cache_settings(&self) -> crate::cache::ClassSettings {
-        self.cache.class_settings()
+        self.cache.class
     }
 }

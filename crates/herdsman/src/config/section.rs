@@ -19,7 +19,7 @@ use super::{
     validate::Validate,
     Config,
 };
-use crate::breaker::BreakerConfig;
+use crate::{breaker::BreakerConfig, cache, registry};
 
 /// A section a class may have its own of (`[classes.NAME.SECTION]`).
 pub(crate) trait Section: Serialize + DeserializeOwned + Validate + Clone {
@@ -35,6 +35,27 @@ pub(crate) trait Section: Serialize + DeserializeOwned + Validate + Clone {
 
     /// A class's own section.
     fn of(class: &ClassConfig) -> Option<&Self>;
+
+    /// Its keys, in the order of its table.
+    fn keys() -> Vec<&'static str> {
+        keys::<Self>().to_vec()
+    }
+
+    /// The keys of the layer's own settings type, when the section holds
+    /// one flattened into its table (`[cache]` holds
+    /// [`cache::ClassSettings`]'s keys beside the store's bounds); none
+    /// otherwise.
+    fn own_keys() -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Reads the part of `table` made of [`own_keys`](Self::own_keys) as
+    /// the layer's own type, alone: figment names a key in its errors, and
+    /// serde refuses an unknown one, only for a type that is not flattened.
+    fn read_own(table: &Value) -> Result<(), Box<figment::Error>> {
+        let _ = table;
+        Ok(())
+    }
 }
 
 /// Something done for each [`Section`] type in turn.
@@ -56,6 +77,34 @@ pub(crate) fn each_section<E: EachSection>(mut each: E) -> E {
 }
 
 macro_rules! section {
+    ($type:ty, $name:ident, own: $own:ty, global only: $($key:literal),+) => {
+        impl Section for $type {
+            const NAME: &'static str = stringify!($name);
+            const GLOBAL_ONLY: &'static [&'static str] = &[$($key),+];
+
+            fn global(config: &Config) -> &Self {
+                &config.$name
+            }
+
+            fn of(class: &ClassConfig) -> Option<&Self> {
+                class.$name.as_ref()
+            }
+
+            fn keys() -> Vec<&'static str> {
+                let mut keys = keys::<$own>().to_vec();
+                keys.extend(Self::GLOBAL_ONLY);
+                keys
+            }
+
+            fn own_keys() -> &'static [&'static str] {
+                keys::<$own>()
+            }
+
+            fn read_own(table: &Value) -> Result<(), Box<figment::Error>> {
+                table.deserialize::<$own>().map(drop).map_err(Box::new)
+            }
+        }
+    };
     ($type:ty, $name:ident $(, global only: $($key:literal),+)?) => {
         impl Section for $type {
             const NAME: &'static str = stringify!($name);
@@ -76,11 +125,13 @@ section!(Layers, layers);
 section!(
     RegistrySettings,
     registry,
+    own: registry::ClassSettings,
     global only: "floor", "allow_fast_polling", "max_subscribers", "max_memory"
 );
 section!(
     CacheSettings,
     cache,
+    own: cache::ClassSettings,
     global only: "max_bytes", "max_entries", "sweep_interval"
 );
 section!(DedupSettings, dedup);
@@ -98,9 +149,8 @@ pub(crate) fn keys<T: DeserializeOwned>() -> &'static [&'static str] {
 
 /// The keys a class may set in its table of section `T`.
 pub(crate) fn class_keys<T: Section>() -> Vec<&'static str> {
-    keys::<T>()
-        .iter()
-        .copied()
+    T::keys()
+        .into_iter()
         .filter(|key| !T::GLOBAL_ONLY.contains(key))
         .collect()
 }
@@ -194,6 +244,35 @@ mod tests {
             class_keys::<CacheSettings>(),
             ["ttl", "stale_while_revalidate", "stale_if_error", "mode"]
         );
+        assert_eq!(
+            CacheSettings::keys(),
+            [
+                "ttl",
+                "stale_while_revalidate",
+                "stale_if_error",
+                "mode",
+                "max_bytes",
+                "max_entries",
+                "sweep_interval"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_flattened_sections_keys_are_the_keys_it_writes() {
+        // Its global-only keys are listed by hand: they must be the rest.
+        fn written<T: Section>(section: &T) -> Vec<String> {
+            table(section).expect("a table").keys().cloned().collect()
+        }
+        fn listed<T: Section>() -> Vec<String> {
+            let mut keys: Vec<String> = T::keys().into_iter().map(str::to_owned).collect();
+            keys.sort();
+            keys
+        }
+        let mut config = Config::profile(crate::config::Environment::Production);
+        config.cache.max_entries = Some(1);
+        assert_eq!(written(&config.cache), listed::<CacheSettings>());
+        assert_eq!(written(&config.registry), listed::<RegistrySettings>());
     }
 
     #[test]

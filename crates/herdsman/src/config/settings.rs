@@ -36,13 +36,15 @@ impl Layers {
     };
 }
 
-/// The subscription registry: one poll loop per endpoint key.
+/// The subscription registry: one poll loop per endpoint key. The
+/// registry's settings for every class ([`registry::ClassSettings`], whose
+/// keys a class may set) and its floor and totals, in one flat
+/// `[registry]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RegistrySettings {
-    /// How often a key with subscribers is polled.
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
+    /// The poll loops' settings of every class without its own.
+    #[serde(flatten)]
+    pub class: registry::ClassSettings,
     /// The shortest interval accepted: in production a faster one is an
     /// error, elsewhere it is raised to the floor with a warning, unless
     /// [`allow_fast_polling`](Self::allow_fast_polling) is set. No loop
@@ -52,30 +54,6 @@ pub struct RegistrySettings {
     /// Accept intervals under the floor as written, and in production and
     /// docker a floor or intervals under one second.
     pub allow_fast_polling: bool,
-    /// Each wait is moved by up to this fraction of it (`0.0..=0.5`), at
-    /// random, so that loops started together do not poll together; never
-    /// under the floor.
-    pub jitter: f64,
-    /// How long a poll loop keeps running after its last subscriber left, so
-    /// that a page reload does not restart it.
-    #[serde(with = "humantime_serde")]
-    pub linger: Duration,
-    /// Keys of one class polled at once (lingering ones included), at
-    /// most: a flood of keys in one class never refuses another class's.
-    pub max_keys: usize,
-    /// Keys of one class one caller holds (those it created, until they
-    /// leave after their linger), at most.
-    pub max_keys_per_caller: usize,
-    /// Keys of one class one client address holds, at most.
-    pub max_keys_per_address: usize,
-    /// Subscribers of one key, at most.
-    pub max_subscribers_per_key: usize,
-    /// Subscriptions (event streams, polls in progress) to keys of one
-    /// class one caller has open, at most.
-    pub max_subscribers_per_caller: usize,
-    /// Subscriptions to keys of one class one client address has open, at
-    /// most, whatever credentials they present.
-    pub max_subscribers_per_address: usize,
     /// Subscribers in all, at most.
     pub max_subscribers: usize,
     /// The registry's memory budget, in bytes: while its memory figure is
@@ -83,65 +61,24 @@ pub struct RegistrySettings {
     pub max_memory: u64,
 }
 
-impl RegistrySettings {
-    /// The registry's settings for one class's poll loops and budgets.
-    pub fn class_settings(&self) -> registry::ClassSettings {
-        registry::ClassSettings {
-            interval: self.interval,
-            jitter: self.jitter,
-            linger: self.linger,
-            max_subscribers_per_key: self.max_subscribers_per_key,
-            max_keys: self.max_keys,
-            max_keys_per_caller: self.max_keys_per_caller,
-            max_keys_per_address: self.max_keys_per_address,
-            max_subscribers_per_caller: self.max_subscribers_per_caller,
-            max_subscribers_per_address: self.max_subscribers_per_address,
-        }
-    }
-}
-
-/// The cache layer.
+/// The cache layer: the layer's settings for every class
+/// ([`cache::ClassSettings`], whose keys a class may set) and the store's
+/// bounds, in one flat `[cache]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CacheSettings {
-    /// How long an entry is fresh.
-    #[serde(with = "humantime_serde")]
-    pub ttl: Duration,
-    /// How long past its TTL an entry is served while one refresh runs
-    /// (`0s`: off). When on, at least the TTL.
-    #[serde(with = "humantime_serde")]
-    pub stale_while_revalidate: Duration,
-    /// How long past its TTL an entry stands in for a failed call (`0s`:
-    /// off). When on, at least the TTL.
-    #[serde(with = "humantime_serde")]
-    pub stale_if_error: Duration,
+    /// The freshness settings of every class without its own.
+    #[serde(flatten)]
+    pub class: cache::ClassSettings,
     /// Bound of the store, in bytes (global only).
     pub max_bytes: u64,
     /// Bound of the store, in entries (global only; none by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_entries: Option<u64>,
-    /// Who decides how long a response is fresh: `"app"` (the TTL, capped
-    /// by the response's own lifetime) or `"origin"` (the response's
-    /// `Cache-Control`, `Expires` or a heuristic, capped by the TTL).
-    #[serde(default)]
-    pub mode: cache::CacheMode,
     /// How often expired entries are swept out of the store, and how long
     /// past its windows an entry that can be revalidated is kept (global
     /// only); see [`CacheLayer::with_sweep_interval`](crate::cache::CacheLayer::with_sweep_interval).
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
-}
-
-impl CacheSettings {
-    /// The cache layer's freshness settings for one class.
-    pub fn class_settings(&self) -> cache::ClassSettings {
-        cache::ClassSettings {
-            ttl: self.ttl,
-            stale_while_revalidate: self.stale_while_revalidate,
-            stale_if_error: self.stale_if_error,
-            mode: self.mode,
-        }
-    }
 }
 
 /// The dedup (single-flight) layer.
@@ -430,17 +367,23 @@ pub struct ServerSettings {
 /// start from the global section the same way:
 ///
 /// ```
-/// use herdsman::config::{CacheSettings, ClassConfig, Config, Environment};
+/// use herdsman::{
+///     cache::ClassSettings,
+///     config::{CacheSettings, ClassConfig, Config, Environment},
+/// };
 /// use std::time::Duration;
 ///
 /// let mut config = Config::profile(Environment::Production);
 /// let class = ClassConfig {
 ///     paths: vec!["/api/active-users".into()],
-///     cache: Some(CacheSettings { ttl: Duration::from_secs(2), ..config.cache.clone() }),
+///     cache: Some(CacheSettings {
+///         class: ClassSettings { ttl: Duration::from_secs(2), ..config.cache.class },
+///         ..config.cache.clone()
+///     }),
 ///     ..ClassConfig::default()
 /// };
 /// config.classes.insert("active-users".into(), class);
-/// assert_eq!(config.class("active-users").cache.ttl, Duration::from_secs(2));
+/// assert_eq!(config.class("active-users").cache.class.ttl, Duration::from_secs(2));
 /// ```
 ///
 /// Keys that only the global section sets (the registry's floor and

@@ -86,9 +86,9 @@ impl EachSection for Compact<'_> {
         let own = T::of(self.class).map(|section| {
             let own = toml::Table::try_from(section).expect(TOML);
             let global = toml::Table::try_from(T::global(self.config)).expect(TOML);
-            let changed = keys::<T>().iter().filter_map(|key| {
-                let value = own.get(*key)?;
-                let changed = global.get(*key) != Some(value);
+            let changed = T::keys().into_iter().filter_map(|key| {
+                let value = own.get(key)?;
+                let changed = global.get(key) != Some(value);
                 changed.then(|| (key.to_string(), Entry::Value(value.clone())))
             });
             Entry::Table(changed.collect())

@@ -307,16 +307,20 @@ impl Check {
             let path = Path::section("registry").key("floor");
             self.problems.fail(&path, dur(floor), &policy.sub_second());
         }
-        let global = config.registry.interval;
-        self.interval("registry.interval", &mut config.registry.interval, policy);
-        let corrected = config.registry.interval;
+        let global = config.registry.class.interval;
+        self.interval(
+            "registry.interval",
+            &mut config.registry.class.interval,
+            policy,
+        );
+        let corrected = config.registry.class.interval;
         for (name, class) in &mut config.classes {
             if let Some(registry) = class.registry.as_mut() {
-                if registry.interval == global {
-                    registry.interval = corrected;
+                if registry.class.interval == global {
+                    registry.class.interval = corrected;
                 } else {
                     let path = format!("classes.{name}.registry.interval");
-                    self.interval(&path, &mut registry.interval, policy);
+                    self.interval(&path, &mut registry.class.interval, policy);
                 }
             }
         }
@@ -429,27 +433,28 @@ impl Validate for DedupSettings {
 
 impl Validate for RegistrySettings {
     fn validate(&self, p: &Path, problems: &mut Problems) {
-        problems.positive(&p.key("interval"), self.interval);
+        let class = &self.class;
+        problems.positive(&p.key("interval"), class.interval);
         problems.positive(&p.key("floor"), self.floor);
-        if !(0.0..=MAX_JITTER).contains(&self.jitter) {
+        if !(0.0..=MAX_JITTER).contains(&class.jitter) {
             problems.fail(
                 &p.key("jitter"),
-                Some(self.jitter.to_string()),
+                Some(class.jitter.to_string()),
                 &format!("must be between 0.0 and {MAX_JITTER}"),
             );
         }
         for (key, n) in [
-            ("max_keys", self.max_keys),
-            ("max_keys_per_caller", self.max_keys_per_caller),
-            ("max_keys_per_address", self.max_keys_per_address),
-            ("max_subscribers_per_key", self.max_subscribers_per_key),
+            ("max_keys", class.max_keys),
+            ("max_keys_per_caller", class.max_keys_per_caller),
+            ("max_keys_per_address", class.max_keys_per_address),
+            ("max_subscribers_per_key", class.max_subscribers_per_key),
             (
                 "max_subscribers_per_caller",
-                self.max_subscribers_per_caller,
+                class.max_subscribers_per_caller,
             ),
             (
                 "max_subscribers_per_address",
-                self.max_subscribers_per_address,
+                class.max_subscribers_per_address,
             ),
             ("max_subscribers", self.max_subscribers),
         ] {
@@ -461,19 +466,20 @@ impl Validate for RegistrySettings {
 
 impl Validate for CacheSettings {
     fn validate(&self, p: &Path, problems: &mut Problems) {
-        problems.positive(&p.key("ttl"), self.ttl);
+        let class = &self.class;
+        problems.positive(&p.key("ttl"), class.ttl);
         for (key, window) in [
-            ("stale_while_revalidate", self.stale_while_revalidate),
-            ("stale_if_error", self.stale_if_error),
+            ("stale_while_revalidate", class.stale_while_revalidate),
+            ("stale_if_error", class.stale_if_error),
         ] {
-            if !window.is_zero() && window < self.ttl {
+            if !window.is_zero() && window < class.ttl {
                 problems.fail_with(
                     &p.key(key),
                     &["ttl"],
                     dur(window),
                     &format!(
                         "shorter than the ttl ({}): use at least the ttl, or 0s to turn it off",
-                        format_duration(self.ttl)
+                        format_duration(class.ttl)
                     ),
                 );
             }

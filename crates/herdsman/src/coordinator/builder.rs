@@ -89,18 +89,8 @@ fn compose(environment: Environment, config: Config) -> Shared {
         .build();
     let switches = Switches::from_config(&config);
     let classes = config.classes();
-
-    // One dedup layer per distinct reuse window, the global one first.
-    let mut windows = vec![config.dedup.window];
-    for class in &classes {
-        if !windows.contains(&class.dedup.window) {
-            windows.push(class.dedup.window);
-        }
-    }
-    let routes = Arc::new(Routes::new(&config, &switches, &windows));
-    let classify = ClassOf {
-        routes: routes.clone(),
-    };
+    let routes = Arc::new(Routes::new(&config, &switches));
+    let classify = ClassOf::new(routes.clone());
     let key = ClassKey::new(routes.clone());
     let rollout = Rollout::from_settings(&config.rollout);
 
@@ -114,7 +104,7 @@ fn compose(environment: Environment, config: Config) -> Shared {
     let floor = if r.allow_fast_polling {
         classes
             .iter()
-            .map(|c| c.registry.interval)
+            .map(|c| c.registry.class.interval)
             .fold(r.floor, Duration::min)
     } else {
         r.floor
@@ -125,16 +115,16 @@ fn compose(environment: Environment, config: Config) -> Shared {
         .with_canonical(key.clone())
         .with_failure_classifier(ServerErrors)
         .with_classifier(classify.clone())
-        .with_interval(r.interval)
+        .with_interval(r.class.interval)
         .with_floor(floor)
-        .with_jitter(r.jitter)
-        .with_linger(r.linger)
-        .with_max_keys(r.max_keys)
-        .with_max_keys_per_caller(r.max_keys_per_caller)
-        .with_max_keys_per_address(r.max_keys_per_address)
-        .with_max_subscribers_per_key(r.max_subscribers_per_key)
-        .with_max_subscribers_per_caller(r.max_subscribers_per_caller)
-        .with_max_subscribers_per_address(r.max_subscribers_per_address)
+        .with_jitter(r.class.jitter)
+        .with_linger(r.class.linger)
+        .with_max_keys(r.class.max_keys)
+        .with_max_keys_per_caller(r.class.max_keys_per_caller)
+        .with_max_keys_per_address(r.class.max_keys_per_address)
+        .with_max_subscribers_per_key(r.class.max_subscribers_per_key)
+        .with_max_subscribers_per_caller(r.class.max_subscribers_per_caller)
+        .with_max_subscribers_per_address(r.class.max_subscribers_per_address)
         .with_max_subscribers(r.max_subscribers)
         .with_max_memory(r.max_memory)
         .with_max_key_len(max_key_len)
@@ -144,10 +134,10 @@ fn compose(environment: Environment, config: Config) -> Shared {
     let c = &config.cache;
     let mut cache = CacheLayer::http(key.clone())
         .with_classifier(classify.clone())
-        .with_ttl(c.ttl)
-        .with_stale_while_revalidate(c.stale_while_revalidate)
-        .with_stale_if_error(c.stale_if_error)
-        .with_mode(c.mode)
+        .with_ttl(c.class.ttl)
+        .with_stale_while_revalidate(c.class.stale_while_revalidate)
+        .with_stale_if_error(c.class.stale_if_error)
+        .with_mode(c.class.mode)
         .with_max_bytes(c.max_bytes)
         .with_sweep_interval(c.sweep_interval)
         .with_max_key_len(max_key_len)
@@ -156,17 +146,12 @@ fn compose(environment: Environment, config: Config) -> Shared {
         cache = cache.with_max_entries(entries);
     }
 
-    let dedups: Vec<_> = windows
-        .iter()
-        .map(|window| {
-            DedupLayer::new(key.clone())
-                .with_share(HttpShare)
-                .with_classifier(classify.clone())
-                .with_window(*window)
-                .with_max_key_len(max_key_len)
-                .with_observer(stats.clone())
-        })
-        .collect();
+    let mut dedup = DedupLayer::new(key.clone())
+        .with_share(HttpShare)
+        .with_classifier(classify.clone())
+        .with_window(config.dedup.window)
+        .with_max_key_len(max_key_len)
+        .with_observer(stats.clone());
 
     let mut breaker = BreakerLayer::new()
         .with_classifier(classify.clone())
@@ -183,6 +168,7 @@ fn compose(environment: Environment, config: Config) -> Shared {
         .filter(|c| config.classes.contains_key(c.class.as_str()))
     {
         registry = registry.with_class(class.class.clone(), class.registry_settings());
+        dedup = dedup.with_class_window(class.class.clone(), class.dedup.window);
         cache = cache.with_class(class.class.clone(), class.cache_settings());
         breaker = breaker.with_class(class.class.clone(), class.breaker_config());
         limit = limit.with_class(class.class.clone(), class.class_limits());
@@ -198,15 +184,13 @@ fn compose(environment: Environment, config: Config) -> Shared {
 
     stats.track_memory("registry", registry.handle());
     stats.track_memory("cache", cache.handle());
-    for dedup in &dedups {
-        stats.track_memory("dedup", dedup.handle());
-    }
+    stats.track_memory("dedup", dedup.handle());
     stats.track_memory("limit", limit.handle());
 
     Shared {
         environment,
         stats_layer: stats
-            .layer(classify.clone())
+            .layer(ClassOf::clients_only(routes.clone()))
             .with_failure_classifier(ServerErrors),
         upstream: stats
             .upstream_layer(classify, key)
@@ -218,7 +202,7 @@ fn compose(environment: Environment, config: Config) -> Shared {
         rollout,
         registry,
         cache,
-        dedups,
+        dedup,
         breaker,
         limit,
         buffer: BufferLayer::new(),

@@ -10,18 +10,17 @@ use http::Response;
 
 use super::{
     builder::CoordinatorBuilder,
-    layer::CoordinatorLayer,
+    layer::{CoordinatorLayer, Subscribers},
     route::{CallerIdentity, ClassKey, ClassOf, Routes},
-    stack::Subscribers,
 };
 use crate::{
-    breaker::BreakerLayer,
-    cache::{CacheLayer, HttpCachePolicy},
+    breaker::{BreakerHandle, BreakerLayer},
+    cache::{CacheHandle, CacheLayer, HttpCachePolicy},
     config::{Config, Environment},
-    dedup::DedupLayer,
+    dedup::{DedupHandle, DedupLayer},
     event::Invalidation,
     http::{BufferLayer, ClientAddress, HttpShare, ServerErrors, SharedBody},
-    limit::LimitLayer,
+    limit::{LimitHandle, LimitLayer},
     registry::{HttpFingerprint, RegistryHandle, RegistryLayer},
     stats::{Snapshot, Stats, StatsLayer, UpstreamLayer},
     switch::{Rollout, Switch, Switches},
@@ -60,7 +59,7 @@ pub(crate) struct Shared {
     >,
     pub(crate) stats_layer: StatsLayer<ClassOf, ServerErrors>,
     pub(crate) cache: CacheLayer<ClassKey, Response<SharedBody>, HttpCachePolicy, ClassOf>,
-    pub(crate) dedups: Vec<DedupLayer<ClassKey, HttpShare, ClassOf>>,
+    pub(crate) dedup: DedupLayer<ClassKey, HttpShare, ClassOf>,
     pub(crate) breaker: BreakerLayer<ClassOf, ServerErrors>,
     pub(crate) limit: LimitLayer<ClassOf, CallerIdentity, ClientAddress>,
     pub(crate) upstream: UpstreamLayer<ClassOf, ClassKey, ServerErrors>,
@@ -108,7 +107,8 @@ impl Coordinator {
         &self.shared.config
     }
 
-    /// The stats every layer reports to.
+    /// The stats every layer reports to: the Stats layer's handle
+    /// ([`Stats::snapshot`] reads them).
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
     }
@@ -118,9 +118,35 @@ impl Coordinator {
         &self.shared.switches
     }
 
-    /// The registry: refresh, invalidate, list hooks, count.
+    /// The registry's handle: refresh, invalidate, list hooks,
+    /// [`stats`](RegistryHandle::stats).
     pub fn registry(&self) -> RegistryHandle {
         self.shared.registry.handle()
+    }
+
+    /// The cache's handle: invalidate entries (without the registry: see
+    /// [`invalidate`](Self::invalidate)), sweep,
+    /// [`stats`](CacheHandle::stats).
+    pub fn cache(&self) -> CacheHandle<Response<SharedBody>> {
+        self.shared.cache.handle()
+    }
+
+    /// The dedup layer's handle: its [`stats`](DedupHandle::stats), over
+    /// every class's reuse window.
+    pub fn dedup(&self) -> DedupHandle {
+        self.shared.dedup.handle()
+    }
+
+    /// The breakers' handle: force a class's breaker open, reset it, read
+    /// its state and [`stats`](BreakerHandle::stats).
+    pub fn breaker(&self) -> BreakerHandle {
+        self.shared.breaker.handle()
+    }
+
+    /// The limit layer's handle: its [`stats`](LimitHandle::stats), per
+    /// class.
+    pub fn limit(&self) -> LimitHandle {
+        self.shared.limit.handle()
     }
 
     /// Removes the cache entries `what` covers and polls at once every

@@ -1,9 +1,67 @@
 use std::{fmt, sync::Arc};
 
-use tower_layer::Layer;
+use http::Response;
+use tower::ServiceBuilder;
+use tower_layer::{layer_fn, Layer};
 
-use super::{handle::Shared, stack::Bypass, stack::Dedups, Coordinated};
-use crate::switch::LayerName;
+use super::{
+    handle::Shared,
+    route::{CallerIdentity, ClassKey, ClassOf},
+    service::Classified,
+    Coordinated,
+};
+use crate::{
+    breaker::Breaker,
+    cache::{Cache, HttpCachePolicy},
+    dedup::Dedup,
+    http::{Buffer, ClientAddress, HttpShare, ServerErrors, SharedBody},
+    limit::Limit,
+    registry::{HttpFingerprint, Registry},
+    stats::{StatsService, UpstreamService},
+};
+
+/// Who subscribes to the registry, for its budgets: the rollout's caller
+/// identity and the client address.
+pub(crate) type Subscribers = (CallerIdentity, ClientAddress);
+
+/// The coordinated path of a [`Coordinated`] service, as
+/// [`CoordinatorLayer::layer`] builds it (outer to inner).
+pub(crate) type Stack<S> = Classified<
+    Registry<
+        StatsService<
+            Cache<
+                Dedup<
+                    Breaker<
+                        Limit<
+                            UpstreamService<Buffer<S>, ClassOf, ClassKey, ServerErrors>,
+                            ClassOf,
+                            CallerIdentity,
+                            ClientAddress,
+                        >,
+                        ClassOf,
+                        ServerErrors,
+                    >,
+                    ClassKey,
+                    HttpShare,
+                    ClassOf,
+                >,
+                ClassKey,
+                Response<SharedBody>,
+                HttpCachePolicy,
+                ClassOf,
+            >,
+            ClassOf,
+            ServerErrors,
+        >,
+        ClassKey,
+        ClassOf,
+        HttpShare,
+        HttpFingerprint,
+        ClassKey,
+        Subscribers,
+        ServerErrors,
+    >,
+>;
 
 /// The tower layer of a [`Coordinator`](super::Coordinator)'s whole stack:
 /// made by [`Coordinator::layer`](super::Coordinator::layer).
@@ -20,46 +78,19 @@ impl<S: Clone> Layer<S> for CoordinatorLayer {
 
     fn layer(&self, inner: S) -> Coordinated<S> {
         let shared = &self.shared;
-        let routes = &shared.routes;
-        let buffered = shared.buffer.layer(inner.clone());
-        let upstream = Bypass::new(
-            shared.upstream.layer(buffered),
-            LayerName::Stats,
-            routes.clone(),
-        );
-        let limited = Bypass::new(
-            shared.limit.layer(upstream),
-            LayerName::Limit,
-            routes.clone(),
-        );
-        let guarded = Bypass::new(
-            shared.breaker.layer(limited),
-            LayerName::Breaker,
-            routes.clone(),
-        );
-        let deduped = Dedups::new(
-            shared
-                .dedups
-                .iter()
-                .map(|dedup| dedup.layer(guarded.clone()))
-                .collect(),
-            routes.clone(),
-        );
-        let cached = Bypass::new(
-            shared.cache.layer(deduped),
-            LayerName::Cache,
-            routes.clone(),
-        );
-        let counted = Bypass::clients_only(
-            shared.stats_layer.layer(cached),
-            LayerName::Stats,
-            routes.clone(),
-        );
-        let stack = Bypass::new(
-            shared.registry.layer(counted),
-            LayerName::Registry,
-            routes.clone(),
-        );
+        let routes = shared.routes.clone();
+        // Outer to inner; each layer reads its own switch for the class.
+        let stack = ServiceBuilder::new()
+            .layer(layer_fn(move |svc| Classified::new(svc, routes.clone())))
+            .layer(&shared.registry)
+            .layer(&shared.stats_layer)
+            .layer(&shared.cache)
+            .layer(&shared.dedup)
+            .layer(&shared.breaker)
+            .layer(&shared.limit)
+            .layer(&shared.upstream)
+            .layer(&shared.buffer)
+            .service(inner.clone());
         Coordinated::new(stack, inner, shared.clone())
     }
 }

@@ -1,14 +1,14 @@
 //! What the stack knows about a request's endpoint class, looked up once.
 
-use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
+use std::{collections::HashMap, fmt, sync::Arc};
 
 use http::{HeaderName, Request};
 
 use crate::{
     class::{Class, Classify},
     config::Config,
-    http::{HttpKey, PathClasses},
-    key::{Key, KeyFn},
+    http::{HttpKey, PathClasses, PollFetch},
+    key::{Carried, CarriedKey, Key, KeyFn},
     registry::Canonical,
     switch::{LayerName, Rollout, Switch, Switches},
 };
@@ -19,9 +19,7 @@ pub(crate) struct ClassRoute {
     /// Indexed by [`layer_index`].
     switches: [Switch; 6],
     /// The key of the class's requests (see [`ClassKey`]).
-    key: HttpKey,
-    /// Which of the dedup layers (one per distinct window) serves the class.
-    pub(crate) dedup: usize,
+    pub(crate) key: HttpKey,
 }
 
 impl ClassRoute {
@@ -43,10 +41,10 @@ fn layer_index(layer: LayerName) -> usize {
 }
 
 /// The route of a request, put in its extensions by
-/// [`Coordinated`](super::Coordinated) (and on a poll loop's canonical
+/// [`Classified`](super::Classified) (and on a poll loop's canonical
 /// requests by [`ClassKey`]) so that the layers below do not classify it
 /// again. Whether it is a poll loop's fetch is the canonical request's own
-/// mark, [`PollFetch`](crate::http::PollFetch).
+/// mark, [`PollFetch`].
 #[derive(Clone)]
 pub(crate) struct Routed {
     pub(crate) route: Arc<ClassRoute>,
@@ -84,9 +82,8 @@ pub(crate) fn class_key(config: &Config, class: &crate::config::EffectiveClass) 
 }
 
 impl Routes {
-    /// The routes of `config`; `windows` lists the distinct dedup windows,
-    /// in the order of the dedup layers.
-    pub(crate) fn new(config: &Config, switches: &Switches, windows: &[Duration]) -> Self {
+    /// The routes of `config`, each class's switches from `switches`.
+    pub(crate) fn new(config: &Config, switches: &Switches) -> Self {
         let mut classes = HashMap::new();
         let mut default = None;
         for effective in config.classes() {
@@ -94,10 +91,6 @@ impl Routes {
             let route = Arc::new(ClassRoute {
                 switches: LayerName::ALL.map(|layer| switches.switch(layer, &class)),
                 key: class_key(config, &effective),
-                dedup: windows
-                    .iter()
-                    .position(|w| *w == effective.dedup.window)
-                    .unwrap_or(0),
                 class: class.clone(),
             });
             if class == Class::default() {
@@ -141,17 +134,46 @@ impl fmt::Debug for Routes {
 }
 
 /// The endpoint class of a request in a [`Coordinator`](super::Coordinator)'s
-/// stack: the one [`Coordinated`](super::Coordinated) found for it on the
-/// way in, or else the class its path matches in the configuration.
+/// stack: the one [`Classified`](super::Classified) found for it on the
+/// way in, or else the class its path matches in the configuration; and
+/// each layer's switch for that class ([`Classify::is_on`]: one atomic
+/// load).
 #[derive(Clone)]
 pub struct ClassOf {
-    pub(crate) routes: Arc<Routes>,
+    routes: Arc<Routes>,
+    /// Whether a poll loop's fetches go through the layer (all but the
+    /// client-side Stats layer's: they are no client requests).
+    polls: bool,
+}
+
+impl ClassOf {
+    pub(crate) fn new(routes: Arc<Routes>) -> Self {
+        ClassOf {
+            routes,
+            polls: true,
+        }
+    }
+
+    /// The classifier of a layer that only client requests go through: a
+    /// poll loop's fetches pass it as if it were switched off.
+    pub(crate) fn clients_only(routes: Arc<Routes>) -> Self {
+        ClassOf {
+            routes,
+            polls: false,
+        }
+    }
 }
 
 impl<B> Classify<Request<B>> for ClassOf {
     #[inline]
     fn classify(&self, req: &Request<B>) -> Class {
         self.routes.with(req, |route| route.class.clone())
+    }
+
+    #[inline]
+    fn is_on(&self, req: &Request<B>, layer: LayerName) -> bool {
+        self.routes.with(req, |route| route.is_on(layer))
+            && (self.polls || req.extensions().get::<PollFetch>().is_none())
     }
 }
 
@@ -174,23 +196,43 @@ impl fmt::Debug for ClassOf {
 /// - for a request without an authority in its URI (around a `Router`),
 ///   the host `keys.hosts` lists (an unlisted `Host` passes through
 ///   uncoordinated), or no host at all when the list is empty: one site.
+///
+/// The key is computed once per request, by [`Classified`](super::Classified)
+/// on the way in, and carried in its extensions ([`Carried`]): the layers
+/// read it from there.
 #[derive(Clone)]
 pub struct ClassKey {
     // One `Arc`: every layer holds a clone, and services are cloned per
     // request.
-    inner: Arc<Routes>,
+    inner: Carried<RouteKey>,
+}
+
+/// A request's class's key, computed.
+#[derive(Clone)]
+struct RouteKey(Arc<Routes>);
+
+impl<B> KeyFn<Request<B>> for RouteKey {
+    fn key(&self, req: &Request<B>) -> Option<Key> {
+        self.0.with(req, |route| route.key.key(req))
+    }
 }
 
 impl ClassKey {
     pub(crate) fn new(routes: Arc<Routes>) -> Self {
-        ClassKey { inner: routes }
+        ClassKey {
+            inner: Carried::new(RouteKey(routes)),
+        }
+    }
+
+    fn routes(&self) -> &Routes {
+        &self.inner.get_ref().0
     }
 }
 
 impl<B> KeyFn<Request<B>> for ClassKey {
     #[inline]
     fn key(&self, req: &Request<B>) -> Option<Key> {
-        self.inner.with(req, |route| route.key.key(req))
+        self.inner.key(req)
     }
 }
 
@@ -201,10 +243,13 @@ impl<B: Default> Canonical<Request<B>> for ClassKey {
     fn canonical(&self, req: &Request<B>) -> Request<B> {
         let route = match req.extensions().get::<Routed>() {
             Some(routed) => routed.route.clone(),
-            None => self.inner.of_path(req.uri().path()).clone(),
+            None => self.routes().of_path(req.uri().path()).clone(),
         };
         let mut canonical = route.key.canonical_request(req);
-        canonical.extensions_mut().insert(Routed { route });
+        let key = route.key.key(&canonical);
+        let extensions = canonical.extensions_mut();
+        extensions.insert(CarriedKey::new(key));
+        extensions.insert(Routed { route });
         canonical
     }
 

@@ -31,8 +31,8 @@ pub struct Sizes {
     pub cache_entries: u64,
     /// Cache bytes held (the sum of entry weights).
     pub cache_bytes: u64,
-    /// Dedup keys held, over every dedup layer: in flight, or kept for the
-    /// reuse window.
+    /// Dedup keys held, over every class's reuse window: in flight, or kept
+    /// for the window.
     pub dedup_entries: u64,
     /// Limit permits taken, over every class.
     pub limit_in_flight: u64,
@@ -61,11 +61,7 @@ impl Coordinator {
             registry_budget_holders: registry.budget_holders,
             cache_entries: cache.entries,
             cache_bytes: cache.bytes,
-            dedup_entries: shared
-                .dedups
-                .iter()
-                .map(|d| d.handle().stats().entries)
-                .sum(),
+            dedup_entries: shared.dedup.handle().stats().entries,
             limit_in_flight: limit.classes.iter().map(|c| c.in_flight).sum(),
             limit_waiting: limit.classes.iter().map(|c| c.waiting).sum(),
             rate_keys: limit.rate_keys,

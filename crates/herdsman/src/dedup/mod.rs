@@ -13,7 +13,11 @@
 //!   call. Keys compare by full value, never by hash alone.
 //! - **Reuse window** ([`DedupLayer::with_window`]): a successful result is kept
 //!   for the window, and identical requests inside it get it without an inner
-//!   call. Zero (the default) re-executes. Errors are never reused.
+//!   call. Zero (the default) re-executes. Errors are never reused. A class
+//!   may have a window of its own ([`DedupLayer::with_class_window`]): each
+//!   distinct window has its own in-flight map in the one layer.
+//! - **Switch.** A request whose classifier says the layer is off for it
+//!   ([`Classify::is_on`](crate::class::Classify::is_on)) passes through.
 //! - **Cancellation.** If the driver's caller drops its future, the inner call
 //!   is handed to a waiting follower, which polls it on: no second inner call,
 //!   no error (hyper-util's "baton passing"). When the last caller is gone,
@@ -78,8 +82,8 @@
 //! );
 //! assert_eq!(a.unwrap(), "hello, ada");
 //! assert_eq!(b.unwrap(), "hello, ada");
-//! assert_eq!(layer.stats().leaders, 1);
-//! assert_eq!(layer.stats().coalesced, 1);
+//! assert_eq!(layer.handle().stats().leaders, 1);
+//! assert_eq!(layer.handle().stats().coalesced, 1);
 //! # }
 //! ```
 //!
@@ -123,24 +127,35 @@ pub const ENTRY_ESTIMATE_BYTES: u64 = 256;
 /// bytes each) are not counted.
 #[derive(Clone)]
 pub struct DedupHandle {
-    state: Arc<state::State>,
+    windows: Arc<layer::Windows>,
 }
 
 impl DedupHandle {
-    fn new(state: Arc<state::State>) -> Self {
-        DedupHandle { state }
+    fn new(windows: Arc<layer::Windows>) -> Self {
+        DedupHandle { windows }
     }
 
-    /// The counters of the in-flight map.
+    /// The counters of the in-flight maps, summed over the layer's reuse
+    /// windows.
     pub fn stats(&self) -> DedupStats {
-        self.state.stats()
+        self.windows
+            .all()
+            .iter()
+            .map(|state| state.stats())
+            .fold(DedupStats::default(), DedupStats::plus)
     }
 }
 
 impl MemorySource for DedupHandle {
     fn memory_bytes(&self) -> u64 {
-        let (entries, bytes) = self.state.held();
-        entries * ENTRY_ESTIMATE_BYTES + bytes
+        self.windows
+            .all()
+            .iter()
+            .map(|state| {
+                let (entries, bytes) = state.held();
+                entries * ENTRY_ESTIMATE_BYTES + bytes
+            })
+            .sum()
     }
 }
 
@@ -173,4 +188,19 @@ pub struct DedupStats {
     pub panics: u64,
     /// Keys currently held: in flight, or kept for the reuse window.
     pub entries: u64,
+}
+
+impl DedupStats {
+    fn plus(self, other: DedupStats) -> DedupStats {
+        DedupStats {
+            leaders: self.leaders + other.leaders,
+            coalesced: self.coalesced + other.coalesced,
+            window_hits: self.window_hits + other.window_hits,
+            cancelled: self.cancelled + other.cancelled,
+            abandoned: self.abandoned + other.abandoned,
+            handoffs: self.handoffs + other.handoffs,
+            panics: self.panics + other.panics,
+            entries: self.entries + other.entries,
+        }
+    }
 }

@@ -10,8 +10,9 @@ use tower_service::Service;
 
 use super::{
     future::ResponseFuture,
-    state::{Flights, Join, Outcome, State},
-    DedupLayer, DedupStats,
+    layer::Windows,
+    state::{Flights, Join, Outcome},
+    DedupHandle, DedupLayer,
 };
 use crate::{
     backend::{Answer, FlightBackend, Lead, LocalFlights},
@@ -20,6 +21,7 @@ use crate::{
     event::{Event, Observers},
     key::{KeyFn, DEFAULT_MAX_KEY_LEN},
     share::{CloneShare, Share},
+    switch::LayerName,
 };
 
 /// Coalesces concurrent identical requests into one inner call.
@@ -32,18 +34,18 @@ pub struct Dedup<S, K, P = CloneShare, C = AllDefault, B = LocalFlights> {
     classify: C,
     observers: Observers,
     backend: B,
-    state: Arc<State>,
-    /// This service's map of flights ([`State::flights`]), typed by its
-    /// inner future and value: looked up on its first call and shared by
-    /// its clones.
-    flights: Arc<OnceLock<Arc<dyn Any + Send + Sync>>>,
+    windows: Arc<Windows>,
+    /// This service's map of flights in each window's state, typed by its
+    /// inner future and value: looked up on its first call there and
+    /// shared by its clones.
+    flights: Arc<[OnceLock<Arc<dyn Any + Send + Sync>>]>,
 }
 
 impl<S, K> Dedup<S, K> {
     /// Wraps `inner`, keyed by `key`, with its own in-flight map.
     pub fn new(inner: S, key: K) -> Self {
-        let state = Arc::new(State::new(Duration::ZERO, DEFAULT_MAX_KEY_LEN));
-        Dedup::from_parts(inner, key, CloneShare, state)
+        let windows = Windows::new(Duration::ZERO, &[], DEFAULT_MAX_KEY_LEN);
+        Dedup::from_parts(inner, key, CloneShare, Arc::new(windows))
     }
 
     /// A [`DedupLayer`] keyed by `key`.
@@ -53,7 +55,8 @@ impl<S, K> Dedup<S, K> {
 }
 
 impl<S, K, P> Dedup<S, K, P> {
-    pub(crate) fn from_parts(inner: S, key: K, share: P, state: Arc<State>) -> Self {
+    pub(super) fn from_parts(inner: S, key: K, share: P, windows: Arc<Windows>) -> Self {
+        let flights = windows.all().iter().map(|_| OnceLock::new()).collect();
         Dedup {
             inner,
             key,
@@ -61,12 +64,12 @@ impl<S, K, P> Dedup<S, K, P> {
             classify: AllDefault,
             observers: Observers::none(),
             backend: LocalFlights,
-            state,
-            flights: Arc::default(),
+            windows,
+            flights,
         }
     }
 
-    pub(crate) fn with_events<C, B>(
+    pub(super) fn with_events<C, B>(
         self,
         classify: C,
         observers: Observers,
@@ -79,7 +82,7 @@ impl<S, K, P> Dedup<S, K, P> {
             classify,
             observers,
             backend,
-            state: self.state,
+            windows: self.windows,
             flights: self.flights,
         }
     }
@@ -101,9 +104,9 @@ impl<S, K, P, C, B> Dedup<S, K, P, C, B> {
         self.inner
     }
 
-    /// The counters of the in-flight map this service shares.
-    pub fn stats(&self) -> DedupStats {
-        self.state.stats()
+    /// A handle to the in-flight maps this service shares.
+    pub fn handle(&self) -> DedupHandle {
+        DedupHandle::new(self.windows.clone())
     }
 }
 
@@ -127,11 +130,15 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let (share, backend) = (self.share.clone(), self.backend.clone());
+        if !self.classify.is_on(&req, LayerName::Dedup) {
+            return ResponseFuture::passthrough(self.inner.call(req), share, backend);
+        }
+        let window = self.windows.of(&req, &self.classify);
         let key = match self.key.key(&req) {
-            Some(key) if key.len() <= self.state.max_key_len() => key,
+            Some(key) if key.len() <= self.windows.all()[window].max_key_len() => key,
             _ => return ResponseFuture::passthrough(self.inner.call(req), share, backend),
         };
-        match self.flights::<S::Future, P::Shared>().join(key) {
+        match self.flights::<S::Future, P::Shared>(window).join(key) {
             Join::Lead(mut driver) => match self.backend.lead(driver.key()) {
                 Answer::Now(Lead::Call) => {
                     // If `call` panics, dropping the driver tells the followers.
@@ -173,23 +180,24 @@ where
 
 impl<S, K, P, C, B> Dedup<S, K, P, C, B> {
     /// This service's map of flights of inner future type `F` and value
-    /// type `V`. A service called with requests of more than one type
-    /// keeps the first type's map here and looks up the others' in the
-    /// layer's state on each call.
+    /// type `V` in the state of reuse window `window`. A service called
+    /// with requests of more than one type keeps the first type's map here
+    /// and looks up the others' in the layer's state on each call.
     #[inline]
-    fn flights<F, V>(&self) -> Arc<Flights<F, V>>
+    fn flights<F, V>(&self, window: usize) -> Arc<Flights<F, V>>
     where
         F: Send + 'static,
         V: Send + Sync + 'static,
     {
-        if let Some(map) = self.flights.get() {
+        let (state, cached) = (&self.windows.all()[window], &self.flights[window]);
+        if let Some(map) = cached.get() {
             if let Ok(map) = map.clone().downcast() {
                 return map;
             }
-            return self.state.flights();
+            return state.flights();
         }
-        let map = self.state.flights::<F, V>();
-        let _ = self.flights.set(map.clone());
+        let map = state.flights::<F, V>();
+        let _ = cached.set(map.clone());
         map
     }
 
@@ -215,7 +223,7 @@ impl<S: Clone, K: Clone, P: Clone, C: Clone, B: Clone> Clone for Dedup<S, K, P, 
             classify: self.classify.clone(),
             observers: self.observers.clone(),
             backend: self.backend.clone(),
-            state: self.state.clone(),
+            windows: self.windows.clone(),
             flights: self.flights.clone(),
         }
     }
@@ -225,7 +233,7 @@ impl<S: fmt::Debug, K, P, C, B> fmt::Debug for Dedup<S, K, P, C, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Dedup")
             .field("inner", &self.inner)
-            .field("state", &self.state)
+            .field("maps", &self.windows.all())
             .field("observers", &self.observers)
             .finish_non_exhaustive()
     }

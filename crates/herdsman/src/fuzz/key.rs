@@ -559,12 +559,12 @@ fn without_credentials(spec: &Spec, req: &Request<()>) -> Request<()> {
 }
 
 /// The part of a key's `Debug` that is shown.
+/// The bytes a key's `Debug` shows: `Key("<shown>" + N private bytes)`,
+/// or `Key("<shown>")` when it has none (absent credentials write none).
 fn shown(key: &Key) -> String {
     let debug = format!("{key:?}");
-    match debug.find("\" + ") {
-        Some(end) => debug[..end].to_owned(),
-        None => debug,
-    }
+    let end = debug.find("\" + ").unwrap_or(debug.len() - 2);
+    debug[..end].to_owned()
 }
 
 fn without_validators(req: &Request<()>) -> Request<()> {

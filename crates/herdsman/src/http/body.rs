@@ -167,4 +167,9 @@ impl SharedBody {
     pub(crate) fn to_body<B>(&self) -> HttpBody<B> {
         HttpBody::buffered(self.data.clone(), self.trailers.clone())
     }
+
+    /// A caller's body made of this one, moved.
+    pub(crate) fn into_body<B>(self) -> HttpBody<B> {
+        HttpBody::buffered(self.data, self.trailers)
+    }
 }

@@ -93,15 +93,17 @@ impl<S> Buffer<S> {
     }
 }
 
+/// Whether the header `name` of `headers` names an event stream: checked
+/// on every request's `Accept` (and every response's `Content-Type`), so
+/// compared in place, without a lowercase copy.
 pub(super) fn is_event_stream(headers: &HeaderMap, name: header::HeaderName) -> bool {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/event-stream")
-        })
+    const EVENT_STREAM: &[u8] = b"text/event-stream";
+    headers.get(name).is_some_and(|value| {
+        let value = value.as_bytes().trim_ascii_start();
+        value
+            .get(..EVENT_STREAM.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(EVENT_STREAM))
+    })
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for Buffer<S>

@@ -1,9 +1,9 @@
-use std::sync::Arc;
+use std::{cell::RefCell, sync::Arc};
 
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Method, Request, Uri};
 
-use crate::key::{Key, KeyFn};
+use crate::key::{Key, KeyBuilder, KeyFn};
 
 /// The default key of an HTTP request.
 ///
@@ -67,7 +67,48 @@ pub struct HttpKey {
     credentials: Arc<[HeaderName]>,
     public: bool,
     hosts: Hosts,
+    keyed: Keyed,
 }
+
+/// The headers written into every key, worked out from `vary`,
+/// `credentials` and `public` when those change, not per request.
+#[derive(Debug, Clone, Default)]
+struct Keyed {
+    /// The varied headers that are not credentials (those are keyed with
+    /// the credentials, redacted).
+    public: Arc<[HeaderName]>,
+    /// The credential headers in the key: every one unless the endpoint is
+    /// public, else those it varies on.
+    private: Arc<[HeaderName]>,
+}
+
+impl Keyed {
+    fn of(key: &HttpKey) -> Self {
+        let public = key
+            .vary
+            .iter()
+            .filter(|name| !key.credentials.contains(name))
+            .cloned()
+            .collect();
+        let private = key
+            .credentials
+            .iter()
+            .filter(|name| !key.public || key.vary.contains(name))
+            .cloned()
+            .collect();
+        Keyed { public, private }
+    }
+}
+
+thread_local! {
+    /// The buffer each thread builds its HTTP keys in: a key is then one
+    /// allocation of its own size, whatever its length, with no growing.
+    static SCRATCH: RefCell<KeyBuilder> = const { RefCell::new(KeyBuilder::new()) };
+}
+
+/// A scratch buffer grown past this (a request with huge headers) is let
+/// go after use rather than kept by its thread.
+const SCRATCH_KEEP: usize = 16 * 1024;
 
 /// What a request without an authority in its URI is keyed by.
 #[derive(Debug, Clone)]
@@ -107,7 +148,9 @@ impl Default for HttpKey {
             credentials: Arc::from(AUTH_HEADERS.to_vec()),
             public: false,
             hosts: Hosts::Header,
+            keyed: Keyed::default(),
         }
+        .with_keyed()
     }
 }
 
@@ -131,7 +174,7 @@ impl HttpKey {
             vary.push(name);
         }
         self.vary = vary.into();
-        self
+        self.with_keyed()
     }
 
     /// Adds a header that names the caller (a Coordinator's rollout
@@ -143,23 +186,12 @@ impl HttpKey {
             credentials.push(name);
             self.credentials = credentials.into();
         }
+        self.with_keyed()
+    }
+
+    fn with_keyed(mut self) -> Self {
+        self.keyed = Keyed::of(&self);
         self
-    }
-
-    /// The credential headers in the key: every one unless the endpoint is
-    /// public, else those it varies on.
-    fn keyed_credentials(&self) -> impl Iterator<Item = &HeaderName> {
-        self.credentials
-            .iter()
-            .filter(|name| !self.public || self.vary.contains(name))
-    }
-
-    /// The varied headers that are not credentials (those are keyed with
-    /// the credentials, redacted).
-    fn public_vary(&self) -> impl Iterator<Item = &HeaderName> {
-        self.vary
-            .iter()
-            .filter(|name| !self.credentials.contains(name))
     }
 
     /// Drops the default content-negotiation and conditional headers from the
@@ -171,7 +203,7 @@ impl HttpKey {
     /// ask for.
     pub fn without_default_vary(mut self) -> Self {
         self.vary = Arc::from(Vec::new());
-        self
+        self.with_keyed()
     }
 
     /// Declares the endpoint public: its responses do not depend on who asks,
@@ -180,7 +212,7 @@ impl HttpKey {
     /// Only declare endpoints public whose responses carry no per-user data.
     pub fn public(mut self) -> Self {
         self.public = true;
-        self
+        self.with_keyed()
     }
 
     /// Keys requests whose URI has no authority (a server's requests, around
@@ -313,13 +345,15 @@ impl HttpKey {
                 headers.append(name.clone(), own_value(value));
             }
         };
-        for name in self.public_vary().filter(|name| !VALIDATORS.contains(name)) {
-            copy(name);
+        for name in self.keyed.public.iter() {
+            if !VALIDATORS.contains(name) {
+                copy(name);
+            }
         }
         if req.uri().authority().is_none() && matches!(self.hosts, Hosts::Header) && !host_varied {
             copy(&header::HOST);
         }
-        for name in self.keyed_credentials() {
+        for name in self.keyed.private.iter() {
             copy(name);
         }
         super::target::copy(req.headers(), headers, &self.vary, own_value);
@@ -382,23 +416,50 @@ impl<B> KeyFn<Request<B>> for HttpKey {
             return None;
         }
         let authority = self.authority(req)?;
-        let mut key = Key::builder();
-        key.push(method.as_str().as_bytes());
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut key) => {
+                key.clear();
+                self.write(&mut key, req, authority);
+                let built = key.to_key();
+                if key.capacity() > SCRATCH_KEEP {
+                    *key = KeyBuilder::new();
+                }
+                Some(built)
+            }
+            // Only if a key were made while this thread makes one.
+            Err(_) => {
+                let mut key = Key::builder();
+                self.write(&mut key, req, authority);
+                Some(key.build())
+            }
+        })
+    }
+}
+
+impl HttpKey {
+    /// Writes the parts of `req`'s key. Headers are written with their
+    /// names, and those absent not at all (each costs one map lookup): no
+    /// two requests make the same parts, since every header's values
+    /// follow its name and its count.
+    fn write<B>(&self, key: &mut KeyBuilder, req: &Request<B>, authority: &[u8]) {
+        let (uri, headers) = (req.uri(), req.headers());
+        let method = req.method().as_str().as_bytes();
+        let target = uri.path_and_query().map_or(0, |p| p.as_str().len());
+        key.reserve(method.len() + authority.len() + target + 64);
+        key.push(method);
         key.push(authority);
-        key.path(req.uri().path().as_bytes());
-        key.push(req.uri().query().unwrap_or("").as_bytes());
-        for name in self.public_vary() {
-            key.push_header(req.headers(), name);
+        key.path(uri.path().as_bytes());
+        key.push(uri.query().unwrap_or("").as_bytes());
+        for name in self.keyed.public.iter() {
+            key.push_present_header(headers, name);
         }
-        super::target::push(&mut key, req.headers(), &self.vary);
-        let mut credentials = self.keyed_credentials().peekable();
-        if credentials.peek().is_some() {
+        super::target::push(key, headers, &self.vary);
+        if !self.keyed.private.is_empty() {
             key.mark_private();
-            for name in credentials {
-                key.push_header(req.headers(), name);
+            for name in self.keyed.private.iter() {
+                key.push_present_header(headers, name);
             }
         }
-        Some(key.build())
     }
 }
 

@@ -77,7 +77,7 @@ pub use self::{
 #[allow(unused_imports)]
 pub(crate) use self::{
     key::request_bytes,
-    share::{share_buffered, unshare, weigh},
+    share::{share_buffered, unshare, unshare_owned, weigh},
 };
 
 /// Marks a response, in its extensions, as a stale copy served because the

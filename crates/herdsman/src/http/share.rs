@@ -31,6 +31,10 @@ impl<B> Share<Response<HttpBody<B>>> for HttpShare {
         unshare(shared)
     }
 
+    fn unshare_owned(&self, shared: Self::Shared) -> Response<HttpBody<B>> {
+        unshare_owned(shared)
+    }
+
     fn held_bytes(&self, shared: &Self::Shared) -> usize {
         weigh(shared)
     }
@@ -63,6 +67,14 @@ pub(crate) fn share_buffered<B>(
     let (parts, mut body) = response.into_parts();
     let shared = body.take_buffered().expect("checked buffered above");
     Ok(Response::from_parts(parts, shared))
+}
+
+/// A caller's response made of a copy it owns, moved: a cache hit has
+/// cloned its copy out of the store already, and cloning its headers again
+/// would cost two more allocations per hit.
+pub(crate) fn unshare_owned<B>(shared: Response<SharedBody>) -> Response<HttpBody<B>> {
+    let (parts, body) = shared.into_parts();
+    Response::from_parts(parts, body.into_body())
 }
 
 /// One caller's copy of a shared response.

@@ -55,9 +55,7 @@ pub(crate) fn push(key: &mut KeyBuilder, headers: &HeaderMap, varied: &[HeaderNa
         return;
     }
     for name in TARGET_HEADERS.iter().filter(|name| !varied.contains(name)) {
-        if headers.contains_key(name) {
-            key.push_header(headers, name);
-        }
+        key.push_present_header(headers, name);
     }
     if varied.contains(&header::FORWARDED) {
         return;
@@ -65,7 +63,7 @@ pub(crate) fn push(key: &mut KeyBuilder, headers: &HeaderMap, varied: &[HeaderNa
     let forwarded: Vec<Vec<u8>> = forwarded(headers).collect();
     if !forwarded.is_empty() {
         key.push(header::FORWARDED.as_str().as_bytes());
-        key.push(&(forwarded.len() as u32).to_be_bytes());
+        key.push_count(forwarded.len());
         for value in &forwarded {
             key.push(value);
         }

@@ -5,7 +5,7 @@ use tower_layer::Layer;
 use super::{
     rate::{RateRule, Rates},
     state::Shared,
-    Limit, LimitHandle, LimitStats,
+    Limit, LimitHandle,
 };
 use crate::{
     backend::RateBackend,
@@ -305,11 +305,6 @@ impl<C, I, A> LimitLayer<C, I, A> {
             address: self.address,
             shared: Arc::new(Shared::new(settings)),
         }
-    }
-
-    /// The counters of this layer's classes.
-    pub fn stats(&self) -> LimitStats {
-        self.shared.stats()
     }
 
     /// A handle to this layer's state, for stats and memory accounting; it

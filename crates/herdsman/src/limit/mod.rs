@@ -133,7 +133,7 @@
 //! // Other classes are not held up by the slow one.
 //! assert_eq!(svc.ready().await.unwrap().call("/boards").await.unwrap(), "/boards");
 //! assert_eq!(report.await.unwrap(), "/reports/2024");
-//! assert_eq!(limit.stats().class("reports").unwrap().rejected_overloaded, 1);
+//! assert_eq!(limit.handle().stats().class("reports").unwrap().rejected_overloaded, 1);
 //! # }
 //! ```
 //!
@@ -225,10 +225,13 @@
 //!   class's requests ([`ClassStats::callers`], [`ClassStats::addresses`]).
 //! - Cost: an admitted request with a free permit takes no lock, no
 //!   allocation and no clock read in this layer: a map lookup of its class
-//!   (none for the default class), a compare-and-swap on the class's
-//!   semaphore and a counter; giving the permit back takes the semaphore's
-//!   short internal lock, as tower's `ConcurrencyLimit` does. A wait in the
-//!   queue allocates its future and reads the clock once. A class with
+//!   (none for the default class) and a compare-and-swap. A class without a
+//!   queue (the default) counts its calls in flight with two atomic
+//!   counters, so giving the permit back is one atomic add; a class with a
+//!   queue uses a fair semaphore, whose give-back takes its short internal
+//!   lock (as tower's `ConcurrencyLimit` does) to hand the permit to the
+//!   next waiter. A wait in the queue allocates its future and reads the
+//!   clock once. A class with
 //!   shares adds, per request with an identity or an address, the key
 //!   functions' work and one short lock of a map shard (of 16) to take each
 //!   share and one to give it back (a new key allocates its map entry);
@@ -274,7 +277,7 @@ pub struct LimitHandle {
 }
 
 impl LimitHandle {
-    fn new(shared: Arc<state::Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<state::Shared>) -> Self {
         LimitHandle { shared }
     }
 

@@ -11,13 +11,14 @@ use super::{
     future::{Held, ResponseFuture},
     layer::{ClassLimits, NoIdentity, Settings},
     state::Shared,
-    LimitLayer, LimitStats,
+    LimitHandle, LimitLayer,
 };
 use crate::{
     class::{AllDefault, Classify},
     error::{boxed, BoxError},
     event::Observers,
     key::KeyFn,
+    switch::LayerName,
 };
 
 /// Limits the calls in flight per endpoint class, with an optional queue and
@@ -84,9 +85,10 @@ impl<S, C, I, A> Limit<S, C, I, A> {
         self.inner
     }
 
-    /// The counters of the classes this service shares.
-    pub fn stats(&self) -> LimitStats {
-        self.shared.stats()
+    /// A handle to the state this service shares: its counters, per
+    /// class.
+    pub fn handle(&self) -> LimitHandle {
+        LimitHandle::new(self.shared.clone())
     }
 }
 
@@ -109,6 +111,10 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        if !self.classify.is_on(&req, LayerName::Limit) {
+            // Switched off: no rate rule, no share, no permit.
+            return ResponseFuture::running(self.inner.call(req), Held::new(None, None));
+        }
         let class = self.classify.classify(&req);
         let dynamic;
         let state = match self.shared.lookup(&class) {

@@ -99,6 +99,7 @@ impl Shared {
 
     /// The state of `class` if it is the default class or has limits of its
     /// own: no lock, no hashing of the name (a class carries its hash).
+    #[inline]
     pub(crate) fn lookup(&self, class: &Class) -> Option<&Arc<ClassState>> {
         if *class == self.default.class {
             return Some(&self.default);
@@ -214,20 +215,123 @@ struct Counters {
     rejected_in_flight_cap: AtomicU64,
 }
 
+/// How a class counts its calls in flight.
+enum Gate {
+    /// No concurrency limit: nothing to count but admissions.
+    Unlimited,
+    /// A limit without a queue: nobody ever waits for a permit, so two
+    /// counters do, without a lock. `taken - released` calls are in flight,
+    /// and `taken` counts the class's admissions too.
+    Counted {
+        max: u64,
+        taken: AtomicU64,
+        released: AtomicU64,
+    },
+    /// A limit with a queue. Fair: permits go to waiters in the order they
+    /// queued, and a newcomer cannot take one while anybody waits.
+    Queued { max: usize, semaphore: Semaphore },
+}
+
+impl Gate {
+    fn new(limits: &ClassLimits) -> Self {
+        if limits.max_concurrent >= Semaphore::MAX_PERMITS {
+            Gate::Unlimited
+        } else if limits.max_queue == 0 {
+            Gate::Counted {
+                max: limits.max_concurrent as u64,
+                taken: AtomicU64::new(0),
+                released: AtomicU64::new(0),
+            }
+        } else {
+            Gate::Queued {
+                max: limits.max_concurrent,
+                semaphore: Semaphore::new(limits.max_concurrent),
+            }
+        }
+    }
+
+    /// Takes a permit if one is free (and, with a queue, nobody waits):
+    /// atomics only.
+    #[inline]
+    fn try_take(&self) -> bool {
+        match self {
+            Gate::Unlimited => true,
+            Gate::Counted {
+                max,
+                taken,
+                released,
+            } => {
+                // Read first, so that it is never ahead of `taken`: an
+                // out-of-date `released` only counts a call that is just
+                // ending as still in flight.
+                let released = released.load(Ordering::Acquire);
+                let mut current = taken.load(Ordering::Relaxed);
+                loop {
+                    if current.wrapping_sub(released) >= *max {
+                        return false;
+                    }
+                    match taken.compare_exchange_weak(
+                        current,
+                        current + 1,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => return true,
+                        Err(now) => current = now,
+                    }
+                }
+            }
+            Gate::Queued { semaphore, .. } => match semaphore.try_acquire() {
+                Ok(permit) => {
+                    permit.forget();
+                    true
+                }
+                Err(_) => false,
+            },
+        }
+    }
+
+    #[inline]
+    fn give_back(&self) {
+        match self {
+            Gate::Unlimited => {}
+            Gate::Counted { released, .. } => {
+                released.fetch_add(1, Ordering::Release);
+            }
+            // Takes the semaphore's waiter lock: the next waiter may be
+            // handed the permit.
+            Gate::Queued { semaphore, .. } => semaphore.add_permits(1),
+        }
+    }
+
+    /// Calls in flight, and admissions the gate counted itself.
+    fn counts(&self) -> (u64, u64) {
+        match self {
+            Gate::Unlimited => (0, 0),
+            Gate::Counted {
+                taken, released, ..
+            } => {
+                let released = released.load(Ordering::Acquire);
+                let taken = taken.load(Ordering::Acquire);
+                (taken.saturating_sub(released), taken)
+            }
+            Gate::Queued { max, semaphore } => {
+                let free = semaphore.available_permits();
+                (max.saturating_sub(free) as u64, 0)
+            }
+        }
+    }
+}
+
 /// One endpoint class: its permits, its queue and its counters.
 pub(crate) struct ClassState {
     pub(crate) class: Class,
     /// Tells the class's budgets apart in a rate rule shared by classes.
     id: u32,
-    /// No concurrency limit: no permits, only counters (and a rate rule).
-    unlimited: bool,
-    max_concurrent: usize,
     max_queue: usize,
     max_wait: Duration,
     retry_after: Duration,
-    /// Fair: permits go to waiters in the order they queued, and a newcomer
-    /// cannot take one while anybody waits.
-    semaphore: Semaphore,
+    gate: Gate,
     waiting: AtomicUsize,
     pub(crate) rate: Option<Arc<RateState>>,
     /// Calls in flight or waiting per caller, and per client address, when
@@ -254,17 +358,13 @@ impl ClassState {
             }
             _ => shared_rate,
         };
-        let unlimited = limits.max_concurrent >= Semaphore::MAX_PERMITS;
-        let max_concurrent = limits.max_concurrent.min(Semaphore::MAX_PERMITS);
         ClassState {
             class,
             id,
-            unlimited,
-            max_concurrent,
             max_queue: limits.max_queue,
             max_wait: limits.max_wait,
             retry_after: limits.retry_after,
-            semaphore: Semaphore::new(max_concurrent),
+            gate: Gate::new(limits),
             waiting: AtomicUsize::new(0),
             rate,
             callers: limits.max_per_caller.map(Shares::new),
@@ -276,13 +376,22 @@ impl ClassState {
 
     /// Checks the class's rate rule; `identity` is asked only when the rule
     /// counts by caller.
+    #[inline]
     pub(crate) fn check_rate(
         &self,
         identity: impl FnOnce() -> Option<Key>,
     ) -> Result<(), RateLimited> {
-        let Some(rate) = &self.rate else {
-            return Ok(());
-        };
+        match &self.rate {
+            None => Ok(()),
+            Some(rate) => self.check_rule(rate, identity),
+        }
+    }
+
+    fn check_rule(
+        &self,
+        rate: &RateState,
+        identity: impl FnOnce() -> Option<Key>,
+    ) -> Result<(), RateLimited> {
         let bucket = match rate.rule.key() {
             RateKey::Class => Bucket {
                 class: self.id,
@@ -334,6 +443,7 @@ impl ClassState {
     /// address, where the class caps them: `Ok(None)` when it caps neither
     /// (`caller` and `address` are not asked) or the request has neither.
     /// Refused at once when either share is full.
+    #[inline]
     pub(crate) fn take_slots(
         self: &Arc<Self>,
         caller: impl FnOnce() -> Option<Key>,
@@ -342,6 +452,14 @@ impl ClassState {
         if self.callers.is_none() && self.addresses.is_none() {
             return Ok(None);
         }
+        self.take_shares(caller, address)
+    }
+
+    fn take_shares(
+        self: &Arc<Self>,
+        caller: impl FnOnce() -> Option<Key>,
+        address: impl FnOnce() -> Option<Key>,
+    ) -> Result<Option<Box<Slots>>, TooManyInFlight> {
         let caller = self.callers.as_ref().and_then(|_| caller());
         let address = self.addresses.as_ref().and_then(|_| address());
         if caller.is_none() && address.is_none() {
@@ -361,18 +479,27 @@ impl ClassState {
             })
     }
 
-    /// Takes a permit if one is free and nobody waits: atomics only. `None`
-    /// when every permit is taken; `Some(None)` for a class without a
-    /// concurrency limit.
+    /// Takes a permit if one is free and nobody waits: atomics only, and
+    /// no lock to give it back for a class without a queue. `None` when
+    /// every permit is taken; `Some(None)` for a class without a concurrency
+    /// limit.
+    #[inline]
     pub(crate) fn try_admit(self: &Arc<Self>) -> Option<Option<Permit>> {
-        if self.unlimited {
-            self.counters.admitted.fetch_add(1, Ordering::Relaxed);
-            return Some(None);
+        if !self.gate.try_take() {
+            return None;
         }
-        let permit = self.semaphore.try_acquire().ok()?;
-        permit.forget();
-        self.counters.admitted.fetch_add(1, Ordering::Relaxed);
-        Some(Some(Permit(self.clone())))
+        match self.gate {
+            Gate::Unlimited => {
+                self.counters.admitted.fetch_add(1, Ordering::Relaxed);
+                Some(None)
+            }
+            // Its admissions are `taken`.
+            Gate::Counted { .. } => Some(Some(Permit(self.clone()))),
+            Gate::Queued { .. } => {
+                self.counters.admitted.fetch_add(1, Ordering::Relaxed);
+                Some(Some(Permit(self.clone())))
+            }
+        }
     }
 
     /// Joins the queue, or is turned away at once when the class has no
@@ -385,9 +512,9 @@ impl ClassState {
             self.rejected(Rejection::Overloaded);
             Err(self.overloaded(reason))
         };
-        if self.max_queue == 0 {
+        let Gate::Queued { .. } = self.gate else {
             return reject(Reason::NoQueue);
-        }
+        };
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_queue {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return reject(Reason::QueueFull);
@@ -399,7 +526,10 @@ impl ClassState {
         let deadline = Instant::now() + max_wait;
         Ok(Box::pin(async move {
             let state = &slot.0;
-            match tokio::time::timeout_at(deadline, state.semaphore.acquire()).await {
+            let Gate::Queued { semaphore, .. } = &state.gate else {
+                unreachable!("only a class with a queue queues")
+            };
+            match tokio::time::timeout_at(deadline, semaphore.acquire()).await {
                 Ok(Ok(permit)) => {
                     permit.forget();
                     state.counters.admitted.fetch_add(1, Ordering::Relaxed);
@@ -428,10 +558,10 @@ impl ClassState {
     fn stats(&self) -> ClassStats {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let c = &self.counters;
-        let free = self.semaphore.available_permits();
+        let (in_flight, taken) = self.gate.counts();
         ClassStats {
             class: self.class.clone(),
-            admitted: load(&c.admitted),
+            admitted: load(&c.admitted) + taken,
             queued: load(&c.queued),
             rejected_overloaded: load(&c.rejected_overloaded),
             timed_out: load(&c.timed_out),
@@ -441,11 +571,7 @@ impl ClassState {
             rejected_in_flight_cap: load(&c.rejected_in_flight_cap),
             callers: self.callers.as_ref().map_or(0, Shares::keys),
             addresses: self.addresses.as_ref().map_or(0, Shares::keys),
-            in_flight: if self.unlimited {
-                0
-            } else {
-                self.max_concurrent.saturating_sub(free) as u64
-            },
+            in_flight,
             waiting: self.waiting.load(Ordering::Relaxed) as u64,
         }
     }
@@ -467,8 +593,9 @@ impl Drop for QueueSlot {
 pub(crate) struct Permit(Arc<ClassState>);
 
 impl Drop for Permit {
+    #[inline]
     fn drop(&mut self) {
-        self.0.semaphore.add_permits(1);
+        self.0.gate.give_back();
     }
 }
 

@@ -33,30 +33,48 @@ pub const DEFAULT_MAX_MEMORY: u64 = 24 * 1024 * 1024;
 /// [classifier](RegistryLayer::with_classifier) from its first subscriber's
 /// request) once, when it starts. [`Default`] gives the registry's own
 /// defaults.
+///
+/// With the `config` feature these are also the keys of the `[registry]`
+/// section a class may set (a
+/// [`RegistrySettings`](crate::config::RegistrySettings) holds them beside
+/// the registry's floor and totals), durations written as `"10s"`.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize, serde::Serialize),
+    serde(deny_unknown_fields)
+)]
 pub struct ClassSettings {
-    /// The interval of subscribers that ask for none (still never below the
-    /// registry's [floor](RegistryLayer::with_floor)).
+    /// How often a key with subscribers is polled: the interval of
+    /// subscribers that ask for none (still never below the registry's
+    /// [floor](RegistryLayer::with_floor)).
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub interval: Duration,
-    /// The jitter fraction, `0.0..=0.5` (see [`RegistryLayer::with_jitter`]).
+    /// Each wait is moved by up to this fraction of it (`0.0..=0.5`), at
+    /// random, so that loops started together do not poll together; never
+    /// under the floor (see [`RegistryLayer::with_jitter`]).
     pub jitter: f64,
-    /// How long a loop keeps its value after its last subscriber left (see
-    /// [`RegistryLayer::with_linger`]).
+    /// How long a poll loop keeps running (and keeps its value) after its
+    /// last subscriber left, so that a page reload does not restart it
+    /// (see [`RegistryLayer::with_linger`]).
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub linger: Duration,
-    /// Subscribers of one key, at most.
-    pub max_subscribers_per_key: usize,
-    /// Keys of the class, at most (lingering ones included).
+    /// Keys of the class polled at once (lingering ones included), at
+    /// most: a flood of keys in one class never refuses another class's.
     pub max_keys: usize,
-    /// Keys of the class one caller holds, at most: those it created, until
-    /// they leave (after their linger).
+    /// Keys of the class one caller holds (those it created, until they
+    /// leave after their linger), at most.
     pub max_keys_per_caller: usize,
     /// Keys of the class one client address holds, at most, as
     /// `max_keys_per_caller`.
     pub max_keys_per_address: usize,
-    /// Subscriptions to keys of the class one caller has open, at most.
+    /// Subscribers of one key, at most.
+    pub max_subscribers_per_key: usize,
+    /// Subscriptions (event streams, polls in progress) to keys of the
+    /// class one caller has open, at most.
     pub max_subscribers_per_caller: usize,
     /// Subscriptions to keys of the class one client address has open, at
-    /// most.
+    /// most, whatever credentials they present.
     pub max_subscribers_per_address: usize,
 }
 

@@ -59,8 +59,8 @@
 //!   the next poll is due, so an answer can tell its client when to retry. A
 //!   panic in the inner service is an error ([`PollPanicked`]) like any
 //!   other.
-//! - **Push.** [`Registry::refresh`] and [`Registry::invalidate`] poll at
-//!   once and push the result to every subscriber; [`Registry::follow`]
+//! - **Push.** [`RegistryHandle::refresh`] and [`RegistryHandle::invalidate`] poll at
+//!   once and push the result to every subscriber; [`RegistryHandle::follow`]
 //!   applies the invalidations a Cache layer announces (writes through
 //!   `POST`, `PUT`, ...). This is how a card update reaches every board
 //!   viewer without waiting for the interval. A lingering loop (no
@@ -116,9 +116,9 @@
 //!   key has a live loop with a fresh successful value is answered from it;
 //!   any other goes to the inner service (put Dedup below to coalesce those).
 //!   One-shot calls never add keys.
-//! - **Introspection.** [`Registry::hooks`] lists each key with its class,
+//! - **Introspection.** [`RegistryHandle::hooks`] lists each key with its class,
 //!   subscribers, interval, start, last fetch, fetches and errors;
-//!   [`Registry::stats`] counts; [`RegistryHandle`] is a
+//!   [`RegistryHandle::stats`] counts; [`RegistryHandle`] is a
 //!   [`MemorySource`](crate::event::MemorySource).
 //!
 //! # Examples
@@ -158,7 +158,7 @@
 //!
 //! drop((a, b));
 //! tokio::task::yield_now().await;
-//! assert_eq!(registry.stats().keys, 0);
+//! assert_eq!(registry.handle().stats().keys, 0);
 //! # }
 //! ```
 //!
@@ -223,7 +223,7 @@ pub use self::{
 };
 use crate::{class::Class, key::Key};
 
-/// One polled key, as operators see it ([`Registry::hooks`]).
+/// One polled key, as operators see it ([`RegistryHandle::hooks`]).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct HookInfo {
@@ -247,7 +247,7 @@ pub struct HookInfo {
     pub errors: u64,
 }
 
-/// Counters and sizes of one registry ([`Registry::stats`]).
+/// Counters and sizes of one registry ([`RegistryHandle::stats`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RegistryStats {

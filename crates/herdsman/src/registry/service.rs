@@ -4,7 +4,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use tokio::{sync::broadcast, task::JoinHandle, time::Instant};
+use tokio::time::Instant;
 use tower_service::Service;
 
 use super::{
@@ -16,15 +16,15 @@ use super::{
     handle::RegistryHandle,
     poll::Loop,
     state::{Core, Joining},
-    HookInfo, RegistryLayer, RegistryStats, SubscribeOptions, Subscription,
+    RegistryLayer, SubscribeOptions, Subscription,
 };
 use crate::{
     class::{AllDefault, Classify},
     error::BoxError,
-    event::Invalidation,
     failure::{DefaultFailures, FailureClassifier},
-    key::{Key, KeyFn},
+    key::KeyFn,
     share::{CloneShare, Share},
+    switch::LayerName,
 };
 
 /// One shared poll loop per key, however many subscribers; and, as a
@@ -159,31 +159,6 @@ impl<S, K, C, P, F, Q, W, V> Registry<S, K, C, P, F, Q, W, V> {
         Ok(subscription)
     }
 
-    /// See [`RegistryHandle::refresh`].
-    pub fn refresh(&self, key: &Key) -> bool {
-        self.core.refresh(key)
-    }
-
-    /// See [`RegistryHandle::invalidate`].
-    pub fn invalidate(&self, what: &Invalidation) -> usize {
-        self.core.invalidate(what)
-    }
-
-    /// See [`RegistryHandle::follow`].
-    pub fn follow(&self, invalidations: broadcast::Receiver<Invalidation>) -> JoinHandle<()> {
-        self.handle().follow(invalidations)
-    }
-
-    /// See [`RegistryHandle::hooks`].
-    pub fn hooks(&self) -> Vec<HookInfo> {
-        self.core.hooks()
-    }
-
-    /// See [`RegistryHandle::stats`].
-    pub fn stats(&self) -> RegistryStats {
-        self.core.stats()
-    }
-
     /// A handle on this registry, for operators and the Stats layer's
     /// memory alert (it is a [`MemorySource`](crate::event::MemorySource)).
     pub fn handle(&self) -> RegistryHandle {
@@ -213,6 +188,7 @@ where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     K: KeyFn<Req>,
+    C: Classify<Req>,
     P: Share<S::Response>,
 {
     type Response = S::Response;
@@ -224,6 +200,11 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        // Switched off, one-shot calls go through (subscriptions do not
+        // read the switch).
+        if !self.classify.is_on(&req, LayerName::Registry) {
+            return ResponseFuture::inner(self.inner.call(req));
+        }
         // A key over the maximum length is never polled: it passes through.
         let fresh = self
             .key

@@ -192,7 +192,8 @@ pin_project! {
     pub struct ResponseFuture<Fut, F> {
         #[pin]
         inner: Fut,
-        guard: Guard,
+        // `None` for a request the layer is switched off for: not recorded.
+        guard: Option<Guard>,
         failures: F,
     }
 }
@@ -201,7 +202,15 @@ impl<Fut, F> ResponseFuture<Fut, F> {
     pub(crate) fn new(inner: Fut, guard: Guard, failures: F) -> Self {
         ResponseFuture {
             inner,
-            guard,
+            guard: Some(guard),
+            failures,
+        }
+    }
+
+    pub(crate) fn passthrough(inner: Fut, failures: F) -> Self {
+        ResponseFuture {
+            inner,
+            guard: None,
             failures,
         }
     }
@@ -217,29 +226,33 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let polled = match this.guard.side {
+        let Some(guard) = this.guard.as_mut() else {
+            return this.inner.poll(cx).map_err(Into::into);
+        };
+        let polled = match guard.side {
             Side::Client => {
                 // Events reported while the layers below work for this
                 // request mark what answered it.
-                let scope = Scope::enter(this.guard.answer);
+                let scope = Scope::enter(guard.answer);
                 let polled = this.inner.poll(cx);
-                this.guard.answer = scope.exit();
+                guard.answer = scope.exit();
                 polled
             }
             Side::Upstream => this.inner.poll(cx),
         };
         let result = ready!(polled).map_err(Into::into);
         let failures = &*this.failures;
-        this.guard.finish(&result, || failures.verdict(&result));
+        guard.finish(&result, || failures.verdict(&result));
         Poll::Ready(result)
     }
 }
 
 impl<Fut, F> fmt::Debug for ResponseFuture<Fut, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let guard = self.guard.as_ref();
         f.debug_struct("ResponseFuture")
-            .field("class", &self.guard.rec.class)
-            .field("side", &self.guard.side)
+            .field("class", &guard.map(|g| &g.rec.class))
+            .field("side", &guard.map(|g| g.side))
             .finish()
     }
 }

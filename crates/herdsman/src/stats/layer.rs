@@ -38,9 +38,9 @@ impl<C, F> StatsLayer<C, F> {
         }
     }
 
-    /// The stats this layer records into.
-    pub fn stats(&self) -> &Stats {
-        &self.stats
+    /// The stats this layer records into: its handle.
+    pub fn handle(&self) -> Stats {
+        self.stats.clone()
     }
 }
 

@@ -17,6 +17,7 @@ use crate::{
     error::BoxError,
     failure::FailureClassifier,
     key::KeyFn,
+    switch::LayerName,
 };
 
 /// The recorder of the last class seen: requests of one class in a row (the
@@ -74,9 +75,9 @@ impl<S, C, F> StatsService<S, C, F> {
         self.inner
     }
 
-    /// The stats this service records into.
-    pub fn stats(&self) -> &Stats {
-        &self.stats
+    /// The stats this service records into: its handle.
+    pub fn handle(&self) -> Stats {
+        self.stats.clone()
     }
 }
 
@@ -96,6 +97,9 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        if !self.classify.is_on(&req, LayerName::Stats) {
+            return ResponseFuture::passthrough(self.inner.call(req), self.failures.clone());
+        }
         let class = self.classify.classify(&req);
         let rec = self.last.get(&self.stats, &class);
         rec.requests.fetch_add(1, Relaxed);
@@ -174,6 +178,9 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        if !self.classify.is_on(&req, LayerName::Stats) {
+            return ResponseFuture::passthrough(self.inner.call(req), self.failures.clone());
+        }
         let class = self.classify.classify(&req);
         let rec = self.last.get(&self.stats, &class);
         rec.upstream_calls.fetch_add(1, Relaxed);

@@ -5,10 +5,21 @@
 //! them the plain way again", and it must not need a deploy. [`Switches`]
 //! holds one switch per layer per endpoint class plus one for the whole
 //! stack; the request path reads a [`Switch`] (one atomic load) and an
-//! operator (the admin endpoints) flips it. [`Switched`] routes each request
-//! through the coordinated stack or straight to the inner service, as a
-//! [`Gate`] decides: a switch, a [`Rollout`] that admits a stable share of
-//! callers, or both.
+//! operator (the admin endpoints) flips it.
+//!
+//! Each layer asks its classifier whether it is on for a request
+//! ([`Classify::is_on`](crate::class::Classify::is_on)) and, when it is
+//! off, passes the request straight to its inner service. Classifiers are
+//! always on unless they say otherwise: a layer used alone pays nothing.
+//! [`WithSwitches`] gives any classifier per-class [`Switches`]; the
+//! [`Coordinator`](crate::Coordinator)'s classifier reads the switches of
+//! the class it carries in the request.
+//!
+//! [`Switched`] routes each request through the coordinated stack or
+//! straight to the inner service, as a [`Gate`] decides: a switch, a
+//! [`Rollout`] that admits a stable share of callers, or both. Its future,
+//! [`Either`], is the one way herdsman sends a request down one of two
+//! paths.
 //!
 //! # Examples
 //!
@@ -29,6 +40,7 @@
 //! assert!(!cache.is_on()); // its own switch is still off
 //! ```
 
+mod either;
 #[cfg(feature = "http")]
 mod rollout;
 mod service;
@@ -38,6 +50,7 @@ mod switches;
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use self::rollout::Rollout;
 pub use self::{
-    service::{Gate, ResponseFuture, Switched, SwitchedLayer},
-    switches::{LayerName, Switch, SwitchState, Switches, UnknownSwitch},
+    either::Either,
+    service::{Gate, Switched, SwitchedLayer},
+    switches::{LayerName, Switch, SwitchState, Switches, UnknownSwitch, WithSwitches},
 };

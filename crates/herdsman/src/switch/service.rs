@@ -1,15 +1,12 @@
 use std::{
     fmt,
-    future::Future,
-    pin::Pin,
     task::{ready, Context, Poll},
 };
 
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::Switch;
+use super::{Either, Switch};
 use crate::error::BoxError;
 
 /// Decides, per request, whether it takes the coordinated path.
@@ -100,7 +97,7 @@ where
 {
     type Response = On::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<On::Future, Off::Future>;
+    type Future = Either<On::Future, Off::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if !self.on_ready {
@@ -121,14 +118,10 @@ where
         );
         if self.gate.admit(&req) {
             self.on_ready = false;
-            ResponseFuture::On {
-                future: self.on.call(req),
-            }
+            Either::left(self.on.call(req))
         } else {
             self.off_ready = false;
-            ResponseFuture::Off {
-                future: self.off.call(req),
-            }
+            Either::right(self.off.call(req))
         }
     }
 }
@@ -186,33 +179,5 @@ impl<S: Clone, L: Layer<S>, G: Clone> Layer<S> for SwitchedLayer<L, G> {
 
     fn layer(&self, inner: S) -> Self::Service {
         Switched::new(self.layer.layer(inner.clone()), inner, self.gate.clone())
-    }
-}
-
-pin_project! {
-    /// The response future of [`Switched`].
-    #[project = Proj]
-    #[allow(missing_docs)]
-    #[derive(Debug)]
-    pub enum ResponseFuture<A, B> {
-        On { #[pin] future: A },
-        Off { #[pin] future: B },
-    }
-}
-
-impl<A, B, T, EA, EB> Future for ResponseFuture<A, B>
-where
-    A: Future<Output = Result<T, EA>>,
-    B: Future<Output = Result<T, EB>>,
-    EA: Into<BoxError>,
-    EB: Into<BoxError>,
-{
-    type Output = Result<T, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            Proj::On { future } => future.poll(cx).map_err(Into::into),
-            Proj::Off { future } => future.poll(cx).map_err(Into::into),
-        }
     }
 }

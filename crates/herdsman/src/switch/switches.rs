@@ -10,7 +10,7 @@ use std::{
 #[cfg(feature = "config")]
 use serde::{Deserialize, Serialize};
 
-use crate::class::Class;
+use crate::class::{Class, Classify};
 #[cfg(feature = "config")]
 use crate::config::Config;
 
@@ -322,5 +322,61 @@ impl fmt::Debug for Switches {
             .field("stack", &self.stack_is_on())
             .field("switches", &self.inner.flags.len())
             .finish()
+    }
+}
+
+/// A classifier with per-class [`Switches`]: its classes are `classify`'s,
+/// and a layer's switch for a request is the one of its class in
+/// `switches` ([`Classify::is_on`]). Give it to a layer with its
+/// `with_classifier` method to switch the layer at run time outside a
+/// [`Coordinator`](crate::Coordinator) (which has switches of its own).
+///
+/// Each call looks the class's switch up in a map; a flip takes effect on
+/// the next request.
+///
+/// ```
+/// use herdsman::{class::{AllDefault, Class}, dedup::DedupLayer, key::Key,
+///     switch::{LayerName, Switches, WithSwitches}};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let switches = Switches::new(Vec::<Class>::new());
+/// let layer = DedupLayer::new(|req: &u64| Some(Key::from(*req)))
+///     .with_classifier(WithSwitches::new(AllDefault, switches.clone()));
+/// switches.set(LayerName::Dedup, &Class::default(), false).unwrap();
+/// let svc = layer.layer(service_fn(|n: u64| async move { Ok::<_, std::convert::Infallible>(n) }));
+/// assert_eq!(svc.oneshot(7).await.unwrap(), 7); // straight to the inner service
+/// assert_eq!(layer.handle().stats().leaders, 0);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct WithSwitches<C> {
+    classify: C,
+    switches: Switches,
+}
+
+impl<C> WithSwitches<C> {
+    /// Classes from `classify`, switches from `switches`.
+    pub fn new(classify: C, switches: Switches) -> Self {
+        WithSwitches { classify, switches }
+    }
+}
+
+impl<C: Classify<Req>, Req> Classify<Req> for WithSwitches<C> {
+    #[inline]
+    fn classify(&self, req: &Req) -> Class {
+        self.classify.classify(req)
+    }
+
+    fn is_on(&self, req: &Req, layer: LayerName) -> bool {
+        self.classify.is_on(req, layer) && self.switches.is_on(layer, &self.classify(req))
+    }
+}
+
+impl<C> fmt::Debug for WithSwitches<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WithSwitches")
+            .field("switches", &self.switches)
+            .finish_non_exhaustive()
     }
 }
