@@ -2,12 +2,28 @@
 //! [`tower::ServiceBuilder`], as tower-http does for its middleware.
 
 use tower::ServiceBuilder;
+#[cfg(any(
+    feature = "breaker",
+    feature = "cache",
+    feature = "dedup",
+    feature = "limit",
+    feature = "registry",
+    feature = "stats"
+))]
 use tower_layer::Stack;
 
-use crate::{
-    breaker::BreakerLayer, cache::CacheLayer, dedup::DedupLayer, limit::LimitLayer,
-    registry::RegistryLayer, stats::StatsLayer,
-};
+#[cfg(feature = "breaker")]
+use crate::breaker::BreakerLayer;
+#[cfg(feature = "cache")]
+use crate::cache::CacheLayer;
+#[cfg(feature = "dedup")]
+use crate::dedup::DedupLayer;
+#[cfg(feature = "limit")]
+use crate::limit::LimitLayer;
+#[cfg(feature = "registry")]
+use crate::registry::RegistryLayer;
+#[cfg(feature = "stats")]
+use crate::stats::StatsLayer;
 
 /// Adds herdsman's layers to [`tower::ServiceBuilder`].
 ///
@@ -15,7 +31,9 @@ use crate::{
 /// order of the calls is the order of the stack, outermost first. The
 /// recommended order is registry, stats, cache, dedup, breaker, limit (see
 /// `DESIGN.md`), or all of them at once from configuration with a
-/// [`Coordinator`](crate::Coordinator).
+/// `Coordinator` (the `coordinator` feature).
+///
+/// There is one method per layer whose feature is enabled.
 ///
 /// The trait is sealed: it is implemented for `ServiceBuilder` only.
 ///
@@ -53,6 +71,8 @@ use crate::{
 pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
     /// Adds a [`DedupLayer`]: concurrent identical requests share one inner
     /// call. See [`crate::dedup`].
+    #[cfg(feature = "dedup")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dedup")))]
     fn dedup<K, P, C>(
         self,
         layer: DedupLayer<K, P, C>,
@@ -60,6 +80,8 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
 
     /// Adds a [`CacheLayer`]: repeated requests are answered from memory.
     /// See [`crate::cache`].
+    #[cfg(feature = "cache")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
     fn cache<K, V, P, C>(
         self,
         layer: CacheLayer<K, V, P, C>,
@@ -67,6 +89,8 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
 
     /// Adds a [`BreakerLayer`]: calls fail fast while their upstream is
     /// sick. See [`crate::breaker`].
+    #[cfg(feature = "breaker")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
     fn breaker<C, K>(
         self,
         layer: BreakerLayer<C, K>,
@@ -74,6 +98,8 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
 
     /// Adds a [`LimitLayer`]: a concurrency limit and rate rules per
     /// endpoint class. See [`crate::limit`].
+    #[cfg(feature = "limit")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "limit")))]
     fn limit<C, I, A>(
         self,
         layer: LimitLayer<C, I, A>,
@@ -82,12 +108,16 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
     /// Adds a [`StatsLayer`] (client requests; put
     /// [`Stats::upstream_layer`](crate::stats::Stats::upstream_layer) innermost
     /// for upstream calls). See [`crate::stats`].
+    #[cfg(feature = "stats")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "stats")))]
     fn stats<C, F>(self, layer: StatsLayer<C, F>) -> ServiceBuilder<Stack<StatsLayer<C, F>, L>>;
 
     /// Adds a [`RegistryLayer`]: one shared poll loop per key, and one-shot
     /// calls answered from live loops. See [`crate::registry`].
     // The type is the layer's own, spelled out like the other methods'.
     #[allow(clippy::type_complexity)]
+    #[cfg(feature = "registry")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
     fn registry<K, C, P, F, Q, V>(
         self,
         layer: RegistryLayer<K, C, P, F, Q, (), V>,
@@ -97,6 +127,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
 impl<L> sealed::Sealed<L> for ServiceBuilder<L> {}
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
+    #[cfg(feature = "dedup")]
     fn dedup<K, P, C>(
         self,
         layer: DedupLayer<K, P, C>,
@@ -104,6 +135,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(layer)
     }
 
+    #[cfg(feature = "cache")]
     fn cache<K, V, P, C>(
         self,
         layer: CacheLayer<K, V, P, C>,
@@ -111,6 +143,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(layer)
     }
 
+    #[cfg(feature = "breaker")]
     fn breaker<C, K>(
         self,
         layer: BreakerLayer<C, K>,
@@ -118,6 +151,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(layer)
     }
 
+    #[cfg(feature = "limit")]
     fn limit<C, I, A>(
         self,
         layer: LimitLayer<C, I, A>,
@@ -125,10 +159,12 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(layer)
     }
 
+    #[cfg(feature = "stats")]
     fn stats<C, F>(self, layer: StatsLayer<C, F>) -> ServiceBuilder<Stack<StatsLayer<C, F>, L>> {
         self.layer(layer)
     }
 
+    #[cfg(feature = "registry")]
     fn registry<K, C, P, F, Q, V>(
         self,
         layer: RegistryLayer<K, C, P, F, Q, (), V>,

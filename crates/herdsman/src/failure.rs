@@ -136,7 +136,8 @@ impl Describe for FailedAnswer {
     }
 }
 
-#[cfg(test)]
+// The tests compare the core's classifier with the HTTP adapter's.
+#[cfg(all(test, feature = "http"))]
 mod tests {
     use proptest::prelude::*;
 

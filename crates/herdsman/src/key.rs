@@ -344,6 +344,7 @@ impl KeyBuilder {
     /// Appends a header of `headers` in place: its name, how many values it
     /// has and each value, so that no two header sets make the same parts.
     /// HTTP keys and the Cache's `Vary` variants write headers this one way.
+    #[cfg(any(feature = "cache", feature = "http"))]
     pub(crate) fn push_header(&mut self, headers: &http::HeaderMap, name: &http::HeaderName) {
         let values = headers.get_all(name);
         self.push_values(name, values.iter().count(), values);
@@ -354,6 +355,7 @@ impl KeyBuilder {
     /// an absent header. For keys whose headers are each written with their
     /// name (HTTP keys), where leaving an absent one out is still
     /// unambiguous: the next part is another header's name, never a value.
+    #[cfg(feature = "http")]
     pub(crate) fn push_present_header(
         &mut self,
         headers: &http::HeaderMap,
@@ -367,6 +369,7 @@ impl KeyBuilder {
         self.push_values(name, 1 + iter.count(), values);
     }
 
+    #[cfg(any(feature = "cache", feature = "http"))]
     fn push_values(
         &mut self,
         name: &http::HeaderName,
@@ -558,6 +561,8 @@ impl<K> Carried<K> {
 
     /// Computes the key of `req` with `K` and carries it in its extensions;
     /// returns it.
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     pub fn carry<B>(&self, req: &mut http::Request<B>) -> Option<Key>
     where
         K: KeyFn<http::Request<B>>,
@@ -568,6 +573,8 @@ impl<K> Carried<K> {
     }
 }
 
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 impl<B, K: KeyFn<http::Request<B>>> KeyFn<http::Request<B>> for Carried<K> {
     #[inline]
     fn key(&self, req: &http::Request<B>) -> Option<Key> {

@@ -139,6 +139,7 @@ mod tests {
         assert!(!is_rejection(&*err));
     }
 
+    #[cfg(feature = "http")]
     #[test]
     fn an_open_breaker_is_a_503_with_retry_after_rounded_up() {
         use http::{header, Response, StatusCode};

@@ -158,9 +158,11 @@
 //! # }
 //! ```
 
+#[cfg(feature = "http")]
 pub(crate) mod freshness;
 mod future;
 mod handle;
+#[cfg(feature = "http")]
 mod http;
 mod layer;
 mod policy;
@@ -168,10 +170,12 @@ mod service;
 mod store;
 mod sweep;
 
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use self::http::HttpCachePolicy;
 pub use self::{
     future::ResponseFuture,
     handle::CacheHandle,
-    http::HttpCachePolicy,
     layer::{CacheLayer, ClassSettings, DEFAULT_MAX_BYTES, DEFAULT_TTL},
     policy::{
         CacheMode, CachePolicy, Conditions, Directive, Freshness, Outcome, UnsafeRequest, Vary,

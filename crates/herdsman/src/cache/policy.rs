@@ -1,6 +1,7 @@
 use std::{sync::Arc, time::Duration};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+#[cfg(feature = "config")]
 use serde::{Deserialize, Serialize};
 
 use super::ClassSettings;
@@ -67,8 +68,9 @@ pub enum Outcome {
 /// [`HttpCachePolicy`](super::HttpCachePolicy), responses carry their
 /// own freshness; the default policy has none, so the class TTL decides in
 /// both modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "config", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "config", serde(rename_all = "lowercase"))]
 pub enum CacheMode {
     /// The application decides: the class TTL, capped by the response's own
     /// lifetime (`max-age`, `Expires`). For an app's own endpoints, whose

@@ -73,6 +73,8 @@ pub use self::{
     proxies::{InvalidProxy, TrustedProxies},
     share::HttpShare,
 };
+// For the layers' HTTP glue: unused when no layer is compiled in.
+#[allow(unused_imports)]
 pub(crate) use self::{
     key::request_bytes,
     share::{share_buffered, unshare, unshare_owned, weigh},

@@ -253,15 +253,8 @@ impl Describe for TooManyInFlight {
 
 #[cfg(test)]
 mod tests {
-    use http::{header, Response, StatusCode};
-    use tower::{service_fn, Layer, ServiceExt};
-
     use super::*;
-    use crate::{
-        error::{find, is_rejection, retry_at, BoxError},
-        http::error_response,
-        limit::{ClassLimits, LimitLayer, RateRule},
-    };
+    use crate::error::{is_rejection, retry_at};
 
     fn paused() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
@@ -291,8 +284,18 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "http")]
     #[test]
     fn limit_rejections_are_503_and_429_with_retry_after() {
+        use http::{header, Response, StatusCode};
+        use tower::{service_fn, Layer, ServiceExt};
+
+        use crate::{
+            error::{find, BoxError},
+            http::error_response,
+            limit::{ClassLimits, LimitLayer, RateRule},
+        };
+
         paused().block_on(async {
             let limits = ClassLimits::new(0).with_retry_after(Duration::from_secs(3));
             let svc =

@@ -194,6 +194,7 @@ mod change;
 mod error;
 mod future;
 mod handle;
+#[cfg(feature = "http")]
 mod http;
 mod layer;
 mod memory;
@@ -206,6 +207,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use self::http::HttpFingerprint;
 pub use self::{
     callers::Callers,
     cell::Update,
@@ -213,7 +217,6 @@ pub use self::{
     error::{Limit, PollPanicked, StaleAnswer, TooManySubscribers, Unshareable, UpstreamStatus},
     future::ResponseFuture,
     handle::RegistryHandle,
-    http::HttpFingerprint,
     layer::{ClassSettings, RegistryLayer, DEFAULT_MAX_MEMORY, MAX_JITTER},
     service::Registry,
     subscription::{SubscribeOptions, Subscription},

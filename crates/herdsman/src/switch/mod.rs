@@ -41,13 +41,16 @@
 //! ```
 
 mod either;
+#[cfg(feature = "http")]
 mod rollout;
 mod service;
 mod switches;
 
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use self::rollout::Rollout;
 pub use self::{
     either::Either,
-    rollout::Rollout,
     service::{Gate, Switched, SwitchedLayer},
     switches::{LayerName, Switch, SwitchState, Switches, UnknownSwitch, WithSwitches},
 };

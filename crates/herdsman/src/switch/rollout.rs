@@ -3,6 +3,7 @@ use std::{fmt, sync::Arc};
 use http::{header, HeaderName, Request};
 
 use super::Gate;
+#[cfg(feature = "config")]
 use crate::config::RolloutSettings;
 
 /// Lets a stable share of callers (and an allow-list) take the coordinated
@@ -61,6 +62,8 @@ impl Rollout {
 
     /// The rollout a configuration describes. An identity header that is
     /// not a valid header name (which validation refuses) is ignored.
+    #[cfg(feature = "config")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
     pub fn from_settings(settings: &RolloutSettings) -> Self {
         let rollout = Rollout::new(settings.percent).with_allow(settings.allow.iter().cloned());
         match settings

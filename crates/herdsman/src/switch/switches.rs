@@ -7,16 +7,17 @@ use std::{
     },
 };
 
+#[cfg(feature = "config")]
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    class::{Class, Classify},
-    config::Config,
-};
+use crate::class::{Class, Classify};
+#[cfg(feature = "config")]
+use crate::config::Config;
 
 /// A layer of the stack, as switches name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "config", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "config", serde(rename_all = "lowercase"))]
 pub enum LayerName {
     /// The subscription registry.
     Registry,
@@ -99,7 +100,8 @@ impl fmt::Debug for Switch {
 }
 
 /// The state of one switch, as [`Switches::list`] reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "config", derive(Serialize, Deserialize))]
 pub struct SwitchState {
     /// The layer.
     pub layer: LayerName,
@@ -170,6 +172,8 @@ impl Switches {
 
     /// The switches of a configuration: its classes and the default class,
     /// each layer on or off as the class's effective `layers` say.
+    #[cfg(feature = "config")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
     pub fn from_config(config: &Config) -> Self {
         let on = config
             .classes()
@@ -302,6 +306,8 @@ impl Switches {
 
 fn flipped(layer: &'static str, endpoint: &str, on: bool) {
     tracing::info!(layer, endpoint, on, "herdsman switch flipped");
+    // The `metrics` facade comes with the Stats layer.
+    #[cfg(feature = "stats")]
     metrics::counter!(
         "herdsman_switch_flips_total",
         "layer" => layer,
