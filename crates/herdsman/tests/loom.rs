@@ -188,7 +188,7 @@ fn a_leader_dropped_while_it_waits_for_the_cluster_never_strands_a_follower() {
         });
         assert_eq!(block_on(b.call(1)).unwrap(), 7);
         t.join().unwrap();
-        assert_eq!(layer.stats().entries, 0);
+        assert_eq!(layer.handle().stats().entries, 0);
         // `b` made the only call: as a follower the leader let go, or as
         // the next leader.
         assert_eq!(upstream.calls.load(Ordering::SeqCst), 1);
