@@ -809,14 +809,14 @@ mod tests {
     #[test]
     fn a_forgotten_key_is_computed_again_and_keeps_its_attachment() {
         // A key function that tells its keys apart from carried ones.
-        let computed = Carried::new(|_: &http::Request<()>| Some(Key::new(b"computed".to_vec())));
+        let computed = Carried::new(|_: &http::Request<()>| Some(Key::new(b"computed")));
         let mut req = http::Request::new(());
-        let carried = CarriedKey::new(Some(Key::new(b"carried".to_vec())));
+        let carried = CarriedKey::new(Some(Key::new(b"carried")));
         req.extensions_mut().insert(carried.attach(Arc::new(7_u32)));
-        assert_eq!(computed.key(&req), Some(Key::new(b"carried".to_vec())));
+        assert_eq!(computed.key(&req), Some(Key::new(b"carried")));
 
         CarriedKey::forget(req.extensions_mut());
-        assert_eq!(computed.key(&req), Some(Key::new(b"computed".to_vec())));
+        assert_eq!(computed.key(&req), Some(Key::new(b"computed")));
         let entry = req.extensions().get::<CarriedKey>().expect("still carried");
         assert_eq!(entry.key(), None);
         assert_eq!(entry.attached::<u32>(), Some(&7));
