@@ -22,6 +22,7 @@
 //! ```
 
 use std::{
+    any::Any,
     fmt,
     hash::{BuildHasher, Hash, Hasher},
     sync::{Arc, OnceLock},
@@ -507,21 +508,61 @@ impl KeyBuilder {
 ///
 /// `None` is an answer too: the request is not coordinated. Whoever changes
 /// a request in a way that may change its key (its headers, its URI) after
-/// the key was carried removes it, and the layers below compute the key
-/// again; the HTTP cache policy does when it takes a caller's validators
-/// off a request or puts its own on.
+/// the key was carried [`forget`](CarriedKey::forget)s it, and the layers
+/// below compute the key again; the HTTP cache policy does when it takes a
+/// caller's validators off a request or puts its own on.
+///
+/// The entry can also carry one more value that whoever computed the key
+/// knows the request by ([`attach`](CarriedKey::attach)): a stack puts
+/// what it found about the request in the same entry, and so makes one
+/// insertion into the request's extensions (each costs allocations) rather
+/// than two. Forgetting the key keeps the attachment.
 #[derive(Clone, Debug)]
-pub struct CarriedKey(Option<Key>);
+pub struct CarriedKey {
+    key: Option<Key>,
+    /// Whether `key` is the request's (`false` once forgotten).
+    known: bool,
+    attached: Option<Arc<dyn Any + Send + Sync>>,
+}
 
 impl CarriedKey {
     /// Carries `key`.
     pub fn new(key: Option<Key>) -> Self {
-        CarriedKey(key)
+        CarriedKey {
+            key,
+            known: true,
+            attached: None,
+        }
     }
 
-    /// The key carried.
+    /// Carries `value` with the key, in the same extension entry.
+    pub fn attach(mut self, value: Arc<dyn Any + Send + Sync>) -> Self {
+        self.attached = Some(value);
+        self
+    }
+
+    /// The key carried (`None` also when it was forgotten).
     pub fn key(&self) -> Option<&Key> {
-        self.0.as_ref()
+        self.key.as_ref().filter(|_| self.known)
+    }
+
+    /// The value [`attach`](CarriedKey::attach)ed, if it is a `T`.
+    pub fn attached<T: Any>(&self) -> Option<&T> {
+        self.attached.as_deref()?.downcast_ref()
+    }
+
+    /// The value [`attach`](CarriedKey::attach)ed, shared.
+    pub fn attachment(&self) -> Option<&Arc<dyn Any + Send + Sync>> {
+        self.attached.as_ref()
+    }
+
+    /// Forgets the key carried in `extensions`, if any, keeping what is
+    /// attached to it: the layers below compute the key again.
+    pub fn forget(extensions: &mut http::Extensions) {
+        if let Some(carried) = extensions.get_mut::<CarriedKey>() {
+            carried.key = None;
+            carried.known = false;
+        }
     }
 }
 
@@ -568,7 +609,7 @@ impl<K> Carried<K> {
         K: KeyFn<http::Request<B>>,
     {
         let key = self.inner.key(req);
-        req.extensions_mut().insert(CarriedKey(key.clone()));
+        req.extensions_mut().insert(CarriedKey::new(key.clone()));
         key
     }
 }
@@ -579,8 +620,10 @@ impl<B, K: KeyFn<http::Request<B>>> KeyFn<http::Request<B>> for Carried<K> {
     #[inline]
     fn key(&self, req: &http::Request<B>) -> Option<Key> {
         match req.extensions().get::<CarriedKey>() {
-            Some(CarriedKey(key)) => key.clone(),
-            None => self.inner.key(req),
+            Some(CarriedKey {
+                key, known: true, ..
+            }) => key.clone(),
+            _ => self.inner.key(req),
         }
     }
 }
@@ -768,5 +811,22 @@ mod tests {
         assert!(shown.contains("GET"));
         assert!(!shown.contains("hunter2"));
         assert!(shown.contains("private bytes"));
+    }
+
+    #[test]
+    fn a_forgotten_key_is_computed_again_and_keeps_its_attachment() {
+        // A key function that tells its keys apart from carried ones.
+        let computed = Carried::new(|_: &http::Request<()>| Some(Key::new(b"computed")));
+        let mut req = http::Request::new(());
+        let carried = CarriedKey::new(Some(Key::new(b"carried")));
+        req.extensions_mut().insert(carried.attach(Arc::new(7_u32)));
+        assert_eq!(computed.key(&req), Some(Key::new(b"carried")));
+
+        CarriedKey::forget(req.extensions_mut());
+        assert_eq!(computed.key(&req), Some(Key::new(b"computed")));
+        let entry = req.extensions().get::<CarriedKey>().expect("still carried");
+        assert_eq!(entry.key(), None);
+        assert_eq!(entry.attached::<u32>(), Some(&7));
+        assert_eq!(entry.attached::<u64>(), None);
     }
 }

@@ -244,7 +244,7 @@ impl<ReqB, B> CachePolicy<Request<ReqB>, Response<HttpBody<B>>> for HttpCachePol
             return Conditions::none();
         }
         // The key the request carries was made with its validators.
-        req.extensions_mut().remove::<CarriedKey>();
+        CarriedKey::forget(req.extensions_mut());
         let headers = req.headers_mut();
         let if_none_match = match headers.entry(header::IF_NONE_MATCH) {
             Entry::Occupied(entry) => entry.remove_entry_mult().1.collect(),
@@ -379,7 +379,7 @@ impl<ReqB, B> CachePolicy<Request<ReqB>, Response<HttpBody<B>>> for HttpCachePol
         let etag = stored.headers().get(header::ETAG);
         let modified = stored.headers().get(header::LAST_MODIFIED);
         // The key the request carries was made without these validators.
-        req.extensions_mut().remove::<CarriedKey>();
+        CarriedKey::forget(req.extensions_mut());
         let headers = req.headers_mut();
         if let Some(etag) = etag {
             headers.insert(header::IF_NONE_MATCH, etag.clone());

@@ -44,7 +44,9 @@
 //!   share a private response; for requests around a `Router`, the hosts of
 //!   `keys.hosts` (none: one site, `Host` is not in keys). [`Classified`]
 //!   computes it once per request and carries it in its extensions
-//!   ([`CarriedKey`](crate::key::CarriedKey)); every layer reads it there.
+//!   ([`CarriedKey`](crate::key::CarriedKey)), with the class's route
+//!   attached to it: one extension entry for both (each insertion into a
+//!   request's extensions costs allocations); every layer reads it there.
 //! - **Switches.** [`Coordinator::switches`] holds one switch per layer per
 //!   class and one for the stack ([`Switches::from_config`](crate::switch::Switches::from_config):
 //!   layers off in `config.layers` or a class's `layers` start off). Each

@@ -40,14 +40,23 @@ fn layer_index(layer: LayerName) -> usize {
     }
 }
 
-/// The route of a request, put in its extensions by
+/// The route of a request, if it carries one: attached to its key
+/// ([`CarriedKey::attach`], one extension entry for both) by
 /// [`Classified`](super::Classified) (and on a poll loop's canonical
 /// requests by [`ClassKey`]) so that the layers below do not classify it
 /// again. Whether it is a poll loop's fetch is the canonical request's own
 /// mark, [`PollFetch`].
-#[derive(Clone)]
-pub(crate) struct Routed {
-    pub(crate) route: Arc<ClassRoute>,
+#[inline]
+fn carried_route<B>(req: &Request<B>) -> Option<&ClassRoute> {
+    req.extensions()
+        .get::<CarriedKey>()?
+        .attached::<ClassRoute>()
+}
+
+/// Carries `key` and `route` in `req`'s extensions, as one entry.
+pub(crate) fn carry<B>(req: &mut Request<B>, key: Option<Key>, route: Arc<ClassRoute>) {
+    req.extensions_mut()
+        .insert(CarriedKey::new(key).attach(route));
 }
 
 /// Every class's route, and the classifier for requests that carry none
@@ -118,8 +127,8 @@ impl Routes {
     /// Reads the route of `req`: its extension, else its path.
     #[inline]
     pub(crate) fn with<B, R>(&self, req: &Request<B>, f: impl FnOnce(&ClassRoute) -> R) -> R {
-        match req.extensions().get::<Routed>() {
-            Some(routed) => f(&routed.route),
+        match carried_route(req) {
+            Some(route) => f(route),
             None => f(self.of_path(req.uri().path())),
         }
     }
@@ -241,15 +250,15 @@ impl<B: Default> Canonical<Request<B>> for ClassKey {
     /// as a poll loop's fetch: the stack's client-side Stats layer lets it
     /// pass uncounted, since it is no client request), with its class.
     fn canonical(&self, req: &Request<B>) -> Request<B> {
-        let route = match req.extensions().get::<Routed>() {
-            Some(routed) => routed.route.clone(),
-            None => self.routes().of_path(req.uri().path()).clone(),
-        };
+        let carried = req
+            .extensions()
+            .get::<CarriedKey>()
+            .and_then(CarriedKey::attachment)
+            .and_then(|route| route.clone().downcast::<ClassRoute>().ok());
+        let route = carried.unwrap_or_else(|| self.routes().of_path(req.uri().path()).clone());
         let mut canonical = route.key.canonical_request(req);
         let key = route.key.key(&canonical);
-        let extensions = canonical.extensions_mut();
-        extensions.insert(CarriedKey::new(key));
-        extensions.insert(Routed { route });
+        carry(&mut canonical, key, route);
         canonical
     }
 

@@ -15,12 +15,12 @@ use tower_service::Service;
 use super::{
     handle::Shared,
     layer::Stack,
-    route::{Routed, Routes},
+    route::{self, Routes},
 };
 use crate::{
     error::BoxError,
     http::{HttpBody, SharedBody},
-    key::{CarriedKey, KeyFn},
+    key::KeyFn,
     registry::{SubscribeOptions, Subscription, TooManySubscribers},
     switch::{Either, Rollout, Switch, Switched},
 };
@@ -155,7 +155,7 @@ impl<S: fmt::Debug> fmt::Debug for Coordinated<S> {
 
 /// The entry of a [`Coordinator`](super::Coordinator)'s stack: classifies
 /// each request once and computes its class's key once, and carries both
-/// in its extensions, where every layer below reads them (through
+/// in its extensions as one entry, where every layer below reads them (through
 /// [`ClassOf`](super::ClassOf) and [`ClassKey`](super::ClassKey)).
 pub struct Classified<S> {
     inner: S,
@@ -189,9 +189,7 @@ where
     fn call(&mut self, mut req: Request<B>) -> S::Future {
         let route = self.routes.of_path(req.uri().path()).clone();
         let key = route.key.key(&req);
-        let extensions = req.extensions_mut();
-        extensions.insert(CarriedKey::new(key));
-        extensions.insert(Routed { route });
+        route::carry(&mut req, key, route);
         self.inner.call(req)
     }
 }
