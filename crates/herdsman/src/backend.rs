@@ -32,10 +32,14 @@
 //!   others hear that its value changed
 //!   ([`RegistryLayer::with_loop_backend`](crate::registry::RegistryLayer::with_loop_backend));
 //!   the default, [`LocalLoops`], polls every key in this process.
+//! - [`StoreBackend`]: a second-level cache store behind each process's
+//!   own, for the cache layer
+//!   ([`CacheLayer::with_store_backend`](crate::cache::CacheLayer::with_store_backend));
+//!   the default, [`LocalStore`], has nothing behind the in-memory store.
 
 use std::{fmt, future::Future, num::NonZeroU32, pin::Pin, time::Duration};
 
-use crate::key::Key;
+use crate::{event::Invalidation, key::Key};
 
 /// A backend's answer: known at once, or after a network call.
 pub enum Answer<T> {
@@ -286,6 +290,80 @@ impl LoopBackend for LocalLoops {
     }
 
     fn release(&self, _: &Key) {}
+}
+
+/// A response a [`StoreBackend`] holds: its value, how old it is, and how
+/// long it is fresh in all (so that it is fresh while `age < ttl`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shelved<V> {
+    /// The stored response, in the cache layer's shared form.
+    pub value: V,
+    /// Its age now.
+    pub age: Duration,
+    /// How long it is fresh from when it was made.
+    pub ttl: Duration,
+}
+
+/// A cache store behind the cache layer's own in-memory one: a second
+/// level (L2) that replicas share.
+///
+/// The cache layer keeps its bounded in-memory store (the first level:
+/// eviction, stale windows, `Vary` markers, counters, the sweep) in every
+/// process, and asks the backend only what that store cannot answer. An
+/// implementation must:
+///
+/// - in [`lookup`](Self::lookup), answer only a fresh response (`age <
+///   ttl`) filed under exactly `key` (keys carry the auth partition and
+///   the `Vary` variant, so one user's response is never another's), or
+///   `None`; and `None` when the backend cannot be reached, so that the
+///   request is answered by the inner service rather than failed. An
+///   [`Answer::Later`] must complete promptly (bounded by the backend's
+///   own timeout): the request waits for it before calling the inner
+///   service;
+/// - take [`insert`](Self::insert) and [`invalidate`](Self::invalidate)
+///   without blocking (they run on the request path: send in the
+///   background, best effort), and, after an invalidation, answer no
+///   response stored before it.
+///
+/// The layer looks a key up in the backend on a miss of its own store
+/// (not for a forced refresh, nor when a stale copy is held), files what
+/// the backend answers in its own store, and writes every response it
+/// stores through to the backend. Stale windows stay local: a response
+/// that the backend answers is kept for its freshness only.
+pub trait StoreBackend<V>: Clone + Send + Sync + 'static {
+    /// The response filed under `key`, asked on a miss of the local store.
+    fn lookup(&self, key: &Key) -> Answer<Option<Shelved<V>>>;
+
+    /// Files `value`, `age` old and fresh for `ttl` in all, under `key`:
+    /// the local store just stored it.
+    fn insert(&self, key: &Key, value: &V, age: Duration, ttl: Duration);
+
+    /// Drops what `what` covers: the local store just did the same.
+    fn invalidate(&self, what: &Invalidation);
+
+    /// Bytes this process holds for the backend (buffers, connections),
+    /// added to the cache's memory figure.
+    fn memory_bytes(&self) -> u64 {
+        0
+    }
+}
+
+/// The in-memory [`StoreBackend`], the default: nothing behind the cache
+/// layer's own store, which is the whole cache.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalStore;
+
+impl<V> StoreBackend<V> for LocalStore {
+    #[inline]
+    fn lookup(&self, _: &Key) -> Answer<Option<Shelved<V>>> {
+        Answer::Now(None)
+    }
+
+    #[inline]
+    fn insert(&self, _: &Key, _: &V, _: Duration, _: Duration) {}
+
+    #[inline]
+    fn invalidate(&self, _: &Invalidation) {}
 }
 
 #[cfg(test)]

@@ -17,11 +17,13 @@ use std::{
 use futures_util::{FutureExt, StreamExt};
 use herdsman::{
     backend::{
-        Answer, BudgetKey, FlightBackend, Lead, LocalFlights, LocalLoops, LoopBackend, RateBackend,
-        RateBudgets, RateQuota, Role, WhenFull,
+        Answer, BudgetKey, FlightBackend, Lead, LocalFlights, LocalLoops, LocalStore, LoopBackend,
+        RateBackend, RateBudgets, RateQuota, Role, Shelved, StoreBackend, WhenFull,
     },
+    cache::CacheLayer,
     dedup::DedupLayer,
     error::{find, BoxError},
+    event::{Invalidation, MemorySource},
     key::Key,
     limit::{ClassLimits, GovernorRates, LimitLayer, RateKey, RateLimited, RateRule},
     registry::{RegistryLayer, Subscription, Update},
@@ -486,4 +488,130 @@ async fn a_leader_dropped_while_it_waits_for_the_cluster_lets_its_followers_call
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     let stats = layer.handle().stats();
     assert_eq!((stats.leaders, stats.cancelled, stats.entries), (1, 1, 0));
+}
+
+#[test]
+fn the_local_store_backend_holds_nothing_behind_the_cache() {
+    let key = Key::from("/a");
+    let backend = LocalStore;
+    StoreBackend::<String>::insert(&backend, &key, &"/a".into(), Duration::ZERO, TTL);
+    let found: Answer<Option<Shelved<String>>> = backend.lookup(&key);
+    assert!(matches!(found, Answer::Now(None)), "{found:?}");
+    StoreBackend::<String>::invalidate(&backend, &Invalidation::All);
+    assert_eq!(StoreBackend::<String>::memory_bytes(&backend), 0);
+}
+
+const TTL: Duration = Duration::from_secs(5);
+
+/// A second-level store that replicas share: a map, answering at once or
+/// after a round trip.
+#[derive(Clone, Default)]
+struct Shelf {
+    entries: Arc<Mutex<std::collections::HashMap<Key, (String, Duration)>>>,
+    lookups: Arc<AtomicU64>,
+    round_trip: bool,
+}
+
+impl StoreBackend<String> for Shelf {
+    fn lookup(&self, key: &Key) -> Answer<Option<Shelved<String>>> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        let found = self
+            .entries
+            .lock()
+            .unwrap()
+            .get(key)
+            .map(|(value, ttl)| Shelved {
+                value: value.clone(),
+                age: Duration::ZERO,
+                ttl: *ttl,
+            });
+        if !self.round_trip {
+            return Answer::Now(found);
+        }
+        Answer::Later(Box::pin(async move {
+            time::sleep(Duration::from_millis(1)).await;
+            found
+        }))
+    }
+
+    fn insert(&self, key: &Key, value: &String, _age: Duration, ttl: Duration) {
+        let entry = (value.clone(), ttl);
+        self.entries.lock().unwrap().insert(key.clone(), entry);
+    }
+
+    fn invalidate(&self, what: &Invalidation) {
+        let class = herdsman::class::Class::default();
+        self.entries
+            .lock()
+            .unwrap()
+            .retain(|key, _| !what.covers(key, &class));
+    }
+
+    fn memory_bytes(&self) -> u64 {
+        1000
+    }
+}
+
+fn cache_layer(
+    shelf: &Shelf,
+) -> CacheLayer<KeyOf, String, herdsman::share::CloneShare, herdsman::class::AllDefault, Shelf> {
+    CacheLayer::new(key_of as KeyOf)
+        .with_ttl(TTL)
+        .with_store_backend(shelf.clone())
+}
+
+async fn replicas_share_responses_through_the_store_backend(round_trip: bool) {
+    let shelf = Shelf {
+        round_trip,
+        ..Shelf::default()
+    };
+    let calls = Arc::new(AtomicU64::new(0));
+    let (here, there) = (cache_layer(&shelf), cache_layer(&shelf));
+    let here_svc = here.layer(counting_upstream(&calls));
+    let there_svc = there.layer(counting_upstream(&calls));
+
+    // Missed in both stores: the upstream answers, and the response is
+    // written through.
+    assert_eq!(
+        here_svc.clone().oneshot("/a").await.unwrap(),
+        "/a from here"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(shelf.lookups.load(Ordering::SeqCst), 1);
+
+    // The other replica's own store does not hold it: the backend answers,
+    // and its store keeps it, so the next request is a local hit.
+    assert_eq!(
+        there_svc.clone().oneshot("/a").await.unwrap(),
+        "/a from here"
+    );
+    assert_eq!(
+        there_svc.clone().oneshot("/a").await.unwrap(),
+        "/a from here"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(shelf.lookups.load(Ordering::SeqCst), 2);
+    let stats = there.handle().stats();
+    assert_eq!((stats.hits, stats.misses, stats.entries), (2, 0, 1));
+    assert_eq!(there.handle().memory_bytes(), stats.bytes + 1000);
+
+    // Invalidated through one replica's handle: gone from the backend too.
+    assert!(here.handle().invalidate(&Key::from("/a")));
+    assert!(shelf.entries.lock().unwrap().is_empty());
+    time::advance(TTL).await;
+    assert_eq!(
+        there_svc.clone().oneshot("/a").await.unwrap(),
+        "/a from here"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cache_answers_from_its_store_backend_what_its_own_store_does_not_hold() {
+    replicas_share_responses_through_the_store_backend(false).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cache_waits_for_a_store_backend_that_answers_later() {
+    replicas_share_responses_through_the_store_backend(true).await;
 }

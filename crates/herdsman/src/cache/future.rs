@@ -16,10 +16,11 @@ use tokio::time::Instant;
 
 use super::{
     layer::Settings,
-    policy::{CachePolicy, Conditions, Outcome, UnsafeRequest, Vary},
+    policy::{CachePolicy, Conditions, Freshness, Outcome, UnsafeRequest, Vary},
     store::{variant_key, Count, Store},
 };
 use crate::{
+    backend::{LocalStore, Shelved, StoreBackend},
     class::Class,
     error::BoxError,
     event::{Event, Invalidation as Announced, Observers},
@@ -28,35 +29,47 @@ use crate::{
 
 pin_project! {
     /// Response future of [`Cache`](super::Cache).
-    pub struct ResponseFuture<F, Req, P, V>
+    pub struct ResponseFuture<F, Req, P, V, B = LocalStore>
     where
         F: Future,
     {
         #[pin]
-        kind: Kind<F, P, V>,
+        kind: Kind<F, P, V, B>,
         _req: PhantomData<fn(Req)>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F, P, V>
+    enum Kind<F, P, V, B>
     where
         F: Future,
     {
         Passthrough { #[pin] fut: F },
-        Invalidating { #[pin] fut: F, invalidation: Option<Box<Invalidation<P, V>>> },
+        Invalidating { #[pin] fut: F, invalidation: Option<Box<Invalidation<P, V, B>>> },
         // Boxed: only a miss needs it, and a hit should not carry its size.
-        Fetching { #[pin] fut: F, fetch: Option<Box<Fetch<P, V>>> },
+        Fetching { #[pin] fut: F, fetch: Option<Box<Fetch<P, V, B>>> },
+        // A miss of the local store, waiting for the store backend.
+        Consulting { lookup: Lookup<V, F>, fetch: Option<Box<Fetch<P, V, B>>> },
         Ready { result: Option<F::Output> },
     }
 }
 
-pub(super) struct Invalidation<P, V> {
+pub(super) struct Invalidation<P, V, B> {
     request: UnsafeRequest,
     store: Arc<Store<V>>,
+    backend: B,
     policy: P,
 }
+
+/// What the store backend answered for a miss: its response, or the inner
+/// service's call, made once it said it has none.
+enum Consulted<V, F> {
+    Found(Shelved<V>),
+    Missed(F),
+}
+
+type Lookup<V, F> = Pin<Box<dyn Future<Output = Consulted<V, F>> + Send>>;
 
 /// The stored copy a fetch may fall back on or revalidate.
 pub(super) struct Stored<V> {
@@ -78,7 +91,7 @@ pub(super) enum Filing {
 
 /// What a fetch needs once the inner service answers: to file the response,
 /// to answer the caller, and to fall back on a stored copy.
-pub(super) struct Fetch<P, V> {
+pub(super) struct Fetch<P, V, B> {
     pub(super) key: Key,
     pub(super) filing: Filing,
     pub(super) class: Class,
@@ -94,12 +107,13 @@ pub(super) struct Fetch<P, V> {
     /// The invalidation generation of the key's path when the call began.
     pub(super) generation: u64,
     pub(super) store: Arc<Store<V>>,
+    pub(super) backend: B,
     pub(super) policy: P,
     pub(super) settings: Arc<Settings>,
     pub(super) observers: Observers,
 }
 
-impl<F, Req, P, V> ResponseFuture<F, Req, P, V>
+impl<F, Req, P, V, B> ResponseFuture<F, Req, P, V, B>
 where
     F: Future,
 {
@@ -111,6 +125,7 @@ where
         fut: F,
         request: UnsafeRequest,
         store: Arc<Store<V>>,
+        backend: B,
         policy: P,
     ) -> Self {
         Self::with(Kind::Invalidating {
@@ -118,12 +133,38 @@ where
             invalidation: Some(Box::new(Invalidation {
                 request,
                 store,
+                backend,
                 policy,
             })),
         })
     }
 
-    pub(super) fn fetching(fut: F, fetch: Box<Fetch<P, V>>) -> Self {
+    /// Waits for the store backend's `lookup`, then answers from it or
+    /// calls `inner` (ready) with `req`.
+    pub(super) fn consulting<S>(
+        lookup: Pin<Box<dyn Future<Output = Option<Shelved<V>>> + Send>>,
+        mut inner: S,
+        req: Req,
+        fetch: Box<Fetch<P, V, B>>,
+    ) -> Self
+    where
+        S: tower_service::Service<Req, Future = F> + Send + 'static,
+        Req: Send + 'static,
+        V: Send + 'static,
+    {
+        let lookup = Box::pin(async move {
+            match lookup.await.filter(|shelved| shelved.age < shelved.ttl) {
+                Some(shelved) => Consulted::Found(shelved),
+                None => Consulted::Missed(inner.call(req)),
+            }
+        });
+        Self::with(Kind::Consulting {
+            lookup,
+            fetch: Some(fetch),
+        })
+    }
+
+    pub(super) fn fetching(fut: F, fetch: Box<Fetch<P, V, B>>) -> Self {
         Self::with(Kind::Fetching {
             fut,
             fetch: Some(fetch),
@@ -136,7 +177,7 @@ where
         })
     }
 
-    fn with(kind: Kind<F, P, V>) -> Self {
+    fn with(kind: Kind<F, P, V, B>) -> Self {
         ResponseFuture {
             kind,
             _req: PhantomData,
@@ -144,42 +185,62 @@ where
     }
 }
 
-impl<F, T, E, Req, P, V> Future for ResponseFuture<F, Req, P, V>
+impl<F, T, E, Req, P, V, B> Future for ResponseFuture<F, Req, P, V, B>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
     P: CachePolicy<Req, T, Shared = V>,
     V: Clone,
+    B: StoreBackend<V>,
 {
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Passthrough { fut } => fut.poll(cx).map_err(Into::into),
-            KindProj::Invalidating { fut, invalidation } => {
-                let response = ready!(fut.poll(cx)).map_err(Into::into)?;
-                let inv = invalidation.take().expect("polled after completion");
-                if inv.policy.succeeded(&response) {
-                    inv.finish(&response);
+        let mut kind = self.project().kind;
+        loop {
+            return match kind.as_mut().project() {
+                KindProj::Consulting { lookup, fetch } => {
+                    let consulted = ready!(lookup.as_mut().poll(cx));
+                    let fetch = fetch.take().expect("polled after completion");
+                    let fut = match consulted {
+                        Consulted::Found(shelved) => {
+                            return Poll::Ready(Ok(fetch.shelved(shelved)))
+                        }
+                        Consulted::Missed(fut) => fut,
+                    };
+                    fetch.missed();
+                    kind.set(Kind::Fetching {
+                        fut,
+                        fetch: Some(fetch),
+                    });
+                    continue;
                 }
-                Poll::Ready(Ok(response))
-            }
-            KindProj::Fetching { fut, fetch } => {
-                let result = ready!(fut.poll(cx));
-                let fetch = fetch.take().expect("polled after completion");
-                Poll::Ready(fetch.finish(result.map_err(Into::into)))
-            }
-            KindProj::Ready { result } => Poll::Ready(
-                result
-                    .take()
-                    .expect("polled after completion")
-                    .map_err(Into::into),
-            ),
+                KindProj::Passthrough { fut } => fut.poll(cx).map_err(Into::into),
+                KindProj::Invalidating { fut, invalidation } => {
+                    let response = ready!(fut.poll(cx)).map_err(Into::into)?;
+                    let inv = invalidation.take().expect("polled after completion");
+                    if inv.policy.succeeded(&response) {
+                        inv.finish(&response);
+                    }
+                    Poll::Ready(Ok(response))
+                }
+                KindProj::Fetching { fut, fetch } => {
+                    let result = ready!(fut.poll(cx));
+                    let fetch = fetch.take().expect("polled after completion");
+                    Poll::Ready(fetch.finish(result.map_err(Into::into)))
+                }
+                KindProj::Ready { result } => Poll::Ready(
+                    result
+                        .take()
+                        .expect("polled after completion")
+                        .map_err(Into::into),
+                ),
+            };
         }
     }
 }
 
-impl<P, V: Clone> Invalidation<P, V> {
+impl<P, V: Clone, B: StoreBackend<V>> Invalidation<P, V, B> {
     /// Drops the entries of the request's path and of the paths its response
     /// names (RFC 9111 §4.4), a new generation first for each.
     fn finish<Req, T>(self, response: &T)
@@ -199,13 +260,62 @@ impl<P, V: Clone> Invalidation<P, V> {
         });
         tracing::debug!(removed, "unsafe request invalidated cached entries");
         for path in &paths {
-            self.store
-                .announce(|| Announced::Path(String::from_utf8_lossy(path).as_ref().into()));
+            let what = || Announced::Path(String::from_utf8_lossy(path).as_ref().into());
+            self.backend.invalidate(&what());
+            self.store.announce(what);
         }
     }
 }
 
-impl<P, V: Clone> Fetch<P, V> {
+impl<P, V: Clone, B: StoreBackend<V>> Fetch<P, V, B> {
+    /// The key to ask the store backend for: the primary key, when nothing
+    /// is stored for it here (responses that vary are kept locally only: a
+    /// variant's key holds this process's marker epoch), and the request
+    /// is no forced refresh.
+    pub(super) fn shelf_key(&self) -> Option<&Key> {
+        let primary = matches!(self.filing, Filing::Primary { .. });
+        (primary && self.stored.is_none() && !self.forced).then_some(&self.key)
+    }
+
+    /// Counts a miss of both stores, before the inner call.
+    pub(super) fn missed(&self) {
+        self.store.count(Count::Miss);
+        self.observers.observe(&self.class, Event::CacheMiss);
+    }
+
+    /// Answers from the store backend's fresh `shelved` response, filing
+    /// it in the local store for its freshness.
+    pub(super) fn shelved<Req, T>(&self, shelved: Shelved<V>) -> T
+    where
+        P: CachePolicy<Req, T, Shared = V>,
+    {
+        let store = &*self.store;
+        let mut response = self.policy.unshare(&shelved.value);
+        let weight = match &store.weigher {
+            Some(weigh) => weigh(&shelved.value),
+            None => self.policy.weigh(&shelved.value),
+        };
+        let freshness = Freshness {
+            age: shelved.age,
+            ..Freshness::new(shelved.ttl)
+        };
+        store.insert(
+            self.key.clone(),
+            shelved.value,
+            weight,
+            &freshness,
+            &self.class,
+            self.generation,
+        );
+        store.count(Count::Hit);
+        self.observers.observe(&self.class, Event::CacheHit);
+        self.policy
+            .decorate(&mut response, Outcome::Hit, shelved.age);
+        self.policy
+            .answer_conditions(&mut response, &self.conditions);
+        response
+    }
+
     pub(super) fn finish<Req, T>(mut self, result: Result<T, BoxError>) -> Result<T, BoxError>
     where
         P: CachePolicy<Req, T, Shared = V>,
@@ -293,8 +403,12 @@ impl<P, V: Clone> Fetch<P, V> {
         };
         let marker =
             |names| store.vary_marker(&self.key, names, &freshness, &self.class, self.generation);
+        let mut primary = false;
         let key = match (self.policy.vary(&response), &self.filing) {
-            (Vary::None, _) => Some(self.key.clone()),
+            (Vary::None, _) => {
+                primary = true;
+                Some(self.key.clone())
+            }
             (Vary::Any, _) => None,
             (Vary::Headers(names), Filing::Variant { variant, epoch }) => {
                 // The marker's headers still hold: the variant is the one
@@ -318,6 +432,12 @@ impl<P, V: Clone> Fetch<P, V> {
         match self.policy.share(response) {
             Ok(shared) => {
                 let mine = self.policy.unshare(&shared);
+                // Through to the backend unless invalidated meanwhile (the
+                // local insert checks again). Variants stay local.
+                if primary && store.generation(&key) == self.generation {
+                    self.backend
+                        .insert(&key, &shared, freshness.age, freshness.ttl);
+                }
                 let weight = match &store.weigher {
                     Some(weigh) => weigh(&shared),
                     None => self.policy.weigh(&shared),
@@ -345,7 +465,7 @@ impl<P, V: Clone> Fetch<P, V> {
     }
 }
 
-impl<F, Req, P, V> fmt::Debug for ResponseFuture<F, Req, P, V>
+impl<F, Req, P, V, B> fmt::Debug for ResponseFuture<F, Req, P, V, B>
 where
     F: Future,
 {
@@ -354,6 +474,7 @@ where
             Kind::Passthrough { .. } => "passthrough",
             Kind::Invalidating { .. } => "invalidating",
             Kind::Fetching { .. } => "fetching",
+            Kind::Consulting { .. } => "consulting",
             Kind::Ready { .. } => "ready",
         };
         f.debug_struct("ResponseFuture")

@@ -4,6 +4,7 @@ use tokio::sync::broadcast;
 
 use super::{store::Store, CacheStats};
 use crate::{
+    backend::{LocalStore, StoreBackend},
     class::Class,
     event::{Invalidation, MemorySource},
     key::Key,
@@ -12,11 +13,12 @@ use crate::{
 /// Inspects and invalidates one cache store at run time.
 ///
 /// Got from [`CacheLayer::handle`](super::CacheLayer::handle); cheap to clone.
-pub struct CacheHandle<V> {
+pub struct CacheHandle<V, B = LocalStore> {
     pub(crate) store: Arc<Store<V>>,
+    pub(crate) backend: B,
 }
 
-impl<V: Clone> CacheHandle<V> {
+impl<V: Clone, B: StoreBackend<V>> CacheHandle<V, B> {
     /// Removes the entry for `key` (and, for a response that varies, every
     /// variant filed under it); `true` if there was one.
     pub fn invalidate(&self, key: &Key) -> bool {
@@ -55,10 +57,17 @@ impl<V: Clone> CacheHandle<V> {
         removed
     }
 
-    /// Removes what `what` covers, without announcing it; returns how many
-    /// entries. The paths' generations move on first, so that a fetch that
-    /// began before does not store its answer afterwards.
+    /// Removes what `what` covers, here then in the backend, without
+    /// announcing it; returns how many entries of the local store. The
+    /// paths' generations move on first, so that a fetch that began before
+    /// does not store its answer afterwards (nor write it through).
     pub(crate) fn remove(&self, what: &Invalidation) -> u64 {
+        let removed = self.remove_local(what);
+        self.backend.invalidate(what);
+        removed
+    }
+
+    fn remove_local(&self, what: &Invalidation) -> u64 {
         let store = &self.store;
         match what {
             Invalidation::Key(key) => {
@@ -112,21 +121,23 @@ impl<V: Clone> CacheHandle<V> {
 
 /// The store's bytes as [`CacheStats::bytes`] counts them: the sum of entry
 /// weights (value, key and a fixed per-entry overhead).
-impl<V: Clone + Send + Sync + 'static> MemorySource for CacheHandle<V> {
+/// The backend's own figure ([`StoreBackend::memory_bytes`]) is added.
+impl<V: Clone + Send + Sync + 'static, B: StoreBackend<V>> MemorySource for CacheHandle<V, B> {
     fn memory_bytes(&self) -> u64 {
-        self.store.bytes()
+        self.store.bytes() + self.backend.memory_bytes()
     }
 }
 
-impl<V> Clone for CacheHandle<V> {
+impl<V, B: Clone> Clone for CacheHandle<V, B> {
     fn clone(&self) -> Self {
         CacheHandle {
             store: self.store.clone(),
+            backend: self.backend.clone(),
         }
     }
 }
 
-impl<V: Clone> fmt::Debug for CacheHandle<V> {
+impl<V: Clone, B: StoreBackend<V>> fmt::Debug for CacheHandle<V, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheHandle")
             .field("stats", &self.stats())

@@ -10,6 +10,7 @@ use super::{
     Cache,
 };
 use crate::{
+    backend::{LocalStore, StoreBackend},
     class::{AllDefault, Class},
     event::{Observer, Observers},
     key::DEFAULT_MAX_KEY_LEN,
@@ -88,7 +89,11 @@ impl Settings {
 ///
 /// All services made from one `CacheLayer` value, and their clones, share one
 /// store; the `with_*` methods that size the store start a new one.
-pub struct CacheLayer<K, V, P = CloneShare, C = AllDefault> {
+///
+/// `B` is what lies behind that in-memory store: nothing by default
+/// ([`LocalStore`]), a store shared by replicas with
+/// [`with_store_backend`](Self::with_store_backend).
+pub struct CacheLayer<K, V, P = CloneShare, C = AllDefault, B = LocalStore> {
     key: K,
     policy: P,
     classify: C,
@@ -99,6 +104,7 @@ pub struct CacheLayer<K, V, P = CloneShare, C = AllDefault> {
     weigher: Option<Weigher<V>>,
     observers: Observers,
     store: Arc<Store<V>>,
+    backend: B,
 }
 
 impl<K, V: Clone> CacheLayer<K, V> {
@@ -120,11 +126,12 @@ impl<K, V: Clone> CacheLayer<K, V> {
             weigher: None,
             observers: Observers::none(),
             store: Arc::new(Store::new(DEFAULT_MAX_BYTES, None, DEFAULT_SWEEP_INTERVAL)),
+            backend: LocalStore,
         }
     }
 }
 
-impl<K, V, P, C> CacheLayer<K, V, P, C> {
+impl<K, V, P, C, B> CacheLayer<K, V, P, C, B> {
     fn settings(&mut self) -> &mut Settings {
         Arc::make_mut(&mut self.settings)
     }
@@ -161,7 +168,7 @@ impl<K, V, P, C> CacheLayer<K, V, P, C> {
     }
 
     /// Names the class of each request, e.g. [`PathClasses`](crate::http::PathClasses).
-    pub fn with_classifier<C2>(self, classify: C2) -> CacheLayer<K, V, P, C2> {
+    pub fn with_classifier<C2>(self, classify: C2) -> CacheLayer<K, V, P, C2, B> {
         CacheLayer {
             key: self.key,
             policy: self.policy,
@@ -173,11 +180,12 @@ impl<K, V, P, C> CacheLayer<K, V, P, C> {
             weigher: self.weigher,
             observers: self.observers,
             store: self.store,
+            backend: self.backend,
         }
     }
 
     /// The cache policy, e.g. [`HttpCachePolicy`](super::HttpCachePolicy).
-    pub fn with_policy<P2>(self, policy: P2) -> CacheLayer<K, V, P2, C> {
+    pub fn with_policy<P2>(self, policy: P2) -> CacheLayer<K, V, P2, C, B> {
         CacheLayer {
             key: self.key,
             policy,
@@ -189,6 +197,29 @@ impl<K, V, P, C> CacheLayer<K, V, P, C> {
             weigher: self.weigher,
             observers: self.observers,
             store: self.store,
+            backend: self.backend,
+        }
+    }
+
+    /// Puts `backend` behind the in-memory store: a second level that
+    /// replicas share (see [`StoreBackend`]). Services made from this layer
+    /// value afterwards, and their clones, use it.
+    pub fn with_store_backend<B2: StoreBackend<V>>(
+        self,
+        backend: B2,
+    ) -> CacheLayer<K, V, P, C, B2> {
+        CacheLayer {
+            key: self.key,
+            policy: self.policy,
+            classify: self.classify,
+            settings: self.settings,
+            max_bytes: self.max_bytes,
+            max_entries: self.max_entries,
+            sweep_interval: self.sweep_interval,
+            weigher: self.weigher,
+            observers: self.observers,
+            store: self.store,
+            backend,
         }
     }
 
@@ -266,15 +297,19 @@ impl<K, V, P, C> CacheLayer<K, V, P, C> {
     }
 
     /// A handle to inspect and invalidate this layer's store.
-    pub fn handle(&self) -> CacheHandle<V> {
+    pub fn handle(&self) -> CacheHandle<V, B>
+    where
+        B: Clone,
+    {
         CacheHandle {
             store: self.store.clone(),
+            backend: self.backend.clone(),
         }
     }
 }
 
-impl<S, K: Clone, V, P: Clone, C: Clone> Layer<S> for CacheLayer<K, V, P, C> {
-    type Service = Cache<S, K, V, P, C>;
+impl<S, K: Clone, V, P: Clone, C: Clone, B: Clone> Layer<S> for CacheLayer<K, V, P, C, B> {
+    type Service = Cache<S, K, V, P, C, B>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Cache {
@@ -285,11 +320,12 @@ impl<S, K: Clone, V, P: Clone, C: Clone> Layer<S> for CacheLayer<K, V, P, C> {
             settings: self.settings.clone(),
             observers: self.observers.clone(),
             store: self.store.clone(),
+            backend: self.backend.clone(),
         }
     }
 }
 
-impl<K: Clone, V, P: Clone, C: Clone> Clone for CacheLayer<K, V, P, C> {
+impl<K: Clone, V, P: Clone, C: Clone, B: Clone> Clone for CacheLayer<K, V, P, C, B> {
     fn clone(&self) -> Self {
         CacheLayer {
             key: self.key.clone(),
@@ -302,11 +338,12 @@ impl<K: Clone, V, P: Clone, C: Clone> Clone for CacheLayer<K, V, P, C> {
             weigher: self.weigher.clone(),
             observers: self.observers.clone(),
             store: self.store.clone(),
+            backend: self.backend.clone(),
         }
     }
 }
 
-impl<K, V, P, C> fmt::Debug for CacheLayer<K, V, P, C> {
+impl<K, V, P, C, B> fmt::Debug for CacheLayer<K, V, P, C, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheLayer")
             .field("settings", &self.settings)

@@ -66,6 +66,13 @@
 //! `max_bytes / max_entries`. One store belongs to each [`CacheLayer`] value:
 //! every service made from it, and every clone, share it.
 //!
+//! Behind it, a [`StoreBackend`](crate::backend::StoreBackend) set with
+//! [`CacheLayer::with_store_backend`] is a second level that replicas
+//! share: asked on a miss of the local store (the inner service is called
+//! only if it has nothing), written through when the local store stores,
+//! and invalidated with it. By default there is none
+//! ([`LocalStore`](crate::backend::LocalStore)).
+//!
 //! # Expiry
 //!
 //! An entry is expired when nothing can use it any more: past its TTL and

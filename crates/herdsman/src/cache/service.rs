@@ -18,6 +18,7 @@ use super::{
     store::{variant_key, Count, Found, Store},
 };
 use crate::{
+    backend::{Answer, LocalStore, StoreBackend},
     class::{Class, Classify},
     error::BoxError,
     event::{Event, Observers},
@@ -27,7 +28,7 @@ use crate::{
 
 /// Answers requests from a bounded in-memory store; see the
 /// [module docs](crate::cache).
-pub struct Cache<S, K, V, P, C> {
+pub struct Cache<S, K, V, P, C, B = LocalStore> {
     pub(super) inner: S,
     pub(super) key: K,
     pub(super) policy: P,
@@ -35,9 +36,10 @@ pub struct Cache<S, K, V, P, C> {
     pub(super) settings: Arc<Settings>,
     pub(super) observers: Observers,
     pub(super) store: Arc<Store<V>>,
+    pub(super) backend: B,
 }
 
-impl<S, K, V, P, C> Cache<S, K, V, P, C> {
+impl<S, K, V, P, C, B> Cache<S, K, V, P, C, B> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -54,14 +56,18 @@ impl<S, K, V, P, C> Cache<S, K, V, P, C> {
     }
 
     /// A handle to inspect and invalidate the store this service shares.
-    pub fn handle(&self) -> CacheHandle<V> {
+    pub fn handle(&self) -> CacheHandle<V, B>
+    where
+        B: Clone,
+    {
         CacheHandle {
             store: self.store.clone(),
+            backend: self.backend.clone(),
         }
     }
 }
 
-impl<S, K, V, P, C, Req> Service<Req> for Cache<S, K, V, P, C>
+impl<S, K, V, P, C, B, Req> Service<Req> for Cache<S, K, V, P, C, B>
 where
     S: Service<Req> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
@@ -72,10 +78,11 @@ where
     C: Classify<Req>,
     P: CachePolicy<Req, S::Response, Shared = V> + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
+    B: StoreBackend<V>,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, Req, P, V>;
+    type Future = ResponseFuture<S::Future, Req, P, V, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -93,6 +100,7 @@ where
                 self.inner.call(req),
                 write,
                 store,
+                self.backend.clone(),
                 self.policy.clone(),
             );
         }
@@ -150,10 +158,8 @@ where
             }
             Found::Varies(_) | Found::Missing => None,
         };
-        self.store.count(Count::Miss);
         self.store.ensure_sweep();
         let class = self.classify.classify(&req);
-        self.observers.observe(&class, Event::CacheMiss);
         let (stored, if_error, revalidating) = match stored {
             Some((stored, if_error, revalidate)) => {
                 let revalidating = revalidate && self.policy.revalidate(&mut req, &stored.value);
@@ -167,11 +173,43 @@ where
             conditions,
             ..fetch
         });
+        if let Some(shelf) = fetch.shelf_key() {
+            match self.backend.lookup(shelf) {
+                Answer::Now(Some(shelved)) if shelved.age < shelved.ttl => {
+                    return ResponseFuture::ready(Ok(fetch.shelved(shelved)));
+                }
+                Answer::Now(_) => {}
+                Answer::Later(lookup) => {
+                    // The inner service is called once the backend has
+                    // answered, if at all: take the one that is ready.
+                    let clone = self.inner.clone();
+                    let inner = std::mem::replace(&mut self.inner, clone);
+                    return ResponseFuture::consulting(lookup, inner, req, fetch);
+                }
+            }
+        }
+        self.miss(req, fetch)
+    }
+}
+
+impl<S, K, V, P, C, B> Cache<S, K, V, P, C, B> {
+    /// Counts a miss and calls the inner service for `fetch`.
+    fn miss<Req>(
+        &mut self,
+        req: Req,
+        fetch: Box<Fetch<P, V, B>>,
+    ) -> ResponseFuture<S::Future, Req, P, V, B>
+    where
+        S: Service<Req>,
+        V: Clone,
+        B: StoreBackend<V>,
+    {
+        fetch.missed();
         ResponseFuture::fetching(self.inner.call(req), fetch)
     }
 }
 
-impl<S, K, V, P, C> Cache<S, K, V, P, C> {
+impl<S, K, V, P, C, B> Cache<S, K, V, P, C, B> {
     /// The key of `req`, unless it has none or one over the length cap.
     #[inline]
     fn keyed<Req>(&self, req: &Req) -> Option<Key>
@@ -263,10 +301,11 @@ impl<S, K, V, P, C> Cache<S, K, V, P, C> {
         class: Class,
         stored: Option<Stored<V>>,
         (if_error, revalidating): (bool, bool),
-    ) -> Fetch<P, V>
+    ) -> Fetch<P, V, B>
     where
         P: Clone,
         V: Clone,
+        B: Clone,
     {
         Fetch {
             generation: self.store.generation(&key),
@@ -280,6 +319,7 @@ impl<S, K, V, P, C> Cache<S, K, V, P, C> {
             conditions: Conditions::none(),
             started: Instant::now(),
             store: self.store.clone(),
+            backend: self.backend.clone(),
             policy: self.policy.clone(),
             settings: self.settings.clone(),
             observers: self.observers.clone(),
@@ -311,6 +351,7 @@ impl<S, K, V, P, C> Cache<S, K, V, P, C> {
         C: Classify<Req>,
         P: CachePolicy<Req, S::Response, Shared = V> + Clone + Send + Sync + 'static,
         V: Clone + Send + Sync + 'static,
+        B: StoreBackend<V>,
     {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -368,7 +409,7 @@ impl<V> Drop for Release<V> {
     }
 }
 
-impl<S: Clone, K: Clone, V, P: Clone, C: Clone> Clone for Cache<S, K, V, P, C> {
+impl<S: Clone, K: Clone, V, P: Clone, C: Clone, B: Clone> Clone for Cache<S, K, V, P, C, B> {
     fn clone(&self) -> Self {
         Cache {
             inner: self.inner.clone(),
@@ -378,11 +419,12 @@ impl<S: Clone, K: Clone, V, P: Clone, C: Clone> Clone for Cache<S, K, V, P, C> {
             settings: self.settings.clone(),
             observers: self.observers.clone(),
             store: self.store.clone(),
+            backend: self.backend.clone(),
         }
     }
 }
 
-impl<S: fmt::Debug, K, V, P, C> fmt::Debug for Cache<S, K, V, P, C> {
+impl<S: fmt::Debug, K, V, P, C, B> fmt::Debug for Cache<S, K, V, P, C, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
             .field("inner", &self.inner)
