@@ -1,6 +1,6 @@
 //! `Cache-Control`, `Pragma`, `Expires`, `Date`, `Age` and `Last-Modified`,
 //! as the cache reads them from responses and requests
-//! ([`freshness`](crate::cache::freshness)).
+//! (`cache::freshness`).
 //!
 //! Properties, on any header values:
 //!
