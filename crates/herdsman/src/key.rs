@@ -558,6 +558,8 @@ impl CarriedKey {
 
     /// Forgets the key carried in `extensions`, if any, keeping what is
     /// attached to it: the layers below compute the key again.
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     pub fn forget(extensions: &mut http::Extensions) {
         if let Some(carried) = extensions.get_mut::<CarriedKey>() {
             carried.key = None;
@@ -813,6 +815,7 @@ mod tests {
         assert!(shown.contains("private bytes"));
     }
 
+    #[cfg(feature = "http")]
     #[test]
     fn a_forgotten_key_is_computed_again_and_keeps_its_attachment() {
         // A key function that tells its keys apart from carried ones.
