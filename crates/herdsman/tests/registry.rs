@@ -1211,3 +1211,49 @@ async fn a_stale_copy_from_below_is_a_failed_poll_whose_good_value_is_that_copy(
     let update = sub.next().await.unwrap();
     assert_eq!(update.value().unwrap().body().data(), "v2");
 }
+
+#[tokio::test(start_paused = true)]
+async fn services_of_one_layer_share_loops_by_value_type() {
+    let layer = layer();
+    let upstream = Upstream::changing_every(1);
+    let (text, text_again) = (layer.layer(upstream.clone()), layer.layer(upstream.clone()));
+    let lengths = layer.layer(tower::service_fn(|req: &'static str| async move {
+        Ok::<usize, Infallible>(req.len())
+    }));
+    // Two services of one value type: one loop for the key.
+    let mut a = text.subscribe("/a").unwrap();
+    let mut b = text_again.subscribe("/a").unwrap();
+    assert_eq!(a.next().await.unwrap().value().unwrap(), "/a@0");
+    assert_eq!(b.next().await.unwrap().value().unwrap(), "/a@0");
+    assert_eq!(upstream.calls(), 1);
+    // The key is polled with another value type: loops of their own, never
+    // a value of the wrong type.
+    let mut c = lengths.subscribe("/a").unwrap();
+    let mut d = lengths.subscribe("/a").unwrap();
+    assert_eq!(*c.next().await.unwrap().value().unwrap(), 2);
+    assert_eq!(*d.next().await.unwrap().value().unwrap(), 2);
+    let stats = layer.handle().stats();
+    assert_eq!(
+        (
+            stats.keys,
+            stats.private_loops,
+            stats.subscribers,
+            stats.tasks
+        ),
+        (1, 2, 4, 3)
+    );
+    assert_eq!(layer.handle().hooks().len(), 1);
+    // One-shot calls are answered from their own value type's loop only.
+    assert_eq!(text.clone().oneshot("/a").await.unwrap(), "/a@0");
+    assert_eq!(lengths.clone().oneshot("/a").await.unwrap(), 2);
+    assert_eq!(upstream.calls(), 1);
+    // Once the text loop is gone, the other type starts the shared one.
+    drop((a, b, c, d));
+    settle().await;
+    let mut e = lengths.subscribe("/a").unwrap();
+    let mut f = lengths.subscribe("/a").unwrap();
+    assert_eq!(*e.next().await.unwrap().value().unwrap(), 2);
+    assert_eq!(*f.next().await.unwrap().value().unwrap(), 2);
+    let stats = layer.handle().stats();
+    assert_eq!((stats.keys, stats.private_loops, stats.tasks), (1, 0, 1));
+}

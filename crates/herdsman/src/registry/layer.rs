@@ -477,6 +477,7 @@ impl<S, K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone, W: Clone, V: Clone> La
             callers: self.callers.clone(),
             failures: self.failures.clone(),
             core: self.core.clone(),
+            table: Arc::default(),
         }
     }
 }

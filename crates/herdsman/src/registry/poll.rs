@@ -37,7 +37,7 @@ use super::{
     change::{Canonical, Fingerprint},
     error::{PollPanicked, StaleAnswer, Unshareable},
     memory::TASK_BYTES,
-    state::{Config, Core, Hook, Meta},
+    state::{Config, Core, Hook, Meta, Table},
 };
 use crate::{
     backend::{LoopBackend, Role},
@@ -49,6 +49,8 @@ use crate::{
 /// Everything one poll loop owns.
 pub(crate) struct Loop<S, Req, P, F, Q, V, T> {
     pub(crate) core: Arc<Core>,
+    /// The table of its value type, which holds its hook.
+    pub(crate) table: Arc<Table<T>>,
     pub(crate) hook: Arc<Hook<T>>,
     pub(crate) svc: S,
     pub(crate) template: Req,
@@ -62,6 +64,7 @@ pub(crate) struct Loop<S, Req, P, F, Q, V, T> {
 /// panicked, or dropped with its runtime).
 struct Guard<T> {
     core: Arc<Core>,
+    table: Arc<Table<T>>,
     hook: Arc<Hook<T>>,
 }
 
@@ -69,7 +72,7 @@ impl<T> Drop for Guard<T> {
     fn drop(&mut self) {
         let meta = &self.hook.meta;
         if !meta.stopped() {
-            self.core.forget(meta);
+            self.core.forget(&self.table, meta);
         }
         if !meta.private {
             self.core.config.loops.0.release(&meta.key);
@@ -104,6 +107,7 @@ where
     async fn run(mut self) {
         let _guard = Guard {
             core: self.core.clone(),
+            table: self.table.clone(),
             hook: self.hook.clone(),
         };
         let loops = self.core.config.loops.0.clone();
@@ -141,9 +145,9 @@ where
                 }
             }
             let go_on = match role {
-                Role::Poll => wait(&self.core, meta, &next).await,
+                Role::Poll => wait(&self.core, &self.table, meta, &next).await,
                 Role::Follow { for_at_most } => {
-                    follow(&self.core, &*loops, meta, &next, for_at_most).await
+                    follow(&self.core, &self.table, &*loops, meta, &next, for_at_most).await
                 }
             };
             if !go_on {
@@ -262,7 +266,7 @@ impl Next {
 }
 
 /// Sleeps until the next poll; `false` if the loop must end.
-async fn wait(core: &Core, meta: &Meta, next: &Next) -> bool {
+async fn wait<T>(core: &Core, table: &Table<T>, meta: &Meta, next: &Next) -> bool {
     let config = &core.config;
     let mut idle_since = None;
     loop {
@@ -276,7 +280,7 @@ async fn wait(core: &Core, meta: &Meta, next: &Next) -> bool {
             // the linger again (so a key written to often never left).
             // The kept value is out of date, so the loop ends; a subscriber
             // that comes back starts a fresh one.
-            if meta.subscribers() == 0 && !meta.private && core.retire(meta) {
+            if meta.subscribers() == 0 && !meta.private && core.retire(table, meta) {
                 return false;
             }
             return true;
@@ -307,7 +311,7 @@ async fn wait(core: &Core, meta: &Meta, next: &Next) -> bool {
             if !lingering {
                 return true;
             }
-            if core.retire(meta) {
+            if core.retire(table, meta) {
                 return false;
             }
         }
@@ -326,8 +330,9 @@ async fn claim(loops: &dyn LoopBackend, meta: &Meta) -> Role {
 /// end of its claim (then the next round fetches here and claims again), a
 /// refresh (the next round fetches at once) or a stop; `false` if the loop
 /// must end. With nobody subscribed it lingers as [`wait`] does.
-async fn follow(
+async fn follow<T>(
     core: &Core,
+    table: &Table<T>,
     loops: &dyn LoopBackend,
     meta: &Meta,
     next: &Next,
@@ -344,7 +349,7 @@ async fn follow(
             return false;
         }
         if meta.subscribers() == 0 {
-            return wait(core, meta, next).await;
+            return wait(core, table, meta, next).await;
         }
         if meta.refresh_pending() {
             return true;

@@ -1,6 +1,7 @@
 use std::{
+    any::Any,
     fmt,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
 };
 
@@ -15,7 +16,7 @@ use super::{
     future::ResponseFuture,
     handle::RegistryHandle,
     poll::Loop,
-    state::{Core, Joining},
+    state::{Core, Joining, Table},
     RegistryLayer, SubscribeOptions, Subscription,
 };
 use crate::{
@@ -50,6 +51,9 @@ pub struct Registry<
     pub(super) callers: W,
     pub(super) failures: V,
     pub(super) core: Arc<Core>,
+    /// This service's table of loops (of its first value type), found in
+    /// the core once and shared by its clones.
+    pub(super) table: Arc<OnceLock<Arc<dyn Any + Send + Sync>>>,
 }
 
 impl<S, K> Registry<S, K> {
@@ -128,25 +132,34 @@ impl<S, K, C, P, F, Q, W, V> Registry<S, K, C, P, F, Q, W, V> {
             who,
             template,
         };
+        let table = self.table::<P::Shared>();
         let joined = self
             .core
-            .join::<P::Shared>(joining, || self.classify.classify(&req))?;
+            .join(&table, joining, || self.classify.classify(&req))?;
         let (hook, asked) = (joined.hook, joined.interval);
         if !joined.started {
             let meta = &hook.meta;
             if meta.last_fetch().is_some() && !meta.fresh(Instant::now(), asked) {
                 meta.request_refresh();
             }
-            return Ok(Subscription::new(self.core.clone(), hook, asked, who));
+            return Ok(Subscription::new(
+                self.core.clone(),
+                table,
+                hook,
+                asked,
+                who,
+            ));
         }
         // Made first: if spawning panics (no runtime), dropping it undoes
         // the join.
-        let subscription = Subscription::new(self.core.clone(), hook.clone(), asked, who);
+        let subscription =
+            Subscription::new(self.core.clone(), table.clone(), hook.clone(), asked, who);
         // The template's inline part is counted with the loop's task.
         hook.account
             .charge(template.saturating_sub(std::mem::size_of::<Req>()));
         Loop {
             core: self.core.clone(),
+            table,
             hook,
             svc: self.inner.clone(),
             template: canonical,
@@ -157,6 +170,23 @@ impl<S, K, C, P, F, Q, W, V> Registry<S, K, C, P, F, Q, W, V> {
         }
         .spawn();
         Ok(subscription)
+    }
+
+    /// This service's table of loops of value type `T`. A service whose
+    /// requests of more than one type give values of more than one type
+    /// keeps the first type's table here and looks up the others' in the
+    /// core on each call.
+    #[inline]
+    fn table<T: Send + Sync + 'static>(&self) -> Arc<Table<T>> {
+        if let Some(table) = self.table.get() {
+            if let Ok(table) = table.clone().downcast() {
+                return table;
+            }
+            return self.core.table();
+        }
+        let table = self.core.table::<T>();
+        let _ = self.table.set(table.clone());
+        table
     }
 
     /// A handle on this registry, for operators and the Stats layer's
@@ -210,7 +240,7 @@ where
             .key
             .key(&req)
             .filter(|key| key.len() <= self.core.config.max_key_len)
-            .and_then(|key| self.core.hook::<P::Shared>(&key))
+            .and_then(|key| self.table::<P::Shared>().hook(&key))
             .filter(|hook| hook.meta.fresh(Instant::now(), hook.meta.interval()))
             .and_then(|hook| Some((hook.cell.current_value()?, hook)));
         match fresh {
@@ -237,6 +267,7 @@ impl<S: Clone, K: Clone, C: Clone, P: Clone, F: Clone, Q: Clone, W: Clone, V: Cl
             callers: self.callers.clone(),
             failures: self.failures.clone(),
             core: self.core.clone(),
+            table: self.table.clone(),
         }
     }
 }

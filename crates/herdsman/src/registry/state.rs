@@ -1,9 +1,21 @@
-//! The registry's shared state: one map from key to poll loop, with the
-//! subscriber counts and the budgets the limits are checked against, and
-//! the memory figure.
+//! The registry's shared state, in two levels.
 //!
-//! Lock order: the map, then a hook's [`Cell`]. Observers and wakers are
-//! called with no lock held.
+//! The loops are typed, as hyper-util's `pool/singleton.rs` types its state
+//! by the service it wraps: one [`Table<T>`] from key to [`Hook<T>`] for
+//! each value type `T`, so that joining a loop finds an `Arc<Hook<T>>` with
+//! no downcast. A layer value does not know the value types of the services
+//! it will wrap, so [`Core`] keeps the tables made so far and hands each
+//! service its own once ([`Core::table`]).
+//!
+//! What the value types share stays untyped in [`Core`]: the subscriber
+//! counts and the budgets the limits are checked against, the memory
+//! figure, and what reads every loop whatever its type (invalidation,
+//! refresh by key, `hooks()`, the stats), through [`AnyTable`].
+//!
+//! Lock order: the shared map, then the list of tables, then a table, then
+//! a hook's [`Cell`]. A thread holds two tables' locks at once only with
+//! the shared map's lock held. Observers and wakers are called with no lock
+//! held.
 
 use std::{
     any::Any,
@@ -108,7 +120,7 @@ pub(crate) struct Meta {
     pub(crate) started_at: Instant,
     /// The settings of its class, looked up once when the loop starts.
     pub(crate) settings: ClassSettings,
-    /// Not in the map: a subscription without a key, or whose key is polled
+    /// Not in a table: a subscription without a key, or whose key is polled
     /// by a loop of another value type.
     pub(crate) private: bool,
     /// Who created it: the key counts in their budgets until it leaves.
@@ -266,34 +278,29 @@ pub(crate) struct Hook<T> {
     pub(crate) account: Account,
 }
 
-/// A hook whatever its value type: what the map holds.
+/// A hook whatever its value type: what the untyped level reads.
 pub(crate) trait AnyHook: Send + Sync + 'static {
     fn meta(&self) -> &Meta;
-    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
 
 impl<T: Send + Sync + 'static> AnyHook for Hook<T> {
     fn meta(&self) -> &Meta {
         &self.meta
     }
-
-    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
-        self
-    }
 }
 
 /// Bytes of one distinct interval in an entry's list.
 const INTERVAL_BYTES: usize = mem::size_of::<(Duration, usize)>();
 
-struct Entry {
-    hook: Arc<dyn AnyHook>,
+struct Entry<T> {
+    hook: Arc<Hook<T>>,
     subscribers: usize,
     /// The intervals subscribers asked for (clamped), with their counts:
     /// usually one.
     intervals: Vec<(Duration, usize)>,
 }
 
-impl Entry {
+impl<T> Entry<T> {
     fn interval(&self) -> Option<Duration> {
         self.intervals.iter().map(|(d, _)| *d).min()
     }
@@ -320,28 +327,121 @@ impl Entry {
     }
 }
 
-#[derive(Default)]
-struct Map {
-    hooks: HashMap<Key, Entry, KeyBuildHasher>,
-    subscribers: usize,
-    /// Subscriptions with a private loop, outside `hooks`.
-    private: usize,
-    budgets: Budgets,
+/// The loops of one value type, by key: what its subscribers join and its
+/// one-shot calls answer from.
+pub(crate) struct Table<T> {
+    hooks: Mutex<Hooks<T>>,
+}
+
+struct Hooks<T> {
+    map: HashMap<Key, Entry<T>, KeyBuildHasher>,
     /// The bytes of the entries' interval lists.
     interval_bytes: usize,
-    /// The bytes of the map's own tables and the subscribers' handles, as
+    /// The bytes of the table and the interval lists, as last added to the
+    /// memory figure.
+    counted: usize,
+}
+
+impl<T> Table<T> {
+    fn new() -> Self {
+        Table {
+            hooks: Mutex::new(Hooks {
+                map: HashMap::default(),
+                interval_bytes: 0,
+                counted: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Hooks<T>> {
+        // The table is consistent between statements that can panic.
+        self.hooks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<T> Table<T> {
+    /// The hook of `key`, if this value type polls it. Takes this table's
+    /// lock only.
+    pub(crate) fn hook(&self, key: &Key) -> Option<Arc<Hook<T>>> {
+        self.lock().map.get(key).map(|e| e.hook.clone())
+    }
+}
+
+impl<T> Hooks<T> {
+    /// Brings the memory figure up to date with this table.
+    fn recount(&mut self, memory: &Memory) {
+        let now = table_bytes(self.map.capacity(), mem::size_of::<(Key, Entry<T>)>())
+            + self.interval_bytes;
+        memory.change(self.counted, now);
+        self.counted = now;
+    }
+
+    /// Takes `meta`'s key out of the table. The entry is returned, to be
+    /// dropped once the locks are released.
+    fn remove(&mut self, meta: &Meta, memory: &Memory) -> Option<Entry<T>> {
+        let entry = self.map.remove(&meta.key)?;
+        self.interval_bytes -= entry.intervals.capacity() * INTERVAL_BYTES;
+        shrink(&mut self.map);
+        self.recount(memory);
+        Some(entry)
+    }
+
+    /// The entry of `meta`'s key if it is `meta`'s loop.
+    fn ours(&mut self, meta: &Meta) -> Option<&mut Entry<T>> {
+        self.map
+            .get_mut(&meta.key)
+            .filter(|e| std::ptr::eq(&e.hook.meta, meta))
+    }
+}
+
+/// A table whatever its value type: what the untyped level reads.
+trait AnyTable: Send + Sync + 'static {
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    fn len(&self) -> usize;
+    fn contains(&self, key: &Key) -> bool;
+    /// The hooks whose meta `keep` accepts.
+    fn hooks(&self, keep: &mut dyn FnMut(&Meta) -> bool) -> Vec<Arc<dyn AnyHook>>;
+}
+
+impl<T: Send + Sync + 'static> AnyTable for Table<T> {
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+
+    fn len(&self) -> usize {
+        self.lock().map.len()
+    }
+
+    fn contains(&self, key: &Key) -> bool {
+        self.lock().map.contains_key(key)
+    }
+
+    fn hooks(&self, keep: &mut dyn FnMut(&Meta) -> bool) -> Vec<Arc<dyn AnyHook>> {
+        self.lock()
+            .map
+            .values()
+            .filter(|e| keep(&e.hook.meta))
+            .map(|e| e.hook.clone() as Arc<dyn AnyHook>)
+            .collect()
+    }
+}
+
+/// What the value types share: the counts and the budgets.
+#[derive(Default)]
+struct Map {
+    subscribers: usize,
+    /// Subscriptions with a private loop, outside the tables.
+    private: usize,
+    budgets: Budgets,
+    /// The bytes of the budgets' tables and the subscribers' handles, as
     /// last added to the memory figure.
     counted: usize,
 }
 
 impl Map {
-    /// The bytes of the map's tables (the keys' and the budgets') and of
-    /// every subscriber's handle.
+    /// The bytes of the budgets' tables and of every subscriber's handle.
     fn bytes(&self) -> usize {
-        table_bytes(self.hooks.capacity(), mem::size_of::<(Key, Entry)>())
-            + self.interval_bytes
-            + self.budgets.bytes()
-            + self.subscribers * SUBSCRIPTION_BYTES
+        self.budgets.bytes() + self.subscribers * SUBSCRIPTION_BYTES
     }
 }
 
@@ -350,6 +450,8 @@ pub(crate) struct Core {
     pub(crate) config: Config,
     pub(crate) observers: Observers,
     map: Mutex<Map>,
+    /// One table per value type, made on first use and kept.
+    tables: Mutex<Vec<Arc<dyn AnyTable>>>,
     memory: Arc<Memory>,
     tasks: AtomicU64,
     polls: AtomicU64,
@@ -391,6 +493,7 @@ impl Core {
             config,
             observers,
             map: Mutex::new(Map::default()),
+            tables: Mutex::default(),
             memory: Arc::default(),
             tasks: AtomicU64::new(0),
             polls: AtomicU64::new(0),
@@ -405,7 +508,28 @@ impl Core {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Brings the memory figure up to date with the map's tables.
+    fn tables(&self) -> Vec<Arc<dyn AnyTable>> {
+        self.tables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The table of loops of value type `T`: the one made before, or a new
+    /// one. Called once per service (and value type), not per request.
+    pub(crate) fn table<T: Send + Sync + 'static>(&self) -> Arc<Table<T>> {
+        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        let found = tables
+            .iter()
+            .find_map(|table| table.clone().into_any().downcast::<Table<T>>().ok());
+        found.unwrap_or_else(|| {
+            let table = Arc::new(Table::new());
+            tables.push(table.clone());
+            table
+        })
+    }
+
+    /// Brings the memory figure up to date with the shared map.
     fn recount(&self, map: &mut Map) {
         let now = map.bytes();
         self.memory.change(map.counted, now);
@@ -433,17 +557,20 @@ impl Core {
         TooManySubscribers::new(limit, retry_after)
     }
 
-    /// Adds a subscriber to the key's loop, or to a new one (`class` is
-    /// called only then, and the class's settings looked up), if every
-    /// limit and budget allows it. Without a key, or with a key polled with
-    /// values of another type: a private loop. Refusals are counted and
-    /// reported to the observer.
+    /// Adds a subscriber to the key's loop in `table`, or to a new one
+    /// (`class` is called only then, and the class's settings looked up),
+    /// if every limit and budget allows it. Without a key, or with a key
+    /// polled by a loop of another value type: a private loop. Refusals are
+    /// counted and reported to the observer.
     pub(crate) fn join<T: Send + Sync + 'static>(
         &self,
+        table: &Table<T>,
         joining: Joining,
         class: impl FnOnce() -> Class,
     ) -> Result<Joined<T>, TooManySubscribers> {
-        let joined = self.admit(joining, class).map_err(|r| self.refuse(r))?;
+        let joined = self
+            .admit(table, joining, class)
+            .map_err(|r| self.refuse(r))?;
         if joined.poke {
             joined.hook.meta.poke();
         }
@@ -452,6 +579,7 @@ impl Core {
 
     fn admit<T: Send + Sync + 'static>(
         &self,
+        table: &Table<T>,
         joining: Joining,
         class: impl FnOnce() -> Class,
     ) -> Result<Joined<T>, Refusal> {
@@ -469,36 +597,39 @@ impl Core {
             });
         }
         let mut map = self.lock();
-        let existing = joining
-            .key
-            .as_ref()
-            .and_then(|key| map.hooks.get(key))
-            .map(|entry| entry.hook.clone());
-        match existing.map(|hook| hook.into_any().downcast::<Hook<T>>()) {
-            Some(Ok(hook)) => self.join_existing(&mut map, hook, joining),
-            // Another value type polls this key: this subscriber gets a
-            // loop of its own rather than an error.
-            Some(Err(_)) => self.start(&mut map, joining, true, class()),
-            None => {
-                let private = joining.key.is_none();
-                self.start(&mut map, joining, private, class())
-            }
+        let Some(key) = joining.key.as_ref() else {
+            return self.start(&mut map, table, joining, true, class());
+        };
+        let mut hooks = table.lock();
+        if hooks.map.contains_key(key) {
+            return self.join_existing(&mut map, &mut hooks, joining);
         }
+        drop(hooks);
+        // Another value type polling this key is looked for only when a
+        // new loop starts, in the other tables (usually none). Its
+        // subscriber gets a loop of its own rather than an error.
+        let elsewhere = self
+            .tables()
+            .iter()
+            .any(|other| !std::ptr::addr_eq(Arc::as_ptr(other), table) && other.contains(key));
+        self.start(&mut map, table, joining, elsewhere, class())
     }
 
     fn join_existing<T>(
         &self,
         map: &mut Map,
-        hook: Arc<Hook<T>>,
+        hooks: &mut Hooks<T>,
         joining: Joining,
     ) -> Result<Joined<T>, Refusal> {
+        let key = joining.key.as_ref().expect("joined by key");
+        let entry = hooks.map.get_mut(key).expect("looked up above");
+        let hook = entry.hook.clone();
         let meta = &hook.meta;
         let refusal = |limit| Refusal {
             limit,
             class: meta.class.clone(),
             linger: meta.settings.linger,
         };
-        let entry = map.hooks.get_mut(&meta.key).expect("looked up above");
         if map.subscribers >= self.config.max_subscribers {
             return Err(refusal(Limit::Subscribers));
         }
@@ -511,13 +642,15 @@ impl Core {
         }
         let interval = self.config.clamp(joining.asked, &meta.settings);
         entry.subscribers += 1;
-        map.interval_bytes += entry.ask(interval);
+        let grown = entry.ask(interval);
         let shortest = entry.interval().unwrap_or(interval);
+        hooks.interval_bytes += grown;
         let shorter = shortest < meta.interval();
         meta.interval_ns.store(nanos(shortest), Ordering::Relaxed);
         let woke = meta.subscribers.fetch_add(1, Ordering::AcqRel) == 0;
         budgets.add_subscriber(&meta.class, joining.who);
         map.subscribers += 1;
+        hooks.recount(&self.memory);
         self.recount(map);
         Ok(Joined {
             interval,
@@ -527,10 +660,11 @@ impl Core {
         })
     }
 
-    /// A new loop for the subscriber: in the map, or `private` outside it.
+    /// A new loop for the subscriber: in `table`, or `private` outside it.
     fn start<T: Send + Sync + 'static>(
         &self,
         map: &mut Map,
+        table: &Table<T>,
         joining: Joining,
         private: bool,
         class: Class,
@@ -570,13 +704,15 @@ impl Core {
             map.private += 1;
         } else {
             let intervals = vec![(interval, 1)];
-            map.interval_bytes += intervals.capacity() * INTERVAL_BYTES;
+            let mut hooks = table.lock();
+            hooks.interval_bytes += intervals.capacity() * INTERVAL_BYTES;
             let entry = Entry {
                 hook: hook.clone(),
                 subscribers: 1,
                 intervals,
             };
-            map.hooks.insert(key, entry);
+            hooks.map.insert(key, entry);
+            hooks.recount(&self.memory);
         }
         map.subscribers += 1;
         self.recount(map);
@@ -588,20 +724,18 @@ impl Core {
         })
     }
 
-    /// Takes `meta`'s key out of the map and out of its owner's budgets.
-    /// The entry is returned, to be dropped once the lock is released.
-    fn remove(&self, map: &mut Map, meta: &Meta) -> Option<Entry> {
-        let entry = map.hooks.remove(&meta.key)?;
-        map.interval_bytes -= entry.intervals.capacity() * INTERVAL_BYTES;
+    /// Takes `meta`'s key out of `hooks` and out of its owner's budgets.
+    /// The entry is returned, to be dropped once the locks are released.
+    fn remove<T>(&self, map: &mut Map, hooks: &mut Hooks<T>, meta: &Meta) -> Option<Entry<T>> {
+        let entry = hooks.remove(meta, &self.memory)?;
         map.budgets.drop_key(&meta.class, meta.owner);
-        shrink(&mut map.hooks);
         self.recount(map);
         Some(entry)
     }
 
     /// Removes a subscriber of `who` that asked for `interval`; stops the
     /// loop when it was the last one and there is no linger.
-    pub(crate) fn leave(&self, meta: &Meta, interval: Duration, who: Who) {
+    pub(crate) fn leave<T>(&self, table: &Table<T>, meta: &Meta, interval: Duration, who: Who) {
         let mut map = self.lock();
         map.subscribers -= 1;
         map.budgets.drop_subscriber(&meta.class, who);
@@ -614,12 +748,10 @@ impl Core {
             meta.stop();
             return;
         }
-        let Some(entry) = map
-            .hooks
-            .get_mut(&meta.key)
-            .filter(|e| std::ptr::eq(e.hook.meta(), meta))
-        else {
+        let mut hooks = table.lock();
+        let Some(entry) = hooks.ours(meta) else {
             // The loop ended abnormally and was removed already.
+            drop(hooks);
             self.recount(&mut map);
             return;
         };
@@ -631,11 +763,13 @@ impl Core {
         let last = entry.subscribers == 0;
         meta.subscribers.fetch_sub(1, Ordering::AcqRel);
         if last && meta.settings.linger.is_zero() {
-            let entry = self.remove(&mut map, meta);
+            let entry = self.remove(&mut map, &mut hooks, meta);
+            drop(hooks);
             drop(map);
             drop(entry);
             meta.stop();
         } else {
+            drop(hooks);
             self.recount(&mut map);
             drop(map);
             if last {
@@ -646,17 +780,16 @@ impl Core {
 
     /// Removes a lingering loop if it still has no subscriber; `true` if it
     /// did (the loop then ends).
-    pub(crate) fn retire(&self, meta: &Meta) -> bool {
+    pub(crate) fn retire<T>(&self, table: &Table<T>, meta: &Meta) -> bool {
         let mut map = self.lock();
-        let idle = map
-            .hooks
-            .get(&meta.key)
-            .is_some_and(|e| std::ptr::eq(e.hook.meta(), meta) && e.subscribers == 0);
+        let mut hooks = table.lock();
+        let idle = hooks.ours(meta).is_some_and(|e| e.subscribers == 0);
         let entry = if idle {
-            self.remove(&mut map, meta)
+            self.remove(&mut map, &mut hooks, meta)
         } else {
             None
         };
+        drop(hooks);
         drop(map);
         drop(entry);
         idle
@@ -664,53 +797,51 @@ impl Core {
 
     /// Removes a loop that ended without being asked to (a panic, the
     /// runtime shutting down), so the next subscriber starts a new one.
-    pub(crate) fn forget(&self, meta: &Meta) {
+    pub(crate) fn forget<T>(&self, table: &Table<T>, meta: &Meta) {
         let mut map = self.lock();
-        let ours = map
-            .hooks
-            .get(&meta.key)
-            .is_some_and(|e| std::ptr::eq(e.hook.meta(), meta));
+        let mut hooks = table.lock();
+        let ours = hooks.ours(meta).is_some();
         let entry = if ours && !meta.private {
-            self.remove(&mut map, meta)
+            self.remove(&mut map, &mut hooks, meta)
         } else {
             None
         };
+        drop(hooks);
         drop(map);
         drop(entry);
     }
 
-    /// The hook of `key`, if it is polled with values of type `T`.
-    pub(crate) fn hook<T: Send + Sync + 'static>(&self, key: &Key) -> Option<Arc<Hook<T>>> {
-        let hook = self.lock().hooks.get(key)?.hook.clone();
-        hook.into_any().downcast::<Hook<T>>().ok()
-    }
-
     pub(crate) fn refresh(&self, key: &Key) -> bool {
-        let hook = self.lock().hooks.get(key).map(|e| e.hook.clone());
-        hook.inspect(|h| h.meta().request_refresh()).is_some()
+        let mut hooks = Vec::new();
+        for table in self.tables() {
+            hooks.extend(table.hooks(&mut |meta| meta.key == *key));
+        }
+        hooks.iter().for_each(|h| h.meta().request_refresh());
+        !hooks.is_empty()
     }
 
     pub(crate) fn invalidate(&self, what: &Invalidation) -> usize {
-        let hooks: Vec<_> = self
-            .lock()
-            .hooks
-            .values()
-            .filter(|e| what.covers(&e.hook.meta().key, &e.hook.meta().class))
-            .map(|e| e.hook.clone())
-            .collect();
+        let mut hooks = Vec::new();
+        for table in self.tables() {
+            hooks.extend(table.hooks(&mut |meta| what.covers(&meta.key, &meta.class)));
+        }
         hooks.iter().for_each(|h| h.meta().request_refresh());
         hooks.len()
     }
 
     pub(crate) fn hooks(&self) -> Vec<HookInfo> {
-        let hooks: Vec<_> = self.lock().hooks.values().map(|e| e.hook.clone()).collect();
+        let mut hooks = Vec::new();
+        for table in self.tables() {
+            hooks.extend(table.hooks(&mut |_| true));
+        }
         hooks.iter().map(|h| h.meta().info()).collect()
     }
 
     pub(crate) fn stats(&self) -> RegistryStats {
         let map = self.lock();
+        let keys = self.tables().iter().map(|t| t.len() as u64).sum();
         RegistryStats {
-            keys: map.hooks.len() as u64,
+            keys,
             subscribers: map.subscribers as u64,
             private_loops: map.private as u64,
             tasks: self.tasks.load(Ordering::Acquire),

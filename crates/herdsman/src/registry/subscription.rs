@@ -13,7 +13,7 @@ use futures_core::Stream;
 use super::{
     budget::Who,
     cell::Update,
-    state::{Core, Hook},
+    state::{Core, Hook, Table},
 };
 use crate::{event::Event, key::Key};
 
@@ -58,6 +58,8 @@ impl SubscribeOptions {
 /// leaves (after the registry's linger).
 pub struct Subscription<T: Send + Sync + 'static> {
     core: Arc<Core>,
+    /// The table of its value type, which it leaves when dropped.
+    table: Arc<Table<T>>,
     hook: Arc<Hook<T>>,
     slot: usize,
     seen: u64,
@@ -68,12 +70,19 @@ pub struct Subscription<T: Send + Sync + 'static> {
 }
 
 impl<T: Send + Sync + 'static> Subscription<T> {
-    pub(crate) fn new(core: Arc<Core>, hook: Arc<Hook<T>>, asked: Duration, who: Who) -> Self {
+    pub(crate) fn new(
+        core: Arc<Core>,
+        table: Arc<Table<T>>,
+        hook: Arc<Hook<T>>,
+        asked: Duration,
+        who: Who,
+    ) -> Self {
         let (slot, grown) = hook.cell.register();
         hook.account.charge(grown);
         core.observers.observe(&hook.meta.class, Event::Subscribed);
         Subscription {
             core,
+            table,
             hook,
             slot,
             seen: 0,
@@ -124,7 +133,8 @@ impl<T: Send + Sync + 'static> Stream for Subscription<T> {
 impl<T: Send + Sync + 'static> Drop for Subscription<T> {
     fn drop(&mut self) {
         self.hook.cell.deregister(self.slot);
-        self.core.leave(&self.hook.meta, self.asked, self.who);
+        self.core
+            .leave(&self.table, &self.hook.meta, self.asked, self.who);
         self.core
             .observers
             .observe(&self.hook.meta.class, Event::Unsubscribed);
