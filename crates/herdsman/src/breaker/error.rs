@@ -109,17 +109,8 @@ mod tests {
     use super::*;
     use crate::error::{boxed, is_rejection, retry_at, BoxError, SharedError};
 
-    fn paused() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap()
-    }
-
-    #[test]
-    fn an_open_breaker_is_a_rejection_that_says_when_it_probes() {
-        let _runtime = paused().enter();
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_is_a_rejection_that_says_when_it_probes() {
         let probe_at = Instant::now() + Duration::from_secs(4);
         let open = BreakerOpen::new(Class::default(), Some(probe_at));
         assert_eq!(open.kind(), ErrorKind::BreakerOpen);
@@ -140,13 +131,12 @@ mod tests {
     }
 
     #[cfg(feature = "http")]
-    #[test]
-    fn an_open_breaker_is_a_503_with_retry_after_rounded_up() {
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_is_a_503_with_retry_after_rounded_up() {
         use http::{header, Response, StatusCode};
 
         use crate::http::error_response;
 
-        let _runtime = paused().enter();
         let probe_at = Instant::now() + Duration::from_millis(1500);
         let err = boxed(BreakerOpen::new(Class::default(), Some(probe_at)));
         let res: Response<String> = error_response(&*err).unwrap();

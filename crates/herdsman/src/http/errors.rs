@@ -154,17 +154,8 @@ mod tests {
         })
     }
 
-    fn paused() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap()
-    }
-
-    #[test]
-    fn each_kind_has_its_status() {
-        let _runtime = paused().enter();
+    #[tokio::test(start_paused = true)]
+    async fn each_kind_has_its_status() {
         let cases = [
             (
                 ErrorKind::BreakerOpen,
@@ -184,21 +175,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn retry_after_is_the_time_left_rounded_up_when_answered() {
-        paused().block_on(async {
-            let err = refusal(ErrorKind::Overloaded, Some(Duration::from_millis(2500)));
-            let res: Response<String> = error_response(&*err).unwrap();
-            assert_eq!(res.headers()[header::RETRY_AFTER], "3");
-            tokio::time::advance(Duration::from_secs(2)).await;
-            let shared: BoxError = Box::new(SharedError::new(err));
-            let res: Response<String> = error_response(&*shared).unwrap();
-            assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_the_time_left_rounded_up_when_answered() {
+        let err = refusal(ErrorKind::Overloaded, Some(Duration::from_millis(2500)));
+        let res: Response<String> = error_response(&*err).unwrap();
+        assert_eq!(res.headers()[header::RETRY_AFTER], "3");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let shared: BoxError = Box::new(SharedError::new(err));
+        let res: Response<String> = error_response(&*shared).unwrap();
+        assert_eq!(res.headers()[header::RETRY_AFTER], "1");
 
-            let forced = refusal(ErrorKind::BreakerOpen, None);
-            let res: Response<String> = error_response(&*forced).unwrap();
-            assert!(res.headers().get(header::RETRY_AFTER).is_none());
-        });
+        let forced = refusal(ErrorKind::BreakerOpen, None);
+        let res: Response<String> = error_response(&*forced).unwrap();
+        assert!(res.headers().get(header::RETRY_AFTER).is_none());
     }
 
     #[test]

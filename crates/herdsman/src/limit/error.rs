@@ -256,17 +256,8 @@ mod tests {
     use super::*;
     use crate::error::{is_rejection, retry_at};
 
-    fn paused() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap()
-    }
-
-    #[test]
-    fn each_limit_error_is_a_rejection_of_its_kind_with_its_hint() {
-        let _runtime = paused().enter();
+    #[tokio::test(start_paused = true)]
+    async fn each_limit_error_is_a_rejection_of_its_kind_with_its_hint() {
         let class = Class::default();
         let after = Duration::from_secs(2);
         let overloaded = Overloaded::new(class.clone(), Reason::QueueFull, after);
@@ -285,8 +276,8 @@ mod tests {
     }
 
     #[cfg(feature = "http")]
-    #[test]
-    fn limit_rejections_are_503_and_429_with_retry_after() {
+    #[tokio::test(start_paused = true)]
+    async fn limit_rejections_are_503_and_429_with_retry_after() {
         use http::{header, Response, StatusCode};
         use tower::{service_fn, Layer, ServiceExt};
 
@@ -296,29 +287,26 @@ mod tests {
             limit::{ClassLimits, LimitLayer, RateRule},
         };
 
-        paused().block_on(async {
-            let limits = ClassLimits::new(0).with_retry_after(Duration::from_secs(3));
-            let svc =
-                LimitLayer::new(limits).layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
-            let err = svc.oneshot(()).await.unwrap_err();
-            assert!(find::<Overloaded>(&*err).is_some());
-            let res: Response<String> = error_response(&*err).unwrap();
-            assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-            assert_eq!(res.headers()[header::RETRY_AFTER], "3");
-            // Answered later, the same error tells the time left then.
-            tokio::time::advance(Duration::from_secs(2)).await;
-            let res: Response<String> = error_response(&*err).unwrap();
-            assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+        let limits = ClassLimits::new(0).with_retry_after(Duration::from_secs(3));
+        let svc =
+            LimitLayer::new(limits).layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+        let err = svc.oneshot(()).await.unwrap_err();
+        assert!(find::<Overloaded>(&*err).is_some());
+        let res: Response<String> = error_response(&*err).unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "3");
+        // Answered later, the same error tells the time left then.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let res: Response<String> = error_response(&*err).unwrap();
+        assert_eq!(res.headers()[header::RETRY_AFTER], "1");
 
-            let rate = ClassLimits::unlimited().with_rate(RateRule::per_minute(1));
-            let svc =
-                LimitLayer::new(rate).layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
-            svc.clone().oneshot(()).await.unwrap();
-            let err = svc.oneshot(()).await.unwrap_err();
-            assert!(find::<RateLimited>(&*err).is_some());
-            let res: Response<String> = error_response(&*err).unwrap();
-            assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-            assert!(res.headers().contains_key(header::RETRY_AFTER));
-        });
+        let rate = ClassLimits::unlimited().with_rate(RateRule::per_minute(1));
+        let svc = LimitLayer::new(rate).layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+        svc.clone().oneshot(()).await.unwrap();
+        let err = svc.oneshot(()).await.unwrap_err();
+        assert!(find::<RateLimited>(&*err).is_some());
+        let res: Response<String> = error_response(&*err).unwrap();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(res.headers().contains_key(header::RETRY_AFTER));
     }
 }
