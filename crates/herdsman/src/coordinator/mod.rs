@@ -169,6 +169,7 @@ mod error;
 mod handle;
 mod layer;
 mod route;
+mod routed;
 mod service;
 mod sizes;
 
@@ -180,6 +181,7 @@ pub use self::{
     handle::Coordinator,
     layer::CoordinatorLayer,
     route::{CallerIdentity, ClassKey, ClassOf},
+    routed::{Routed, Unrouted},
     service::{Classified, Coordinated, Plain, PlainFuture},
     sizes::Sizes,
 };
