@@ -46,7 +46,10 @@ fn layer_index(layer: LayerName) -> usize {
 /// or a poll loop).
 pub(crate) struct Routes {
     paths: PathClasses,
-    classes: HashMap<Class, Arc<ClassRoute>>,
+    /// Looked up once per request: foldhash, several times cheaper than
+    /// std's SipHash on a class name (the names come from the
+    /// configuration, not from requests).
+    classes: HashMap<Class, Arc<ClassRoute>, foldhash::fast::RandomState>,
     default: Arc<ClassRoute>,
 }
 
@@ -75,7 +78,7 @@ pub(crate) fn class_key(config: &Config, class: &crate::config::EffectiveClass) 
 impl Routes {
     /// The routes of `config`, each class's switches from `switches`.
     pub(crate) fn new(config: &Config, switches: &Switches) -> Self {
-        let mut classes = HashMap::new();
+        let mut classes = HashMap::default();
         let mut default = None;
         for effective in config.classes() {
             let class = effective.class.clone();
