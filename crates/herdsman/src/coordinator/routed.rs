@@ -241,6 +241,13 @@ mod tests {
     }
 
     #[test]
+    fn routed_bodies_and_unrouted_services_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Routed<()>>();
+        assert_send_sync::<Unrouted<()>>();
+    }
+
+    #[test]
     fn a_request_that_carries_nothing_is_keyed_by_its_path_s_route() {
         let routes = routes();
         let req = get().map(Routed::new);
