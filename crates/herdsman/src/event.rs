@@ -55,6 +55,7 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
+    #[cfg(any(feature = "breaker", feature = "stats"))]
     pub(crate) const ALL: [BreakerState; 5] = [
         BreakerState::Closed,
         BreakerState::Open,

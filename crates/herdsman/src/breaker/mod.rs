@@ -35,7 +35,7 @@
 //!
 //! [`DefaultFailures`]: an error, except local rejections (the limit layer's
 //! `Overloaded` and `RateLimited`, another breaker's [`BreakerOpen`]), which
-//! are not counted at all. For HTTP, [`ServerErrors`](crate::http::ServerErrors)
+//! are not counted at all. For HTTP, [`ServerErrors`][crate::http::ServerErrors]
 //! also counts 5xx responses and not 4xx. Any
 //! `Fn(&Result<T, BoxError>) -> Verdict` overrides it.
 //!
@@ -89,6 +89,11 @@
 //! assert!(find::<BreakerOpen>(&*err).unwrap().retry_after().is_some());
 //! # }
 //! ```
+//!
+#![cfg_attr(
+    not(feature = "http"),
+    doc = "[crate::http::ServerErrors]: crate#feature-flags"
+)]
 
 mod circuit;
 mod circuits;

@@ -164,6 +164,11 @@
 //! assert_eq!((stats.hits, stats.misses), (1, 1));
 //! # }
 //! ```
+//!
+#![cfg_attr(
+    not(feature = "http"),
+    doc = "[`HttpCachePolicy`]: crate#feature-flags"
+)]
 
 #[cfg(feature = "http")]
 pub(crate) mod freshness;
