@@ -141,10 +141,29 @@ pub enum BreakerEvent {
     },
 }
 
-/// Counters of one breaker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Counters of one layer value's breakers, from
+/// [`BreakerHandle::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BreakerStats {
+    /// One entry per class whose breaker exists (has seen a call or been
+    /// steered), sorted by class name.
+    pub classes: Vec<ClassStats>,
+}
+
+impl BreakerStats {
+    /// The counters of the breaker of the class called `name`, if it exists.
+    pub fn class(&self, name: &str) -> Option<&ClassStats> {
+        self.classes.iter().find(|c| c.class.as_str() == name)
+    }
+}
+
+/// Counters of one class's breaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClassStats {
+    /// The class.
+    pub class: Class,
     /// The current state.
     pub state: BreakerState,
     /// Outcomes in the window now.
