@@ -83,6 +83,10 @@ impl BreakerState {
 pub enum Event {
     /// Cache: answered from a fresh entry.
     CacheHit,
+    /// Cache: answered from a fresh entry of the store backend (the second
+    /// level, shared by replicas) after a miss of this process's store. A
+    /// hit too: an observer counting hits counts both.
+    CacheBackendHit,
     /// Cache: answered from a stale entry (stale-while-revalidate or
     /// stale-if-error).
     StaleServed,

@@ -21,9 +21,10 @@ use herdsman::{
         RateBackend, RateBudgets, RateQuota, Role, Shelved, StoreBackend, WhenFull,
     },
     cache::CacheLayer,
+    class::Class,
     dedup::DedupLayer,
     error::{find, BoxError},
-    event::{Invalidation, MemorySource},
+    event::{Event, Invalidation, MemorySource, Observer},
     key::Key,
     limit::{ClassLimits, GovernorRates, LimitLayer, RateKey, RateLimited, RateRule},
     registry::{RegistryLayer, Subscription, Update},
@@ -540,7 +541,7 @@ impl StoreBackend<String> for Shelf {
     }
 
     fn invalidate(&self, what: &Invalidation) {
-        let class = herdsman::class::Class::default();
+        let class = Class::default();
         self.entries
             .lock()
             .unwrap()
@@ -549,6 +550,16 @@ impl StoreBackend<String> for Shelf {
 
     fn memory_bytes(&self) -> u64 {
         1000
+    }
+}
+
+/// Records the events a layer reports.
+#[derive(Clone, Default)]
+struct Events(Arc<Mutex<Vec<Event>>>);
+
+impl Observer for Events {
+    fn observe(&self, _: &Class, event: Event) {
+        self.0.lock().unwrap().push(event);
     }
 }
 
@@ -566,7 +577,11 @@ async fn replicas_share_responses_through_the_store_backend(round_trip: bool) {
         ..Shelf::default()
     };
     let calls = Arc::new(AtomicU64::new(0));
-    let (here, there) = (cache_layer(&shelf), cache_layer(&shelf));
+    let events = Events::default();
+    let (here, there) = (
+        cache_layer(&shelf),
+        cache_layer(&shelf).with_observer(events.clone()),
+    );
     let here_svc = here.layer(counting_upstream(&calls));
     let there_svc = there.layer(counting_upstream(&calls));
 
@@ -579,8 +594,9 @@ async fn replicas_share_responses_through_the_store_backend(round_trip: bool) {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(shelf.lookups.load(Ordering::SeqCst), 1);
 
-    // The other replica's own store does not hold it: the backend answers,
-    // and its store keeps it, so the next request is a local hit.
+    // The other replica's own store does not hold it: the backend answers
+    // (a backend hit), and its store keeps it, so the next request is a
+    // local hit.
     assert_eq!(
         there_svc.clone().oneshot("/a").await.unwrap(),
         "/a from here"
@@ -593,6 +609,15 @@ async fn replicas_share_responses_through_the_store_backend(round_trip: bool) {
     assert_eq!(shelf.lookups.load(Ordering::SeqCst), 2);
     let stats = there.handle().stats();
     assert_eq!((stats.hits, stats.misses, stats.entries), (2, 0, 1));
+    assert_eq!(
+        stats.backend_hits, 1,
+        "one of the two hits is the backend's"
+    );
+    assert_eq!(here.handle().stats().backend_hits, 0);
+    assert_eq!(
+        *events.0.lock().unwrap(),
+        [Event::CacheBackendHit, Event::CacheHit]
+    );
     assert_eq!(there.handle().memory_bytes(), stats.bytes + 1000);
 
     // Invalidated through one replica's handle: gone from the backend too.

@@ -307,8 +307,8 @@ impl<P, V: Clone, B: StoreBackend<V>> Fetch<P, V, B> {
             &self.class,
             self.generation,
         );
-        store.count(Count::Hit);
-        self.observers.observe(&self.class, Event::CacheHit);
+        store.count(Count::BackendHit);
+        self.observers.observe(&self.class, Event::CacheBackendHit);
         self.policy
             .decorate(&mut response, Outcome::Hit, shelved.age);
         self.policy

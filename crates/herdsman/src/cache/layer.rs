@@ -305,6 +305,7 @@ impl<K, V, P, C, B> CacheLayer<K, V, P, C, B> {
     }
 
     /// Reports [`Event::CacheHit`](crate::event::Event::CacheHit),
+    /// [`Event::CacheBackendHit`](crate::event::Event::CacheBackendHit),
     /// [`Event::StaleServed`](crate::event::Event::StaleServed) and
     /// [`Event::CacheMiss`](crate::event::Event::CacheMiss) per request, with
     /// the class named by [`with_classifier`](Self::with_classifier). A hit
