@@ -365,6 +365,12 @@ pub trait StoreBackend<V>: Clone + Send + Sync + 'static {
     fn insert(&self, key: &Key, value: &V, age: Duration, ttl: Duration);
 
     /// Drops what `what` covers: the local store just did the same.
+    ///
+    /// Also called for one key right after [`insert`](Self::insert)ing it,
+    /// when an invalidation landed while the cache was writing it through:
+    /// an `invalidate` must take effect after the `insert`s made before it
+    /// (a backend that sends its writes in the background keeps them in
+    /// order).
     fn invalidate(&self, what: &Invalidation);
 
     /// Bytes this process holds for the backend (buffers, connections),

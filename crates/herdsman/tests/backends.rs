@@ -8,8 +8,8 @@ use std::{
     num::NonZeroU32,
     pin::Pin,
     sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, OnceLock,
     },
     time::Duration,
 };
@@ -639,4 +639,63 @@ async fn a_cache_answers_from_its_store_backend_what_its_own_store_does_not_hold
 #[tokio::test(start_paused = true)]
 async fn a_cache_waits_for_a_store_backend_that_answers_later() {
     replicas_share_responses_through_the_store_backend(true).await;
+}
+
+/// A store backend in which an invalidation lands between the cache's
+/// check that a fetched answer is still current and its write-through: on
+/// its first write it runs `between` (an invalidation through the cache's
+/// handle) before it stores.
+#[derive(Clone, Default)]
+struct Racing {
+    shelf: Shelf,
+    between: Arc<OnceLock<Box<dyn Fn() + Send + Sync>>>,
+    raced: Arc<AtomicBool>,
+}
+
+impl StoreBackend<String> for Racing {
+    fn lookup(&self, key: &Key) -> Answer<Option<Shelved<String>>> {
+        self.shelf.lookup(key)
+    }
+
+    fn insert(&self, key: &Key, value: &String, age: Duration, ttl: Duration) {
+        if !self.raced.swap(true, Ordering::SeqCst) {
+            (self.between.get().expect("set before the first request"))();
+        }
+        self.shelf.insert(key, value, age, ttl);
+    }
+
+    fn invalidate(&self, what: &Invalidation) {
+        self.shelf.invalidate(what);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalidation_that_lands_during_the_write_through_leaves_the_backend_without_the_old_answer(
+) {
+    let racing = Racing::default();
+    let calls = Arc::new(AtomicU64::new(0));
+    let layer = CacheLayer::new(key_of as KeyOf)
+        .with_ttl(TTL)
+        .with_store_backend(racing.clone());
+    let handle = layer.handle();
+    let invalidate = move || {
+        handle.invalidate(&Key::from("/a"));
+    };
+    assert!(racing.between.set(Box::new(invalidate)).is_ok());
+    let svc = layer.layer(counting_upstream(&calls));
+
+    assert_eq!(svc.clone().oneshot("/a").await.unwrap(), "/a from here");
+    assert!(racing.raced.load(Ordering::SeqCst));
+    assert!(
+        racing.shelf.entries.lock().unwrap().is_empty(),
+        "the backend kept an answer fetched before the invalidation"
+    );
+
+    // Nor did this process's store keep it; an answer fetched afterwards is
+    // stored and written through as usual.
+    assert_eq!(svc.clone().oneshot("/a").await.unwrap(), "/a from here");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(racing.shelf.entries.lock().unwrap().len(), 1);
+    assert_eq!(svc.clone().oneshot("/a").await.unwrap(), "/a from here");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 }

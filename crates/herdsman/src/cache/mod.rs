@@ -73,7 +73,11 @@
 //! and invalidated with it. By default there is none
 //! ([`LocalStore`](crate::backend::LocalStore)). Its answers are hits,
 //! counted apart as well ([`CacheStats::backend_hits`],
-//! [`Event::CacheBackendHit`](crate::event::Event::CacheBackendHit)).
+//! [`Event::CacheBackendHit`](crate::event::Event::CacheBackendHit)). An
+//! invalidation that lands while an answer fetched before it is being
+//! written through is not undone by the write: the cache checks the
+//! path's invalidation generation again after writing, and drops the key
+//! from the backend once more if it moved.
 //!
 //! # Expiry
 //!
