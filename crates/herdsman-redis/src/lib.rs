@@ -1,0 +1,62 @@
+//! Distributed backends for herdsman on Redis (or Valkey).
+//!
+//! herdsman coordinates within one process by default. When an app runs as
+//! several replicas, the backends of this crate make the coordination
+//! cluster-wide through one Redis server, behind the seams of
+//! [`herdsman::backend`], so that the layers do not change:
+//!
+//! - [`RedisStore`]: a cache store that every replica shares, behind each
+//!   replica's own ([`StoreBackend`](herdsman::backend::StoreBackend), the
+//!   cache layer's L2), with invalidations published to every replica;
+//! - [`RedisFlights`]: single-flight across replicas
+//!   ([`FlightBackend`](herdsman::backend::FlightBackend)): of all the
+//!   replicas' callers of one key, one replica calls the upstream and the
+//!   others get its value.
+//!
+//! All of them share one [`Redis`] connection per replica, made from
+//! [`RedisSettings`] (the `[redis]` table of the configuration).
+//!
+//! # When Redis fails
+//!
+//! No request fails because Redis is slow or down: every operation runs
+//! under [`RedisSettings::op_timeout`], and past it the replica answers as
+//! if it had no Redis (a cache miss, its own upstream call). The connection
+//! reconnects in the background, with backoff.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use herdsman::{cache::CacheLayer, dedup::DedupLayer, key::Key};
+//! use herdsman_redis::{PlainCodec, Redis, RedisFlights, RedisSettings, RedisStore};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let redis = Redis::new(RedisSettings::new("redis://127.0.0.1:6379"))?;
+//! let key_of = |req: &String| Some(Key::from(req.as_str()));
+//! let cache = CacheLayer::<_, String>::new(key_of)
+//!     .with_store_backend(RedisStore::new(redis.clone(), PlainCodec));
+//! let dedup = DedupLayer::new(key_of)
+//!     .with_flight_backend(RedisFlights::new(redis, PlainCodec));
+//! # let _ = (cache, dedup);
+//! # Ok(())
+//! # }
+//! ```
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod codec;
+mod conn;
+#[cfg(feature = "dev")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dev")))]
+pub mod dev;
+mod flights;
+mod settings;
+mod store;
+
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use codec::HttpCodec;
+pub use codec::{Codec, PlainCodec};
+pub use conn::Redis;
+pub use flights::RedisFlights;
+pub use settings::{Invalid, InvalidSettings, RedisSettings};
+pub use store::{Invalidations, RedisStore};
