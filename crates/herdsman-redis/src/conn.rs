@@ -20,6 +20,8 @@ use crate::settings::{InvalidSettings, RedisSettings};
 
 /// The channel of flight completions.
 pub(crate) const FLIGHTS: &str = "flights";
+/// The channel of poll loops' change notices.
+pub(crate) const LOOPS: &str = "loops";
 /// The channel of cache invalidations.
 pub(crate) const INVALIDATIONS: &str = "invalidations";
 
@@ -103,7 +105,11 @@ impl Redis {
                 }
             }
         });
-        let channels = vec![redis.channel(FLIGHTS), redis.channel(INVALIDATIONS)];
+        let channels = vec![
+            redis.channel(FLIGHTS),
+            redis.channel(INVALIDATIONS),
+            redis.channel(LOOPS),
+        ];
         tokio::spawn(subscribe(Arc::downgrade(&redis.shared), channels));
         Ok(redis)
     }

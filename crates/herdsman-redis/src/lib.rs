@@ -11,7 +11,10 @@
 //! - [`RedisFlights`]: single-flight across replicas
 //!   ([`FlightBackend`](herdsman::backend::FlightBackend)): of all the
 //!   replicas' callers of one key, one replica calls the upstream and the
-//!   others get its value.
+//!   others get its value;
+//! - [`RedisLoops`]: one poll loop per key across replicas
+//!   ([`LoopBackend`](herdsman::backend::LoopBackend)): one replica polls
+//!   a key, and the others hear of its changes.
 //!
 //! All of them share one [`Redis`] connection per replica, made from
 //! [`RedisSettings`] (the `[redis]` table of the configuration).
@@ -49,6 +52,7 @@ mod conn;
 #[cfg_attr(docsrs, doc(cfg(feature = "dev")))]
 pub mod dev;
 mod flights;
+mod loops;
 mod settings;
 mod store;
 
@@ -58,5 +62,6 @@ pub use codec::HttpCodec;
 pub use codec::{Codec, PlainCodec};
 pub use conn::Redis;
 pub use flights::RedisFlights;
+pub use loops::RedisLoops;
 pub use settings::{Invalid, InvalidSettings, RedisSettings};
 pub use store::{Invalidations, RedisStore};

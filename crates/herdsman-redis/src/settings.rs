@@ -42,8 +42,9 @@ pub struct RedisSettings {
     /// them takes over. Longer than the upstream's slow calls.
     #[serde(with = "humantime_serde")]
     pub flight_lease: Duration,
-    /// How long a replica's claim to poll a key lasts before it must renew
-    /// it: the longest a key goes unpolled after its poller died.
+    /// How long a replica's claim to poll a key lasts past the round's
+    /// interval (the poller renews it each round): a poller that died is
+    /// replaced at most one interval plus this later.
     #[serde(with = "humantime_serde")]
     pub loop_lease: Duration,
 }
@@ -55,7 +56,7 @@ impl Default for RedisSettings {
             key_prefix: "herdsman:".into(),
             op_timeout: Duration::from_millis(100),
             flight_lease: Duration::from_secs(10),
-            loop_lease: Duration::from_secs(15),
+            loop_lease: Duration::from_secs(5),
         }
     }
 }
