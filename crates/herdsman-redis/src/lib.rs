@@ -14,7 +14,10 @@
 //!   others get its value;
 //! - [`RedisLoops`]: one poll loop per key across replicas
 //!   ([`LoopBackend`](herdsman::backend::LoopBackend)): one replica polls
-//!   a key, and the others hear of its changes.
+//!   a key, and the others hear of its changes;
+//! - [`RedisRates`]: the budgets of rate rules, cluster-wide
+//!   ([`RateBackend`](herdsman::backend::RateBackend)): GCRA in one Lua
+//!   script, reconciled in the background.
 //!
 //! All of them share one [`Redis`] connection per replica, made from
 //! [`RedisSettings`] (the `[redis]` table of the configuration).
@@ -53,6 +56,7 @@ mod conn;
 pub mod dev;
 mod flights;
 mod loops;
+mod rates;
 mod settings;
 mod store;
 
@@ -63,5 +67,6 @@ pub use codec::{Codec, PlainCodec};
 pub use conn::Redis;
 pub use flights::RedisFlights;
 pub use loops::RedisLoops;
+pub use rates::{RedisBudgets, RedisRates};
 pub use settings::{Invalid, InvalidSettings, RedisSettings};
 pub use store::{Invalidations, RedisStore};
