@@ -29,6 +29,9 @@ const FINISH: &str = "if ARGV[5] then redis.call('SET', KEYS[2], ARGV[5], 'PX', 
     if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end \
     return redis.call('PUBLISH', ARGV[3], ARGV[4])";
 
+/// Leases held at once before the expired ones are looked for.
+const MAX_HELD: usize = 1024;
+
 /// Single-flight across replicas on Redis (see [`FlightBackend`]).
 ///
 /// The local leader of a key's call (one per replica: the `Dedup` layer
@@ -61,8 +64,8 @@ struct Shared {
     /// The local leaders waiting for another replica's call, by lease.
     waiters: Mutex<HashMap<Vec<u8>, Vec<Listener>>>,
     next_waiter: AtomicU64,
-    /// The leases this replica holds, by key.
-    held: Mutex<HashMap<Key, [u8; 16]>>,
+    /// The leases this replica holds, by key, and when each was taken.
+    held: Mutex<HashMap<Key, ([u8; 16], Instant)>>,
 }
 
 /// A waiting local leader: its id, and where its notices go.
@@ -220,7 +223,15 @@ impl Shared {
         match holder {
             Some(holder) => Some(Err(holder)),
             None => {
-                self.held.lock().unwrap().insert(key.clone(), token);
+                let now = Instant::now();
+                let mut held = self.held.lock().unwrap();
+                // A call whose callers all left is never finished: forget
+                // leases that expired (amortised over the map's growth).
+                if held.len() >= MAX_HELD.max(held.capacity()) {
+                    let lease = self.redis.settings().flight_lease;
+                    held.retain(|_, (_, at)| now < *at + lease);
+                }
+                held.insert(key.clone(), (token, now));
                 Some(Ok(()))
             }
         }
@@ -280,7 +291,7 @@ where
     }
 
     fn finish(&self, key: &Key, value: Option<&V>) {
-        let Some(token) = self.shared.held.lock().unwrap().remove(key) else {
+        let Some((token, _)) = self.shared.held.lock().unwrap().remove(key) else {
             return;
         };
         let value = value.and_then(|value| {
