@@ -70,3 +70,23 @@ pub use loops::RedisLoops;
 pub use rates::{RedisBudgets, RedisRates};
 pub use settings::{Invalid, InvalidSettings, RedisSettings};
 pub use store::{Invalidations, RedisStore};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn the_public_types_are_send_and_sync() {
+        send_sync::<Redis>();
+        send_sync::<RedisStore<PlainCodec>>();
+        send_sync::<RedisFlights<PlainCodec>>();
+        send_sync::<RedisLoops>();
+        send_sync::<RedisRates>();
+        send_sync::<RedisBudgets>();
+        send_sync::<Invalidations>();
+        send_sync::<RedisSettings>();
+        send_sync::<InvalidSettings>();
+    }
+}
