@@ -90,7 +90,12 @@ fn breaker(c: &mut Criterion) {
     if case(&mut group, "herdsman_closed", |iters| {
         run_ok(&rt, &mut herdsman, iters, |n| n)
     }) {
-        let stats = layer.handle().stats(&class).expect("the breaker was used");
+        let stats = layer
+            .handle()
+            .stats()
+            .class(class.as_str())
+            .cloned()
+            .expect("the breaker was used");
         assert_eq!(stats.state, BreakerState::Closed);
         assert!(stats.calls_in_window > 0, "calls were recorded");
         assert_eq!(stats.rejected, 0);
@@ -105,7 +110,12 @@ fn breaker(c: &mut Criterion) {
     if case(&mut group, "herdsman_closed_slow_call", |iters| {
         run_ok(&rt, &mut herdsman, iters, |n| n)
     }) {
-        let stats = layer.handle().stats(&class).expect("the breaker was used");
+        let stats = layer
+            .handle()
+            .stats()
+            .class(class.as_str())
+            .cloned()
+            .expect("the breaker was used");
         assert_eq!(stats.state, BreakerState::Closed);
         assert_eq!((stats.slow_in_window, stats.rejected), (0, 0));
     }
@@ -117,7 +127,12 @@ fn breaker(c: &mut Criterion) {
     if case(&mut group, "herdsman_open_forced", |iters| {
         run_err(&rt, &mut herdsman, iters, |n| n)
     }) {
-        let stats = layer.handle().stats(&class).expect("the breaker was used");
+        let stats = layer
+            .handle()
+            .stats()
+            .class(class.as_str())
+            .cloned()
+            .expect("the breaker was used");
         assert_eq!(stats.state, BreakerState::ForcedOpen);
         assert!(stats.rejected > 0);
     }
@@ -135,7 +150,12 @@ fn breaker(c: &mut Criterion) {
     if case(&mut group, "herdsman_open_tripped", |iters| {
         run_err(&rt, &mut herdsman, iters, |n| n)
     }) {
-        let stats = layer.handle().stats(&class).expect("the breaker was used");
+        let stats = layer
+            .handle()
+            .stats()
+            .class(class.as_str())
+            .cloned()
+            .expect("the breaker was used");
         assert_eq!((stats.state, stats.trips), (BreakerState::Open, 1));
     }
 

@@ -22,20 +22,41 @@
 //!
 //! - [`FlightBackend`]: single-flight across replicas, asked by the one
 //!   local leader of a key's call
-//!   ([`DedupLayer::with_flight_backend`](crate::dedup::DedupLayer::with_flight_backend));
+//!   ([`DedupLayer::with_flight_backend`][crate::dedup::DedupLayer::with_flight_backend]);
 //!   the default, [`LocalFlights`], coalesces within this process only.
 //! - [`RateBackend`]: the budgets of the limit layer's rate rules
-//!   ([`LimitLayer::with_rate_backend`](crate::limit::LimitLayer::with_rate_backend));
+//!   ([`LimitLayer::with_rate_backend`][crate::limit::LimitLayer::with_rate_backend]);
 //!   the default is GCRA in memory
-//!   ([`GovernorRates`](crate::limit::GovernorRates)).
+//!   ([`GovernorRates`][crate::limit::GovernorRates]).
 //! - [`LoopBackend`]: which replica polls a key of the registry, and how the
 //!   others hear that its value changed
-//!   ([`RegistryLayer::with_loop_backend`](crate::registry::RegistryLayer::with_loop_backend));
+//!   ([`RegistryLayer::with_loop_backend`][crate::registry::RegistryLayer::with_loop_backend]);
 //!   the default, [`LocalLoops`], polls every key in this process.
 //! - [`StoreBackend`]: a second-level cache store behind each process's
 //!   own, for the cache layer
-//!   ([`CacheLayer::with_store_backend`](crate::cache::CacheLayer::with_store_backend));
+//!   ([`CacheLayer::with_store_backend`][crate::cache::CacheLayer::with_store_backend]);
 //!   the default, [`LocalStore`], has nothing behind the in-memory store.
+//!
+#![cfg_attr(
+    not(feature = "dedup"),
+    doc = "[crate::dedup::DedupLayer::with_flight_backend]: crate#feature-flags"
+)]
+#![cfg_attr(
+    not(feature = "limit"),
+    doc = "[crate::limit::LimitLayer::with_rate_backend]: crate#feature-flags"
+)]
+#![cfg_attr(
+    not(feature = "limit"),
+    doc = "[crate::limit::GovernorRates]: crate#feature-flags"
+)]
+#![cfg_attr(
+    not(feature = "registry"),
+    doc = "[crate::registry::RegistryLayer::with_loop_backend]: crate#feature-flags"
+)]
+#![cfg_attr(
+    not(feature = "cache"),
+    doc = "[crate::cache::CacheLayer::with_store_backend]: crate#feature-flags"
+)]
 
 use std::{fmt, future::Future, num::NonZeroU32, pin::Pin, time::Duration};
 
@@ -235,7 +256,7 @@ pub enum Role {
     },
 }
 
-/// Which replica polls each key of a [`Registry`](crate::registry::Registry),
+/// Which replica polls each key of a [`Registry`][crate::registry::Registry],
 /// and how the others hear about changes (the fan-out across replicas).
 ///
 /// Within one process the registry always runs one loop per key; this
@@ -254,6 +275,11 @@ pub enum Role {
 ///   period of staleness).
 ///
 /// These calls are made once per poll round of a key, never per request.
+///
+#[cfg_attr(
+    not(feature = "registry"),
+    doc = "[crate::registry::Registry]: crate#feature-flags"
+)]
 pub trait LoopBackend: Send + Sync + 'static {
     /// Asks to poll `key` for the round starting now, `interval` long. A
     /// [`Answer::Later`] must complete promptly (bounded by the backend's
@@ -339,6 +365,12 @@ pub trait StoreBackend<V>: Clone + Send + Sync + 'static {
     fn insert(&self, key: &Key, value: &V, age: Duration, ttl: Duration);
 
     /// Drops what `what` covers: the local store just did the same.
+    ///
+    /// Also called for one key right after [`insert`](Self::insert)ing it,
+    /// when an invalidation landed while the cache was writing it through:
+    /// an `invalidate` must take effect after the `insert`s made before it
+    /// (a backend that sends its writes in the background keeps them in
+    /// order).
     fn invalidate(&self, what: &Invalidation);
 
     /// Bytes this process holds for the backend (buffers, connections),

@@ -3,7 +3,7 @@
 //!
 //! A [`Classify`] maps a request to its [`Class`]; requests it does not
 //! recognise belong to [`Class::default()`] (`"default"`). For HTTP,
-//! [`PathClasses`](crate::http::PathClasses) matches path patterns such as
+//! [`PathClasses`][crate::http::PathClasses] matches path patterns such as
 //! `/api/boards/{board}/events`.
 //!
 //! ```
@@ -15,6 +15,11 @@
 //! assert_eq!(by_prefix.classify(&"/api/active-users"), Class::new("active-users"));
 //! assert_eq!(by_prefix.classify(&"/health").as_str(), "default");
 //! ```
+//!
+#![cfg_attr(
+    not(feature = "http"),
+    doc = "[crate::http::PathClasses]: crate#feature-flags"
+)]
 
 use std::{
     cmp::Ordering,

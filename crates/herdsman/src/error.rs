@@ -147,6 +147,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in documentation order.
+    #[cfg(any(test, feature = "stats"))]
     pub(crate) const ALL: [ErrorKind; 7] = [
         ErrorKind::Upstream,
         ErrorKind::BreakerOpen,

@@ -55,6 +55,7 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
+    #[cfg(any(feature = "breaker", feature = "stats"))]
     pub(crate) const ALL: [BreakerState; 5] = [
         BreakerState::Closed,
         BreakerState::Open,
@@ -82,6 +83,10 @@ impl BreakerState {
 pub enum Event {
     /// Cache: answered from a fresh entry.
     CacheHit,
+    /// Cache: answered from a fresh entry of the store backend (the second
+    /// level, shared by replicas) after a miss of this process's store. A
+    /// hit too: an observer counting hits counts both.
+    CacheBackendHit,
     /// Cache: answered from a stale entry (stale-while-revalidate or
     /// stale-if-error).
     StaleServed,

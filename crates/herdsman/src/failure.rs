@@ -5,12 +5,17 @@
 //!
 //! A [`FailureClassifier`] judges a result. [`DefaultFailures`] calls every
 //! error a failure except local rejections, and every response a success;
-//! the HTTP adapter's [`ServerErrors`](crate::http::ServerErrors) also calls
+//! the HTTP adapter's [`ServerErrors`][crate::http::ServerErrors] also calls
 //! a 5xx response a failure. Give the same classifier to each layer (the
 //! Coordinator gives `ServerErrors` to all of them) and they agree on every
 //! answer. The shape follows tower-http's `classify` module, reduced to
 //! what the layers need: a verdict, and for a response judged a failure, the
 //! error that stands for it.
+//!
+#![cfg_attr(
+    not(feature = "http"),
+    doc = "[crate::http::ServerErrors]: crate#feature-flags"
+)]
 
 use std::{error::Error, fmt};
 
@@ -32,7 +37,12 @@ pub enum Verdict {
 ///
 /// Implemented for every `Fn(&Result<T, BoxError>) -> Verdict`, for
 /// [`DefaultFailures`] and, in the HTTP adapter, for
-/// [`ServerErrors`](crate::http::ServerErrors).
+/// [`ServerErrors`][crate::http::ServerErrors].
+///
+#[cfg_attr(
+    not(feature = "http"),
+    doc = "[crate::http::ServerErrors]: crate#feature-flags"
+)]
 pub trait FailureClassifier<T> {
     /// The verdict on one result.
     fn verdict(&self, result: &Result<T, BoxError>) -> Verdict;
@@ -75,12 +85,17 @@ impl<T> FailureClassifier<T> for DefaultFailures {
 }
 
 /// The upstream answered, but with a failure status (an HTTP 5xx, as
-/// [`ServerErrors`](crate::http::ServerErrors) judges it): what a Registry
+/// [`ServerErrors`][crate::http::ServerErrors] judges it): what a Registry
 /// poll loop's subscribers receive, with the last good value still
 /// readable.
 ///
 /// An [upstream](ErrorKind::Upstream) error whose HTTP answer is that
 /// status.
+///
+#[cfg_attr(
+    not(feature = "http"),
+    doc = "[crate::http::ServerErrors]: crate#feature-flags"
+)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpstreamStatus {
     status: u16,

@@ -37,9 +37,26 @@ const INLINE_CAP: usize = 24;
 
 /// Hashes a [`Key`] by its precomputed hash: maps keyed by `Key` need not
 /// hash the bytes again.
+// The maps of the keyed layers use it; the core alone has none.
+#[cfg(any(
+    feature = "breaker",
+    feature = "cache",
+    feature = "dedup",
+    feature = "limit",
+    feature = "registry",
+    feature = "stats"
+))]
 #[derive(Default, Clone, Copy, Debug)]
 pub(crate) struct KeyHasher(u64);
 
+#[cfg(any(
+    feature = "breaker",
+    feature = "cache",
+    feature = "dedup",
+    feature = "limit",
+    feature = "registry",
+    feature = "stats"
+))]
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
         self.0
@@ -58,14 +75,27 @@ impl Hasher for KeyHasher {
 }
 
 /// A `BuildHasher` for maps keyed by [`Key`].
+#[cfg(any(
+    feature = "breaker",
+    feature = "cache",
+    feature = "dedup",
+    feature = "limit",
+    feature = "registry",
+    feature = "stats"
+))]
 pub(crate) type KeyBuildHasher = std::hash::BuildHasherDefault<KeyHasher>;
 
 /// Maps a request to the [`Key`] it is coordinated under.
 ///
 /// `None` means "do not coordinate this request": it passes through the layer
 /// as if the layer were not there. Implemented for every
-/// `Fn(&Req) -> Option<Key>`; [`HttpKey`](crate::http::HttpKey) is the default
+/// `Fn(&Req) -> Option<Key>`; [`HttpKey`][crate::http::HttpKey] is the default
 /// for HTTP requests.
+///
+#[cfg_attr(
+    not(feature = "http"),
+    doc = "[crate::http::HttpKey]: crate#feature-flags"
+)]
 pub trait KeyFn<Req> {
     /// The key of `req`, or `None` to let it pass through uncoordinated.
     fn key(&self, req: &Req) -> Option<Key>;
@@ -128,6 +158,7 @@ impl Key {
 
     /// A key holding a copy of `bytes`, none of which `Debug` shows: for
     /// keys made of credentials (a caller's identity).
+    #[cfg(any(test, feature = "coordinator"))]
     pub(crate) fn redacted(bytes: impl AsRef<[u8]>) -> Self {
         Self::with_public_len(bytes.as_ref(), 0)
     }
@@ -173,6 +204,7 @@ impl Key {
     /// Bytes the key holds outside its own inline size: a long key's shared
     /// buffer (counted once however many clones hold it), zero for a short
     /// one. For memory figures.
+    #[cfg(any(feature = "dedup", feature = "registry"))]
     pub(crate) fn heap_bytes(&self) -> usize {
         match &self.repr {
             Repr::Inline { .. } => 0,
@@ -182,8 +214,13 @@ impl Key {
     }
 
     /// The request path this key was built from, when its key function marked
-    /// it with [`KeyBuilder::path`] (as [`HttpKey`](crate::http::HttpKey)
+    /// it with [`KeyBuilder::path`] (as [`HttpKey`][crate::http::HttpKey]
     /// does). Used to invalidate cached entries by path or prefix.
+    ///
+    #[cfg_attr(
+        not(feature = "http"),
+        doc = "[crate::http::HttpKey]: crate#feature-flags"
+    )]
     pub fn path(&self) -> Option<&[u8]> {
         let (start, end) = self.path;
         (end > start).then(|| &self.as_bytes()[start as usize..end as usize])
@@ -198,6 +235,7 @@ impl Key {
     /// marked path are kept, and parts pushed next come after them. The
     /// cache files `Vary` variants of a response under such keys, so that
     /// invalidating a path still finds them.
+    #[cfg(any(test, feature = "cache"))]
     pub(crate) fn to_builder(&self) -> KeyBuilder {
         let len = self.len();
         KeyBuilder {
@@ -328,6 +366,7 @@ pub struct KeyBuilder {
 
 impl KeyBuilder {
     /// An empty builder (as [`Key::builder`]), usable in constants.
+    #[cfg(feature = "http")]
     pub(crate) const fn new() -> Self {
         KeyBuilder {
             buf: Vec::new(),
@@ -345,7 +384,7 @@ impl KeyBuilder {
     /// Appends a header of `headers` in place: its name, how many values it
     /// has and each value, so that no two header sets make the same parts.
     /// HTTP keys and the Cache's `Vary` variants write headers this one way.
-    #[cfg(any(feature = "cache", feature = "http"))]
+    #[cfg(feature = "cache")]
     pub(crate) fn push_header(&mut self, headers: &http::HeaderMap, name: &http::HeaderName) {
         let values = headers.get_all(name);
         self.push_values(name, values.iter().count(), values);
@@ -386,6 +425,7 @@ impl KeyBuilder {
 
     /// Appends a count as one part: its decimal digits, which never need
     /// escaping.
+    #[cfg(any(test, feature = "cache", feature = "http"))]
     pub(crate) fn push_count(&mut self, mut n: usize) {
         let mut digits = [0u8; 20];
         let mut at = digits.len();
@@ -445,6 +485,7 @@ impl KeyBuilder {
     }
 
     /// Empties the builder, keeping its buffer, to build another key.
+    #[cfg(feature = "http")]
     pub(crate) fn clear(&mut self) {
         self.buf.clear();
         self.public_len = None;
@@ -452,11 +493,13 @@ impl KeyBuilder {
     }
 
     /// The bytes the builder's buffer holds without growing.
+    #[cfg(feature = "http")]
     pub(crate) fn capacity(&self) -> usize {
         self.buf.capacity()
     }
 
     /// Makes room for `additional` more bytes.
+    #[cfg(feature = "http")]
     pub(crate) fn reserve(&mut self, additional: usize) {
         self.buf.reserve(additional);
     }
@@ -464,6 +507,7 @@ impl KeyBuilder {
     /// The key built so far, leaving the builder (and its buffer) as it
     /// is: one allocation, of the key's own size, for a key too long to be
     /// inline.
+    #[cfg(feature = "http")]
     pub(crate) fn to_key(&self) -> Key {
         let public_len = self.public_len.unwrap_or(self.buf.len());
         Key {
@@ -508,7 +552,7 @@ impl KeyBuilder {
 ///
 /// `None` is an answer too: the request is not coordinated. Whoever changes
 /// a request in a way that may change its key (its headers, its URI) after
-/// the key was carried [`forget`](CarriedKey::forget)s it, and the layers
+/// the key was carried [`forget`][CarriedKey::forget]s it, and the layers
 /// below compute the key again; the HTTP cache policy does when it takes a
 /// caller's validators off a request or puts its own on.
 ///
@@ -517,6 +561,11 @@ impl KeyBuilder {
 /// what it found about the request in the same entry, and so makes one
 /// insertion into the request's extensions (each costs allocations) rather
 /// than two. Forgetting the key keeps the attachment.
+///
+#[cfg_attr(
+    not(feature = "http"),
+    doc = "[CarriedKey::forget]: crate#feature-flags"
+)]
 #[derive(Clone, Debug)]
 pub struct CarriedKey {
     key: Option<Key>,
@@ -573,7 +622,7 @@ impl CarriedKey {
 /// carries none.
 ///
 /// Put on every layer of a stack whose outermost service
-/// [`carry`](Carried::carry)s the key, it makes one key computation per
+/// [`carry`][Carried::carry]s the key, it makes one key computation per
 /// request. The carried key must be the one `K` computes: carry it with
 /// the same `K`.
 ///
@@ -586,6 +635,8 @@ impl CarriedKey {
 /// let carried = key.carry(&mut req);
 /// assert_eq!(key.key(&req), carried); // read back, not computed
 /// ```
+///
+#[cfg_attr(not(feature = "http"), doc = "[Carried::carry]: crate#feature-flags")]
 #[derive(Clone, Debug)]
 pub struct Carried<K> {
     inner: K,

@@ -16,7 +16,7 @@
 //!   subscribers.
 //!
 //! [`Coordinator`] builds all of them at once from a
-//! [`Config`](config::Config), in the order of the stack, with run-time
+//! [`Config`][config::Config], in the order of the stack, with run-time
 //! [`switch`]es and a gradual rollout (see [`coordinator`]).
 //!
 //! [`ServiceBuilderExt`] adds them to `tower::ServiceBuilder` by name, and
@@ -62,16 +62,32 @@
 //!
 //! `fuzzing` is not public API: it exposes crate-private parsers to the
 //! fuzz targets in `fuzz/`.
-
+//!
+// Built without some features, the links above to what they enable lead to
+// the table of features instead (CI runs rustdoc with `-D warnings` on each
+// feature alone). Other modules' docs do the same.
+#![cfg_attr(not(feature = "breaker"), doc = "[`breaker`]: crate#feature-flags")]
+#![cfg_attr(not(feature = "cache"), doc = "[`cache`]: crate#feature-flags")]
+#![cfg_attr(not(feature = "dedup"), doc = "[`dedup`]: crate#feature-flags")]
+#![cfg_attr(not(feature = "limit"), doc = "[`limit`]: crate#feature-flags")]
+#![cfg_attr(not(feature = "stats"), doc = "[`stats`]: crate#feature-flags")]
+#![cfg_attr(not(feature = "registry"), doc = "[`registry`]: crate#feature-flags")]
+#![cfg_attr(not(feature = "http"), doc = "[`http`]: crate#feature-flags")]
+#![cfg_attr(
+    not(feature = "http"),
+    doc = "[`switch::Rollout`]: crate#feature-flags"
+)]
+#![cfg_attr(not(feature = "config"), doc = "[`config`]: crate#feature-flags")]
+#![cfg_attr(not(feature = "config"), doc = "[config::Config]: crate#feature-flags")]
+#![cfg_attr(
+    not(feature = "coordinator"),
+    doc = "[`coordinator`]: crate#feature-flags"
+)]
+#![cfg_attr(
+    not(feature = "coordinator"),
+    doc = "[`Coordinator`]: crate#feature-flags"
+)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
-// The crate-private helpers (key hashing, stable hashes, error kinds) serve
-// several layers: with only some layers compiled in, some go unused. Dead
-// code is checked in the full build (`coordinator`), where all are used.
-#![cfg_attr(not(feature = "coordinator"), allow(dead_code))]
-// Likewise, the docs link freely between modules, and `RUSTDOCFLAGS="-D
-// warnings" cargo doc` checks the links with every module there (CI); built
-// with some layers only, the links into the others have no target.
-#![cfg_attr(not(feature = "coordinator"), allow(rustdoc::broken_intra_doc_links))]
 
 #[cfg(all(any(test, feature = "fuzzing"), feature = "coordinator"))]
 #[doc(hidden)]

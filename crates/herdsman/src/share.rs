@@ -3,11 +3,16 @@
 //! Dedup (and, later, the cache and the registry) give one result to many
 //! callers. A [`Share`] policy turns a response into a cheaply clonable form
 //! and back. [`CloneShare`], the default, requires `Response: Clone`;
-//! [`HttpShare`](crate::http::HttpShare) shares buffered HTTP responses and
+//! [`HttpShare`][crate::http::HttpShare] shares buffered HTTP responses and
 //! refuses to share what must reach one caller only (an oversized streamed
 //! body, a `Set-Cookie`). A refused response goes to its own caller; the other
 //! callers then make their own, uncoordinated calls, so nothing fails or is
 //! truncated.
+//!
+#![cfg_attr(
+    not(feature = "http"),
+    doc = "[crate::http::HttpShare]: crate#feature-flags"
+)]
 
 /// A policy for handing one response of type `T` to many callers.
 #[diagnostic::on_unimplemented(
@@ -36,7 +41,12 @@ pub trait Share<T> {
     /// layers that keep one (the Registry's loop values, Dedup's reuse
     /// window, the cache's default weight). The default is the value's
     /// inline size, which undercounts values that own heap memory;
-    /// [`HttpShare`](crate::http::HttpShare) counts headers and body.
+    /// [`HttpShare`][crate::http::HttpShare] counts headers and body.
+    ///
+    #[cfg_attr(
+        not(feature = "http"),
+        doc = "[crate::http::HttpShare]: crate#feature-flags"
+    )]
     fn held_bytes(&self, _shared: &Self::Shared) -> usize {
         std::mem::size_of::<Self::Shared>()
     }

@@ -7,6 +7,7 @@
 //! input into a map (the per-process seeded hash of [`Key`](crate::key::Key)
 //! does that).
 
+#[cfg(any(test, all(feature = "http", feature = "registry")))]
 use std::hash::Hasher;
 
 use twox_hash::XxHash3_64;
@@ -15,8 +16,10 @@ use twox_hash::XxHash3_64;
 ///
 /// Variable-length parts are written with [`part`](Self::part), which adds
 /// the length first, so that `("ab", "c")` and `("a", "bc")` differ.
+#[cfg(any(test, all(feature = "http", feature = "registry")))]
 pub(crate) struct StableHasher(XxHash3_64);
 
+#[cfg(any(test, all(feature = "http", feature = "registry")))]
 impl StableHasher {
     pub(crate) fn new() -> Self {
         StableHasher(XxHash3_64::with_seed(0))
@@ -30,6 +33,7 @@ impl StableHasher {
     }
 
     /// Writes a fixed-size number.
+    #[cfg(all(feature = "http", feature = "registry"))]
     pub(crate) fn u64(&mut self, n: u64) -> &mut Self {
         self.0.write(&n.to_le_bytes());
         self

@@ -8,8 +8,8 @@ use std::{
     num::NonZeroU32,
     pin::Pin,
     sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, OnceLock,
     },
     time::Duration,
 };
@@ -21,9 +21,10 @@ use herdsman::{
         RateBackend, RateBudgets, RateQuota, Role, Shelved, StoreBackend, WhenFull,
     },
     cache::CacheLayer,
+    class::Class,
     dedup::DedupLayer,
     error::{find, BoxError},
-    event::{Invalidation, MemorySource},
+    event::{Event, Invalidation, MemorySource, Observer},
     key::Key,
     limit::{ClassLimits, GovernorRates, LimitLayer, RateKey, RateLimited, RateRule},
     registry::{RegistryLayer, Subscription, Update},
@@ -540,7 +541,7 @@ impl StoreBackend<String> for Shelf {
     }
 
     fn invalidate(&self, what: &Invalidation) {
-        let class = herdsman::class::Class::default();
+        let class = Class::default();
         self.entries
             .lock()
             .unwrap()
@@ -549,6 +550,16 @@ impl StoreBackend<String> for Shelf {
 
     fn memory_bytes(&self) -> u64 {
         1000
+    }
+}
+
+/// Records the events a layer reports.
+#[derive(Clone, Default)]
+struct Events(Arc<Mutex<Vec<Event>>>);
+
+impl Observer for Events {
+    fn observe(&self, _: &Class, event: Event) {
+        self.0.lock().unwrap().push(event);
     }
 }
 
@@ -566,7 +577,11 @@ async fn replicas_share_responses_through_the_store_backend(round_trip: bool) {
         ..Shelf::default()
     };
     let calls = Arc::new(AtomicU64::new(0));
-    let (here, there) = (cache_layer(&shelf), cache_layer(&shelf));
+    let events = Events::default();
+    let (here, there) = (
+        cache_layer(&shelf),
+        cache_layer(&shelf).with_observer(events.clone()),
+    );
     let here_svc = here.layer(counting_upstream(&calls));
     let there_svc = there.layer(counting_upstream(&calls));
 
@@ -579,8 +594,9 @@ async fn replicas_share_responses_through_the_store_backend(round_trip: bool) {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(shelf.lookups.load(Ordering::SeqCst), 1);
 
-    // The other replica's own store does not hold it: the backend answers,
-    // and its store keeps it, so the next request is a local hit.
+    // The other replica's own store does not hold it: the backend answers
+    // (a backend hit), and its store keeps it, so the next request is a
+    // local hit.
     assert_eq!(
         there_svc.clone().oneshot("/a").await.unwrap(),
         "/a from here"
@@ -593,6 +609,15 @@ async fn replicas_share_responses_through_the_store_backend(round_trip: bool) {
     assert_eq!(shelf.lookups.load(Ordering::SeqCst), 2);
     let stats = there.handle().stats();
     assert_eq!((stats.hits, stats.misses, stats.entries), (2, 0, 1));
+    assert_eq!(
+        stats.backend_hits, 1,
+        "one of the two hits is the backend's"
+    );
+    assert_eq!(here.handle().stats().backend_hits, 0);
+    assert_eq!(
+        *events.0.lock().unwrap(),
+        [Event::CacheBackendHit, Event::CacheHit]
+    );
     assert_eq!(there.handle().memory_bytes(), stats.bytes + 1000);
 
     // Invalidated through one replica's handle: gone from the backend too.
@@ -614,4 +639,63 @@ async fn a_cache_answers_from_its_store_backend_what_its_own_store_does_not_hold
 #[tokio::test(start_paused = true)]
 async fn a_cache_waits_for_a_store_backend_that_answers_later() {
     replicas_share_responses_through_the_store_backend(true).await;
+}
+
+/// A store backend in which an invalidation lands between the cache's
+/// check that a fetched answer is still current and its write-through: on
+/// its first write it runs `between` (an invalidation through the cache's
+/// handle) before it stores.
+#[derive(Clone, Default)]
+struct Racing {
+    shelf: Shelf,
+    between: Arc<OnceLock<Box<dyn Fn() + Send + Sync>>>,
+    raced: Arc<AtomicBool>,
+}
+
+impl StoreBackend<String> for Racing {
+    fn lookup(&self, key: &Key) -> Answer<Option<Shelved<String>>> {
+        self.shelf.lookup(key)
+    }
+
+    fn insert(&self, key: &Key, value: &String, age: Duration, ttl: Duration) {
+        if !self.raced.swap(true, Ordering::SeqCst) {
+            (self.between.get().expect("set before the first request"))();
+        }
+        self.shelf.insert(key, value, age, ttl);
+    }
+
+    fn invalidate(&self, what: &Invalidation) {
+        self.shelf.invalidate(what);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalidation_that_lands_during_the_write_through_leaves_the_backend_without_the_old_answer(
+) {
+    let racing = Racing::default();
+    let calls = Arc::new(AtomicU64::new(0));
+    let layer = CacheLayer::new(key_of as KeyOf)
+        .with_ttl(TTL)
+        .with_store_backend(racing.clone());
+    let handle = layer.handle();
+    let invalidate = move || {
+        handle.invalidate(&Key::from("/a"));
+    };
+    assert!(racing.between.set(Box::new(invalidate)).is_ok());
+    let svc = layer.layer(counting_upstream(&calls));
+
+    assert_eq!(svc.clone().oneshot("/a").await.unwrap(), "/a from here");
+    assert!(racing.raced.load(Ordering::SeqCst));
+    assert!(
+        racing.shelf.entries.lock().unwrap().is_empty(),
+        "the backend kept an answer fetched before the invalidation"
+    );
+
+    // Nor did this process's store keep it; an answer fetched afterwards is
+    // stored and written through as usual.
+    assert_eq!(svc.clone().oneshot("/a").await.unwrap(), "/a from here");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(racing.shelf.entries.lock().unwrap().len(), 1);
+    assert_eq!(svc.clone().oneshot("/a").await.unwrap(), "/a from here");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 }

@@ -205,6 +205,29 @@ async fn a_small_minimum_trips_on_the_first_failure() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn handle_stats_list_every_class_by_name_and_find_one() {
+    let upstream = Upstream::new();
+    let layer = layer(config());
+    let mut svc = layer.layer(upstream.clone());
+    call(&mut svc, "b").await.unwrap();
+    upstream.set(Act::Fail);
+    call(&mut svc, "a").await.ok();
+    layer.handle().force_open(&Class::new("c"));
+
+    let stats = layer.handle().stats();
+    let names: Vec<_> = stats.classes.iter().map(|c| c.class.as_str()).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    let a = stats.class("a").expect("a's breaker exists");
+    assert_eq!((a.calls_in_window, a.failures_in_window), (1, 1));
+    assert_eq!(stats.class("b").map(|b| b.failures_in_window), Some(0));
+    assert_eq!(
+        stats.class("c").map(|c| c.state),
+        Some(BreakerState::ForcedOpen)
+    );
+    assert_eq!(stats.class("d"), None);
+}
+
+#[tokio::test(start_paused = true)]
 async fn old_outcomes_leave_the_window() {
     let upstream = Upstream::new();
     let cfg = BreakerConfig {
@@ -220,7 +243,7 @@ async fn old_outcomes_leave_the_window() {
         upstream.set(act);
         call(&mut svc, "a").await.ok();
     }
-    let stats = layer.handle().stats(&a()).unwrap();
+    let stats = layer.handle().stats().class("a").cloned().unwrap();
     assert_eq!((stats.calls_in_window, stats.failures_in_window), (4, 0));
     upstream.set(Act::Fail);
     call(&mut svc, "a").await.ok(); // 1 of 4: the first failure has left
@@ -243,7 +266,16 @@ async fn slow_calls_open_the_breaker_and_exactly_the_duration_counts_as_slow() {
     call(&mut svc, "a").await.unwrap();
     upstream.set(Act::Slow(100));
     call(&mut svc, "a").await.unwrap();
-    assert_eq!(layer.handle().stats(&a()).unwrap().slow_in_window, 1);
+    assert_eq!(
+        layer
+            .handle()
+            .stats()
+            .class("a")
+            .cloned()
+            .unwrap()
+            .slow_in_window,
+        1
+    );
     assert_eq!(
         layer.handle().state(&a()),
         BreakerState::Closed,
@@ -286,7 +318,7 @@ async fn after_the_open_duration_one_probe_closes_the_breaker() {
     upstream.set(Act::Ok);
     assert_eq!(call(&mut svc, "a").await.unwrap(), "ok");
     assert_eq!(layer.handle().state(&a()), BreakerState::Closed);
-    let stats = layer.handle().stats(&a()).unwrap();
+    let stats = layer.handle().stats().class("a").cloned().unwrap();
     assert_eq!(
         (stats.calls_in_window, stats.trips),
         (0, 1),
@@ -389,7 +421,7 @@ async fn a_hung_probe_times_out_as_a_failure() {
         Duration::from_secs(2)
     );
     assert_eq!(layer.handle().state(&a()), BreakerState::Open);
-    assert_eq!(layer.handle().stats(&a()).unwrap().trips, 2);
+    assert_eq!(layer.handle().stats().class("a").cloned().unwrap().trips, 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -417,7 +449,10 @@ async fn breakers_can_be_forced_open_disabled_and_reset_by_hand() {
 
     handle.reset(&a());
     assert_eq!(handle.state(&a()), BreakerState::Closed);
-    assert_eq!(handle.stats(&a()).unwrap().calls_in_window, 0);
+    assert_eq!(
+        handle.stats().class("a").cloned().unwrap().calls_in_window,
+        0
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -532,9 +567,9 @@ async fn the_set_of_breakers_is_bounded_and_drops_idle_ones() {
         call(&mut svc, name).await.unwrap();
     }
     assert!(
-        layer.handle().all_stats().len() <= 3,
+        layer.handle().stats().classes.len() <= 3,
         "{:?}",
-        layer.handle().all_stats()
+        layer.handle().stats().classes
     );
 }
 
@@ -696,11 +731,29 @@ async fn a_time_window_counts_the_calls_of_its_span_only() {
     call(&mut svc, "a").await.ok();
     upstream.set(Act::Ok);
     call(&mut svc, "a").await.ok();
-    assert_eq!(layer.handle().stats(&a()).unwrap().failures_in_window, 2);
+    assert_eq!(
+        layer
+            .handle()
+            .stats()
+            .class("a")
+            .cloned()
+            .unwrap()
+            .failures_in_window,
+        2
+    );
 
     // The two failures age out of the 10 s window.
     time::advance(Duration::from_secs(11)).await;
-    assert_eq!(layer.handle().stats(&a()).unwrap().calls_in_window, 0);
+    assert_eq!(
+        layer
+            .handle()
+            .stats()
+            .class("a")
+            .cloned()
+            .unwrap()
+            .calls_in_window,
+        0
+    );
     for _ in 0..3 {
         call(&mut svc, "a").await.ok();
     }
@@ -730,7 +783,7 @@ async fn a_time_window_holds_its_memory_fixed_under_any_traffic() {
         }
         call(&mut svc, "a").await.unwrap();
     }
-    let stats = layer.handle().stats(&a()).unwrap();
+    let stats = layer.handle().stats().class("a").cloned().unwrap();
     assert_eq!(stats.calls_in_window, 1_000);
 }
 

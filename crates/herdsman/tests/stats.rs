@@ -190,9 +190,10 @@ async fn events_from_other_layers_are_counted_per_class() {
     let stats = Stats::new();
     let users = Class::from_static("active-users");
     let board = Class::from_static("board-events");
-    for _ in 0..3 {
+    for _ in 0..2 {
         stats.observe(&users, Event::CacheHit);
     }
+    stats.observe(&users, Event::CacheBackendHit);
     stats.observe(&users, Event::CacheMiss);
     stats.observe(&users, Event::StaleServed);
     stats.observe(&board, Event::Coalesced);
@@ -212,6 +213,7 @@ async fn events_from_other_layers_are_counted_per_class() {
         &snap.endpoints["board-events"],
     );
     assert_eq!((u.cache_hits, u.cache_misses, u.stale_served), (3, 1, 1));
+    assert_eq!((u.cache_backend_hits, b.cache_backend_hits), (1, 0));
     assert_eq!(u.hit_ratio, Some(0.75));
     assert_eq!((u.subscribers, u.polls), (1, 1));
     assert_eq!((b.coalesced, b.reused, b.rejected), (1, 1, 3));

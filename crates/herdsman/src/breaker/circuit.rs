@@ -18,7 +18,7 @@ use std::{
 
 use tokio::{sync::broadcast, time::Instant};
 
-use super::{BreakerConfig, BreakerEvent, BreakerOpen, BreakerState, BreakerStats};
+use super::{BreakerConfig, BreakerEvent, BreakerOpen, BreakerState, ClassStats};
 use crate::{
     class::Class,
     event::{Event, Observers, Rejection},
@@ -461,12 +461,13 @@ impl Circuit {
         }
     }
 
-    pub(crate) fn stats(&self) -> BreakerStats {
+    pub(crate) fn stats(&self) -> ClassStats {
         let tally = match &self.buckets {
             Some(buckets) => buckets.tally(self.now_ms()),
             None => self.count_tally(self.position.load(Ordering::Acquire)),
         };
-        BreakerStats {
+        ClassStats {
+            class: self.class().clone(),
             state: self.state(),
             calls_in_window: saturate(tally.calls),
             failures_in_window: saturate(tally.failures),

@@ -9,8 +9,13 @@ use std::time::Duration;
 /// `BreakerConfig { window: 20, ..BreakerConfig::default() }`.
 ///
 /// With the `config` feature this is also the `[breaker]` section of a
-/// [`Config`](crate::config::Config) (and a class's `breaker` table): each
+/// [`Config`][crate::config::Config] (and a class's `breaker` table): each
 /// field is a key, durations written as `"10s"`.
+///
+#[cfg_attr(
+    not(feature = "config"),
+    doc = "[crate::config::Config]: crate#feature-flags"
+)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(
     feature = "config",

@@ -47,21 +47,12 @@ impl BreakerHandle {
         self.circuits.events.subscribe()
     }
 
-    /// The counters of `class`'s breaker, if it exists.
-    pub fn stats(&self, class: &Class) -> Option<BreakerStats> {
-        self.circuits.find(class).map(|c| c.stats())
-    }
-
-    /// The counters of every breaker, by class.
-    pub fn all_stats(&self) -> Vec<(Class, BreakerStats)> {
-        let mut all: Vec<_> = self
-            .circuits
-            .all()
-            .into_iter()
-            .map(|c| (c.class().clone(), c.stats()))
-            .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all
+    /// The counters of every breaker, by class; one class's with
+    /// [`BreakerStats::class`].
+    pub fn stats(&self) -> BreakerStats {
+        let mut classes: Vec<_> = self.circuits.all().iter().map(|c| c.stats()).collect();
+        classes.sort_by(|a, b| a.class.cmp(&b.class));
+        BreakerStats { classes }
     }
 }
 

@@ -91,7 +91,12 @@ impl<C, K> BreakerLayer<C, K> {
     }
 
     /// Decides which results are upstream failures, e.g.
-    /// [`ServerErrors`](crate::http::ServerErrors) for HTTP.
+    /// [`ServerErrors`][crate::http::ServerErrors] for HTTP.
+    ///
+    #[cfg_attr(
+        not(feature = "http"),
+        doc = "[crate::http::ServerErrors]: crate#feature-flags"
+    )]
     pub fn with_failure_classifier<K2>(self, classifier: K2) -> BreakerLayer<C, K2> {
         BreakerLayer {
             classify: self.classify,

@@ -35,7 +35,7 @@
 //!
 //! [`DefaultFailures`]: an error, except local rejections (the limit layer's
 //! `Overloaded` and `RateLimited`, another breaker's [`BreakerOpen`]), which
-//! are not counted at all. For HTTP, [`ServerErrors`](crate::http::ServerErrors)
+//! are not counted at all. For HTTP, [`ServerErrors`][crate::http::ServerErrors]
 //! also counts 5xx responses and not 4xx. Any
 //! `Fn(&Result<T, BoxError>) -> Verdict` overrides it.
 //!
@@ -89,6 +89,11 @@
 //! assert!(find::<BreakerOpen>(&*err).unwrap().retry_after().is_some());
 //! # }
 //! ```
+//!
+#![cfg_attr(
+    not(feature = "http"),
+    doc = "[crate::http::ServerErrors]: crate#feature-flags"
+)]
 
 mod circuit;
 mod circuits;
@@ -136,10 +141,29 @@ pub enum BreakerEvent {
     },
 }
 
-/// Counters of one breaker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Counters of one layer value's breakers, from
+/// [`BreakerHandle::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BreakerStats {
+    /// One entry per class whose breaker exists (has seen a call or been
+    /// steered), sorted by class name.
+    pub classes: Vec<ClassStats>,
+}
+
+impl BreakerStats {
+    /// The counters of the breaker of the class called `name`, if it exists.
+    pub fn class(&self, name: &str) -> Option<&ClassStats> {
+        self.classes.iter().find(|c| c.class.as_str() == name)
+    }
+}
+
+/// Counters of one class's breaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClassStats {
+    /// The class.
+    pub class: Class,
     /// The current state.
     pub state: BreakerState,
     /// Outcomes in the window now.

@@ -307,13 +307,34 @@ impl<P, V: Clone, B: StoreBackend<V>> Fetch<P, V, B> {
             &self.class,
             self.generation,
         );
-        store.count(Count::Hit);
-        self.observers.observe(&self.class, Event::CacheHit);
+        store.count(Count::BackendHit);
+        self.observers.observe(&self.class, Event::CacheBackendHit);
         self.policy
             .decorate(&mut response, Outcome::Hit, shelved.age);
         self.policy
             .answer_conditions(&mut response, &self.conditions);
         response
+    }
+
+    /// Writes an answer through to the store backend unless its path was
+    /// invalidated since the fetch began (the local insert checks again).
+    ///
+    /// An invalidation landing between that check and the write has
+    /// already dropped the key from the backend, and the write would bring
+    /// the old answer back until its TTL. So the generation is read again
+    /// after the write: if it moved, the key is dropped from the backend
+    /// once more (at worst costing a newer answer written meanwhile a miss).
+    /// Invalidations move the generation before they reach the backend, so
+    /// one of the two reads sees every invalidation the write could undo.
+    fn write_through(&self, key: &Key, shared: &V, freshness: &Freshness) {
+        if self.store.generation(key) != self.generation {
+            return;
+        }
+        self.backend
+            .insert(key, shared, freshness.age, freshness.ttl);
+        if self.store.generation(key) != self.generation {
+            self.backend.invalidate(&Announced::Key(key.clone()));
+        }
     }
 
     pub(super) fn finish<Req, T>(mut self, result: Result<T, BoxError>) -> Result<T, BoxError>
@@ -432,11 +453,9 @@ impl<P, V: Clone, B: StoreBackend<V>> Fetch<P, V, B> {
         match self.policy.share(response) {
             Ok(shared) => {
                 let mine = self.policy.unshare(&shared);
-                // Through to the backend unless invalidated meanwhile (the
-                // local insert checks again). Variants stay local.
-                if primary && store.generation(&key) == self.generation {
-                    self.backend
-                        .insert(&key, &shared, freshness.age, freshness.ttl);
+                // Variants stay local.
+                if primary {
+                    self.write_through(&key, &shared, &freshness);
                 }
                 let weight = match &store.weigher {
                     Some(weigh) => weigh(&shared),

@@ -30,8 +30,13 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
 /// what the policy reads.
 ///
 /// With the `config` feature these are also the keys of the `[cache]`
-/// section a class may set (a [`CacheSettings`](crate::config::CacheSettings)
+/// section a class may set (a [`CacheSettings`][crate::config::CacheSettings]
 /// holds them beside the store's bounds), durations written as `"10s"`.
+///
+#[cfg_attr(
+    not(feature = "config"),
+    doc = "[crate::config::CacheSettings]: crate#feature-flags"
+)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(
     feature = "config",
@@ -85,7 +90,7 @@ impl Settings {
 ///
 /// `V` is the form responses are stored in: the response type itself with the
 /// default policy, `Response<SharedBody>` with
-/// [`HttpCachePolicy`](super::HttpCachePolicy). It is usually inferred.
+/// [`HttpCachePolicy`][super::HttpCachePolicy]. It is usually inferred.
 ///
 /// All services made from one `CacheLayer` value, and their clones, share one
 /// store; the `with_*` methods that size the store start a new one.
@@ -93,6 +98,11 @@ impl Settings {
 /// `B` is what lies behind that in-memory store: nothing by default
 /// ([`LocalStore`]), a store shared by replicas with
 /// [`with_store_backend`](Self::with_store_backend).
+///
+#[cfg_attr(
+    not(feature = "http"),
+    doc = "[super::HttpCachePolicy]: crate#feature-flags"
+)]
 pub struct CacheLayer<K, V, P = CloneShare, C = AllDefault, B = LocalStore> {
     key: K,
     policy: P,
@@ -167,7 +177,12 @@ impl<K, V, P, C, B> CacheLayer<K, V, P, C, B> {
         self
     }
 
-    /// Names the class of each request, e.g. [`PathClasses`](crate::http::PathClasses).
+    /// Names the class of each request, e.g. [`PathClasses`][crate::http::PathClasses].
+    ///
+    #[cfg_attr(
+        not(feature = "http"),
+        doc = "[crate::http::PathClasses]: crate#feature-flags"
+    )]
     pub fn with_classifier<C2>(self, classify: C2) -> CacheLayer<K, V, P, C2, B> {
         CacheLayer {
             key: self.key,
@@ -184,7 +199,12 @@ impl<K, V, P, C, B> CacheLayer<K, V, P, C, B> {
         }
     }
 
-    /// The cache policy, e.g. [`HttpCachePolicy`](super::HttpCachePolicy).
+    /// The cache policy, e.g. [`HttpCachePolicy`][super::HttpCachePolicy].
+    ///
+    #[cfg_attr(
+        not(feature = "http"),
+        doc = "[super::HttpCachePolicy]: crate#feature-flags"
+    )]
     pub fn with_policy<P2>(self, policy: P2) -> CacheLayer<K, V, P2, C, B> {
         CacheLayer {
             key: self.key,
@@ -285,6 +305,7 @@ impl<K, V, P, C, B> CacheLayer<K, V, P, C, B> {
     }
 
     /// Reports [`Event::CacheHit`](crate::event::Event::CacheHit),
+    /// [`Event::CacheBackendHit`](crate::event::Event::CacheBackendHit),
     /// [`Event::StaleServed`](crate::event::Event::StaleServed) and
     /// [`Event::CacheMiss`](crate::event::Event::CacheMiss) per request, with
     /// the class named by [`with_classifier`](Self::with_classifier). A hit

@@ -71,7 +71,13 @@
 //! share: asked on a miss of the local store (the inner service is called
 //! only if it has nothing), written through when the local store stores,
 //! and invalidated with it. By default there is none
-//! ([`LocalStore`](crate::backend::LocalStore)).
+//! ([`LocalStore`](crate::backend::LocalStore)). Its answers are hits,
+//! counted apart as well ([`CacheStats::backend_hits`],
+//! [`Event::CacheBackendHit`](crate::event::Event::CacheBackendHit)). An
+//! invalidation that lands while an answer fetched before it is being
+//! written through is not undone by the write: the cache checks the
+//! path's invalidation generation again after writing, and drops the key
+//! from the backend once more if it moved.
 //!
 //! # Expiry
 //!
@@ -132,6 +138,8 @@
 //!
 //! With [`CacheLayer::with_observer`], each request with a key reports one of
 //! [`Event::CacheHit`](crate::event::Event::CacheHit) (fresh),
+//! [`Event::CacheBackendHit`](crate::event::Event::CacheBackendHit) (fresh,
+//! from the store backend),
 //! [`Event::StaleServed`](crate::event::Event::StaleServed)
 //! (stale-while-revalidate) or [`Event::CacheMiss`](crate::event::Event::CacheMiss)
 //! (sent down the stack, forced refreshes and revalidations included); a
@@ -164,6 +172,11 @@
 //! assert_eq!((stats.hits, stats.misses), (1, 1));
 //! # }
 //! ```
+//!
+#![cfg_attr(
+    not(feature = "http"),
+    doc = "[`HttpCachePolicy`]: crate#feature-flags"
+)]
 
 #[cfg(feature = "http")]
 pub(crate) mod freshness;
@@ -195,8 +208,13 @@ pub use self::{
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CacheStats {
-    /// Requests answered fresh from the cache.
+    /// Requests answered fresh from the cache: from this process's store,
+    /// or from the store backend.
     pub hits: u64,
+    /// Of `hits`, those the store backend (the second level, see
+    /// [`CacheLayer::with_store_backend`]) answered after a miss of this
+    /// process's store. Zero with the default [`LocalStore`](crate::backend::LocalStore).
+    pub backend_hits: u64,
     /// Requests that went to the inner service (including forced refreshes).
     pub misses: u64,
     /// Stale responses served while a refresh ran.

@@ -20,7 +20,12 @@ pub enum Directive {
     /// gets the stale copy only where stale-if-error stands in for a
     /// failure. For callers that keep the answer and refresh it on their own
     /// schedule, such as a registry poll loop. HTTP: a request carrying
-    /// [`PollFetch`](crate::http::PollFetch).
+    /// [`PollFetch`][crate::http::PollFetch].
+    ///
+    #[cfg_attr(
+        not(feature = "http"),
+        doc = "[crate::http::PollFetch]: crate#feature-flags"
+    )]
     Current,
     /// Neither read nor write the cache. HTTP: request `Cache-Control: no-store`.
     Bypass,
@@ -65,9 +70,14 @@ pub enum Outcome {
 /// Set per class ([`ClassSettings::mode`]) or for the whole cache
 /// ([`CacheLayer::with_mode`](super::CacheLayer::with_mode)); the
 /// configuration's `cache.mode`. The policy reads it: with
-/// [`HttpCachePolicy`](super::HttpCachePolicy), responses carry their
+/// [`HttpCachePolicy`][super::HttpCachePolicy], responses carry their
 /// own freshness; the default policy has none, so the class TTL decides in
 /// both modes.
+///
+#[cfg_attr(
+    not(feature = "http"),
+    doc = "[super::HttpCachePolicy]: crate#feature-flags"
+)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "config", derive(Serialize, Deserialize))]
 #[cfg_attr(feature = "config", serde(rename_all = "lowercase"))]
@@ -232,12 +242,17 @@ impl UnsafeRequest {
 }
 
 /// What the cache asks of requests and responses; the HTTP rules live in
-/// [`HttpCachePolicy`](super::HttpCachePolicy).
+/// [`HttpCachePolicy`][super::HttpCachePolicy].
 ///
 /// Every method has a default that suits plain `Clone` responses, so
 /// `CloneShare` is a policy as it is: every response is stored for the
 /// class's TTL and windows, nothing is a failure, nothing invalidates, no
 /// request carries conditions, nothing varies or revalidates.
+///
+#[cfg_attr(
+    not(feature = "http"),
+    doc = "[super::HttpCachePolicy]: crate#feature-flags"
+)]
 pub trait CachePolicy<Req, T>: Share<T> {
     /// How `req` wants the cache.
     fn directive(&self, _req: &Req) -> Directive {
@@ -280,9 +295,14 @@ pub trait CachePolicy<Req, T>: Share<T> {
     /// The bytes one stored response holds (the store is bounded by the sum).
     /// The default is the [`Share`] policy's
     /// [`held_bytes`](Share::held_bytes): headers and body for
-    /// [`HttpCachePolicy`](super::HttpCachePolicy); otherwise the
+    /// [`HttpCachePolicy`][super::HttpCachePolicy]; otherwise the
     /// value's inline size, which undercounts values that own heap memory:
     /// give such caches a [`with_weigher`](super::CacheLayer::with_weigher).
+    ///
+    #[cfg_attr(
+        not(feature = "http"),
+        doc = "[super::HttpCachePolicy]: crate#feature-flags"
+    )]
     fn weigh(&self, shared: &Self::Shared) -> usize {
         self.held_bytes(shared)
     }

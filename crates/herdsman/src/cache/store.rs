@@ -199,7 +199,9 @@ impl<V> Weighter<Key, Entry<V>> for Weigh {
 #[derive(Default)]
 #[repr(align(128))]
 struct Stripe {
+    /// Hits of this store (a backend hit is counted in `backend_hits` only).
     hits: AtomicU64,
+    backend_hits: AtomicU64,
     misses: AtomicU64,
     stale_while_revalidate: AtomicU64,
     stale_if_error: AtomicU64,
@@ -225,6 +227,7 @@ fn stripe_index() -> usize {
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Count {
     Hit,
+    BackendHit,
     Miss,
     StaleWhileRevalidate,
     StaleIfError,
@@ -341,6 +344,7 @@ impl<V: Clone> Store<V> {
         let s = &self.stripes[stripe_index()];
         let counter = match what {
             Count::Hit => &s.hits,
+            Count::BackendHit => &s.backend_hits,
             Count::Miss => &s.misses,
             Count::StaleWhileRevalidate => &s.stale_while_revalidate,
             Count::StaleIfError => &s.stale_if_error,
@@ -607,7 +611,8 @@ impl<V: Clone> Store<V> {
         };
         for s in self.stripes.iter() {
             let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-            stats.hits += load(&s.hits);
+            stats.hits += load(&s.hits) + load(&s.backend_hits);
+            stats.backend_hits += load(&s.backend_hits);
             stats.misses += load(&s.misses);
             stats.stale_while_revalidate += load(&s.stale_while_revalidate);
             stats.stale_if_error += load(&s.stale_if_error);

@@ -170,6 +170,7 @@ impl Config {
     /// Checks a configuration built in code as [`Loader::load`] checks a
     /// loaded one: the problems are an error, the corrections (an interval
     /// raised to the floor) are logged with `tracing` and applied.
+    #[cfg(feature = "coordinator")]
     pub(crate) fn validated(mut self, env: Environment) -> Result<Config, ConfigError> {
         let (problems, warnings) = validate::validate(&mut self, env);
         if !problems.is_empty() {

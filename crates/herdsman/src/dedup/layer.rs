@@ -157,7 +157,12 @@ impl<K, P, C, B> DedupLayer<K, P, C, B> {
     }
 
     /// Uses `share` to hand one response to many callers, e.g.
-    /// [`HttpShare`](crate::http::HttpShare).
+    /// [`HttpShare`][crate::http::HttpShare].
+    ///
+    #[cfg_attr(
+        not(feature = "http"),
+        doc = "[crate::http::HttpShare]: crate#feature-flags"
+    )]
     pub fn with_share<P2>(self, share: P2) -> DedupLayer<K, P2, C, B> {
         DedupLayer {
             key: self.key,
@@ -170,10 +175,15 @@ impl<K, P, C, B> DedupLayer<K, P, C, B> {
     }
 
     /// Names the endpoint class of each request, e.g.
-    /// [`PathClasses`](crate::http::PathClasses): for the events reported
+    /// [`PathClasses`][crate::http::PathClasses]: for the events reported
     /// to the observer, the per-class reuse windows, and the layer's
     /// run-time switch ([`Classify::is_on`]). Coalescing itself is by key
     /// alone.
+    ///
+    #[cfg_attr(
+        not(feature = "http"),
+        doc = "[crate::http::PathClasses]: crate#feature-flags"
+    )]
     pub fn with_classifier<C2>(self, classify: C2) -> DedupLayer<K, P, C2, B> {
         DedupLayer {
             key: self.key,

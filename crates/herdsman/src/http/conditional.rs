@@ -7,14 +7,16 @@
 //! direction that is safe for a shared cache (a condition that cannot be
 //! read does not match, so the caller gets the full response).
 
+// The dates and invalidation targets serve the cache's HTTP policy only.
+#[cfg(any(test, feature = "cache"))]
 use std::time::SystemTime;
 
-use http::{
-    header::{self, HeaderMap, HeaderValue},
-    uri::{Authority, Uri},
-};
+use http::header::{self, HeaderMap, HeaderValue};
+#[cfg(any(test, feature = "cache"))]
+use http::uri::{Authority, Uri};
 
 /// An HTTP date (IMF-fixdate, or the obsolete RFC 850 and asctime forms).
+#[cfg(any(test, feature = "cache"))]
 pub(crate) fn http_date(value: &HeaderValue) -> Option<SystemTime> {
     let text = value.to_str().ok()?.trim_matches(|c| c == ' ' || c == '\t');
     httpdate::parse_http_date(text).ok()
@@ -23,6 +25,7 @@ pub(crate) fn http_date(value: &HeaderValue) -> Option<SystemTime> {
 /// Whether a response with these `headers` satisfies the caller's
 /// `If-None-Match` (a list of entity tags, or `*`), compared weakly (RFC
 /// 9110 §13.1.2): the caller already has it, and gets `304`.
+#[cfg(any(test, feature = "cache"))]
 pub(crate) fn none_match_fails(if_none_match: &[HeaderValue], headers: &HeaderMap) -> bool {
     none_match(if_none_match, headers.get(header::ETAG))
 }
@@ -63,6 +66,7 @@ fn none_match<'a>(
 /// Whether a response with these `headers` was not modified since the
 /// caller's `If-Modified-Since` (RFC 9110 §13.1.3): its `Last-Modified` is
 /// no later. An invalid date on either side does not match.
+#[cfg(any(test, feature = "cache"))]
 pub(crate) fn not_modified_since(if_modified_since: &HeaderValue, headers: &HeaderMap) -> bool {
     let (Some(since), Some(modified)) = (
         http_date(if_modified_since),
@@ -124,6 +128,7 @@ fn weak_eq(a: &[u8], b: &[u8]) -> bool {
 /// path, RFC 3986 §5.2); an absolute one counts only when its authority is
 /// `authority` (case-insensitively). `None` for other origins, fragments
 /// only, and values that are not URI references.
+#[cfg(any(test, feature = "cache"))]
 pub(crate) fn same_origin_path(
     value: &HeaderValue,
     base: &[u8],
@@ -160,6 +165,7 @@ pub(crate) fn same_origin_path(
 }
 
 /// RFC 3986 §5.2.4, on a path that starts with `/`.
+#[cfg(any(test, feature = "cache"))]
 fn remove_dot_segments(path: &[u8]) -> Vec<u8> {
     let mut out: Vec<&[u8]> = Vec::new();
     let segments: Vec<&[u8]> = path.split(|&b| b == b'/').skip(1).collect();

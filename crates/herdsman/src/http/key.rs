@@ -180,6 +180,7 @@ impl HttpKey {
     /// Adds a header that names the caller (a Coordinator's rollout
     /// `identity_header`) to the auth partition: like `Authorization`, it is
     /// in the key unless the endpoint is public, and never in its `Debug`.
+    #[cfg(any(test, feature = "coordinator"))]
     pub(crate) fn credential(mut self, name: HeaderName) -> Self {
         if !self.credentials.contains(&name) {
             let mut credentials = self.credentials.to_vec();
@@ -292,7 +293,7 @@ impl HttpKey {
     ///
     /// The validators (`If-None-Match`, `If-Modified-Since`, `If-Match`,
     /// `If-Unmodified-Since`) are left out even when they are in the key:
-    /// the [registry](crate::registry) polls with this request on behalf of
+    /// the [registry][crate::registry] polls with this request on behalf of
     /// every subscriber, and must never poll conditionally for one of them
     /// (a `304` is no value to publish). For a request without validators,
     /// its canonical request has the same key.
@@ -326,6 +327,11 @@ impl HttpKey {
     /// let canonical = key.canonical_request(&conditional);
     /// assert!(!canonical.headers().contains_key("if-none-match"));
     /// ```
+    ///
+    #[cfg_attr(
+        not(feature = "registry"),
+        doc = "[crate::registry]: crate#feature-flags"
+    )]
     pub fn canonical_request<B: Default>(&self, req: &Request<B>) -> Request<B> {
         let mut out = Request::new(B::default());
         *out.method_mut() = req.method().clone();
@@ -383,6 +389,7 @@ fn own_value(value: &HeaderValue) -> HeaderValue {
 /// header map (each entry's slot, name and value) and its extensions, as
 /// the registry counts a poll loop's request template. The body is not
 /// counted: a canonical request's is empty.
+#[cfg(any(feature = "coordinator", feature = "registry"))]
 pub(crate) fn request_bytes<B>(req: &Request<B>) -> usize {
     // The slot of one header entry in a `HeaderMap` (its hash, links, name
     // and value) and of its index, about.

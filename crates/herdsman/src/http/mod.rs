@@ -73,12 +73,11 @@ pub use self::{
     proxies::{InvalidProxy, TrustedProxies},
     share::HttpShare,
 };
-// For the layers' HTTP glue: unused when no layer is compiled in.
-#[allow(unused_imports)]
-pub(crate) use self::{
-    key::request_bytes,
-    share::{share_buffered, unshare, unshare_owned, weigh},
-};
+// For the layers' HTTP glue.
+#[cfg(any(feature = "coordinator", feature = "registry"))]
+pub(crate) use self::key::request_bytes;
+#[cfg(feature = "cache")]
+pub(crate) use self::share::{share_buffered, unshare, unshare_owned, weigh};
 
 /// Marks a response, in its extensions, as a stale copy served because the
 /// call for a fresh one failed (stale-if-error, RFC 5861 §4).

@@ -240,7 +240,12 @@ impl<C, I, A> LimitLayer<C, I, A> {
     }
 
     /// Names the class of each request, e.g.
-    /// [`PathClasses`](crate::http::PathClasses).
+    /// [`PathClasses`][crate::http::PathClasses].
+    ///
+    #[cfg_attr(
+        not(feature = "http"),
+        doc = "[crate::http::PathClasses]: crate#feature-flags"
+    )]
     pub fn with_classifier<C2>(self, classify: C2) -> LimitLayer<C2, I, A> {
         LimitLayer {
             classify,
@@ -265,8 +270,13 @@ impl<C, I, A> LimitLayer<C, I, A> {
 
     /// Names the client address of each request, for shares per address
     /// ([`ClassLimits::with_max_concurrent_per_address`]): usually
-    /// [`ClientAddress`](crate::http::ClientAddress). Requests it answers
+    /// [`ClientAddress`][crate::http::ClientAddress]. Requests it answers
     /// `None` for are not counted by address.
+    ///
+    #[cfg_attr(
+        not(feature = "http"),
+        doc = "[crate::http::ClientAddress]: crate#feature-flags"
+    )]
     pub fn with_address<A2>(self, address: A2) -> LimitLayer<C, I, A2> {
         LimitLayer {
             classify: self.classify,

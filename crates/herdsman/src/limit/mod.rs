@@ -30,7 +30,7 @@
 //!   caller ([`LimitLayer::with_identity`]) may hold at most
 //!   [`ClassLimits::with_max_concurrent_per_caller`] calls in flight or
 //!   waiting, and one client address ([`LimitLayer::with_address`], usually
-//!   [`ClientAddress`](crate::http::ClientAddress)) at most
+//!   [`ClientAddress`][crate::http::ClientAddress]) at most
 //!   [`ClassLimits::with_max_concurrent_per_address`], so that one caller
 //!   flooding distinct requests cannot take every permit from the others,
 //!   and new credentials on every request do not make new shares. A request
@@ -236,6 +236,11 @@
 //!   functions' work and one short lock of a map shard (of 16) to take each
 //!   share and one to give it back (a new key allocates its map entry);
 //!   a class without shares asks neither key function.
+//!
+#![cfg_attr(
+    not(feature = "http"),
+    doc = "[crate::http::ClientAddress]: crate#feature-flags"
+)]
 
 mod caller;
 mod error;

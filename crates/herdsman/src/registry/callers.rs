@@ -8,13 +8,22 @@ use crate::key::{Key, KeyFn};
 ///
 /// Implemented for `()` (nobody: only the budgets of the class apply) and
 /// for a pair of [`KeyFn`]s `(identity, address)`, such as the
-/// Coordinator's [`CallerIdentity`](crate::coordinator::CallerIdentity) and
-/// [`ClientAddress`](crate::http::ClientAddress).
+/// Coordinator's [`CallerIdentity`][crate::coordinator::CallerIdentity] and
+/// [`ClientAddress`][crate::http::ClientAddress].
 ///
 /// A request without an identity (anonymous) is budgeted by its address
 /// only; one with neither, by its class only. Both are budgeted when both
 /// are known, so that a client sending a new `Authorization` or `Cookie`
 /// with each request is still held to its address's budget.
+///
+#[cfg_attr(
+    not(feature = "coordinator"),
+    doc = "[crate::coordinator::CallerIdentity]: crate#feature-flags"
+)]
+#[cfg_attr(
+    not(feature = "http"),
+    doc = "[crate::http::ClientAddress]: crate#feature-flags"
+)]
 pub trait Callers<Req> {
     /// The caller's identity (a user, credentials, an API key), if any.
     fn caller(&self, req: &Req) -> Option<Key>;

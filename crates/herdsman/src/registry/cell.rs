@@ -111,9 +111,14 @@ impl<T> Update<T> {
     /// it was polled; for an error, a stable hash of the error's message.
     ///
     /// With a fingerprint that is stable across processes (such as
-    /// [`HttpFingerprint`](super::HttpFingerprint)'s), equal fingerprints
+    /// [`HttpFingerprint`][super::HttpFingerprint]'s), equal fingerprints
     /// mean equal content in any process, so it can serve as an `ETag` or
     /// an SSE id.
+    ///
+    #[cfg_attr(
+        not(feature = "http"),
+        doc = "[super::HttpFingerprint]: crate#feature-flags"
+    )]
     pub fn fingerprint(&self) -> u64 {
         self.inner.fingerprint
     }

@@ -12,13 +12,18 @@ use std::{
 /// fingerprint is also what identifies a value to clients (the HTTP
 /// answers of `herdsman-axum` make their `ETag`s and SSE ids of it), so an
 /// implementation whose fingerprints are the same in every process (as
-/// [`HttpFingerprint`](super::HttpFingerprint)'s are) gives ids that hold across loop restarts,
+/// [`HttpFingerprint`][super::HttpFingerprint]'s are) gives ids that hold across loop restarts,
 /// processes and replicas.
 ///
 /// Implemented for every `Fn(&T) -> u64`, for [`HashFingerprint`] (any
-/// `T: Hash`, seeded per process) and for [`HttpFingerprint`](super::HttpFingerprint) (HTTP
+/// `T: Hash`, seeded per process) and for [`HttpFingerprint`][super::HttpFingerprint] (HTTP
 /// responses, stable everywhere). A 64-bit fingerprint can collide: about
 /// 2⁻⁶⁴ per poll of missing one change until the next.
+///
+#[cfg_attr(
+    not(feature = "http"),
+    doc = "[super::HttpFingerprint]: crate#feature-flags"
+)]
 pub trait Fingerprint<T> {
     /// The fingerprint of `value`.
     fn fingerprint(&self, value: &T) -> u64;
@@ -28,8 +33,17 @@ pub trait Fingerprint<T> {
     /// then counts the poll as a failure and backs off, and subscribers get
     /// a [`StaleAnswer`](super::StaleAnswer) error whose good value
     /// ([`Update::good`](super::Update::good)) is that copy. Default: never.
-    /// [`HttpFingerprint`](super::HttpFingerprint) says so for a response marked
-    /// [`ServedStale`](crate::http::ServedStale).
+    /// [`HttpFingerprint`][super::HttpFingerprint] says so for a response marked
+    /// [`ServedStale`][crate::http::ServedStale].
+    ///
+    #[cfg_attr(
+        not(feature = "http"),
+        doc = "[super::HttpFingerprint]: crate#feature-flags"
+    )]
+    #[cfg_attr(
+        not(feature = "http"),
+        doc = "[crate::http::ServedStale]: crate#feature-flags"
+    )]
     fn stale(&self, value: &T) -> bool {
         let _ = value;
         false
@@ -77,8 +91,13 @@ impl<T: Hash> Fingerprint<T> for HashFingerprint {
 /// never be sent for the others.
 ///
 /// Implemented for every `Fn(&Req) -> Req`, for [`CloneRequest`] (requests
-/// that are their key, such as an id) and for [`HttpKey`](crate::http::HttpKey), which rebuilds an
+/// that are their key, such as an id) and for [`HttpKey`][crate::http::HttpKey], which rebuilds an
 /// `http::Request` from the method, URI and the headers in its key.
+///
+#[cfg_attr(
+    not(feature = "http"),
+    doc = "[crate::http::HttpKey]: crate#feature-flags"
+)]
 pub trait Canonical<Req> {
     /// The request to send upstream for the key of `req`.
     fn canonical(&self, req: &Req) -> Req;
@@ -86,7 +105,12 @@ pub trait Canonical<Req> {
     /// The bytes a canonical request holds, its inline size included: the
     /// loop keeps one for as long as its key is polled, and the registry's
     /// memory figure counts it. Default: the inline size only.
-    /// [`HttpKey`](crate::http::HttpKey) counts the URI, the headers and the extensions.
+    /// [`HttpKey`][crate::http::HttpKey] counts the URI, the headers and the extensions.
+    ///
+    #[cfg_attr(
+        not(feature = "http"),
+        doc = "[crate::http::HttpKey]: crate#feature-flags"
+    )]
     fn held_bytes(&self, req: &Req) -> usize {
         let _ = req;
         mem::size_of::<Req>()

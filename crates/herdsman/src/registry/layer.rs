@@ -36,8 +36,13 @@ pub const DEFAULT_MAX_MEMORY: u64 = 24 * 1024 * 1024;
 ///
 /// With the `config` feature these are also the keys of the `[registry]`
 /// section a class may set (a
-/// [`RegistrySettings`](crate::config::RegistrySettings) holds them beside
+/// [`RegistrySettings`][crate::config::RegistrySettings] holds them beside
 /// the registry's floor and totals), durations written as `"10s"`.
+///
+#[cfg_attr(
+    not(feature = "config"),
+    doc = "[crate::config::RegistrySettings]: crate#feature-flags"
+)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(
     feature = "config",
@@ -396,8 +401,17 @@ impl<K, C, P, F, Q, W, V> RegistryLayer<K, C, P, F, Q, W, V> {
     /// the error [`FailureClassifier::failure`](crate::failure::FailureClassifier::failure)
     /// makes of it (with the last good value still readable), and the loop
     /// backs off. Default: [`DefaultFailures`], for which every answer is
-    /// good; [`RegistryLayer::http`] uses [`ServerErrors`](crate::http::ServerErrors) (a 5xx is an
+    /// good; [`RegistryLayer::http`] uses [`ServerErrors`][crate::http::ServerErrors] (a 5xx is an
     /// [`UpstreamStatus`](crate::failure::UpstreamStatus)).
+    ///
+    #[cfg_attr(
+        not(feature = "http"),
+        doc = "[`RegistryLayer::http`]: crate#feature-flags"
+    )]
+    #[cfg_attr(
+        not(feature = "http"),
+        doc = "[crate::http::ServerErrors]: crate#feature-flags"
+    )]
     pub fn with_failure_classifier<V2>(self, failures: V2) -> RegistryLayer<K, C, P, F, Q, W, V2> {
         RegistryLayer {
             key: self.key,
@@ -416,7 +430,7 @@ impl<K, C, P, F, Q, W, V> RegistryLayer<K, C, P, F, Q, W, V> {
     /// Tells callers apart for the budgets per caller and per client
     /// address: `identity` keys a request's caller (a user id, its
     /// credentials), `address` its client address
-    /// ([`ClientAddress`](crate::http::ClientAddress)). See
+    /// ([`ClientAddress`][crate::http::ClientAddress]). See
     /// [`Callers`](super::Callers).
     ///
     /// A key is charged to the caller and the address of the subscriber
@@ -434,6 +448,11 @@ impl<K, C, P, F, Q, W, V> RegistryLayer<K, C, P, F, Q, W, V> {
     ///     .with_max_subscribers_per_address(64);
     /// # let _ = layer;
     /// ```
+    ///
+    #[cfg_attr(
+        not(feature = "http"),
+        doc = "[crate::http::ClientAddress]: crate#feature-flags"
+    )]
     pub fn with_callers<I, A>(
         self,
         identity: I,

@@ -163,9 +163,9 @@
 //! ```
 //!
 //! For HTTP, [`RegistryLayer::http`] shares buffered responses (put
-//! [`BufferLayer`](crate::http::BufferLayer) below), tells changes with
+//! [`BufferLayer`][crate::http::BufferLayer] below), tells changes with
 //! [`HttpFingerprint`], and keys and polls with
-//! [`HttpKey::canonical_request`](crate::http::HttpKey::canonical_request).
+//! [`HttpKey::canonical_request`][crate::http::HttpKey::canonical_request].
 //!
 //! # Tuning and trade-offs
 //!
@@ -186,6 +186,23 @@
 //!   one change until the next (about 2⁻⁶⁴ per poll).
 //! - A subscription computes its canonical request once (for HTTP: a new
 //!   request with the key's headers), also when it joins an existing loop.
+//!
+#![cfg_attr(
+    not(feature = "http"),
+    doc = "[`RegistryLayer::http`]: crate#feature-flags"
+)]
+#![cfg_attr(
+    not(feature = "http"),
+    doc = "[crate::http::BufferLayer]: crate#feature-flags"
+)]
+#![cfg_attr(
+    not(feature = "http"),
+    doc = "[`HttpFingerprint`]: crate#feature-flags"
+)]
+#![cfg_attr(
+    not(feature = "http"),
+    doc = "[crate::http::HttpKey::canonical_request]: crate#feature-flags"
+)]
 
 mod budget;
 mod callers;

@@ -524,6 +524,11 @@ impl Observer for Stats {
                 add(&rec.cache_hits);
                 scope::mark(Answer::Cache);
             }
+            Event::CacheBackendHit => {
+                add(&rec.cache_hits);
+                add(&rec.cache_backend_hits);
+                scope::mark(Answer::Cache);
+            }
             Event::StaleServed => {
                 add(&rec.stale_served);
                 scope::mark(Answer::Cache);

@@ -29,7 +29,12 @@ impl<C> StatsLayer<C> {
 
 impl<C, F> StatsLayer<C, F> {
     /// Which responses count as errors (default: every `Err`, no response;
-    /// use [`ServerErrors`](crate::http::ServerErrors) for HTTP 5xx).
+    /// use [`ServerErrors`][crate::http::ServerErrors] for HTTP 5xx).
+    ///
+    #[cfg_attr(
+        not(feature = "http"),
+        doc = "[crate::http::ServerErrors]: crate#feature-flags"
+    )]
     pub fn with_failure_classifier<F2>(self, failures: F2) -> StatsLayer<C, F2> {
         StatsLayer {
             stats: self.stats,

@@ -23,6 +23,7 @@ struct ClassMetrics {
     upstream_errors: Counter,
     errors: Vec<(ErrorKind, Counter)>,
     cache: [Counter; 3],
+    cache_backend_hits: Counter,
     coalesced: [Counter; 2],
     /// By [`Answer::part`](super::scope::Answer::part): forwarded, then the
     /// three parts of the saving.
@@ -65,6 +66,7 @@ impl ClassMetrics {
             cache: ["hit", "miss", "stale"].map(|o| {
                 metrics::counter!("herdsman_cache_requests_total", "endpoint" => e.clone(), "layer" => "cache", "outcome" => o)
             }),
+            cache_backend_hits: metrics::counter!("herdsman_cache_backend_hits_total", "endpoint" => e.clone(), "layer" => "cache"),
             coalesced: ["coalesced", "reused"].map(|o| {
                 metrics::counter!("herdsman_coalesced_total", "endpoint" => e.clone(), "layer" => "dedup", "outcome" => o)
             }),
@@ -117,6 +119,8 @@ impl ClassMetrics {
         {
             c.absolute(load(v));
         }
+        self.cache_backend_hits
+            .absolute(load(&r.cache_backend_hits));
         self.coalesced[0].absolute(load(&r.coalesced));
         self.coalesced[1].absolute(load(&r.reused));
         for (c, n) in self.answered.iter().zip(r.parts()) {

@@ -73,6 +73,8 @@ pub(crate) struct ClassRecorder {
     pub(crate) upstream_latency: Latency,
     // Written by events from the other layers.
     pub(crate) cache_hits: AtomicU64,
+    /// Of `cache_hits`, those the store backend answered.
+    pub(crate) cache_backend_hits: AtomicU64,
     pub(crate) cache_misses: AtomicU64,
     pub(crate) stale_served: AtomicU64,
     pub(crate) coalesced: AtomicU64,
@@ -105,6 +107,7 @@ impl ClassRecorder {
             upstream_in_flight: AtomicI64::new(0),
             upstream_latency: Latency::new(),
             cache_hits: AtomicU64::new(0),
+            cache_backend_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
             stale_served: AtomicU64::new(0),
             coalesced: AtomicU64::new(0),

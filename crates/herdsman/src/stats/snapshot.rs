@@ -73,6 +73,9 @@ pub struct EndpointSnapshot {
     /// Cache: answered from a fresh entry (a client request, or a poll
     /// loop's fetch).
     pub cache_hits: u64,
+    /// Cache: of `cache_hits`, those the cache's store backend (the second
+    /// level) answered after a miss of this process's store.
+    pub cache_backend_hits: u64,
     /// Cache: no usable entry.
     pub cache_misses: u64,
     /// Cache: answered from a stale entry (a client request, or a poll loop's
@@ -150,6 +153,7 @@ impl EndpointSnapshot {
             forwarded,
             upstream_calls: now.upstream_calls,
             cache_hits: hits,
+            cache_backend_hits: load(&r.cache_backend_hits),
             cache_misses: misses,
             stale_served: load(&r.stale_served),
             hit_ratio: (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64),

@@ -12,7 +12,7 @@
 //! off, passes the request straight to its inner service. Classifiers are
 //! always on unless they say otherwise: a layer used alone pays nothing.
 //! [`WithSwitches`] gives any classifier per-class [`Switches`]; the
-//! [`Coordinator`](crate::Coordinator)'s classifier reads the switches of
+//! [`Coordinator`][crate::Coordinator]'s classifier reads the switches of
 //! the class it carries in the request.
 //!
 //! [`Switched`] routes each request through the coordinated stack or
@@ -39,6 +39,12 @@
 //! assert!(switches.is_on(LayerName::Dedup, &Class::default()));
 //! assert!(!cache.is_on()); // its own switch is still off
 //! ```
+//!
+#![cfg_attr(
+    not(feature = "coordinator"),
+    doc = "[crate::Coordinator]: crate#feature-flags"
+)]
+#![cfg_attr(not(feature = "http"), doc = "[`Rollout`]: crate#feature-flags")]
 
 mod either;
 #[cfg(feature = "http")]

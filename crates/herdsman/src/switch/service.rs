@@ -12,10 +12,12 @@ use crate::error::BoxError;
 /// Decides, per request, whether it takes the coordinated path.
 ///
 /// Implemented by [`Switch`] (one atomic load), by
-/// [`Rollout`](super::Rollout) for `http::Request`, by any
+/// [`Rollout`][super::Rollout] for `http::Request`, by any
 /// `Fn(&Req) -> bool`, and by a pair `(A, B)`, which admits a request when
 /// both do (`A` first: put the switch there, so a switched-off path costs
 /// no hashing).
+///
+#[cfg_attr(not(feature = "http"), doc = "[super::Rollout]: crate#feature-flags")]
 pub trait Gate<Req> {
     /// Whether `req` takes the coordinated path.
     fn admit(&self, req: &Req) -> bool;

@@ -329,7 +329,7 @@ impl fmt::Debug for Switches {
 /// and a layer's switch for a request is the one of its class in
 /// `switches` ([`Classify::is_on`]). Give it to a layer with its
 /// `with_classifier` method to switch the layer at run time outside a
-/// [`Coordinator`](crate::Coordinator) (which has switches of its own).
+/// [`Coordinator`][crate::Coordinator] (which has switches of its own).
 ///
 /// Each call looks the class's switch up in a map; a flip takes effect on
 /// the next request.
@@ -349,6 +349,11 @@ impl fmt::Debug for Switches {
 /// assert_eq!(layer.handle().stats().leaders, 0);
 /// # }
 /// ```
+///
+#[cfg_attr(
+    not(feature = "coordinator"),
+    doc = "[crate::Coordinator]: crate#feature-flags"
+)]
 #[derive(Clone)]
 pub struct WithSwitches<C> {
     classify: C,

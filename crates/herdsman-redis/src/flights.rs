@@ -1,0 +1,365 @@
+//! Single-flight across replicas: [`RedisFlights`].
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, Weak,
+    },
+    time::Duration,
+};
+
+use herdsman::{
+    backend::{Answer, FlightBackend, Lead},
+    key::Key,
+};
+use tokio::{sync::mpsc, time::Instant};
+
+use crate::{
+    codec::Codec,
+    conn::{Message, Redis, FLIGHTS},
+};
+
+/// Ends a flight: keeps its value for the waiting replicas, releases the
+/// lease if this replica still holds it, and tells the others.
+/// KEYS: lease, result. ARGV: token, result expiry (ms), channel, message,
+/// value (absent when there is none).
+const FINISH: &str = "if ARGV[5] then redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[2]) end \
+    if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end \
+    return redis.call('PUBLISH', ARGV[3], ARGV[4])";
+
+/// Leases held at once before the expired ones are looked for.
+const MAX_HELD: usize = 1024;
+
+/// Single-flight across replicas on Redis (see [`FlightBackend`]).
+///
+/// The local leader of a key's call (one per replica: the `Dedup` layer
+/// coalesces within the process) asks for a lease, `SET NX PX` with an
+/// owner token (`GET` too, to learn who holds it otherwise):
+///
+/// - granted: this replica calls the upstream. When the call ends, one Lua
+///   script keeps the value for a few seconds, releases the lease (if it
+///   is still this replica's) and publishes the end on the prefix's
+///   `flights` channel;
+/// - held by another replica: this one waits for that holder's notice, at
+///   most [`flight_lease`](crate::RedisSettings::flight_lease), then reads
+///   the holder's value (one more round trip) and hands it to its callers.
+///   A holder that failed, or whose value cannot be shared, says so, and
+///   the waiting replicas call themselves. When the wait runs out, the
+///   holder is presumed dead: its lease has expired, and the replica asks
+///   again (so that one of the waiting replicas takes over) and calls
+///   itself after two such waits at most.
+///
+/// Any Redis failure or timeout answers [`Lead::Call`]: the replica makes
+/// its own call, as without Redis. Needs Redis 7 (or Valkey) for `SET NX
+/// GET`.
+pub struct RedisFlights<C> {
+    shared: Arc<Shared>,
+    codec: C,
+}
+
+struct Shared {
+    redis: Redis,
+    /// The local leaders waiting for another replica's call, by lease.
+    waiters: Mutex<HashMap<Vec<u8>, Vec<Listener>>>,
+    next_waiter: AtomicU64,
+    /// The leases this replica holds, by key, and when each was taken.
+    held: Mutex<HashMap<Key, ([u8; 16], Instant)>>,
+}
+
+/// A waiting local leader: its id, and where its notices go.
+type Listener = (u64, mpsc::UnboundedSender<Notice>);
+
+/// A holder's end of a call, as published.
+#[derive(Debug, Clone, Copy)]
+struct Notice {
+    token: [u8; 16],
+    value: bool,
+}
+
+impl<C> RedisFlights<C> {
+    /// Flights on `redis`, handing values over in `codec`'s encoding. Must
+    /// be called within a tokio runtime.
+    pub fn new(redis: Redis, codec: C) -> Self {
+        let messages = redis.messages();
+        let channel = redis.channel(FLIGHTS);
+        let shared = Arc::new(Shared {
+            redis,
+            waiters: Mutex::default(),
+            next_waiter: AtomicU64::new(0),
+            held: Mutex::default(),
+        });
+        tokio::spawn(dispatch(Arc::downgrade(&shared), messages, channel));
+        RedisFlights { shared, codec }
+    }
+}
+
+/// Hands each published notice to the local leaders waiting on its lease.
+async fn dispatch(
+    shared: Weak<Shared>,
+    mut messages: tokio::sync::broadcast::Receiver<Message>,
+    channel: Vec<u8>,
+) {
+    loop {
+        let message = match messages.recv().await {
+            Ok(message) => message,
+            // A lost notice costs its waiters their bounded wait.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if message.channel != channel {
+            continue;
+        }
+        let Some((notice, lease)) = decode_notice(&message.payload) else {
+            continue;
+        };
+        let waiters = shared.waiters.lock().unwrap();
+        for (_, waiter) in waiters.get(lease).into_iter().flatten() {
+            let _ = waiter.send(notice);
+        }
+    }
+}
+
+fn encode_notice(notice: Notice, lease: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(17 + lease.len());
+    message.push(u8::from(notice.value));
+    message.extend_from_slice(&notice.token);
+    message.extend_from_slice(lease);
+    message
+}
+
+fn decode_notice(message: &[u8]) -> Option<(Notice, &[u8])> {
+    let (&value, rest) = message.split_first()?;
+    if rest.len() < 16 || value > 1 {
+        return None;
+    }
+    let (token, lease) = rest.split_at(16);
+    let notice = Notice {
+        token: token.try_into().ok()?,
+        value: value == 1,
+    };
+    Some((notice, lease))
+}
+
+/// A local leader's place among the waiters of a lease; leaves on drop.
+struct Waiter {
+    shared: Arc<Shared>,
+    lease: Vec<u8>,
+    id: u64,
+    notices: mpsc::UnboundedReceiver<Notice>,
+}
+
+impl Waiter {
+    fn new(shared: &Arc<Shared>, lease: Vec<u8>) -> Self {
+        let id = shared.next_waiter.fetch_add(1, Ordering::Relaxed);
+        let (tx, notices) = mpsc::unbounded_channel();
+        let mut waiters = shared.waiters.lock().unwrap();
+        waiters.entry(lease.clone()).or_default().push((id, tx));
+        drop(waiters);
+        Waiter {
+            shared: shared.clone(),
+            lease,
+            id,
+            notices,
+        }
+    }
+
+    /// Whether `holder`'s call ended with a value; `None` if the
+    /// connection is gone.
+    async fn ended(&mut self, holder: &[u8]) -> Option<bool> {
+        loop {
+            let notice = self.notices.recv().await?;
+            if notice.token == holder {
+                return Some(notice.value);
+            }
+        }
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let mut waiters = self.shared.waiters.lock().unwrap();
+        if let Some(list) = waiters.get_mut(&self.lease) {
+            list.retain(|(id, _)| *id != self.id);
+            if list.is_empty() {
+                waiters.remove(&self.lease);
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn lease_of(&self, key: &Key) -> Vec<u8> {
+        self.redis.name("flight", key.as_bytes())
+    }
+
+    fn result_of(&self, token: &[u8]) -> Vec<u8> {
+        self.redis.name("flight-result", token)
+    }
+
+    /// How long a value waits in Redis for the replicas that wait for it.
+    fn result_ttl(&self) -> Duration {
+        (self.redis.settings().op_timeout * 10).max(Duration::from_secs(1))
+    }
+
+    /// Asks for `key`'s lease: `Ok` when granted, `Err` with the holder's
+    /// token otherwise; `None` when Redis does not answer.
+    async fn claim(&self, key: &Key, lease: &[u8]) -> Option<Result<(), Vec<u8>>> {
+        let token = self.redis.token();
+        let ms = self.redis.settings().flight_lease.as_millis() as u64;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(lease)
+            .arg(&token[..])
+            .arg("NX")
+            .arg("PX")
+            .arg(ms)
+            .arg("GET");
+        let mut manager = self.redis.manager();
+        let holder: Option<Vec<u8>> = self.redis.run(cmd.query_async(&mut manager)).await?;
+        match holder {
+            Some(holder) => Some(Err(holder)),
+            None => {
+                let now = Instant::now();
+                let mut held = self.held.lock().unwrap();
+                // A call whose callers all left is never finished: forget
+                // leases that expired (amortised over the map's growth).
+                if held.len() >= MAX_HELD.max(held.capacity()) {
+                    let lease = self.redis.settings().flight_lease;
+                    held.retain(|_, (_, at)| now < *at + lease);
+                }
+                held.insert(key.clone(), (token, now));
+                Some(Ok(()))
+            }
+        }
+    }
+
+    /// Leads `key`'s call: see [`RedisFlights`].
+    async fn lead<V, C: Codec<V>>(self: Arc<Self>, key: Key, codec: C) -> Lead<V> {
+        let lease = self.lease_of(&key);
+        // Listening before asking, so that no notice falls in between.
+        let mut waiter = Waiter::new(&self, lease.clone());
+        let wait = self.redis.settings().flight_lease;
+        let deadline = Instant::now() + wait * 2;
+        loop {
+            let holder = match self.claim(&key, &lease).await {
+                Some(Err(holder)) => holder,
+                Some(Ok(())) | None => return Lead::Call,
+            };
+            let until = deadline.min(Instant::now() + wait);
+            match tokio::time::timeout_at(until, waiter.ended(&holder)).await {
+                Ok(Some(true)) => return self.value_of(&holder, &codec).await,
+                Ok(Some(false) | None) => return Lead::Call,
+                Err(_) if Instant::now() >= deadline => return Lead::Call,
+                // The holder is late or dead: its lease has ended; ask again.
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// The value `holder` kept for the waiting replicas, or `Lead::Call`.
+    async fn value_of<V, C: Codec<V>>(&self, holder: &[u8], codec: &C) -> Lead<V> {
+        let mut manager = self.redis.manager();
+        let name = self.result_of(holder);
+        let mut get = redis::cmd("GET");
+        get.arg(&name);
+        match self
+            .redis
+            .run(get.query_async::<Option<Vec<u8>>>(&mut manager))
+            .await
+            .flatten()
+        {
+            Some(bytes) => codec.decode(&bytes).map_or(Lead::Call, Lead::Answered),
+            None => Lead::Call,
+        }
+    }
+}
+
+impl<V, C> FlightBackend<V> for RedisFlights<C>
+where
+    C: Codec<V>,
+    V: Send + 'static,
+{
+    const ANSWERS: bool = true;
+
+    fn lead(&self, key: &Key) -> Answer<Lead<V>> {
+        let lead = self.shared.clone().lead(key.clone(), self.codec.clone());
+        Answer::Later(Box::pin(lead))
+    }
+
+    fn finish(&self, key: &Key, value: Option<&V>) {
+        let Some((token, _)) = self.shared.held.lock().unwrap().remove(key) else {
+            return;
+        };
+        let value = value.and_then(|value| {
+            let mut bytes = Vec::new();
+            self.codec.encode(value, &mut bytes).then_some(bytes)
+        });
+        let shared = self.shared.clone();
+        let lease = shared.lease_of(key);
+        tokio::spawn(async move {
+            let redis = &shared.redis;
+            let notice = Notice {
+                token,
+                value: value.is_some(),
+            };
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(FINISH)
+                .arg(2)
+                .arg(&lease)
+                .arg(shared.result_of(&token))
+                .arg(&token[..])
+                .arg(shared.result_ttl().as_millis() as u64)
+                .arg(redis.channel(FLIGHTS))
+                .arg(encode_notice(notice, &lease));
+            if let Some(value) = &value {
+                cmd.arg(value);
+            }
+            let mut manager = redis.manager();
+            // On failure the lease expires and the waiting replicas call
+            // themselves when their wait ends.
+            redis.run(cmd.query_async::<()>(&mut manager)).await;
+        });
+    }
+}
+
+impl<C: Clone> Clone for RedisFlights<C> {
+    fn clone(&self) -> Self {
+        RedisFlights {
+            shared: self.shared.clone(),
+            codec: self.codec.clone(),
+        }
+    }
+}
+
+impl<C: fmt::Debug> fmt::Debug for RedisFlights<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisFlights")
+            .field("redis", &self.shared.redis)
+            .field("codec", &self.codec)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_round_trip() {
+        let notice = Notice {
+            token: [7; 16],
+            value: true,
+        };
+        let message = encode_notice(notice, b"p:flight:/a");
+        let (back, lease) = decode_notice(&message).unwrap();
+        assert_eq!(
+            (back.token, back.value, lease),
+            ([7; 16], true, &b"p:flight:/a"[..])
+        );
+        assert!(decode_notice(&message[..16]).is_none());
+    }
+}
