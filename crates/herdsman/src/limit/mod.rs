@@ -249,7 +249,7 @@ pub use self::{
     error::{Overloaded, RateLimited, TooManyInFlight},
     future::ResponseFuture,
     layer::{
-        ClassLimits, LimitLayer, NoIdentity, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_WAIT,
+        ClassLimits, LimitLayer, NoIdentity, Share, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_WAIT,
         DEFAULT_RETRY_AFTER,
     },
     rate::{GovernorBudgets, GovernorRates, RateKey, RateMode, RateRule, DEFAULT_MAX_KEYS},

@@ -33,14 +33,37 @@ use crate::class::Class;
 ///     .with_memory_bytes(None);
 /// assert_eq!(rules.upstream_calls_per_minute(), Some(60));
 /// ```
+///
+/// With the `config` feature this is also the `[alerts]` section of a
+/// [`Config`](crate::config::Config): `upstream_calls_per_minute`,
+/// `memory_bytes` and `error_rate` (each a threshold, or `"off"`),
+/// `error_window` (written as `"1m"`), `min_samples` and `breaker_trips`; a
+/// key left out keeps its [default](AlertRules::default). The builders
+/// clamp what they are given; a configuration is checked instead, and a
+/// value out of range is refused with its key. The resolve ratio is set in
+/// code only.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize, serde::Serialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct AlertRules {
-    upstream_calls_per_minute: Option<u64>,
-    memory_bytes: Option<u64>,
-    error_rate: Option<f64>,
-    error_min_samples: u64,
-    window: Duration,
-    breaker_trips: bool,
+    #[cfg_attr(feature = "config", serde(with = "off"))]
+    pub(crate) upstream_calls_per_minute: Option<u64>,
+    #[cfg_attr(feature = "config", serde(with = "off"))]
+    pub(crate) memory_bytes: Option<u64>,
+    #[cfg_attr(feature = "config", serde(with = "off"))]
+    pub(crate) error_rate: Option<f64>,
+    #[cfg_attr(
+        feature = "config",
+        serde(rename = "error_window", with = "humantime_serde")
+    )]
+    pub(crate) window: Duration,
+    #[cfg_attr(feature = "config", serde(rename = "min_samples"))]
+    pub(crate) error_min_samples: u64,
+    pub(crate) breaker_trips: bool,
+    #[cfg_attr(feature = "config", serde(skip))]
     resolve_ratio: f64,
 }
 
@@ -53,10 +76,70 @@ impl Default for AlertRules {
             upstream_calls_per_minute: Some(20),
             memory_bytes: Some(100_000_000),
             error_rate: Some(0.05),
-            error_min_samples: 20,
             window: Duration::from_secs(60),
+            error_min_samples: 20,
             breaker_trips: true,
             resolve_ratio: 0.8,
+        }
+    }
+}
+
+/// A threshold that may be off: `"off"` in a configuration, else the
+/// threshold.
+#[cfg(feature = "config")]
+mod off {
+    use std::{fmt, marker::PhantomData};
+
+    use serde::{
+        de::{self, IntoDeserializer},
+        Deserialize, Deserializer, Serialize, Serializer,
+    };
+
+    const OFF: &str = "off";
+
+    pub(super) fn serialize<T: Serialize, S: Serializer>(
+        value: &Option<T>,
+        ser: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => value.serialize(ser),
+            None => ser.serialize_str(OFF),
+        }
+    }
+
+    pub(super) fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        de: D,
+    ) -> Result<Option<T>, D::Error> {
+        de.deserialize_any(OrOff(PhantomData))
+    }
+
+    struct OrOff<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> de::Visitor<'de> for OrOff<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a number, or \"off\"")
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            T::deserialize(v.into_deserializer()).map(Some)
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            T::deserialize(v.into_deserializer()).map(Some)
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            T::deserialize(v.into_deserializer()).map(Some)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            if v == OFF {
+                Ok(None)
+            } else {
+                Err(E::invalid_value(de::Unexpected::Str(v), &self))
+            }
         }
     }
 }
