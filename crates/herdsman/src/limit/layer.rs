@@ -510,3 +510,44 @@ impl<C, I, A> fmt::Debug for LimitLayer<C, I, A> {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_auto_share_is_a_part_of_the_class_and_at_least_one() {
+        let limits = ClassLimits::new(10)
+            .with_caller_share(Share::Auto)
+            .with_address_share(Share::Auto);
+        assert_eq!(limits.max_concurrent_per_caller(), Some(2));
+        assert_eq!(limits.max_concurrent_per_address(), Some(5));
+        let small = limits.clone().with_max_concurrent(1);
+        assert_eq!(small.max_concurrent_per_caller(), Some(1));
+        assert_eq!(small.max_concurrent_per_address(), Some(1));
+        let capped = limits.with_max_concurrent_per_caller(7);
+        assert_eq!(capped.caller_share(), Share::Max(7));
+        assert_eq!(capped.max_concurrent_per_caller(), Some(7));
+        assert_eq!(ClassLimits::new(10).max_concurrent_per_caller(), None);
+        assert_eq!(ClassLimits::new(10).address_share(), Share::Off);
+    }
+
+    #[cfg(feature = "config")]
+    #[test]
+    fn a_share_is_a_count_auto_or_off_in_a_file() {
+        #[derive(serde::Deserialize, serde::Serialize, PartialEq, Debug)]
+        struct One {
+            share: Share,
+        }
+        for (form, share) in [
+            ("share = 3\n", Share::Max(3)),
+            ("share = \"auto\"\n", Share::Auto),
+            ("share = \"off\"\n", Share::Off),
+        ] {
+            assert_eq!(toml::from_str::<One>(form).unwrap(), One { share });
+            assert_eq!(toml::to_string(&One { share }).unwrap(), form);
+        }
+        assert!(toml::from_str::<One>("share = -1").is_err());
+        assert!(toml::from_str::<One>("share = \"half\"").is_err());
+    }
+}

@@ -736,6 +736,31 @@ mod tests {
         assert_eq!(RateRule::per_second(3).burst(), 3);
     }
 
+    #[cfg(feature = "config")]
+    #[test]
+    fn a_rule_reads_and_writes_its_configuration_form() {
+        let rule: RateRule =
+            toml::from_str("per_minute = 600\nburst = 5\nby = \"class-and-identity\"").unwrap();
+        assert_eq!(
+            rule,
+            RateRule::per_minute(600)
+                .with_burst(5)
+                .keyed_by(RateKey::ClassAndIdentity)
+        );
+        let written = toml::to_string(&rule).unwrap();
+        assert_eq!(toml::from_str::<RateRule>(&written).unwrap(), rule);
+        let plain = toml::to_string(&RateRule::per_second(3).alert_only()).unwrap();
+        assert_eq!(plain, "per_second = 3\nby = \"class\"\nalert_only = true\n");
+
+        let refused = |form: &str| toml::from_str::<RateRule>(form).unwrap_err().to_string();
+        assert!(refused("per_second = 0").contains("must be at least 1"));
+        assert!(refused("per_second = 1\nburst = 0").contains("must be at least 1"));
+        assert!(refused("per_second = 1\nper_minute = 1").contains("not both"));
+        assert!(refused("burst = 1").contains("set one of per_second and per_minute"));
+        let odd = RateRule::new(5, Duration::from_secs(10));
+        assert!(toml::to_string(&odd).is_err(), "no form for a 10s period");
+    }
+
     #[test]
     #[should_panic(expected = "at least one request")]
     fn a_rule_of_zero_requests_is_refused() {

@@ -471,6 +471,20 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "config")]
+    #[test]
+    fn a_rule_that_is_off_is_written_off_and_a_left_out_key_is_the_default() {
+        let rules = AlertRules::default()
+            .with_memory_bytes(None)
+            .with_error_rate(Some(0.25), 7);
+        let written = toml::to_string(&rules).unwrap();
+        assert!(written.contains("memory_bytes = \"off\""), "{written}");
+        assert_eq!(toml::from_str::<AlertRules>(&written).unwrap(), rules);
+        let read: AlertRules = toml::from_str("error_rate = \"off\"").unwrap();
+        assert_eq!(read, AlertRules::default().with_error_rate(None, 20));
+        assert!(toml::from_str::<AlertRules>("memory_bytes = \"none\"").is_err());
+    }
+
     #[test]
     fn rfc3339_formats_known_instants() {
         let at = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
