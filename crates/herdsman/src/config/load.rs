@@ -68,7 +68,7 @@ pub struct Loaded {
 ///     .load()
 ///     .unwrap();
 /// assert_eq!(loaded.config.cache.class.ttl.as_secs(), 20);
-/// assert_eq!(loaded.config.limit.max_concurrency, 8);
+/// assert_eq!(loaded.config.limit.max_concurrent(), 8);
 /// ```
 #[derive(Clone, Copy)]
 pub struct Loader<'a> {
