@@ -561,10 +561,12 @@ impl Validate for ClassLimits {
             }
         }
         if let Some(rate) = &self.rate {
+            let at = p.key("rate");
+            problems.integer(&at.key("max_keys"), rate.max_keys() as u64);
             let per = rate.per();
             if per != Duration::from_secs(1) && per != Duration::from_secs(60) {
                 problems.fail(
-                    &p.key("rate"),
+                    &at,
                     None,
                     &format!(
                         "a rule per {} has no configuration form: use per_second or per_minute",
@@ -596,6 +598,7 @@ impl Validate for AlertRules {
             problems.fail(&at, dur(window), "must be a whole number of seconds");
         }
         problems.at_least_one(&p.key("min_samples"), self.error_min_samples);
+        problems.fraction(&p.key("resolve_ratio"), self.resolve_ratio, false);
     }
 }
 

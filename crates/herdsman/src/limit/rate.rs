@@ -86,11 +86,11 @@ pub enum RateMode {
 /// With the `config` feature this is also the `rate` table of a `[limit]`
 /// section: `rate = { per_minute = 20, by = "class-and-identity",
 /// alert_only = true }`, with exactly one of `per_second` and `per_minute`,
-/// and `burst` (default: the limit). Reading one checks it (a limit or burst
-/// of zero, or both or neither period, is refused with the key's path), so
-/// a rule read from a file is as valid as one built here. Only rules per
-/// second or per minute have a configuration form, and `max_keys` is set
-/// in code only (a rule read from a file tracks [`DEFAULT_MAX_KEYS`]).
+/// `burst` (default: the limit) and `max_keys` (default
+/// [`DEFAULT_MAX_KEYS`]). Reading one checks it (a limit, burst or
+/// `max_keys` of zero, or both or neither period, is refused with the key's
+/// path), so a rule read from a file is as valid as one built here. Only
+/// rules per second or per minute have a configuration form.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RateRule {
     limit: NonZeroU32,
@@ -258,6 +258,19 @@ mod form {
         by: RateKey,
         #[serde(default)]
         alert_only: bool,
+        #[serde(default = "max_keys", deserialize_with = "at_least_one_key")]
+        max_keys: usize,
+    }
+
+    fn max_keys() -> usize {
+        super::DEFAULT_MAX_KEYS
+    }
+
+    fn at_least_one_key<'de, D: Deserializer<'de>>(de: D) -> Result<usize, D::Error> {
+        match usize::deserialize(de)? {
+            0 => Err(de::Error::custom("must be at least 1")),
+            n => Ok(n),
+        }
     }
 
     fn at_least_one<'de, D: Deserializer<'de>>(de: D) -> Result<Option<NonZeroU32>, D::Error> {
@@ -288,7 +301,8 @@ mod form {
             Ok(RateRule::new(limit.get(), per)
                 .with_burst(table.burst.unwrap_or(limit).get())
                 .keyed_by(table.by)
-                .with_mode(mode))
+                .with_mode(mode)
+                .with_max_keys(table.max_keys))
         }
     }
 
@@ -309,6 +323,7 @@ mod form {
                 burst: (self.burst != self.limit).then_some(self.burst),
                 by: self.key,
                 alert_only: self.mode == RateMode::AlertOnly,
+                max_keys: self.max_keys,
             }
             .serialize(ser)
         }
@@ -750,13 +765,19 @@ mod tests {
         let written = toml::to_string(&rule).unwrap();
         assert_eq!(toml::from_str::<RateRule>(&written).unwrap(), rule);
         let plain = toml::to_string(&RateRule::per_second(3).alert_only()).unwrap();
-        assert_eq!(plain, "per_second = 3\nby = \"class\"\nalert_only = true\n");
+        assert_eq!(
+            plain,
+            "per_second = 3\nby = \"class\"\nalert_only = true\nmax_keys = 100000\n"
+        );
+        let few: RateRule = toml::from_str("per_second = 1\nmax_keys = 8").unwrap();
+        assert_eq!(few.max_keys(), 8);
 
         let refused = |form: &str| toml::from_str::<RateRule>(form).unwrap_err().to_string();
         assert!(refused("per_second = 0").contains("must be at least 1"));
         assert!(refused("per_second = 1\nburst = 0").contains("must be at least 1"));
         assert!(refused("per_second = 1\nper_minute = 1").contains("not both"));
         assert!(refused("burst = 1").contains("set one of per_second and per_minute"));
+        assert!(refused("per_second = 1\nmax_keys = 0").contains("must be at least 1"));
         let odd = RateRule::new(5, Duration::from_secs(10));
         assert!(toml::to_string(&odd).is_err(), "no form for a 10s period");
     }

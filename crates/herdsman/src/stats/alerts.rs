@@ -37,11 +37,10 @@ use crate::class::Class;
 /// With the `config` feature this is also the `[alerts]` section of a
 /// [`Config`](crate::config::Config): `upstream_calls_per_minute`,
 /// `memory_bytes` and `error_rate` (each a threshold, or `"off"`),
-/// `error_window` (written as `"1m"`), `min_samples` and `breaker_trips`; a
-/// key left out keeps its [default](AlertRules::default). The builders
-/// clamp what they are given; a configuration is checked instead, and a
-/// value out of range is refused with its key. The resolve ratio is set in
-/// code only.
+/// `error_window` (written as `"1m"`), `min_samples`, `breaker_trips` and
+/// `resolve_ratio`; a key left out keeps its [default](AlertRules::default).
+/// The builders clamp what they are given; a configuration is checked
+/// instead, and a value out of range is refused with its key.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(
     feature = "config",
@@ -63,8 +62,7 @@ pub struct AlertRules {
     #[cfg_attr(feature = "config", serde(rename = "min_samples"))]
     pub(crate) error_min_samples: u64,
     pub(crate) breaker_trips: bool,
-    #[cfg_attr(feature = "config", serde(skip))]
-    resolve_ratio: f64,
+    pub(crate) resolve_ratio: f64,
 }
 
 impl Default for AlertRules {
