@@ -457,9 +457,10 @@ impl Reader<'_> {
         at.push(T::NAME.to_owned());
         let merged = Value::Dict(tag, merged);
         let fallback = table(global).unwrap_or_default();
-        let read = self.read_own::<T>(&at, &merged, problems);
-        let merged = match read.and_then(|()| self.read_each::<T>(at, &merged, &fallback, problems))
-        {
+        let read = self
+            .read_own::<T>(&at, &merged, problems)
+            .and_then(|()| self.read_each::<T>(at, &merged, &fallback, problems));
+        let merged = match read {
             Some((_, merged)) => merged,
             // Reported; the global section keeps the class readable.
             None => Value::serialize(global).unwrap_or(merged),
