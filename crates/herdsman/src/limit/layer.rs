@@ -38,11 +38,16 @@ pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// ```
 ///
 /// With the `config` feature this is also the `[limit]` section of a
-/// [`Config`](crate::config::Config) (and a class's `limit` table), its
+/// [`Config`][crate::config::Config] (and a class's `limit` table), its
 /// keys named after the builder methods: `max_concurrency`, `max_queue`,
 /// `max_wait`, `retry_after`, `rate` (a [`RateRule`]),
 /// `max_concurrency_per_caller` and `max_concurrency_per_address` (a
 /// [`Share`]: a count, `"auto"` or `"off"`; `"auto"` when left out).
+///
+#[cfg_attr(
+    not(feature = "config"),
+    doc = "[crate::config::Config]: crate#feature-flags"
+)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(
     feature = "config",

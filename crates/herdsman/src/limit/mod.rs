@@ -56,7 +56,7 @@
 //!   the layer is given a [`RateBackend`](crate::backend::RateBackend)
 //!   ([`LimitLayer::with_rate_backend`]), for rules kept cluster-wide.
 //! - **Configuration.** [`ClassLimits`] (with its [`RateRule`]) is also
-//!   the `[limit]` section of a [`Config`](crate::config::Config) and a
+//!   the `[limit]` section of a [`Config`][crate::config::Config] and a
 //!   class's `limit` table, with the `config` feature: what a file sets is
 //!   what the layer gets, and a rule read from a file is checked as it is
 //!   read.
@@ -243,6 +243,10 @@
 //!   share and one to give it back (a new key allocates its map entry);
 //!   a class without shares asks neither key function.
 //!
+#![cfg_attr(
+    not(feature = "config"),
+    doc = "[crate::config::Config]: crate#feature-flags"
+)]
 #![cfg_attr(
     not(feature = "http"),
     doc = "[crate::http::ClientAddress]: crate#feature-flags"

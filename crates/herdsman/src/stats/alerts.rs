@@ -35,12 +35,17 @@ use crate::class::Class;
 /// ```
 ///
 /// With the `config` feature this is also the `[alerts]` section of a
-/// [`Config`](crate::config::Config): `upstream_calls_per_minute`,
+/// [`Config`][crate::config::Config]: `upstream_calls_per_minute`,
 /// `memory_bytes` and `error_rate` (each a threshold, or `"off"`),
 /// `error_window` (written as `"1m"`), `min_samples`, `breaker_trips` and
 /// `resolve_ratio`; a key left out keeps its [default](AlertRules::default).
 /// The builders clamp what they are given; a configuration is checked
 /// instead, and a value out of range is refused with its key.
+///
+#[cfg_attr(
+    not(feature = "config"),
+    doc = "[crate::config::Config]: crate#feature-flags"
+)]
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(
     feature = "config",
