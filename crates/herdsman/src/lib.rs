@@ -53,7 +53,7 @@
 //! | `stats` | [`stats`]: counts, percentiles, alerts, `metrics` export | arc-swap, futures-core, hdrhistogram, metrics, quanta, serde, tokio-stream |
 //! | `registry` | [`registry`]: shared poll loops and subscriptions | futures-core, slab |
 //! | `http` | [`http`]: keys, buffering, sharing and error responses for `http` requests and responses, plus the HTTP glue of each layer also enabled (`cache::HttpCachePolicy`, `RegistryLayer::http`, `registry::HttpFingerprint`, [`switch::Rollout`]) | bytes, http, http-body, httpdate |
-//! | `config` | [`config`]: the stack's settings, from TOML files and `HERDSMAN_*` variables, and serde for the settings types; enables `http`, `breaker`, `cache`, `limit` and `registry`, whose settings it holds | figment, humantime-serde, serde, toml |
+//! | `config` | [`config`]: the stack's settings, from TOML files and `HERDSMAN_*` variables, and serde for the settings types; enables `http`, `breaker`, `cache`, `limit`, `registry` and `stats`, whose settings it holds | figment, humantime-serde, serde, toml |
 //! | `coordinator` (default) | [`coordinator`]: the whole stack from configuration; enables every feature above | |
 //!
 //! Without any feature, the core is there: [`key`], [`class`], [`error`],

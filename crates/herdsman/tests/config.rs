@@ -168,11 +168,11 @@ fn profiles_differ_in_layers_and_share_the_alert_thresholds() {
     assert!(prod.layers.breaker && prod.layers.limit);
     for env in Environment::ALL {
         let alerts = Config::profile(env).alerts;
-        assert_eq!(alerts.upstream_calls_per_minute, 20);
-        assert_eq!(alerts.memory_bytes, 100_000_000);
-        assert_eq!(alerts.error_rate, 0.05);
-        assert_eq!(alerts.error_window, secs(60));
-        assert!(alerts.breaker_trips);
+        assert_eq!(alerts.upstream_calls_per_minute(), Some(20));
+        assert_eq!(alerts.memory_bytes(), Some(100_000_000));
+        assert_eq!(alerts.error_rate(), Some((0.05, 20)));
+        assert_eq!(alerts.window(), secs(60));
+        assert!(alerts.breaker_trips());
     }
 }
 
@@ -209,7 +209,7 @@ fn the_file_overrides_the_profile_and_variables_override_the_file() {
     );
     assert_eq!(config.cache.class.ttl, secs(15), "file kept");
     assert!(!config.layers.cache, "variable over profile");
-    assert_eq!(config.alerts.error_rate, 0.1);
+    assert_eq!(config.alerts.error_rate(), Some((0.1, 20)));
 }
 
 #[test]
@@ -266,8 +266,8 @@ fn class_sections_override_the_global_ones_and_inherit_the_rest() {
     assert!(!class.layers.dedup && class.layers.cache);
     assert_eq!(class.registry.class.interval, secs(30));
     assert_eq!(class.registry.floor, secs(5));
-    assert_eq!(class.limit.max_concurrency, 16, "the global file value");
-    assert_eq!(class.limit.max_queue, 4);
+    assert_eq!(class.limit.max_concurrent(), 16, "the global file value");
+    assert_eq!(class.limit.max_queue(), 4);
     assert_eq!(class.breaker.window, 20);
     assert_eq!(class.breaker.consecutive_failures, Some(5));
     let default = config.class("default");
@@ -543,7 +543,10 @@ fn every_invalid_value_is_reported_with_path_value_reason_and_source() {
         percent = 150
         identity_header = "x user"
     "#;
+    // The rate rule is checked as it is read, before the sections are
+    // checked; the rest of `[limit]` is still read and checked.
     let expected = [
+        r#"limit.rate: set one of per_second and per_minute, not both (set by herdsman.toml)"#,
         r#"registry.jitter = 1.5: must be between 0.0 and 0.5 (set by herdsman.toml)"#,
         r#"registry.max_keys = 0: must be at least 1 (set by herdsman.toml)"#,
         r#"cache.stale_while_revalidate = "10s": shorter than the ttl (30s): use at least the ttl, or 0s to turn it off (set by herdsman.toml)"#,
@@ -553,7 +556,6 @@ fn every_invalid_value_is_reported_with_path_value_reason_and_source() {
         r#"breaker.backoff = 0.5: must be at least 1.0 (set by herdsman.toml)"#,
         r#"breaker.max_open_duration = "1m": shorter than open_duration (2m) (set by herdsman.toml)"#,
         r#"limit.max_concurrency = 0: must be at least 1 (set by herdsman.toml)"#,
-        r#"limit.rate: set one of per_second and per_minute, not both (set by herdsman.toml)"#,
         r#"alerts.error_rate = 2: must be greater than 0.0 and at most 1.0 (set by herdsman.toml)"#,
         r#"alerts.min_samples = 0: must be at least 1 (set by herdsman.toml)"#,
         r#"rollout.percent = 150: must be between 0 and 100 (set by herdsman.toml)"#,
@@ -615,7 +617,7 @@ fn an_error_window_the_stats_cannot_measure_is_refused_not_rounded() {
         load(Environment::Production, &source)
             .unwrap()
             .alerts
-            .error_window,
+            .window(),
         secs(1)
     );
 }
@@ -665,10 +667,11 @@ fn zero_durations_and_negative_sizes_are_refused() {
         errors(Environment::Development, &source),
         [
             r#"registry.max_subscribers = -3: expected a whole number, zero or more (within the key's range) (set by herdsman.toml)"#,
+            r#"registry.interval = "0s": must be greater than zero (set by herdsman.toml)"#,
             r#"limit.max_wait = "0s": must be greater than zero (set by herdsman.toml)"#,
         ]
         .join("\n"),
-        "the registry section is unreadable, so its interval is not checked"
+        "the unreadable key is left out, and the rest of the registry section checked"
     );
     let source = with_file("[registry]\ninterval = \"0s\"");
     assert_eq!(
@@ -776,8 +779,8 @@ fn a_class_override_is_checked_against_the_settings_it_inherits() {
     assert_eq!(
         errors(Environment::Development, &with_file(file)),
         [
-            r#"classes.slow.cache.stale_while_revalidate = "10s": shorter than the ttl (1m): use at least the ttl, or 0s to turn it off"#,
             r#"classes.slow.limit.rate.per_second = 0: must be at least 1 (set by herdsman.toml)"#,
+            r#"classes.slow.cache.stale_while_revalidate = "10s": shorter than the ttl (1m): use at least the ttl, or 0s to turn it off"#,
         ]
         .join("\n")
     );
@@ -1015,5 +1018,72 @@ fn a_key_length_over_the_largest_toml_integer_is_refused() {
     assert_eq!(
         errors(Environment::Production, &source),
         "keys.max_len = 10741432097169699241: must be at most 9223372036854775807 (set by HERDSMAN__KEYS__MAX_LEN)"
+    );
+}
+
+#[test]
+fn shares_are_a_count_auto_or_off_and_auto_follows_each_class_limit() {
+    use herdsman::limit::Share;
+    let file = r#"
+        [limit]
+        max_concurrency = 16
+        max_concurrency_per_address = "off"
+        [classes.small]
+        paths = ["/small"]
+        limit = { max_concurrency = 8 }
+        [classes.capped]
+        paths = ["/capped"]
+        limit = { max_concurrency_per_caller = 3, max_concurrency_per_address = "auto" }
+    "#;
+    let config = load(Environment::Production, &with_file(file)).unwrap();
+    let limits = |name: &str| config.class(name).class_limits();
+    // Left out: a quarter per caller, of the class's own limit.
+    assert_eq!(config.limit.caller_share(), Share::Auto);
+    assert_eq!(limits("default").max_concurrent_per_caller(), Some(4));
+    assert_eq!(limits("small").max_concurrent_per_caller(), Some(2));
+    assert_eq!(limits("default").max_concurrent_per_address(), None);
+    assert_eq!(limits("small").address_share(), Share::Off, "inherited");
+    assert_eq!(limits("capped").max_concurrent_per_caller(), Some(3));
+    assert_eq!(limits("capped").max_concurrent_per_address(), Some(8));
+    // A share written out loads back the same.
+    assert_eq!(
+        load(Environment::Production, &with_file(&config.to_toml())).unwrap(),
+        config
+    );
+
+    let source = StaticEnv::new().var("HERDSMAN__LIMIT__MAX_CONCURRENCY_PER_CALLER", "some");
+    assert_eq!(
+        errors(Environment::Production, &source),
+        r#"limit.max_concurrency_per_caller = "some": expected a whole number, "auto" or "off" (set by HERDSMAN__LIMIT__MAX_CONCURRENCY_PER_CALLER)"#
+    );
+}
+
+#[test]
+fn an_alert_threshold_may_be_off_and_a_left_out_key_keeps_its_default() {
+    let file = r#"
+        [alerts]
+        upstream_calls_per_minute = "off"
+        error_rate = "off"
+        min_samples = 5
+    "#;
+    let config = load(Environment::Production, &with_file(file)).unwrap();
+    assert_eq!(config.alerts.upstream_calls_per_minute(), None);
+    assert_eq!(config.alerts.error_rate(), None);
+    assert_eq!(config.alerts.memory_bytes(), Some(100_000_000));
+    assert!(config
+        .to_toml()
+        .contains("upstream_calls_per_minute = \"off\""));
+    assert_eq!(
+        load(Environment::Production, &with_file(&config.to_toml())).unwrap(),
+        config
+    );
+    let source = with_file("[alerts]\nmemory_bytes = \"never\"\nmin_samples = 0");
+    assert_eq!(
+        errors(Environment::Production, &source),
+        [
+            r#"alerts.memory_bytes = "never": expected a number, or "off" (set by herdsman.toml)"#,
+            r#"alerts.min_samples = 0: must be at least 1 (set by herdsman.toml)"#,
+        ]
+        .join("\n")
     );
 }

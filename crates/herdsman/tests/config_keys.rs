@@ -169,12 +169,14 @@ const CASES: &[Case] = &[
     case!("limit.rate.burst", rate_burst),
     case!("limit.rate.by", rate_by),
     case!("limit.rate.alert_only", rate_alert_only),
+    case!("limit.rate.max_keys", rate_max_keys),
     case!("alerts.upstream_calls_per_minute", alerts_upstream_calls),
     case!("alerts.memory_bytes", alerts_memory_bytes),
     case!("alerts.error_rate", alerts_error_rate),
     case!("alerts.error_window", alerts_error_window),
     case!("alerts.min_samples", alerts_min_samples),
     case!("alerts.breaker_trips", alerts_breaker_trips),
+    case!("alerts.resolve_ratio", alerts_resolve_ratio),
     case!("admin.token", admin_token),
     case!("rollout.percent", rollout_percent),
     case!("rollout.allow", |s| rollout_admits_ann(s, "rollout.allow")),
@@ -1383,6 +1385,28 @@ async fn rate_alert_only(scope: Scope) {
     assert_eq!(w.concurrent(&["a", "b", "c"]).await, "SSS");
 }
 
+async fn rate_max_keys(scope: Scope) {
+    let w = World::new(
+        Setup::new(scope, "limit.rate.max_keys", "1")
+            .also("limit.rate.per_minute", "1")
+            .also("limit.rate.by", "\"identity\""),
+    );
+    // A new path for each call: none is answered by the cache.
+    let w = &w;
+    let call = |path: &str, user: &'static str| {
+        let path = w.setup.path(path);
+        async move { letter(&w.call(&path, Some(("authorization", user))).await) }
+    };
+    assert_eq!(call("a", "ann").await, 'S');
+    assert_eq!(call("b", "ann").await, 'R', "ann's budget is kept");
+    assert_eq!(call("c", "bob").await, 'S');
+    assert_eq!(
+        call("d", "bob").await,
+        'S',
+        "the store is full: bob passes untracked"
+    );
+}
+
 // ------------------------------------------------------------------ [alerts]
 
 /// An alerts key, with the cache and the breaker off so that every request
@@ -1441,6 +1465,21 @@ async fn alerts_breaker_trips(scope: Scope) {
     );
     assert_eq!(w.run("FFFS").await, "FFFO");
     assert!(!w.alert(AlertRule::BreakerTrip));
+}
+
+async fn alerts_resolve_ratio(scope: Scope) {
+    // Fires at a rate over 0.5 (2 of 2 failed). At 2 of 4 the rate is back
+    // at the threshold: that resolves with a ratio of 1.0, not with the
+    // default 0.8 (which waits for 0.4).
+    let w = World::new(
+        alerts(scope, "alerts.resolve_ratio", "1.0")
+            .global("alerts.error_rate", "0.5")
+            .global("alerts.min_samples", "2"),
+    );
+    assert_eq!(w.run("FF").await, "FF");
+    assert!(w.alert(AlertRule::ErrorRate));
+    assert_eq!(w.run("SS").await, "SS");
+    assert!(!w.alert(AlertRule::ErrorRate), "resolved at the threshold");
 }
 
 // ------------------------------------------------------------------- [admin]

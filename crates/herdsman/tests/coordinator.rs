@@ -393,11 +393,11 @@ async fn layers_off_in_the_configuration_are_bypassed_unless_a_class_turns_them_
 #[tokio::test(start_paused = true)]
 async fn requests_over_the_concurrency_limit_are_overloaded() {
     let mut config = config(&[("slow", "/slow")]);
-    let limit = herdsman::config::LimitSettings {
-        max_concurrency: 1,
-        max_queue: 0,
-        ..config.limit.clone()
-    };
+    let limit = config
+        .limit
+        .clone()
+        .with_max_concurrent(1)
+        .with_max_queue(0);
     class(&mut config, "slow").limit = Some(limit);
     let coordinator = coordinator(config);
     let origin = Origin::with_delay(Duration::from_millis(100));
@@ -792,7 +792,7 @@ async fn flipping_the_cache_off_for_one_class_sends_the_next_request_to_the_inne
 async fn switch_flips_mid_traffic_lose_and_double_no_request() {
     let mut config = config(&[("a", "/a"), ("b", "/b")]);
     // Room for every request at once: a rejection would be a lost request.
-    config.limit.max_concurrency = 1_000;
+    config.limit = config.limit.with_max_concurrent(1_000);
     let coordinator = coordinator(config);
     let origin = Origin::with_delay(Duration::from_millis(3));
     let svc = stack(&coordinator, &origin);
@@ -936,10 +936,7 @@ async fn a_post_through_the_stack_pushes_to_subscribers_of_its_path() {
 fn an_invalid_configuration_is_refused_naming_field_value_and_reason() {
     let mut config = config(&[("a", "/a")]);
     config.cache.class.ttl = Duration::ZERO;
-    let limit = herdsman::config::LimitSettings {
-        max_concurrency: 0,
-        ..config.limit.clone()
-    };
+    let limit = config.limit.clone().with_max_concurrent(0);
     class(&mut config, "a").limit = Some(limit);
     let err = Coordinator::builder()
         .environment(Environment::Test)
@@ -1036,5 +1033,23 @@ async fn sizes_count_each_map_and_fall_to_zero_once_the_linger_has_passed() {
     assert_eq!(
         drained.cache_entries, 1,
         "expired entries stay until evicted"
+    );
+}
+
+#[test]
+fn a_rate_rule_built_in_code_without_a_configuration_form_is_refused() {
+    use herdsman::limit::RateRule;
+    let mut config = Config::profile(Environment::Test);
+    config.limit = config
+        .limit
+        .with_rate(RateRule::new(5, Duration::from_secs(10)));
+    let err = Coordinator::builder()
+        .environment(Environment::Test)
+        .config(config)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "limit.rate: a rule per 10s has no configuration form: use per_second or per_minute"
     );
 }

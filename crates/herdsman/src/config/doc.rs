@@ -17,9 +17,9 @@ use serde::de::DeserializeOwned;
 
 use super::{
     section::{class_keys, each_section, keys, EachSection, Section},
-    AdminSettings, AlertSettings, ClassConfig, Config, Environment, KeySettings, RateSettings,
-    RolloutSettings, ServerSettings,
+    AdminSettings, ClassConfig, Config, Environment, KeySettings, RolloutSettings, ServerSettings,
 };
+use crate::{limit::RateRule, stats::AlertRules};
 
 const DOC: &str = include_str!("../../../../docs/CONFIGURATION.md");
 
@@ -99,12 +99,12 @@ fn accepted() -> BTreeSet<String> {
         .map(|(name, all, _)| (*name, all.clone()))
         .collect();
     tables.extend([
-        global::<AlertSettings>("alerts"),
+        global::<AlertRules>("alerts"),
         global::<AdminSettings>("admin"),
         global::<RolloutSettings>("rollout"),
         global::<ServerSettings>("server"),
         global::<KeySettings>("keys"),
-        global::<RateSettings>("limit.rate"),
+        global::<RateRule>("limit.rate"),
     ]);
     let mut accepted = BTreeSet::new();
     for key in keys::<Config>() {
@@ -168,9 +168,12 @@ fn environments(heading: &str) -> Option<Vec<Environment>> {
 /// The defaults of `table` in `env`, as TOML.
 fn defaults(table: &str, env: Environment) -> toml::Table {
     if table == "limit.rate" {
-        // The keys of a rate rule someone writes, with none of them set.
-        let rate: RateSettings = toml::from_str("").expect("every rate key has a default");
-        return toml::Table::try_from(rate).expect("a rate rule has a TOML form");
+        // The keys of a rate rule someone writes, but its limit: a rule
+        // needs one, and has no default.
+        let rate = toml::from_str::<RateRule>("per_second = 1").expect("a rate rule");
+        let mut rate = toml::Table::try_from(rate).expect("a rate rule has a TOML form");
+        rate.remove("per_second");
+        return rate;
     }
     let config = toml::Table::try_from(Config::profile(env)).expect("a profile has a TOML form");
     match config.get(table) {

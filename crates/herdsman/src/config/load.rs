@@ -14,7 +14,7 @@ use figment::{
     value::{Dict, Map, Value},
     Figment, Metadata, Profile, Provider,
 };
-use serde::{de::DeserializeOwned, Deserialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::{
     env::{CONFIG_VAR, DEFAULT_CONFIG_FILE, OVERRIDE_PREFIX},
@@ -68,7 +68,7 @@ pub struct Loaded {
 ///     .load()
 ///     .unwrap();
 /// assert_eq!(loaded.config.cache.class.ttl.as_secs(), 20);
-/// assert_eq!(loaded.config.limit.max_concurrency, 8);
+/// assert_eq!(loaded.config.limit.max_concurrent(), 8);
 /// ```
 #[derive(Clone, Copy)]
 pub struct Loader<'a> {
@@ -276,18 +276,19 @@ struct Reader<'f> {
 }
 
 impl Reader<'_> {
-    fn section<T: DeserializeOwned>(
+    /// Reads the global section `name`, which a class does not have.
+    fn section<T: DeserializeOwned + Serialize>(
         &self,
         name: &str,
         default: T,
         problems: &mut Vec<Problem>,
     ) -> T {
-        match self.root.find_ref(name) {
-            Some(value) => self
-                .read(vec![name.to_owned()], value, problems)
-                .unwrap_or(default),
-            None => default,
-        }
+        let Some(value) = self.root.find_ref(name) else {
+            return default;
+        };
+        let fallback = table(&default).unwrap_or_default();
+        self.read_each(vec![name.to_owned()], value, &fallback, problems)
+            .map_or(default, |(section, _)| section)
     }
 
     /// Reads the global [`Section`] `T`.
@@ -297,8 +298,52 @@ impl Reader<'_> {
         };
         let path = vec![T::NAME.to_owned()];
         let own = self.read_own::<T>(&path, value, problems);
-        own.and_then(|()| self.read(path, value, problems))
-            .unwrap_or(default)
+        let fallback = table(&default).unwrap_or_default();
+        own.and_then(|()| self.read_each(path, value, &fallback, problems))
+            .map_or(default, |(section, _)| section)
+    }
+
+    /// Reads `value`, a section's table, as `T`. A key that fails to read
+    /// is reported and replaced by its value in `fallback` (the section's
+    /// default, or the global section under a class's), so that the rest
+    /// of the section is still read, and checked: every problem is
+    /// reported at once. Returns the section and the table it was read
+    /// from.
+    fn read_each<T: DeserializeOwned>(
+        &self,
+        path: Vec<String>,
+        value: &Value,
+        fallback: &Dict,
+        problems: &mut Vec<Problem>,
+    ) -> Option<(T, Value)> {
+        let mut value = value.clone();
+        let mut replaced: Vec<String> = Vec::new();
+        loop {
+            let err = match value.deserialize::<T>() {
+                Ok(section) => return Some((section, value)),
+                Err(err) => err,
+            };
+            let keys: Vec<String> = err
+                .clone()
+                .into_iter()
+                .filter_map(|e| e.path.first().cloned())
+                .collect();
+            self.report(path.clone(), err, problems);
+            let Value::Dict(_, dict) = &mut value else {
+                return None;
+            };
+            // Each key once: a fallback that fails too ends the reading.
+            if keys.is_empty() || keys.iter().any(|key| replaced.contains(key)) {
+                return None;
+            }
+            for key in keys {
+                match fallback.get(&key) {
+                    Some(default) => dict.insert(key.clone(), default.clone()),
+                    None => dict.remove(&key),
+                };
+                replaced.push(key);
+            }
+        }
     }
 
     /// Reads the layer's own type in section `T`'s table alone, first (see
@@ -411,8 +456,12 @@ impl Reader<'_> {
         let mut at = path.to_vec();
         at.push(T::NAME.to_owned());
         let merged = Value::Dict(tag, merged);
-        let merged = match self.read_own::<T>(&at, &merged, problems) {
-            Some(()) => merged,
+        let fallback = table(global).unwrap_or_default();
+        let read = self
+            .read_own::<T>(&at, &merged, problems)
+            .and_then(|()| self.read_each::<T>(at, &merged, &fallback, problems));
+        let merged = match read {
+            Some((_, merged)) => merged,
             // Reported; the global section keeps the class readable.
             None => Value::serialize(global).unwrap_or(merged),
         };
@@ -490,8 +539,12 @@ impl Reader<'_> {
     }
 }
 
-/// A value as TOML writes it: `"10s"`, `3`, `["/a"]`.
+/// A value as TOML writes it: `"10s"`, `3`, `["/a"]`; none for a table,
+/// whose problem is with the keys it holds.
 fn render(value: &Value) -> Option<String> {
+    if value.as_dict().is_some() {
+        return None;
+    }
     toml::Value::try_from(value).ok().map(|v| v.to_string())
 }
 

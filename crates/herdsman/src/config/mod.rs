@@ -24,7 +24,8 @@
 //! class's effective settings and converts them into the layers' own types.
 //!
 //! Each setting is written once: a section is one type (the layer's own
-//! where it has one: `[breaker]` is [`BreakerConfig`]), with its doc comment
+//! where it has one: `[breaker]` is [`BreakerConfig`], `[limit]` is
+//! [`ClassLimits`], `[alerts]` is [`AlertRules`]), with its doc comment
 //! and serde attributes, and its default in the profiles. A class's table
 //! is laid over the global section and read into the same type, so there is
 //! no per-class mirror. Each section checks its own values and reports them
@@ -61,10 +62,10 @@
 //!
 //! assert_eq!(config.registry.class.interval, Duration::from_secs(5)); // the profile
 //! assert_eq!(config.cache.class.ttl, Duration::from_secs(15)); // the file
-//! assert_eq!(config.limit.max_concurrency, 8); // the variable
+//! assert_eq!(config.limit.max_concurrent(), 8); // the variable
 //! let class = config.class("active-users");
 //! assert_eq!(class.cache.class.ttl, Duration::from_secs(2)); // the class override
-//! assert_eq!(class.limit.class_limits().max_concurrent(), 8); // inherited
+//! assert_eq!(class.limit.max_concurrent(), 8); // inherited
 //!
 //! let err = Config::load_from(env, &StaticEnv::new().var("HERDSMAN__CACHE__TTL", "0s"))
 //!     .unwrap_err();
@@ -98,12 +99,13 @@ pub use self::{
     error::{ConfigError, Problem},
     load::{Loaded, Loader},
     settings::{
-        AdminSettings, AlertSettings, CacheSettings, ClassConfig, DedupSettings, KeySettings,
-        Layers, LimitSettings, RateBy, RateSettings, RegistrySettings, RolloutSettings,
-        ServerSettings,
+        AdminSettings, CacheSettings, ClassConfig, DedupSettings, KeySettings, Layers,
+        RegistrySettings, RolloutSettings, ServerSettings,
     },
 };
-use crate::{breaker::BreakerConfig, class::Class, http::PathClasses};
+use crate::{
+    breaker::BreakerConfig, class::Class, http::PathClasses, limit::ClassLimits, stats::AlertRules,
+};
 
 /// The whole configuration of a herdsman stack.
 ///
@@ -123,10 +125,11 @@ pub struct Config {
     pub dedup: DedupSettings,
     /// The circuit breaker layer: the layer's own configuration type.
     pub breaker: BreakerConfig,
-    /// The limit layer.
-    pub limit: LimitSettings,
-    /// Alert thresholds.
-    pub alerts: AlertSettings,
+    /// The limit layer: the limits of every class without its own, the
+    /// layer's own type.
+    pub limit: ClassLimits,
+    /// Alert thresholds: the stats' own type.
+    pub alerts: AlertRules,
     /// The admin endpoints.
     pub admin: AdminSettings,
     /// Gradual rollout of the coordinated path.
@@ -267,6 +270,13 @@ impl Config {
     /// The configuration as TOML, as `herdsman config show` prints it. A
     /// class's sections show the keys whose values differ from the global
     /// section's, as a file would set them.
+    ///
+    /// # Panics
+    ///
+    /// If a value has no TOML form, which a checked configuration (a
+    /// loaded one, or one a Coordinator was built from) never holds: a
+    /// count over TOML's largest integer, or a rate rule built in code for
+    /// a period other than a second or a minute.
     pub fn to_toml(&self) -> String {
         show::to_toml(self)
     }
@@ -296,8 +306,8 @@ pub struct EffectiveClass {
     pub dedup: DedupSettings,
     /// Its breaker settings.
     pub breaker: BreakerConfig,
-    /// Its limit settings.
-    pub limit: LimitSettings,
+    /// Its limits.
+    pub limit: ClassLimits,
 }
 
 impl EffectiveClass {
@@ -307,8 +317,8 @@ impl EffectiveClass {
     }
 
     /// The limit layer's limits for this class.
-    pub fn class_limits(&self) -> crate::limit::ClassLimits {
-        self.limit.class_limits()
+    pub fn class_limits(&self) -> ClassLimits {
+        self.limit.clone()
     }
 
     /// The registry's settings for this class's poll loops.

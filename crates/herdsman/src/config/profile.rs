@@ -4,12 +4,16 @@ use std::{collections::BTreeMap, time::Duration};
 
 use super::{
     settings::{
-        AdminSettings, AlertSettings, CacheSettings, DedupSettings, KeySettings, Layers,
-        LimitSettings, RegistrySettings, RolloutSettings, ServerSettings,
+        AdminSettings, CacheSettings, DedupSettings, KeySettings, Layers, RegistrySettings,
+        RolloutSettings, ServerSettings,
     },
     Config, Environment,
 };
-use crate::breaker::BreakerConfig;
+use crate::{
+    breaker::BreakerConfig,
+    limit::{ClassLimits, Share},
+    stats::AlertRules,
+};
 
 const fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -90,23 +94,13 @@ pub(super) fn profile(env: Environment) -> Config {
             window: Duration::ZERO,
         },
         breaker,
-        limit: LimitSettings {
-            max_concurrency: 32,
-            max_queue: pick(env, [0, 64, 64, 0]),
-            max_wait: pick(env, [secs(1), secs(1), secs(1), millis(100)]),
-            retry_after: secs(1),
-            rate: None,
-            max_concurrency_per_caller: None,
-            max_concurrency_per_address: None,
-        },
-        alerts: AlertSettings {
-            upstream_calls_per_minute: 20,
-            memory_bytes: 100_000_000,
-            error_rate: 0.05,
-            error_window: secs(60),
-            min_samples: 20,
-            breaker_trips: true,
-        },
+        limit: ClassLimits::new(32)
+            .with_max_queue(pick(env, [0, 64, 64, 0]))
+            .with_max_wait(pick(env, [secs(1), secs(1), secs(1), millis(100)]))
+            .with_retry_after(secs(1))
+            .with_caller_share(Share::Auto)
+            .with_address_share(Share::Auto),
+        alerts: AlertRules::default(),
         admin: AdminSettings::default(),
         rollout: RolloutSettings {
             percent: 100,

@@ -3,7 +3,7 @@
 //! the global one.
 //!
 //! A section is one type, the layer's own where it has one
-//! ([`BreakerConfig`]): the global `[breaker]` table is deserialized into
+//! ([`BreakerConfig`], [`ClassLimits`]): the global `[breaker]` table is deserialized into
 //! it, and so is a class's `breaker` table once it is laid over the global
 //! section's keys. No type mirrors another field by field.
 
@@ -13,13 +13,11 @@ use figment::value::{Dict, Value};
 use serde::{de, de::DeserializeOwned, Serialize};
 
 use super::{
-    settings::{
-        CacheSettings, ClassConfig, DedupSettings, Layers, LimitSettings, RegistrySettings,
-    },
+    settings::{CacheSettings, ClassConfig, DedupSettings, Layers, RegistrySettings},
     validate::Validate,
     Config,
 };
-use crate::{breaker::BreakerConfig, cache, registry};
+use crate::{breaker::BreakerConfig, cache, limit::ClassLimits, registry};
 
 /// A section a class may have its own of (`[classes.NAME.SECTION]`).
 pub(crate) trait Section: Serialize + DeserializeOwned + Validate + Clone {
@@ -72,7 +70,7 @@ pub(crate) fn each_section<E: EachSection>(mut each: E) -> E {
     each.section::<CacheSettings>();
     each.section::<DedupSettings>();
     each.section::<BreakerConfig>();
-    each.section::<LimitSettings>();
+    each.section::<ClassLimits>();
     each
 }
 
@@ -136,7 +134,7 @@ section!(
 );
 section!(DedupSettings, dedup);
 section!(BreakerConfig, breaker);
-section!(LimitSettings, limit);
+section!(ClassLimits, limit);
 
 /// The keys of the struct `T`, in declaration order, as its `Deserialize`
 /// implementation names them.

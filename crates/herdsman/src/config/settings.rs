@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{breaker::BreakerConfig, cache, limit, registry};
+use crate::{breaker::BreakerConfig, cache, limit::ClassLimits, registry};
 
 /// Which layers of the stack are on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,150 +89,6 @@ pub struct DedupSettings {
     /// requests that arrive while the call is in flight share it).
     #[serde(with = "humantime_serde")]
     pub window: Duration,
-}
-
-/// The limit layer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitSettings {
-    /// Calls of one class in flight at once.
-    pub max_concurrency: usize,
-    /// Requests that may wait for a permit (`0`: reject at once).
-    pub max_queue: usize,
-    /// How long a queued request waits.
-    #[serde(with = "humantime_serde")]
-    pub max_wait: Duration,
-    /// The `Retry-After` hint of rejections.
-    #[serde(with = "humantime_serde")]
-    pub retry_after: Duration,
-    /// An optional rate rule.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate: Option<RateSettings>,
-    /// Calls of one class one caller (the rollout's identity header, else
-    /// the credentials) may have in flight or waiting; over it a request is
-    /// refused at once. Unset: [`per_caller`](Self::per_caller).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_concurrency_per_caller: Option<usize>,
-    /// Calls of one class one client address may have in flight or
-    /// waiting, whatever the callers. Unset:
-    /// [`per_address`](Self::per_address).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_concurrency_per_address: Option<usize>,
-}
-
-impl LimitSettings {
-    /// The limit layer's settings for one class. Meant for validated
-    /// settings: zero counts are raised to one rather than panicking.
-    pub fn class_limits(&self) -> limit::ClassLimits {
-        let limits = limit::ClassLimits::new(self.max_concurrency)
-            .with_max_queue(self.max_queue)
-            .with_max_wait(self.max_wait)
-            .with_retry_after(self.retry_after)
-            .with_max_concurrent_per_caller(self.per_caller())
-            .with_max_concurrent_per_address(self.per_address());
-        match &self.rate {
-            Some(rate) => limits.with_rate(rate.rule()),
-            None => limits,
-        }
-    }
-
-    /// One caller's share: `max_concurrency_per_caller`, by default a
-    /// quarter of `max_concurrency` (at least 1). It takes four callers
-    /// flooding at once to fill a class, while one caller keeps room for a
-    /// page's parallel requests.
-    pub fn per_caller(&self) -> usize {
-        let share = self.max_concurrency_per_caller;
-        share.unwrap_or(self.max_concurrency / 4).max(1)
-    }
-
-    /// One client address's share: `max_concurrency_per_address`, by
-    /// default half of `max_concurrency` (at least 1). Twice a caller's,
-    /// since one address may be many honest callers behind a NAT or a
-    /// proxy; still, new credentials on every request from one address
-    /// take at most half the class.
-    pub fn per_address(&self) -> usize {
-        let share = self.max_concurrency_per_address;
-        share.unwrap_or(self.max_concurrency / 2).max(1)
-    }
-}
-
-/// A rate rule: exactly one of `per_second` and `per_minute`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateSettings {
-    /// Requests per second.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per_second: Option<u32>,
-    /// Requests per minute.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per_minute: Option<u32>,
-    /// Requests let through at once after a quiet spell (default: the limit).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub burst: Option<u32>,
-    /// What requests are counted by (default: the class).
-    #[serde(default)]
-    pub by: RateBy,
-    /// Only count and log requests over the rate; never reject them.
-    #[serde(default)]
-    pub alert_only: bool,
-}
-
-impl RateSettings {
-    /// The limit layer's rule. Meant for validated settings: a zero limit or
-    /// burst is raised to one rather than panicking.
-    pub fn rule(&self) -> limit::RateRule {
-        let rule = match (self.per_second, self.per_minute) {
-            (_, Some(n)) => limit::RateRule::per_minute(n.max(1)),
-            (n, None) => limit::RateRule::per_second(n.unwrap_or(1).max(1)),
-        };
-        let rule = match self.burst {
-            Some(burst) => rule.with_burst(burst.max(1)),
-            None => rule,
-        };
-        let rule = rule.keyed_by(match self.by {
-            RateBy::Class => limit::RateKey::Class,
-            RateBy::Identity => limit::RateKey::Identity,
-            RateBy::ClassAndIdentity => limit::RateKey::ClassAndIdentity,
-        });
-        if self.alert_only {
-            rule.alert_only()
-        } else {
-            rule
-        }
-    }
-}
-
-/// What a rate rule counts requests by; see [`RateKey`](crate::limit::RateKey).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RateBy {
-    /// One budget per class.
-    #[default]
-    Class,
-    /// One budget per caller.
-    Identity,
-    /// One budget per caller per class.
-    ClassAndIdentity,
-}
-
-/// Alert thresholds (the operations plan's monitoring defaults).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlertSettings {
-    /// Upstream calls per minute for one key above which an alert fires.
-    pub upstream_calls_per_minute: u32,
-    /// Memory held by coordination above which an alert fires, in bytes.
-    pub memory_bytes: u64,
-    /// Error rate (`0.0..=1.0`) over `error_window` above which an alert
-    /// fires.
-    pub error_rate: f64,
-    /// The window the error rate is measured over.
-    #[serde(with = "humantime_serde")]
-    pub error_window: Duration,
-    /// Calls the window must hold before the error rate counts.
-    pub min_samples: u32,
-    /// Alert when a circuit breaker trips.
-    pub breaker_trips: bool,
 }
 
 /// The admin endpoints (switches, stats).
@@ -421,9 +277,9 @@ pub struct ClassConfig {
     /// Its breaker settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker: Option<BreakerConfig>,
-    /// Its limit settings.
+    /// Its limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<LimitSettings>,
+    pub limit: Option<ClassLimits>,
 }
 
 /// A string, also when a `HERDSMAN__` variable holding only digits was read

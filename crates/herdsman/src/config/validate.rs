@@ -8,12 +8,17 @@ use super::{
     error::Problem,
     section::{changed_keys, each_section, EachSection, Section},
     settings::{
-        AdminSettings, AlertSettings, CacheSettings, ClassConfig, DedupSettings, KeySettings,
-        Layers, LimitSettings, RegistrySettings, RolloutSettings, ServerSettings,
+        AdminSettings, CacheSettings, ClassConfig, DedupSettings, KeySettings, Layers,
+        RegistrySettings, RolloutSettings, ServerSettings,
     },
     Config, Environment,
 };
-use crate::{breaker::BreakerConfig, registry::MAX_JITTER};
+use crate::{
+    breaker::BreakerConfig,
+    limit::{ClassLimits, Share},
+    registry::MAX_JITTER,
+    stats::AlertRules,
+};
 
 /// The shortest floor or interval production and docker accept without
 /// `registry.allow_fast_polling`.
@@ -538,59 +543,62 @@ impl Validate for BreakerConfig {
     }
 }
 
-impl Validate for LimitSettings {
+impl Validate for ClassLimits {
+    /// A rate rule read from a file is checked as it is read (it cannot
+    /// hold a zero limit, nor both periods); one built in code must have a
+    /// configuration form.
     fn validate(&self, p: &Path, problems: &mut Problems) {
-        problems.at_least_one(&p.key("max_concurrency"), self.max_concurrency as u64);
+        problems.at_least_one(&p.key("max_concurrency"), self.max_concurrent as u64);
         problems.integer(&p.key("max_queue"), self.max_queue as u64);
         problems.positive(&p.key("max_wait"), self.max_wait);
         problems.positive(&p.key("retry_after"), self.retry_after);
         for (key, share) in [
-            (
-                "max_concurrency_per_caller",
-                self.max_concurrency_per_caller,
-            ),
-            (
-                "max_concurrency_per_address",
-                self.max_concurrency_per_address,
-            ),
+            ("max_concurrency_per_caller", self.per_caller),
+            ("max_concurrency_per_address", self.per_address),
         ] {
-            if let Some(share) = share {
-                problems.at_least_one(&p.key(key), share as u64);
+            if let Share::Max(max) = share {
+                problems.at_least_one(&p.key(key), max as u64);
             }
         }
-        let Some(rate) = &self.rate else { return };
-        let at = p.key("rate");
-        match (rate.per_second, rate.per_minute) {
-            (Some(_), Some(_)) => {
-                problems.fail(&at, None, "set one of per_second and per_minute, not both")
+        if let Some(rate) = &self.rate {
+            let at = p.key("rate");
+            problems.integer(&at.key("max_keys"), rate.max_keys() as u64);
+            let per = rate.per();
+            if per != Duration::from_secs(1) && per != Duration::from_secs(60) {
+                problems.fail(
+                    &at,
+                    None,
+                    &format!(
+                        "a rule per {} has no configuration form: use per_second or per_minute",
+                        format_duration(per)
+                    ),
+                );
             }
-            (None, None) => problems.fail(&at, None, "set one of per_second and per_minute"),
-            (Some(n), None) => problems.at_least_one(&at.key("per_second"), n.into()),
-            (None, Some(n)) => problems.at_least_one(&at.key("per_minute"), n.into()),
-        }
-        if let Some(burst) = rate.burst {
-            problems.at_least_one(&at.key("burst"), burst.into());
         }
     }
 }
 
-impl Validate for AlertSettings {
+impl Validate for AlertRules {
     fn validate(&self, p: &Path, problems: &mut Problems) {
-        problems.at_least_one(
-            &p.key("upstream_calls_per_minute"),
-            self.upstream_calls_per_minute.into(),
-        );
-        problems.at_least_one(&p.key("memory_bytes"), self.memory_bytes);
-        problems.fraction(&p.key("error_rate"), self.error_rate, false);
+        if let Some(max) = self.upstream_calls_per_minute {
+            problems.at_least_one(&p.key("upstream_calls_per_minute"), max);
+        }
+        if let Some(max) = self.memory_bytes {
+            problems.at_least_one(&p.key("memory_bytes"), max);
+        }
+        if let Some(rate) = self.error_rate {
+            problems.fraction(&p.key("error_rate"), rate, false);
+        }
         // The stats sample the error rate once a second.
-        let window = self.error_window;
+        let window = self.window;
         let at = p.key("error_window");
         if window < Duration::from_secs(1) {
             problems.fail(&at, dur(window), "must be at least 1s");
         } else if window.subsec_nanos() != 0 {
             problems.fail(&at, dur(window), "must be a whole number of seconds");
         }
-        problems.at_least_one(&p.key("min_samples"), self.min_samples.into());
+        problems.at_least_one(&p.key("min_samples"), self.error_min_samples);
+        problems.fraction(&p.key("resolve_ratio"), self.resolve_ratio, false);
     }
 }
 

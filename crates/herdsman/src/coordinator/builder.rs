@@ -12,12 +12,12 @@ use super::{
 use crate::{
     breaker::BreakerLayer,
     cache::CacheLayer,
-    config::{AlertSettings, Config, Environment},
+    config::{Config, Environment},
     dedup::DedupLayer,
     http::{BufferLayer, ClientAddress, HttpShare, ServerErrors},
     limit::LimitLayer,
     registry::{HttpFingerprint, RegistryLayer},
-    stats::{AlertRules, Stats, StatsClock},
+    stats::{Stats, StatsClock},
     switch::{LayerName, Rollout, Switches},
 };
 
@@ -69,22 +69,13 @@ impl fmt::Debug for CoordinatorBuilder {
     }
 }
 
-fn alert_rules(alerts: &AlertSettings) -> AlertRules {
-    AlertRules::default()
-        .with_upstream_calls_per_minute(Some(alerts.upstream_calls_per_minute.into()))
-        .with_memory_bytes(Some(alerts.memory_bytes))
-        .with_error_rate(Some(alerts.error_rate), alerts.min_samples.into())
-        .with_window(alerts.error_window)
-        .with_breaker_trips(alerts.breaker_trips)
-}
-
 fn compose(environment: Environment, config: Config) -> Shared {
     let clock = match environment {
         Environment::Test => StatsClock::Tokio,
         _ => StatsClock::Fast,
     };
     let stats = Stats::builder()
-        .with_rules(alert_rules(&config.alerts))
+        .with_rules(config.alerts.clone())
         .with_clock(clock)
         .build();
     let switches = Switches::from_config(&config);
@@ -158,7 +149,7 @@ fn compose(environment: Environment, config: Config) -> Shared {
         .with_failure_classifier(ServerErrors)
         .with_config(config.breaker)
         .with_observer(stats.clone());
-    let mut limit = LimitLayer::new(config.limit.class_limits())
+    let mut limit = LimitLayer::new(config.limit.clone())
         .with_classifier(classify.clone())
         .with_identity(CallerIdentity::new(rollout.clone()))
         .with_address(ClientAddress)

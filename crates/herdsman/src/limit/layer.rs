@@ -36,20 +36,146 @@ pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 ///     .with_rate(RateRule::per_second(10));
 /// assert_eq!(limits.max_concurrent(), 4);
 /// ```
+///
+/// With the `config` feature this is also the `[limit]` section of a
+/// [`Config`][crate::config::Config] (and a class's `limit` table), its
+/// keys named after the builder methods: `max_concurrency`, `max_queue`,
+/// `max_wait`, `retry_after`, `rate` (a [`RateRule`]),
+/// `max_concurrency_per_caller` and `max_concurrency_per_address` (a
+/// [`Share`]: a count, `"auto"` or `"off"`; `"auto"` when left out).
+///
+#[cfg_attr(
+    not(feature = "config"),
+    doc = "[crate::config::Config]: crate#feature-flags"
+)]
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize, serde::Serialize),
+    serde(deny_unknown_fields)
+)]
 pub struct ClassLimits {
+    #[cfg_attr(feature = "config", serde(rename = "max_concurrency"))]
     pub(crate) max_concurrent: usize,
     pub(crate) max_queue: usize,
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub(crate) max_wait: Duration,
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub(crate) retry_after: Duration,
+    #[cfg_attr(
+        feature = "config",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub(crate) rate: Option<RateRule>,
-    pub(crate) max_per_caller: Option<usize>,
-    pub(crate) max_per_address: Option<usize>,
+    #[cfg_attr(
+        feature = "config",
+        serde(rename = "max_concurrency_per_caller", default = "Share::auto")
+    )]
+    pub(crate) per_caller: Share,
+    #[cfg_attr(
+        feature = "config",
+        serde(rename = "max_concurrency_per_address", default = "Share::auto")
+    )]
+    pub(crate) per_address: Share,
+}
+
+/// How many of a class's calls one caller (or one client address) may
+/// have in flight or waiting: see
+/// [`ClassLimits::with_caller_share`] and
+/// [`ClassLimits::with_address_share`].
+///
+/// In a configuration file a share is a count (`8`), `"auto"` or `"off"`;
+/// a key left out is `"auto"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Share {
+    /// A part of the class's own `max_concurrent`, at least 1: a quarter
+    /// per caller, half per address. It follows the class's limit: a class
+    /// with a limit of its own gets shares of its own.
+    Auto,
+    /// At most this many.
+    Max(usize),
+    /// No cap.
+    Off,
+}
+
+impl Share {
+    /// The Coordinator's default: [`Share::Auto`].
+    #[cfg(feature = "config")]
+    fn auto() -> Self {
+        Share::Auto
+    }
+
+    /// The cap this share sets on a class of `max_concurrent` calls, where
+    /// [`Auto`](Share::Auto) is `max_concurrent / divisor` (at least 1).
+    fn cap(self, max_concurrent: usize, divisor: usize) -> Option<usize> {
+        match self {
+            Share::Auto => Some((max_concurrent / divisor).max(1)),
+            Share::Max(max) => Some(max),
+            Share::Off => None,
+        }
+    }
+}
+
+/// A share as a configuration writes it: a count, `"auto"` or `"off"`.
+#[cfg(feature = "config")]
+mod share_form {
+    use std::fmt;
+
+    use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Share;
+
+    impl Serialize for Share {
+        fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+            match self {
+                Share::Auto => ser.serialize_str("auto"),
+                Share::Max(max) => ser.serialize_u64(*max as u64),
+                Share::Off => ser.serialize_str("off"),
+            }
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Share {
+        fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+            de.deserialize_any(ShareVisitor)
+        }
+    }
+
+    struct ShareVisitor;
+
+    impl de::Visitor<'_> for ShareVisitor {
+        type Value = Share;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a whole number, \"auto\" or \"off\"")
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Share, E> {
+            usize::try_from(v)
+                .map(Share::Max)
+                .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Share, E> {
+            u64::try_from(v)
+                .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+                .and_then(|v| self.visit_u64(v))
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Share, E> {
+            match v {
+                "auto" => Ok(Share::Auto),
+                "off" => Ok(Share::Off),
+                _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+            }
+        }
+    }
 }
 
 impl ClassLimits {
     /// At most `max_concurrent` calls of the class in flight; no queue (a
-    /// request over the limit is rejected at once); no rate rule.
+    /// request over the limit is rejected at once); no rate rule; no share
+    /// per caller or per address.
     ///
     /// Zero admits no call: with no queue every request is rejected, which
     /// shuts a class off. A limit beyond what a semaphore can count
@@ -61,8 +187,8 @@ impl ClassLimits {
             max_wait: DEFAULT_MAX_WAIT,
             retry_after: DEFAULT_RETRY_AFTER,
             rate: None,
-            max_per_caller: None,
-            max_per_address: None,
+            per_caller: Share::Off,
+            per_address: Share::Off,
         }
     }
 
@@ -70,6 +196,13 @@ impl ClassLimits {
     /// permit is taken, and `in_flight` is not counted.
     pub fn unlimited() -> Self {
         ClassLimits::new(usize::MAX)
+    }
+
+    /// At most `max_concurrent` calls of the class in flight, the rest
+    /// kept (see [`new`](Self::new)).
+    pub fn with_max_concurrent(mut self, max_concurrent: usize) -> Self {
+        self.max_concurrent = max_concurrent;
+        self
     }
 
     /// Up to `max_queue` requests wait for a permit when all are taken,
@@ -101,21 +234,46 @@ impl ClassLimits {
         self
     }
 
+    /// No rate rule for the class.
+    pub fn without_rate(mut self) -> Self {
+        self.rate = None;
+        self
+    }
+
     /// At most `max` of the class's calls in flight or waiting for one
     /// caller (named by [`LimitLayer::with_identity`]); a request over it is
     /// refused at once with [`TooManyInFlight`](super::TooManyInFlight).
     /// Requests without an identity are not counted. None by default.
-    pub fn with_max_concurrent_per_caller(mut self, max: usize) -> Self {
-        self.max_per_caller = Some(max);
-        self
+    /// Shorthand for `with_caller_share(Share::Max(max))`.
+    pub fn with_max_concurrent_per_caller(self, max: usize) -> Self {
+        self.with_caller_share(Share::Max(max))
     }
 
     /// At most `max` of the class's calls in flight or waiting for one
     /// client address (named by [`LimitLayer::with_address`]), whatever the
     /// callers: new credentials on every request do not make new shares.
     /// Requests without an address are not counted. None by default.
-    pub fn with_max_concurrent_per_address(mut self, max: usize) -> Self {
-        self.max_per_address = Some(max);
+    /// Shorthand for `with_address_share(Share::Max(max))`.
+    pub fn with_max_concurrent_per_address(self, max: usize) -> Self {
+        self.with_address_share(Share::Max(max))
+    }
+
+    /// One caller's share of the class ([`Share::Off`] by default; the
+    /// Coordinator's profiles use [`Share::Auto`], a quarter of the class:
+    /// it takes four callers flooding at once to fill it, while one caller
+    /// keeps room for a page's parallel requests).
+    pub fn with_caller_share(mut self, share: Share) -> Self {
+        self.per_caller = share;
+        self
+    }
+
+    /// One client address's share of the class ([`Share::Off`] by default;
+    /// the Coordinator's profiles use [`Share::Auto`], half of the class:
+    /// one address may be many honest callers behind a NAT or a proxy,
+    /// while new credentials on every request from one address still take
+    /// at most half).
+    pub fn with_address_share(mut self, share: Share) -> Self {
+        self.per_address = share;
         self
     }
 
@@ -144,14 +302,26 @@ impl ClassLimits {
         self.rate.as_ref()
     }
 
-    /// Calls in flight or waiting per caller at most, if capped.
-    pub fn max_concurrent_per_caller(&self) -> Option<usize> {
-        self.max_per_caller
+    /// One caller's share, as set.
+    pub fn caller_share(&self) -> Share {
+        self.per_caller
     }
 
-    /// Calls in flight or waiting per client address at most, if capped.
+    /// One client address's share, as set.
+    pub fn address_share(&self) -> Share {
+        self.per_address
+    }
+
+    /// Calls in flight or waiting per caller at most, if capped: the
+    /// [`caller_share`](Self::caller_share) worked out.
+    pub fn max_concurrent_per_caller(&self) -> Option<usize> {
+        self.per_caller.cap(self.max_concurrent, 4)
+    }
+
+    /// Calls in flight or waiting per client address at most, if capped:
+    /// the [`address_share`](Self::address_share) worked out.
     pub fn max_concurrent_per_address(&self) -> Option<usize> {
-        self.max_per_address
+        self.per_address.cap(self.max_concurrent, 2)
     }
 }
 
@@ -353,5 +523,46 @@ impl<C, I, A> fmt::Debug for LimitLayer<C, I, A> {
         f.debug_struct("LimitLayer")
             .field("settings", self.shared.settings())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_auto_share_is_a_part_of_the_class_and_at_least_one() {
+        let limits = ClassLimits::new(10)
+            .with_caller_share(Share::Auto)
+            .with_address_share(Share::Auto);
+        assert_eq!(limits.max_concurrent_per_caller(), Some(2));
+        assert_eq!(limits.max_concurrent_per_address(), Some(5));
+        let small = limits.clone().with_max_concurrent(1);
+        assert_eq!(small.max_concurrent_per_caller(), Some(1));
+        assert_eq!(small.max_concurrent_per_address(), Some(1));
+        let capped = limits.with_max_concurrent_per_caller(7);
+        assert_eq!(capped.caller_share(), Share::Max(7));
+        assert_eq!(capped.max_concurrent_per_caller(), Some(7));
+        assert_eq!(ClassLimits::new(10).max_concurrent_per_caller(), None);
+        assert_eq!(ClassLimits::new(10).address_share(), Share::Off);
+    }
+
+    #[cfg(feature = "config")]
+    #[test]
+    fn a_share_is_a_count_auto_or_off_in_a_file() {
+        #[derive(serde::Deserialize, serde::Serialize, PartialEq, Debug)]
+        struct One {
+            share: Share,
+        }
+        for (form, share) in [
+            ("share = 3\n", Share::Max(3)),
+            ("share = \"auto\"\n", Share::Auto),
+            ("share = \"off\"\n", Share::Off),
+        ] {
+            assert_eq!(toml::from_str::<One>(form).unwrap(), One { share });
+            assert_eq!(toml::to_string(&One { share }).unwrap(), form);
+        }
+        assert!(toml::from_str::<One>("share = -1").is_err());
+        assert!(toml::from_str::<One>("share = \"half\"").is_err());
     }
 }

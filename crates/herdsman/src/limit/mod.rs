@@ -55,6 +55,11 @@
 //!   period of the rule. The budgets live in memory ([`GovernorRates`]) unless
 //!   the layer is given a [`RateBackend`](crate::backend::RateBackend)
 //!   ([`LimitLayer::with_rate_backend`]), for rules kept cluster-wide.
+//! - **Configuration.** [`ClassLimits`] (with its [`RateRule`]) is also
+//!   the `[limit]` section of a [`Config`][crate::config::Config] and a
+//!   class's `limit` table, with the `config` feature: what a file sets is
+//!   what the layer gets, and a rule read from a file is checked as it is
+//!   read.
 //! - **Shared state.** All clones of a `Limit`, and all services made from
 //!   one [`LimitLayer`] value, share its permits, queues and budgets: put one
 //!   layer value on every service that reaches the same upstream.
@@ -217,9 +222,10 @@
 //!   request, plus a sharded map lookup when it counts by caller; pruning
 //!   scans the store on the request that triggers it.
 //! - Shares: a caller's share is what one client needs in parallel (a
-//!   page's requests, a worker pool); the Coordinator's defaults are a
-//!   quarter of the class per caller and half per address (an address may
-//!   be many honest callers behind a NAT). Each class keeps one small map
+//!   page's requests, a worker pool); the Coordinator's defaults
+//!   ([`Share::Auto`]) are a quarter of the class per caller and half per
+//!   address (an address may be many honest callers behind a NAT), and
+//!   follow each class's own limit. Each class keeps one small map
 //!   per share, holding only the keys with calls in flight or waiting: it
 //!   drains to empty when the class is idle, and never outgrows the
 //!   class's requests ([`ClassStats::callers`], [`ClassStats::addresses`]).
@@ -238,6 +244,10 @@
 //!   a class without shares asks neither key function.
 //!
 #![cfg_attr(
+    not(feature = "config"),
+    doc = "[crate::config::Config]: crate#feature-flags"
+)]
+#![cfg_attr(
     not(feature = "http"),
     doc = "[crate::http::ClientAddress]: crate#feature-flags"
 )]
@@ -254,7 +264,7 @@ pub use self::{
     error::{Overloaded, RateLimited, TooManyInFlight},
     future::ResponseFuture,
     layer::{
-        ClassLimits, LimitLayer, NoIdentity, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_WAIT,
+        ClassLimits, LimitLayer, NoIdentity, Share, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_WAIT,
         DEFAULT_RETRY_AFTER,
     },
     rate::{GovernorBudgets, GovernorRates, RateKey, RateMode, RateRule, DEFAULT_MAX_KEYS},

@@ -30,7 +30,15 @@ use crate::backend::{BudgetKey, RateBackend, RateBudgets, RateQuota, WhenFull};
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
 
 /// What a [`RateRule`] counts requests by.
+///
+/// In a configuration file (`by = ...`): `"class"`, `"identity"` or
+/// `"class-and-identity"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize, serde::Serialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum RateKey {
     /// One budget for each endpoint class, shared by all its callers.
     #[default]
@@ -74,6 +82,15 @@ pub enum RateMode {
 /// let alarm = RateRule::per_minute(20).keyed_by(RateKey::ClassAndIdentity).alert_only();
 /// # let _ = alarm;
 /// ```
+///
+/// With the `config` feature this is also the `rate` table of a `[limit]`
+/// section: `rate = { per_minute = 20, by = "class-and-identity",
+/// alert_only = true }`, with exactly one of `per_second` and `per_minute`,
+/// `burst` (default: the limit) and `max_keys` (default
+/// [`DEFAULT_MAX_KEYS`]). Reading one checks it (a limit, burst or
+/// `max_keys` of zero, or both or neither period, is refused with the key's
+/// path), so a rule read from a file is as valid as one built here. Only
+/// rules per second or per minute have a configuration form.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RateRule {
     limit: NonZeroU32,
@@ -201,6 +218,115 @@ impl RateRule {
             ..budgets
         };
         (budgets, warnings)
+    }
+}
+
+/// A [`RateRule`] as a configuration writes it.
+#[cfg(feature = "config")]
+mod form {
+    use std::{num::NonZeroU32, time::Duration};
+
+    use serde::{de, ser, Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{RateKey, RateMode, RateRule};
+
+    const SECOND: Duration = Duration::from_secs(1);
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Table {
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "at_least_one"
+        )]
+        per_second: Option<NonZeroU32>,
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "at_least_one"
+        )]
+        per_minute: Option<NonZeroU32>,
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "at_least_one"
+        )]
+        burst: Option<NonZeroU32>,
+        #[serde(default)]
+        by: RateKey,
+        #[serde(default)]
+        alert_only: bool,
+        #[serde(default = "max_keys", deserialize_with = "at_least_one_key")]
+        max_keys: usize,
+    }
+
+    fn max_keys() -> usize {
+        super::DEFAULT_MAX_KEYS
+    }
+
+    fn at_least_one_key<'de, D: Deserializer<'de>>(de: D) -> Result<usize, D::Error> {
+        match usize::deserialize(de)? {
+            0 => Err(de::Error::custom("must be at least 1")),
+            n => Ok(n),
+        }
+    }
+
+    fn at_least_one<'de, D: Deserializer<'de>>(de: D) -> Result<Option<NonZeroU32>, D::Error> {
+        let n = u32::deserialize(de)?;
+        NonZeroU32::new(n)
+            .map(Some)
+            .ok_or_else(|| de::Error::custom("must be at least 1"))
+    }
+
+    impl<'de> Deserialize<'de> for RateRule {
+        fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+            let table = Table::deserialize(de)?;
+            let (limit, per) = match (table.per_second, table.per_minute) {
+                (Some(n), None) => (n, SECOND),
+                (None, Some(n)) => (n, MINUTE),
+                (Some(_), Some(_)) => {
+                    let both = "set one of per_second and per_minute, not both";
+                    return Err(de::Error::custom(both));
+                }
+                (None, None) => {
+                    return Err(de::Error::custom("set one of per_second and per_minute"))
+                }
+            };
+            let mode = match table.alert_only {
+                true => RateMode::AlertOnly,
+                false => RateMode::Enforce,
+            };
+            Ok(RateRule::new(limit.get(), per)
+                .with_burst(table.burst.unwrap_or(limit).get())
+                .keyed_by(table.by)
+                .with_mode(mode)
+                .with_max_keys(table.max_keys))
+        }
+    }
+
+    impl Serialize for RateRule {
+        fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+            let (per_second, per_minute) = match self.per {
+                SECOND => (Some(self.limit), None),
+                MINUTE => (None, Some(self.limit)),
+                per => {
+                    return Err(ser::Error::custom(format_args!(
+                        "a rate rule per {per:?} has no configuration form: only per second or per minute"
+                    )))
+                }
+            };
+            Table {
+                per_second,
+                per_minute,
+                burst: (self.burst != self.limit).then_some(self.burst),
+                by: self.key,
+                alert_only: self.mode == RateMode::AlertOnly,
+                max_keys: self.max_keys,
+            }
+            .serialize(ser)
+        }
     }
 }
 
@@ -623,6 +749,37 @@ mod tests {
         assert_eq!(quota.replenish_interval(), Duration::from_secs(3));
         assert_eq!(quota.burst_size().get(), 5);
         assert_eq!(RateRule::per_second(3).burst(), 3);
+    }
+
+    #[cfg(feature = "config")]
+    #[test]
+    fn a_rule_reads_and_writes_its_configuration_form() {
+        let rule: RateRule =
+            toml::from_str("per_minute = 600\nburst = 5\nby = \"class-and-identity\"").unwrap();
+        assert_eq!(
+            rule,
+            RateRule::per_minute(600)
+                .with_burst(5)
+                .keyed_by(RateKey::ClassAndIdentity)
+        );
+        let written = toml::to_string(&rule).unwrap();
+        assert_eq!(toml::from_str::<RateRule>(&written).unwrap(), rule);
+        let plain = toml::to_string(&RateRule::per_second(3).alert_only()).unwrap();
+        assert_eq!(
+            plain,
+            "per_second = 3\nby = \"class\"\nalert_only = true\nmax_keys = 100000\n"
+        );
+        let few: RateRule = toml::from_str("per_second = 1\nmax_keys = 8").unwrap();
+        assert_eq!(few.max_keys(), 8);
+
+        let refused = |form: &str| toml::from_str::<RateRule>(form).unwrap_err().to_string();
+        assert!(refused("per_second = 0").contains("must be at least 1"));
+        assert!(refused("per_second = 1\nburst = 0").contains("must be at least 1"));
+        assert!(refused("per_second = 1\nper_minute = 1").contains("not both"));
+        assert!(refused("burst = 1").contains("set one of per_second and per_minute"));
+        assert!(refused("per_second = 1\nmax_keys = 0").contains("must be at least 1"));
+        let odd = RateRule::new(5, Duration::from_secs(10));
+        assert!(toml::to_string(&odd).is_err(), "no form for a 10s period");
     }
 
     #[test]

@@ -367,8 +367,8 @@ impl ClassState {
             gate: Gate::new(limits),
             waiting: AtomicUsize::new(0),
             rate,
-            callers: limits.max_per_caller.map(Shares::new),
-            addresses: limits.max_per_address.map(Shares::new),
+            callers: limits.max_concurrent_per_caller().map(Shares::new),
+            addresses: limits.max_concurrent_per_address().map(Shares::new),
             counters: Counters::default(),
             observers,
         }

@@ -33,15 +33,41 @@ use crate::class::Class;
 ///     .with_memory_bytes(None);
 /// assert_eq!(rules.upstream_calls_per_minute(), Some(60));
 /// ```
+///
+/// With the `config` feature this is also the `[alerts]` section of a
+/// [`Config`][crate::config::Config]: `upstream_calls_per_minute`,
+/// `memory_bytes` and `error_rate` (each a threshold, or `"off"`),
+/// `error_window` (written as `"1m"`), `min_samples`, `breaker_trips` and
+/// `resolve_ratio`; a key left out keeps its [default](AlertRules::default).
+/// The builders clamp what they are given; a configuration is checked
+/// instead, and a value out of range is refused with its key.
+///
+#[cfg_attr(
+    not(feature = "config"),
+    doc = "[crate::config::Config]: crate#feature-flags"
+)]
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize, serde::Serialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct AlertRules {
-    upstream_calls_per_minute: Option<u64>,
-    memory_bytes: Option<u64>,
-    error_rate: Option<f64>,
-    error_min_samples: u64,
-    window: Duration,
-    breaker_trips: bool,
-    resolve_ratio: f64,
+    #[cfg_attr(feature = "config", serde(with = "off"))]
+    pub(crate) upstream_calls_per_minute: Option<u64>,
+    #[cfg_attr(feature = "config", serde(with = "off"))]
+    pub(crate) memory_bytes: Option<u64>,
+    #[cfg_attr(feature = "config", serde(with = "off"))]
+    pub(crate) error_rate: Option<f64>,
+    #[cfg_attr(
+        feature = "config",
+        serde(rename = "error_window", with = "humantime_serde")
+    )]
+    pub(crate) window: Duration,
+    #[cfg_attr(feature = "config", serde(rename = "min_samples"))]
+    pub(crate) error_min_samples: u64,
+    pub(crate) breaker_trips: bool,
+    pub(crate) resolve_ratio: f64,
 }
 
 impl Default for AlertRules {
@@ -53,10 +79,70 @@ impl Default for AlertRules {
             upstream_calls_per_minute: Some(20),
             memory_bytes: Some(100_000_000),
             error_rate: Some(0.05),
-            error_min_samples: 20,
             window: Duration::from_secs(60),
+            error_min_samples: 20,
             breaker_trips: true,
             resolve_ratio: 0.8,
+        }
+    }
+}
+
+/// A threshold that may be off: `"off"` in a configuration, else the
+/// threshold.
+#[cfg(feature = "config")]
+mod off {
+    use std::{fmt, marker::PhantomData};
+
+    use serde::{
+        de::{self, IntoDeserializer},
+        Deserialize, Deserializer, Serialize, Serializer,
+    };
+
+    const OFF: &str = "off";
+
+    pub(super) fn serialize<T: Serialize, S: Serializer>(
+        value: &Option<T>,
+        ser: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => value.serialize(ser),
+            None => ser.serialize_str(OFF),
+        }
+    }
+
+    pub(super) fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        de: D,
+    ) -> Result<Option<T>, D::Error> {
+        de.deserialize_any(OrOff(PhantomData))
+    }
+
+    struct OrOff<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> de::Visitor<'de> for OrOff<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a number, or \"off\"")
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            T::deserialize(v.into_deserializer()).map(Some)
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            T::deserialize(v.into_deserializer()).map(Some)
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            T::deserialize(v.into_deserializer()).map(Some)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            if v == OFF {
+                Ok(None)
+            } else {
+                Err(E::invalid_value(de::Unexpected::Str(v), &self))
+            }
         }
     }
 }
@@ -387,6 +473,20 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "config")]
+    #[test]
+    fn a_rule_that_is_off_is_written_off_and_a_left_out_key_is_the_default() {
+        let rules = AlertRules::default()
+            .with_memory_bytes(None)
+            .with_error_rate(Some(0.25), 7);
+        let written = toml::to_string(&rules).unwrap();
+        assert!(written.contains("memory_bytes = \"off\""), "{written}");
+        assert_eq!(toml::from_str::<AlertRules>(&written).unwrap(), rules);
+        let read: AlertRules = toml::from_str("error_rate = \"off\"").unwrap();
+        assert_eq!(read, AlertRules::default().with_error_rate(None, 20));
+        assert!(toml::from_str::<AlertRules>("memory_bytes = \"none\"").is_err());
+    }
 
     #[test]
     fn rfc3339_formats_known_instants() {

@@ -99,13 +99,20 @@
 //! once when its condition starts and resolves once when it ends, with
 //! hysteresis ([`AlertRules::with_resolve_ratio`]). It is delivered as a
 //! `tracing` warning, a `herdsman_alerts_total{rule}` counter, the
-//! snapshot's `alerts` list and the [`Stats::alerts`] stream.
+//! snapshot's `alerts` list and the [`Stats::alerts`] stream. With the
+//! `config` feature, [`AlertRules`] is also the `[alerts]` section of a
+//! [`Config`][crate::config::Config], where a threshold may be `"off"`.
 //!
 //! # Time
 //!
 //! Under `tokio::time::pause` use [`StatsClock::Tokio`]
 //! ([`StatsBuilder::with_clock`]) so latencies, rates and alerts follow the
 //! paused clock.
+//!
+#![cfg_attr(
+    not(feature = "config"),
+    doc = "[crate::config::Config]: crate#feature-flags"
+)]
 
 mod alerts;
 mod clock;
