@@ -162,7 +162,15 @@ impl RequestDirectives {
     /// `Pragma` when there is no `Cache-Control`.
     pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
         let mut parsed = Self::default();
-        for directive in directives(headers, &header::CACHE_CONTROL) {
+        // One lookup per header: a request usually sends neither.
+        let lines = headers.get_all(header::CACHE_CONTROL);
+        if lines.iter().next().is_none() {
+            parsed.no_cache = directives(headers, &header::PRAGMA).any(|d| d.is("no-cache"));
+            return parsed;
+        }
+        for directive in lines.into_iter().flat_map(|line| Directives {
+            rest: line.as_bytes(),
+        }) {
             if directive.is("no-cache") {
                 parsed.no_cache = true;
             } else if directive.is("no-store") {
@@ -172,9 +180,6 @@ impl RequestDirectives {
                     parsed.max_age = Some(parsed.max_age.map_or(age, |other| other.min(age)));
                 }
             }
-        }
-        if !headers.contains_key(header::CACHE_CONTROL) {
-            parsed.no_cache = directives(headers, &header::PRAGMA).any(|d| d.is("no-cache"));
         }
         parsed
     }

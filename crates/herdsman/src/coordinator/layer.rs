@@ -7,59 +7,57 @@ use tower_layer::{layer_fn, Layer};
 use super::{
     handle::Shared,
     route::{CallerIdentity, ClassKey, ClassOf},
+    routed::Unrouted,
     service::Classified,
     Coordinated,
 };
 use crate::{
-    breaker::Breaker,
-    cache::{Cache, HttpCachePolicy},
-    dedup::Dedup,
+    breaker::BreakerLayer,
+    cache::{CacheLayer, HttpCachePolicy},
+    dedup::DedupLayer,
     http::{Buffer, ClientAddress, HttpShare, ServerErrors, SharedBody},
-    limit::Limit,
-    registry::{HttpFingerprint, Registry},
-    stats::{StatsService, UpstreamService},
+    limit::LimitLayer,
+    registry::{HttpFingerprint, RegistryLayer},
+    stats::{StatsLayer, UpstreamLayer},
 };
 
 /// Who subscribes to the registry, for its budgets: the rollout's caller
 /// identity and the client address.
 pub(crate) type Subscribers = (CallerIdentity, ClientAddress);
 
+// Each layer of the stack, its type parameters written once: the
+// coordinator's shared state holds these, and [`Stack`] is what they make.
+pub(crate) type RegistryOf = RegistryLayer<
+    ClassKey,
+    ClassOf,
+    HttpShare,
+    HttpFingerprint,
+    ClassKey,
+    Subscribers,
+    ServerErrors,
+>;
+pub(crate) type StatsOf = StatsLayer<ClassOf, ServerErrors>;
+pub(crate) type CacheOf = CacheLayer<ClassKey, Response<SharedBody>, HttpCachePolicy, ClassOf>;
+pub(crate) type DedupOf = DedupLayer<ClassKey, HttpShare, ClassOf>;
+pub(crate) type BreakerOf = BreakerLayer<ClassOf, ServerErrors>;
+pub(crate) type LimitOf = LimitLayer<ClassOf, CallerIdentity, ClientAddress>;
+pub(crate) type UpstreamOf = UpstreamLayer<ClassOf, ClassKey, ServerErrors>;
+
+/// The service `L` makes of `S`.
+type On<L, S> = <L as Layer<S>>::Service;
+
 /// The coordinated path of a [`Coordinated`] service, as
 /// [`CoordinatorLayer::layer`] builds it (outer to inner).
 pub(crate) type Stack<S> = Classified<
-    Registry<
-        StatsService<
-            Cache<
-                Dedup<
-                    Breaker<
-                        Limit<
-                            UpstreamService<Buffer<S>, ClassOf, ClassKey, ServerErrors>,
-                            ClassOf,
-                            CallerIdentity,
-                            ClientAddress,
-                        >,
-                        ClassOf,
-                        ServerErrors,
-                    >,
-                    ClassKey,
-                    HttpShare,
-                    ClassOf,
-                >,
-                ClassKey,
-                Response<SharedBody>,
-                HttpCachePolicy,
-                ClassOf,
+    On<
+        RegistryOf,
+        On<
+            StatsOf,
+            On<
+                CacheOf,
+                On<DedupOf, On<BreakerOf, On<LimitOf, On<UpstreamOf, Buffer<Unrouted<S>>>>>>,
             >,
-            ClassOf,
-            ServerErrors,
         >,
-        ClassKey,
-        ClassOf,
-        HttpShare,
-        HttpFingerprint,
-        ClassKey,
-        Subscribers,
-        ServerErrors,
     >,
 >;
 
@@ -90,7 +88,7 @@ impl<S: Clone> Layer<S> for CoordinatorLayer {
             .layer(&shared.limit)
             .layer(&shared.upstream)
             .layer(&shared.buffer)
-            .service(inner.clone());
+            .service(Unrouted::new(inner.clone()));
         Coordinated::new(stack, inner, shared.clone())
     }
 }

@@ -19,7 +19,7 @@
 //!
 //! ```text
 //! Coordinated   stack switch and rollout: else straight to the inner service
-//!  Classified   the class and the key, computed once, carried in extensions
+//!  Classified   the class and the key, computed once, carried with the body
 //!  Registry     one-shot calls answered from a live poll loop
 //!  Stats        client requests, per class (a poll loop's fetches pass it)
 //!  Cache        HTTP semantics; writes invalidate (and the registry polls)
@@ -33,8 +33,9 @@
 //!
 //! - **Classes.** One [`PathClasses`](crate::http::PathClasses) from
 //!   [`Config::path_classes`](crate::config::Config::path_classes)
-//!   classifies each request once, in [`Classified`]; the class travels in
-//!   the request's extensions, so no layer classifies it again ([`ClassOf`]).
+//!   classifies each request once, in [`Classified`]; the class travels
+//!   with the request's body ([`Routed`]), so no layer classifies it again
+//!   ([`ClassOf`]).
 //!   Each layer gets its per-class settings from
 //!   [`Config::class`](crate::config::Config::class).
 //! - **Keys.** Each class's [`HttpKey`](crate::http::HttpKey)
@@ -43,10 +44,15 @@
 //!   credentials and the rollout's `identity_header`, so two users never
 //!   share a private response; for requests around a `Router`, the hosts of
 //!   `keys.hosts` (none: one site, `Host` is not in keys). [`Classified`]
-//!   computes it once per request and carries it in its extensions
-//!   ([`CarriedKey`](crate::key::CarriedKey)), with the class's route
-//!   attached to it: one extension entry for both (each insertion into a
-//!   request's extensions costs allocations); every layer reads it there.
+//!   computes it once per request and carries it with the class's route
+//!   in the request's body: inside the stack a request is a
+//!   `Request<`[`Routed`]`<B>>`, and the innermost [`Unrouted`] gives the
+//!   inner service its caller's body back. Not in its extensions: a first
+//!   insertion there costs three allocations, as many as the rest of a
+//!   cache hit. Every layer reads the key there while it is the request's
+//!   (the cache changes a request's validators on its way down; a key is
+//!   carried only for a request without them, and read while the request
+//!   has as many headers as it had).
 //! - **Switches.** [`Coordinator::switches`] holds one switch per layer per
 //!   class and one for the stack ([`Switches::from_config`](crate::switch::Switches::from_config):
 //!   layers off in `config.layers` or a class's `layers` start off). Each
@@ -160,7 +166,13 @@
 //!   took a coordinated cache hit from about 25,400 to 16,900
 //!   instructions and from 27 to 20 allocations (a request with one
 //!   header, under callgrind and dhat; the bare service: 2,400 and 4).
-//!   Most of what is left is the one key (about 7,000) and the layers'
+//!   Carrying the class and the key with the body rather than in the
+//!   extensions took a hit of a browser `GET` (herdsman-bench's
+//!   `coordinated`: nine headers and a cookie) from 6 to 3 allocations and
+//!   1 reallocation, at about 10,700 instructions over the bare service:
+//!   the one key (about 4,000, and its allocation), the cache's lookup
+//!   and the caller's copy of the stored response (its header map: two
+//!   allocations, and the reallocation when `Age` goes in), the layers'
 //!   own bookkeeping. With the stack switch off a call costs the plain
 //!   path's gate: one atomic load, then the rollout at under 100 %.
 
@@ -169,6 +181,7 @@ mod error;
 mod handle;
 mod layer;
 mod route;
+mod routed;
 mod service;
 mod sizes;
 
@@ -180,6 +193,7 @@ pub use self::{
     handle::Coordinator,
     layer::CoordinatorLayer,
     route::{CallerIdentity, ClassKey, ClassOf},
+    routed::{Routed, Unrouted},
     service::{Classified, Coordinated, Plain, PlainFuture},
     sizes::Sizes,
 };

@@ -4,11 +4,12 @@ use std::{collections::HashMap, fmt, sync::Arc};
 
 use http::{HeaderName, Request};
 
+use super::routed::{self, Routed};
 use crate::{
     class::{Class, Classify},
     config::Config,
     http::{HttpKey, PathClasses, PollFetch},
-    key::{Carried, CarriedKey, Key, KeyFn},
+    key::{Key, KeyFn},
     registry::Canonical,
     switch::{LayerName, Rollout, Switch, Switches},
 };
@@ -40,31 +41,15 @@ fn layer_index(layer: LayerName) -> usize {
     }
 }
 
-/// The route of a request, if it carries one: attached to its key
-/// ([`CarriedKey::attach`], one extension entry for both) by
-/// [`Classified`](super::Classified) (and on a poll loop's canonical
-/// requests by [`ClassKey`]) so that the layers below do not classify it
-/// again. Whether it is a poll loop's fetch is the canonical request's own
-/// mark, [`PollFetch`].
-#[inline]
-fn carried_route<B>(req: &Request<B>) -> Option<&ClassRoute> {
-    req.extensions()
-        .get::<CarriedKey>()?
-        .attached::<ClassRoute>()
-}
-
-/// Carries `key` and `route` in `req`'s extensions, as one entry.
-pub(crate) fn carry<B>(req: &mut Request<B>, key: Option<Key>, route: Arc<ClassRoute>) {
-    req.extensions_mut()
-        .insert(CarriedKey::new(key).attach(route));
-}
-
 /// Every class's route, and the classifier for requests that carry none
 /// (requests that did not come through [`Coordinated`](super::Coordinated)
 /// or a poll loop).
 pub(crate) struct Routes {
     paths: PathClasses,
-    classes: HashMap<Class, Arc<ClassRoute>>,
+    /// Looked up once per request: foldhash, several times cheaper than
+    /// std's SipHash on a class name (the names come from the
+    /// configuration, not from requests).
+    classes: HashMap<Class, Arc<ClassRoute>, foldhash::fast::RandomState>,
     default: Arc<ClassRoute>,
 }
 
@@ -93,7 +78,7 @@ pub(crate) fn class_key(config: &Config, class: &crate::config::EffectiveClass) 
 impl Routes {
     /// The routes of `config`, each class's switches from `switches`.
     pub(crate) fn new(config: &Config, switches: &Switches) -> Self {
-        let mut classes = HashMap::new();
+        let mut classes = HashMap::default();
         let mut default = None;
         for effective in config.classes() {
             let class = effective.class.clone();
@@ -124,10 +109,14 @@ impl Routes {
         self.of_class(&self.paths.classify_path(path))
     }
 
-    /// Reads the route of `req`: its extension, else its path.
+    /// Reads the route of `req`: the one it carries, else its path's.
     #[inline]
-    pub(crate) fn with<B, R>(&self, req: &Request<B>, f: impl FnOnce(&ClassRoute) -> R) -> R {
-        match carried_route(req) {
+    pub(crate) fn with<B, R>(
+        &self,
+        req: &Request<Routed<B>>,
+        f: impl FnOnce(&ClassRoute) -> R,
+    ) -> R {
+        match req.body().route() {
             Some(route) => f(route),
             None => f(self.of_path(req.uri().path())),
         }
@@ -173,14 +162,14 @@ impl ClassOf {
     }
 }
 
-impl<B> Classify<Request<B>> for ClassOf {
+impl<B> Classify<Request<Routed<B>>> for ClassOf {
     #[inline]
-    fn classify(&self, req: &Request<B>) -> Class {
+    fn classify(&self, req: &Request<Routed<B>>) -> Class {
         self.routes.with(req, |route| route.class.clone())
     }
 
     #[inline]
-    fn is_on(&self, req: &Request<B>, layer: LayerName) -> bool {
+    fn is_on(&self, req: &Request<Routed<B>>, layer: LayerName) -> bool {
         self.routes.with(req, |route| route.is_on(layer))
             && (self.polls || req.extensions().get::<PollFetch>().is_none())
     }
@@ -207,62 +196,45 @@ impl fmt::Debug for ClassOf {
 ///   uncoordinated), or no host at all when the list is empty: one site.
 ///
 /// The key is computed once per request, by [`Classified`](super::Classified)
-/// on the way in, and carried in its extensions ([`Carried`]): the layers
-/// read it from there.
+/// on the way in, and carried with its body ([`Routed`]): the layers read
+/// it from there.
 #[derive(Clone)]
 pub struct ClassKey {
     // One `Arc`: every layer holds a clone, and services are cloned per
     // request.
-    inner: Carried<RouteKey>,
-}
-
-/// A request's class's key, computed.
-#[derive(Clone)]
-struct RouteKey(Arc<Routes>);
-
-impl<B> KeyFn<Request<B>> for RouteKey {
-    fn key(&self, req: &Request<B>) -> Option<Key> {
-        self.0.with(req, |route| route.key.key(req))
-    }
+    routes: Arc<Routes>,
 }
 
 impl ClassKey {
     pub(crate) fn new(routes: Arc<Routes>) -> Self {
-        ClassKey {
-            inner: Carried::new(RouteKey(routes)),
+        ClassKey { routes }
+    }
+}
+
+impl<B> KeyFn<Request<Routed<B>>> for ClassKey {
+    #[inline]
+    fn key(&self, req: &Request<Routed<B>>) -> Option<Key> {
+        match routed::carried_key(req) {
+            Some(key) => key.cloned(),
+            None => self.routes.with(req, |route| route.key.key(req)),
         }
     }
-
-    fn routes(&self) -> &Routes {
-        &self.inner.get_ref().0
-    }
 }
 
-impl<B> KeyFn<Request<B>> for ClassKey {
-    #[inline]
-    fn key(&self, req: &Request<B>) -> Option<Key> {
-        self.inner.key(req)
-    }
-}
-
-impl<B: Default> Canonical<Request<B>> for ClassKey {
+impl<B: Default> Canonical<Request<Routed<B>>> for ClassKey {
     /// The key's parts only ([`HttpKey::canonical_request`], which marks it
     /// as a poll loop's fetch: the stack's client-side Stats layer lets it
     /// pass uncounted, since it is no client request), with its class.
-    fn canonical(&self, req: &Request<B>) -> Request<B> {
-        let carried = req
-            .extensions()
-            .get::<CarriedKey>()
-            .and_then(CarriedKey::attachment)
-            .and_then(|route| route.clone().downcast::<ClassRoute>().ok());
-        let route = carried.unwrap_or_else(|| self.routes().of_path(req.uri().path()).clone());
-        let mut canonical = route.key.canonical_request(req);
-        let key = route.key.key(&canonical);
-        carry(&mut canonical, key, route);
-        canonical
+    fn canonical(&self, req: &Request<Routed<B>>) -> Request<Routed<B>> {
+        let route = match req.body().route_arc() {
+            Some(route) => route.clone(),
+            None => self.routes.of_path(req.uri().path()).clone(),
+        };
+        let canonical = route.key.canonical_request(req).map(Routed::into_inner);
+        routed::carry(canonical, route)
     }
 
-    fn held_bytes(&self, req: &Request<B>) -> usize {
+    fn held_bytes(&self, req: &Request<Routed<B>>) -> usize {
         crate::http::request_bytes(req)
     }
 }

@@ -15,12 +15,12 @@ use tower_service::Service;
 use super::{
     handle::Shared,
     layer::Stack,
-    route::{self, Routes},
+    route::Routes,
+    routed::{self, Routed},
 };
 use crate::{
     error::BoxError,
     http::{HttpBody, SharedBody},
-    key::KeyFn,
     registry::{SubscribeOptions, Subscription, TooManySubscribers},
     switch::{Either, Rollout, Switch, Switched},
 };
@@ -104,7 +104,7 @@ impl<S> Coordinated<S> {
     {
         self.shared.follow();
         let registry = self.switched.on_ref().get_ref();
-        registry.subscribe_with(req, options)
+        registry.subscribe_with(req.map(Routed::new), options)
     }
 }
 
@@ -155,7 +155,7 @@ impl<S: fmt::Debug> fmt::Debug for Coordinated<S> {
 
 /// The entry of a [`Coordinator`](super::Coordinator)'s stack: classifies
 /// each request once and computes its class's key once, and carries both
-/// in its extensions as one entry, where every layer below reads them (through
+/// with its body ([`Routed`]), where every layer below reads them (through
 /// [`ClassOf`](super::ClassOf) and [`ClassKey`](super::ClassKey)).
 pub struct Classified<S> {
     inner: S,
@@ -175,7 +175,7 @@ impl<S> Classified<S> {
 
 impl<S, B> Service<Request<B>> for Classified<S>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<Routed<B>>>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -186,11 +186,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> S::Future {
+    fn call(&mut self, req: Request<B>) -> S::Future {
         let route = self.routes.of_path(req.uri().path()).clone();
-        let key = route.key.key(&req);
-        route::carry(&mut req, key, route);
-        self.inner.call(req)
+        self.inner.call(routed::carry(req, route))
     }
 }
 
