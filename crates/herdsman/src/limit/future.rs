@@ -41,9 +41,19 @@ pin_project! {
         S: Service<Req>,
     {
         Running { #[pin] fut: S::Future, held: Held },
-        Waiting { wait: Wait, call: Option<(S, Req)>, slots: Option<Box<Slots>> },
+        // Boxed: only a request that queues needs it (with the service and
+        // the request), and an admitted one should not carry its size.
+        Waiting { waiting: Box<Waiting<S, Req>> },
         Rejected { err: Option<BoxError> },
     }
+}
+
+/// A request waiting in its class's queue, with the inner service made
+/// ready for it.
+struct Waiting<S, Req> {
+    wait: Wait,
+    call: Option<(S, Req)>,
+    slots: Option<Box<Slots>>,
 }
 
 /// What a running call holds, given back together when released or
@@ -81,9 +91,11 @@ where
 
     pub(super) fn waiting(wait: Wait, svc: S, req: Req, slots: Option<Box<Slots>>) -> Self {
         Self::with(Kind::Waiting {
-            wait,
-            call: Some((svc, req)),
-            slots,
+            waiting: Box::new(Waiting {
+                wait,
+                call: Some((svc, req)),
+                slots,
+            }),
         })
     }
 
@@ -128,13 +140,13 @@ where
                     held.release();
                     return Poll::Ready(out.map_err(Into::into));
                 }
-                KindProj::Waiting { wait, call, slots } => {
-                    let permit = match ready!(wait.as_mut().poll(cx)) {
+                KindProj::Waiting { waiting } => {
+                    let permit = match ready!(waiting.wait.as_mut().poll(cx)) {
                         Ok(permit) => permit,
                         Err(err) => return Poll::Ready(Err(boxed(err))),
                     };
-                    let (mut svc, req) = call.take().expect("a request is sent once");
-                    let held = Held::new(Some(permit), slots.take());
+                    let (mut svc, req) = waiting.call.take().expect("a request is sent once");
+                    let held = Held::new(Some(permit), waiting.slots.take());
                     // If `call` panics, the permit is dropped, and so given back.
                     let fut = svc.call(req);
                     this.kind.set(Kind::Running { fut, held });
