@@ -81,6 +81,7 @@ impl Class {
 impl Default for Class {
     /// The class of requests no rule matched: `"default"`. Cloning it is a
     /// copy.
+    #[inline]
     fn default() -> Self {
         static DEFAULT: OnceLock<Class> = OnceLock::new();
         DEFAULT
@@ -172,6 +173,7 @@ where
 pub struct AllDefault;
 
 impl<Req> Classify<Req> for AllDefault {
+    #[inline]
     fn classify(&self, _: &Req) -> Class {
         Class::default()
     }

@@ -38,19 +38,25 @@ pin_project! {
 /// is dropped first.
 struct Call<K> {
     circuit: Arc<Circuit>,
+    /// `Untracked` once the outcome is recorded: nothing is left to give
+    /// back (a flag of its own would make the future a word larger).
     admit: Admit,
     start: Option<Instant>,
     /// Only probes have one.
     timeout: Option<Pin<Box<Sleep>>>,
     classifier: K,
-    done: bool,
+}
+
+impl<K> Call<K> {
+    /// The admission, taken to record the call's outcome.
+    fn take_admit(&mut self) -> Admit {
+        std::mem::replace(&mut self.admit, Admit::Untracked)
+    }
 }
 
 impl<K> Drop for Call<K> {
     fn drop(&mut self) {
-        if !self.done {
-            self.circuit.cancel(self.admit);
-        }
+        self.circuit.cancel(self.admit);
     }
 }
 
@@ -68,7 +74,6 @@ impl<F, K> ResponseFuture<F, K> {
                     start,
                     timeout,
                     classifier,
-                    done: false,
                 },
             },
         }
@@ -110,12 +115,12 @@ where
                     Poll::Pending => {
                         if let Some(timeout) = call.timeout.as_mut() {
                             ready!(timeout.as_mut().poll(cx));
-                            call.done = true;
                             let outcome = Outcome {
                                 failure: true,
                                 slow: false,
                             };
-                            call.circuit.record(call.admit, outcome);
+                            let admit = call.take_admit();
+                            call.circuit.record(admit, outcome);
                             let after = call.circuit.config().probe_timeout;
                             let err = ProbeTimedOut::new(call.circuit.class().clone(), after);
                             return Poll::Ready(Err(boxed(err)));
@@ -123,26 +128,26 @@ where
                         return Poll::Pending;
                     }
                 };
-                call.done = true;
+                let admit = call.take_admit();
                 let slow = call
                     .start
                     .is_some_and(|start| call.circuit.is_slow(start.elapsed()));
                 match call.classifier.verdict(&result) {
                     Verdict::Success => call.circuit.record(
-                        call.admit,
+                        admit,
                         Outcome {
                             failure: false,
                             slow,
                         },
                     ),
                     Verdict::Failure => call.circuit.record(
-                        call.admit,
+                        admit,
                         Outcome {
                             failure: true,
                             slow,
                         },
                     ),
-                    Verdict::Ignore => call.circuit.cancel(call.admit),
+                    Verdict::Ignore => call.circuit.cancel(admit),
                 }
                 Poll::Ready(result)
             }

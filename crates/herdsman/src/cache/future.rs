@@ -195,48 +195,71 @@ where
 {
     type Output = Result<T, BoxError>;
 
+    // Always inlined: a hit (answered in `call`) is a few lines, and its
+    // output returned through memory cost the caller a store-forwarding
+    // stall (docs/BENCHMARKS.md, section 15). Every other state is polled
+    // out of line.
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut kind = self.project().kind;
-        loop {
-            return match kind.as_mut().project() {
-                KindProj::Consulting { lookup, fetch } => {
-                    let consulted = ready!(lookup.as_mut().poll(cx));
-                    let fetch = fetch.take().expect("polled after completion");
-                    let fut = match consulted {
-                        Consulted::Found(shelved) => {
-                            return Poll::Ready(Ok(fetch.shelved(shelved)))
-                        }
-                        Consulted::Missed(fut) => fut,
-                    };
-                    fetch.missed();
-                    kind.set(Kind::Fetching {
-                        fut,
-                        fetch: Some(fetch),
-                    });
-                    continue;
-                }
-                KindProj::Passthrough { fut } => fut.poll(cx).map_err(Into::into),
-                KindProj::Invalidating { fut, invalidation } => {
-                    let response = ready!(fut.poll(cx)).map_err(Into::into)?;
-                    let inv = invalidation.take().expect("polled after completion");
-                    if inv.policy.succeeded(&response) {
-                        inv.finish(&response);
-                    }
-                    Poll::Ready(Ok(response))
-                }
-                KindProj::Fetching { fut, fetch } => {
-                    let result = ready!(fut.poll(cx));
-                    let fetch = fetch.take().expect("polled after completion");
-                    Poll::Ready(fetch.finish(result.map_err(Into::into)))
-                }
-                KindProj::Ready { result } => Poll::Ready(
-                    result
-                        .take()
-                        .expect("polled after completion")
-                        .map_err(Into::into),
-                ),
-            };
+        if let KindProj::Ready { result } = kind.as_mut().project() {
+            let result = result.take().expect("polled after completion");
+            return Poll::Ready(result.map_err(Into::into));
         }
+        poll_kind::<F, T, E, Req, P, V, B>(kind, cx)
+    }
+}
+
+/// Polls a response future that was not answered in `call`.
+#[inline(never)]
+fn poll_kind<F, T, E, Req, P, V, B>(
+    mut kind: Pin<&mut Kind<F, P, V, B>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<T, BoxError>>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    P: CachePolicy<Req, T, Shared = V>,
+    V: Clone,
+    B: StoreBackend<V>,
+{
+    loop {
+        return match kind.as_mut().project() {
+            KindProj::Consulting { lookup, fetch } => {
+                let consulted = ready!(lookup.as_mut().poll(cx));
+                let fetch = fetch.take().expect("polled after completion");
+                let fut = match consulted {
+                    Consulted::Found(shelved) => return Poll::Ready(Ok(fetch.shelved(shelved))),
+                    Consulted::Missed(fut) => fut,
+                };
+                fetch.missed();
+                kind.set(Kind::Fetching {
+                    fut,
+                    fetch: Some(fetch),
+                });
+                continue;
+            }
+            KindProj::Passthrough { fut } => fut.poll(cx).map_err(Into::into),
+            KindProj::Invalidating { fut, invalidation } => {
+                let response = ready!(fut.poll(cx)).map_err(Into::into)?;
+                let inv = invalidation.take().expect("polled after completion");
+                if inv.policy.succeeded(&response) {
+                    inv.finish(&response);
+                }
+                Poll::Ready(Ok(response))
+            }
+            KindProj::Fetching { fut, fetch } => {
+                let result = ready!(fut.poll(cx));
+                let fetch = fetch.take().expect("polled after completion");
+                Poll::Ready(fetch.finish(result.map_err(Into::into)))
+            }
+            KindProj::Ready { result } => Poll::Ready(
+                result
+                    .take()
+                    .expect("polled after completion")
+                    .map_err(Into::into),
+            ),
+        };
     }
 }
 

@@ -117,6 +117,33 @@ where
             self.policy.restore_conditions(&mut req, conditions);
             return ResponseFuture::passthrough(self.inner.call(req));
         };
+        self.serve(req, key, directive, conditions)
+    }
+}
+
+impl<S, K, V, P, C, B> Cache<S, K, V, P, C, B> {
+    /// Answers a keyed request from the store, or fetches it: a fresh hit
+    /// (or a stale entry served while one background refresh runs) is
+    /// answered here, anything else goes to [`fetch_for`](Self::fetch_for).
+    #[inline]
+    fn serve<Req>(
+        &mut self,
+        req: Req,
+        key: Key,
+        directive: Directive,
+        conditions: Conditions,
+    ) -> ResponseFuture<S::Future, Req, P, V, B>
+    where
+        S: Service<Req> + Clone + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        S::Response: Send + 'static,
+        Req: Send + 'static,
+        C: Classify<Req>,
+        P: CachePolicy<Req, S::Response, Shared = V> + Clone + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+        B: StoreBackend<V>,
+    {
         let (found, filing) = self.find(&key, &req, directive);
         let stored = match found {
             Found::Fresh { value, age } => {
@@ -158,6 +185,28 @@ where
             }
             Found::Varies(_) | Found::Missing => None,
         };
+        self.fetch_for(req, (key, filing), directive, conditions, stored)
+    }
+
+    /// Fetches `req` for a miss, or for a stale entry that cannot be served
+    /// as it is (`stored`: the copy, whether it may stand in for a failure,
+    /// whether it can be revalidated); the store backend is asked first.
+    fn fetch_for<Req>(
+        &mut self,
+        mut req: Req,
+        (key, filing): (Key, Filing),
+        directive: Directive,
+        conditions: Conditions,
+        stored: Option<(Stored<V>, bool, bool)>,
+    ) -> ResponseFuture<S::Future, Req, P, V, B>
+    where
+        S: Service<Req> + Clone + Send + 'static,
+        Req: Send + 'static,
+        C: Classify<Req>,
+        P: CachePolicy<Req, S::Response, Shared = V> + Clone,
+        V: Clone + Send + Sync + 'static,
+        B: StoreBackend<V>,
+    {
         self.store.ensure_sweep();
         let class = self.classify.classify(&req);
         let (stored, if_error, revalidating) = match stored {

@@ -50,12 +50,9 @@ pin_project! {
     {
         Passthrough { #[pin] fut: S::Future },
         Leading { driver: Driver<S::Future, Shared<S, Req, P>> },
-        Claiming {
-            // Taken when the call starts.
-            driver: Option<Driver<S::Future, Shared<S, Req, P>>>,
-            claim: Claim<Shared<S, Req, P>>,
-            call: Option<(S, Req)>,
-        },
+        // Boxed: only a leader whose flight backend answers later needs it,
+        // and every other caller's future should not carry its size.
+        Claiming { claiming: Box<Claiming<S, Req, Shared<S, Req, P>>> },
         Following {
             follower: Follower<S::Future, Shared<S, Req, P>>,
             retry: Option<(S, Req)>,
@@ -63,6 +60,14 @@ pin_project! {
         Retrying { svc: S, req: Option<Req> },
         Ready { result: Option<Result<S::Response, BoxError>> },
     }
+}
+
+/// A leader waiting for the flight backend's answer.
+struct Claiming<S: Service<Req>, Req, V> {
+    // Taken when the call starts.
+    driver: Option<Driver<S::Future, V>>,
+    claim: Claim<V>,
+    call: Option<(S, Req)>,
 }
 
 impl<S, Req, P, B> ResponseFuture<S, Req, P, B>
@@ -102,9 +107,11 @@ where
         driver.defer();
         ResponseFuture {
             kind: Kind::Claiming {
-                driver: Some(driver),
-                claim,
-                call: Some(call),
+                claiming: Box::new(Claiming {
+                    driver: Some(driver),
+                    claim,
+                    call: Some(call),
+                }),
             },
             share,
             backend,
@@ -157,14 +164,10 @@ where
                     let out = ready!(driver.poll(cx));
                     return Poll::Ready(finish(driver, out, this.share, this.backend));
                 }
-                KindProj::Claiming {
-                    driver,
-                    claim,
-                    call,
-                } => match ready!(claim.as_mut().poll(cx)) {
+                KindProj::Claiming { claiming } => match ready!(claiming.claim.as_mut().poll(cx)) {
                     Lead::Call => {
-                        let mut driver = driver.take().expect("the call starts once");
-                        let (mut svc, req) = call.take().expect("the call starts once");
+                        let mut driver = claiming.driver.take().expect("the call starts once");
+                        let (mut svc, req) = claiming.call.take().expect("the call starts once");
                         // If `call` panics, dropping the driver tells the
                         // followers.
                         driver.resume();
@@ -172,7 +175,7 @@ where
                         this.kind.set(Kind::Leading { driver });
                     }
                     Lead::Answered(value) => {
-                        let driver = driver.as_mut().expect("answered once");
+                        let driver = claiming.driver.as_mut().expect("answered once");
                         return Poll::Ready(Ok(answered(driver, value, this.share)));
                     }
                 },

@@ -19,7 +19,7 @@ use crate::{
     class::{AllDefault, Classify},
     error::BoxError,
     event::{Event, Observers},
-    key::{KeyFn, DEFAULT_MAX_KEY_LEN},
+    key::{Key, KeyFn, DEFAULT_MAX_KEY_LEN},
     share::{CloneShare, Share},
     switch::LayerName,
 };
@@ -36,9 +36,10 @@ pub struct Dedup<S, K, P = CloneShare, C = AllDefault, B = LocalFlights> {
     backend: B,
     windows: Arc<Windows>,
     /// This service's map of flights in each window's state, typed by its
-    /// inner future and value: looked up on its first call there and
-    /// shared by its clones.
-    flights: Arc<[OnceLock<Arc<dyn Any + Send + Sync>>]>,
+    /// inner future and value (an `Arc<Flights<F, V>>`, boxed so that a
+    /// call downcasts it by reference, without touching its count): looked
+    /// up on its first call there and shared by its clones.
+    flights: Arc<[OnceLock<Box<dyn Any + Send + Sync>>]>,
 }
 
 impl<S, K> Dedup<S, K> {
@@ -138,7 +139,7 @@ where
             Some(key) if key.len() <= self.windows.all()[window].max_key_len() => key,
             _ => return ResponseFuture::passthrough(self.inner.call(req), share, backend),
         };
-        match self.flights::<S::Future, P::Shared>(window).join(key) {
+        match self.join::<S::Future, P::Shared>(window, key) {
             Join::Lead(mut driver) => match self.backend.lead(driver.key()) {
                 Answer::Now(Lead::Call) => {
                     // If `call` panics, dropping the driver tells the followers.
@@ -179,26 +180,29 @@ where
 }
 
 impl<S, K, P, C, B> Dedup<S, K, P, C, B> {
-    /// This service's map of flights of inner future type `F` and value
-    /// type `V` in the state of reuse window `window`. A service called
-    /// with requests of more than one type keeps the first type's map here
-    /// and looks up the others' in the layer's state on each call.
+    /// Joins the flight for `key` in this service's map of flights of inner
+    /// future type `F` and value type `V` in the state of reuse window
+    /// `window`. A service called with requests of more than one type keeps
+    /// the first type's map here and looks up the others' in the layer's
+    /// state on each call.
     #[inline]
-    fn flights<F, V>(&self, window: usize) -> Arc<Flights<F, V>>
+    fn join<F, V>(&self, window: usize, key: Key) -> Join<F, V>
     where
         F: Send + 'static,
         V: Send + Sync + 'static,
     {
         let (state, cached) = (&self.windows.all()[window], &self.flights[window]);
         if let Some(map) = cached.get() {
-            if let Ok(map) = map.clone().downcast() {
-                return map;
-            }
-            return state.flights();
+            // Borrowed: the map's count is touched only by a leader or a
+            // follower that keeps it.
+            return match (**map).downcast_ref::<Arc<Flights<F, V>>>() {
+                Some(map) => map.join(key),
+                None => state.flights::<F, V>().join(key),
+            };
         }
         let map = state.flights::<F, V>();
-        let _ = cached.set(map.clone());
-        map
+        let _ = cached.set(Box::new(map.clone()));
+        map.join(key)
     }
 
     /// Reports `event` for `req`'s class; the request is classified only

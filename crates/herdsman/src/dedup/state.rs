@@ -151,6 +151,11 @@ pub(crate) enum Join<F, V> {
 
 pub(crate) struct Flight<F, V> {
     inner: Mutex<FlightInner<F, V>>,
+    /// The key and generation of the slot the flight belongs to, kept here
+    /// once rather than in each follower (whose response future stays
+    /// small).
+    key: Key,
+    gen: u64,
 }
 
 struct FlightInner<F, V> {
@@ -164,7 +169,7 @@ struct FlightInner<F, V> {
 }
 
 impl<F, V> Flight<F, V> {
-    fn new() -> Self {
+    fn new(key: Key, gen: u64) -> Self {
         Flight {
             inner: Mutex::new(FlightInner {
                 waiters: Slab::new(),
@@ -172,6 +177,8 @@ impl<F, V> Flight<F, V> {
                 orphan: None,
                 heir: None,
             }),
+            key,
+            gen,
         }
     }
 
@@ -325,7 +332,7 @@ impl<F, V> Flights<F, V> {
         if !self.shared.window.is_zero() {
             shard.purge(Instant::now());
         }
-        let slot = match shard.map.entry(key) {
+        let mut slot = match shard.map.entry(key) {
             Entry::Occupied(slot) => slot,
             Entry::Vacant(vacant) => {
                 let gen = shard.next_gen;
@@ -351,13 +358,11 @@ impl<F, V> Flights<F, V> {
                 });
             }
         };
-        let key = slot.key().clone();
-        let slot = slot.into_mut();
-        let flight = slot
-            .flight
-            .get_or_insert_with(|| Arc::new(Flight::new()))
-            .clone();
-        let gen = slot.gen;
+        if slot.get().flight.is_none() {
+            let flight = Flight::new(slot.key().clone(), slot.get().gen);
+            slot.get_mut().flight = Some(Arc::new(flight));
+        }
+        let flight = slot.get().flight.clone().expect("set above");
         let mut inner = lock(&flight.inner);
         if let Some(outcome) = &inner.outcome {
             // A finished call kept for the reuse window (expired slots were
@@ -373,8 +378,6 @@ impl<F, V> Flights<F, V> {
             flights: self.clone(),
             flight,
             idx,
-            key,
-            gen,
             done: false,
         })
     }
@@ -509,9 +512,8 @@ impl<F: Future, V> Driver<F, V> {
                         shard.bytes = shard.bytes - slot.bytes + bytes;
                         slot.bytes = bytes;
                         slot.done_until = Some(until);
-                        slot.flight
-                            .get_or_insert_with(|| Arc::new(Flight::new()))
-                            .clone()
+                        let flight = || Arc::new(Flight::new(self.key.clone(), self.gen));
+                        slot.flight.get_or_insert_with(flight).clone()
                     });
                 if flight.is_some() {
                     shard.expiry.push_back((self.key.clone(), self.gen, until));
@@ -583,13 +585,12 @@ impl<F, V> Drop for Driver<F, V> {
     }
 }
 
-/// A caller parked on another caller's flight.
+/// A caller parked on another caller's flight (which knows the key and
+/// the generation).
 pub(crate) struct Follower<F, V> {
     flights: Arc<Flights<F, V>>,
     flight: Arc<Flight<F, V>>,
     idx: usize,
-    key: Key,
-    gen: u64,
     done: bool,
 }
 
@@ -616,8 +617,8 @@ impl<F, V> Follower<F, V> {
                 self.done = true;
                 return Poll::Ready(Woken::Promoted(Driver {
                     flights: self.flights.clone(),
-                    key: self.key.clone(),
-                    gen: self.gen,
+                    key: self.flight.key.clone(),
+                    gen: self.flight.gen,
                     fut: Some(fut),
                     done: false,
                     deferred: false,
@@ -643,7 +644,8 @@ impl<F, V> Drop for Follower<F, V> {
         let mut wake = None;
         let mut abandoned = None;
         {
-            let mut shard = lock(self.flights.shard(&self.key));
+            let (key, gen) = (&self.flight.key, self.flight.gen);
+            let mut shard = lock(self.flights.shard(key));
             let mut inner = lock(&self.flight.inner);
             inner.waiters.remove(self.idx);
             if inner.heir == Some(self.idx) {
@@ -657,8 +659,8 @@ impl<F, V> Drop for Follower<F, V> {
                         abandoned = inner.orphan.take();
                         shared.abandoned.fetch_add(1, Ordering::Relaxed);
                         drop(inner);
-                        if shard.slot(&self.key, self.gen).is_some() {
-                            shard.remove(&self.key);
+                        if shard.slot(key, gen).is_some() {
+                            shard.remove(key);
                         }
                     }
                 }
@@ -692,8 +694,8 @@ impl<F, V> fmt::Debug for Driver<F, V> {
 impl<F, V> fmt::Debug for Follower<F, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Follower")
-            .field("key", &self.key)
-            .field("gen", &self.gen)
+            .field("key", &self.flight.key)
+            .field("gen", &self.flight.gen)
             .finish_non_exhaustive()
     }
 }

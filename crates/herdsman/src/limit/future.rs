@@ -41,9 +41,19 @@ pin_project! {
         S: Service<Req>,
     {
         Running { #[pin] fut: S::Future, held: Held },
-        Waiting { wait: Wait, call: Option<(S, Req)>, slots: Option<Box<Slots>> },
+        // Boxed: only a request that queues needs it (with the service and
+        // the request), and an admitted one should not carry its size.
+        Waiting { waiting: Box<Waiting<S, Req>> },
         Rejected { err: Option<BoxError> },
     }
+}
+
+/// A request waiting in its class's queue, with the inner service made
+/// ready for it.
+struct Waiting<S, Req> {
+    wait: Wait,
+    call: Option<(S, Req)>,
+    slots: Option<Box<Slots>>,
 }
 
 /// What a running call holds, given back together when released or
@@ -81,9 +91,11 @@ where
 
     pub(super) fn waiting(wait: Wait, svc: S, req: Req, slots: Option<Box<Slots>>) -> Self {
         Self::with(Kind::Waiting {
-            wait,
-            call: Some((svc, req)),
-            slots,
+            waiting: Box::new(Waiting {
+                wait,
+                call: Some((svc, req)),
+                slots,
+            }),
         })
     }
 
@@ -106,6 +118,37 @@ impl Drop for ReleaseOnUnwind<'_> {
     }
 }
 
+impl<S, Req> ResponseFuture<S, Req>
+where
+    S: Service<Req>,
+{
+    /// Moves a waiting request on once its permit comes (to `Running`), or
+    /// ends a rejected one with its error. Out of line, so that `poll`'s
+    /// running path stays small.
+    #[inline(never)]
+    fn advance(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let mut kind = self.project().kind;
+        match kind.as_mut().project() {
+            KindProj::Running { .. } => Poll::Ready(Ok(())),
+            KindProj::Waiting { waiting } => {
+                let permit = match ready!(waiting.wait.as_mut().poll(cx)) {
+                    Ok(permit) => permit,
+                    Err(err) => return Poll::Ready(Err(boxed(err))),
+                };
+                let (mut svc, req) = waiting.call.take().expect("a request is sent once");
+                let held = Held::new(Some(permit), waiting.slots.take());
+                // If `call` panics, the permit is dropped, and so given back.
+                let fut = svc.call(req);
+                kind.set(Kind::Running { fut, held });
+                Poll::Ready(Ok(()))
+            }
+            KindProj::Rejected { err } => {
+                Poll::Ready(Err(err.take().expect("polled after completion")))
+            }
+        }
+    }
+}
+
 impl<S, Req> Future for ResponseFuture<S, Req>
 where
     S: Service<Req>,
@@ -113,35 +156,24 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+    // Always inlined, as `Limit::call` is, for the same reason: its
+    // running path is a few lines; the rest is out of line in `advance`.
+    #[inline(always)]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
-            match this.kind.as_mut().project() {
-                KindProj::Running { fut, held } => {
-                    let guard = ReleaseOnUnwind(&mut *held);
-                    let out = fut.poll(cx);
-                    // Not unwinding: keep the permit until the call completes.
-                    std::mem::forget(guard);
-                    let out = ready!(out);
-                    // Given back on completion, not when the caller gets round
-                    // to dropping this future.
-                    held.release();
-                    return Poll::Ready(out.map_err(Into::into));
-                }
-                KindProj::Waiting { wait, call, slots } => {
-                    let permit = match ready!(wait.as_mut().poll(cx)) {
-                        Ok(permit) => permit,
-                        Err(err) => return Poll::Ready(Err(boxed(err))),
-                    };
-                    let (mut svc, req) = call.take().expect("a request is sent once");
-                    let held = Held::new(Some(permit), slots.take());
-                    // If `call` panics, the permit is dropped, and so given back.
-                    let fut = svc.call(req);
-                    this.kind.set(Kind::Running { fut, held });
-                }
-                KindProj::Rejected { err } => {
-                    return Poll::Ready(Err(err.take().expect("polled after completion")))
-                }
+            if let KindProj::Running { fut, held } = self.as_mut().project().kind.project() {
+                let guard = ReleaseOnUnwind(&mut *held);
+                let out = fut.poll(cx);
+                // Not unwinding: keep the permit until the call completes.
+                std::mem::forget(guard);
+                let out = ready!(out);
+                // Given back on completion, not when the caller gets round
+                // to dropping this future.
+                held.release();
+                return Poll::Ready(out.map_err(Into::into));
+            }
+            if let Err(err) = ready!(self.as_mut().advance(cx)) {
+                return Poll::Ready(Err(err));
             }
         }
     }

@@ -14,7 +14,7 @@ use super::{
     LimitHandle, LimitLayer,
 };
 use crate::{
-    class::{AllDefault, Classify},
+    class::{AllDefault, Class, Classify},
     error::{boxed, BoxError},
     event::Observers,
     key::KeyFn,
@@ -110,17 +110,46 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    // Always inlined (its common case is a few lines; the rest is out of
+    // line in `admit`): returned through memory, the future cost the
+    // caller a store-forwarding stall, and the limit twice tower's time
+    // (docs/BENCHMARKS.md, section 15).
+    #[inline(always)]
     fn call(&mut self, req: Req) -> Self::Future {
         if !self.classify.is_on(&req, LayerName::Limit) {
             // Switched off: no rate rule, no share, no permit.
             return ResponseFuture::running(self.inner.call(req), Held::new(None, None));
         }
         let class = self.classify.classify(&req);
+        if let Some(state) = self.shared.lookup(&class) {
+            // The common case: a class with its own state, no rate rule or
+            // share to check, a permit free.
+            if state.is_plain() {
+                if let Some(permit) = state.try_admit() {
+                    // If `call` panics, the permit is dropped, and so given back.
+                    return ResponseFuture::running(self.inner.call(req), Held::new(permit, None));
+                }
+            }
+        }
+        self.admit(req, &class)
+    }
+}
+
+impl<S, C, I, A> Limit<S, C, I, A> {
+    /// The rest of `call`: the rate rule, the shares, a permit, or the
+    /// queue. Never inlined, so that `call`'s common case stays small.
+    #[inline(never)]
+    fn admit<Req>(&mut self, req: Req, class: &Class) -> ResponseFuture<S, Req>
+    where
+        S: Service<Req> + Clone,
+        I: KeyFn<Req>,
+        A: KeyFn<Req>,
+    {
         let dynamic;
-        let state = match self.shared.lookup(&class) {
+        let state = match self.shared.lookup(class) {
             Some(state) => state,
             None => {
-                dynamic = self.shared.dynamic(&class);
+                dynamic = self.shared.dynamic(class);
                 &dynamic
             }
         };

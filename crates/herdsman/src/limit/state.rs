@@ -104,6 +104,14 @@ impl Shared {
         if *class == self.default.class {
             return Some(&self.default);
         }
+        self.configured(class)
+    }
+
+    /// The state of a class given limits of its own. Out of line: the map's
+    /// probe would make every caller of [`lookup`](Self::lookup) too large
+    /// to be inlined.
+    #[inline(never)]
+    fn configured(&self, class: &Class) -> Option<&Arc<ClassState>> {
         self.configured.get(class)
     }
 
@@ -372,6 +380,13 @@ impl ClassState {
             counters: Counters::default(),
             observers,
         }
+    }
+
+    /// Whether the class has no rate rule and caps neither callers nor
+    /// addresses: admitting a request is then taking a permit.
+    #[inline]
+    pub(crate) fn is_plain(&self) -> bool {
+        self.rate.is_none() && self.callers.is_none() && self.addresses.is_none()
     }
 
     /// Checks the class's rate rule; `identity` is asked only when the rule

@@ -69,6 +69,7 @@ impl Guard {
         rec.error(kind);
     }
 
+    #[inline(never)]
     fn finish<T>(&mut self, result: &Result<T, BoxError>, verdict: impl FnOnce() -> Verdict) {
         self.done = true;
         let rec = &*self.rec;
@@ -224,6 +225,10 @@ where
 {
     type Output = Result<T, BoxError>;
 
+    // Always inlined: its output returned through memory cost the caller
+    // a store-forwarding stall (docs/BENCHMARKS.md, section 15); the
+    // recording is out of line.
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Some(guard) = this.guard.as_mut() else {
