@@ -22,7 +22,6 @@
 //! ```
 
 use std::{
-    any::Any,
     fmt,
     hash::{BuildHasher, Hash, Hasher},
     sync::{Arc, OnceLock},
@@ -556,12 +555,6 @@ impl KeyBuilder {
 /// below compute the key again; the HTTP cache policy does when it takes a
 /// caller's validators off a request or puts its own on.
 ///
-/// The entry can also carry one more value that whoever computed the key
-/// knows the request by ([`attach`](CarriedKey::attach)): a stack puts
-/// what it found about the request in the same entry, and so makes one
-/// insertion into the request's extensions (each costs allocations) rather
-/// than two. Forgetting the key keeps the attachment.
-///
 #[cfg_attr(
     not(feature = "http"),
     doc = "[CarriedKey::forget]: crate#feature-flags"
@@ -571,23 +564,12 @@ pub struct CarriedKey {
     key: Option<Key>,
     /// Whether `key` is the request's (`false` once forgotten).
     known: bool,
-    attached: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 impl CarriedKey {
     /// Carries `key`.
     pub fn new(key: Option<Key>) -> Self {
-        CarriedKey {
-            key,
-            known: true,
-            attached: None,
-        }
-    }
-
-    /// Carries `value` with the key, in the same extension entry.
-    pub fn attach(mut self, value: Arc<dyn Any + Send + Sync>) -> Self {
-        self.attached = Some(value);
-        self
+        CarriedKey { key, known: true }
     }
 
     /// The key carried (`None` also when it was forgotten).
@@ -595,18 +577,8 @@ impl CarriedKey {
         self.key.as_ref().filter(|_| self.known)
     }
 
-    /// The value [`attach`](CarriedKey::attach)ed, if it is a `T`.
-    pub fn attached<T: Any>(&self) -> Option<&T> {
-        self.attached.as_deref()?.downcast_ref()
-    }
-
-    /// The value [`attach`](CarriedKey::attach)ed, shared.
-    pub fn attachment(&self) -> Option<&Arc<dyn Any + Send + Sync>> {
-        self.attached.as_ref()
-    }
-
-    /// Forgets the key carried in `extensions`, if any, keeping what is
-    /// attached to it: the layers below compute the key again.
+    /// Forgets the key carried in `extensions`, if any: the layers below
+    /// compute the key again.
     #[cfg(feature = "http")]
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     pub fn forget(extensions: &mut http::Extensions) {
@@ -868,19 +840,17 @@ mod tests {
 
     #[cfg(feature = "http")]
     #[test]
-    fn a_forgotten_key_is_computed_again_and_keeps_its_attachment() {
+    fn a_forgotten_key_is_computed_again() {
         // A key function that tells its keys apart from carried ones.
         let computed = Carried::new(|_: &http::Request<()>| Some(Key::new(b"computed")));
         let mut req = http::Request::new(());
         let carried = CarriedKey::new(Some(Key::new(b"carried")));
-        req.extensions_mut().insert(carried.attach(Arc::new(7_u32)));
+        req.extensions_mut().insert(carried);
         assert_eq!(computed.key(&req), Some(Key::new(b"carried")));
 
         CarriedKey::forget(req.extensions_mut());
         assert_eq!(computed.key(&req), Some(Key::new(b"computed")));
         let entry = req.extensions().get::<CarriedKey>().expect("still carried");
         assert_eq!(entry.key(), None);
-        assert_eq!(entry.attached::<u32>(), Some(&7));
-        assert_eq!(entry.attached::<u64>(), None);
     }
 }
