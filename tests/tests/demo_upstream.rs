@@ -118,6 +118,27 @@ async fn a_replica_with_an_upstream_url_coordinates_its_calls_to_the_remote_upst
 }
 
 #[tokio::test]
+async fn a_private_endpoint_reaches_the_remote_upstream_with_each_callers_credentials() {
+    bounded(async {
+        let (upstream, upstream_server) = upstream().await;
+        let (_demo, replica_server) = replica(Some(&upstream_server)).await;
+        for who in ["alice", "bob"] {
+            let me = Request::get(replica_server.url("/api/me"))
+                .header(header::AUTHORIZATION, format!("Bearer {who}"))
+                .body(Full::default())
+                .unwrap();
+            let response = client().request(me).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let me: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(me["name"], who);
+        }
+        assert_eq!(upstream.calls(Endpoint::Me), 2, "one call per user");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn replicas_without_redis_each_call_the_shared_upstream() {
     // What the Redis backends are for: without them, every replica makes
     // its own call.
