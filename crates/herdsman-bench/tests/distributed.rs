@@ -19,15 +19,24 @@ async fn an_l1_hit_costs_no_round_trip_an_l2_hit_one_and_a_miss_two_before_its_c
     assert_eq!(trips.l2_hit, (1, 3));
     // The lookup, then the lease (SET NX GET PX): within the bound of 3.
     assert_eq!(trips.miss_before_call, (2, 4));
-    // Then the flight's end and the write-through, a script each.
-    assert_eq!(trips.miss_total, (4, 6));
+    // Then the flight's end and the write-through, a script each, sent at
+    // once in the background: one write or two.
+    assert!(
+        matches!(trips.miss_total, (3 | 4, 6)),
+        "{:?}",
+        trips.miss_total
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs redis-server"]
 async fn three_times_a_thousand_concurrent_requests_make_one_upstream_call() {
     let server = RedisServer::start().await.unwrap();
-    let (calls, _) = storm(&server, 3, 1_000, Duration::from_millis(100)).await;
+    // The upstream's call outlasts every replica's ask, even on a loaded
+    // machine: a replica whose L2 lookup missed before the holder's
+    // write-through but whose lease claim comes after the holder's end
+    // takes a new lease and calls again (DISTRIBUTED.md, seam notes).
+    let (calls, _) = storm(&server, 3, 1_000, Duration::from_millis(300)).await;
     assert_eq!(calls, 1);
 }
 
