@@ -495,3 +495,66 @@ async fn median_round(stacks: &[Replica], callers: usize, rounds: usize, tag: &s
     times.sort();
     times[times.len() / 2]
 }
+
+/// Poll-loop failover: two replicas' registries subscribe to one key
+/// (`RedisLoops`: one of them polls, every `interval`); the poller's
+/// upstream then hangs for good (a stuck or dead process: no more
+/// rounds, no more renewals). Answers how long until the other replica
+/// polled (at most `interval` + `loop_lease`).
+pub async fn loop_failover(
+    server: &RedisServer,
+    interval: Duration,
+    loop_lease: Duration,
+) -> Duration {
+    use herdsman::registry::RegistryLayer;
+    let dead = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let calls: Arc<[AtomicU64; 2]> = Arc::default();
+    let mut subscriptions = Vec::new();
+    for replica in 0..2 {
+        let settings = RedisSettings {
+            loop_lease,
+            ..settings(server.url(), Duration::from_secs(5))
+        };
+        let redis = Redis::new(settings).expect("valid settings");
+        while !redis.is_subscribed() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (dead, calls) = (dead.clone(), calls.clone());
+        let upstream = service_fn(move |_: String| {
+            calls[replica].fetch_add(1, Ordering::SeqCst);
+            let hang = dead.load(Ordering::SeqCst) && replica == 0;
+            async move {
+                if hang {
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, Infallible>("value".to_string())
+            }
+        });
+        let registry = RegistryLayer::new(key_of as KeyOf)
+            .with_interval(interval)
+            .with_floor(interval.min(Duration::from_millis(100)))
+            .with_jitter(0.0)
+            .with_loop_backend(herdsman_redis::RedisLoops::new(redis))
+            .layer(upstream);
+        let subscription = registry.subscribe("/loop".to_string()).expect("a key");
+        subscriptions.push((registry, subscription));
+        // Replica 0 subscribes first: it is the poller.
+        tokio::time::sleep(interval / 2).await;
+    }
+    // Wait for a round of the poller, then stop it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while calls[0].load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "replica 0 never polled");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    dead.store(true, Ordering::SeqCst);
+    let (stopped, before) = (Instant::now(), calls[1].load(Ordering::SeqCst));
+    while calls[1].load(Ordering::SeqCst) == before {
+        assert!(
+            Instant::now() < stopped + Duration::from_secs(30),
+            "never taken over"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    stopped.elapsed()
+}

@@ -48,7 +48,8 @@
 //!
 //! - the `distributed` binary: Redis round trips per request, the time of
 //!   an L2 hit and of a coalesced miss beside the same request without
-//!   Redis, the lease failover time, and the cross-replica storm
+//!   Redis, the failover time of a flight's lease and of a poll loop's,
+//!   and the cross-replica storm
 //!   (`cargo run --release -p herdsman-bench --bin distributed`).
 //!
 //! The demo as a whole:

@@ -1,12 +1,13 @@
 //! The distributed benchmarks' bounds, as tests (issue 16): the round
-//! trips per request, the storm across replicas, the lease failover.
+//! trips per request, the storm across replicas, the failover of a
+//! flight's lease and of a poll loop's.
 //!
 //! `cargo test -p herdsman-bench --test distributed -- --include-ignored`
 //! (needs `redis-server` on `PATH`; each test starts its own).
 
 use std::time::Duration;
 
-use herdsman_bench::distributed::{failover, round_trips, storm};
+use herdsman_bench::distributed::{failover, loop_failover, round_trips, storm};
 use herdsman_redis::dev::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,4 +49,19 @@ async fn a_dead_holders_lease_is_taken_over_within_the_lease_time() {
     let waited = failover(&server, lease).await;
     assert!(waited >= lease / 2, "waited for the lease: {waited:?}");
     assert!(waited < lease * 2, "took over: {waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
+async fn a_stuck_pollers_key_is_polled_by_another_replica_within_its_claim() {
+    let server = RedisServer::start().await.unwrap();
+    let (interval, loop_lease) = (Duration::from_millis(300), Duration::from_secs(1));
+    let waited = loop_failover(&server, interval, loop_lease).await;
+    // The other replica followed (no poll of its own for a while) ...
+    assert!(waited >= loop_lease / 2, "followed: {waited:?}");
+    // ... and took over within the claim.
+    assert!(
+        waited < (interval + loop_lease) * 2,
+        "took over: {waited:?}"
+    );
 }

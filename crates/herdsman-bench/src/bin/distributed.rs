@@ -1,7 +1,8 @@
 //! Distributed mode's figures (issue 16), against a real `redis-server` on
 //! loopback: round trips per request, the time of an L2 hit and of a
-//! coalesced miss beside the same request without Redis, the lease
-//! failover time, and the cross-replica storm.
+//! coalesced miss beside the same request without Redis, the failover
+//! time of a flight's lease and of a poll loop's, and the cross-replica
+//! storm.
 //!
 //! ```text
 //! cargo run --release -p herdsman-bench --bin distributed
@@ -14,7 +15,7 @@
 use std::time::Duration;
 
 use herdsman_bench::distributed::{
-    coalesced, failover, redis_server_available, round_trips, storm, timings,
+    coalesced, failover, loop_failover, redis_server_available, round_trips, storm, timings,
 };
 use herdsman_redis::dev::RedisServer;
 
@@ -66,6 +67,11 @@ async fn main() {
     let lease = Duration::from_secs(1);
     let waited = failover(&server, lease).await;
     println!("lease failover (flight lease {lease:?}): the heir called after {waited:.2?}");
+    let (interval, loop_lease) = (Duration::from_millis(300), Duration::from_secs(1));
+    let waited = loop_failover(&server, interval, loop_lease).await;
+    println!(
+        "poll-loop failover (interval {interval:?}, loop lease {loop_lease:?}): the other replica polled after {waited:.2?}"
+    );
 
     let latency = Duration::from_millis(300);
     let (calls, took) = storm(&server, 3, 1_000, latency).await;
