@@ -82,6 +82,7 @@ impl App {
             latency: Duration::from_millis(20),
             fail_rate: 0.0,
             churn: None,
+            upstream_url: None,
         };
         let demo = Demo::build(
             Environment::Development,

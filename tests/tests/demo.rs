@@ -34,6 +34,7 @@ impl App {
             latency: Duration::from_millis(20),
             fail_rate: 0.0,
             churn: None,
+            upstream_url: None,
         };
         let demo = Demo::build(environment, with_demo_classes(config), &options)
             .expect("the demo's configuration is valid");

@@ -43,6 +43,15 @@
 //! - the `hit_allocs` binary: allocations per hit in both, and per admitted
 //!   request under a concurrency limit.
 //!
+//! Distributed mode (issue 16), against a real `redis-server` on loopback
+//! ([`distributed`]):
+//!
+//! - the `distributed` binary: Redis round trips per request, the time of
+//!   an L2 hit and of a coalesced miss beside the same request without
+//!   Redis, the failover time of a flight's lease and of a poll loop's,
+//!   and the cross-replica storm
+//!   (`cargo run --release -p herdsman-bench --bin distributed`).
+//!
 //! The demo as a whole:
 //!
 //! - the `soak` binary: ten minutes of stream churn, key floods and faults
@@ -55,6 +64,7 @@
 pub mod breakers;
 pub mod caches;
 pub mod coordinated;
+pub mod distributed;
 pub mod harness;
 pub mod limiters;
 pub mod peers;

@@ -12,6 +12,16 @@
 //! docs/CONFIGURATION.md), `DEMO_UPSTREAM_LATENCY_MS` (default 50),
 //! `DEMO_UPSTREAM_FAIL_RATE` (0.0 to 1.0, default 0), `RUST_LOG`.
 //!
+//! # As a cluster
+//!
+//! `active-users --upstream-only` serves the simulated upstream alone
+//! (`HERDSMAN_ADDR`, default `127.0.0.1:4000`), with `GET /upstream/calls`
+//! answering its real calls per endpoint as JSON. A replica started with
+//! `DEMO_UPSTREAM_URL=http://127.0.0.1:4000` calls that upstream through a
+//! hyper-util client wrapped in the Coordinator's layer (herdsman's
+//! client-side use) instead of its in-process one, so that several replicas
+//! can share one upstream and the calls they make can be counted.
+//!
 //! The routes and what they answer are in docs/HTTP.md; besides herdsman's
 //! admin routes, `POST /_demo/upstream` (`{"fail_rate": 0.5}`, admin only)
 //! changes the failure rate at run time.
@@ -23,7 +33,7 @@ use std::time::Duration;
 use axum::{
     body::Body,
     extract::{Path, Request, State},
-    http::{request::Parts, HeaderName, StatusCode},
+    http::{header, request::Parts, uri::Scheme, HeaderName, StatusCode, Uri},
     middleware,
     response::{IntoResponse, Json, Response},
     routing::{get, post},
@@ -33,12 +43,17 @@ use herdsman::{
     config::{CacheSettings, ClassConfig, Config, Environment},
     coordinator::{BuildError, Coordinated, Coordinator},
     event::Invalidation,
+    BoxError,
 };
 use herdsman_axum::{
     data_request, error_response, require_admin, Admin, AdminAccess, LastEventId, Live,
 };
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::TokioExecutor,
+};
 use serde::Deserialize;
-use tower::ServiceExt;
+use tower::{service_fn, util::BoxCloneSyncService, ServiceExt};
 
 pub use crate::upstream::{CardEvent, Endpoint, NewCard, Upstream};
 
@@ -85,6 +100,9 @@ pub struct Options {
     pub fail_rate: f64,
     /// How often a simulated user arrives or leaves (none in tests).
     pub churn: Option<Duration>,
+    /// `DEMO_UPSTREAM_URL`: a remote upstream (`active-users
+    /// --upstream-only`) to call instead of the in-process one.
+    pub upstream_url: Option<Uri>,
 }
 
 impl Default for Options {
@@ -93,6 +111,7 @@ impl Default for Options {
             latency: Duration::from_millis(50),
             fail_rate: 0.0,
             churn: Some(Duration::from_secs(4)),
+            upstream_url: None,
         }
     }
 }
@@ -119,8 +138,76 @@ impl Options {
                 })?;
             options.fail_rate = rate;
         }
+        if let Some(v) = var("DEMO_UPSTREAM_URL") {
+            let url = upstream_url(v.trim())
+                .map_err(|why| format!("DEMO_UPSTREAM_URL = {v:?}: {why}"))?;
+            options.upstream_url = Some(url);
+        }
         Ok(options)
     }
+}
+
+/// An `http://host[:port]` URL, without a path.
+fn upstream_url(v: &str) -> Result<Uri, &'static str> {
+    let url: Uri = v.parse().map_err(|_| "not a URL")?;
+    if url.scheme() != Some(&Scheme::HTTP) || url.authority().is_none() {
+        return Err("not an http://host:port URL");
+    }
+    if url.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err("the upstream's URL must not have a path");
+    }
+    Ok(url)
+}
+
+/// What the Coordinator's layer wraps: the in-process upstream's router,
+/// or a hyper-util client toward a remote upstream.
+type Origin = BoxCloneSyncService<Request, Response, OriginError>;
+
+/// Why the remote upstream did not answer. (A type of its own rather than
+/// a `BoxError`: the layers' futures are proven `Send` with it.)
+#[derive(Debug)]
+struct OriginError(BoxError);
+
+impl std::fmt::Display for OriginError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the upstream did not answer: {}", self.0)
+    }
+}
+
+impl std::error::Error for OriginError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+fn local_origin(upstream: &Upstream) -> Origin {
+    let router = ServiceExt::<Request>::map_err(upstream.router(), |never| match never {});
+    BoxCloneSyncService::new(router)
+}
+
+/// A hyper-util client that sends every request to `base`'s scheme and
+/// authority, with the request's path and query: the Coordinator's layer
+/// around it is herdsman's client side (one outbound call for many
+/// callers), the same stack as around the router.
+fn remote_origin(base: &Uri) -> Origin {
+    let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new()).build_http();
+    let base = base.clone();
+    BoxCloneSyncService::new(service_fn(move |req: Request| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let (mut parts, body) = req.into_parts();
+            let mut uri = base.into_parts();
+            uri.path_and_query = parts.uri.path_and_query().cloned();
+            parts.uri = Uri::from_parts(uri).map_err(|e| OriginError(e.into()))?;
+            // The client names the upstream's host itself.
+            parts.headers.remove(header::HOST);
+            let response = client
+                .request(Request::from_parts(parts, body))
+                .await
+                .map_err(|e| OriginError(e.into()))?;
+            Ok(response.map(Body::new))
+        }
+    }))
 }
 
 /// The running demo: the coordinator, the upstream it protects and the
@@ -129,11 +216,14 @@ impl Options {
 pub struct Demo {
     /// The coordinator (stats, switches, registry).
     pub coordinator: Coordinator,
-    /// The simulated upstream (its own call counts).
+    /// The simulated upstream (its own call counts); unused, with no
+    /// calls, when the demo calls a remote one ([`Options::upstream_url`]).
     pub upstream: Upstream,
     /// SSE and polling over the registry.
     pub live: Live,
-    coordinated: Coordinated<Router>,
+    coordinated: Coordinated<Origin>,
+    /// Whether the upstream is remote (`DEMO_UPSTREAM_URL`).
+    remote: bool,
     /// The rollout's identity header, if one is configured.
     identity_header: Option<HeaderName>,
 }
@@ -151,7 +241,11 @@ impl Demo {
             .config(config)
             .build()?;
         let upstream = Upstream::new(options.latency, options.fail_rate);
-        let coordinated = tower::Layer::layer(&coordinator.layer(), upstream.router());
+        let origin = match &options.upstream_url {
+            Some(url) => remote_origin(url),
+            None => local_origin(&upstream),
+        };
+        let coordinated = tower::Layer::layer(&coordinator.layer(), origin);
         let subscriber = coordinated.clone();
         // Polls and streams are answered from the registry, above the Stats
         // layer: count them as the client requests they are.
@@ -159,16 +253,9 @@ impl Demo {
             coordinator.stats().clone(),
             coordinator.config().path_classes(),
         );
-        if let Some(every) = options.churn {
-            let up = upstream.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    up.churn();
-                }
-            });
+        // A remote upstream churns on its own.
+        if let (Some(every), None) = (options.churn, &options.upstream_url) {
+            upstream.spawn_churn(every);
         }
         // Validated by the builder: a configured name is a valid one.
         let identity_header = coordinator
@@ -182,6 +269,7 @@ impl Demo {
             upstream,
             live,
             coordinated,
+            remote: options.upstream_url.is_some(),
             identity_header,
         })
     }
@@ -352,6 +440,14 @@ struct UpstreamFaults {
 /// Changes the simulated upstream's failure rate at run time (an admin
 /// route), so that a soak run can inject faults without a restart.
 async fn set_upstream(State(demo): State<Demo>, Json(faults): Json<UpstreamFaults>) -> Response {
+    if demo.remote {
+        return (
+            StatusCode::CONFLICT,
+            "the upstream is remote (DEMO_UPSTREAM_URL): set its failure rate with \
+             DEMO_UPSTREAM_FAIL_RATE where it runs",
+        )
+            .into_response();
+    }
     if !(0.0..=1.0).contains(&faults.fail_rate) {
         return (
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -2,13 +2,14 @@
 //!
 //! ```text
 //! cargo run --release -p active-users
+//! cargo run --release -p active-users -- --upstream-only   # the upstream alone, on :4000
 //! ```
 //!
 //! See the crate docs (`src/lib.rs`) for the variables it reads.
 
 use std::process::ExitCode;
 
-use active_users::{with_demo_classes, Demo, Options};
+use active_users::{with_demo_classes, Demo, Options, Upstream};
 use herdsman::config::{Config, Environment};
 use herdsman_axum::Server;
 use tracing_subscriber::EnvFilter;
@@ -47,6 +48,16 @@ fn random_token() -> String {
 }
 
 async fn run() -> Result<(), String> {
+    let mut upstream_only = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--upstream-only" => upstream_only = true,
+            _ => return Err(format!("unknown argument {arg:?} (only --upstream-only)")),
+        }
+    }
+    if upstream_only {
+        return run_upstream().await;
+    }
     let environment = Environment::detect().map_err(|e| e.to_string())?;
     let mut config =
         Config::load(environment).map_err(|e| format!("invalid configuration:\n{e}"))?;
@@ -89,6 +100,28 @@ async fn run() -> Result<(), String> {
         .map_err(|e| format!("invalid configuration:\n{e}"))?;
     server
         .serve(listener, demo.router())
+        .with_graceful_shutdown(shutdown())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// `--upstream-only`: the simulated upstream alone, with `GET
+/// /upstream/calls`, for replicas started with `DEMO_UPSTREAM_URL`.
+async fn run_upstream() -> Result<(), String> {
+    let options = Options::from_env(|name| std::env::var(name).ok())?;
+    let upstream = Upstream::new(options.latency, options.fail_rate);
+    if let Some(every) = options.churn {
+        upstream.spawn_churn(every);
+    }
+    let addr = std::env::var("HERDSMAN_ADDR").unwrap_or_else(|_| "127.0.0.1:4000".to_owned());
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(
+        "active-users upstream listening on http://{local}/ (its calls: http://{local}/upstream/calls)"
+    );
+    axum::serve(listener, upstream.standalone_router())
         .with_graceful_shutdown(shutdown())
         .await
         .map_err(|e| e.to_string())

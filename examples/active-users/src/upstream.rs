@@ -34,6 +34,26 @@ pub enum Endpoint {
     Me,
 }
 
+impl Endpoint {
+    /// Every endpoint.
+    pub const ALL: [Endpoint; 4] = [
+        Endpoint::ActiveUsers,
+        Endpoint::BoardEvents,
+        Endpoint::Cards,
+        Endpoint::Me,
+    ];
+
+    /// Its name in `GET /upstream/calls`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::ActiveUsers => "active-users",
+            Endpoint::BoardEvents => "board-events",
+            Endpoint::Cards => "cards",
+            Endpoint::Me => "me",
+        }
+    }
+}
+
 /// One card event on a board.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CardEvent {
@@ -137,6 +157,42 @@ impl Upstream {
             Some(_) => {}
             None => users.push(pick.to_owned()),
         }
+    }
+
+    /// Every endpoint's real calls so far, by name (`active-users`,
+    /// `board-events`, `cards`, `me`): the body of `GET /upstream/calls`.
+    pub fn calls_json(&self) -> serde_json::Value {
+        let mut calls = serde_json::Map::new();
+        for endpoint in Endpoint::ALL {
+            calls.insert(endpoint.name().to_owned(), self.calls(endpoint).into());
+        }
+        serde_json::Value::Object(calls)
+    }
+
+    /// The upstream served alone (`active-users --upstream-only`): its
+    /// routes, and `GET /upstream/calls` with [`Upstream::calls_json`], so
+    /// that replicas elsewhere can call it and a script can count what
+    /// reached it.
+    pub fn standalone_router(&self) -> Router {
+        let up = self.clone();
+        self.router().route(
+            "/upstream/calls",
+            get(move || async move { Json(up.calls_json()) }),
+        )
+    }
+
+    /// Simulates arrivals and departures ([`Upstream::churn`]) every
+    /// `every`, in a task of its own (the first one `every` from now).
+    pub fn spawn_churn(&self, every: Duration) {
+        let up = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                up.churn();
+            }
+        });
     }
 
     /// The upstream's routes.
