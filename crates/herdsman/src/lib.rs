@@ -47,10 +47,10 @@
 //! | Feature | What it enables | Optional dependencies it adds |
 //! |---|---|---|
 //! | `dedup` | [`dedup`]: single-flight | slab |
-//! | `cache` | [`cache`]: the response cache | quick_cache, http |
+//! | `cache` | [`cache`]: the response cache, and [`clock`] | quick_cache, http, quanta |
 //! | `breaker` | [`breaker`]: circuit breakers | arc-swap, metrics |
 //! | `limit` | [`limit`]: concurrency limits and rate rules | arc-swap, governor |
-//! | `stats` | [`stats`]: counts, percentiles, alerts, `metrics` export | arc-swap, futures-core, hdrhistogram, metrics, quanta, serde, tokio-stream |
+//! | `stats` | [`stats`]: counts, percentiles, alerts, `metrics` export, and [`clock`] | arc-swap, futures-core, hdrhistogram, metrics, quanta, serde, tokio-stream |
 //! | `registry` | [`registry`]: shared poll loops and subscriptions | futures-core, slab |
 //! | `http` | [`http`]: keys, buffering, sharing and error responses for `http` requests and responses, plus the HTTP glue of each layer also enabled (`cache::HttpCachePolicy`, `RegistryLayer::http`, `registry::HttpFingerprint`, [`switch::Rollout`]) | bytes, http, http-body, httpdate |
 //! | `config` | [`config`]: the stack's settings, from TOML files and `HERDSMAN_*` variables, and serde for the settings types; enables `http`, `breaker`, `cache`, `limit`, `registry` and `stats`, whose settings it holds | figment, humantime-serde, serde, toml |
@@ -77,6 +77,10 @@
     not(feature = "http"),
     doc = "[`switch::Rollout`]: crate#feature-flags"
 )]
+#![cfg_attr(
+    not(any(feature = "cache", feature = "stats")),
+    doc = "[`clock`]: crate#feature-flags"
+)]
 #![cfg_attr(not(feature = "config"), doc = "[`config`]: crate#feature-flags")]
 #![cfg_attr(not(feature = "config"), doc = "[config::Config]: crate#feature-flags")]
 #![cfg_attr(
@@ -102,6 +106,9 @@ pub mod builder;
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 pub mod cache;
 pub mod class;
+#[cfg(any(feature = "cache", feature = "stats"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "cache", feature = "stats"))))]
+pub mod clock;
 #[cfg(feature = "config")]
 #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 pub mod config;

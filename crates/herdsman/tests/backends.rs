@@ -22,6 +22,7 @@ use herdsman::{
     },
     cache::CacheLayer,
     class::Class,
+    clock::Clock,
     dedup::DedupLayer,
     error::{find, BoxError},
     event::{Event, Invalidation, MemorySource, Observer},
@@ -567,6 +568,7 @@ fn cache_layer(
     shelf: &Shelf,
 ) -> CacheLayer<KeyOf, String, herdsman::share::CloneShare, herdsman::class::AllDefault, Shelf> {
     CacheLayer::new(key_of as KeyOf)
+        .with_clock(Clock::Tokio)
         .with_ttl(TTL)
         .with_store_backend(shelf.clone())
 }
@@ -675,6 +677,7 @@ async fn an_invalidation_that_lands_during_the_write_through_leaves_the_backend_
     let racing = Racing::default();
     let calls = Arc::new(AtomicU64::new(0));
     let layer = CacheLayer::new(key_of as KeyOf)
+        .with_clock(Clock::Tokio)
         .with_ttl(TTL)
         .with_store_backend(racing.clone());
     let handle = layer.handle();

@@ -7,6 +7,7 @@ use std::{convert::Infallible, sync::Arc, time::Duration};
 use herdsman::{
     cache::{CacheLayer, CachePolicy, ClassSettings},
     class::Class,
+    clock::Clock,
     event::MemorySource,
     key::Key,
     share::Share,
@@ -25,7 +26,7 @@ fn key(req: &&'static str) -> Option<Key> {
 type Layer = CacheLayer<fn(&&'static str) -> Option<Key>, String>;
 
 fn cache() -> Layer {
-    CacheLayer::new(key as fn(&&'static str) -> Option<Key>)
+    CacheLayer::new(key as fn(&&'static str) -> Option<Key>).with_clock(Clock::Tokio)
 }
 
 fn stack(
@@ -57,6 +58,21 @@ async fn a_fresh_entry_is_served_until_its_ttl_ends() {
     );
     let stats = layer.handle().stats();
     assert_eq!((stats.hits, stats.misses, stats.stored), (1, 2, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_fast_clock_does_not_follow_a_paused_tokio_clock() {
+    // The cache's own clock by default: advancing tokio's paused clock
+    // past the TTL does not age the entry (the reason paused-time tests
+    // give the layer `Clock::Tokio`, as `cache()` does).
+    let upstream = Upstream::new(Duration::ZERO);
+    let layer = CacheLayer::new(key as fn(&&'static str) -> Option<Key>).with_ttl(TTL);
+    let svc = stack(&layer, &upstream);
+    assert_eq!(svc.clone().oneshot("a").await.unwrap(), "a#1");
+    time::advance(TTL * 10).await;
+    assert_eq!(svc.clone().oneshot("a").await.unwrap(), "a#1");
+    let stats = layer.handle().stats();
+    assert_eq!((stats.hits, stats.misses), (1, 1));
 }
 
 #[tokio::test(start_paused = true)]
@@ -298,6 +314,7 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
         runtime.block_on(async {
             let layer = CacheLayer::new(|k: &u32| Some(Key::from(u64::from(*k))))
+                .with_clock(Clock::Tokio)
                 .with_policy(Sized)
                 .with_max_bytes(max_bytes);
             let sizes = Arc::new(sizes);
@@ -322,6 +339,7 @@ proptest! {
 #[tokio::test(start_paused = true)]
 async fn a_weigher_makes_the_byte_bound_count_heap_memory() {
     let layer = CacheLayer::new(|k: &u32| Some(Key::from(u64::from(*k))))
+        .with_clock(Clock::Tokio)
         .with_max_bytes(20_000)
         .with_weigher(|body: &bytes::Bytes| body.len());
     let svc = ServiceBuilder::new()

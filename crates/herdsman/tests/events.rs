@@ -19,6 +19,7 @@ use herdsman::{
     breaker::{BreakerConfig, BreakerLayer, BreakerState},
     cache::CacheLayer,
     class::Class,
+    clock::Clock,
     dedup::{self, DedupLayer},
     event::{Event, Invalidation, MemorySource, Rejection},
     http::{BufferLayer, HttpKey},
@@ -145,7 +146,11 @@ async fn requests_are_not_classified_without_an_observer() {
     assert_eq!(classified.load(Ordering::SeqCst), 0);
 
     let cache = ServiceBuilder::new()
-        .layer(CacheLayer::new(key_of).with_classifier(counting))
+        .layer(
+            CacheLayer::new(key_of)
+                .with_clock(Clock::Tokio)
+                .with_classifier(counting),
+        )
         .service(slow(Duration::ZERO));
     cache.clone().oneshot("/users/7").await.unwrap();
     let misses = classified.load(Ordering::SeqCst);
@@ -209,6 +214,7 @@ async fn the_cache_reports_a_miss_a_fresh_hit_and_a_stale_hit_for_their_class() 
     let svc = ServiceBuilder::new()
         .layer(
             CacheLayer::new(key_of)
+                .with_clock(Clock::Tokio)
                 .with_ttl(Duration::from_secs(1))
                 .with_stale_while_revalidate(Duration::from_secs(10))
                 .with_classifier(class_of)
@@ -257,6 +263,7 @@ async fn a_stale_copy_standing_in_for_a_failure_is_reported_after_its_miss() {
     let svc = ServiceBuilder::new()
         .layer(
             CacheLayer::new(key_of)
+                .with_clock(Clock::Tokio)
                 .with_ttl(Duration::from_secs(1))
                 .with_stale_if_error(Duration::from_secs(10))
                 .with_classifier(class_of)
@@ -283,7 +290,9 @@ async fn a_stale_copy_standing_in_for_a_failure_is_reported_after_its_miss() {
 
 #[tokio::test(start_paused = true)]
 async fn invalidations_by_hand_are_announced_whether_or_not_they_removed_anything() {
-    let layer = CacheLayer::new(key_of).with_classifier(class_of);
+    let layer = CacheLayer::new(key_of)
+        .with_clock(Clock::Tokio)
+        .with_classifier(class_of);
     let handle = layer.handle();
     let svc = ServiceBuilder::new()
         .layer(layer)
@@ -317,7 +326,7 @@ async fn invalidations_by_hand_are_announced_whether_or_not_they_removed_anythin
 
 #[tokio::test(start_paused = true)]
 async fn a_successful_unsafe_request_announces_its_path() {
-    let layer = CacheLayer::http(HttpKey::new());
+    let layer = CacheLayer::http(HttpKey::new()).with_clock(Clock::Tokio);
     let handle = layer.handle();
     let svc = ServiceBuilder::new()
         .layer(layer)
@@ -355,7 +364,9 @@ async fn a_successful_unsafe_request_announces_its_path() {
 
 #[tokio::test(start_paused = true)]
 async fn cache_memory_is_the_weight_of_its_entries() {
-    let layer = CacheLayer::new(key_of).with_weigher(|v: &String| v.len());
+    let layer = CacheLayer::new(key_of)
+        .with_clock(Clock::Tokio)
+        .with_weigher(|v: &String| v.len());
     let handle = layer.handle();
     let svc = ServiceBuilder::new()
         .layer(layer)

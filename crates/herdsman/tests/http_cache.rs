@@ -13,6 +13,7 @@ use std::{
 use bytes::Bytes;
 use herdsman::{
     cache::{CacheHandle, CacheLayer, CacheMode, HttpCachePolicy},
+    clock::Clock,
     event::MemorySource,
     http::{BufferLayer, HttpBody, HttpKey, SharedBody},
     key::KeyFn,
@@ -114,7 +115,9 @@ impl Origin {
 type HttpCache = CacheLayer<HttpKey, Response<SharedBody>, HttpCachePolicy>;
 
 fn cache() -> HttpCache {
-    CacheLayer::http(HttpKey::new()).with_ttl(Duration::from_secs(10))
+    CacheLayer::http(HttpKey::new())
+        .with_clock(Clock::Tokio)
+        .with_ttl(Duration::from_secs(10))
 }
 
 fn stack(layer: &HttpCache, origin: &Origin) -> Stack {
@@ -168,7 +171,7 @@ async fn users_never_see_each_others_entries() {
     assert_eq!(body(&svc, bob()).await, "/me for bob #2");
     assert_eq!(body(&svc, get("/me")).await, "/me for anyone #3");
 
-    let public = CacheLayer::http(HttpKey::new().public());
+    let public = CacheLayer::http(HttpKey::new().public()).with_clock(Clock::Tokio);
     let svc = stack(&public, &origin);
     assert_eq!(body(&svc, alice()).await, "/me for alice #4");
     assert_eq!(

@@ -12,6 +12,7 @@ use super::{
 use crate::{
     backend::{LocalStore, StoreBackend},
     class::{AllDefault, Class},
+    clock::Clock,
     event::{Observer, Observers},
     key::DEFAULT_MAX_KEY_LEN,
     share::CloneShare,
@@ -111,6 +112,7 @@ pub struct CacheLayer<K, V, P = CloneShare, C = AllDefault, B = LocalStore> {
     max_bytes: u64,
     max_entries: Option<u64>,
     sweep_interval: Duration,
+    clock: Clock,
     weigher: Option<Weigher<V>>,
     observers: Observers,
     store: Arc<Store<V>>,
@@ -133,9 +135,15 @@ impl<K, V: Clone> CacheLayer<K, V> {
             max_bytes: DEFAULT_MAX_BYTES,
             max_entries: None,
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
+            clock: Clock::Fast,
             weigher: None,
             observers: Observers::none(),
-            store: Arc::new(Store::new(DEFAULT_MAX_BYTES, None, DEFAULT_SWEEP_INTERVAL)),
+            store: Arc::new(Store::new(
+                DEFAULT_MAX_BYTES,
+                None,
+                DEFAULT_SWEEP_INTERVAL,
+                &Clock::Fast,
+            )),
             backend: LocalStore,
         }
     }
@@ -192,6 +200,7 @@ impl<K, V, P, C, B> CacheLayer<K, V, P, C, B> {
             max_bytes: self.max_bytes,
             max_entries: self.max_entries,
             sweep_interval: self.sweep_interval,
+            clock: self.clock,
             weigher: self.weigher,
             observers: self.observers,
             store: self.store,
@@ -214,6 +223,7 @@ impl<K, V, P, C, B> CacheLayer<K, V, P, C, B> {
             max_bytes: self.max_bytes,
             max_entries: self.max_entries,
             sweep_interval: self.sweep_interval,
+            clock: self.clock,
             weigher: self.weigher,
             observers: self.observers,
             store: self.store,
@@ -236,6 +246,7 @@ impl<K, V, P, C, B> CacheLayer<K, V, P, C, B> {
             max_bytes: self.max_bytes,
             max_entries: self.max_entries,
             sweep_interval: self.sweep_interval,
+            clock: self.clock,
             weigher: self.weigher,
             observers: self.observers,
             store: self.store,
@@ -270,7 +281,12 @@ impl<K, V, P, C, B> CacheLayer<K, V, P, C, B> {
     where
         V: Clone,
     {
-        let mut store = Store::new(self.max_bytes, self.max_entries, self.sweep_interval);
+        let mut store = Store::new(
+            self.max_bytes,
+            self.max_entries,
+            self.sweep_interval,
+            &self.clock,
+        );
         store.weigher = self.weigher.clone();
         self.store = Arc::new(store);
         self
@@ -294,6 +310,18 @@ impl<K, V, P, C, B> CacheLayer<K, V, P, C, B> {
         V: Clone,
     {
         self.sweep_interval = interval.max(Duration::from_millis(1));
+        self.new_store()
+    }
+
+    /// The clock entries' ages are read on (default [`Clock::Fast`], the
+    /// CPU's time-stamp counter: one read per hit). Tests that pause
+    /// tokio's clock and drive TTLs with `tokio::time::advance` use
+    /// [`Clock::Tokio`]. See [`crate::clock`]. Starts a new store.
+    pub fn with_clock(mut self, clock: Clock) -> Self
+    where
+        V: Clone,
+    {
+        self.clock = clock;
         self.new_store()
     }
 
@@ -356,6 +384,7 @@ impl<K: Clone, V, P: Clone, C: Clone, B: Clone> Clone for CacheLayer<K, V, P, C,
             max_bytes: self.max_bytes,
             max_entries: self.max_entries,
             sweep_interval: self.sweep_interval,
+            clock: self.clock.clone(),
             weigher: self.weigher.clone(),
             observers: self.observers.clone(),
             store: self.store.clone(),
@@ -371,6 +400,7 @@ impl<K, V, P, C, B> fmt::Debug for CacheLayer<K, V, P, C, B> {
             .field("max_bytes", &self.max_bytes)
             .field("max_entries", &self.max_entries)
             .field("sweep_interval", &self.sweep_interval)
+            .field("clock", &self.clock)
             .field("observers", &self.observers)
             .finish_non_exhaustive()
     }

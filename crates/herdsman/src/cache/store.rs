@@ -13,11 +13,12 @@ use std::{
 
 use http::{HeaderMap, HeaderName};
 use quick_cache::{sync::Cache as QuickCache, OptionsBuilder, Weighter};
-use tokio::{sync::broadcast, time::Instant};
+use tokio::sync::broadcast;
 
 use super::{policy::Freshness, CacheStats};
 use crate::{
     class::Class,
+    clock::{Clock, Stopwatch},
     event::Invalidation,
     key::{Key, KeyBuildHasher},
 };
@@ -240,7 +241,8 @@ pub(crate) enum Count {
 
 pub(crate) struct Store<V> {
     entries: QuickCache<Key, Entry<V>, Weigh, KeyBuildHasher>,
-    epoch: Instant,
+    /// Started with the store: its epoch.
+    clock: Stopwatch,
     /// Keys with a stale-while-revalidate refresh running: at most one each.
     refreshing: Mutex<HashSet<Key, KeyBuildHasher>>,
     classes: Mutex<Vec<Class>>,
@@ -302,7 +304,12 @@ impl<V> Store<V> {
 }
 
 impl<V: Clone> Store<V> {
-    pub(crate) fn new(max_bytes: u64, max_entries: Option<u64>, sweep_every: Duration) -> Self {
+    pub(crate) fn new(
+        max_bytes: u64,
+        max_entries: Option<u64>,
+        sweep_every: Duration,
+        clock: &Clock,
+    ) -> Self {
         let max_bytes = max_bytes.max(1);
         let min_weight = max_entries.map_or(1, |n| max_bytes.div_ceil(n.max(1)));
         // Only an estimate for sizing quick_cache's tables.
@@ -324,7 +331,7 @@ impl<V: Clone> Store<V> {
                 KeyBuildHasher::default(),
                 Default::default(),
             ),
-            epoch: Instant::now(),
+            clock: Stopwatch::start(clock),
             refreshing: Mutex::default(),
             classes: Mutex::new(vec![Class::default()]),
             min_weight,
@@ -357,10 +364,12 @@ impl<V: Clone> Store<V> {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Milliseconds since the store's epoch, plus [`NOW_OFFSET_MS`].
+    /// Milliseconds since the store's epoch, plus [`NOW_OFFSET_MS`]: one
+    /// read of the store's clock (the fast one unless set otherwise; see
+    /// [`Clock`]).
+    #[inline]
     fn now_ms(&self) -> u64 {
-        let since = Instant::now().saturating_duration_since(self.epoch);
-        since.as_millis() as u64 + NOW_OFFSET_MS
+        self.clock.now() / 1_000_000 + NOW_OFFSET_MS
     }
 
     /// Finds `key`. The value is cloned under quick_cache's shard *read*

@@ -12,12 +12,13 @@ use super::{
 use crate::{
     breaker::BreakerLayer,
     cache::CacheLayer,
+    clock::Clock,
     config::{Config, Environment},
     dedup::DedupLayer,
     http::{BufferLayer, ClientAddress, HttpShare, ServerErrors},
     limit::LimitLayer,
     registry::{HttpFingerprint, RegistryLayer},
-    stats::{Stats, StatsClock},
+    stats::Stats,
     switch::{LayerName, Rollout, Switches},
 };
 
@@ -31,8 +32,9 @@ pub struct CoordinatorBuilder {
 impl CoordinatorBuilder {
     /// The environment; default [`Environment::Development`]. Chooses the
     /// profile when no configuration is given, how validation treats
-    /// intervals under the floor, and the stats clock (the tokio clock in
-    /// [`Environment::Test`], so that paused time drives it).
+    /// intervals under the floor, and the clock Stats and the Cache read
+    /// ([`Clock::Tokio`] in [`Environment::Test`], so that paused time
+    /// drives latencies and TTLs; [`Clock::Fast`] elsewhere).
     pub fn environment(mut self, environment: Environment) -> Self {
         self.environment = Some(environment);
         self
@@ -71,12 +73,12 @@ impl fmt::Debug for CoordinatorBuilder {
 
 fn compose(environment: Environment, config: Config) -> Shared {
     let clock = match environment {
-        Environment::Test => StatsClock::Tokio,
-        _ => StatsClock::Fast,
+        Environment::Test => Clock::Tokio,
+        _ => Clock::Fast,
     };
     let stats = Stats::builder()
         .with_rules(config.alerts.clone())
-        .with_clock(clock)
+        .with_clock(clock.clone())
         .build();
     let switches = Switches::from_config(&config);
     let classes = config.classes();
@@ -131,6 +133,7 @@ fn compose(environment: Environment, config: Config) -> Shared {
         .with_mode(c.class.mode)
         .with_max_bytes(c.max_bytes)
         .with_sweep_interval(c.sweep_interval)
+        .with_clock(clock)
         .with_max_key_len(max_key_len)
         .with_observer(stats.clone());
     if let Some(entries) = c.max_entries {

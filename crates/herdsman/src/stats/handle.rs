@@ -15,7 +15,6 @@ use arc_swap::ArcSwap;
 
 use super::{
     alerts::{Alert, AlertEvents, AlertId, AlertRule, AlertRules, Book},
-    clock::{Clock, StatsClock},
     future::{Guard, Recording, Side},
     hooks::Hooks,
     layer::{StatsLayer, UpstreamLayer},
@@ -23,9 +22,11 @@ use super::{
     recorder::ClassRecorder,
     scope::{self, Answer},
     snapshot::{EndpointSnapshot, Snapshot},
+    StatsClock,
 };
 use crate::{
     class::Class,
+    clock::Stopwatch,
     event::{BreakerState, Event, MemorySource, Observer},
     key::{Key, KeyBuildHasher},
 };
@@ -56,7 +57,7 @@ pub struct Stats {
 }
 
 pub(crate) struct Inner {
-    pub(crate) clock: Clock,
+    pub(crate) clock: Stopwatch,
     rules: AlertRules,
     tick: Duration,
     classes: ArcSwap<ClassMap>,
@@ -113,7 +114,7 @@ impl StatsBuilder {
     pub fn build(self) -> Stats {
         Stats {
             inner: Arc::new(Inner {
-                clock: Clock::start(&self.clock),
+                clock: Stopwatch::start(&self.clock),
                 rules: self.rules,
                 tick: self.tick,
                 classes: ArcSwap::from_pointee(ClassMap::default()),

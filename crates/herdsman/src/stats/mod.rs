@@ -107,7 +107,8 @@
 //!
 //! Under `tokio::time::pause` use [`StatsClock::Tokio`]
 //! ([`StatsBuilder::with_clock`]) so latencies, rates and alerts follow the
-//! paused clock.
+//! paused clock. [`StatsClock`] is the [`Clock`](crate::clock::Clock) the
+//! Cache reads too ([`crate::clock`]).
 //!
 #![cfg_attr(
     not(feature = "config"),
@@ -115,7 +116,6 @@
 )]
 
 mod alerts;
-mod clock;
 mod future;
 mod handle;
 mod histogram;
@@ -127,9 +127,12 @@ mod scope;
 mod service;
 mod snapshot;
 
+/// The clock latencies, rates and alerts read: [`crate::clock::Clock`],
+/// under its earlier name.
+pub use crate::clock::Clock as StatsClock;
+
 pub use self::{
     alerts::{Alert, AlertEvents, AlertRule, AlertRules, AlertState},
-    clock::StatsClock,
     future::{Recording, ResponseFuture},
     handle::{Stats, StatsBuilder, MAX_CLASSES, OVERFLOW_CLASS},
     histogram::{Percentiles, SIGNIFICANT_FIGURES},

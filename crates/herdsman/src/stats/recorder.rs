@@ -9,12 +9,12 @@ use std::{
 };
 
 use super::{
-    clock::Clock,
     histogram::Latency,
     scope::{Answer, PARTS},
 };
 use crate::{
     class::Class,
+    clock::Stopwatch,
     event::{BreakerState, Limit, Rejection},
 };
 
@@ -55,7 +55,7 @@ pub(crate) struct Sample {
 
 pub(crate) struct ClassRecorder {
     pub(crate) class: Class,
-    pub(crate) clock: Clock,
+    pub(crate) clock: Stopwatch,
     // Written on every client request.
     pub(crate) requests: AtomicU64,
     /// Requests that completed, failed or were cancelled, by what answered
@@ -92,7 +92,7 @@ pub(crate) struct ClassRecorder {
 const NO_BREAKER: u8 = u8::MAX;
 
 impl ClassRecorder {
-    pub(crate) fn new(class: Class, clock: Clock) -> Self {
+    pub(crate) fn new(class: Class, clock: Stopwatch) -> Self {
         ClassRecorder {
             class,
             clock,
