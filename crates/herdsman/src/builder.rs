@@ -2,15 +2,9 @@
 //! [`tower::ServiceBuilder`], as tower-http does for its middleware.
 
 use tower::ServiceBuilder;
-#[cfg(any(
-    feature = "breaker",
-    feature = "cache",
-    feature = "dedup",
-    feature = "limit",
-    feature = "registry",
-    feature = "stats"
-))]
-use tower_layer::Stack;
+with_any_layer! {
+    use tower_layer::Stack;
+}
 
 #[cfg(feature = "breaker")]
 use crate::breaker::BreakerLayer;

@@ -34,55 +34,33 @@ pub const DEFAULT_MAX_KEY_LEN: usize = 8 * 1024;
 /// Keys up to this length are stored inline, without an allocation.
 const INLINE_CAP: usize = 24;
 
-/// Hashes a [`Key`] by its precomputed hash: maps keyed by `Key` need not
-/// hash the bytes again.
-// The maps of the keyed layers use it; the core alone has none.
-#[cfg(any(
-    feature = "breaker",
-    feature = "cache",
-    feature = "dedup",
-    feature = "limit",
-    feature = "registry",
-    feature = "stats"
-))]
-#[derive(Default, Clone, Copy, Debug)]
-pub(crate) struct KeyHasher(u64);
+// The maps of the keyed layers use these; the core alone has none.
+with_any_layer! {
+    /// Hashes a [`Key`] by its precomputed hash: maps keyed by `Key` need not
+    /// hash the bytes again.
+    #[derive(Default, Clone, Copy, Debug)]
+    pub(crate) struct KeyHasher(u64);
 
-#[cfg(any(
-    feature = "breaker",
-    feature = "cache",
-    feature = "dedup",
-    feature = "limit",
-    feature = "registry",
-    feature = "stats"
-))]
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
+    impl Hasher for KeyHasher {
+        fn finish(&self) -> u64 {
+            self.0
+        }
 
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `Key` is hashed with this hasher, and it calls `write_u64`.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        fn write(&mut self, bytes: &[u8]) {
+            // Only `Key` is hashed with this hasher, and it calls `write_u64`.
+            for &b in bytes {
+                self.0 = self.0.rotate_left(8) ^ u64::from(b);
+            }
+        }
+
+        fn write_u64(&mut self, n: u64) {
+            self.0 = n;
         }
     }
 
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
+    /// A `BuildHasher` for maps keyed by [`Key`].
+    pub(crate) type KeyBuildHasher = std::hash::BuildHasherDefault<KeyHasher>;
 }
-
-/// A `BuildHasher` for maps keyed by [`Key`].
-#[cfg(any(
-    feature = "breaker",
-    feature = "cache",
-    feature = "dedup",
-    feature = "limit",
-    feature = "registry",
-    feature = "stats"
-))]
-pub(crate) type KeyBuildHasher = std::hash::BuildHasherDefault<KeyHasher>;
 
 /// Maps a request to the [`Key`] it is coordinated under.
 ///

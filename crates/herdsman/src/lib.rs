@@ -93,6 +93,25 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// Compiles the items inside only when at least one layer is built: what
+/// the layers share but the core alone does not use. The one place that
+/// lists the layer features.
+macro_rules! with_any_layer {
+    ($($item:item)*) => {
+        $(
+            #[cfg(any(
+                feature = "breaker",
+                feature = "cache",
+                feature = "dedup",
+                feature = "limit",
+                feature = "registry",
+                feature = "stats"
+            ))]
+            $item
+        )*
+    };
+}
+
 #[cfg(all(any(test, feature = "fuzzing"), feature = "coordinator"))]
 #[doc(hidden)]
 #[path = "fuzz/mod.rs"]
