@@ -12,7 +12,6 @@ use std::{
 
 use http::HeaderMap;
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
 
 use super::{
     layer::Settings,
@@ -102,8 +101,9 @@ pub(super) struct Fetch<P, V, B> {
     pub(super) revalidating: bool,
     pub(super) forced: bool,
     pub(super) conditions: Conditions,
-    /// When the inner call began, for the response's age.
-    pub(super) started: Instant,
+    /// When the inner call began (nanoseconds on the store's clock,
+    /// [`Store::now_ns`]), for the response's age.
+    pub(super) started: u64,
     /// The invalidation generation of the key's path when the call began.
     pub(super) generation: u64,
     pub(super) store: Arc<Store<V>>,
@@ -436,7 +436,7 @@ impl<P, V: Clone, B: StoreBackend<V>> Fetch<P, V, B> {
     {
         let store = &*self.store;
         let class = self.settings.class(&self.class);
-        let delay = self.started.elapsed();
+        let delay = Duration::from_nanos(store.now_ns().saturating_sub(self.started));
         let Some(freshness) = self
             .policy
             .freshness(&response, &class, delay)

@@ -8,8 +8,6 @@ use std::{
 
 use tower_service::Service;
 
-use tokio::time::Instant;
-
 use super::{
     future::{Fetch, Filing, ResponseFuture, Stored},
     handle::CacheHandle,
@@ -366,7 +364,7 @@ impl<S, K, V, P, C, B> Cache<S, K, V, P, C, B> {
             revalidating,
             forced: false,
             conditions: Conditions::none(),
-            started: Instant::now(),
+            started: self.store.now_ns(),
             store: self.store.clone(),
             backend: self.backend.clone(),
             policy: self.policy.clone(),

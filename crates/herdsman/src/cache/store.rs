@@ -364,6 +364,14 @@ impl<V: Clone> Store<V> {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Nanoseconds since the store's epoch, on the store's clock: what a
+    /// fetch times its response delay with, so that delays and ages are
+    /// read on the one clock.
+    #[inline]
+    pub(super) fn now_ns(&self) -> u64 {
+        self.clock.now()
+    }
+
     /// Milliseconds since the store's epoch, plus [`NOW_OFFSET_MS`]: one
     /// read of the store's clock (the fast one unless set otherwise; see
     /// [`Clock`]).
