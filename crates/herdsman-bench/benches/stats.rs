@@ -23,11 +23,7 @@ use std::{
 };
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use herdsman::{
-    class::AllDefault,
-    stats::{Stats, StatsClock},
-    Key,
-};
+use herdsman::{class::AllDefault, clock::Clock, stats::Stats, Key};
 use herdsman_bench::{
     breakers,
     harness::{case, run_ok},
@@ -90,7 +86,7 @@ fn stats(c: &mut Criterion) {
     );
 
     // The same with the OS clock through tokio, for the clock's share.
-    let tokio_clock = Stats::builder().with_clock(StatsClock::Tokio).build();
+    let tokio_clock = Stats::builder().with_clock(Clock::Tokio).build();
     let mut ours_tokio =
         rt.block_on(async { tokio_clock.layer(AllDefault).layer(service_fn(echo)) });
     case(

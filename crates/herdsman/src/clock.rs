@@ -37,13 +37,9 @@
 use std::{fmt, sync::OnceLock, time::Duration};
 
 /// Where a layer reads time: the Stats layer for latencies, rates and
-/// alerts, the Cache for its entries' ages. Also named [`StatsClock`]
-/// (its name before the Cache had one too).
+/// alerts, the Cache for its entries' ages.
 ///
 /// See the [module docs](self) for the costs and for paused-time tests.
-///
-#[cfg_attr(not(feature = "stats"), doc = "[`StatsClock`]: crate#feature-flags")]
-#[cfg_attr(feature = "stats", doc = "[`StatsClock`]: crate::stats::StatsClock")]
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub enum Clock {

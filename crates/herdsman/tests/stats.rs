@@ -13,8 +13,9 @@ use futures_util::StreamExt;
 use herdsman::{
     breaker::BreakerState,
     class::{AllDefault, Class},
+    clock::Clock,
     event::{Event, Limit, Observer, Rejection},
-    stats::{AlertRule, AlertRules, AlertState, Stats, StatsClock},
+    stats::{AlertRule, AlertRules, AlertState, Stats},
     BoxError, Key,
 };
 use tokio::time::{self, Instant};
@@ -22,7 +23,7 @@ use tower::{service_fn, Layer, Service, ServiceBuilder, ServiceExt};
 
 fn paused_stats(rules: AlertRules) -> Stats {
     Stats::builder()
-        .with_clock(StatsClock::Tokio)
+        .with_clock(Clock::Tokio)
         .with_rules(rules)
         .build()
 }

@@ -22,10 +22,10 @@ use super::{
     recorder::ClassRecorder,
     scope::{self, Answer},
     snapshot::{EndpointSnapshot, Snapshot},
-    StatsClock,
 };
 use crate::{
     class::Class,
+    clock::Clock,
     clock::Stopwatch,
     event::{BreakerState, Event, MemorySource, Observer},
     key::{Key, KeyBuildHasher},
@@ -73,7 +73,7 @@ pub(crate) struct Inner {
 #[derive(Debug, Clone)]
 pub struct StatsBuilder {
     rules: AlertRules,
-    clock: StatsClock,
+    clock: Clock,
     tick: Duration,
 }
 
@@ -81,7 +81,7 @@ impl Default for StatsBuilder {
     fn default() -> Self {
         StatsBuilder {
             rules: AlertRules::default(),
-            clock: StatsClock::default(),
+            clock: Clock::default(),
             tick: Duration::from_secs(1),
         }
     }
@@ -95,9 +95,9 @@ impl StatsBuilder {
     }
 
     /// The clock latencies, rates and alerts read (default
-    /// [`StatsClock::Fast`]; use [`StatsClock::Tokio`] under a paused tokio
+    /// [`Clock::Fast`]; use [`Clock::Tokio`] under a paused tokio
     /// clock).
-    pub fn with_clock(mut self, clock: StatsClock) -> Self {
+    pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
     }

@@ -50,7 +50,7 @@
 //! # Examples
 //!
 //! ```
-//! use herdsman::{class::AllDefault, stats::{Stats, StatsClock}, Key};
+//! use herdsman::{class::AllDefault, clock::Clock, stats::Stats, Key};
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -82,7 +82,7 @@
 //! poll); it never calls into `metrics` (the monitor copies totals into
 //! `metrics` handles once per tick) and takes no lock shared by all
 //! requests. The
-//! default clock ([`StatsClock::Fast`]) reads the CPU's time-stamp counter
+//! default clock ([`Clock::Fast`](crate::clock::Clock::Fast)) reads the CPU's time-stamp counter
 //! (about 12 ns here, against 32 ns for the OS clock).
 //! `docs/BENCHMARKS.md` has the measured overhead.
 //!
@@ -105,10 +105,10 @@
 //!
 //! # Time
 //!
-//! Under `tokio::time::pause` use [`StatsClock::Tokio`]
+//! Under `tokio::time::pause` use
+//! [`Clock::Tokio`](crate::clock::Clock::Tokio)
 //! ([`StatsBuilder::with_clock`]) so latencies, rates and alerts follow the
-//! paused clock. [`StatsClock`] is the [`Clock`](crate::clock::Clock) the
-//! Cache reads too ([`crate::clock`]).
+//! paused clock; the Cache takes the same setting ([`crate::clock`]).
 //!
 #![cfg_attr(
     not(feature = "config"),
@@ -129,8 +129,6 @@ mod snapshot;
 
 /// The clock latencies, rates and alerts read: [`crate::clock::Clock`],
 /// under its earlier name.
-pub use crate::clock::Clock as StatsClock;
-
 pub use self::{
     alerts::{Alert, AlertEvents, AlertRule, AlertRules, AlertState},
     future::{Recording, ResponseFuture},
