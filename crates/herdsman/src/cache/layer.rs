@@ -179,6 +179,16 @@ impl<K, V, P, C, B> CacheLayer<K, V, P, C, B> {
         self
     }
 
+    /// All the settings of classes without their own at once: what
+    /// [`with_ttl`](Self::with_ttl), [`with_stale_while_revalidate`](Self::with_stale_while_revalidate),
+    /// [`with_stale_if_error`](Self::with_stale_if_error) and
+    /// [`with_mode`](Self::with_mode) set one by one (a configuration's
+    /// `[cache]` section, for instance).
+    pub fn with_defaults(mut self, settings: ClassSettings) -> Self {
+        self.settings().default = settings;
+        self
+    }
+
     /// Settings for one endpoint class (see [`with_classifier`](Self::with_classifier)).
     pub fn with_class(mut self, class: impl Into<Class>, settings: ClassSettings) -> Self {
         self.settings().classes.insert(class.into(), settings);
@@ -403,5 +413,32 @@ impl<K, V, P, C, B> fmt::Debug for CacheLayer<K, V, P, C, B> {
             .field("clock", &self.clock)
             .field("observers", &self.observers)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{CacheLayer, CacheMode, ClassSettings};
+    use crate::key::Key;
+
+    #[test]
+    fn with_defaults_sets_what_the_one_by_one_setters_set() {
+        let key = |n: &u32| Some(Key::from(u64::from(*n)));
+        let settings = ClassSettings {
+            ttl: Duration::from_secs(7),
+            stale_while_revalidate: Duration::from_secs(8),
+            stale_if_error: Duration::from_secs(9),
+            mode: CacheMode::Origin,
+        };
+        let one_by_one = CacheLayer::<_, String>::new(key)
+            .with_ttl(settings.ttl)
+            .with_stale_while_revalidate(settings.stale_while_revalidate)
+            .with_stale_if_error(settings.stale_if_error)
+            .with_mode(settings.mode);
+        let at_once = CacheLayer::<_, String>::new(key).with_defaults(settings);
+        assert_eq!(at_once.settings.default, settings);
+        assert_eq!(one_by_one.settings.default, settings);
     }
 }

@@ -7,13 +7,14 @@ use std::{
 use super::{
     error::BuildError,
     handle::{Coordinator, Shared},
+    layer::{CacheOf, DedupOf, LimitOf, RegistryOf},
     route::{CallerIdentity, ClassKey, ClassOf, Routes},
 };
 use crate::{
     breaker::BreakerLayer,
     cache::CacheLayer,
     clock::Clock,
-    config::{Config, Environment},
+    config::{Config, EffectiveClass, Environment},
     dedup::DedupLayer,
     http::{BufferLayer, ClientAddress, HttpShare, ServerErrors},
     limit::LimitLayer,
@@ -91,46 +92,12 @@ fn compose(environment: Environment, config: Config) -> Shared {
     // the Cache and one-shot Registry calls uncoordinated, and a
     // subscription with one is refused.
     let max_key_len = config.keys.max_len;
-    let r = &config.registry;
-    // Intervals under the floor survive validation only when explicitly
-    // allowed; the registry must then not raise them again.
-    let floor = if r.allow_fast_polling {
-        classes
-            .iter()
-            .map(|c| c.registry.class.interval)
-            .fold(r.floor, Duration::min)
-    } else {
-        r.floor
-    };
-    let mut registry = RegistryLayer::new(key.clone())
-        .with_share(HttpShare)
-        .with_fingerprint(HttpFingerprint)
-        .with_canonical(key.clone())
-        .with_failure_classifier(ServerErrors)
-        .with_classifier(classify.clone())
-        .with_interval(r.class.interval)
-        .with_floor(floor)
-        .with_jitter(r.class.jitter)
-        .with_linger(r.class.linger)
-        .with_max_keys(r.class.max_keys)
-        .with_max_keys_per_caller(r.class.max_keys_per_caller)
-        .with_max_keys_per_address(r.class.max_keys_per_address)
-        .with_max_subscribers_per_key(r.class.max_subscribers_per_key)
-        .with_max_subscribers_per_caller(r.class.max_subscribers_per_caller)
-        .with_max_subscribers_per_address(r.class.max_subscribers_per_address)
-        .with_max_subscribers(r.max_subscribers)
-        .with_max_memory(r.max_memory)
-        .with_max_key_len(max_key_len)
-        .with_observer(stats.clone())
-        .with_callers(CallerIdentity::new(rollout.clone()), ClientAddress);
+    let mut registry = registry_layer(&config, &classes, &key, &classify, &stats, &rollout);
 
     let c = &config.cache;
     let mut cache = CacheLayer::http(key.clone())
         .with_classifier(classify.clone())
-        .with_ttl(c.class.ttl)
-        .with_stale_while_revalidate(c.class.stale_while_revalidate)
-        .with_stale_if_error(c.class.stale_if_error)
-        .with_mode(c.class.mode)
+        .with_defaults(c.class)
         .with_max_bytes(c.max_bytes)
         .with_sweep_interval(c.sweep_interval)
         .with_clock(clock)
@@ -168,18 +135,9 @@ fn compose(environment: Environment, config: Config) -> Shared {
         limit = limit.with_class(class.class.clone(), class.class_limits());
     }
 
-    // Every configured class (and the default one) is listed from the
-    // start, and its breaker shows `off` while its switch is.
-    for class in &classes {
-        stats.register(&class.class);
-        let breaker = switches.switch(LayerName::Breaker, &class.class);
-        stats.track_breaker_switch(&class.class, move || breaker.is_on());
-    }
-
-    stats.track_memory("registry", registry.handle());
-    stats.track_memory("cache", cache.handle());
-    stats.track_memory("dedup", dedup.handle());
-    stats.track_memory("limit", limit.handle());
+    show_in_stats(
+        &stats, &classes, &switches, &registry, &cache, &dedup, &limit,
+    );
 
     Shared {
         environment,
@@ -203,4 +161,66 @@ fn compose(environment: Environment, config: Config) -> Shared {
         following: AtomicBool::new(false),
         config,
     }
+}
+
+/// Lists every configured class (and the default one) in `stats` from the
+/// start, with its breaker shown `off` while its switch is, and has
+/// `stats` track the memory the layers hold.
+fn show_in_stats(
+    stats: &Stats,
+    classes: &[EffectiveClass],
+    switches: &Switches,
+    registry: &RegistryOf,
+    cache: &CacheOf,
+    dedup: &DedupOf,
+    limit: &LimitOf,
+) {
+    for class in classes {
+        stats.register(&class.class);
+        let breaker = switches.switch(LayerName::Breaker, &class.class);
+        stats.track_breaker_switch(&class.class, move || breaker.is_on());
+    }
+
+    stats.track_memory("registry", registry.handle());
+    stats.track_memory("cache", cache.handle());
+    stats.track_memory("dedup", dedup.handle());
+    stats.track_memory("limit", limit.handle());
+}
+
+/// The registry's layer: the `[registry]` section as the defaults, the
+/// floor lowered to the fastest class's interval when fast polling is
+/// allowed, and the caller and address its budgets tell apart. Classes
+/// with settings of their own are added by [`compose`].
+fn registry_layer(
+    config: &Config,
+    classes: &[EffectiveClass],
+    key: &ClassKey,
+    classify: &ClassOf,
+    stats: &Stats,
+    rollout: &Rollout,
+) -> RegistryOf {
+    let r = &config.registry;
+    // Intervals under the floor survive validation only when explicitly
+    // allowed; the registry must then not raise them again.
+    let floor = if r.allow_fast_polling {
+        classes
+            .iter()
+            .map(|c| c.registry.class.interval)
+            .fold(r.floor, Duration::min)
+    } else {
+        r.floor
+    };
+    RegistryLayer::new(key.clone())
+        .with_share(HttpShare)
+        .with_fingerprint(HttpFingerprint)
+        .with_canonical(key.clone())
+        .with_failure_classifier(ServerErrors)
+        .with_classifier(classify.clone())
+        .with_defaults(r.class)
+        .with_floor(floor)
+        .with_max_subscribers(r.max_subscribers)
+        .with_max_memory(r.max_memory)
+        .with_max_key_len(config.keys.max_len)
+        .with_observer(stats.clone())
+        .with_callers(CallerIdentity::new(rollout.clone()), ClientAddress)
 }

@@ -298,6 +298,20 @@ impl<K, C, P, F, Q, W, V> RegistryLayer<K, C, P, F, Q, W, V> {
         })
     }
 
+    /// All the settings of classes without their own at once: what
+    /// [`with_interval`](Self::with_interval), [`with_jitter`](Self::with_jitter),
+    /// [`with_linger`](Self::with_linger) and the `with_max_*` methods of
+    /// [`ClassSettings`]'s fields set one by one (a configuration's
+    /// `[registry]` section, for instance).
+    ///
+    /// # Panics
+    ///
+    /// If `settings.jitter` is out of range, as [`with_jitter`](Self::with_jitter).
+    pub fn with_defaults(self, settings: ClassSettings) -> Self {
+        check_jitter(settings.jitter);
+        self.configure(|c| c.default = settings)
+    }
+
     /// At most `max` subscribers in all. Default 1,000,000.
     pub fn with_max_subscribers(self, max: usize) -> Self {
         self.configure(|c| c.max_subscribers = max)
@@ -525,5 +539,55 @@ impl<K, C, P, F, Q, W, V> fmt::Debug for RegistryLayer<K, C, P, F, Q, W, V> {
         f.debug_struct("RegistryLayer")
             .field("config", &self.config)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{ClassSettings, RegistryLayer};
+    use crate::key::Key;
+
+    fn layer() -> RegistryLayer<fn(&u32) -> Option<Key>> {
+        RegistryLayer::new(|n: &u32| Some(Key::from(u64::from(*n))))
+    }
+
+    #[test]
+    fn with_defaults_sets_what_the_one_by_one_setters_set() {
+        let settings = ClassSettings {
+            interval: Duration::from_secs(7),
+            jitter: 0.2,
+            linger: Duration::from_secs(3),
+            max_subscribers_per_key: 11,
+            max_keys: 12,
+            max_keys_per_caller: 13,
+            max_keys_per_address: 14,
+            max_subscribers_per_caller: 15,
+            max_subscribers_per_address: 16,
+        };
+        let one_by_one = layer()
+            .with_interval(settings.interval)
+            .with_jitter(settings.jitter)
+            .with_linger(settings.linger)
+            .with_max_subscribers_per_key(settings.max_subscribers_per_key)
+            .with_max_keys(settings.max_keys)
+            .with_max_keys_per_caller(settings.max_keys_per_caller)
+            .with_max_keys_per_address(settings.max_keys_per_address)
+            .with_max_subscribers_per_caller(settings.max_subscribers_per_caller)
+            .with_max_subscribers_per_address(settings.max_subscribers_per_address);
+        let at_once = layer().with_defaults(settings);
+        assert_eq!(at_once.config.default, settings);
+        assert_eq!(one_by_one.config.default, settings);
+    }
+
+    #[test]
+    #[should_panic]
+    fn with_defaults_refuses_a_jitter_out_of_range() {
+        let settings = ClassSettings {
+            jitter: 0.9,
+            ..ClassSettings::default()
+        };
+        let _ = layer().with_defaults(settings);
     }
 }
