@@ -111,8 +111,10 @@ pub enum Lead<V> {
 ///   claim that expires, so that a leader that is dropped or dies without
 ///   [`finish`](Self::finish) is replaced), and [`Lead::Answered`] only
 ///   with the value of a call that was running, or started, after the
-///   question was asked (never a cached old one: caching is the cache
-///   layer's job);
+///   question was asked, or that ended a moment before it (within a short
+///   bound the implementation documents: a replica that asks just after
+///   the call ended gets its value instead of calling again). Never an
+///   older value: caching is the cache layer's job;
 /// - answer [`Lead::Call`] when the backend cannot be reached, or the
 ///   replica that leads does not answer in time: callers then get their
 ///   own call rather than an error;
