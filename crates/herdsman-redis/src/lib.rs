@@ -27,7 +27,10 @@
 //! No request fails because Redis is slow or down: every operation runs
 //! under [`RedisSettings::op_timeout`], and past it the replica answers as
 //! if it had no Redis (a cache miss, its own upstream call). The connection
-//! reconnects in the background, with backoff.
+//! reconnects in the background, with backoff. [`Redis::is_up`] says
+//! whether Redis answered the last operation: hand the connection to
+//! `Stats::track_dependency("redis", redis.clone())` for the
+//! `redis_unavailable` alert and metric.
 //!
 //! # Examples
 //!
