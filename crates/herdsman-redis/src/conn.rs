@@ -25,6 +25,8 @@ pub(crate) const FLIGHTS: &str = "flights";
 pub(crate) const LOOPS: &str = "loops";
 /// The channel of cache invalidations.
 pub(crate) const INVALIDATIONS: &str = "invalidations";
+/// The channel of breaker trips.
+pub(crate) const TRIPS: &str = "trips";
 
 /// A pub/sub message this replica received.
 #[derive(Debug, Clone)]
@@ -129,6 +131,7 @@ impl Redis {
             redis.channel(FLIGHTS),
             redis.channel(INVALIDATIONS),
             redis.channel(LOOPS),
+            redis.channel(TRIPS),
         ];
         tokio::spawn(subscribe(Arc::downgrade(&redis.shared), channels));
         Ok(redis)
