@@ -18,7 +18,7 @@ async fn an_l1_hit_costs_no_round_trip_an_l2_hit_one_and_a_miss_two_before_its_c
     assert_eq!(trips.l1_hit, (0, 0));
     // GET, PTTL and the generation in one pipeline.
     assert_eq!(trips.l2_hit, (1, 3));
-    // The lookup, then the lease (SET NX GET PX): within the bound of 3.
+    // The lookup, then the lease (one script): within the bound of 3.
     assert_eq!(trips.miss_before_call, (2, 4));
     // Then the flight's end and the write-through, a script each, sent at
     // once in the background: one write or two.

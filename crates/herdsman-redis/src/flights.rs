@@ -18,23 +18,40 @@ use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
     codec::Codec,
-    conn::{Message, Redis, FLIGHTS},
+    conn::{Message, Redis, FLIGHTS, INVALIDATIONS},
 };
 
 /// Ends a flight: leaves the lease naming the finished holder with its
 /// value for a few seconds (or releases it when there is no value), and
-/// tells the other replicas.
-/// KEYS: lease. ARGV: token, result expiry (ms), channel, message, the
-/// finished lease (token, `FINISHED`, value; absent when there is none).
+/// tells the other replicas. The finished lease is
+/// `<token>=<flight generation>:<value>`.
+/// KEYS: lease, flight generation. ARGV: token, result expiry (ms),
+/// channel, message, value (absent when there is none).
 ///
 /// A lease that ran out before its holder ended is taken again with the
 /// value if it is free, and left alone if another replica holds it.
 const FINISH: &str = "local holder = redis.call('GET', KEYS[1]) \
-    if holder == ARGV[1] then \
-        if ARGV[5] then redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[2]) \
-        else redis.call('DEL', KEYS[1]) end \
-    elseif not holder and ARGV[5] then redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[2]) end \
+    local finished = false \
+    if ARGV[5] and (holder == ARGV[1] or not holder) then \
+        local generation = redis.call('GET', KEYS[2]) or '0' \
+        finished = ARGV[1] .. '=' .. generation .. ':' .. ARGV[5] \
+    end \
+    if finished then redis.call('SET', KEYS[1], finished, 'PX', ARGV[2]) \
+    elseif holder == ARGV[1] then redis.call('DEL', KEYS[1]) end \
     return redis.call('PUBLISH', ARGV[3], ARGV[4])";
+
+/// Asks for a lease: answers the holder's lease (running, or finished
+/// with a value), or takes it and answers nothing. A finished lease of an
+/// older flight generation (a cache invalidation came since) is taken.
+/// KEYS: lease, flight generation. ARGV: token, lease (ms).
+const CLAIM: &str = "local holder = redis.call('GET', KEYS[1]) \
+    if holder and string.byte(holder, 17) == 61 then \
+        local stamp = (redis.call('GET', KEYS[2]) or '0') .. ':' \
+        if string.sub(holder, 18, 17 + string.len(stamp)) ~= stamp then holder = false end \
+    end \
+    if holder then return holder end \
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
+    return false";
 
 /// After the holder's token in a finished lease, before its value.
 const FINISHED: u8 = b'=';
@@ -45,8 +62,9 @@ const MAX_HELD: usize = 1024;
 /// Single-flight across replicas on Redis (see [`FlightBackend`]).
 ///
 /// The local leader of a key's call (one per replica: the `Dedup` layer
-/// coalesces within the process) asks for a lease, `SET NX PX` with an
-/// owner token (`GET` too, to learn who holds it otherwise):
+/// coalesces within the process) asks for a lease with an owner token, in
+/// one Lua script that takes it (`SET PX`) when it is free and otherwise
+/// answers who holds it:
 ///
 /// - granted: this replica calls the upstream. When the call ends, one Lua
 ///   script leaves the lease naming this replica's finished call, with its
@@ -68,11 +86,13 @@ const MAX_HELD: usize = 1024;
 ///   holder's answer reached the shared cache) makes no second call. A
 ///   call that starts within those few seconds of another replica's call
 ///   of the key is answered with that call's value, as a shared cache
-///   entry of that age would.
+///   entry of that age would; but never after a cache invalidation: each
+///   one (any replica's `RedisStore` publishes them) bumps the prefix's
+///   flight generation, which each finished lease is stamped with, so the
+///   leases finished before it answer no more (they are taken as free).
 ///
 /// Any Redis failure or timeout answers [`Lead::Call`]: the replica makes
-/// its own call, as without Redis. Needs Redis 7 (or Valkey) for `SET NX
-/// GET`.
+/// its own call, as without Redis.
 pub struct RedisFlights<C> {
     shared: Arc<Shared>,
     codec: C,
@@ -102,23 +122,24 @@ impl<C> RedisFlights<C> {
     /// be called within a tokio runtime.
     pub fn new(redis: Redis, codec: C) -> Self {
         let messages = redis.messages();
-        let channel = redis.channel(FLIGHTS);
+        let channels = (redis.channel(FLIGHTS), redis.channel(INVALIDATIONS));
         let shared = Arc::new(Shared {
             redis,
             waiters: Mutex::default(),
             next_waiter: AtomicU64::new(0),
             held: Mutex::default(),
         });
-        tokio::spawn(dispatch(Arc::downgrade(&shared), messages, channel));
+        tokio::spawn(dispatch(Arc::downgrade(&shared), messages, channels));
         RedisFlights { shared, codec }
     }
 }
 
-/// Hands each published notice to the local leaders waiting on its lease.
+/// Hands each published notice to the local leaders waiting on its lease;
+/// bumps the flight generation on each cache invalidation heard.
 async fn dispatch(
     shared: Weak<Shared>,
     mut messages: tokio::sync::broadcast::Receiver<Message>,
-    channel: Vec<u8>,
+    (channel, invalidations): (Vec<u8>, Vec<u8>),
 ) {
     loop {
         let message = match messages.recv().await {
@@ -130,6 +151,10 @@ async fn dispatch(
         let Some(shared) = shared.upgrade() else {
             return;
         };
+        if message.channel == invalidations {
+            tokio::spawn(async move { shared.bump_generation().await });
+            continue;
+        }
         if message.channel != channel {
             continue;
         }
@@ -212,6 +237,13 @@ impl Drop for Waiter {
 }
 
 impl Shared {
+    /// The flight generation: bumped by every cache invalidation, so that
+    /// no finished lease from before it answers a claim.
+    fn generation(&self) -> Vec<u8> {
+        let prefix = &self.redis.settings().key_prefix;
+        format!("{prefix}flight-generation").into_bytes()
+    }
+
     fn lease_of(&self, key: &Key) -> Vec<u8> {
         self.redis.name("flight", key.as_bytes())
     }
@@ -222,21 +254,32 @@ impl Shared {
         (self.redis.settings().op_timeout * 10).max(Duration::from_secs(1))
     }
 
+    /// A cache invalidation (from any replica) makes the finished leases
+    /// answer no more: what they hold may be what was invalidated. Each
+    /// replica that hears it bumps the generation (a lost bump: those
+    /// leases expire within `result_ttl`).
+    async fn bump_generation(&self) {
+        let mut manager = self.redis.manager();
+        let mut incr = redis::cmd("INCR");
+        incr.arg(self.generation());
+        self.redis.run(incr.query_async::<()>(&mut manager)).await;
+    }
+
     /// Asks for `key`'s lease (one round trip); `None` when Redis does not
     /// answer.
     async fn claim(&self, key: &Key, lease: &[u8]) -> Option<Claim> {
         let token = self.redis.token();
         let ms = self.redis.settings().flight_lease.as_millis() as u64;
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(lease)
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(CLAIM)
+            .arg(2)
+            .arg(lease)
+            .arg(self.generation())
             .arg(&token[..])
-            .arg("NX")
-            .arg("PX")
-            .arg(ms)
-            .arg("GET");
+            .arg(ms);
         let mut manager = self.redis.manager();
         let holder: Option<Vec<u8>> = self.redis.run(cmd.query_async(&mut manager)).await?;
-        let Some(mut holder) = holder else {
+        let Some(holder) = holder else {
             let now = Instant::now();
             let mut held = self.held.lock().unwrap();
             // A call whose callers all left is never finished: forget
@@ -249,8 +292,11 @@ impl Shared {
             return Some(Claim::Granted);
         };
         if holder.get(16) == Some(&FINISHED) {
-            // The holder ended with a value a moment ago: no new call.
-            return Some(Claim::Finished(holder.split_off(17)));
+            // The holder ended with a value a moment ago, and no cache
+            // invalidation came since: no new call.
+            return Some(
+                finished_value(&holder).map_or(Claim::Failed, |v| Claim::Finished(v.to_vec())),
+            );
         }
         Some(Claim::Running(holder))
     }
@@ -266,7 +312,7 @@ impl Shared {
             let holder = match self.claim(&key, &lease).await {
                 Some(Claim::Running(holder)) => holder,
                 Some(Claim::Finished(value)) => return answered(&codec, &value),
-                Some(Claim::Granted) | None => return Lead::Call,
+                Some(Claim::Granted | Claim::Failed) | None => return Lead::Call,
             };
             let until = deadline.min(Instant::now() + wait);
             match tokio::time::timeout_at(until, waiter.ended(&holder)).await {
@@ -292,17 +338,26 @@ impl Shared {
         match finished {
             // Still this holder's (not a new flight's since): its value.
             Some(bytes) if bytes.starts_with(holder) && bytes.get(16) == Some(&FINISHED) => {
-                answered(codec, &bytes[17..])
+                finished_value(&bytes).map_or(Lead::Call, |value| answered(codec, value))
             }
             _ => Lead::Call,
         }
     }
 }
 
+/// The value in a finished lease (`<token>=<generation>:<value>`).
+fn finished_value(lease: &[u8]) -> Option<&[u8]> {
+    let rest = lease.get(17..)?;
+    let colon = rest.iter().position(|&b| b == b':')?;
+    Some(&rest[colon + 1..])
+}
+
 /// What a lease claim found.
 enum Claim {
     /// The lease is this replica's: it calls.
     Granted,
+    /// A finished lease that does not parse: call.
+    Failed,
     /// Another replica holds it and is calling: its token.
     Running(Vec<u8>),
     /// Another replica's call ended with this value a moment ago.
@@ -331,11 +386,8 @@ where
         let Some((token, _)) = self.shared.held.lock().unwrap().remove(key) else {
             return;
         };
-        // The finished lease: the token, then the value.
         let finished = value.and_then(|value| {
-            let mut bytes = Vec::with_capacity(17);
-            bytes.extend_from_slice(&token);
-            bytes.push(FINISHED);
+            let mut bytes = Vec::new();
             self.codec.encode(value, &mut bytes).then_some(bytes)
         });
         let shared = self.shared.clone();
@@ -348,8 +400,9 @@ where
             };
             let mut cmd = redis::cmd("EVAL");
             cmd.arg(FINISH)
-                .arg(1)
+                .arg(2)
                 .arg(&lease)
+                .arg(shared.generation())
                 .arg(&token[..])
                 .arg(shared.result_ttl().as_millis() as u64)
                 .arg(redis.channel(FLIGHTS))

@@ -17,9 +17,10 @@ use std::{
 
 use futures_util::future::join_all;
 use herdsman::{
-    backend::{FlightBackend, Lead},
+    backend::{FlightBackend, Lead, StoreBackend},
     cache::CacheLayer,
     dedup::DedupLayer,
+    event::Invalidation,
     key::Key,
     BoxError,
 };
@@ -189,6 +190,49 @@ async fn a_replica_that_asks_after_the_holder_ended_gets_its_value() {
     })
     .await;
     assert!(matches!(lead(&late, "/b").await, Lead::Call));
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server"]
+async fn after_a_cache_invalidation_a_finished_flight_answers_no_more() {
+    let server = RedisServer::start().await.unwrap();
+    let holder = RedisFlights::new(subscribed_replica(&server).await, PlainCodec);
+    let late = RedisFlights::new(subscribed_replica(&server).await, PlainCodec);
+    let writer = RedisStore::new(replica(&server), PlainCodec);
+
+    assert!(matches!(lead(&holder, "/a").await, Lead::Call));
+    FlightBackend::<String>::finish(&holder, &Key::from("/a"), Some(&"old".to_string()));
+    support::eventually("the flight ended", || async {
+        lease_of(&server.url(), "/a")
+            .await
+            .is_some_and(|lease| lease.len() != 16)
+            .then_some(())
+    })
+    .await;
+
+    // A write on another replica invalidates the key: the value the
+    // finished flight holds may be what it replaced.
+    StoreBackend::<String>::invalidate(&writer, &Invalidation::Key(Key::from("/a")));
+    support::eventually("the flights heard it", || async {
+        generation(&server.url()).await.filter(|&g| g > 0)
+    })
+    .await;
+    assert!(
+        lease_of(&server.url(), "/a").await.is_some(),
+        "the finished lease is still there"
+    );
+    assert!(matches!(lead(&late, "/a").await, Lead::Call), "a new call");
+}
+
+/// The flights' generation, bumped by cache invalidations.
+async fn generation(url: &str) -> Option<u64> {
+    let client = redis::Client::open(url).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("GET")
+        .arg("herdsman:flight-generation")
+        .query_async(&mut con)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
