@@ -231,9 +231,9 @@ impl AlertRules {
     }
 }
 
-/// Which rule an alert comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// Which rule an alert comes from. Serializes as its
+/// [name](AlertRule::as_str).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum AlertRule {
     /// One key's upstream calls per minute.
@@ -244,18 +244,30 @@ pub enum AlertRule {
     ErrorRate,
     /// A circuit breaker tripped.
     BreakerTrip,
+    /// A dependency given to
+    /// [`Stats::track_dependency`](super::Stats::track_dependency) cannot
+    /// be reached: the rule's name, `<dependency>_unavailable` (such as
+    /// `redis_unavailable`).
+    Unavailable(&'static str),
 }
 
 impl AlertRule {
     /// The label in metrics and JSON: `upstream_calls`, `memory`,
-    /// `error_rate`, `breaker_trip`.
+    /// `error_rate`, `breaker_trip`, or `<dependency>_unavailable`.
     pub fn as_str(self) -> &'static str {
         match self {
             AlertRule::UpstreamCalls => "upstream_calls",
             AlertRule::Memory => "memory",
             AlertRule::ErrorRate => "error_rate",
             AlertRule::BreakerTrip => "breaker_trip",
+            AlertRule::Unavailable(rule) => rule,
         }
+    }
+}
+
+impl Serialize for AlertRule {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(self.as_str())
     }
 }
 
