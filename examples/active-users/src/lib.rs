@@ -6,7 +6,9 @@
 //! cargo run --release -p active-users
 //! ```
 //!
-//! Then open <http://127.0.0.1:3000/> in a few tabs. Environment variables:
+//! Then open <http://127.0.0.1:3000/> in a few tabs (the demo's live
+//! board), and <http://127.0.0.1:3000/_herdsman/> for herdsman's own
+//! dashboard (stats, alerts, switches). Environment variables:
 //! `HERDSMAN_ADDR` (default `127.0.0.1:3000`), `HERDSMAN_ENV`,
 //! `HERDSMAN_CONFIG` and `HERDSMAN__SECTION__KEY` (see
 //! docs/CONFIGURATION.md), `DEMO_UPSTREAM_LATENCY_MS` (default 50),
@@ -26,6 +28,7 @@
 //! admin routes, `POST /_demo/upstream` (`{"fail_rate": 0.5}`, admin only)
 //! changes the failure rate at run time.
 
+mod page;
 mod upstream;
 
 use std::time::Duration;
@@ -308,6 +311,7 @@ impl Demo {
                     .route_layer(middleware::from_fn_with_state(access, require_admin)),
             )
             .with_state(self.clone())
+            .merge(page::routes())
             .merge(admin)
     }
 
