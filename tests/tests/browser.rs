@@ -73,7 +73,15 @@ struct App {
 
 impl App {
     async fn start() -> App {
-        let mut config = Config::profile(Environment::Development);
+        App::start_in(Environment::Development, None).await
+    }
+
+    /// The demo in `environment`, with `token` as its admin token.
+    async fn start_in(environment: Environment, token: Option<&str>) -> App {
+        let mut config = Config::profile(environment);
+        config.admin.token = token.map(str::to_owned);
+        // A production test polls fast too.
+        config.registry.allow_fast_polling = true;
         config.registry.class.interval = INTERVAL;
         config.registry.floor = Duration::from_millis(10);
         // Pollers subscribe per request: the loop must outlive the gap.
@@ -84,12 +92,8 @@ impl App {
             churn: None,
             upstream_url: None,
         };
-        let demo = Demo::build(
-            Environment::Development,
-            with_demo_classes(config),
-            &options,
-        )
-        .expect("the demo's configuration is valid");
+        let demo = Demo::build(environment, with_demo_classes(config), &options)
+            .expect("the demo's configuration is valid");
         let server = Server::start_with_connect_info(demo.router()).await;
         App { demo, server }
     }
@@ -112,6 +116,17 @@ impl App {
             .endpoints
             .get(class)
             .map_or(0, |e| e.subscribers)
+    }
+
+    /// Makes every upstream call fail (`fail`) or none, and has the active
+    /// users' poll loop poll at once.
+    fn set_outage(&self, fail: bool) {
+        self.demo
+            .upstream
+            .set_fail_rate(if fail { 1.0 } else { 0.0 });
+        self.demo
+            .coordinator
+            .invalidate(&Invalidation::Path("/api/active-users".into()));
     }
 
     /// Changes the active users and pushes the change, as a write would.
@@ -375,6 +390,13 @@ return {
   count: text("active-users-count"),
   cards: Array.from(document.querySelectorAll("#board-events li .card"), (c) => c.textContent),
   endpoints: Array.from(document.querySelectorAll("#stats [data-endpoint]"), (e) => e.dataset.endpoint),
+  usersStale: (document.getElementById("users-panel") || { dataset: {} }).dataset.stale || null,
+  usersBadge: (document.querySelector('#users-panel [data-field="stale"]') || {}).textContent || null,
+  usersError: (document.querySelector('#users-panel [data-field="upstream-error"]') || {}).textContent || null,
+  transportStale: (document.getElementById("transport") || { dataset: {} }).dataset.stale || null,
+  staleFlags: d.stale || {},
+  statsError: d.statsError || null,
+  statsMessage: (() => { const e = document.getElementById("stats-message"); return e && !e.hidden ? e.textContent : null; })(),
 };
 "##;
 
@@ -426,6 +448,38 @@ impl Page {
 
     fn endpoints(&self) -> usize {
         self.0["endpoints"].as_array().map_or(0, Vec::len)
+    }
+
+    /// Whether the active users' panel shows its value as stale: the
+    /// panel, its badge (`stale · <age>`), the global and the transport
+    /// badge (amber) agree.
+    fn users_stale(&self) -> bool {
+        self.0["usersStale"] == "true"
+            && self.0["usersBadge"]
+                .as_str()
+                .is_some_and(|b| b.starts_with("stale · "))
+            && self.0["staleFlags"]["active-users"] == true
+            && self.0["transportStale"] == "true"
+    }
+
+    /// Whether nothing on the page is marked stale.
+    fn nothing_stale(&self) -> bool {
+        self.0["usersStale"] != "true"
+            && self.0["usersBadge"].is_null()
+            && self.0["transportStale"] != "true"
+    }
+
+    fn users_error(&self) -> &str {
+        self.0["usersError"].as_str().unwrap_or("")
+    }
+
+    /// Why the stats did not come (`unauthorized`, ...), and the message
+    /// the page shows for it.
+    fn stats_error(&self) -> Option<(&str, &str)> {
+        Some((
+            self.0["statsError"].as_str()?,
+            self.0["statsMessage"].as_str()?,
+        ))
     }
 }
 
@@ -722,6 +776,121 @@ async fn a_screenshot_of_the_dashboard_with_data_is_saved_as_docs_dashboard_png(
             std::fs::write(&path, &png)
                 .unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
         }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver"]
+async fn during_an_outage_the_page_keeps_the_last_users_marked_stale() {
+    bounded_by(TEST_DEADLINE, async {
+        let app = App::start().await;
+        let browser = Browser::start().await;
+        let tabs = browser.tabs(&app.url("/"), 2).await;
+        wait_for_pages(
+            &browser,
+            &tabs,
+            "both tabs show the users over SSE",
+            |pages| {
+                pages.iter().all(|p| {
+                    p.shows_users(&FIRST_USERS) && p.transport() == Some("sse") && p.nothing_stale()
+                })
+            },
+        )
+        .await;
+
+        // Over SSE: the failed poll comes as an `upstream-error` event.
+        app.set_outage(true);
+        let pages = wait_for_pages(
+            &browser,
+            &tabs,
+            "both tabs keep the users, marked stale",
+            |pages| {
+                pages
+                    .iter()
+                    .all(|p| p.shows_users(&FIRST_USERS) && p.users_stale())
+            },
+        )
+        .await;
+        for page in &pages {
+            assert!(page.users_error().contains("upstream"), "{page:#?}");
+            assert_eq!(page.transport(), Some("sse"), "the stream itself is fine");
+        }
+
+        // Polling: the answers are the last good value with
+        // `X-Herdsman-Stale`, and the page keeps saying so.
+        app.demo.live.sse_toggle().set(false);
+        wait_for_pages(&browser, &tabs, "both tabs poll, still stale", |pages| {
+            pages.iter().all(|p| {
+                p.transport() == Some("polling") && p.shows_users(&FIRST_USERS) && p.users_stale()
+            })
+        })
+        .await;
+
+        // The upstream recovers: the next good value clears the marks.
+        app.demo.live.sse_toggle().set(true);
+        app.set_outage(false);
+        app.set_users(&["ivy"]);
+        wait_for_pages(&browser, &tabs, "both tabs show fresh users", |pages| {
+            pages
+                .iter()
+                .all(|p| p.shows_users(&["ivy"]) && p.nothing_stale())
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver"]
+async fn without_the_admin_token_the_dashboard_says_where_to_find_it() {
+    bounded_by(TEST_DEADLINE, async {
+        const TOKEN: &str = "a-long-enough-admin-token";
+        let app = App::start_in(Environment::Production, Some(TOKEN)).await;
+        let browser = Browser::start().await;
+        let tabs = browser.tabs(&app.url("/_herdsman/"), 1).await;
+        let pages = wait_for_pages(
+            &browser,
+            &tabs,
+            "the page says the token is missing",
+            |pages| pages[0].stats_error().is_some(),
+        )
+        .await;
+        let (error, message) = pages[0].stats_error().expect("a message");
+        assert_eq!(error, "unauthorized");
+        assert!(message.contains("need the admin token"), "{message}");
+        assert!(message.contains("403"), "{message}");
+        assert!(message.contains("standard error"), "{message}");
+        assert!(message.contains("/_herdsman/#token="), "{message}");
+        assert_eq!(pages[0].stats_updates(), 0);
+
+        // The URL the server prints opens it.
+        browser
+            .goto(&app.url(&format!("/_herdsman/#token={TOKEN}")))
+            .await;
+        wait_for_pages(&browser, &tabs, "the page shows the stats", |pages| {
+            pages[0].stats_error().is_none()
+                && pages[0].stats_updates() >= 1
+                && pages[0].endpoints() >= 3
+        })
+        .await;
+
+        // A wrong token is refused, and the page says that instead.
+        browser
+            .goto(&app.url("/_herdsman/#token=not-the-admin-token"))
+            .await;
+        let pages = wait_for_pages(
+            &browser,
+            &tabs,
+            "the page says the token was refused",
+            |pages| {
+                pages[0]
+                    .stats_error()
+                    .is_some_and(|(_, m)| m.contains("was refused"))
+            },
+        )
+        .await;
+        assert_eq!(pages[0].stats_error().map(|e| e.0), Some("unauthorized"));
     })
     .await;
 }

@@ -51,9 +51,9 @@
   // storage (every tab of the app, the leader included, needs it) and out
   // of the address bar.
   const TOKEN_KEY = "herdsman-admin-token";
-  (function takeTokenFromFragment() {
+  function takeTokenFromFragment() {
     const match = /(?:^#|&)token=([^&]+)/.exec(location.hash);
-    if (!match) return;
+    if (!match) return false;
     try {
       localStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
     } catch (_) {
@@ -61,7 +61,14 @@
       window.__herdsmanToken = decodeURIComponent(match[1]);
     }
     history.replaceState(null, "", location.pathname + location.search);
-  })();
+    return true;
+  }
+  takeTokenFromFragment();
+  // A token URL opened in a tab already on the page changes only the
+  // fragment: take it, and ask for the stats again at once.
+  window.addEventListener("hashchange", () => {
+    if (takeTokenFromFragment()) requestRefresh();
+  });
   function hasToken() {
     try {
       if (localStorage.getItem(TOKEN_KEY)) return true;
