@@ -762,22 +762,30 @@ async fn a_screenshot_of_the_dashboard_with_data_is_saved_as_docs_dashboard_png(
         )
         .await;
 
-        let png = browser.screenshot().await;
-        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
-        let size = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().expect("4 bytes"));
-        assert_eq!((size(16), size(20)), SCREENSHOT, "the IHDR size");
-        // Always beside the build; into the docs (a tracked file) only when
-        // asked, so that running CI leaves the checkout clean.
-        let mut paths = vec![PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png")];
-        if std::env::var_os("HERDSMAN_UPDATE_SCREENSHOT").is_some() {
-            paths.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard.png"));
-        }
-        for path in paths {
-            std::fs::write(&path, &png)
-                .unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
-        }
+        save_screenshot(&browser, "dashboard.png").await;
     })
     .await;
+}
+
+/// Saves a PNG of the current tab's viewport as `name`: always beside the
+/// build; into the docs (a tracked file) only when asked, so that running
+/// CI leaves the checkout clean.
+async fn save_screenshot(browser: &Browser, name: &str) {
+    let png = browser.screenshot().await;
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
+    let size = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().expect("4 bytes"));
+    assert_eq!((size(16), size(20)), SCREENSHOT, "the IHDR size");
+    let mut paths = vec![PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name)];
+    if std::env::var_os("HERDSMAN_UPDATE_SCREENSHOT").is_some() {
+        paths.push(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../docs")
+                .join(name),
+        );
+    }
+    for path in paths {
+        std::fs::write(&path, &png).unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -816,6 +824,8 @@ async fn during_an_outage_the_page_keeps_the_last_users_marked_stale() {
             assert!(page.users_error().contains("upstream"), "{page:#?}");
             assert_eq!(page.transport(), Some("sse"), "the stream itself is fine");
         }
+        browser.set_viewport(SCREENSHOT).await;
+        save_screenshot(&browser, "dashboard-outage.png").await;
 
         // Polling: the answers are the last good value with
         // `X-Herdsman-Stale`, and the page keeps saying so.
@@ -870,10 +880,12 @@ async fn without_the_admin_token_the_dashboard_says_where_to_find_it() {
             .await;
         wait_for_pages(&browser, &tabs, "the page shows the stats", |pages| {
             pages[0].stats_error().is_none()
-                && pages[0].stats_updates() >= 1
+                && pages[0].stats_updates() >= 3
                 && pages[0].endpoints() >= 3
         })
         .await;
+        browser.set_viewport(SCREENSHOT).await;
+        save_screenshot(&browser, "dashboard-admin.png").await;
 
         // A wrong token is refused, and the page says that instead.
         browser

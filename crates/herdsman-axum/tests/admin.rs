@@ -13,7 +13,7 @@ use axum::{
 };
 use herdsman::{
     config::{ClassConfig, Config, Environment},
-    stats::Stats,
+    stats::{AlertRules, Stats},
     Coordinator,
 };
 use herdsman_axum::{Admin, AdminAccess};
@@ -126,6 +126,37 @@ async fn a_configured_prefix_moves_every_admin_route() {
             "{path}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_stats_document_keeps_a_resolved_alert_with_the_value_that_resolved_it() {
+    let stats = Stats::builder()
+        .with_rules(AlertRules::none().with_memory_bytes(Some(1_000_000)))
+        .build();
+    let held = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(2_000_000));
+    let h = held.clone();
+    stats.track_memory("cache", move || h.load(std::sync::atomic::Ordering::SeqCst));
+    let app: Router = Admin::builder(stats.clone(), Environment::Production, Some(TOKEN)).router();
+    let doc = |text: String| serde_json::from_str::<serde_json::Value>(&text).unwrap();
+
+    stats.evaluate();
+    let firing = doc(send(&app, "GET", "/_herdsman/stats", Some(TOKEN)).await.1);
+    assert_eq!(firing["alerts"][0]["rule"], "memory");
+    assert_eq!(firing["alerts"][0]["value"], 2_000_000.0);
+    assert_eq!(firing["alerts"][0]["threshold"], 1_000_000.0);
+    assert_eq!(firing["resolved_alerts"], serde_json::json!([]));
+
+    held.store(300_000, std::sync::atomic::Ordering::SeqCst);
+    stats.evaluate();
+    let resolved = doc(send(&app, "GET", "/_herdsman/stats", Some(TOKEN)).await.1);
+    assert_eq!(resolved["alerts"], serde_json::json!([]));
+    let alert = &resolved["resolved_alerts"][0];
+    assert_eq!(alert["rule"], "memory");
+    assert_eq!(alert["value"], 300_000.0, "the value that resolved it");
+    assert_eq!(alert["threshold"], 1_000_000.0);
+    assert!(alert["resolved_at"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
 }
 
 #[test]
