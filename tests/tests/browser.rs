@@ -27,6 +27,10 @@ use std::{
     os::unix::fs::MetadataExt,
     path::PathBuf,
     process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -36,7 +40,9 @@ use bytes::Bytes;
 use herdsman::{
     config::{Config, Environment},
     event::Invalidation,
+    stats::{AlertRules, Stats},
 };
+use herdsman_axum::Admin;
 use herdsman_tests::{bounded_by, client, replies, request, send_all, HttpClient, Server};
 use http::{header, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -396,6 +402,11 @@ return {
   transportStale: (document.getElementById("transport") || { dataset: {} }).dataset.stale || null,
   staleFlags: d.stale || {},
   statsError: d.statsError || null,
+  alerts: Array.from(document.querySelectorAll("#alerts li.alert"), (li) => ({
+    rule: li.dataset.rule,
+    state: li.dataset.state,
+    value: (li.querySelector('[data-field="alert-value"]') || {}).textContent || null,
+  })),
   statsMessage: (() => { const e = document.getElementById("stats-message"); return e && !e.hidden ? e.textContent : null; })(),
 };
 "##;
@@ -471,6 +482,19 @@ impl Page {
 
     fn users_error(&self) -> &str {
         self.0["usersError"].as_str().unwrap_or("")
+    }
+
+    /// The alerts listed: rule, state (`firing`, `resolved`) and value.
+    fn alerts(&self) -> Vec<(&str, &str, &str)> {
+        fn field<'a>(a: &'a Value, name: &str) -> &'a str {
+            a[name].as_str().unwrap_or("")
+        }
+        self.0["alerts"].as_array().map_or_else(Vec::new, |alerts| {
+            alerts
+                .iter()
+                .map(|a| (field(a, "rule"), field(a, "state"), field(a, "value")))
+                .collect()
+        })
     }
 
     /// Why the stats did not come (`unauthorized`, ...), and the message
@@ -903,6 +927,45 @@ async fn without_the_admin_token_the_dashboard_says_where_to_find_it() {
         )
         .await;
         assert_eq!(pages[0].stats_error().map(|e| e.0), Some("unauthorized"));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver"]
+async fn a_resolved_alert_shows_the_value_that_resolved_it() {
+    bounded_by(TEST_DEADLINE, async {
+        // herdsman's own dashboard over stats whose memory alert the test
+        // drives: 1 MB is the threshold, the source is a number it sets.
+        let stats = Stats::builder()
+            .with_rules(AlertRules::none().with_memory_bytes(Some(1_000_000)))
+            .build();
+        let held = Arc::new(AtomicU64::new(2_500_000));
+        let source = held.clone();
+        stats.track_memory("cache", move || source.load(Ordering::SeqCst));
+        let admin = Admin::builder(stats.clone(), Environment::Development, None).router();
+        let server = Server::start_with_connect_info(admin).await;
+        let browser = Browser::start().await;
+        let tabs = browser.tabs(&server.url("/_herdsman/"), 1).await;
+
+        stats.evaluate();
+        wait_for_pages(
+            &browser,
+            &tabs,
+            "the page shows the firing alert",
+            |pages| pages[0].alerts() == [("memory", "firing", "2500000")],
+        )
+        .await;
+
+        held.store(400_000, Ordering::SeqCst);
+        stats.evaluate();
+        wait_for_pages(
+            &browser,
+            &tabs,
+            "the page shows it resolved at 400000",
+            |pages| pages[0].alerts() == [("memory", "resolved", "400000")],
+        )
+        .await;
     })
     .await;
 }
