@@ -299,7 +299,21 @@ async fn the_memory_alert_has_hysteresis() {
     assert_eq!(set_and_evaluate(1_200_000), 1);
     assert_eq!(set_and_evaluate(1_300_000), 1);
     assert_eq!(set_and_evaluate(850_000), 1, "above 80 % of the threshold");
+    assert!(stats.resolved_alerts().is_empty());
     assert_eq!(set_and_evaluate(700_000), 0);
+    // The resolved alert is kept, with the value that resolved it.
+    let resolved = stats.resolved_alerts();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(
+        (
+            resolved[0].alert.rule,
+            resolved[0].alert.state,
+            resolved[0].alert.value
+        ),
+        (AlertRule::Memory, AlertState::Resolved, 700_000.0)
+    );
+    assert_eq!(resolved[0].alert.threshold, 1_000_000.0);
+    assert!(resolved[0].resolved_at.ends_with('Z'));
 
     let states: Vec<_> = [alerts.next().await.unwrap(), alerts.next().await.unwrap()]
         .iter()

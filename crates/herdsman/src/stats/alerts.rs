@@ -1,7 +1,7 @@
 //! Alert rules, their state, and delivery.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     fmt,
     pin::Pin,
     sync::{Mutex, PoisonError},
@@ -319,9 +319,28 @@ pub(crate) struct AlertId {
     pub(crate) key: Option<String>,
 }
 
+/// An alert that ended, with the value that resolved it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct ResolvedAlert {
+    /// The alert: [`state`](Alert::state) is
+    /// [`Resolved`](AlertState::Resolved), [`value`](Alert::value) the one
+    /// that fell under the threshold, [`since`](Alert::since) when it
+    /// started firing.
+    #[serde(flatten)]
+    pub alert: Alert,
+    /// When it resolved (RFC 3339, UTC).
+    pub resolved_at: String,
+}
+
+/// How many resolved alerts [`Stats::resolved_alerts`](super::Stats::resolved_alerts) keeps.
+pub const RESOLVED_KEPT: usize = 16;
+
 /// The active alerts and the channel their changes go out on.
 pub(crate) struct Book {
     active: Mutex<HashMap<AlertId, Alert>>,
+    /// The last [`RESOLVED_KEPT`] resolved, newest first.
+    resolved: Mutex<VecDeque<ResolvedAlert>>,
     events: broadcast::Sender<Alert>,
 }
 
@@ -329,6 +348,7 @@ impl Book {
     pub(crate) fn new() -> Self {
         Book {
             active: Mutex::new(HashMap::new()),
+            resolved: Mutex::new(VecDeque::new()),
             events: broadcast::channel(256).0,
         }
     }
@@ -388,8 +408,22 @@ impl Book {
             alert.message
         );
         metrics::gauge!("herdsman_alerts_active", "rule" => alert.rule.as_str()).decrement(1.0);
+        {
+            let mut resolved = self.resolved.lock().unwrap_or_else(PoisonError::into_inner);
+            resolved.push_front(ResolvedAlert {
+                alert: alert.clone(),
+                resolved_at: rfc3339(SystemTime::now()),
+            });
+            resolved.truncate(RESOLVED_KEPT);
+        }
         let _ = self.events.send(alert);
         true
+    }
+
+    /// The last resolved alerts, newest first.
+    pub(crate) fn resolved(&self) -> Vec<ResolvedAlert> {
+        let resolved = self.resolved.lock().unwrap_or_else(PoisonError::into_inner);
+        resolved.iter().cloned().collect()
     }
 
     pub(crate) fn active(&self) -> Vec<Alert> {

@@ -14,7 +14,7 @@ use std::{
 use arc_swap::ArcSwap;
 
 use super::{
-    alerts::{Alert, AlertEvents, AlertId, AlertRule, AlertRules, Book},
+    alerts::{Alert, AlertEvents, AlertId, AlertRule, AlertRules, Book, ResolvedAlert},
     dependency::Dependencies,
     future::{Guard, Recording, Side},
     hooks::Hooks,
@@ -239,6 +239,14 @@ impl Stats {
     /// The alerts firing now.
     pub fn active_alerts(&self) -> Vec<Alert> {
         self.inner.book.active()
+    }
+
+    /// The last alerts that resolved (at most
+    /// [`RESOLVED_KEPT`](super::RESOLVED_KEPT)), newest first, each with the
+    /// value that resolved it: what a dashboard shows once an alert is no
+    /// longer in the snapshot's active list.
+    pub fn resolved_alerts(&self) -> Vec<ResolvedAlert> {
+        self.inner.book.resolved()
     }
 
     /// The alert thresholds.

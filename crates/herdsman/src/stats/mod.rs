@@ -119,6 +119,7 @@
 
 mod alerts;
 mod dependency;
+mod describe;
 mod future;
 mod handle;
 mod histogram;
@@ -133,8 +134,9 @@ mod snapshot;
 /// The clock latencies, rates and alerts read: [`crate::clock::Clock`],
 /// under its earlier name.
 pub use self::{
-    alerts::{Alert, AlertEvents, AlertRule, AlertRules, AlertState},
+    alerts::{Alert, AlertEvents, AlertRule, AlertRules, AlertState, ResolvedAlert, RESOLVED_KEPT},
     dependency::DependencySnapshot,
+    describe::describe_metrics,
     future::{Recording, ResponseFuture},
     handle::{Stats, StatsBuilder, MAX_CLASSES, OVERFLOW_CLASS},
     histogram::{Percentiles, SIGNIFICANT_FIGURES},
