@@ -101,7 +101,7 @@ impl Default for Settings {
             retry: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
             failures_before_fallback: 3,
-            first_byte_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(20),
             read_timeout: Duration::from_secs(45),
             connect_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_secs(5),
@@ -217,10 +217,13 @@ impl Builder {
     }
 
     /// How long an accepted stream may take to send its first byte (default
-    /// 10 s). A stream that sends nothing for that long is taken for a proxy
-    /// that buffers the response, and the client falls back to polling.
-    /// herdsman-axum sends the current value at once; raise this for a
-    /// server that sends nothing until its first change.
+    /// 20 s). A stream that sends nothing for that long, not even a
+    /// keep-alive comment, is taken for a proxy that buffers the response,
+    /// and the client falls back to polling. Keep it above the server's
+    /// keep-alive interval (herdsman-axum's is 15 s): a server may rightly
+    /// send nothing else at first (herdsman-axum, when `Last-Event-ID`
+    /// names its current value). While a probe from polling waits for its
+    /// first byte, polls go on.
     pub fn with_first_byte_timeout(mut self, timeout: Duration) -> Self {
         self.settings.first_byte_timeout = timeout;
         self

@@ -10,7 +10,7 @@ use std::{
 use bytes::Buf;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
-use tokio::time::{sleep, sleep_until, timeout, Instant};
+use tokio::time::{sleep, sleep_until, timeout, timeout_at, Instant};
 use tracing::Instrument;
 
 use crate::{
@@ -99,6 +99,8 @@ pub(crate) struct Driver<S> {
     just_connected: bool,
     /// `If-None-Match` for the next poll.
     etag: Option<HeaderValue>,
+    /// The wait between polls, as the last polling answer gave it.
+    interval: Duration,
 }
 
 impl<S: HttpService> Driver<S> {
@@ -113,6 +115,7 @@ impl<S: HttpService> Driver<S> {
         let parser = Parser::new()
             .with_max_line(settings.max_line)
             .with_max_event(settings.max_event);
+        let interval = settings.poll_interval;
         Driver {
             service,
             url,
@@ -128,6 +131,7 @@ impl<S: HttpService> Driver<S> {
             polling: false,
             just_connected: false,
             etag: None,
+            interval,
         }
     }
 
@@ -298,27 +302,27 @@ impl<S: HttpService> Driver<S> {
         let mut events = Vec::new();
         let (mut first, mut delivered) = (true, false);
         loop {
-            let wait = if first {
-                self.settings.first_byte_timeout
+            let frame = if first {
+                self.first_frame(&mut body).await
             } else {
-                self.settings.read_timeout
+                timeout(self.settings.read_timeout, body.frame()).await.ok()
             };
-            let frame = match timeout(wait, body.frame()).await {
-                Ok(Some(Ok(frame))) => frame,
-                Ok(Some(Err(err))) => {
+            let frame = match frame {
+                Some(Some(Ok(frame))) => frame,
+                Some(Some(Err(err))) => {
                     let err: BoxError = err.into();
                     tracing::info!(error = %err, "the stream broke");
                     return Outcome::Ended { events: delivered };
                 }
-                Ok(None) => return Outcome::Ended { events: delivered },
-                Err(_) if first => {
+                Some(None) => return Outcome::Ended { events: delivered },
+                None if first => {
                     return Outcome::Fallback {
                         why: "no first byte in time (a buffering proxy?)",
                         retry_after: None,
                     }
                 }
-                Err(_) => {
-                    tracing::info!(timeout = ?wait, "the stream stalled");
+                None => {
+                    tracing::info!(timeout = ?self.settings.read_timeout, "the stream stalled");
                     return Outcome::Ended { events: delivered };
                 }
             };
@@ -344,6 +348,30 @@ impl<S: HttpService> Driver<S> {
                 tracing::warn!(error = %err, "dropping the stream");
                 return Outcome::Failed(None);
             }
+        }
+    }
+
+    /// The first frame of an accepted stream, or `None` if none came within
+    /// the first-byte timeout. A server may rightly send nothing at first
+    /// (herdsman-axum, when `Last-Event-ID` names its current value, until
+    /// its next change or keep-alive), so a probe from polling keeps
+    /// polling meanwhile: subscribers miss no change while the stream
+    /// proves itself.
+    async fn first_frame(
+        &mut self,
+        body: &mut S::ResponseBody,
+    ) -> Option<Option<Result<http_body::Frame<S::Chunk>, S::BodyError>>> {
+        let deadline = Instant::now() + self.settings.first_byte_timeout;
+        let mut next_poll = Instant::now() + self.interval;
+        loop {
+            if !self.polling {
+                return timeout_at(deadline, body.frame()).await.ok();
+            }
+            tokio::select! {
+                frame = timeout_at(deadline, body.frame()) => return frame.ok(),
+                () = sleep_until(next_poll) => {}
+            }
+            next_poll = Instant::now() + self.poll().await;
         }
     }
 
@@ -410,7 +438,9 @@ impl<S: HttpService> Driver<S> {
     /// Polls until `probe_at`, at the server's interval.
     async fn poll_until(&mut self, probe_at: Instant) {
         loop {
-            let next = Instant::now() + self.poll().await;
+            let wait = self.poll().await;
+            self.interval = wait;
+            let next = Instant::now() + wait;
             if next >= probe_at {
                 sleep_until(probe_at).await;
                 return;

@@ -424,3 +424,33 @@ async fn garbage_is_ignored_and_an_overlong_line_drops_the_connection() {
     let again = call(&mut calls).await;
     assert_eq!(again.path(), "/sse/thing");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_waiting_for_its_first_byte_keeps_polling() {
+    let (service, mut calls) = scripted();
+    let client = builder()
+        .with_probe_every(Duration::from_secs(10))
+        .with_first_byte_timeout(Duration::from_secs(20))
+        .build_with(service);
+    let mut sub = client.subscribe(URL).unwrap();
+    call(&mut calls).await.answer(503, &[], "");
+    poll_answer(call(&mut calls).await, "\"v1\"", "one");
+    update(&mut sub).await;
+    let mut probe = call(&mut calls).await;
+    while probe.path() == "/api/thing" {
+        poll_answer(probe, "\"v1\"", "one");
+        probe = call(&mut calls).await;
+    }
+    // Accepted, silent (the server has nothing newer than v1): polls go on
+    // every 2 s, and a change comes through them.
+    let mut tx = probe.stream();
+    let poll = call(&mut calls).await;
+    assert_eq!(poll.path(), "/api/thing");
+    poll_answer(poll, "\"v2\"", "two");
+    assert_eq!(update(&mut sub).await.transport(), Transport::Polling);
+    // Then the stream speaks: back to SSE, without repeating v2.
+    send(&mut tx, "id: v2\ndata: two\n\nid: v3\ndata: three\n\n").await;
+    let u = update(&mut sub).await;
+    assert_eq!((u.data(), u.transport()), ("three", Transport::Sse));
+    assert_eq!(client.stats().returns, 1);
+}
