@@ -105,7 +105,7 @@ impl Default for Settings {
             read_timeout: Duration::from_secs(45),
             connect_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_secs(5),
-            probe_every: Duration::from_secs(30),
+            probe_every: Duration::from_secs(10),
             max_line: DEFAULT_MAX_LINE,
             max_event: DEFAULT_MAX_EVENT,
             capacity: 64,
@@ -250,7 +250,7 @@ impl Builder {
         self
     }
 
-    /// How often a polling client tries the stream again (default 30 s, or
+    /// How often a polling client tries the stream again (default 10 s, or
     /// the server's `Retry-After` if longer).
     pub fn with_probe_every(mut self, every: Duration) -> Self {
         self.settings.probe_every = every;
@@ -505,6 +505,7 @@ pub(crate) struct Channel {
 
 struct ChannelState {
     latest: Option<Update>,
+    published: u64,
     sender: Option<broadcast::Sender<Update>>,
 }
 
@@ -513,6 +514,7 @@ impl Channel {
         Channel {
             state: Mutex::new(ChannelState {
                 latest: None,
+                published: 0,
                 sender: Some(broadcast::channel(capacity).0),
             }),
         }
@@ -530,8 +532,10 @@ impl Channel {
 
     /// Sends `update` to every subscriber. A value becomes the latest; an
     /// error event marks the latest value stale.
-    pub(crate) fn publish(&self, update: Update) {
+    pub(crate) fn publish(&self, mut update: Update) {
         let mut state = self.state.lock().expect("not poisoned");
+        state.published += 1;
+        update.sequence = state.published;
         if update.event_type() == "upstream-error" {
             if let Some(latest) = &mut state.latest {
                 latest.stale = true;

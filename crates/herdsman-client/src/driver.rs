@@ -415,6 +415,7 @@ impl<S: HttpService> Driver<S> {
             id,
             transport: Transport::Sse,
             stale: error,
+            sequence: 0,
         };
         self.publish(update, (!error).then_some(data));
     }
@@ -512,6 +513,7 @@ impl<S: HttpService> Driver<S> {
             id: id.map(Arc::from),
             transport: Transport::Polling,
             stale,
+            sequence: 0,
         };
         self.publish(update, Some(hash));
     }
