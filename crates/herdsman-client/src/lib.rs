@@ -133,6 +133,10 @@
 //! `herdsman_client_bytes_total{transport}`, `herdsman_client_polls_total`
 //! and the gauge `herdsman_client_open_urls`.
 
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+#[path = "fuzz/mod.rs"]
+pub mod __fuzz;
 mod backoff;
 mod client;
 mod driver;
