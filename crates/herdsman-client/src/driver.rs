@@ -99,6 +99,10 @@ pub(crate) struct Driver<S> {
     just_connected: bool,
     /// `If-None-Match` for the next poll.
     etag: Option<HeaderValue>,
+    /// `Last-Event-ID` for the next connection: the stream's last event id
+    /// (moved by blocks without data too, as a browser's), or the version
+    /// of the last polling answer, whichever came last.
+    resume: String,
     /// The wait between polls, as the last polling answer gave it.
     interval: Duration,
 }
@@ -131,6 +135,7 @@ impl<S: HttpService> Driver<S> {
             polling: false,
             just_connected: false,
             etag: None,
+            resume: String::new(),
             interval,
         }
     }
@@ -240,12 +245,8 @@ impl<S: HttpService> Driver<S> {
         let mut req = Request::get(self.url.clone())
             .header(header::ACCEPT, "text/event-stream")
             .header(header::CACHE_CONTROL, "no-cache");
-        if let Some(id) = self
-            .seen
-            .id
-            .as_deref()
-            .and_then(|id| HeaderValue::from_str(id).ok())
-        {
+        let resume = Some(self.resume.as_str()).filter(|id| !id.is_empty());
+        if let Some(id) = resume.and_then(|id| HeaderValue::from_str(id).ok()) {
             req = req.header("last-event-id", id);
         }
         let req = req.body(Empty::new()).expect("a valid request");
@@ -298,7 +299,7 @@ impl<S: HttpService> Driver<S> {
 
     /// Reads an accepted stream until it ends, stalls or breaks a bound.
     async fn read(&mut self, mut body: S::ResponseBody) -> Outcome {
-        self.parser = self.parser.reconnected();
+        self.parser = self.parser.reconnected().with_last_event_id(&self.resume);
         let mut events = Vec::new();
         let (mut first, mut delivered) = (true, false);
         loop {
@@ -340,6 +341,7 @@ impl<S: HttpService> Driver<S> {
             metrics::counter!("herdsman_client_bytes_total", "transport" => "sse")
                 .increment(chunk.len() as u64);
             let result = self.parser.feed_into(&chunk, &mut events);
+            self.parser.last_event_id().clone_into(&mut self.resume);
             for event in events.drain(..) {
                 delivered = true;
                 self.on_event(event);
@@ -426,6 +428,9 @@ impl<S: HttpService> Driver<S> {
         let transport = update.transport;
         self.seen.transport = Some(transport);
         self.seen.stale = update.stale;
+        if let (Some(id), Transport::Polling) = (update.id.as_deref(), transport) {
+            id.clone_into(&mut self.resume);
+        }
         if let Some(data) = data {
             self.seen.id = update.id.as_deref().map(str::to_owned);
             self.seen.hash = Some(data);

@@ -217,6 +217,14 @@ impl Parser {
         }
     }
 
+    /// Starts from last event id `id` (empty for none): for a connection
+    /// that resumed at a version learnt elsewhere (a polling answer, say).
+    pub fn with_last_event_id(mut self, id: &str) -> Self {
+        id.clone_into(&mut self.last_event_id);
+        id.clone_into(&mut self.id_buffer);
+        self
+    }
+
     /// The last event id of the stream: the one to send as `Last-Event-ID`
     /// when reconnecting (empty: send none). Like a browser's, it moves
     /// only when an event block ends, even one without data.
@@ -587,6 +595,16 @@ mod tests {
         let mut parser = Parser::new().with_max_event(10);
         let err = parser.feed(b"data: 12345\ndata: 12345\n").unwrap_err();
         assert_eq!((err.bound(), err.limit()), (Bound::Event, 10));
+    }
+
+    #[test]
+    fn a_parser_resumed_at_an_id_gives_it_to_events_without_their_own() {
+        let mut parser = Parser::new().with_last_event_id("7");
+        assert_eq!(parser.last_event_id(), "7");
+        assert_eq!(
+            parser.feed(b"data: a\n\n").unwrap(),
+            [ev("message", "a", "7")]
+        );
     }
 
     #[test]

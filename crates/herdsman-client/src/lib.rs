@@ -83,9 +83,10 @@
 //!
 //! - A stream that ends or stalls (no byte, not even a keep-alive, for
 //!   [`Builder::with_read_timeout`]) is reconnected after the server's
-//!   `retry:` (else [`Builder::with_retry`]), with `Last-Event-ID`: the id
-//!   of the last value delivered, by either transport. The first event of
-//!   a new connection is dropped if subscribers already have it.
+//!   `retry:` (else [`Builder::with_retry`]), with `Last-Event-ID`: the
+//!   stream's last event id, as a browser keeps it, or the version of the
+//!   last polling answer if that came later. The first event of a new
+//!   connection is dropped if subscribers already have it.
 //! - Failed attempts back off exponentially from that time, up to
 //!   [`Builder::with_max_backoff`], each stretched by up to a quarter at
 //!   random (never shorter than the server asked).

@@ -454,3 +454,26 @@ async fn a_probe_waiting_for_its_first_byte_keeps_polling() {
     assert_eq!((u.data(), u.transport()), ("three", Transport::Sse));
     assert_eq!(client.stats().returns, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_id_in_a_block_without_data_still_moves_the_resume_point() {
+    let (service, mut calls) = scripted();
+    let client = builder().build_with(service);
+    let mut sub = client.subscribe("http://server.test/events").unwrap();
+    let mut tx = call(&mut calls).await.stream();
+    send(&mut tx, "id: a\ndata: 1\n\nid: b\n\n").await;
+    update(&mut sub).await;
+    drop(tx);
+    let again = call(&mut calls).await;
+    assert_eq!(
+        again.header("last-event-id"),
+        Some("b"),
+        "as a browser would"
+    );
+    let mut tx = again.stream();
+    send(&mut tx, "id:\ndata: 2\n\n").await;
+    update(&mut sub).await;
+    drop(tx);
+    let again = call(&mut calls).await;
+    assert_eq!(again.header("last-event-id"), None, "an empty id clears it");
+}
