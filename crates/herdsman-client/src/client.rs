@@ -585,5 +585,8 @@ mod tests {
         assert_send_sync::<Builder>();
         assert_send_sync::<Update>();
         assert_send_sync::<ClientStats>();
+        assert_send_sync::<crate::event_stream::Parser>();
+        fn assert_send<T: Send>() {}
+        assert_send::<crate::Subscription>();
     }
 }
