@@ -68,7 +68,7 @@ pub use conn::Redis;
 pub use flights::RedisFlights;
 pub use loops::RedisLoops;
 pub use rates::{RedisBudgets, RedisRates};
-pub use settings::{Invalid, InvalidSettings, RedisSettings};
+pub use settings::{InvalidSettings, RedisSettings};
 pub use store::{Invalidations, RedisStore};
 
 #[cfg(test)]
