@@ -20,7 +20,11 @@
 //!   script, reconciled in the background.
 //!
 //! All of them share one [`Redis`] connection per replica, made from
-//! [`RedisSettings`] (the `[redis]` table of the configuration).
+//! [`RedisSettings`] (the `[redis]` section of herdsman's configuration).
+//! [`backends`] makes the four for a
+//! [`Coordinator`](herdsman::Coordinator) from that section
+//! (`HERDSMAN__REDIS__URL`), for
+//! [`CoordinatorBuilder::backends`](herdsman::coordinator::CoordinatorBuilder::backends).
 //!
 //! # When Redis fails
 //!
@@ -49,6 +53,8 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "coordinator")]
+mod backends;
 mod codec;
 mod conn;
 #[cfg(feature = "dev")]
@@ -60,6 +66,9 @@ mod rates;
 mod settings;
 mod store;
 
+#[cfg(feature = "coordinator")]
+#[cfg_attr(docsrs, doc(cfg(feature = "coordinator")))]
+pub use backends::backends;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use codec::HttpCodec;

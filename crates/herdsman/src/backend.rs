@@ -62,6 +62,15 @@ use std::{fmt, future::Future, num::NonZeroU32, pin::Pin, time::Duration};
 
 use crate::{event::Invalidation, key::Key};
 
+#[cfg(feature = "coordinator")]
+mod backends;
+mod erased;
+
+#[cfg(feature = "coordinator")]
+#[cfg_attr(docsrs, doc(cfg(feature = "coordinator")))]
+pub use self::backends::Backends;
+pub use self::erased::{DynFlights, DynStore, RemoteInvalidations};
+
 /// A backend's answer: known at once, or after a network call.
 pub enum Answer<T> {
     /// Known at once; nothing to await.
@@ -127,6 +136,14 @@ pub trait FlightBackend<V>: Clone + Send + Sync + 'static {
     /// when the value is shared anyway, and a caller alone keeps its
     /// response unshared.
     const ANSWERS: bool;
+
+    /// Whether other replicas may wait for this one's values, as the layer
+    /// reads it: [`ANSWERS`](Self::ANSWERS) unless a backend that holds
+    /// another (such as [`DynFlights`]) asks it.
+    #[inline]
+    fn answers(&self) -> bool {
+        Self::ANSWERS
+    }
 
     /// Asks to make the call of `key`; called by the local leader before it
     /// calls the inner service.
@@ -372,6 +389,16 @@ pub trait StoreBackend<V>: Clone + Send + Sync + 'static {
     /// (a backend that sends its writes in the background keeps them in
     /// order).
     fn invalidate(&self, what: &Invalidation);
+
+    /// The invalidations other replicas made, for this replica's own store
+    /// and registry: a distributed backend hears them; the others (the
+    /// default) have none. Asked once per coordinator; what it yields is
+    /// applied to the local store and announced to the registry, never
+    /// passed to [`invalidate`](Self::invalidate) (which would send it to
+    /// the other replicas again).
+    fn remote_invalidations(&self) -> Option<Box<dyn RemoteInvalidations>> {
+        None
+    }
 
     /// Bytes this process holds for the backend (buffers, connections),
     /// added to the cache's memory figure.
