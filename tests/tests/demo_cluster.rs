@@ -30,9 +30,13 @@ async fn replica(redis: &RedisServer, upstream: &Server) -> (Demo, Server) {
         churn: None,
         upstream_url: Some(upstream.url("").parse().unwrap()),
     };
-    let demo = Demo::start(Environment::Development, with_demo_classes(config), &options)
-        .await
-        .expect("the demo starts on Redis");
+    let demo = Demo::start(
+        Environment::Development,
+        with_demo_classes(config),
+        &options,
+    )
+    .await
+    .expect("the demo starts on Redis");
     let server = Server::start_with_connect_info(demo.router()).await;
     (demo, server)
 }
