@@ -183,10 +183,39 @@ pub struct BudgetKey {
     pub identity: Option<Key>,
 }
 
+/// Names one rule's budgets the same way in every process built from one
+/// configuration, whatever order the rules are built in: the endpoint
+/// class whose limits hold the rule, and which budgets of the rule (`0`:
+/// its budgets; `1`: an alert-only rule's warnings). A distributed
+/// [`RateBackend`] keys the rule's shared state by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RuleId(u64);
+
+impl RuleId {
+    /// The `index`th budgets of the rate rule in `class`'s limits (the
+    /// default class's for the default limits).
+    pub fn new(class: &str, index: u32) -> Self {
+        let mut bytes = Vec::with_capacity(class.len() + 12);
+        bytes.extend_from_slice(&(class.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(class.as_bytes());
+        bytes.extend_from_slice(&index.to_le_bytes());
+        RuleId(twox_hash::XxHash3_64::oneshot(&bytes))
+    }
+
+    /// Its value: a hash of the class and the index (XXH3, fixed by its
+    /// specification: the same in every process and release).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
 /// What a rate rule allows, as a backend sees it: one request every
 /// `interval` on average, up to `burst` at once after a quiet spell (GCRA).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateQuota {
+    /// Which rule (and which of its budgets) this is, the same in every
+    /// replica.
+    pub rule: RuleId,
     /// The time one request uses of the budget: the rule's period divided
     /// by its limit.
     pub interval: Duration,

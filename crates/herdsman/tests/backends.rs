@@ -18,7 +18,7 @@ use futures_util::{FutureExt, StreamExt};
 use herdsman::{
     backend::{
         Answer, BudgetKey, FlightBackend, Lead, LocalFlights, LocalLoops, LocalStore, LoopBackend,
-        RateBackend, RateBudgets, RateQuota, Role, Shelved, StoreBackend, WhenFull,
+        RateBackend, RateBudgets, RateQuota, Role, RuleId, Shelved, StoreBackend, WhenFull,
     },
     cache::CacheLayer,
     class::Class,
@@ -35,6 +35,7 @@ use tower::{service_fn, Layer, Service, ServiceExt};
 
 fn keyed_quota(interval: Duration, burst: u32, max_keys: usize) -> RateQuota {
     RateQuota {
+        rule: RuleId::new("default", 0),
         interval,
         burst: NonZeroU32::new(burst).unwrap(),
         keyed: true,
@@ -153,6 +154,7 @@ async fn a_limit_layer_keeps_its_rate_budgets_in_the_backend_it_is_given() {
     assert_eq!(
         quotas,
         [RateQuota {
+            rule: RuleId::new("default", 0),
             interval: Duration::from_millis(500),
             burst: NonZeroU32::new(2).unwrap(),
             keyed: true,
