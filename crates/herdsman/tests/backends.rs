@@ -645,6 +645,27 @@ async fn a_cache_waits_for_a_store_backend_that_answers_later() {
     replicas_share_responses_through_the_store_backend(true).await;
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_background_refresh_takes_a_fresh_copy_from_the_store_backend_without_a_call() {
+    let shelf = Shelf::default();
+    let calls = Arc::new(AtomicU64::new(0));
+    let layer = cache_layer(&shelf).with_stale_while_revalidate(TTL * 2);
+    let svc = layer.layer(counting_upstream(&calls));
+    assert_eq!(svc.clone().oneshot("/a").await.unwrap(), "/a from here");
+    time::advance(TTL + Duration::from_secs(1)).await;
+
+    // Meanwhile another replica fetched a newer answer into the backend.
+    let newer = ("/a from there".to_owned(), TTL);
+    shelf.entries.lock().unwrap().insert(Key::from("/a"), newer);
+    // Stale: served as it is while a refresh runs in the background, which
+    // takes the backend's fresh copy instead of calling the upstream.
+    assert_eq!(svc.clone().oneshot("/a").await.unwrap(), "/a from here");
+    settle().await;
+    assert_eq!(svc.clone().oneshot("/a").await.unwrap(), "/a from there");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(layer.handle().stats().backend_hits, 1);
+}
+
 /// A store backend in which an invalidation lands between the cache's
 /// check that a fetched answer is still current and its write-through: on
 /// its first write it runs `between` (an invalidation through the cache's

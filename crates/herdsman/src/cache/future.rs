@@ -300,6 +300,13 @@ impl<P, V: Clone, B: StoreBackend<V>> Fetch<P, V, B> {
         (primary && self.stored.is_none() && !self.forced).then_some(&self.key)
     }
 
+    /// The key to ask the store backend for before a background refresh of
+    /// a stale copy (another replica may have fetched it since): the
+    /// primary key.
+    pub(super) fn refresh_shelf_key(&self) -> Option<&Key> {
+        matches!(self.filing, Filing::Primary { .. }).then_some(&self.key)
+    }
+
     /// Counts a miss of both stores, before the inner call.
     pub(super) fn missed(&self) {
         self.store.count(Count::Miss);
