@@ -397,10 +397,11 @@ pub struct Shelved<V> {
 ///   background, best effort), and, after an invalidation, answer no
 ///   response stored before it.
 ///
-/// The layer looks a key up in the backend on a miss of its own store
-/// (not for a forced refresh, nor when a stale copy is held), files what
-/// the backend answers in its own store, and writes every response it
-/// stores through to the backend. Stale windows stay local: a response
+/// The layer looks a key up in the backend whenever it would call the
+/// inner service for it (a miss of its own store, a stale copy's
+/// refresh, in the foreground or the background; not for a forced
+/// refresh), files what the backend answers in its own store, and writes
+/// every response it stores through to the backend. Stale windows stay local: a response
 /// that the backend answers is kept for its freshness only.
 pub trait StoreBackend<V>: Clone + Send + Sync + 'static {
     /// The response filed under `key`, asked on a miss of the local store.

@@ -666,6 +666,23 @@ async fn a_background_refresh_takes_a_fresh_copy_from_the_store_backend_without_
     assert_eq!(layer.handle().stats().backend_hits, 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_stale_copy_past_its_windows_is_refreshed_from_the_store_backend_first() {
+    let shelf = Shelf::default();
+    let calls = Arc::new(AtomicU64::new(0));
+    let layer = cache_layer(&shelf).with_stale_if_error(TTL * 10);
+    let svc = layer.layer(counting_upstream(&calls));
+    assert_eq!(svc.clone().oneshot("/a").await.unwrap(), "/a from here");
+    time::advance(TTL + Duration::from_secs(1)).await;
+
+    // Stale, kept for errors only: the request waits for a refresh, which
+    // the backend's fresh copy (another replica's) answers.
+    let newer = ("/a from there".to_owned(), TTL);
+    shelf.entries.lock().unwrap().insert(Key::from("/a"), newer);
+    assert_eq!(svc.clone().oneshot("/a").await.unwrap(), "/a from there");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
 /// A store backend in which an invalidation lands between the cache's
 /// check that a fetched answer is still current and its write-through: on
 /// its first write it runs `between` (an invalidation through the cache's

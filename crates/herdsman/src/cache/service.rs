@@ -428,7 +428,7 @@ impl<S, K, V, P, C, B> Cache<S, K, V, P, C, B> {
             let _release = release;
             // A fresh copy in the store backend (another replica's fetch)
             // is the refresh: no inner call. In memory, answered at once.
-            if let Some(shelf) = fetch.refresh_shelf_key() {
+            if let Some(shelf) = fetch.shelf_key() {
                 if let Some(shelved) = fetch.backend.lookup(shelf).get().await {
                     if shelved.age < shelved.ttl {
                         let _: S::Response = fetch.shelved(shelved);
