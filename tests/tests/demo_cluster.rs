@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, Full};
 /// `cluster.sh` configures one: through `HERDSMAN__REDIS__URL`.
 async fn replica(redis: &RedisServer, upstream: &Server) -> (Demo, Server) {
     let source = StaticEnv::new()
-        .var("HERDSMAN__REDIS__URL", &redis.url())
+        .var("HERDSMAN__REDIS__URL", redis.url())
         .var("HERDSMAN__REGISTRY__INTERVAL", "60s")
         .var("HERDSMAN__REGISTRY__LINGER", "2m");
     let config = Config::load_from(Environment::Development, &source).unwrap();
@@ -110,7 +110,6 @@ async fn a_redis_url_without_redis_backends_is_refused_by_the_in_process_build()
         with_demo_classes(config),
         &Options::default(),
     )
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     assert_eq!(err.problems()[0].path, "redis.url");
 }

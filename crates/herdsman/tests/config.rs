@@ -1106,7 +1106,7 @@ fn redis_is_off_by_default_and_its_url_comes_from_herdsman_redis_url() {
     assert_eq!(
         Config::load_from(
             Environment::Production,
-            &StaticEnv::new().file("herdsman.toml", &config.to_toml())
+            &StaticEnv::new().file("herdsman.toml", config.to_toml())
         )
         .unwrap(),
         config
