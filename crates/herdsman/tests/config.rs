@@ -1156,5 +1156,4 @@ fn a_redis_password_is_redacted_when_printed() {
         lone.redacted_url().as_deref(),
         Some("redis://<redacted>@cache:6379")
     );
-    assert!(!format!("{:?}", herdsman::Coordinator::builder().config(config)).contains("s3cret"));
 }

@@ -164,6 +164,8 @@ fn a_redis_url_without_backends_is_refused_naming_redis_url() {
     assert_eq!(err.problems()[0].path, "redis.url");
     assert!(shown.contains("no backends"), "{shown}");
     assert!(!shown.contains("hunter2"), "{shown}");
+    let builder = Coordinator::builder().config(config.clone());
+    assert!(!format!("{builder:?}").contains("hunter2"));
 
     // With backends given, it builds (here in memory, for the test).
     Coordinator::builder()
