@@ -17,7 +17,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures_util::future::join_all;
+use futures_util::{future::join_all, StreamExt};
 use herdsman::{
     config::{ClassConfig, Config, Environment},
     event::Invalidation,
@@ -272,6 +272,14 @@ async fn a_write_on_one_replica_is_fresh_on_the_others_at_once() {
         .collect();
     all_see(&subscriptions, "/api/active v0 for nobody").await;
 
+    // What Redis carries on the invalidations' channel.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub
+        .subscribe("herdsman:channel:invalidations")
+        .await
+        .unwrap();
+
     // A POST through replica 0's stack: the others' caches (60 s fresh)
     // and registries learn of it through Redis.
     origin.version.store(1, Ordering::SeqCst);
@@ -284,6 +292,12 @@ async fn a_write_on_one_replica_is_fresh_on_the_others_at_once() {
         })
         .await;
     }
+    // One publish: the replicas that applied it did not send it again.
+    let mut messages = pubsub.on_message();
+    assert!(messages.next().await.is_some());
+    let again = tokio::time::timeout(Duration::from_millis(500), messages.next()).await;
+    assert!(again.is_err(), "an echo: {again:?}");
+    drop(messages);
 
     // `Coordinator::invalidate` on replica 2, the same.
     origin.version.store(2, Ordering::SeqCst);
