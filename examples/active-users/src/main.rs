@@ -70,7 +70,8 @@ async fn run() -> Result<(), String> {
         config.admin.token = Some(random_token());
     }
     let options = Options::from_env(|name| std::env::var(name).ok())?;
-    let demo = Demo::build(environment, with_demo_classes(config), &options)
+    let demo = Demo::start(environment, with_demo_classes(config), &options)
+        .await
         .map_err(|e| format!("invalid configuration:\n{e}"))?;
 
     let addr = std::env::var("HERDSMAN_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
@@ -81,6 +82,7 @@ async fn run() -> Result<(), String> {
     tracing::info!(
         environment = environment.as_str(),
         interval = ?demo.coordinator.config().registry.class.interval,
+        redis = demo.coordinator.config().redis.redacted_url().as_deref().unwrap_or("off"),
         "active-users demo listening on http://{local}/"
     );
     if generated {

@@ -4,8 +4,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use super::{
     settings::{
-        AdminSettings, CacheSettings, DedupSettings, KeySettings, Layers, RegistrySettings,
-        RolloutSettings, ServerSettings,
+        AdminSettings, CacheSettings, DedupSettings, KeySettings, Layers, RedisSettings,
+        RegistrySettings, RolloutSettings, ServerSettings,
     },
     Config, Environment,
 };
@@ -109,6 +109,7 @@ pub(super) fn profile(env: Environment) -> Config {
         },
         server: server(env),
         keys: KeySettings::default(),
+        redis: RedisSettings::default(),
         classes: BTreeMap::new(),
     }
 }
