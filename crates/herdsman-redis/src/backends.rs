@@ -6,14 +6,17 @@ use herdsman::backend::Backends;
 
 use crate::{
     settings::checked_url, HttpCodec, InvalidSettings, Redis, RedisFlights, RedisLoops, RedisRates,
-    RedisSettings, RedisStore,
+    RedisSettings, RedisStore, RedisTrips,
 };
 
 /// The Coordinator's backends on the Redis server of `settings` (a
 /// configuration's `[redis]` section), over one connection: its cache's
 /// L2 ([`RedisStore`], whose invalidations reach every replica's cache and
 /// registry), single-flight ([`RedisFlights`]), poll loops
-/// ([`RedisLoops`]) and rate budgets ([`RedisRates`]).
+/// ([`RedisLoops`]) and rate budgets ([`RedisRates`]); with
+/// `share_breaker`, breaker trips ([`RedisTrips`]). Redis's health goes to
+/// the coordinator's stats: the `redis_unavailable` alert and the
+/// `herdsman_dependency_up{dependency="redis"}` gauge while it is away.
 ///
 /// Never fails because Redis is down: it waits for the connection's
 /// subscriptions at most ten operation timeouts (a second by default), then
@@ -53,9 +56,15 @@ pub async fn backends(settings: &RedisSettings) -> Result<Backends, InvalidSetti
             "Redis is not reachable yet: this replica coordinates alone until it is"
         );
     }
-    Ok(Backends::local()
+    let backends = Backends::local()
         .with_store(RedisStore::new(redis.clone(), HttpCodec))
         .with_flights(RedisFlights::new(redis.clone(), HttpCodec))
         .with_loops(RedisLoops::new(redis.clone()))
-        .with_rates(RedisRates::new(redis)))
+        .with_rates(RedisRates::new(redis.clone()))
+        .with_dependency("redis", redis.clone());
+    Ok(if settings.share_breaker {
+        backends.with_trips(RedisTrips::new(redis))
+    } else {
+        backends
+    })
 }

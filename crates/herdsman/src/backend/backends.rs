@@ -6,8 +6,9 @@ use http::Response;
 
 use super::{
     Answer, BudgetKey, DynFlights, DynStore, FlightBackend, LoopBackend, RateBackend, RateBudgets,
-    RateQuota, Role, StoreBackend,
+    RateQuota, Role, StoreBackend, TripBackend,
 };
+use crate::event::DependencyHealth;
 use crate::http::SharedBody;
 use crate::key::Key;
 
@@ -16,7 +17,9 @@ type HttpValue = Response<SharedBody>;
 
 /// Where a [`Coordinator`](crate::Coordinator) keeps the state a cluster
 /// of replicas would share: its cache's second-level store, its
-/// single-flight, its poll loops' ownership and its rate budgets.
+/// single-flight, its poll loops' ownership, its rate budgets and, when
+/// asked for, its breakers' trips; and the dependencies they rely on,
+/// whose health the coordinator's stats track (`<name>_unavailable`).
 ///
 /// Each defaults to the in-memory one (everything in this process, the
 /// embedded default); give them to
@@ -39,6 +42,8 @@ pub struct Backends {
     pub(crate) flights: DynFlights<HttpValue>,
     pub(crate) loops: Option<SharedLoops>,
     pub(crate) rates: Option<SharedRates>,
+    pub(crate) trips: Option<Arc<dyn TripBackend>>,
+    pub(crate) dependencies: Vec<(String, Arc<dyn DependencyHealth>)>,
 }
 
 impl Backends {
@@ -77,12 +82,36 @@ impl Backends {
         self
     }
 
+    /// Breaker trips shared with the other replicas
+    /// ([`BreakerLayer::with_trip_backend`](crate::breaker::BreakerLayer::with_trip_backend)):
+    /// a trip of one replica's breaker of a class opens the others' for
+    /// the time it has left. Off (each breaker trips alone) unless given;
+    /// `herdsman_redis::backends` gives it when `redis.share_breaker` is on.
+    pub fn with_trips(mut self, trips: impl TripBackend) -> Self {
+        self.trips = Some(Arc::new(trips));
+        self
+    }
+
+    /// A dependency the backends rely on, named (`"redis"`): the
+    /// coordinator's stats track its health
+    /// ([`Stats::track_dependency`](crate::stats::Stats::track_dependency)),
+    /// raising `<name>_unavailable` while it is down.
+    pub fn with_dependency(
+        mut self,
+        name: impl Into<String>,
+        health: impl DependencyHealth,
+    ) -> Self {
+        self.dependencies.push((name.into(), Arc::new(health)));
+        self
+    }
+
     /// Whether every backend is the in-memory one.
     pub fn is_local(&self) -> bool {
         self.store.is_local()
             && self.flights.is_local()
             && self.loops.is_none()
             && self.rates.is_none()
+            && self.trips.is_none()
     }
 }
 
@@ -94,6 +123,11 @@ impl fmt::Debug for Backends {
             .field("flights", &kind(self.flights.is_local()))
             .field("loops", &kind(self.loops.is_none()))
             .field("rates", &kind(self.rates.is_none()))
+            .field("trips", &kind(self.trips.is_none()))
+            .field(
+                "dependencies",
+                &self.dependencies.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }

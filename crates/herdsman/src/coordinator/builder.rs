@@ -11,9 +11,10 @@ use super::{
     route::{CallerIdentity, ClassKey, ClassOf, Routes},
 };
 use crate::{
-    backend::Backends,
+    backend::{Backends, TripBackend, TripListener},
     breaker::BreakerLayer,
     cache::CacheLayer,
+    class::Class,
     clock::Clock,
     config::{Config, ConfigError, EffectiveClass, Environment, Problem},
     dedup::DedupLayer,
@@ -111,6 +112,9 @@ fn compose(environment: Environment, config: Config, backends: Backends) -> Shar
         .with_rules(config.alerts.clone())
         .with_clock(clock.clone())
         .build();
+    for (name, health) in backends.dependencies {
+        stats.track_dependency(name, move || health.is_up());
+    }
     let switches = Switches::from_config(&config);
     let classes = config.classes();
     let routes = Arc::new(Routes::new(&config, &switches));
@@ -154,6 +158,9 @@ fn compose(environment: Environment, config: Config, backends: Backends) -> Shar
         .with_failure_classifier(ServerErrors)
         .with_config(config.breaker)
         .with_observer(stats.clone());
+    if let Some(trips) = backends.trips {
+        breaker = breaker.with_trip_backend(SharedTrips(trips));
+    }
     let mut limit = LimitLayer::new(config.limit.clone());
     if let Some(rates) = backends.rates {
         limit = limit.with_rate_backend(rates);
@@ -199,6 +206,19 @@ fn compose(environment: Environment, config: Config, backends: Backends) -> Shar
         buffer: BufferLayer::new(),
         following: AtomicBool::new(false),
         config,
+    }
+}
+
+/// A [`TripBackend`] behind a pointer, as [`Backends`] holds it.
+struct SharedTrips(Arc<dyn TripBackend>);
+
+impl TripBackend for SharedTrips {
+    fn announce(&self, class: &Class, open_for: Duration) {
+        self.0.announce(class, open_for);
+    }
+
+    fn listen(&self, listener: TripListener) {
+        self.0.listen(listener);
     }
 }
 
