@@ -232,6 +232,21 @@ const CASES: &[Case] = &[
         "[\"10.0.0.0/8\", \"::1\"]",
         ("[\"10.0.0.0/0\"]", "trusts every address")
     )),
+    case!("server.forwarded_header", |s| server_key(
+        s,
+        "server.forwarded_header",
+        "\"forwarded\"",
+        (
+            "\"x-real-ip\"",
+            "expected one of x-forwarded-for, forwarded"
+        )
+    )),
+    case!("server.max_event_streams", |s| server_key(
+        s,
+        "server.max_event_streams",
+        "7",
+        ("0", "must be at least 1")
+    )),
     case!("paths", class_paths),
     case!("public", class_public),
     case!("vary", class_vary),

@@ -129,5 +129,9 @@ fn server(env: Environment) -> ServerSettings {
         max_header_bytes: 16 * 1024,
         max_concurrent_streams: 100,
         trusted_proxies: Vec::new(),
+        forwarded_header: crate::http::ForwardedHeader::XForwardedFor,
+        // Half the connections: streams over HTTP/1 hold one each, and
+        // polls, writes and the admin routes keep the other half.
+        max_event_streams: pick(env, [256, 2048, 2048, 256]),
     }
 }
