@@ -54,7 +54,10 @@
 //!
 //! [`Serve::with_graceful_shutdown`] stops accepting when its signal
 //! fires, lets requests in progress finish, and closes the connections
-//! still busy after the shutdown timeout (event streams never finish).
+//! still busy after the shutdown timeout. An event stream never finishes
+//! on its own: trigger a [`Shutdown`](crate::Shutdown) from the same
+//! signal, and the streams of a [`Live`](crate::Live) given it end at
+//! once with a last event ([`shutdown`](crate::shutdown) shows how).
 //!
 //! The settings are `herdsman::config::ServerSettings`, the `[server]`
 //! section of the configuration (`docs/CONFIGURATION.md` gives each
