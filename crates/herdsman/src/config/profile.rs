@@ -130,8 +130,10 @@ fn server(env: Environment) -> ServerSettings {
         max_concurrent_streams: 100,
         trusted_proxies: Vec::new(),
         forwarded_header: crate::http::ForwardedHeader::XForwardedFor,
-        // Half the connections: streams over HTTP/1 hold one each, and
-        // polls, writes and the admin routes keep the other half.
-        max_event_streams: pick(env, [256, 2048, 2048, 256]),
+        // Three quarters of the connections: streams over HTTP/1 hold one
+        // each, and polls, writes and the admin routes keep the rest. Over
+        // the registry's 256 per address, so that one address never fills
+        // the process.
+        max_event_streams: pick(env, [384, 3072, 3072, 384]),
     }
 }

@@ -211,8 +211,9 @@ pub struct ServerSettings {
     pub forwarded_header: crate::http::ForwardedHeader,
     /// Event streams open at once in the whole process, at most
     /// (`herdsman_axum::Live`), beside the registry's budgets per caller
-    /// and per address: past it a new stream is answered `429` with
-    /// `Retry-After`, and the client polls instead.
+    /// and per address (keep it over `registry.max_subscribers_per_address`,
+    /// so that one address never fills it): past it a new stream is
+    /// answered `429` with `Retry-After`, and the client polls instead.
     pub max_event_streams: usize,
 }
 
