@@ -24,7 +24,7 @@ use tokio::{
 
 /// The simulated upstream's latency: the polls below wait this long for
 /// their first value, so they are in flight when the signal comes.
-const LATENCY_MS: u64 = 3000;
+const LATENCY_MS: u64 = 5000;
 
 /// A bound for anything that should take well under it.
 const BOUND: Duration = Duration::from_secs(30);
