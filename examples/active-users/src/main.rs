@@ -101,19 +101,8 @@ async fn run() -> Result<(), String> {
         interval = ?config.registry.class.interval,
         "active-users demo listening on http://{local}/"
     );
-    // Straight to stderr: the address always, the token never to the logs.
-    eprintln!(
-        "active-users: listening on http://{local}/ ({} profile{})",
-        environment.as_str(),
-        listen_note(local, default_addr)
-    );
-    if generated {
-        let token = config.admin.token.as_deref().unwrap_or_default();
-        eprintln!(
-            "active-users: no admin token configured (HERDSMAN__ADMIN__TOKEN); this run's opens the dashboard:\n\n    http://{}/_herdsman/#token={token}\n",
-            browsable(local)
-        );
-    }
+    let token = config.admin.token.as_deref().filter(|_| generated);
+    announce(environment, local, default_addr, token);
     let server = Server::from_settings(&config.server)
         .map_err(|e| format!("invalid configuration:\n{e}"))?;
     let (shutdown, live, grace) = (
@@ -134,6 +123,25 @@ async fn run() -> Result<(), String> {
         })
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Tells the operator, straight on stderr (whatever `RUST_LOG` says, and
+/// never through the logs, where log shipping would carry a token): where
+/// the demo listens, and the URL that opens the dashboard with the token
+/// made for this run, if one was.
+fn announce(environment: Environment, local: SocketAddr, default_addr: bool, token: Option<&str>) {
+    eprintln!(
+        "active-users: listening on http://{local}/ ({} profile{})",
+        environment.as_str(),
+        listen_note(local, default_addr)
+    );
+    if let Some(token) = token {
+        eprintln!(
+            "active-users: no admin token configured (HERDSMAN__ADMIN__TOKEN); \
+             this run's opens the dashboard:\n\n    http://{}/_herdsman/#token={token}\n",
+            browsable(local)
+        );
+    }
 }
 
 /// Where the demo listens unless `HERDSMAN_ADDR` says: loopback, but in
