@@ -258,6 +258,21 @@ const CASES: &[Case] = &[
         ("\"0s\"", "must be greater than zero")
     )),
     case!("redis.share_breaker", redis_share_breaker),
+    case!("server.forwarded_header", |s| server_key(
+        s,
+        "server.forwarded_header",
+        "\"forwarded\"",
+        (
+            "\"x-real-ip\"",
+            "expected one of x-forwarded-for, forwarded"
+        )
+    )),
+    case!("server.max_event_streams", |s| server_key(
+        s,
+        "server.max_event_streams",
+        "7",
+        ("0", "must be at least 1")
+    )),
     case!("paths", class_paths),
     case!("public", class_public),
     case!("vary", class_vary),

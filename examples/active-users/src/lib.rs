@@ -60,7 +60,7 @@ use herdsman::{
     BoxError,
 };
 use herdsman_axum::{
-    data_request, error_response, require_admin, Admin, AdminAccess, LastEventId, Live,
+    data_request, error_response, require_admin, Admin, AdminAccess, LastEventId, Live, Shutdown,
 };
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
@@ -248,6 +248,10 @@ pub struct Demo {
     pub upstream: Upstream,
     /// SSE and polling over the registry.
     pub live: Live,
+    /// Ends every event stream with a last `shutdown` event when
+    /// triggered (the binary triggers it on SIGTERM and SIGINT, with the
+    /// server's graceful shutdown).
+    pub shutdown: Shutdown,
     coordinated: Coordinated<Origin>,
     /// Whether the upstream is remote (`DEMO_UPSTREAM_URL`).
     remote: bool,
@@ -312,10 +316,14 @@ impl Demo {
         let subscriber = coordinated.clone();
         // Polls and streams are answered from the registry, above the Stats
         // layer: count them as the client requests they are.
-        let live = Live::new(move |req| subscriber.subscribe(req)).with_stats(
-            coordinator.stats().clone(),
-            coordinator.config().path_classes(),
-        );
+        let shutdown = Shutdown::new();
+        let live = Live::new(move |req| subscriber.subscribe(req))
+            .with_stats(
+                coordinator.stats().clone(),
+                coordinator.config().path_classes(),
+            )
+            .with_max_streams(coordinator.config().server.max_event_streams)
+            .with_shutdown(shutdown.clone());
         // A remote upstream churns on its own.
         if let (Some(every), None) = (options.churn, &options.upstream_url) {
             upstream.spawn_churn(every);
@@ -331,6 +339,7 @@ impl Demo {
             coordinator,
             upstream,
             live,
+            shutdown,
             coordinated,
             remote: options.upstream_url.is_some(),
             identity_header,

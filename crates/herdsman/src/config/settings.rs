@@ -306,12 +306,23 @@ pub struct ServerSettings {
     pub max_header_bytes: usize,
     /// Requests in progress at once on one HTTP/2 connection, at most.
     pub max_concurrent_streams: u32,
-    /// The reverse proxies whose `X-Forwarded-For` is believed, as IP
+    /// The reverse proxies whose `forwarded_header` is believed, as IP
     /// addresses and CIDR blocks; see
     /// [`TrustedProxies`](crate::http::TrustedProxies). Empty: the client
     /// address is always the connection's peer.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// The header the trusted proxies name the client in:
+    /// `"x-forwarded-for"` (the default) or `"forwarded"` (RFC 7239). Only
+    /// that one is read.
+    #[serde(default)]
+    pub forwarded_header: crate::http::ForwardedHeader,
+    /// Event streams open at once in the whole process, at most
+    /// (`herdsman_axum::Live`), beside the registry's budgets per caller
+    /// and per address (keep it over `registry.max_subscribers_per_address`,
+    /// so that one address never fills it): past it a new stream is
+    /// answered `429` with `Retry-After`, and the client polls instead.
+    pub max_event_streams: usize,
 }
 
 /// One endpoint class: the paths it matches and its own settings where

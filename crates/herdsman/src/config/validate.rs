@@ -682,6 +682,7 @@ impl Validate for ServerSettings {
             &p.key("max_concurrent_streams"),
             self.max_concurrent_streams.into(),
         );
+        problems.at_least_one(&p.key("max_event_streams"), self.max_event_streams as u64);
         let at = p.key("trusted_proxies");
         for entry in &self.trusted_proxies {
             let value = Some(format!("{entry:?}"));
