@@ -1,6 +1,7 @@
 //! The Coordinator on backends given to its builder: asked only on a miss
 //! of its own store, other replicas' invalidations applied without echo,
-//! and a configured Redis URL never silently ignored.
+//! a configured Redis URL never silently ignored, other replicas' breaker
+//! trips heard, and the backends' dependencies' health in the stats.
 
 mod support;
 
@@ -9,7 +10,7 @@ use std::{
     future::Future,
     pin::Pin,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -18,8 +19,12 @@ use std::{
 use bytes::Bytes;
 use futures_util::StreamExt;
 use herdsman::{
-    backend::{Answer, Backends, RemoteInvalidations, Shelved, StoreBackend},
+    backend::{
+        Answer, Backends, RemoteInvalidations, Shelved, StoreBackend, TripBackend, TripListener,
+    },
+    class::Class,
     config::{ClassConfig, Config, Environment, RedisSettings},
+    event::BreakerState,
     event::Invalidation,
     http::SharedBody,
     key::Key,
@@ -174,4 +179,81 @@ fn a_redis_url_without_backends_is_refused_naming_redis_url() {
         .backends(Backends::local())
         .build()
         .unwrap();
+}
+
+/// A trip backend that keeps the coordinator's listener and what it
+/// announced, as another replica would see them.
+#[derive(Clone, Default)]
+struct Trips {
+    listener: Arc<Mutex<Option<TripListener>>>,
+    announced: Arc<Mutex<Vec<(Class, Duration)>>>,
+}
+
+impl TripBackend for Trips {
+    fn announce(&self, class: &Class, open_for: Duration) {
+        self.announced
+            .lock()
+            .unwrap()
+            .push((class.clone(), open_for));
+    }
+
+    fn listen(&self, listener: TripListener) {
+        *self.listener.lock().unwrap() = Some(listener);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn another_replicas_trip_opens_the_coordinators_breaker_of_that_class_only() {
+    let trips = Trips::default();
+    let coordinator = Coordinator::builder()
+        .environment(Environment::Test)
+        .config(config())
+        .backends(Backends::local().with_trips(trips.clone()))
+        .build()
+        .unwrap();
+    let board = Class::from("board");
+    assert_eq!(coordinator.breaker().state(&board), BreakerState::Closed);
+
+    let listener = trips
+        .listener
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the breaker listens");
+    assert!(listener(&board, Duration::from_secs(30)));
+    assert_eq!(coordinator.breaker().state(&board), BreakerState::Open);
+    assert_eq!(
+        coordinator.breaker().state(&Class::default()),
+        BreakerState::Closed
+    );
+    // A trip heard is never announced again.
+    assert!(trips.announced.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backends_dependency_that_is_down_raises_its_unavailable_alert() {
+    let up = Arc::new(AtomicBool::new(true));
+    let health = up.clone();
+    let coordinator = Coordinator::builder()
+        .environment(Environment::Test)
+        .config(config())
+        .backends(
+            Backends::local().with_dependency("store", move || health.load(Ordering::Relaxed)),
+        )
+        .build()
+        .unwrap();
+    coordinator.stats().start_monitor();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(coordinator.stats().active_alerts().is_empty());
+
+    up.store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let active = coordinator.stats().active_alerts();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].rule.as_str(), "store_unavailable");
+    assert!(!coordinator.stats().snapshot().dependencies["store"].up);
+
+    up.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(coordinator.stats().active_alerts().is_empty());
 }
