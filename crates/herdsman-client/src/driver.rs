@@ -7,6 +7,10 @@ use std::{
     time::Duration,
 };
 
+/// The event type herdsman-axum ends its streams with when its server
+/// shuts down.
+const SHUTDOWN_EVENT: &str = "shutdown";
+
 use bytes::Buf;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
@@ -394,6 +398,13 @@ impl<S: HttpService> Driver<S> {
 
     fn on_event(&mut self, event: Event) {
         self.failures = 0;
+        // herdsman-axum's last event before its server shuts down: the
+        // stream ends next, and the client reconnects after its `retry:`
+        // (to another replica, behind a load balancer). Never a value.
+        if event.event_type() == SHUTDOWN_EVENT {
+            tracing::debug!("the server is shutting down");
+            return;
+        }
         let error = event.event_type() == "upstream-error";
         let id = Some(event.last_event_id())
             .filter(|id| !id.is_empty())

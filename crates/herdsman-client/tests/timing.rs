@@ -477,3 +477,32 @@ async fn an_id_in_a_block_without_data_still_moves_the_resume_point() {
     let again = call(&mut calls).await;
     assert_eq!(again.header("last-event-id"), None, "an empty id clears it");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_servers_shutdown_event_is_no_update_and_the_client_reconnects_after_its_retry() {
+    let (service, mut calls) = scripted();
+    let client = builder().build_with(service);
+    let mut sub = client.subscribe(URL).unwrap();
+    let mut tx = call(&mut calls).await.stream();
+    send(&mut tx, "id: a\ndata: 1\n\n").await;
+    assert_eq!(update(&mut sub).await.data(), "1");
+    // What herdsman-axum sends on SIGTERM, then the end of the stream.
+    send(
+        &mut tx,
+        "event: shutdown\ndata: {\"retry_ms\":1000}\nretry: 1000\n\n",
+    )
+    .await;
+    drop(tx);
+    let dropped = Instant::now();
+    let again = call(&mut calls).await;
+    let wait = elapsed(dropped, &again);
+    assert!(wait <= Duration::from_millis(1250), "{wait:?}");
+    assert_eq!(again.header("last-event-id"), Some("a"));
+    let mut tx = again.stream();
+    send(&mut tx, "id: b\ndata: 2\n\n").await;
+    let u = update(&mut sub).await;
+    assert_eq!(
+        (u.event_type(), u.data(), u.id()),
+        ("message", "2", Some("b"))
+    );
+}
