@@ -302,6 +302,7 @@ impl Demo {
             .route("/api/me", get(poll))
             .route("/sse/active-users", get(sse_active_users))
             .route("/sse/boards/{board}/events", get(sse_board))
+            .route("/bare/static", get(bare_static))
             .route(
                 "/_demo/upstream",
                 post(set_upstream)
@@ -401,6 +402,15 @@ async fn sse_board(
     let (parts, _) = req.into_parts();
     let path = format!("/api/boards/{board}/events");
     demo.live.sse(data(&demo, &parts, &path), last)
+}
+
+/// `GET /bare/static`: the bytes of `/api/active-users`'s answer for the
+/// seeded users, with no herdsman layer on the way: the ceiling that
+/// `herdsman load http --compare /bare/static` holds the coordinated route
+/// against.
+async fn bare_static() -> Response {
+    const BODY: &str = r#"{"count":4,"users":["ann","bob","chen","dara"]}"#;
+    ([(header::CONTENT_TYPE, "application/json")], BODY).into_response()
 }
 
 /// Writes go through the coordinated stack (the Cache drops what the write
