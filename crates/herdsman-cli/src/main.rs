@@ -15,6 +15,7 @@
 
 mod audit;
 mod config;
+mod load;
 mod net;
 
 use std::process::ExitCode;
@@ -37,6 +38,10 @@ enum Command {
     /// Reads a running app's stats: savings per class, runaway keys, layers
     /// switched off, alerts firing. Exits 1 on a runaway key or an alert.
     Audit(audit::AuditArgs),
+    /// Loads a running server (loopback only, unless --allow-remote) and
+    /// reports what it did, in markdown.
+    #[command(subcommand)]
+    Load(load::LoadCommand),
 }
 
 /// Exit status 2: usage error, or the command could not do what it was
@@ -47,5 +52,6 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Config(command) => config::run(command),
         Command::Audit(args) => audit::run(&args),
+        Command::Load(command) => load::run(command),
     }
 }

@@ -4,7 +4,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use bytes::Bytes;
-use http::{header, uri::Scheme, HeaderValue, Method, Request, StatusCode, Uri};
+use http::{header, uri::Scheme, HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
@@ -80,6 +80,7 @@ pub(crate) fn join(base: &Uri, path_and_query: &str) -> Result<Uri, String> {
 #[derive(Debug)]
 pub(crate) struct Answer {
     pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
 }
 
@@ -104,6 +105,7 @@ pub(crate) async fn send(
         let body = body.collect().await.map_err(|e| error_chain(&e))?;
         Ok(Answer {
             status: parts.status,
+            headers: parts.headers,
             body: body.to_bytes(),
         })
     };
@@ -152,6 +154,25 @@ pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     line
 }
 
+/// Parses `500ms`, `5s`, `2m` or `1h` (a whole number and a unit).
+pub(crate) fn duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?}: a duration needs a unit (ms, s, m, h)"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: not a whole number and a unit"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    Ok(Duration::from_millis(n.saturating_mul(ms)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,5 +193,14 @@ mod tests {
             assert!(target(remote, true).is_ok(), "{remote}");
         }
         assert!(target("https://127.0.0.1/", false).is_err());
+    }
+
+    #[test]
+    fn durations_read_their_unit() {
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(duration("5").is_err());
+        assert!(duration("5x").is_err());
     }
 }
