@@ -7,8 +7,8 @@ use std::{
     io::{Read, Write},
     net::SocketAddr,
     path::PathBuf,
-    process::{Command, Output},
-    time::Duration,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
 };
 
 use active_users::{with_demo_classes, Demo, Endpoint, Options};
@@ -33,15 +33,27 @@ async fn demo() -> (Demo, SocketAddr) {
     (demo, addr)
 }
 
-/// `herdsman load ARGS`, off the runtime's threads.
+/// `herdsman load ARGS`, off the runtime's threads, killed (and the test
+/// failed) if it has not finished within a minute.
 async fn load(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_herdsman"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herdsman"))
             .arg("load")
-            .args(args)
+            .args(&args)
             .env_remove("HERDSMAN_ADMIN_TOKEN")
-            .output()
-            .expect("the binary runs")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("herdsman load {args:?} did not finish within a minute");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait_with_output().unwrap()
     })
     .await
     .unwrap()
@@ -195,4 +207,65 @@ async fn a_target_off_this_machine_is_refused_without_the_flag() {
         "{stderr}"
     );
     assert!(stderr.contains("--allow-remote"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sse_measures_each_changes_fan_out_to_every_stream() {
+    let (demo, addr) = demo().await;
+    let dir = out_dir("sse");
+    let out = load(args(&[
+        "sse",
+        "--target",
+        &format!("http://{addr}"),
+        "--path",
+        "/sse/boards/load/events",
+        "--connections",
+        "40",
+        "--steps",
+        "2",
+        "--addresses",
+        "3",
+        "--duration",
+        "2s",
+        "--change",
+        "POST",
+        "/api/boards/load/cards",
+        r#"{"card": "load"}"#,
+        "--change-every",
+        "1s",
+        "--pid",
+        &std::process::id().to_string(),
+        "--out",
+        dir.join("sse.md").to_str().unwrap(),
+    ]))
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let report = std::fs::read_to_string(dir.join("sse.md")).unwrap();
+    assert_eq!(
+        figure(&report, "streams that got their first event"),
+        40,
+        "{report}"
+    );
+    assert_eq!(figure(&report, "dropped while open"), 0, "{report}");
+    assert_eq!(figure(&report, "open at the end"), 40, "{report}");
+    // Two steps (20, then 40 streams) and one change while held, each
+    // reaching every stream open; each change is one card written.
+    for line in ["| 1 | 20 | 20 |", "| 2 | 40 | 40 |", "| 3 | 40 | 40 |"] {
+        assert!(report.contains(line), "{line} in\n{report}");
+    }
+    assert_eq!(demo.upstream.calls(Endpoint::Cards), 3);
+    assert!(
+        report.contains("- 40 streams held for 2 s, none dropped: **met**"),
+        "{report}"
+    );
+    assert!(
+        report.contains("| server poll interval (`retry:`) | 500 ms |"),
+        "{report}"
+    );
+    assert!(report.contains("server RSS per stream | "), "{report}");
+    for chart in ["sse-fan-out.svg", "sse-first-event.svg"] {
+        let svg = std::fs::read_to_string(dir.join(chart)).unwrap();
+        assert!(svg.starts_with("<svg"), "{chart}");
+    }
 }

@@ -140,6 +140,65 @@ pub(crate) fn requests_and_upstream(title: &str, samples: &[Sample]) -> Result<S
     Ok(svg)
 }
 
+/// One step of an SSE load: its connections and the fan-out latency of
+/// the change made at that step, in ms.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FanOutPoint {
+    pub(crate) connections: u64,
+    /// The streams the change reached within the wait.
+    pub(crate) reached: u64,
+    pub(crate) p50: f64,
+    pub(crate) p99: f64,
+    pub(crate) max: f64,
+}
+
+/// Fan-out latency (p50, p99, max) against the connections open.
+pub(crate) fn fan_out(title: &str, points: &[FanOutPoint]) -> Result<String, String> {
+    let right = points.iter().map(|p| p.connections).max().unwrap_or(1) as f64 * 1.05;
+    let top = points.iter().map(|p| p.max).fold(1.0f64, f64::max) * 1.15;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(text)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0f64..right, 0f64..top)
+            .map_err(text)?;
+        chart
+            .configure_mesh()
+            .light_line_style(WHITE)
+            .x_desc("open event streams")
+            .y_desc("fan-out latency, ms")
+            .draw()
+            .map_err(text)?;
+        let lines: [Line<FanOutPoint, f64>; 3] =
+            [("p50", |p| p.p50), ("p99", |p| p.p99), ("max", |p| p.max)];
+        for (i, (name, value)) in lines.into_iter().enumerate() {
+            let color = COLORS[i];
+            let at = |p: &FanOutPoint| (p.connections as f64, value(p));
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().map(at),
+                    color.stroke_width(2),
+                ))
+                .map_err(text)?
+                .label(name)
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(points.iter().map(|p| Circle::new(at(p), 3, color.filled())))
+                .map_err(text)?;
+        }
+        legend(&mut chart)?;
+        root.present().map_err(text)?;
+    }
+    Ok(svg)
+}
+
 fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
     chart: &mut ChartContext<'a, DB, CT>,
 ) -> Result<(), String> {
@@ -181,5 +240,14 @@ mod tests {
         ];
         let svg = requests_and_upstream("tabs", &samples).unwrap();
         assert!(svg.contains("client requests") && svg.contains("upstream calls"));
+        let points = [FanOutPoint {
+            connections: 100,
+            reached: 100,
+            p50: 1.0,
+            p99: 3.0,
+            max: 4.0,
+        }];
+        let svg = fan_out("sse", &points).unwrap();
+        assert!(svg.contains("p99") && svg.contains("<circle"), "{svg}");
     }
 }

@@ -114,25 +114,27 @@ pub(crate) async fn run(args: &HttpArgs) -> Result<Report, String> {
             (r.uri, recorder, r.busy)
         })
         .collect();
-    let mut report = Report {
+    Ok(Report {
         markdown: markdown(args, &done, turn, &cpu),
-        charts: Vec::new(),
-    };
+        charts: vec![chart(args, &done)?],
+    })
+}
+
+fn chart(args: &HttpArgs, done: &[(Uri, Recorder, Duration)]) -> Result<Chart, String> {
     let names: Vec<String> = done.iter().map(|(uri, ..)| uri.path().to_owned()).collect();
     let series: Vec<(&str, &hdrhistogram::Histogram<u64>)> = names
         .iter()
-        .zip(&done)
+        .zip(done)
         .map(|(name, (_, r, _))| (name.as_str(), &r.latency))
         .collect();
-    report.charts.push(Chart {
+    Ok(Chart {
         name: "latency",
         title: "http: latency".to_owned(),
         svg: chart::latency(
             &format!("{} connections: latency per route", args.connections),
             &series,
         )?,
-    });
-    Ok(report)
+    })
 }
 
 fn route(uri: Uri) -> Route {

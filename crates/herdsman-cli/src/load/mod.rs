@@ -15,6 +15,7 @@ mod chart;
 mod engine;
 mod http;
 mod report;
+mod sse;
 mod tabs;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -29,6 +30,10 @@ pub(crate) enum LoadCommand {
     /// timers: client requests against upstream calls (the seed's bug at
     /// scale).
     Tabs(tabs::TabsArgs),
+    /// Many event streams, each with its own identity: time to first event,
+    /// the fan-out latency of each change, upstream calls per interval, the
+    /// server's memory, dropped streams.
+    Sse(sse::SseArgs),
     /// Closed-loop requests on N connections: throughput and latency, and
     /// with --compare the ratio to another route, in interleaved rounds.
     Http(http::HttpArgs),
@@ -65,12 +70,14 @@ impl Common {
 pub(crate) fn run(command: LoadCommand) -> ExitCode {
     let (common, scenario) = match &command {
         LoadCommand::Tabs(args) => (&args.common, "tabs"),
+        LoadCommand::Sse(args) => (&args.common, "sse"),
         LoadCommand::Http(args) => (&args.common, "http"),
     };
     let result = net::runtime().and_then(|runtime| {
         runtime.block_on(async {
             match &command {
                 LoadCommand::Tabs(args) => tabs::run(args).await,
+                LoadCommand::Sse(args) => sse::run(args).await,
                 LoadCommand::Http(args) => http::run(args).await,
             }
         })

@@ -82,21 +82,15 @@ pub(crate) async fn run(args: &TabsArgs) -> Result<Report, String> {
             format!("{} requests", shared.count.load(Ordering::Relaxed))
         })
     };
-    let mut tasks = Vec::new();
-    for i in 0..hooks {
-        let hook = Hook {
-            client: client.clone(),
-            uri: uri.clone(),
-            identity: HeaderValue::try_from(format!("Bearer tab-{}", i / args.hooks))
-                .expect("a valid header value"),
-            first: start + args.interval.mul_f64(i as f64 / hooks as f64),
-            every: args.interval,
-            deadline,
-        };
-        let (shared, budget, poll_interval) =
-            (shared.clone(), budget.clone(), poll_interval.clone());
-        tasks.push(tokio::spawn(hook.run(shared, budget, poll_interval)));
-    }
+    let hook = Hook {
+        client: client.clone(),
+        uri: uri.clone(),
+        identity: HeaderValue::from_static("Bearer tab-0"),
+        first: start,
+        every: args.interval,
+        deadline,
+    };
+    let tasks = hook.spawn_all(args.tabs, args.hooks, &shared, &budget, &poll_interval);
     for task in tasks {
         let _ = task.await;
     }
@@ -121,33 +115,36 @@ pub(crate) async fn run(args: &TabsArgs) -> Result<Report, String> {
         poll_interval,
         cpu: cpu.markdown(),
     };
-    let mut report = Report {
+    Ok(Report {
         markdown: outcome.markdown(),
-        charts: Vec::new(),
-    };
-    report.charts.push(Chart {
-        name: "latency",
-        title: format!("tabs: latency of GET {}", args.path),
-        svg: chart::latency(
-            &format!(
-                "{} tabs × {} hooks: latency of GET {}",
-                args.tabs, args.hooks, args.path
-            ),
-            &[(args.path.as_str(), &recorder.latency)],
-        )?,
-    });
-    report.charts.push(Chart {
-        name: "requests-upstream",
-        title: "tabs: client requests against upstream calls".to_owned(),
-        svg: chart::requests_and_upstream(
-            &format!(
-                "{} tabs × {} hooks: client requests and upstream calls",
-                args.tabs, args.hooks
-            ),
-            &series,
-        )?,
-    });
-    Ok(report)
+        charts: charts(args, &recorder, &series)?,
+    })
+}
+
+fn charts(
+    args: &TabsArgs,
+    recorder: &engine::Recorder,
+    series: &[engine::Sample],
+) -> Result<Vec<Chart>, String> {
+    let what = format!("{} tabs × {} hooks", args.tabs, args.hooks);
+    Ok(vec![
+        Chart {
+            name: "latency",
+            title: format!("tabs: latency of GET {}", args.path),
+            svg: chart::latency(
+                &format!("{what}: latency of GET {}", args.path),
+                &[(args.path.as_str(), &recorder.latency)],
+            )?,
+        },
+        Chart {
+            name: "requests-upstream",
+            title: "tabs: client requests against upstream calls".to_owned(),
+            svg: chart::requests_and_upstream(
+                &format!("{what}: client requests and upstream calls"),
+                series,
+            )?,
+        },
+    ])
 }
 
 /// One hook of one tab.
@@ -161,6 +158,35 @@ struct Hook {
 }
 
 impl Hook {
+    /// Spawns `hooks` hooks in each of `tabs` tabs like `self`, each with
+    /// its tab's identity, their first polls spread over the interval.
+    fn spawn_all(
+        &self,
+        tabs: u64,
+        hooks: u64,
+        shared: &Arc<Shared>,
+        budget: &Arc<Budget>,
+        poll_interval: &Arc<Mutex<Option<u64>>>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let all = tabs * hooks;
+        (0..all)
+            .map(|i| {
+                let hook = Hook {
+                    client: self.client.clone(),
+                    uri: self.uri.clone(),
+                    identity: HeaderValue::try_from(format!("Bearer tab-{}", i / hooks))
+                        .expect("a valid header value"),
+                    first: self.first + self.every.mul_f64(i as f64 / all as f64),
+                    every: self.every,
+                    deadline: self.deadline,
+                };
+                let (shared, budget, poll) =
+                    (shared.clone(), budget.clone(), poll_interval.clone());
+                tokio::spawn(hook.run(shared, budget, poll))
+            })
+            .collect()
+    }
+
     async fn run(
         self,
         shared: Arc<Shared>,
