@@ -197,7 +197,12 @@ impl Hook {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let headers = [(header::AUTHORIZATION, self.identity.clone())];
         loop {
-            if tick.tick().await >= self.deadline || !budget.take() {
+            // The load ends at the deadline, not at a hook's next tick after it.
+            let next = tokio::select! {
+                next = tick.tick() => next,
+                () = tokio::time::sleep_until(self.deadline) => return,
+            };
+            if next >= self.deadline || !budget.take() {
                 return;
             }
             let sent = Instant::now();
