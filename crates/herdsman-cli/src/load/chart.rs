@@ -179,11 +179,16 @@ pub(crate) fn fan_out(title: &str, points: &[FanOutPoint]) -> Result<String, Str
         for (i, (name, value)) in lines.into_iter().enumerate() {
             let color = COLORS[i];
             let at = |p: &FanOutPoint| (p.connections as f64, value(p));
+            // The line joins the steps (more streams each); changes made
+            // while the streams are held are dots at the last step.
+            let mut most = 0;
+            let steps = points.iter().filter(|p| {
+                let more = p.connections > most;
+                most = most.max(p.connections);
+                more
+            });
             chart
-                .draw_series(LineSeries::new(
-                    points.iter().map(at),
-                    color.stroke_width(2),
-                ))
+                .draw_series(LineSeries::new(steps.map(at), color.stroke_width(2)))
                 .map_err(text)?
                 .label(name)
                 .legend(move |(x, y)| {
