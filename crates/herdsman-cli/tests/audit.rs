@@ -2,6 +2,7 @@
 //! (a runaway key, a healthy app, an alert firing) and the demo itself.
 
 use std::{
+    io::Write,
     net::SocketAddr,
     path::Path,
     process::{Command, Output},
@@ -147,4 +148,38 @@ async fn the_running_demo_audits_healthy() {
     for class in ["active-users", "board-events", "me", "default"] {
         assert!(out.contains(&format!("| {class} | 0 | 0 | – |")), "{out}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_the_demo_polls_too_often_is_named_and_fails_the_audit() {
+    // A real alert, not a fixture: the key's loop polls every 20 ms for
+    // one open stream, over an alarm of 2 calls per minute.
+    let mut config = Config::profile(Environment::Test);
+    config.registry.class.interval = Duration::from_millis(20);
+    config.alerts = config.alerts.with_upstream_calls_per_minute(Some(2));
+    let options = Options {
+        latency: Duration::from_millis(1),
+        churn: None,
+        ..Options::default()
+    };
+    let demo = Demo::build(Environment::Test, with_demo_classes(config), &options).unwrap();
+    let addr = serve(demo.router()).await;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /sse/active-users HTTP/1.1\r\nHost: demo\r\n\r\n")
+        .unwrap();
+    let stats = demo.coordinator.stats().clone();
+    let fired = async {
+        while stats.snapshot().alerts.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), fired)
+        .await
+        .expect("the upstream-calls alert fires within 10 s");
+    let (code, out, _) = audit(addr, None).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("- class active-users, key "), "{out}");
+    assert!(out.contains("(alarm: over 2)"), "{out}");
+    assert!(out.contains("unhealthy: 1 key(s) running away"), "{out}");
 }
