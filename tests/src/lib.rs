@@ -6,6 +6,12 @@
 //! park on the probe's gate, and the test opens it once it has seen, through
 //! the layer's counters, that every caller is in place ([`wait_until`]).
 
+// The README's Rust snippets, compiled (and run, where they are not
+// `no_run`) as this crate's doctests, so that CI keeps them building.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 use std::{
     convert::Infallible,
     fmt,

@@ -27,6 +27,10 @@ use std::{
     os::unix::fs::MetadataExt,
     path::PathBuf,
     process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -36,7 +40,9 @@ use bytes::Bytes;
 use herdsman::{
     config::{Config, Environment},
     event::Invalidation,
+    stats::{AlertRules, Stats},
 };
+use herdsman_axum::Admin;
 use herdsman_tests::{bounded_by, client, replies, request, send_all, HttpClient, Server};
 use http::{header, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -73,7 +79,15 @@ struct App {
 
 impl App {
     async fn start() -> App {
-        let mut config = Config::profile(Environment::Development);
+        App::start_in(Environment::Development, None).await
+    }
+
+    /// The demo in `environment`, with `token` as its admin token.
+    async fn start_in(environment: Environment, token: Option<&str>) -> App {
+        let mut config = Config::profile(environment);
+        config.admin.token = token.map(str::to_owned);
+        // A production test polls fast too.
+        config.registry.allow_fast_polling = true;
         config.registry.class.interval = INTERVAL;
         config.registry.floor = Duration::from_millis(10);
         // Pollers subscribe per request: the loop must outlive the gap.
@@ -84,12 +98,8 @@ impl App {
             churn: None,
             upstream_url: None,
         };
-        let demo = Demo::build(
-            Environment::Development,
-            with_demo_classes(config),
-            &options,
-        )
-        .expect("the demo's configuration is valid");
+        let demo = Demo::build(environment, with_demo_classes(config), &options)
+            .expect("the demo's configuration is valid");
         let server = Server::start_with_connect_info(demo.router()).await;
         App { demo, server }
     }
@@ -112,6 +122,17 @@ impl App {
             .endpoints
             .get(class)
             .map_or(0, |e| e.subscribers)
+    }
+
+    /// Makes every upstream call fail (`fail`) or none, and has the active
+    /// users' poll loop poll at once.
+    fn set_outage(&self, fail: bool) {
+        self.demo
+            .upstream
+            .set_fail_rate(if fail { 1.0 } else { 0.0 });
+        self.demo
+            .coordinator
+            .invalidate(&Invalidation::Path("/api/active-users".into()));
     }
 
     /// Changes the active users and pushes the change, as a write would.
@@ -375,6 +396,18 @@ return {
   count: text("active-users-count"),
   cards: Array.from(document.querySelectorAll("#board-events li .card"), (c) => c.textContent),
   endpoints: Array.from(document.querySelectorAll("#stats [data-endpoint]"), (e) => e.dataset.endpoint),
+  usersStale: (document.getElementById("users-panel") || { dataset: {} }).dataset.stale || null,
+  usersBadge: (document.querySelector('#users-panel [data-field="stale"]') || {}).textContent || null,
+  usersError: (document.querySelector('#users-panel [data-field="upstream-error"]') || {}).textContent || null,
+  transportStale: (document.getElementById("transport") || { dataset: {} }).dataset.stale || null,
+  staleFlags: d.stale || {},
+  statsError: d.statsError || null,
+  alerts: Array.from(document.querySelectorAll("#alerts li.alert"), (li) => ({
+    rule: li.dataset.rule,
+    state: li.dataset.state,
+    value: (li.querySelector('[data-field="alert-value"]') || {}).textContent || null,
+  })),
+  statsMessage: (() => { const e = document.getElementById("stats-message"); return e && !e.hidden ? e.textContent : null; })(),
 };
 "##;
 
@@ -426,6 +459,51 @@ impl Page {
 
     fn endpoints(&self) -> usize {
         self.0["endpoints"].as_array().map_or(0, Vec::len)
+    }
+
+    /// Whether the active users' panel shows its value as stale: the
+    /// panel, its badge (`stale · <age>`), the global and the transport
+    /// badge (amber) agree.
+    fn users_stale(&self) -> bool {
+        self.0["usersStale"] == "true"
+            && self.0["usersBadge"]
+                .as_str()
+                .is_some_and(|b| b.starts_with("stale · "))
+            && self.0["staleFlags"]["active-users"] == true
+            && self.0["transportStale"] == "true"
+    }
+
+    /// Whether nothing on the page is marked stale.
+    fn nothing_stale(&self) -> bool {
+        self.0["usersStale"] != "true"
+            && self.0["usersBadge"].is_null()
+            && self.0["transportStale"] != "true"
+    }
+
+    fn users_error(&self) -> &str {
+        self.0["usersError"].as_str().unwrap_or("")
+    }
+
+    /// The alerts listed: rule, state (`firing`, `resolved`) and value.
+    fn alerts(&self) -> Vec<(&str, &str, &str)> {
+        fn field<'a>(a: &'a Value, name: &str) -> &'a str {
+            a[name].as_str().unwrap_or("")
+        }
+        self.0["alerts"].as_array().map_or_else(Vec::new, |alerts| {
+            alerts
+                .iter()
+                .map(|a| (field(a, "rule"), field(a, "state"), field(a, "value")))
+                .collect()
+        })
+    }
+
+    /// Why the stats did not come (`unauthorized`, ...), and the message
+    /// the page shows for it.
+    fn stats_error(&self) -> Option<(&str, &str)> {
+        Some((
+            self.0["statsError"].as_str()?,
+            self.0["statsMessage"].as_str()?,
+        ))
     }
 }
 
@@ -708,20 +786,186 @@ async fn a_screenshot_of_the_dashboard_with_data_is_saved_as_docs_dashboard_png(
         )
         .await;
 
-        let png = browser.screenshot().await;
-        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
-        let size = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().expect("4 bytes"));
-        assert_eq!((size(16), size(20)), SCREENSHOT, "the IHDR size");
-        // Always beside the build; into the docs (a tracked file) only when
-        // asked, so that running CI leaves the checkout clean.
-        let mut paths = vec![PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png")];
-        if std::env::var_os("HERDSMAN_UPDATE_SCREENSHOT").is_some() {
-            paths.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard.png"));
+        save_screenshot(&browser, "dashboard.png").await;
+    })
+    .await;
+}
+
+/// Saves a PNG of the current tab's viewport as `name`: always beside the
+/// build; into the docs (a tracked file) only when asked, so that running
+/// CI leaves the checkout clean.
+async fn save_screenshot(browser: &Browser, name: &str) {
+    let png = browser.screenshot().await;
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
+    let size = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().expect("4 bytes"));
+    assert_eq!((size(16), size(20)), SCREENSHOT, "the IHDR size");
+    let mut paths = vec![PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name)];
+    if std::env::var_os("HERDSMAN_UPDATE_SCREENSHOT").is_some() {
+        paths.push(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../docs")
+                .join(name),
+        );
+    }
+    for path in paths {
+        std::fs::write(&path, &png).unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver"]
+async fn during_an_outage_the_page_keeps_the_last_users_marked_stale() {
+    bounded_by(TEST_DEADLINE, async {
+        let app = App::start().await;
+        let browser = Browser::start().await;
+        let tabs = browser.tabs(&app.url("/"), 2).await;
+        wait_for_pages(
+            &browser,
+            &tabs,
+            "both tabs show the users over SSE",
+            |pages| {
+                pages.iter().all(|p| {
+                    p.shows_users(&FIRST_USERS) && p.transport() == Some("sse") && p.nothing_stale()
+                })
+            },
+        )
+        .await;
+
+        // Over SSE: the failed poll comes as an `upstream-error` event.
+        app.set_outage(true);
+        let pages = wait_for_pages(
+            &browser,
+            &tabs,
+            "both tabs keep the users, marked stale",
+            |pages| {
+                pages
+                    .iter()
+                    .all(|p| p.shows_users(&FIRST_USERS) && p.users_stale())
+            },
+        )
+        .await;
+        for page in &pages {
+            assert!(page.users_error().contains("upstream"), "{page:#?}");
+            assert_eq!(page.transport(), Some("sse"), "the stream itself is fine");
         }
-        for path in paths {
-            std::fs::write(&path, &png)
-                .unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
-        }
+        browser.set_viewport(SCREENSHOT).await;
+        save_screenshot(&browser, "dashboard-outage.png").await;
+
+        // Polling: the answers are the last good value with
+        // `X-Herdsman-Stale`, and the page keeps saying so.
+        app.demo.live.sse_toggle().set(false);
+        wait_for_pages(&browser, &tabs, "both tabs poll, still stale", |pages| {
+            pages.iter().all(|p| {
+                p.transport() == Some("polling") && p.shows_users(&FIRST_USERS) && p.users_stale()
+            })
+        })
+        .await;
+
+        // The upstream recovers: the next good value clears the marks.
+        app.demo.live.sse_toggle().set(true);
+        app.set_outage(false);
+        app.set_users(&["ivy"]);
+        wait_for_pages(&browser, &tabs, "both tabs show fresh users", |pages| {
+            pages
+                .iter()
+                .all(|p| p.shows_users(&["ivy"]) && p.nothing_stale())
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver"]
+async fn without_the_admin_token_the_dashboard_says_where_to_find_it() {
+    bounded_by(TEST_DEADLINE, async {
+        const TOKEN: &str = "a-long-enough-admin-token";
+        let app = App::start_in(Environment::Production, Some(TOKEN)).await;
+        let browser = Browser::start().await;
+        let tabs = browser.tabs(&app.url("/_herdsman/"), 1).await;
+        let pages = wait_for_pages(
+            &browser,
+            &tabs,
+            "the page says the token is missing",
+            |pages| pages[0].stats_error().is_some(),
+        )
+        .await;
+        let (error, message) = pages[0].stats_error().expect("a message");
+        assert_eq!(error, "unauthorized");
+        assert!(message.contains("need the admin token"), "{message}");
+        assert!(message.contains("403"), "{message}");
+        assert!(message.contains("standard error"), "{message}");
+        assert!(message.contains("/_herdsman/#token="), "{message}");
+        assert_eq!(pages[0].stats_updates(), 0);
+
+        // The URL the server prints opens it.
+        browser
+            .goto(&app.url(&format!("/_herdsman/#token={TOKEN}")))
+            .await;
+        wait_for_pages(&browser, &tabs, "the page shows the stats", |pages| {
+            pages[0].stats_error().is_none()
+                && pages[0].stats_updates() >= 3
+                && pages[0].endpoints() >= 3
+        })
+        .await;
+        browser.set_viewport(SCREENSHOT).await;
+        save_screenshot(&browser, "dashboard-admin.png").await;
+
+        // A wrong token is refused, and the page says that instead.
+        browser
+            .goto(&app.url("/_herdsman/#token=not-the-admin-token"))
+            .await;
+        let pages = wait_for_pages(
+            &browser,
+            &tabs,
+            "the page says the token was refused",
+            |pages| {
+                pages[0]
+                    .stats_error()
+                    .is_some_and(|(_, m)| m.contains("was refused"))
+            },
+        )
+        .await;
+        assert_eq!(pages[0].stats_error().map(|e| e.0), Some("unauthorized"));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver"]
+async fn a_resolved_alert_shows_the_value_that_resolved_it() {
+    bounded_by(TEST_DEADLINE, async {
+        // herdsman's own dashboard over stats whose memory alert the test
+        // drives: 1 MB is the threshold, the source is a number it sets.
+        let stats = Stats::builder()
+            .with_rules(AlertRules::none().with_memory_bytes(Some(1_000_000)))
+            .build();
+        let held = Arc::new(AtomicU64::new(2_500_000));
+        let source = held.clone();
+        stats.track_memory("cache", move || source.load(Ordering::SeqCst));
+        let admin = Admin::builder(stats.clone(), Environment::Development, None).router();
+        let server = Server::start_with_connect_info(admin).await;
+        let browser = Browser::start().await;
+        let tabs = browser.tabs(&server.url("/_herdsman/"), 1).await;
+
+        stats.evaluate();
+        wait_for_pages(
+            &browser,
+            &tabs,
+            "the page shows the firing alert",
+            |pages| pages[0].alerts() == [("memory", "firing", "2500000")],
+        )
+        .await;
+
+        held.store(400_000, Ordering::SeqCst);
+        stats.evaluate();
+        wait_for_pages(
+            &browser,
+            &tabs,
+            "the page shows it resolved at 400000",
+            |pages| pages[0].alerts() == [("memory", "resolved", "400000")],
+        )
+        .await;
     })
     .await;
 }

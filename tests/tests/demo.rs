@@ -386,7 +386,11 @@ async fn admin_routes_refuse_callers_without_the_token_in_production() {
     bounded(async {
         let app = App::start(Environment::Production, |_| {}).await;
         let client = client();
-        for path in ["/_herdsman/stats", "/metrics", "/_herdsman/switches"] {
+        for path in [
+            "/_herdsman/stats",
+            "/_herdsman/metrics",
+            "/_herdsman/switches",
+        ] {
             let reply = client.request(get(&app.url(path))).await.unwrap();
             assert_eq!(reply.status(), StatusCode::FORBIDDEN, "{path}");
             let wrong = client

@@ -1,16 +1,29 @@
-// herdsman live dashboard.
+// herdsman dashboard: the admin page's script, and the engine of any page
+// that shows live values over herdsman's SSE and polling routes.
+//
+// The admin page (<prefix>/, by default /_herdsman/) shows the stats, the
+// alerts (firing, and recently resolved with the value that resolved them)
+// and the switches, grouped by class. An application's page adds its own
+// streams: a script of its own, run before this one, sets
+// `window.herdsmanStreams` (see README.md beside this file).
 //
 // The page practises what herdsman preaches: however many tabs are open, the
 // browser holds one SSE connection per stream and polls the stats once. One
 // tab is elected leader (Web Locks, or a BroadcastChannel heartbeat where
 // Web Locks is missing); it alone talks to the server and rebroadcasts every
-// update on BroadcastChannel('herdsman'). The other tabs are followers and
-// render what the leader sends.
+// update on a BroadcastChannel. The other tabs are followers and render what
+// the leader sends.
 //
 // The leader prefers SSE. If a stream errors and does not recover within a
 // few seconds (or the server answers 503 because SSE is switched off), it
 // polls the GET endpoints with If-None-Match instead, and tries SSE again
-// every 15 s, switching back once both streams open.
+// every 15 s, switching back once every stream opens.
+//
+// Trouble shows: a value whose upstream fails stays on the page, marked
+// stale with its age (an `upstream-error` event, an `X-Herdsman-Stale`
+// answer, a 503); the transport badge turns amber while polling or stale;
+// a 401 or 403 from the stats says that the admin token is missing and
+// where to find it.
 //
 // Server data is only ever rendered through textContent, and there are no
 // inline handlers, so the page runs under `Content-Security-Policy:
@@ -18,24 +31,29 @@
 (function () {
   "use strict";
 
-  const BOARD = "demo";
-  const STREAMS = {
-    "active-users": { sse: "/sse/active-users", poll: "/api/active-users" },
-    "board-events": {
-      sse: "/sse/boards/" + BOARD + "/events",
-      poll: "/api/boards/" + BOARD + "/events",
-    },
-  };
-  const STATS_URL = "/_herdsman/stats";
+  // Where the admin routes are: this script is served at
+  // <prefix>/assets/dashboard.js, whatever the prefix.
+  const ADMIN = (function () {
+    const src = document.currentScript && document.currentScript.src;
+    const path = src ? new URL(src, location.href).pathname : "/_herdsman/assets/dashboard.js";
+    return path.replace(/\/assets\/dashboard\.js$/, "");
+  })();
+  const STATS_URL = ADMIN + "/stats";
+
+  // The streams a page shows, set by the page's own script before this one
+  // runs (the admin page has none): name -> { sse, poll, panel, render }.
+  // `render(data)` draws a value (null: none yet); `panel` is the id of
+  // the element that gets the stale badge.
+  const STREAMS = window.herdsmanStreams || {};
 
   // Admin routes need a bearer token in production and docker. Open the
   // page as /#token=<token> once: the token moves to this browser's local
   // storage (every tab of the app, the leader included, needs it) and out
   // of the address bar.
   const TOKEN_KEY = "herdsman-admin-token";
-  (function takeTokenFromFragment() {
+  function takeTokenFromFragment() {
     const match = /(?:^#|&)token=([^&]+)/.exec(location.hash);
-    if (!match) return;
+    if (!match) return false;
     try {
       localStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
     } catch (_) {
@@ -43,7 +61,20 @@
       window.__herdsmanToken = decodeURIComponent(match[1]);
     }
     history.replaceState(null, "", location.pathname + location.search);
-  })();
+    return true;
+  }
+  takeTokenFromFragment();
+  // A token URL opened in a tab already on the page changes only the
+  // fragment: take it, and ask for the stats again at once.
+  window.addEventListener("hashchange", () => {
+    if (takeTokenFromFragment()) requestRefresh();
+  });
+  function hasToken() {
+    try {
+      if (localStorage.getItem(TOKEN_KEY)) return true;
+    } catch (_) {}
+    return Boolean(window.__herdsmanToken);
+  }
   function adminHeaders(extra) {
     const headers = Object.assign({}, extra || {});
     let token = window.__herdsmanToken;
@@ -61,25 +92,29 @@
   const LEADER_TIMEOUT_MS = 3000;
   const CLAIM_WAIT_MS = 400;
   const HISTORY_POINTS = 60;
-  const LOCK_NAME = "herdsman-sse-leader";
+  // One election per page (the admin page and an app's page on the same
+  // origin each have their own leader).
+  const LOCK_NAME = "herdsman-sse-leader:" + location.pathname;
 
   // What the browser tests read. Mutated in place, never replaced.
   const exposed = {
     role: "follower",
     transport: "connecting",
-    updates: 0, // active-users and board-events renders
+    updates: 0, // renders of the page's streams
     statsUpdates: 0,
     election: "none",
+    stale: {}, // stream -> true while its value is stale
+    statsError: null, // "unauthorized", "unreachable", a status, or null
   };
   window.herdsmanDashboard = exposed;
 
   const $ = (id) => document.getElementById(id);
-  const channel = "BroadcastChannel" in window ? new BroadcastChannel("herdsman") : null;
+  const channel = "BroadcastChannel" in window ? new BroadcastChannel("herdsman:" + location.pathname) : null;
   const tabId = Date.now().toString(36) + "-" + Math.random().toString(36).slice(2, 10);
 
   // Latest state, in every tab; the leader hands it to new followers.
   const state = {
-    streams: { "active-users": null, "board-events": null }, // { version, data }
+    streams: {}, // stream -> { version, data, at (ms, when it arrived), stale }
     stats: null,
     history: {}, // endpoint -> [{ requests, upstream }] per stats refresh
     totals: {}, // endpoint -> last seen counters, to turn totals into deltas
@@ -101,48 +136,106 @@
   function setTransport(transport) {
     exposed.transport = transport;
     const el = $("transport");
-    el.textContent = transport;
-    el.dataset.state = transport;
+    if (el) {
+      el.textContent = transport;
+      el.dataset.state = transport;
+    }
     if (exposed.role === "leader") post({ type: "transport", transport });
+  }
+
+  // The transport badge is amber while polling or while any value is stale.
+  function showStaleness() {
+    const el = $("transport");
+    if (el) el.dataset.stale = String(Object.values(exposed.stale).some(Boolean));
   }
 
   // ------------------------------------------------------------- rendering
 
-  function applyStream(stream, version, data) {
+  // A new value of `stream`: drawn, and no longer stale unless `stale`
+  // (a polled answer marked X-Herdsman-Stale). Returns whether it was news.
+  function applyStream(stream, version, data, stale, at) {
+    const config = STREAMS[stream];
+    if (!config) return false;
     const current = state.streams[stream];
-    // Versions only ever differ for new data; a restarted server may count
-    // from 1 again, so any difference is news.
-    if (current && current.version === version) return false;
-    state.streams[stream] = { version, data };
-    if (stream === "active-users") renderActiveUsers(data);
-    else renderBoardEvents(data);
+    const same = current && (current.version === version || JSON.stringify(current.data) === JSON.stringify(data));
+    if (same) {
+      // The same value again: its age runs on from when it first came.
+      setStale(stream, stale ? current.stale || { reason: "the upstream is failing" } : null);
+      return false;
+    }
+    state.streams[stream] = { version, data, at: at || Date.now(), stale: null };
+    config.render(data);
     exposed.updates += 1;
+    setStale(stream, stale ? { reason: "the upstream is failing" } : null);
     return true;
   }
 
-  function renderActiveUsers(data) {
-    const users = Array.isArray(data && data.users) ? data.users : [];
-    const count = data && Number.isFinite(data.count) ? data.count : users.length;
-    $("active-users-count").textContent = String(count);
-    $("active-users-list").replaceChildren(
-      ...users.map((name) => el("li", "chip", String(name)))
-    );
+  // Marks `stream` stale (`stale`: { reason, retryAfter }) or fresh (null).
+  // The last good value stays on the page, with a badge and its age; with
+  // no value yet the page says what is wrong instead of drawing an empty
+  // one.
+  function setStale(stream, stale) {
+    const config = STREAMS[stream];
+    if (!config) return;
+    const current = state.streams[stream] || (state.streams[stream] = { version: null, data: null, at: 0, stale: null });
+    current.stale = stale;
+    exposed.stale[stream] = Boolean(stale);
+    showStaleness();
+    drawStale(stream);
   }
 
-  function renderBoardEvents(events) {
-    const list = Array.isArray(events) ? events.slice() : [];
-    list.sort((a, b) => (b.id || 0) - (a.id || 0));
-    $("board-events").replaceChildren(
-      ...list.slice(0, 50).map((event) => {
-        const li = el("li");
-        li.append(
-          el("span", "card", String(event.card)),
-          el("span", "action action-" + String(event.action), String(event.action)),
-          timeElement(event.at)
-        );
-        return li;
-      })
-    );
+  function drawStale(stream) {
+    const current = state.streams[stream];
+    const panel = $(STREAMS[stream].panel);
+    if (!panel || !current) return;
+    let badge = panel.querySelector('[data-field="stale"]');
+    let why = panel.querySelector('[data-field="upstream-error"]');
+    if (!current.stale) {
+      panel.dataset.stale = "false";
+      if (badge) badge.remove();
+      if (why) why.remove();
+      return;
+    }
+    panel.dataset.stale = "true";
+    if (!badge) {
+      badge = el("span", "badge stale-badge");
+      badge.dataset.field = "stale";
+      (panel.querySelector("h2") || panel).append(" ", badge);
+    }
+    if (!why) {
+      why = el("p", "stream-error");
+      why.dataset.field = "upstream-error";
+      why.setAttribute("role", "status");
+      const heading = panel.querySelector("h2");
+      if (heading) heading.after(why);
+      else panel.prepend(why);
+    }
+    const age = current.at ? Math.max(0, Math.round((Date.now() - current.at) / 1000)) : null;
+    badge.textContent = age === null ? "no data" : "stale · " + formatAge(age);
+    let text = current.at ? "Showing the last good value: " : "No value yet: ";
+    text += current.stale.reason;
+    if (current.stale.retryAfter > 0) text += "; next try in " + current.stale.retryAfter + " s";
+    why.textContent = text + ".";
+  }
+
+  function formatAge(seconds) {
+    if (seconds < 60) return seconds + " s";
+    if (seconds < 3600) return Math.floor(seconds / 60) + " min " + (seconds % 60) + " s";
+    return Math.floor(seconds / 3600) + " h " + Math.floor((seconds % 3600) / 60) + " min";
+  }
+
+  // Ages count on between updates.
+  setInterval(() => {
+    for (const stream of Object.keys(state.streams)) {
+      if (state.streams[stream].stale) drawStale(stream);
+    }
+  }, 1000);
+
+  // What an `upstream-error` event or a failed poll says.
+  function failureReason(status, error) {
+    if (status) return "the upstream answered " + status;
+    if (error) return "the upstream failed (" + error + ")";
+    return "the upstream is failing";
   }
 
   function timeElement(at) {
@@ -185,10 +278,44 @@
     if (fresh) recordHistory(stats);
     state.stats = stats;
     exposed.statsUpdates += 1;
-    $("environment").textContent = String(stats.environment || "unknown");
-    renderEndpoints(stats.endpoints || {});
-    renderAlerts(Array.isArray(stats.alerts) ? stats.alerts : []);
-    renderSwitches(Array.isArray(stats.switches) ? stats.switches : []);
+    if ($("environment")) $("environment").textContent = String(stats.environment || "unknown");
+    if ($("stats")) renderEndpoints(stats.endpoints || {});
+    if ($("alerts")) {
+      renderAlerts(
+        Array.isArray(stats.alerts) ? stats.alerts : [],
+        Array.isArray(stats.resolved_alerts) ? stats.resolved_alerts : []
+      );
+    }
+    if ($("switches")) renderSwitches(Array.isArray(stats.switches) ? stats.switches : []);
+  }
+
+  // Why the stats did not come: "unauthorized" (401 or 403: the admin
+  // token is missing or wrong), "unreachable", another status, or null.
+  function setStatsError(error) {
+    exposed.statsError = error;
+    const box = $("stats-message");
+    if (!box) return;
+    if (!error) {
+      box.hidden = true;
+      box.replaceChildren();
+      return;
+    }
+    box.hidden = false;
+    box.dataset.error = error;
+    if (error === "unauthorized") {
+      const fix = el("p", null, "To fix it, open the dashboard URL the server printed on its standard error when it started: ");
+      fix.append(el("code", null, location.origin + ADMIN + "/#token=…"), ". With a token configured (HERDSMAN__ADMIN__TOKEN), open ");
+      fix.append(el("code", null, ADMIN + "/#token=<token>"), " once; the browser keeps it for every tab.");
+      box.replaceChildren(
+        el("strong", null, hasToken() ? "The admin token was refused." : "The stats need the admin token."),
+        el("p", null, "The server answered " + (state.statsStatus || 403) + " to " + STATS_URL + "."),
+        fix
+      );
+    } else if (error === "unreachable") {
+      box.replaceChildren(el("strong", null, "The server is unreachable."), el("p", null, "The numbers below are the last ones received."));
+    } else {
+      box.replaceChildren(el("strong", null, "The stats answered " + error + "."), el("p", null, "The numbers below are the last ones received."));
+    }
   }
 
   function percent(ratio) {
@@ -240,13 +367,48 @@
     addFact(facts, "hit-ratio", "Cache hit ratio", percent(hitRatio));
     addFact(facts, "p99", "Latency p99", p99 === null ? "–" : p99.toFixed(1) + " ms");
     addFact(facts, "subscribers", "Subscribers", String(e.subscribers || 0));
-    addFact(facts, "saved-cache-hits", "Saved: cache", String(savedBy.cache));
-    addFact(facts, "saved-coalesced", "Saved: coalesced", String(savedBy.coalesced));
-    addFact(facts, "saved-poll-loop", "Saved: poll loop", String(savedBy.loop));
-    addFact(facts, "forwarded", "Forwarded", String(e.forwarded || 0));
     addFact(facts, "errors", "Errors / rejected", (e.errors || 0) + " / " + (e.rejected || 0));
-    card.append(head, saved, facts);
+    const rest = { forwarded: e.forwarded || 0, inFlight: e.in_flight || 0 };
+    card.append(head, saved, breakdown(requests, savedBy, rest), facts);
     return card;
+  }
+
+  // The saving's parts as one bar and one sum: cache hits + coalesced
+  // calls + shared-poll answers = saved; with forwarded and in flight,
+  // the client requests.
+  function breakdown(requests, savedBy, rest) {
+    const box = el("div", "breakdown");
+    const bar = el("div", "breakdown-bar");
+    bar.setAttribute("aria-hidden", "true");
+    const segments = [
+      ["cache", savedBy.cache],
+      ["coalesced", savedBy.coalesced],
+      ["loop", savedBy.loop],
+      ["forwarded", rest.forwarded + rest.inFlight],
+    ];
+    for (const [kind, n] of segments) {
+      if (requests > 0 && n > 0) {
+        const segment = el("span", "segment segment-" + kind);
+        segment.style.flexGrow = String(n);
+        bar.append(segment);
+      }
+    }
+    const sum = el("p", "breakdown-sum");
+    const part = (name, kind, label, n) => {
+      const span = el("span", "part part-" + kind);
+      span.append(field("span", name, String(n), "part-value"), " " + label);
+      return span;
+    };
+    sum.append(
+      part("saved-cache-hits", "cache", "cache hits", savedBy.cache), " + ",
+      part("saved-coalesced", "coalesced", "coalesced", savedBy.coalesced), " + ",
+      part("saved-poll-loop", "loop", "shared poll", savedBy.loop), " + ",
+      part("forwarded", "forwarded", "forwarded", rest.forwarded)
+    );
+    if (rest.inFlight > 0) sum.append(" + ", part("in-flight", "forwarded", "in flight", rest.inFlight));
+    sum.append(" = ", field("span", "parts-total", String(savedBy.cache + savedBy.coalesced + savedBy.loop + rest.forwarded + rest.inFlight), "part-value"), " requests");
+    box.append(bar, sum);
+    return box;
   }
 
   function field(tag, name, text, className) {
@@ -300,49 +462,106 @@
     return svg;
   }
 
-  function renderAlerts(alerts) {
+  function renderAlerts(alerts, resolved) {
     const list = $("alerts");
-    if (alerts.length === 0) {
+    if (alerts.length === 0 && resolved.length === 0) {
       list.replaceChildren(el("li", "empty", "No active alerts."));
       return;
     }
-    list.replaceChildren(
-      ...alerts.map((a) => {
-        const li = el("li", "alert");
-        li.dataset.rule = String(a.rule);
-        const head = el("p", "alert-head");
-        head.append(el("strong", null, String(a.rule)), el("span", "alert-endpoint", String(a.endpoint || "")), timeElement(a.since));
-        li.append(head, el("p", "alert-message", String(a.message || "")));
-        return li;
-      })
-    );
+    const item = (a, done) => {
+      const li = el("li", done ? "alert resolved" : "alert");
+      li.dataset.rule = String(a.rule);
+      li.dataset.state = done ? "resolved" : "firing";
+      const head = el("p", "alert-head");
+      head.append(el("strong", null, String(a.rule)), el("span", "alert-endpoint", String(a.endpoint || "")), timeElement(a.since));
+      li.append(head, el("p", "alert-message", String(a.message || "")));
+      const value = Number.isFinite(a.value) ? formatValue(a.value) : "–";
+      const threshold = Number.isFinite(a.threshold) ? formatValue(a.threshold) : "–";
+      const detail = el("p", "alert-value");
+      detail.append(
+        done ? "Resolved at " : "Value ",
+        field("span", "alert-value", value),
+        " (threshold " + threshold + ")"
+      );
+      if (done && a.resolved_at) detail.append(", ", timeElement(a.resolved_at));
+      li.append(detail);
+      return li;
+    };
+    const items = alerts.map((a) => item(a, false)).concat(resolved.map((a) => item(a, true)));
+    if (alerts.length === 0) items.unshift(el("li", "empty", "No active alerts."));
+    list.replaceChildren(...items);
   }
 
-  // Toggles are kept across renders so focus and pending state survive.
+  function formatValue(v) {
+    return Number.isInteger(v) ? String(v) : v.toFixed(v < 1 ? 3 : 1);
+  }
+
+  // Switches grouped by class in one table: a row per class, a column per
+  // layer; the stack and the integration's own toggles (`sse`) on a row of
+  // their own. Toggles are kept across renders so focus and pending state
+  // survive.
+  const LAYERS = ["cache", "dedup", "breaker", "limit", "registry", "stats"];
+
   function renderSwitches(switches) {
-    const list = $("switches");
-    const seen = new Set();
+    const root = $("switches");
+    let table = root.querySelector("table");
+    const classes = new Set();
+    const general = [];
     for (const s of switches) {
       const name = String(s.name);
-      seen.add(name);
-      let input = list.querySelector('input[data-switch="' + CSS.escape(name) + '"]');
-      if (!input) {
-        const li = el("li");
-        const label = el("label", "switch");
-        input = el("input");
-        input.type = "checkbox";
-        input.setAttribute("role", "switch");
-        input.dataset.switch = name;
-        input.addEventListener("change", () => flipSwitch(input));
-        label.append(input, el("span", "switch-name", name));
-        li.append(label);
-        list.append(li);
+      const dot = name.indexOf(".");
+      if (dot > 0 && LAYERS.includes(name.slice(0, dot))) classes.add(name.slice(dot + 1));
+      else general.push(name);
+    }
+    const layout = JSON.stringify([[...classes].sort(), general]);
+    if (!table || table.dataset.layout !== layout) {
+      table = el("table", "switch-table");
+      table.dataset.layout = layout;
+      const head = el("tr");
+      head.append(el("th", null, "class"), ...LAYERS.map((l) => el("th", null, l)));
+      const thead = el("thead");
+      thead.append(head);
+      const body = el("tbody");
+      if (general.length > 0) {
+        const row = el("tr", "general");
+        const cell = el("td");
+        cell.colSpan = LAYERS.length + 1;
+        for (const name of general) cell.append(toggle(name, name));
+        row.append(cell);
+        body.append(row);
       }
-      if (!input.dataset.pending) input.checked = Boolean(s.enabled);
+      for (const cls of [...classes].sort()) {
+        const row = el("tr");
+        row.dataset.class = cls;
+        row.append(el("th", "class-name", cls));
+        for (const layer of LAYERS) {
+          const cell = el("td");
+          if (switches.some((s) => s.name === layer + "." + cls)) cell.append(toggle(layer + "." + cls, null));
+          row.append(cell);
+        }
+        body.append(row);
+      }
+      table.append(thead, body);
+      root.replaceChildren(table);
     }
-    for (const input of list.querySelectorAll("input[data-switch]")) {
-      if (!seen.has(input.dataset.switch)) input.closest("li").remove();
+    for (const s of switches) {
+      const input = root.querySelector('input[data-switch="' + CSS.escape(String(s.name)) + '"]');
+      if (input && !input.dataset.pending) input.checked = Boolean(s.enabled);
     }
+  }
+
+  function toggle(name, label) {
+    const wrap = el("label", "switch");
+    const input = el("input");
+    input.type = "checkbox";
+    input.setAttribute("role", "switch");
+    input.setAttribute("aria-label", name);
+    input.title = name;
+    input.dataset.switch = name;
+    input.addEventListener("change", () => flipSwitch(input));
+    wrap.append(input);
+    if (label) wrap.append(el("span", "switch-name", label));
+    return wrap;
   }
 
   async function flipSwitch(input) {
@@ -353,7 +572,7 @@
     input.disabled = true;
     message.className = "message";
     try {
-      const response = await fetch("/_herdsman/switches/" + encodeURIComponent(name), {
+      const response = await fetch(ADMIN + "/switches/" + encodeURIComponent(name), {
         method: "POST",
         headers: adminHeaders({ "Content-Type": "application/json" }),
         body: JSON.stringify({ enabled }),
@@ -364,8 +583,8 @@
         input.checked = !enabled;
         message.className = "message error";
         message.textContent =
-          response.status === 403
-            ? "Could not switch " + name + ": admin token required (open the page as /#token=<token>)."
+          response.status === 401 || response.status === 403
+            ? "Could not switch " + name + ": admin token required (open the page as " + ADMIN + "/#token=<token>)."
             : "Could not switch " + name + ": the server answered " + response.status + ".";
       }
     } catch (_) {
@@ -385,28 +604,8 @@
     else post({ type: "refresh" });
   }
 
-  $("card-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const input = $("card-name");
-    const message = $("card-message");
-    const card = input.value.trim();
-    if (!card) return;
-    message.className = "message";
-    try {
-      const response = await fetch("/api/boards/" + BOARD + "/cards", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ card, action: "added" }),
-      });
-      if (!response.ok) throw new Error("the server answered " + response.status);
-      input.value = "";
-      message.textContent = "Added “" + card + "”.";
-    } catch (error) {
-      message.className = "message error";
-      message.textContent = "Could not add the card: " + (error.message || "the server is unreachable") + ".";
-    }
-    requestRefresh();
-  });
+  // A page's own script (a write of its own) asks for a refresh here.
+  exposed.refresh = requestRefresh;
 
   // ----------------------------------------------------------- the leader
 
@@ -423,8 +622,15 @@
     const etags = {};
     let pollMs = DEFAULT_POLL_MS;
 
-    function publishStream(stream, version, data) {
-      if (applyStream(stream, version, data)) post({ type: "update", stream, version, data });
+    function publishStream(stream, version, data, stale) {
+      const at = Date.now();
+      applyStream(stream, version, data, stale, at);
+      post({ type: "update", stream, version, data, stale, at });
+    }
+
+    function publishStale(stream, stale) {
+      setStale(stream, stale);
+      post({ type: "stale", stream, stale });
     }
 
     // -- SSE
@@ -446,8 +652,16 @@
           } catch (_) {
             return;
           }
-          publishStream(stream, event.lastEventId, data);
+          publishStream(stream, event.lastEventId, data, false);
         };
+        // A failed poll: the stream goes on, the value shown is stale.
+        source.addEventListener("upstream-error", (event) => {
+          let failure = {};
+          try {
+            failure = JSON.parse(event.data) || {};
+          } catch (_) {}
+          publishStale(stream, { reason: failureReason(failure.status, failure.error), retryAfter: Number(failure.retry_after) || 0 });
+        });
         source.onerror = () => {
           opened[stream] = false;
           // CLOSED means the browser gave up (a 503, a wrong content type):
@@ -513,15 +727,20 @@
         if (interval > 0) wait = pollMs = interval;
         if (response.status === 200) {
           const etag = response.headers.get("ETag");
+          const stale = response.headers.get("X-Herdsman-Stale") === "1";
           const data = await response.json();
           if (etag) etags[stream] = etag;
-          publishStream(stream, versionOf(etag), data);
-        } else if (response.status !== 304) {
+          publishStream(stream, versionOf(etag), data, stale);
+        } else if (response.status === 304) {
+          if (state.streams[stream] && state.streams[stream].stale) publishStale(stream, null);
+        } else {
           const after = Number(response.headers.get("Retry-After"));
           if (after > 0) wait = Math.max(wait, after * 1000);
+          publishStale(stream, { reason: failureReason(response.status), retryAfter: after > 0 ? after : 0 });
         }
       } catch (_) {
         // Unreachable server: try again on the next tick.
+        if (exposed.transport === "polling") publishStale(stream, { reason: "the server is unreachable", retryAfter: 0 });
       }
       // A stream switched back to SSE meanwhile must not start polling again.
       if (running && exposed.transport === "polling" && pollTimers[stream] === 0) {
@@ -537,15 +756,25 @@
 
     async function pollStats() {
       clearTimeout(statsTimer);
+      let error = null;
       try {
         const response = await fetch(STATS_URL, { cache: "no-store", headers: adminHeaders() });
-        if (!response.ok) throw new Error(String(response.status));
-        const stats = await response.json();
-        applyStats(stats, true);
-        post({ type: "stats", stats, history: state.history });
+        if (response.status === 401 || response.status === 403) {
+          state.statsStatus = response.status;
+          error = "unauthorized";
+        } else if (!response.ok) {
+          error = String(response.status);
+        } else {
+          const stats = await response.json();
+          applyStats(stats, true);
+          post({ type: "stats", stats, history: state.history });
+        }
       } catch (_) {
         // The next tick tries again; the panel keeps the last good numbers.
+        error = "unreachable";
       }
+      setStatsError(error);
+      post({ type: "stats-error", error, status: state.statsStatus });
       if (running) statsTimer = setTimeout(pollStats, STATS_EVERY_MS);
     }
 
@@ -554,8 +783,12 @@
         if (running) return;
         running = true;
         setRole("leader");
-        setTransport("connecting");
-        openSse();
+        if (Object.keys(STREAMS).length > 0) {
+          setTransport("connecting");
+          openSse();
+        } else {
+          setTransport("none");
+        }
         pollStats();
       },
       stop() {
@@ -577,7 +810,15 @@
   // ------------------------------------------------------------- messages
 
   function snapshot() {
-    return { type: "state", streams: state.streams, stats: state.stats, history: state.history, transport: exposed.transport };
+    return {
+      type: "state",
+      streams: state.streams,
+      stats: state.stats,
+      history: state.history,
+      transport: exposed.transport,
+      statsError: exposed.statsError,
+      statsStatus: state.statsStatus,
+    };
   }
 
   function onMessage(message) {
@@ -588,14 +829,26 @@
       case "state":
         if (exposed.role === "leader") break;
         for (const [stream, value] of Object.entries(message.streams || {})) {
-          if (value) applyStream(stream, value.version, value.data);
+          if (!value) continue;
+          if (value.version !== null) applyStream(stream, value.version, value.data, false, value.at);
+          setStale(stream, value.stale);
         }
         if (message.history) state.history = message.history;
         if (message.stats) applyStats(message.stats, false);
+        state.statsStatus = message.statsStatus;
+        setStatsError(message.statsError || null);
         if (message.transport) setTransport(message.transport);
         break;
       case "update":
-        if (exposed.role !== "leader") applyStream(message.stream, message.version, message.data);
+        if (exposed.role !== "leader") applyStream(message.stream, message.version, message.data, message.stale, message.at);
+        break;
+      case "stale":
+        if (exposed.role !== "leader") setStale(message.stream, message.stale);
+        break;
+      case "stats-error":
+        if (exposed.role === "leader") break;
+        state.statsStatus = message.status;
+        setStatsError(message.error);
         break;
       case "stats":
         if (exposed.role === "leader") break;
@@ -672,7 +925,13 @@
   }
 
   setRole("follower");
-  renderAlerts([]);
+  if ($("alerts")) renderAlerts([], []);
+  // Nothing yet: each stream's panel says so rather than draw an empty
+  // value ("0 online") as if it were news.
+  for (const [stream, config] of Object.entries(STREAMS)) {
+    config.render(null);
+    state.streams[stream] = { version: null, data: null, at: 0, stale: null };
+  }
   if (channel) {
     channel.addEventListener("message", ({ data }) => onMessage(data));
     window.addEventListener("pagehide", () => {

@@ -13,10 +13,15 @@
 //!   registry, 429 + `Retry-After` for a rate limit or a caller's or an
 //!   address's budget of keys or streams, 414 for a key too long, 413,
 //!   504).
-//! - [`Admin`]: the operator routes — the stats JSON, Prometheus text, the
-//!   switches, and the live dashboard page — behind [`AdminAccess`] (a
-//!   bearer token in production and docker, loopback only in development
-//!   and test).
+//! - [`Live::routes`]: the router helper, a resource's polling and SSE
+//!   routes in one call.
+//! - [`Admin`]: the operator routes under one prefix (`/_herdsman` by
+//!   default, never `/`) — the stats JSON, Prometheus text, the switches,
+//!   and a dashboard of stats, alerts and switches that knows no
+//!   application route — behind [`AdminAccess`] (a bearer token in
+//!   production and docker, loopback only in development and test). Its
+//!   script is also the engine of an application's own live page
+//!   (`assets/README.md`).
 //!
 //! - [`Server`] ([`serve`]): serves an app over HTTP/1 and HTTP/2 with a
 //!   deadline for each thing a client must send (request head, request
@@ -27,6 +32,42 @@
 //!
 //! `docs/HTTP.md` in the repository lists every route, header and status
 //! code; `examples/active-users` puts it all together.
+//!
+//! # Examples
+//!
+//! An app's handler behind the Coordinator's stack, with SSE and polling
+//! for its route ([`Live::routes`]) and the admin routes under
+//! `/_herdsman` ([`Admin`]): however many tabs poll or stream
+//! `/api/active-users`, the handler runs once per poll interval.
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use herdsman::{config::{Config, Environment}, Coordinator};
+//! use herdsman_axum::{Admin, Live};
+//! use tower::Layer;
+//!
+//! async fn active_users() -> &'static str {
+//!     r#"{"users": ["ann", "bob"]}"#
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let env = Environment::detect()?;
+//! let coordinator = Coordinator::builder().environment(env).config(Config::load(env)?).build()?;
+//! let handlers = Router::new().route("/api/active-users", get(active_users));
+//! let stack = coordinator.layer().layer(handlers);
+//! let live = Live::new(move |req| stack.subscribe(req))
+//!     .with_stats(coordinator.stats().clone(), coordinator.config().path_classes());
+//! let admin = Admin::builder(coordinator.stats().clone(), env, None)
+//!     .with_switches(coordinator.switches().clone());
+//! let app: Router = Router::new()
+//!     .merge(live.routes("/api/active-users", "/sse/active-users"))
+//!     .merge(admin.router());
+//! // herdsman_axum::Server::default().serve(listener, app).await?;
+//! # let _ = app;
+//! # Ok(())
+//! # }
+//! ```
 
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
@@ -36,6 +77,7 @@ mod admin;
 mod error;
 mod live;
 mod poll;
+mod router;
 mod routes;
 pub mod serve;
 mod sse;

@@ -9,14 +9,14 @@ use axum::{
     extract::{Path, State},
     http::{header, HeaderValue, StatusCode},
     middleware,
-    response::{IntoResponse, Response},
+    response::{IntoResponse, Redirect, Response},
     routing::{get, post},
     Json, Router,
 };
 use herdsman::{
     class::Class,
     config::Environment,
-    stats::Stats,
+    stats::{describe_metrics, Stats},
     switch::{LayerName, Switches},
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -72,13 +72,18 @@ impl fmt::Debug for Toggle {
     }
 }
 
-/// The process's Prometheus recorder, installed on first use. `None` if
-/// another `metrics` recorder was installed first.
+/// The process's Prometheus recorder, installed on first use, with every
+/// herdsman metric described ([`describe_metrics`]: a `# HELP` and a
+/// `# TYPE` line for each). `None` if another `metrics` recorder was
+/// installed first.
 pub fn prometheus() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
-            Ok(handle) => Some(handle),
+            Ok(handle) => {
+                describe_metrics();
+                Some(handle)
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "herdsman: Prometheus recorder not installed; /metrics is empty");
                 None
@@ -87,16 +92,22 @@ pub fn prometheus() -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// The operator routes, behind [`AdminAccess`] (except the dashboard page
-/// itself, which holds no data):
+/// The operator routes, all under one prefix ([`Admin::DEFAULT_PREFIX`],
+/// `/_herdsman`, unless [`AdminBuilder::with_prefix`] sets another), behind
+/// [`AdminAccess`] (except the dashboard page and its assets, which hold no
+/// data):
 ///
 /// | route | answer |
 /// |-------|--------|
 /// | `GET /_herdsman/stats` | the stats document ([`stats_document`]) |
-/// | `GET /metrics` | Prometheus text exposition |
+/// | `GET /_herdsman/metrics` | Prometheus text exposition, a `# HELP` and a `# TYPE` line for every metric |
 /// | `GET /_herdsman/switches` | every switch: `[{"name", "enabled"}]` |
 /// | `POST /_herdsman/switches/{name}` | body `{"enabled": bool}`; 404 for an unknown name |
-/// | `GET /`, `GET /assets/dashboard.{js,css}` | the live dashboard |
+/// | `GET /_herdsman/` | the dashboard: stats, alerts and switches (`GET /_herdsman` redirects there) |
+/// | `GET /_herdsman/assets/dashboard.{js,css}` | its script and style, which an application's own page may include too (`crates/herdsman-axum/assets/README.md`) |
+///
+/// Nothing is mounted outside the prefix, so the router merges into an
+/// application that has its own `/`.
 ///
 /// Switch names: `stack` (the whole stack), `<layer>.<class>` (such as
 /// `cache.active-users`), and each [`Toggle`] added.
@@ -106,6 +117,7 @@ pub struct Admin {
 }
 
 struct AdminInner {
+    prefix: String,
     stats: Stats,
     environment: Environment,
     switches: Option<Switches>,
@@ -116,10 +128,15 @@ struct AdminInner {
 }
 
 impl Admin {
+    /// Where the admin routes are mounted unless
+    /// [`AdminBuilder::with_prefix`] says otherwise.
+    pub const DEFAULT_PREFIX: &'static str = "/_herdsman";
+
     /// Routes over `stats`, guarded by the environment's rule with `token`.
     pub fn builder(stats: Stats, environment: Environment, token: Option<&str>) -> AdminBuilder {
         AdminBuilder {
             inner: AdminInner {
+                prefix: Admin::DEFAULT_PREFIX.to_owned(),
                 stats,
                 environment,
                 switches: None,
@@ -200,6 +217,27 @@ impl AdminBuilder {
         self
     }
 
+    /// Mounts the admin routes under `prefix` instead of
+    /// [`Admin::DEFAULT_PREFIX`]: a path such as `/ops/herdsman`, without a
+    /// trailing slash.
+    ///
+    /// # Panics
+    ///
+    /// If `prefix` does not start with `/`, ends with `/` (the root `/`
+    /// included: admin routes never live at the root) or holds a `{`,
+    /// `}`, `?` or `#`.
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
+        assert!(
+            prefix.starts_with('/')
+                && !prefix.ends_with('/')
+                && !prefix.contains(['{', '}', '?', '#']),
+            "an admin prefix is a path like /_herdsman, not {prefix:?}"
+        );
+        self.inner.prefix = prefix;
+        self
+    }
+
     /// Replaces the access rule.
     pub fn with_access(mut self, access: AdminAccess) -> Self {
         self.inner.access = access;
@@ -208,30 +246,33 @@ impl AdminBuilder {
 
     /// The routes, ready to merge into an application's router.
     pub fn router<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
+        let p = self.inner.prefix.clone();
         let admin = Admin {
             inner: Arc::new(self.inner),
         };
         let guarded = Router::new()
-            .route("/_herdsman/stats", get(stats))
-            .route("/metrics", get(metrics_text))
-            .route("/_herdsman/switches", get(switches))
-            .route("/_herdsman/switches/{name}", post(flip))
+            .route(&format!("{p}/stats"), get(stats))
+            .route(&format!("{p}/metrics"), get(metrics_text))
+            .route(&format!("{p}/switches"), get(switches))
+            .route(&format!("{p}/switches/{{name}}"), post(flip))
             .route_layer(middleware::from_fn_with_state(
                 admin.inner.access.clone(),
                 require_admin,
             ))
             .with_state(admin);
+        let page = format!("{p}/");
         Router::new()
+            .route(&p, get(move || async move { Redirect::permanent(&page) }))
             .route(
-                "/",
+                &format!("{p}/"),
                 get(|| async { asset(DASHBOARD_HTML, "text/html; charset=utf-8") }),
             )
             .route(
-                "/assets/dashboard.js",
+                &format!("{p}/assets/dashboard.js"),
                 get(|| async { asset(DASHBOARD_JS, "text/javascript; charset=utf-8") }),
             )
             .route(
-                "/assets/dashboard.css",
+                &format!("{p}/assets/dashboard.css"),
                 get(|| async { asset(DASHBOARD_CSS, "text/css; charset=utf-8") }),
             )
             .merge(guarded)
@@ -241,6 +282,7 @@ impl AdminBuilder {
 impl fmt::Debug for Admin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Admin")
+            .field("prefix", &self.inner.prefix)
             .field("environment", &self.inner.environment)
             .field("access", &self.inner.access)
             .finish_non_exhaustive()
@@ -255,7 +297,13 @@ impl fmt::Debug for AdminBuilder {
 
 async fn stats(State(admin): State<Admin>) -> Response {
     let snapshot = admin.inner.stats.snapshot();
-    let mut doc = stats_document(admin.inner.environment, &snapshot, admin.switch_list());
+    let resolved = admin.inner.stats.resolved_alerts();
+    let mut doc = stats_document(
+        admin.inner.environment,
+        &snapshot,
+        &resolved,
+        admin.switch_list(),
+    );
     if let Some(doc) = doc.as_object_mut() {
         for (name, value) in &admin.inner.fields {
             if !doc.contains_key(name) {

@@ -1,6 +1,9 @@
 //! The stats JSON the dashboard draws.
 
-use herdsman::{config::Environment, stats::Snapshot};
+use herdsman::{
+    config::Environment,
+    stats::{ResolvedAlert, Snapshot},
+};
 use serde_json::{json, Map, Value};
 
 /// The `GET /_herdsman/stats` document:
@@ -12,7 +15,10 @@ use serde_json::{json, Map, Value};
 ///    "in_flight": 0, "polls": 0, "cache_hits": 0, "cache_backend_hits": 0,
 ///    "cache_misses": 0, "stale_served": 0, "coalesced": 0, "errors": 0, "rejected": 0, "breaker": "closed", "subscribers": 0,
 ///    "latency_ms": {"p50": 0.0, "p99": 0.0}, ...}},
-///  "alerts": [{"rule": "...", "endpoint": "...", "since": "...", "message": "..."}],
+///  "alerts": [{"rule": "...", "endpoint": "...", "since": "...", "message": "...",
+///    "value": 0.0, "threshold": 0.0}],
+///  "resolved_alerts": [{"rule": "...", "endpoint": "...", "since": "...", "message": "...",
+///    "value": 0.0, "threshold": 0.0, "resolved_at": "..."}],
 ///  "switches": [{"name": "stack", "enabled": true}, ...],
 ///  "snapshot": { the full stats::Snapshot }}
 /// ```
@@ -24,11 +30,16 @@ use serde_json::{json, Map, Value};
 /// open by an operator shows as `open`; one switched off, or disabled by
 /// hand, as `off`; one that never reported as `closed`). `upstream_calls`
 /// counts calls that reached the upstream handler. Every configured class is
-/// listed, at zero before its first request. The full [`Snapshot`] rides
-/// along under `snapshot`.
+/// listed, at zero before its first request. An alert's `value` is the one
+/// that crossed its `threshold`; a resolved alert's (the last
+/// [`RESOLVED_KEPT`](herdsman::stats::RESOLVED_KEPT), newest first, from
+/// `resolved`, [`Stats::resolved_alerts`](herdsman::stats::Stats::resolved_alerts))
+/// the one that resolved it. The full [`Snapshot`] rides along under
+/// `snapshot`.
 pub fn stats_document(
     environment: Environment,
     snapshot: &Snapshot,
+    resolved: &[ResolvedAlert],
     switches: Vec<(String, bool)>,
 ) -> Value {
     let mut endpoints = Map::new();
@@ -81,6 +92,22 @@ pub fn stats_document(
                 "endpoint": a.endpoint,
                 "since": a.since,
                 "message": a.message,
+                "value": a.value,
+                "threshold": a.threshold,
+            })
+        })
+        .collect();
+    let resolved: Vec<Value> = resolved
+        .iter()
+        .map(|r| {
+            json!({
+                "rule": r.alert.rule.as_str(),
+                "endpoint": r.alert.endpoint,
+                "since": r.alert.since,
+                "message": r.alert.message,
+                "value": r.alert.value,
+                "threshold": r.alert.threshold,
+                "resolved_at": r.resolved_at,
             })
         })
         .collect();
@@ -92,6 +119,7 @@ pub fn stats_document(
         "environment": environment.as_str(),
         "endpoints": endpoints,
         "alerts": alerts,
+        "resolved_alerts": resolved,
         "switches": switches,
         "memory_bytes": snapshot.memory_bytes,
         "snapshot": snapshot,

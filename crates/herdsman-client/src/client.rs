@@ -101,11 +101,11 @@ impl Default for Settings {
             retry: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
             failures_before_fallback: 3,
-            first_byte_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(20),
             read_timeout: Duration::from_secs(45),
             connect_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_secs(5),
-            probe_every: Duration::from_secs(30),
+            probe_every: Duration::from_secs(10),
             max_line: DEFAULT_MAX_LINE,
             max_event: DEFAULT_MAX_EVENT,
             capacity: 64,
@@ -217,10 +217,13 @@ impl Builder {
     }
 
     /// How long an accepted stream may take to send its first byte (default
-    /// 10 s). A stream that sends nothing for that long is taken for a proxy
-    /// that buffers the response, and the client falls back to polling.
-    /// herdsman-axum sends the current value at once; raise this for a
-    /// server that sends nothing until its first change.
+    /// 20 s). A stream that sends nothing for that long, not even a
+    /// keep-alive comment, is taken for a proxy that buffers the response,
+    /// and the client falls back to polling. Keep it above the server's
+    /// keep-alive interval (herdsman-axum's is 15 s): a server may rightly
+    /// send nothing else at first (herdsman-axum, when `Last-Event-ID`
+    /// names its current value). While a probe from polling waits for its
+    /// first byte, polls go on.
     pub fn with_first_byte_timeout(mut self, timeout: Duration) -> Self {
         self.settings.first_byte_timeout = timeout;
         self
@@ -247,7 +250,7 @@ impl Builder {
         self
     }
 
-    /// How often a polling client tries the stream again (default 30 s, or
+    /// How often a polling client tries the stream again (default 10 s, or
     /// the server's `Retry-After` if longer).
     pub fn with_probe_every(mut self, every: Duration) -> Self {
         self.settings.probe_every = every;
@@ -502,6 +505,7 @@ pub(crate) struct Channel {
 
 struct ChannelState {
     latest: Option<Update>,
+    published: u64,
     sender: Option<broadcast::Sender<Update>>,
 }
 
@@ -510,6 +514,7 @@ impl Channel {
         Channel {
             state: Mutex::new(ChannelState {
                 latest: None,
+                published: 0,
                 sender: Some(broadcast::channel(capacity).0),
             }),
         }
@@ -527,8 +532,10 @@ impl Channel {
 
     /// Sends `update` to every subscriber. A value becomes the latest; an
     /// error event marks the latest value stale.
-    pub(crate) fn publish(&self, update: Update) {
+    pub(crate) fn publish(&self, mut update: Update) {
         let mut state = self.state.lock().expect("not poisoned");
+        state.published += 1;
+        update.sequence = state.published;
         if update.event_type() == "upstream-error" {
             if let Some(latest) = &mut state.latest {
                 latest.stale = true;
@@ -578,5 +585,8 @@ mod tests {
         assert_send_sync::<Builder>();
         assert_send_sync::<Update>();
         assert_send_sync::<ClientStats>();
+        assert_send_sync::<crate::event_stream::Parser>();
+        fn assert_send<T: Send>() {}
+        assert_send::<crate::Subscription>();
     }
 }

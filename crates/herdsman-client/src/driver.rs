@@ -10,7 +10,7 @@ use std::{
 use bytes::Buf;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
-use tokio::time::{sleep, sleep_until, timeout, Instant};
+use tokio::time::{sleep, sleep_until, timeout, timeout_at, Instant};
 use tracing::Instrument;
 
 use crate::{
@@ -99,6 +99,12 @@ pub(crate) struct Driver<S> {
     just_connected: bool,
     /// `If-None-Match` for the next poll.
     etag: Option<HeaderValue>,
+    /// `Last-Event-ID` for the next connection: the stream's last event id
+    /// (moved by blocks without data too, as a browser's), or the version
+    /// of the last polling answer, whichever came last.
+    resume: String,
+    /// The wait between polls, as the last polling answer gave it.
+    interval: Duration,
 }
 
 impl<S: HttpService> Driver<S> {
@@ -113,6 +119,7 @@ impl<S: HttpService> Driver<S> {
         let parser = Parser::new()
             .with_max_line(settings.max_line)
             .with_max_event(settings.max_event);
+        let interval = settings.poll_interval;
         Driver {
             service,
             url,
@@ -128,6 +135,8 @@ impl<S: HttpService> Driver<S> {
             polling: false,
             just_connected: false,
             etag: None,
+            resume: String::new(),
+            interval,
         }
     }
 
@@ -236,12 +245,8 @@ impl<S: HttpService> Driver<S> {
         let mut req = Request::get(self.url.clone())
             .header(header::ACCEPT, "text/event-stream")
             .header(header::CACHE_CONTROL, "no-cache");
-        if let Some(id) = self
-            .seen
-            .id
-            .as_deref()
-            .and_then(|id| HeaderValue::from_str(id).ok())
-        {
+        let resume = Some(self.resume.as_str()).filter(|id| !id.is_empty());
+        if let Some(id) = resume.and_then(|id| HeaderValue::from_str(id).ok()) {
             req = req.header("last-event-id", id);
         }
         let req = req.body(Empty::new()).expect("a valid request");
@@ -294,31 +299,31 @@ impl<S: HttpService> Driver<S> {
 
     /// Reads an accepted stream until it ends, stalls or breaks a bound.
     async fn read(&mut self, mut body: S::ResponseBody) -> Outcome {
-        self.parser = self.parser.reconnected();
+        self.parser = self.parser.reconnected().with_last_event_id(&self.resume);
         let mut events = Vec::new();
         let (mut first, mut delivered) = (true, false);
         loop {
-            let wait = if first {
-                self.settings.first_byte_timeout
+            let frame = if first {
+                self.first_frame(&mut body).await
             } else {
-                self.settings.read_timeout
+                timeout(self.settings.read_timeout, body.frame()).await.ok()
             };
-            let frame = match timeout(wait, body.frame()).await {
-                Ok(Some(Ok(frame))) => frame,
-                Ok(Some(Err(err))) => {
+            let frame = match frame {
+                Some(Some(Ok(frame))) => frame,
+                Some(Some(Err(err))) => {
                     let err: BoxError = err.into();
                     tracing::info!(error = %err, "the stream broke");
                     return Outcome::Ended { events: delivered };
                 }
-                Ok(None) => return Outcome::Ended { events: delivered },
-                Err(_) if first => {
+                Some(None) => return Outcome::Ended { events: delivered },
+                None if first => {
                     return Outcome::Fallback {
                         why: "no first byte in time (a buffering proxy?)",
                         retry_after: None,
                     }
                 }
-                Err(_) => {
-                    tracing::info!(timeout = ?wait, "the stream stalled");
+                None => {
+                    tracing::info!(timeout = ?self.settings.read_timeout, "the stream stalled");
                     return Outcome::Ended { events: delivered };
                 }
             };
@@ -336,6 +341,7 @@ impl<S: HttpService> Driver<S> {
             metrics::counter!("herdsman_client_bytes_total", "transport" => "sse")
                 .increment(chunk.len() as u64);
             let result = self.parser.feed_into(&chunk, &mut events);
+            self.parser.last_event_id().clone_into(&mut self.resume);
             for event in events.drain(..) {
                 delivered = true;
                 self.on_event(event);
@@ -344,6 +350,30 @@ impl<S: HttpService> Driver<S> {
                 tracing::warn!(error = %err, "dropping the stream");
                 return Outcome::Failed(None);
             }
+        }
+    }
+
+    /// The first frame of an accepted stream, or `None` if none came within
+    /// the first-byte timeout. A server may rightly send nothing at first
+    /// (herdsman-axum, when `Last-Event-ID` names its current value, until
+    /// its next change or keep-alive), so a probe from polling keeps
+    /// polling meanwhile: subscribers miss no change while the stream
+    /// proves itself.
+    async fn first_frame(
+        &mut self,
+        body: &mut S::ResponseBody,
+    ) -> Option<Option<Result<http_body::Frame<S::Chunk>, S::BodyError>>> {
+        let deadline = Instant::now() + self.settings.first_byte_timeout;
+        let mut next_poll = Instant::now() + self.interval;
+        loop {
+            if !self.polling {
+                return timeout_at(deadline, body.frame()).await.ok();
+            }
+            tokio::select! {
+                frame = timeout_at(deadline, body.frame()) => return frame.ok(),
+                () = sleep_until(next_poll) => {}
+            }
+            next_poll = Instant::now() + self.poll().await;
         }
     }
 
@@ -387,6 +417,7 @@ impl<S: HttpService> Driver<S> {
             id,
             transport: Transport::Sse,
             stale: error,
+            sequence: 0,
         };
         self.publish(update, (!error).then_some(data));
     }
@@ -397,6 +428,9 @@ impl<S: HttpService> Driver<S> {
         let transport = update.transport;
         self.seen.transport = Some(transport);
         self.seen.stale = update.stale;
+        if let (Some(id), Transport::Polling) = (update.id.as_deref(), transport) {
+            id.clone_into(&mut self.resume);
+        }
         if let Some(data) = data {
             self.seen.id = update.id.as_deref().map(str::to_owned);
             self.seen.hash = Some(data);
@@ -410,7 +444,9 @@ impl<S: HttpService> Driver<S> {
     /// Polls until `probe_at`, at the server's interval.
     async fn poll_until(&mut self, probe_at: Instant) {
         loop {
-            let next = Instant::now() + self.poll().await;
+            let wait = self.poll().await;
+            self.interval = wait;
+            let next = Instant::now() + wait;
             if next >= probe_at {
                 sleep_until(probe_at).await;
                 return;
@@ -482,6 +518,7 @@ impl<S: HttpService> Driver<S> {
             id: id.map(Arc::from),
             transport: Transport::Polling,
             stale,
+            sequence: 0,
         };
         self.publish(update, Some(hash));
     }

@@ -47,9 +47,18 @@ pub struct Update {
     pub(crate) id: Option<Arc<str>>,
     pub(crate) transport: Transport,
     pub(crate) stale: bool,
+    pub(crate) sequence: u64,
 }
 
 impl Update {
+    /// The change's number among the URL's updates on its shared
+    /// connection: 1, 2, ... Every subscriber sees the same number for
+    /// the same change; a late subscriber's first update keeps the number
+    /// of the change it is.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
     /// The data: an event's data, or a polling answer's body (as UTF-8,
     /// invalid sequences replaced).
     pub fn data(&self) -> &str {
@@ -120,6 +129,14 @@ impl Subscription {
     /// How many subscriptions share this one's connection now.
     pub fn subscribers(&self) -> usize {
         Arc::strong_count(&self.entry)
+    }
+}
+
+impl Subscription {
+    /// The next update: [`Stream::poll_next`] as an `async fn`, for
+    /// callers without a stream combinator crate.
+    pub async fn recv(&mut self) -> Option<Result<Update, Lagged>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }
 }
 

@@ -424,3 +424,56 @@ async fn garbage_is_ignored_and_an_overlong_line_drops_the_connection() {
     let again = call(&mut calls).await;
     assert_eq!(again.path(), "/sse/thing");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_waiting_for_its_first_byte_keeps_polling() {
+    let (service, mut calls) = scripted();
+    let client = builder()
+        .with_probe_every(Duration::from_secs(10))
+        .with_first_byte_timeout(Duration::from_secs(20))
+        .build_with(service);
+    let mut sub = client.subscribe(URL).unwrap();
+    call(&mut calls).await.answer(503, &[], "");
+    poll_answer(call(&mut calls).await, "\"v1\"", "one");
+    update(&mut sub).await;
+    let mut probe = call(&mut calls).await;
+    while probe.path() == "/api/thing" {
+        poll_answer(probe, "\"v1\"", "one");
+        probe = call(&mut calls).await;
+    }
+    // Accepted, silent (the server has nothing newer than v1): polls go on
+    // every 2 s, and a change comes through them.
+    let mut tx = probe.stream();
+    let poll = call(&mut calls).await;
+    assert_eq!(poll.path(), "/api/thing");
+    poll_answer(poll, "\"v2\"", "two");
+    assert_eq!(update(&mut sub).await.transport(), Transport::Polling);
+    // Then the stream speaks: back to SSE, without repeating v2.
+    send(&mut tx, "id: v2\ndata: two\n\nid: v3\ndata: three\n\n").await;
+    let u = update(&mut sub).await;
+    assert_eq!((u.data(), u.transport()), ("three", Transport::Sse));
+    assert_eq!(client.stats().returns, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_id_in_a_block_without_data_still_moves_the_resume_point() {
+    let (service, mut calls) = scripted();
+    let client = builder().build_with(service);
+    let mut sub = client.subscribe("http://server.test/events").unwrap();
+    let mut tx = call(&mut calls).await.stream();
+    send(&mut tx, "id: a\ndata: 1\n\nid: b\n\n").await;
+    update(&mut sub).await;
+    drop(tx);
+    let again = call(&mut calls).await;
+    assert_eq!(
+        again.header("last-event-id"),
+        Some("b"),
+        "as a browser would"
+    );
+    let mut tx = again.stream();
+    send(&mut tx, "id:\ndata: 2\n\n").await;
+    update(&mut sub).await;
+    drop(tx);
+    let again = call(&mut calls).await;
+    assert_eq!(again.header("last-event-id"), None, "an empty id clears it");
+}

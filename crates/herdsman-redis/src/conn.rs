@@ -13,6 +13,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use herdsman::event::DependencyHealth;
 use redis::{aio::ConnectionManager, PushInfo, PushKind, Value};
 use tokio::sync::broadcast;
 
@@ -24,6 +25,8 @@ pub(crate) const FLIGHTS: &str = "flights";
 pub(crate) const LOOPS: &str = "loops";
 /// The channel of cache invalidations.
 pub(crate) const INVALIDATIONS: &str = "invalidations";
+/// The channel of breaker trips.
+pub(crate) const TRIPS: &str = "trips";
 
 /// A pub/sub message this replica received.
 #[derive(Debug, Clone)]
@@ -44,6 +47,19 @@ pub(crate) struct Message {
 ///
 /// Creating one does not connect: the first command does, so that an app
 /// starts whether Redis is up or not.
+///
+/// # Health
+///
+/// [`is_up`](Redis::is_up) says whether Redis answered this replica's last
+/// operation: an operation that times out or finds no connection marks it
+/// down (and the replica coordinates locally), one that Redis answers marks
+/// it up again. While it is down, each `is_up` call sends a `PING` in the
+/// background (one at a time), so the health comes back with Redis even
+/// when no request needs it. `Redis` is a
+/// [`DependencyHealth`]: hand a clone to
+/// `Stats::track_dependency("redis", redis.clone())` for the
+/// `redis_unavailable` alert and the `herdsman_dependency_up{dependency="redis"}`
+/// gauge.
 #[derive(Clone)]
 pub struct Redis {
     shared: Arc<Shared>,
@@ -57,6 +73,10 @@ struct Shared {
     replica: u64,
     tokens: AtomicU64,
     subscribed: AtomicBool,
+    /// Whether Redis answered the last operation.
+    up: AtomicBool,
+    /// Whether a health `PING` is on its way.
+    probing: AtomicBool,
 }
 
 impl Redis {
@@ -92,6 +112,8 @@ impl Redis {
                 replica,
                 tokens: AtomicU64::new(0),
                 subscribed: AtomicBool::new(false),
+                up: AtomicBool::new(true),
+                probing: AtomicBool::new(false),
             }),
         };
         // Pushes to broadcast messages: holds the sender only weakly, so that
@@ -109,6 +131,7 @@ impl Redis {
             redis.channel(FLIGHTS),
             redis.channel(INVALIDATIONS),
             redis.channel(LOOPS),
+            redis.channel(TRIPS),
         ];
         tokio::spawn(subscribe(Arc::downgrade(&redis.shared), channels));
         Ok(redis)
@@ -119,6 +142,35 @@ impl Redis {
     /// until then, this replica hears no other replica.
     pub fn is_subscribed(&self) -> bool {
         self.shared.subscribed.load(Ordering::Acquire)
+    }
+
+    /// Whether Redis answered this replica's last operation (see
+    /// [Health](Redis#health)). While it did not, each call also sends a
+    /// `PING` in the background, to notice when it is back.
+    pub fn is_up(&self) -> bool {
+        let up = self.shared.up.load(Ordering::Acquire);
+        if !up {
+            self.probe();
+        }
+        up
+    }
+
+    /// Sends one `PING` (unless one is on its way), which marks Redis up
+    /// when it answers.
+    fn probe(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.shared.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let redis = self.clone();
+        runtime.spawn(async move {
+            let mut manager = redis.manager();
+            let ping = redis::cmd("PING");
+            redis.run(ping.query_async::<()>(&mut manager)).await;
+            redis.shared.probing.store(false, Ordering::Release);
+        });
     }
 
     /// The settings this connection was made with.
@@ -174,16 +226,48 @@ impl Redis {
         F: Future<Output = redis::RedisResult<T>>,
     {
         match tokio::time::timeout(self.shared.settings.op_timeout, op).await {
-            Ok(Ok(value)) => Some(value),
+            Ok(Ok(value)) => {
+                self.shared.answered(true);
+                Some(value)
+            }
             Ok(Err(err)) => {
                 tracing::debug!(%err, "redis operation failed");
+                // An error reply is an answer: Redis is there.
+                self.shared
+                    .answered(matches!(err.kind(), redis::ErrorKind::Server(_)));
                 None
             }
             Err(_) => {
                 tracing::debug!("redis operation timed out");
+                self.shared.answered(false);
                 None
             }
         }
+    }
+}
+
+impl Shared {
+    /// Notes whether Redis answered an operation: a change is logged.
+    fn answered(&self, up: bool) {
+        if self.up.load(Ordering::Relaxed) == up {
+            return;
+        }
+        if self.up.swap(up, Ordering::AcqRel) != up {
+            if up {
+                tracing::info!(key_prefix = %self.settings.key_prefix, "redis is back");
+            } else {
+                tracing::warn!(
+                    key_prefix = %self.settings.key_prefix,
+                    "redis is unavailable: coordinating locally until it is back"
+                );
+            }
+        }
+    }
+}
+
+impl DependencyHealth for Redis {
+    fn is_up(&self) -> bool {
+        Redis::is_up(self)
     }
 }
 
@@ -196,12 +280,15 @@ async fn subscribe(weak: std::sync::Weak<Shared>, channels: Vec<Vec<u8>>) {
         let mut manager = shared.manager.clone();
         let timeout = shared.settings.op_timeout;
         drop(shared);
-        if let Ok(Ok(())) = tokio::time::timeout(timeout, manager.subscribe(&channels)).await {
-            if let Some(shared) = weak.upgrade() {
-                shared.subscribed.store(true, Ordering::Release);
-            }
+        let subscribed = tokio::time::timeout(timeout, manager.subscribe(&channels)).await;
+        let Some(shared) = weak.upgrade() else { return };
+        if let Ok(Ok(())) = subscribed {
+            shared.answered(true);
+            shared.subscribed.store(true, Ordering::Release);
             return;
         }
+        shared.answered(false);
+        drop(shared);
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(2));
     }

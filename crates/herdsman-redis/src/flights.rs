@@ -18,16 +18,43 @@ use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
     codec::Codec,
-    conn::{Message, Redis, FLIGHTS},
+    conn::{Message, Redis, FLIGHTS, INVALIDATIONS},
 };
 
-/// Ends a flight: keeps its value for the waiting replicas, releases the
-/// lease if this replica still holds it, and tells the others.
-/// KEYS: lease, result. ARGV: token, result expiry (ms), channel, message,
-/// value (absent when there is none).
-const FINISH: &str = "if ARGV[5] then redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[2]) end \
-    if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end \
+/// Ends a flight: leaves the lease naming the finished holder with its
+/// value for a few seconds (or releases it when there is no value), and
+/// tells the other replicas. The finished lease is
+/// `<token>=<flight generation>:<value>`.
+/// KEYS: lease, flight generation. ARGV: token, result expiry (ms),
+/// channel, message, value (absent when there is none).
+///
+/// A lease that ran out before its holder ended is taken again with the
+/// value if it is free, and left alone if another replica holds it.
+const FINISH: &str = "local holder = redis.call('GET', KEYS[1]) \
+    local finished = false \
+    if ARGV[5] and (holder == ARGV[1] or not holder) then \
+        local generation = redis.call('GET', KEYS[2]) or '0' \
+        finished = ARGV[1] .. '=' .. generation .. ':' .. ARGV[5] \
+    end \
+    if finished then redis.call('SET', KEYS[1], finished, 'PX', ARGV[2]) \
+    elseif holder == ARGV[1] then redis.call('DEL', KEYS[1]) end \
     return redis.call('PUBLISH', ARGV[3], ARGV[4])";
+
+/// Asks for a lease: answers the holder's lease (running, or finished
+/// with a value), or takes it and answers nothing. A finished lease of an
+/// older flight generation (a cache invalidation came since) is taken.
+/// KEYS: lease, flight generation. ARGV: token, lease (ms).
+const CLAIM: &str = "local holder = redis.call('GET', KEYS[1]) \
+    if holder and string.byte(holder, 17) == 61 then \
+        local stamp = (redis.call('GET', KEYS[2]) or '0') .. ':' \
+        if string.sub(holder, 18, 17 + string.len(stamp)) ~= stamp then holder = false end \
+    end \
+    if holder then return holder end \
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
+    return false";
+
+/// After the holder's token in a finished lease, before its value.
+const FINISHED: u8 = b'=';
 
 /// Leases held at once before the expired ones are looked for.
 const MAX_HELD: usize = 1024;
@@ -35,25 +62,37 @@ const MAX_HELD: usize = 1024;
 /// Single-flight across replicas on Redis (see [`FlightBackend`]).
 ///
 /// The local leader of a key's call (one per replica: the `Dedup` layer
-/// coalesces within the process) asks for a lease, `SET NX PX` with an
-/// owner token (`GET` too, to learn who holds it otherwise):
+/// coalesces within the process) asks for a lease with an owner token, in
+/// one Lua script that takes it (`SET PX`) when it is free and otherwise
+/// answers who holds it:
 ///
 /// - granted: this replica calls the upstream. When the call ends, one Lua
-///   script keeps the value for a few seconds, releases the lease (if it
-///   is still this replica's) and publishes the end on the prefix's
-///   `flights` channel;
-/// - held by another replica: this one waits for that holder's notice, at
-///   most [`flight_lease`](crate::RedisSettings::flight_lease), then reads
-///   the holder's value (one more round trip) and hands it to its callers.
-///   A holder that failed, or whose value cannot be shared, says so, and
-///   the waiting replicas call themselves. When the wait runs out, the
-///   holder is presumed dead: its lease has expired, and the replica asks
-///   again (so that one of the waiting replicas takes over) and calls
-///   itself after two such waits at most.
+///   script leaves the lease naming this replica's finished call, with its
+///   value, for a few seconds (`max(10 × op_timeout, 1 s)`), and publishes
+///   the end on the prefix's `flights` channel;
+/// - held by another replica that is calling: this one waits for that
+///   holder's notice, at most
+///   [`flight_lease`](crate::RedisSettings::flight_lease), then reads the
+///   holder's value from the lease (one more round trip) and hands it to
+///   its callers. A holder that failed, or whose value cannot be shared,
+///   releases the lease and says so, and the waiting replicas call
+///   themselves. When the wait runs out, the holder is presumed dead: its
+///   lease has expired, and the replica asks again (so that one of the
+///   waiting replicas takes over) and calls itself after two such waits at
+///   most;
+/// - held by a call that just ended with a value: the lease request
+///   answers that value at once (no wait, no other round trip), so that a
+///   replica that asks late (its cache lookup missed just before the
+///   holder's answer reached the shared cache) makes no second call. A
+///   call that starts within those few seconds of another replica's call
+///   of the key is answered with that call's value, as a shared cache
+///   entry of that age would; but never after a cache invalidation: each
+///   one (any replica's `RedisStore` publishes them) bumps the prefix's
+///   flight generation, which each finished lease is stamped with, so the
+///   leases finished before it answer no more (they are taken as free).
 ///
 /// Any Redis failure or timeout answers [`Lead::Call`]: the replica makes
-/// its own call, as without Redis. Needs Redis 7 (or Valkey) for `SET NX
-/// GET`.
+/// its own call, as without Redis.
 pub struct RedisFlights<C> {
     shared: Arc<Shared>,
     codec: C,
@@ -83,23 +122,24 @@ impl<C> RedisFlights<C> {
     /// be called within a tokio runtime.
     pub fn new(redis: Redis, codec: C) -> Self {
         let messages = redis.messages();
-        let channel = redis.channel(FLIGHTS);
+        let channels = (redis.channel(FLIGHTS), redis.channel(INVALIDATIONS));
         let shared = Arc::new(Shared {
             redis,
             waiters: Mutex::default(),
             next_waiter: AtomicU64::new(0),
             held: Mutex::default(),
         });
-        tokio::spawn(dispatch(Arc::downgrade(&shared), messages, channel));
+        tokio::spawn(dispatch(Arc::downgrade(&shared), messages, channels));
         RedisFlights { shared, codec }
     }
 }
 
-/// Hands each published notice to the local leaders waiting on its lease.
+/// Hands each published notice to the local leaders waiting on its lease;
+/// bumps the flight generation on each cache invalidation heard.
 async fn dispatch(
     shared: Weak<Shared>,
     mut messages: tokio::sync::broadcast::Receiver<Message>,
-    channel: Vec<u8>,
+    (channel, invalidations): (Vec<u8>, Vec<u8>),
 ) {
     loop {
         let message = match messages.recv().await {
@@ -111,6 +151,10 @@ async fn dispatch(
         let Some(shared) = shared.upgrade() else {
             return;
         };
+        if message.channel == invalidations {
+            tokio::spawn(async move { shared.bump_generation().await });
+            continue;
+        }
         if message.channel != channel {
             continue;
         }
@@ -193,48 +237,68 @@ impl Drop for Waiter {
 }
 
 impl Shared {
+    /// The flight generation: bumped by every cache invalidation, so that
+    /// no finished lease from before it answers a claim.
+    fn generation(&self) -> Vec<u8> {
+        let prefix = &self.redis.settings().key_prefix;
+        format!("{prefix}flight-generation").into_bytes()
+    }
+
     fn lease_of(&self, key: &Key) -> Vec<u8> {
         self.redis.name("flight", key.as_bytes())
     }
 
-    fn result_of(&self, token: &[u8]) -> Vec<u8> {
-        self.redis.name("flight-result", token)
-    }
-
-    /// How long a value waits in Redis for the replicas that wait for it.
+    /// How long a finished call's value stays in its lease, for the
+    /// replicas that wait for it and those that ask late.
     fn result_ttl(&self) -> Duration {
         (self.redis.settings().op_timeout * 10).max(Duration::from_secs(1))
     }
 
-    /// Asks for `key`'s lease: `Ok` when granted, `Err` with the holder's
-    /// token otherwise; `None` when Redis does not answer.
-    async fn claim(&self, key: &Key, lease: &[u8]) -> Option<Result<(), Vec<u8>>> {
+    /// A cache invalidation (from any replica) makes the finished leases
+    /// answer no more: what they hold may be what was invalidated. Each
+    /// replica that hears it bumps the generation (a lost bump: those
+    /// leases expire within `result_ttl`).
+    async fn bump_generation(&self) {
+        let mut manager = self.redis.manager();
+        let mut incr = redis::cmd("INCR");
+        incr.arg(self.generation());
+        self.redis.run(incr.query_async::<()>(&mut manager)).await;
+    }
+
+    /// Asks for `key`'s lease (one round trip); `None` when Redis does not
+    /// answer.
+    async fn claim(&self, key: &Key, lease: &[u8]) -> Option<Claim> {
         let token = self.redis.token();
         let ms = self.redis.settings().flight_lease.as_millis() as u64;
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(lease)
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(CLAIM)
+            .arg(2)
+            .arg(lease)
+            .arg(self.generation())
             .arg(&token[..])
-            .arg("NX")
-            .arg("PX")
-            .arg(ms)
-            .arg("GET");
+            .arg(ms);
         let mut manager = self.redis.manager();
         let holder: Option<Vec<u8>> = self.redis.run(cmd.query_async(&mut manager)).await?;
-        match holder {
-            Some(holder) => Some(Err(holder)),
-            None => {
-                let now = Instant::now();
-                let mut held = self.held.lock().unwrap();
-                // A call whose callers all left is never finished: forget
-                // leases that expired (amortised over the map's growth).
-                if held.len() >= MAX_HELD.max(held.capacity()) {
-                    let lease = self.redis.settings().flight_lease;
-                    held.retain(|_, (_, at)| now < *at + lease);
-                }
-                held.insert(key.clone(), (token, now));
-                Some(Ok(()))
+        let Some(holder) = holder else {
+            let now = Instant::now();
+            let mut held = self.held.lock().unwrap();
+            // A call whose callers all left is never finished: forget
+            // leases that expired (amortised over the map's growth).
+            if held.len() >= MAX_HELD.max(held.capacity()) {
+                let lease = self.redis.settings().flight_lease;
+                held.retain(|_, (_, at)| now < *at + lease);
             }
+            held.insert(key.clone(), (token, now));
+            return Some(Claim::Granted);
+        };
+        if holder.get(16) == Some(&FINISHED) {
+            // The holder ended with a value a moment ago, and no cache
+            // invalidation came since: no new call.
+            return Some(
+                finished_value(&holder).map_or(Claim::Failed, |v| Claim::Finished(v.to_vec())),
+            );
         }
+        Some(Claim::Running(holder))
     }
 
     /// Leads `key`'s call: see [`RedisFlights`].
@@ -246,12 +310,13 @@ impl Shared {
         let deadline = Instant::now() + wait * 2;
         loop {
             let holder = match self.claim(&key, &lease).await {
-                Some(Err(holder)) => holder,
-                Some(Ok(())) | None => return Lead::Call,
+                Some(Claim::Running(holder)) => holder,
+                Some(Claim::Finished(value)) => return answered(&codec, &value),
+                Some(Claim::Granted | Claim::Failed) | None => return Lead::Call,
             };
             let until = deadline.min(Instant::now() + wait);
             match tokio::time::timeout_at(until, waiter.ended(&holder)).await {
-                Ok(Some(true)) => return self.value_of(&holder, &codec).await,
+                Ok(Some(true)) => return self.value_of(&lease, &holder, &codec).await,
                 Ok(Some(false) | None) => return Lead::Call,
                 Err(_) if Instant::now() >= deadline => return Lead::Call,
                 // The holder is late or dead: its lease has ended; ask again.
@@ -260,22 +325,49 @@ impl Shared {
         }
     }
 
-    /// The value `holder` kept for the waiting replicas, or `Lead::Call`.
-    async fn value_of<V, C: Codec<V>>(&self, holder: &[u8], codec: &C) -> Lead<V> {
+    /// The value `holder` left in its finished lease, or `Lead::Call`.
+    async fn value_of<V, C: Codec<V>>(&self, lease: &[u8], holder: &[u8], codec: &C) -> Lead<V> {
         let mut manager = self.redis.manager();
-        let name = self.result_of(holder);
         let mut get = redis::cmd("GET");
-        get.arg(&name);
-        match self
+        get.arg(lease);
+        let finished = self
             .redis
             .run(get.query_async::<Option<Vec<u8>>>(&mut manager))
             .await
-            .flatten()
-        {
-            Some(bytes) => codec.decode(&bytes).map_or(Lead::Call, Lead::Answered),
-            None => Lead::Call,
+            .flatten();
+        match finished {
+            // Still this holder's (not a new flight's since): its value.
+            Some(bytes) if bytes.starts_with(holder) && bytes.get(16) == Some(&FINISHED) => {
+                finished_value(&bytes).map_or(Lead::Call, |value| answered(codec, value))
+            }
+            _ => Lead::Call,
         }
     }
+}
+
+/// The value in a finished lease (`<token>=<generation>:<value>`).
+fn finished_value(lease: &[u8]) -> Option<&[u8]> {
+    let rest = lease.get(17..)?;
+    let colon = rest.iter().position(|&b| b == b':')?;
+    Some(&rest[colon + 1..])
+}
+
+/// What a lease claim found.
+enum Claim {
+    /// The lease is this replica's: it calls.
+    Granted,
+    /// A finished lease that does not parse: call.
+    Failed,
+    /// Another replica holds it and is calling: its token.
+    Running(Vec<u8>),
+    /// Another replica's call ended with this value a moment ago.
+    Finished(Vec<u8>),
+}
+
+/// Another replica's value for this replica's callers; `Lead::Call` when it
+/// does not decode (another release's encoding).
+fn answered<V, C: Codec<V>>(codec: &C, bytes: &[u8]) -> Lead<V> {
+    codec.decode(bytes).map_or(Lead::Call, Lead::Answered)
 }
 
 impl<V, C> FlightBackend<V> for RedisFlights<C>
@@ -294,7 +386,7 @@ where
         let Some((token, _)) = self.shared.held.lock().unwrap().remove(key) else {
             return;
         };
-        let value = value.and_then(|value| {
+        let finished = value.and_then(|value| {
             let mut bytes = Vec::new();
             self.codec.encode(value, &mut bytes).then_some(bytes)
         });
@@ -304,19 +396,19 @@ where
             let redis = &shared.redis;
             let notice = Notice {
                 token,
-                value: value.is_some(),
+                value: finished.is_some(),
             };
             let mut cmd = redis::cmd("EVAL");
             cmd.arg(FINISH)
                 .arg(2)
                 .arg(&lease)
-                .arg(shared.result_of(&token))
+                .arg(shared.generation())
                 .arg(&token[..])
                 .arg(shared.result_ttl().as_millis() as u64)
                 .arg(redis.channel(FLIGHTS))
                 .arg(encode_notice(notice, &lease));
-            if let Some(value) = &value {
-                cmd.arg(value);
+            if let Some(finished) = &finished {
+                cmd.arg(finished);
             }
             let mut manager = redis.manager();
             // On failure the lease expires and the waiting replicas call

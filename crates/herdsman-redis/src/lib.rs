@@ -17,7 +17,11 @@
 //!   a key, and the others hear of its changes;
 //! - [`RedisRates`]: the budgets of rate rules, cluster-wide
 //!   ([`RateBackend`](herdsman::backend::RateBackend)): GCRA in one Lua
-//!   script, reconciled in the background.
+//!   script, reconciled in the background;
+//! - [`RedisTrips`]: circuit breaker trips shared across replicas
+//!   ([`TripBackend`](herdsman::backend::TripBackend)): one replica's trip
+//!   opens the others' breakers of that class (off unless a breaker layer
+//!   is given it).
 //!
 //! All of them share one [`Redis`] connection per replica, made from
 //! [`RedisSettings`] (the `[redis]` table of the configuration).
@@ -27,7 +31,10 @@
 //! No request fails because Redis is slow or down: every operation runs
 //! under [`RedisSettings::op_timeout`], and past it the replica answers as
 //! if it had no Redis (a cache miss, its own upstream call). The connection
-//! reconnects in the background, with backoff.
+//! reconnects in the background, with backoff. [`Redis::is_up`] says
+//! whether Redis answered the last operation: hand the connection to
+//! `Stats::track_dependency("redis", redis.clone())` for the
+//! `redis_unavailable` alert and metric.
 //!
 //! # Examples
 //!
@@ -59,6 +66,7 @@ mod loops;
 mod rates;
 mod settings;
 mod store;
+mod trips;
 
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
@@ -70,6 +78,7 @@ pub use loops::RedisLoops;
 pub use rates::{RedisBudgets, RedisRates};
 pub use settings::{Invalid, InvalidSettings, RedisSettings};
 pub use store::{Invalidations, RedisStore};
+pub use trips::RedisTrips;
 
 #[cfg(test)]
 mod tests {
@@ -86,6 +95,7 @@ mod tests {
         send_sync::<RedisRates>();
         send_sync::<RedisBudgets>();
         send_sync::<Invalidations>();
+        send_sync::<RedisTrips>();
         send_sync::<RedisSettings>();
         send_sync::<InvalidSettings>();
     }

@@ -17,13 +17,17 @@ use std::{
 
 use futures_util::future::join_all;
 use herdsman::{
-    backend::{FlightBackend, Lead},
+    backend::{FlightBackend, Lead, StoreBackend},
+    cache::CacheLayer,
     dedup::DedupLayer,
+    event::Invalidation,
     key::Key,
+    BoxError,
 };
-use herdsman_redis::{dev::RedisServer, PlainCodec, RedisFlights};
+use herdsman_redis::{dev::RedisServer, PlainCodec, Redis, RedisFlights, RedisStore};
 use support::{replica, subscribed_replica};
-use tower::{service_fn, Layer, ServiceExt};
+use tokio::sync::Notify;
+use tower::{service_fn, util::BoxCloneSyncService, Layer, Service, ServiceExt};
 
 type KeyOf = fn(&&'static str) -> Option<Key>;
 
@@ -148,6 +152,183 @@ async fn with_redis_down_every_leader_calls_and_when_it_is_back_they_coordinate_
     tokio::time::sleep(Duration::from_millis(200)).await;
     FlightBackend::<String>::finish(&here, &Key::from(key), Some(&"b".to_string()));
     assert!(matches!(waiting.await.unwrap(), Lead::Answered(v) if v == "b"));
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server"]
+async fn a_replica_that_asks_after_the_holder_ended_gets_its_value() {
+    let server = RedisServer::start().await.unwrap();
+    let holder = RedisFlights::new(replica(&server), PlainCodec);
+    let late = RedisFlights::new(subscribed_replica(&server).await, PlainCodec);
+
+    assert!(matches!(lead(&holder, "/a").await, Lead::Call));
+    FlightBackend::<String>::finish(&holder, &Key::from("/a"), Some(&"a".to_string()));
+    support::eventually("the flight ended", || async {
+        lease_of(&server.url(), "/a")
+            .await
+            .is_none_or(|lease| lease.len() != 16)
+            .then_some(())
+    })
+    .await;
+
+    // One round trip, and no second call: the holder's value.
+    match lead(&late, "/a").await {
+        Lead::Answered(value) => assert_eq!(value, "a"),
+        Lead::Call => panic!("a second call of a flight that just ended"),
+    }
+    // Not for long: once the value's time is up, the next replica calls.
+    support::eventually("a new flight", || async {
+        matches!(lead(&late, "/a").await, Lead::Call).then_some(())
+    })
+    .await;
+
+    // A flight that ended without a value leaves nothing to wait for.
+    assert!(matches!(lead(&holder, "/b").await, Lead::Call));
+    FlightBackend::<String>::finish(&holder, &Key::from("/b"), None);
+    support::eventually("the lease released", || async {
+        lease_of(&server.url(), "/b").await.is_none().then_some(())
+    })
+    .await;
+    assert!(matches!(lead(&late, "/b").await, Lead::Call));
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server"]
+async fn after_a_cache_invalidation_a_finished_flight_answers_no_more() {
+    let server = RedisServer::start().await.unwrap();
+    let holder = RedisFlights::new(subscribed_replica(&server).await, PlainCodec);
+    let late = RedisFlights::new(subscribed_replica(&server).await, PlainCodec);
+    let writer = RedisStore::new(replica(&server), PlainCodec);
+
+    assert!(matches!(lead(&holder, "/a").await, Lead::Call));
+    FlightBackend::<String>::finish(&holder, &Key::from("/a"), Some(&"old".to_string()));
+    support::eventually("the flight ended", || async {
+        lease_of(&server.url(), "/a")
+            .await
+            .is_some_and(|lease| lease.len() != 16)
+            .then_some(())
+    })
+    .await;
+
+    // A write on another replica invalidates the key: the value the
+    // finished flight holds may be what it replaced.
+    StoreBackend::<String>::invalidate(&writer, &Invalidation::Key(Key::from("/a")));
+    support::eventually("the flights heard it", || async {
+        generation(&server.url()).await.filter(|&g| g > 0)
+    })
+    .await;
+    assert!(
+        lease_of(&server.url(), "/a").await.is_some(),
+        "the finished lease is still there"
+    );
+    assert!(matches!(lead(&late, "/a").await, Lead::Call), "a new call");
+}
+
+/// The flights' generation, bumped by cache invalidations.
+async fn generation(url: &str) -> Option<u64> {
+    let client = redis::Client::open(url).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("GET")
+        .arg("herdsman:flight-generation")
+        .query_async(&mut con)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
+async fn a_replica_whose_l2_missed_before_the_holder_ended_makes_no_second_call() {
+    let server = RedisServer::start().await.unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    let upstream = {
+        let calls = calls.clone();
+        service_fn(move |req: String| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async move { Ok::<_, Infallible>(format!("{req} from upstream")) }
+        })
+    };
+    let stack = |redis: Redis, gate: Option<&Gate>| {
+        let dedup = DedupLayer::new(string_key_of as StringKeyOf)
+            .with_flight_backend(RedisFlights::new(redis.clone(), PlainCodec))
+            .layer(upstream.clone());
+        let inner = match gate {
+            Some(gate) => gate.before(dedup),
+            None => BoxCloneSyncService::new(dedup),
+        };
+        let cache = CacheLayer::<StringKeyOf, String>::new(string_key_of as StringKeyOf)
+            .with_ttl(Duration::from_secs(60))
+            .with_store_backend(RedisStore::new(redis, PlainCodec));
+        BoxCloneSyncService::new(cache.layer(inner))
+    };
+    let holder = stack(subscribed_replica(&server).await, None);
+    let gate = Gate::default();
+    let late = stack(subscribed_replica(&server).await, Some(&gate));
+
+    // The late replica's lookups (L1, then L2 in Redis) miss; it stops
+    // before its single-flight asks for the lease ...
+    let asking = tokio::spawn(late.oneshot("/a".to_string()));
+    gate.reached.notified().await;
+    // ... while the holder makes its call and ends its flight.
+    assert_eq!(
+        holder.oneshot("/a".to_string()).await.unwrap(),
+        "/a from upstream"
+    );
+    support::eventually("the flight ended", || async {
+        lease_of(&server.url(), "/a")
+            .await
+            .is_none_or(|lease| lease.len() != 16)
+            .then_some(())
+    })
+    .await;
+    gate.go.notify_one();
+
+    assert_eq!(asking.await.unwrap().unwrap(), "/a from upstream");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one upstream call");
+}
+
+type StringKeyOf = fn(&String) -> Option<Key>;
+
+#[allow(clippy::ptr_arg)]
+fn string_key_of(req: &String) -> Option<Key> {
+    Some(Key::from(req.as_str()))
+}
+
+/// Holds requests between two layers: says when one reached it, and lets
+/// it through when told.
+#[derive(Clone, Default)]
+struct Gate {
+    reached: Arc<Notify>,
+    go: Arc<Notify>,
+}
+
+impl Gate {
+    /// `inner`, behind this gate.
+    fn before<S>(&self, inner: S) -> BoxCloneSyncService<String, String, BoxError>
+    where
+        S: Service<String, Response = String, Error = BoxError> + Clone + Send + Sync + 'static,
+        S::Future: Send,
+    {
+        let gate = self.clone();
+        BoxCloneSyncService::new(service_fn(move |req: String| {
+            let (gate, inner) = (gate.clone(), inner.clone());
+            async move {
+                gate.reached.notify_one();
+                gate.go.notified().await;
+                inner.oneshot(req).await
+            }
+        }))
+    }
+}
+
+/// The raw value of `key`'s flight lease.
+async fn lease_of(url: &str, key: &str) -> Option<Vec<u8>> {
+    let client = redis::Client::open(url).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("GET")
+        .arg(format!("herdsman:flight:{key}"))
+        .query_async(&mut con)
+        .await
+        .unwrap()
 }
 
 async fn lease_exists(url: &str, key: &str) -> bool {

@@ -36,6 +36,11 @@
 //!   own, for the cache layer
 //!   ([`CacheLayer::with_store_backend`][crate::cache::CacheLayer::with_store_backend]);
 //!   the default, [`LocalStore`], has nothing behind the in-memory store.
+//! - [`TripBackend`]: circuit breaker trips shared by replicas, so that
+//!   one replica's trip opens the others' breakers of that class
+//!   ([`BreakerLayer::with_trip_backend`][crate::breaker::BreakerLayer::with_trip_backend]);
+//!   the default, [`LocalTrips`], shares nothing (off, as the `[redis]`
+//!   setting `share_breaker` is by default).
 //!
 #![cfg_attr(
     not(feature = "dedup"),
@@ -57,10 +62,14 @@
     not(feature = "cache"),
     doc = "[crate::cache::CacheLayer::with_store_backend]: crate#feature-flags"
 )]
+#![cfg_attr(
+    not(feature = "breaker"),
+    doc = "[crate::breaker::BreakerLayer::with_trip_backend]: crate#feature-flags"
+)]
 
-use std::{fmt, future::Future, num::NonZeroU32, pin::Pin, time::Duration};
+use std::{fmt, future::Future, num::NonZeroU32, pin::Pin, sync::Arc, time::Duration};
 
-use crate::{event::Invalidation, key::Key};
+use crate::{class::Class, event::Invalidation, key::Key};
 
 /// A backend's answer: known at once, or after a network call.
 pub enum Answer<T> {
@@ -111,8 +120,10 @@ pub enum Lead<V> {
 ///   claim that expires, so that a leader that is dropped or dies without
 ///   [`finish`](Self::finish) is replaced), and [`Lead::Answered`] only
 ///   with the value of a call that was running, or started, after the
-///   question was asked (never a cached old one: caching is the cache
-///   layer's job);
+///   question was asked, or that ended a moment before it (within a short
+///   bound the implementation documents: a replica that asks just after
+///   the call ended gets its value instead of calling again). Never an
+///   older value: caching is the cache layer's job;
 /// - answer [`Lead::Call`] when the backend cannot be reached, or the
 ///   replica that leads does not answer in time: callers then get their
 ///   own call rather than an error;
@@ -316,6 +327,56 @@ impl LoopBackend for LocalLoops {
     }
 
     fn release(&self, _: &Key) {}
+}
+
+/// Where a [`TripBackend`] hands the trips of other replicas: the class
+/// whose breaker tripped, and how long it stays open from now. It answers
+/// `false` once the breakers it feeds are gone, and is then dropped.
+pub type TripListener = Arc<dyn Fn(&Class, Duration) -> bool + Send + Sync>;
+
+/// Circuit breaker trips shared across replicas: when the breaker of a
+/// class trips on one replica, the others open theirs for the rest of its
+/// open time, instead of each finding out with failures of its own.
+///
+/// The breaker layer
+/// ([`BreakerLayer::with_trip_backend`][crate::breaker::BreakerLayer::with_trip_backend])
+/// announces each trip of its own (a closed breaker that opens, or a
+/// half-open one whose probe failed) and listens for the others'. A trip
+/// heard from another replica opens this replica's breaker of that class
+/// as if it had tripped (half-open probing follows as usual) and is never
+/// announced again. An implementation must:
+///
+/// - take [`announce`](Self::announce) without blocking (it runs when a
+///   call's outcome trips the breaker, on the request path): send in the
+///   background, best effort;
+/// - hand every trip announced by another replica, never one of this
+///   replica's own, to each listener given to [`listen`](Self::listen), with
+///   the time the trip has left; and drop a listener that answers `false`;
+/// - lose trips rather than fail when it cannot reach the other replicas:
+///   each replica's breaker then trips on its own, as without a backend.
+///
+#[cfg_attr(
+    not(feature = "breaker"),
+    doc = "[crate::breaker::BreakerLayer::with_trip_backend]: crate#feature-flags"
+)]
+pub trait TripBackend: Send + Sync + 'static {
+    /// This replica's breaker of `class` tripped, and stays open for
+    /// `open_for`: tell the other replicas.
+    fn announce(&self, class: &Class, open_for: Duration);
+
+    /// From now on, hand the other replicas' trips to `listener`.
+    fn listen(&self, listener: TripListener);
+}
+
+/// The in-memory [`TripBackend`], the default: each replica's breakers
+/// trip on their own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalTrips;
+
+impl TripBackend for LocalTrips {
+    fn announce(&self, _: &Class, _: Duration) {}
+
+    fn listen(&self, _: TripListener) {}
 }
 
 /// A response a [`StoreBackend`] holds: its value, how old it is, and how

@@ -314,6 +314,29 @@ where
     }
 }
 
+/// Whether a dependency outside this process (a Redis server, a database)
+/// can be reached now, as the component that uses it sees it.
+///
+/// A backend that coordinates through another service reports its health
+/// this way, and the Stats layer turns it into a `<name>_unavailable`
+/// alert and a `herdsman_dependency_up{dependency}` gauge
+/// (`Stats::track_dependency`). Read once per monitor tick and per
+/// snapshot: it must answer at once, from what the component last saw
+/// (its last operation failed or timed out: down; one succeeded: up).
+pub trait DependencyHealth: Send + Sync + 'static {
+    /// Whether the dependency can be reached now.
+    fn is_up(&self) -> bool;
+}
+
+impl<F> DependencyHealth for F
+where
+    F: Fn() -> bool + Send + Sync + 'static,
+{
+    fn is_up(&self) -> bool {
+        self()
+    }
+}
+
 /// What was invalidated: the Cache layer announces it (by hand through its
 /// handle, or on an unsafe method such as `POST`), and the Registry follows
 /// it with an immediate poll of the keys it covers.

@@ -838,3 +838,173 @@ async fn a_probe_that_ends_after_the_breaker_moved_on_does_not_wedge_the_next_ha
     assert_eq!(call(&mut svc, "a").await.unwrap(), "ok");
     assert_eq!(layer.handle().state(&a()), BreakerState::Closed);
 }
+
+// ---- shared trips (TripBackend) ----
+
+mod shared_trips {
+    use std::sync::Mutex;
+
+    use herdsman::backend::{LocalTrips, TripBackend, TripListener};
+
+    use super::*;
+
+    /// Replicas in one process: what one announces, the others hear at once.
+    #[derive(Clone, Default)]
+    struct Bus {
+        listeners: Arc<Mutex<Vec<(usize, TripListener)>>>,
+        announced: Arc<Mutex<Vec<(usize, Class, Duration)>>>,
+    }
+
+    /// One replica's end of the bus.
+    struct End {
+        bus: Bus,
+        replica: usize,
+    }
+
+    impl Bus {
+        fn end(&self, replica: usize) -> End {
+            End {
+                bus: self.clone(),
+                replica,
+            }
+        }
+
+        fn announced(&self) -> Vec<(usize, Class, Duration)> {
+            self.announced.lock().unwrap().clone()
+        }
+
+        fn listeners(&self) -> usize {
+            self.listeners.lock().unwrap().len()
+        }
+    }
+
+    impl TripBackend for End {
+        fn announce(&self, class: &Class, open_for: Duration) {
+            let announced = (self.replica, class.clone(), open_for);
+            self.bus.announced.lock().unwrap().push(announced);
+            let listeners: Vec<_> = self.bus.listeners.lock().unwrap().clone();
+            let mut gone = Vec::new();
+            for (i, (replica, listener)) in listeners.iter().enumerate() {
+                if *replica != self.replica && !listener(class, open_for) {
+                    gone.push(i);
+                }
+            }
+            let mut all = self.bus.listeners.lock().unwrap();
+            for i in gone.into_iter().rev() {
+                all.remove(i);
+            }
+        }
+
+        fn listen(&self, listener: TripListener) {
+            let mut all = self.bus.listeners.lock().unwrap();
+            all.push((self.replica, listener));
+        }
+    }
+
+    fn replica(bus: &Bus, n: usize) -> (Layer_, Upstream) {
+        let layer = layer(config()).with_trip_backend(bus.end(n));
+        (layer, Upstream::new())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trip_on_one_replica_opens_the_others_breaker_for_the_time_it_has_left() {
+        let bus = Bus::default();
+        let (here, up_here) = replica(&bus, 0);
+        let (there, up_there) = replica(&bus, 1);
+        let mut svc_here = here.layer(up_here.clone());
+        let mut svc_there = there.layer(up_there.clone());
+
+        open(&here, &mut svc_here, &up_here).await;
+        assert_eq!(bus.announced(), [(0, a(), Duration::from_secs(5))]);
+        assert_eq!(there.handle().state(&a()), BreakerState::Open);
+        assert_eq!(
+            there.handle().state(&Class::new("b")),
+            BreakerState::Closed,
+            "only that class"
+        );
+
+        // The other replica fails fast without a call of its own, until the
+        // trip's end ...
+        time::advance(Duration::from_secs(2)).await;
+        let rejected = call(&mut svc_there, "a").await;
+        assert!(is_open(&rejected));
+        let open = find::<BreakerOpen>(&*rejected.unwrap_err())
+            .unwrap()
+            .clone();
+        assert_eq!(open.retry_after(), Some(Duration::from_secs(3)));
+        assert_eq!(up_there.calls(), 0);
+        // ... then probes as usual, and closes on its own success.
+        time::advance(Duration::from_secs(3)).await;
+        assert_eq!(call(&mut svc_there, "a").await.unwrap(), "ok");
+        assert_eq!(there.handle().state(&a()), BreakerState::Closed);
+
+        // It never announced the trip it heard, nor counted it as its own.
+        assert_eq!(bus.announced().len(), 1, "no echo");
+        let stats = there.handle().stats();
+        assert_eq!(stats.class("a").unwrap().trips, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_probe_is_a_trip_too_and_a_remote_trip_leaves_a_forced_breaker_alone() {
+        let bus = Bus::default();
+        let (here, up_here) = replica(&bus, 0);
+        let (there, _) = replica(&bus, 1);
+        let mut svc_here = here.layer(up_here.clone());
+        there.handle().force_open(&Class::new("a"));
+        there.handle().disable(&Class::new("b"));
+
+        open(&here, &mut svc_here, &up_here).await;
+        time::advance(Duration::from_secs(5)).await;
+        // The probe fails: open again, twice as long (the backoff).
+        call(&mut svc_here, "a").await.ok();
+        assert_eq!(here.handle().state(&a()), BreakerState::Open);
+        let announced: Vec<_> = bus.announced().into_iter().map(|(_, _, d)| d).collect();
+        assert_eq!(announced, [Duration::from_secs(5), Duration::from_secs(10)]);
+
+        assert_eq!(there.handle().state(&a()), BreakerState::ForcedOpen);
+        up_here.set(Act::Fail);
+        let mut svc_b = here.layer(up_here.clone());
+        for _ in 0..3 {
+            call(&mut svc_b, "b").await.ok();
+        }
+        assert_eq!(here.handle().state(&Class::new("b")), BreakerState::Open);
+        assert_eq!(
+            there.handle().state(&Class::new("b")),
+            BreakerState::Disabled
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_layer_that_is_gone_stops_listening_and_a_rebuilt_one_listens_anew() {
+        let bus = Bus::default();
+        let (here, up_here) = replica(&bus, 0);
+        let there = layer(config()).with_trip_backend(bus.end(1));
+        assert_eq!(bus.listeners(), 2);
+        // A new setting makes new circuits, which listen; the old ones are
+        // dropped and their listener goes with the next trip.
+        let there = there.with_max_circuits(16);
+        assert_eq!(bus.listeners(), 3);
+
+        let mut svc_here = here.layer(up_here.clone());
+        open(&here, &mut svc_here, &up_here).await;
+        assert_eq!(there.handle().state(&a()), BreakerState::Open);
+        assert_eq!(bus.listeners(), 2);
+        drop(there);
+        time::advance(Duration::from_secs(5)).await;
+        call(&mut svc_here, "a").await.ok();
+        assert_eq!(bus.listeners(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_local_default_trips_and_recovers_as_without_a_backend() {
+        let layer = layer(config()).with_trip_backend(LocalTrips);
+        let upstream = Upstream::new();
+        let mut svc = layer.layer(upstream.clone());
+        open(&layer, &mut svc, &upstream).await;
+        assert!(is_open(&call(&mut svc, "a").await));
+        time::advance(Duration::from_secs(5)).await;
+        upstream.set(Act::Ok);
+        assert_eq!(call(&mut svc, "a").await.unwrap(), "ok");
+        assert_eq!(layer.handle().state(&a()), BreakerState::Closed);
+    }
+}

@@ -3,7 +3,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::Duration,
@@ -299,7 +299,21 @@ async fn the_memory_alert_has_hysteresis() {
     assert_eq!(set_and_evaluate(1_200_000), 1);
     assert_eq!(set_and_evaluate(1_300_000), 1);
     assert_eq!(set_and_evaluate(850_000), 1, "above 80 % of the threshold");
+    assert!(stats.resolved_alerts().is_empty());
     assert_eq!(set_and_evaluate(700_000), 0);
+    // The resolved alert is kept, with the value that resolved it.
+    let resolved = stats.resolved_alerts();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(
+        (
+            resolved[0].alert.rule,
+            resolved[0].alert.state,
+            resolved[0].alert.value
+        ),
+        (AlertRule::Memory, AlertState::Resolved, 700_000.0)
+    );
+    assert_eq!(resolved[0].alert.threshold, 1_000_000.0);
+    assert!(resolved[0].resolved_at.ends_with('Z'));
 
     let states: Vec<_> = [alerts.next().await.unwrap(), alerts.next().await.unwrap()]
         .iter()
@@ -429,6 +443,110 @@ async fn a_switched_off_breaker_shows_off_and_its_trip_alert_resolves() {
     assert_eq!(stats.active_alerts().len(), 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_dependency_that_is_down_raises_its_unavailable_alert_until_it_is_back() {
+    let stats = paused_stats(AlertRules::none());
+    let up = Arc::new(AtomicBool::new(true));
+    let health = up.clone();
+    stats.track_dependency("redis", move || health.load(Ordering::Relaxed));
+    let mut alerts = stats.alerts();
+    assert!(stats.start_monitor());
+    seconds(2).await;
+    assert!(stats.active_alerts().is_empty());
+
+    // Down: the next tick fires the alert, once, however long it lasts.
+    up.store(false, Ordering::Relaxed);
+    seconds(1).await;
+    let active = stats.active_alerts();
+    assert_eq!(active.len(), 1);
+    assert_eq!(
+        (active[0].rule.as_str(), active[0].endpoint.as_deref()),
+        ("redis_unavailable", None)
+    );
+    seconds(5).await;
+    assert_eq!(stats.active_alerts().len(), 1);
+
+    // Back: it resolves on the next tick; down again, it fires again.
+    up.store(true, Ordering::Relaxed);
+    seconds(1).await;
+    assert!(stats.active_alerts().is_empty());
+    up.store(false, Ordering::Relaxed);
+    seconds(1).await;
+
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let alert = alerts.next().await.unwrap();
+        seen.push((alert.rule.as_str(), alert.state));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("redis_unavailable", AlertState::Firing),
+            ("redis_unavailable", AlertState::Resolved),
+            ("redis_unavailable", AlertState::Firing),
+        ]
+    );
+    let redis = stats.snapshot().dependencies["redis"];
+    assert_eq!((redis.up, redis.outages), (false, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dependencys_health_is_a_gauge_and_its_alert_is_counted_by_its_name() {
+    let stats = paused_stats(AlertRules::none());
+    let up = Arc::new(AtomicBool::new(false));
+    let health = up.clone();
+    stats.track_dependency("redis", move || health.load(Ordering::Relaxed));
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // Counters read back from zero after each snapshot of the recorder.
+    let metrics = |evaluate: &dyn Fn()| {
+        metrics::with_local_recorder(&recorder, evaluate);
+        let mut found: Vec<_> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(key, ..)| !key.key().name().starts_with("herdsman_memory"))
+            .map(|(key, _, _, value)| {
+                let label = key.key().labels().next().unwrap();
+                let labelled = format!("{}{{{}={}}}", key.key().name(), label.key(), label.value());
+                (labelled, value)
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
+    };
+    use metrics_util::debugging::DebugValue;
+
+    assert_eq!(
+        metrics(&|| stats.evaluate()),
+        [
+            (
+                "herdsman_alerts_active{rule=redis_unavailable}".into(),
+                DebugValue::Gauge(1.0.into())
+            ),
+            (
+                "herdsman_alerts_total{rule=redis_unavailable}".into(),
+                DebugValue::Counter(1)
+            ),
+            (
+                "herdsman_dependency_up{dependency=redis}".into(),
+                DebugValue::Gauge(0.0.into())
+            ),
+        ]
+    );
+    up.store(true, Ordering::Relaxed);
+    let back = metrics(&|| stats.evaluate());
+    assert!(back.contains(&(
+        "herdsman_dependency_up{dependency=redis}".into(),
+        DebugValue::Gauge(1.0.into())
+    )));
+    let json = serde_json::to_value(stats.snapshot()).unwrap();
+    assert_eq!(
+        json["dependencies"]["redis"],
+        serde_json::json!({ "up": true, "outages": 1 })
+    );
+}
+
 #[tokio::test]
 async fn a_registered_class_is_listed_at_zero_before_its_first_request() {
     let stats = Stats::new();
@@ -462,6 +580,7 @@ async fn the_snapshot_serializes_to_the_documented_json_shape() {
     stats.observe(&users, Event::Coalesced);
     stats.observe(&users, Event::Subscribed);
     stats.observe(&users, Event::BreakerState(BreakerState::Open));
+    stats.track_dependency("redis", || true);
     seconds(1).await;
 
     let mut json = serde_json::to_value(stats.snapshot()).unwrap();

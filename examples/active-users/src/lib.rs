@@ -6,7 +6,9 @@
 //! cargo run --release -p active-users
 //! ```
 //!
-//! Then open <http://127.0.0.1:3000/> in a few tabs. Environment variables:
+//! Then open <http://127.0.0.1:3000/> in a few tabs (the demo's live
+//! board), and <http://127.0.0.1:3000/_herdsman/> for herdsman's own
+//! dashboard (stats, alerts, switches). Environment variables:
 //! `HERDSMAN_ADDR` (default `127.0.0.1:3000`), `HERDSMAN_ENV`,
 //! `HERDSMAN_CONFIG` and `HERDSMAN__SECTION__KEY` (see
 //! docs/CONFIGURATION.md), `DEMO_UPSTREAM_LATENCY_MS` (default 50),
@@ -22,10 +24,15 @@
 //! client-side use) instead of its in-process one, so that several replicas
 //! can share one upstream and the calls they make can be counted.
 //!
+//! Requests get tower-http's `TraceLayer` spans (`RUST_LOG=tower_http=debug`
+//! shows them); JSON routes a [`REQUEST_TIMEOUT`] and gzip for callers that
+//! accept it; writes a body limit of [`MAX_WRITE_BYTES`].
+//!
 //! The routes and what they answer are in docs/HTTP.md; besides herdsman's
 //! admin routes, `POST /_demo/upstream` (`{"fail_rate": 0.5}`, admin only)
 //! changes the failure rate at run time.
 
+mod page;
 mod upstream;
 
 use std::time::Duration;
@@ -54,8 +61,21 @@ use hyper_util::{
 };
 use serde::Deserialize;
 use tower::{service_fn, util::BoxCloneSyncService, ServiceExt};
+use tower_http::{
+    compression::CompressionLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
 
 pub use crate::upstream::{CardEvent, Endpoint, NewCard, Upstream};
+
+/// How long a non-streaming route may take before it answers 504 (tower-http's
+/// `TimeoutLayer`; event streams have no deadline).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most a write (`POST /api/boards/{board}/cards`, `POST
+/// /_demo/upstream`) may send, in bytes; more is answered 413 (tower-http's
+/// `RequestBodyLimitLayer`).
+pub const MAX_WRITE_BYTES: usize = 16 * 1024;
 
 /// The demo's endpoint classes: name, path pattern, shared across users.
 pub const CLASSES: [(&str, &str, bool); 3] = [
@@ -295,21 +315,40 @@ impl Demo {
             self.coordinator.environment(),
             config.admin.token.as_deref(),
         );
-        Router::new()
+        // The JSON routes: gzip for callers that accept it (after the
+        // registry and the cache, which hold the identity answer: see
+        // docs/HTTP.md), a deadline, and a cap on what a write may send.
+        let json = Router::new()
             .route("/api/active-users", get(poll))
             .route("/api/boards/{board}/events", get(poll_board))
-            .route("/api/boards/{board}/cards", post(add_card))
+            .route(
+                "/api/boards/{board}/cards",
+                post(add_card).layer(RequestBodyLimitLayer::new(MAX_WRITE_BYTES)),
+            )
             .route("/api/me", get(poll))
-            .route("/sse/active-users", get(sse_active_users))
-            .route("/sse/boards/{board}/events", get(sse_board))
+            // The same bytes as active-users' answer through the same
+            // tower-http layers, without herdsman's: a load's ceiling.
             .route("/bare/static", get(bare_static))
             .route(
                 "/_demo/upstream",
                 post(set_upstream)
+                    .layer(RequestBodyLimitLayer::new(MAX_WRITE_BYTES))
                     .route_layer(middleware::from_fn_with_state(access, require_admin)),
             )
+            .layer(CompressionLayer::new())
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::GATEWAY_TIMEOUT,
+                REQUEST_TIMEOUT,
+            ));
+        // Event streams last: no deadline, and never compressed.
+        let streams = Router::new()
+            .route("/sse/active-users", get(sse_active_users))
+            .route("/sse/boards/{board}/events", get(sse_board));
+        json.merge(streams)
             .with_state(self.clone())
+            .merge(page::routes())
             .merge(admin)
+            .layer(TraceLayer::new_for_http())
     }
 
     /// The stats document's `sizes`: what each of the stack's maps holds

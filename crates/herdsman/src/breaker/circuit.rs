@@ -20,6 +20,7 @@ use tokio::{sync::broadcast, time::Instant};
 
 use super::{BreakerConfig, BreakerEvent, BreakerOpen, BreakerState, ClassStats};
 use crate::{
+    backend::TripBackend,
     class::Class,
     event::{Event, Observers, Rejection},
     sync::{AtomicBool, AtomicU32, AtomicU64},
@@ -102,6 +103,8 @@ pub(crate) struct Circuit {
     rejected_total: AtomicU64,
     metrics: Metrics,
     observers: Observers,
+    /// Where this circuit's trips are announced, if they are shared.
+    trips: Option<Arc<dyn TripBackend>>,
 }
 
 struct Metrics {
@@ -127,6 +130,7 @@ impl Circuit {
         events: broadcast::Sender<BreakerEvent>,
         subscribed: Arc<AtomicBool>,
         observers: Observers,
+        trips: Option<Arc<dyn TripBackend>>,
     ) -> Self {
         let endpoint = class.as_str().to_owned();
         let state = BreakerState::ALL.map(|s| {
@@ -159,6 +163,7 @@ impl Circuit {
             rejected_total: AtomicU64::new(0),
             metrics,
             observers,
+            trips,
         }
     }
 
@@ -381,8 +386,31 @@ impl Circuit {
         if opened {
             self.trips_total.fetch_add(1, Ordering::Relaxed);
             self.metrics.trips.increment(1);
+            if let Some(backend) = &self.trips {
+                backend.announce(&self.class, wait);
+            }
         }
         opened
+    }
+
+    /// Another replica's breaker of this class tripped and stays open
+    /// `open_for` more: a closed or half-open breaker opens until then, as
+    /// if it had tripped (not counted in `trips`, not announced again). One
+    /// open already, forced open or disabled is left alone.
+    pub(crate) fn open_remote(&self, open_for: Duration) {
+        let until = self.now_ms() + open_for.as_millis().max(1) as u64;
+        loop {
+            let word = self.word.load(Ordering::Acquire);
+            let trips = match kind(word) {
+                BreakerState::Closed => 1,
+                BreakerState::HalfOpen => trips(word).saturating_add(1),
+                _ => return,
+            };
+            if self.transition(word, pack(BreakerState::Open, trips, until)) {
+                tracing::info!(endpoint = %self.class, ?open_for, "circuit breaker opened by another replica's trip");
+                return;
+            }
+        }
     }
 
     /// Moves from the state `from` to `to`; `false` if another thread moved
@@ -640,6 +668,7 @@ mod loom {
             events,
             Arc::new(AtomicBool::new(false)),
             Observers::none(),
+            None,
         ))
     }
 
@@ -675,6 +704,23 @@ mod loom {
                 c.probes.load(Ordering::SeqCst)
             );
             assert!(c.admit().is_err(), "and only one");
+        });
+    }
+
+    #[test]
+    fn a_remote_trip_racing_a_failed_probe_opens_the_breaker_once() {
+        ::loom::model(|| {
+            let c = circuit();
+            c.set(BreakerState::HalfOpen);
+            let c1 = c.clone();
+            let remote = ::loom::thread::spawn(move || c1.open_remote(Duration::from_secs(5)));
+            if let Ok(admit) = c.admit() {
+                c.record(admit, FAILURE);
+            }
+            remote.join().unwrap();
+            assert_eq!(c.state(), BreakerState::Open);
+            let word = c.word.load(Ordering::SeqCst);
+            assert_eq!(trips(word), 1, "one trip past the half-open one");
         });
     }
 
@@ -814,6 +860,7 @@ mod tests {
             events,
             Arc::new(AtomicBool::new(false)),
             Observers::none(),
+            None,
         );
         // 100,000 calls in one bucket, one in ten failing: a 10 % rate.
         for i in 0..100_000u32 {

@@ -14,7 +14,9 @@ use arc_swap::ArcSwap;
 use tokio::sync::broadcast;
 
 use super::{circuit::Circuit, BreakerConfig, BreakerEvent, BreakerState};
-use crate::{class::Class, event::Observers, key::KeyBuildHasher, sync::AtomicBool};
+use crate::{
+    backend::TripBackend, class::Class, event::Observers, key::KeyBuildHasher, sync::AtomicBool,
+};
 
 /// `Class` carries its hash: the map does not hash the name again.
 type CircuitMap = HashMap<Class, Arc<Circuit>, KeyBuildHasher>;
@@ -29,14 +31,40 @@ pub(crate) struct Circuits {
     /// Set once anyone subscribed: until then rejections send no event.
     pub(crate) subscribed: Arc<AtomicBool>,
     observers: Observers,
+    /// Where trips are shared with other replicas, if they are.
+    trips: Option<Arc<dyn TripBackend>>,
 }
 
 impl Circuits {
-    pub(crate) fn new(
+    /// The circuits, listening to the other replicas' trips through
+    /// `trips` (for as long as they live).
+    pub(crate) fn shared(
         default: BreakerConfig,
         classes: HashMap<Class, BreakerConfig>,
         max: usize,
         observers: Observers,
+        trips: Option<Arc<dyn TripBackend>>,
+    ) -> Arc<Self> {
+        let circuits = Arc::new(Circuits::new(default, classes, max, observers, trips));
+        if let Some(trips) = &circuits.trips {
+            let weak = Arc::downgrade(&circuits);
+            trips.listen(Arc::new(move |class, open_for| {
+                let Some(circuits) = weak.upgrade() else {
+                    return false;
+                };
+                circuits.get(class).open_remote(open_for);
+                true
+            }));
+        }
+        circuits
+    }
+
+    fn new(
+        default: BreakerConfig,
+        classes: HashMap<Class, BreakerConfig>,
+        max: usize,
+        observers: Observers,
+        trips: Option<Arc<dyn TripBackend>>,
     ) -> Self {
         let (events, _) = broadcast::channel(1024);
         Circuits {
@@ -48,6 +76,7 @@ impl Circuits {
             events,
             subscribed: Arc::new(AtomicBool::new(false)),
             observers,
+            trips,
         }
     }
 
@@ -101,6 +130,7 @@ impl Circuits {
             self.events.clone(),
             self.subscribed.clone(),
             self.observers.clone(),
+            self.trips.clone(),
         ));
         map.insert(class, Arc::clone(&circuit));
         self.map.store(Arc::new(map));

@@ -4,6 +4,7 @@ use tower_layer::Layer;
 
 use super::{circuits::Circuits, Breaker, BreakerConfig, BreakerHandle, DefaultFailures};
 use crate::{
+    backend::TripBackend,
     class::{AllDefault, Class},
     event::{Observer, Observers},
 };
@@ -22,6 +23,7 @@ pub struct BreakerLayer<C = AllDefault, K = DefaultFailures> {
     classes: HashMap<Class, BreakerConfig>,
     max: usize,
     observers: Observers,
+    trips: Option<Arc<dyn TripBackend>>,
     circuits: Arc<Circuits>,
 }
 
@@ -36,12 +38,14 @@ impl BreakerLayer {
             classes: HashMap::new(),
             max: DEFAULT_MAX_CIRCUITS,
             observers: Observers::none(),
-            circuits: Arc::new(Circuits::new(
+            trips: None,
+            circuits: Circuits::shared(
                 default,
                 HashMap::new(),
                 DEFAULT_MAX_CIRCUITS,
                 Observers::none(),
-            )),
+                None,
+            ),
         }
     }
 }
@@ -54,12 +58,13 @@ impl Default for BreakerLayer {
 
 impl<C, K> BreakerLayer<C, K> {
     fn rebuild(mut self) -> Self {
-        self.circuits = Arc::new(Circuits::new(
+        self.circuits = Circuits::shared(
             self.default,
             self.classes.clone(),
             self.max,
             self.observers.clone(),
-        ));
+            self.trips.clone(),
+        );
         self
     }
 
@@ -86,6 +91,7 @@ impl<C, K> BreakerLayer<C, K> {
             classes: self.classes,
             max: self.max,
             observers: self.observers,
+            trips: self.trips,
             circuits: self.circuits,
         }
     }
@@ -105,6 +111,7 @@ impl<C, K> BreakerLayer<C, K> {
             classes: self.classes,
             max: self.max,
             observers: self.observers,
+            trips: self.trips,
             circuits: self.circuits,
         }
     }
@@ -125,6 +132,19 @@ impl<C, K> BreakerLayer<C, K> {
     /// [`handle`](Self::handle)s).
     pub fn with_observer(mut self, observer: impl Observer) -> Self {
         self.observers = Observers::new(observer);
+        self.rebuild()
+    }
+
+    /// Shares trips with other replicas through `backend` (see
+    /// [`TripBackend`]): each trip of this layer's breakers is announced,
+    /// and a trip announced by another replica opens this layer's breaker
+    /// of that class for the time the trip has left, as if it had tripped
+    /// here (then half-open probing as usual; it is not announced again).
+    /// A breaker forced open, disabled, or already open is left as it is.
+    /// Off by default ([`LocalTrips`](crate::backend::LocalTrips)). Starts
+    /// new circuits, like the other settings.
+    pub fn with_trip_backend(mut self, backend: impl TripBackend) -> Self {
+        self.trips = Some(Arc::new(backend));
         self.rebuild()
     }
 
@@ -159,6 +179,7 @@ impl<C: Clone, K: Clone> Clone for BreakerLayer<C, K> {
             classes: self.classes.clone(),
             max: self.max,
             observers: self.observers.clone(),
+            trips: self.trips.clone(),
             circuits: self.circuits.clone(),
         }
     }
@@ -171,6 +192,7 @@ impl<C, K> fmt::Debug for BreakerLayer<C, K> {
             .field("classes", &self.classes)
             .field("max", &self.max)
             .field("observers", &self.observers)
+            .field("shares_trips", &self.trips.is_some())
             .finish_non_exhaustive()
     }
 }

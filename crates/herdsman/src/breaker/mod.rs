@@ -55,6 +55,23 @@
 //! [`Event::Rejected`](crate::event::Event::Rejected)`(BreakerOpen)` for each
 //! call failed fast, with the breaker's class: nothing is classified twice.
 //!
+//! # Shared trips (replicas)
+//!
+//! Off by default, each replica's breakers trip on their own. With
+//! [`BreakerLayer::with_trip_backend`] and a
+//! [`TripBackend`](crate::backend::TripBackend) (`herdsman_redis::RedisTrips`
+//! shares them through Redis), each trip of this layer's breakers (a
+//! closed breaker that opens, or a half-open one whose probe failed) is
+//! announced with its open time, and a trip another replica announces
+//! opens this layer's closed or half-open breaker of that class for the
+//! time the trip has left: its callers fail fast at once instead of each
+//! replica paying for its own failures first. The breaker then probes as
+//! usual, on its own. A trip heard is not announced again (no echo), not
+//! counted in [`ClassStats::trips`], and leaves a breaker that is open
+//! already, forced open or disabled as it is; it does report its
+//! transition (events, `herdsman_breaker_state`, the `breaker_trip` alert)
+//! like any other.
+//!
 //! # Hot path
 //!
 //! Closed, the breaker reads one atomic word to admit a call and, when it
@@ -174,7 +191,8 @@ pub struct ClassStats {
     pub slow_in_window: u32,
     /// Failures in a row now.
     pub consecutive_failures: u32,
-    /// Times the breaker opened.
+    /// Times the breaker opened on its own (not for another replica's
+    /// trip: see [Shared trips](self#shared-trips-replicas)).
     pub trips: u64,
     /// Calls rejected.
     pub rejected: u64,

@@ -1,7 +1,7 @@
 //! Alert rules, their state, and delivery.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     fmt,
     pin::Pin,
     sync::{Mutex, PoisonError},
@@ -231,9 +231,9 @@ impl AlertRules {
     }
 }
 
-/// Which rule an alert comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// Which rule an alert comes from. Serializes as its
+/// [name](AlertRule::as_str).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum AlertRule {
     /// One key's upstream calls per minute.
@@ -244,18 +244,30 @@ pub enum AlertRule {
     ErrorRate,
     /// A circuit breaker tripped.
     BreakerTrip,
+    /// A dependency given to
+    /// [`Stats::track_dependency`](super::Stats::track_dependency) cannot
+    /// be reached: the rule's name, `<dependency>_unavailable` (such as
+    /// `redis_unavailable`).
+    Unavailable(&'static str),
 }
 
 impl AlertRule {
     /// The label in metrics and JSON: `upstream_calls`, `memory`,
-    /// `error_rate`, `breaker_trip`.
+    /// `error_rate`, `breaker_trip`, or `<dependency>_unavailable`.
     pub fn as_str(self) -> &'static str {
         match self {
             AlertRule::UpstreamCalls => "upstream_calls",
             AlertRule::Memory => "memory",
             AlertRule::ErrorRate => "error_rate",
             AlertRule::BreakerTrip => "breaker_trip",
+            AlertRule::Unavailable(rule) => rule,
         }
+    }
+}
+
+impl Serialize for AlertRule {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(self.as_str())
     }
 }
 
@@ -307,9 +319,28 @@ pub(crate) struct AlertId {
     pub(crate) key: Option<String>,
 }
 
+/// An alert that ended, with the value that resolved it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct ResolvedAlert {
+    /// The alert: [`state`](Alert::state) is
+    /// [`Resolved`](AlertState::Resolved), [`value`](Alert::value) the one
+    /// that fell under the threshold, [`since`](Alert::since) when it
+    /// started firing.
+    #[serde(flatten)]
+    pub alert: Alert,
+    /// When it resolved (RFC 3339, UTC).
+    pub resolved_at: String,
+}
+
+/// How many resolved alerts [`Stats::resolved_alerts`](super::Stats::resolved_alerts) keeps.
+pub const RESOLVED_KEPT: usize = 16;
+
 /// The active alerts and the channel their changes go out on.
 pub(crate) struct Book {
     active: Mutex<HashMap<AlertId, Alert>>,
+    /// The last [`RESOLVED_KEPT`] resolved, newest first.
+    resolved: Mutex<VecDeque<ResolvedAlert>>,
     events: broadcast::Sender<Alert>,
 }
 
@@ -317,6 +348,7 @@ impl Book {
     pub(crate) fn new() -> Self {
         Book {
             active: Mutex::new(HashMap::new()),
+            resolved: Mutex::new(VecDeque::new()),
             events: broadcast::channel(256).0,
         }
     }
@@ -376,8 +408,22 @@ impl Book {
             alert.message
         );
         metrics::gauge!("herdsman_alerts_active", "rule" => alert.rule.as_str()).decrement(1.0);
+        {
+            let mut resolved = self.resolved.lock().unwrap_or_else(PoisonError::into_inner);
+            resolved.push_front(ResolvedAlert {
+                alert: alert.clone(),
+                resolved_at: rfc3339(SystemTime::now()),
+            });
+            resolved.truncate(RESOLVED_KEPT);
+        }
         let _ = self.events.send(alert);
         true
+    }
+
+    /// The last resolved alerts, newest first.
+    pub(crate) fn resolved(&self) -> Vec<ResolvedAlert> {
+        let resolved = self.resolved.lock().unwrap_or_else(PoisonError::into_inner);
+        resolved.iter().cloned().collect()
     }
 
     pub(crate) fn active(&self) -> Vec<Alert> {

@@ -14,7 +14,8 @@ use std::{
 use arc_swap::ArcSwap;
 
 use super::{
-    alerts::{Alert, AlertEvents, AlertId, AlertRule, AlertRules, Book},
+    alerts::{Alert, AlertEvents, AlertId, AlertRule, AlertRules, Book, ResolvedAlert},
+    dependency::Dependencies,
     future::{Guard, Recording, Side},
     hooks::Hooks,
     layer::{StatsLayer, UpstreamLayer},
@@ -27,7 +28,7 @@ use crate::{
     class::Class,
     clock::Clock,
     clock::Stopwatch,
-    event::{BreakerState, Event, MemorySource, Observer},
+    event::{BreakerState, DependencyHealth, Event, MemorySource, Observer},
     key::{Key, KeyBuildHasher},
 };
 
@@ -65,6 +66,7 @@ pub(crate) struct Inner {
     book: Book,
     hooks: Hooks,
     memory: Mutex<Vec<Named>>,
+    dependencies: Dependencies,
     monitor: AtomicBool,
     published: Mutex<Published>,
 }
@@ -122,6 +124,7 @@ impl StatsBuilder {
                 book: Book::new(),
                 hooks: Hooks::new(),
                 memory: Mutex::new(Vec::new()),
+                dependencies: Dependencies::default(),
                 monitor: AtomicBool::new(false),
                 published: Mutex::new(Published::default()),
             }),
@@ -195,6 +198,38 @@ impl Stats {
             .push((name.into(), Box::new(source)));
     }
 
+    /// Watches a dependency outside this process (a Redis server that
+    /// replicas coordinate through), by `name`: while `health` says it is
+    /// down, the `<name>_unavailable` alert fires (`redis_unavailable`),
+    /// and it resolves when the dependency is back. The gauge
+    /// `herdsman_dependency_up{dependency = name}` is 1 or 0, and the
+    /// snapshot's `dependencies` lists it with its outages. Read on each
+    /// monitor tick and when a snapshot is taken; tracking a name again
+    /// replaces its source.
+    ///
+    /// ```
+    /// use std::sync::{atomic::{AtomicBool, Ordering}, Arc};
+    /// use herdsman::stats::Stats;
+    ///
+    /// let stats = Stats::new();
+    /// let up = Arc::new(AtomicBool::new(true));
+    /// let health = up.clone();
+    /// stats.track_dependency("redis", move || health.load(Ordering::Relaxed));
+    ///
+    /// up.store(false, Ordering::Relaxed);
+    /// stats.evaluate();
+    /// assert_eq!(stats.active_alerts()[0].rule.as_str(), "redis_unavailable");
+    /// assert!(!stats.snapshot().dependencies["redis"].up);
+    /// ```
+    pub fn track_dependency(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        health: impl DependencyHealth,
+    ) {
+        let name = name.into().into_owned();
+        self.inner.dependencies.track(name, Box::new(health));
+    }
+
     /// A subscription to alert changes (each alert once when it fires and
     /// once when it resolves).
     pub fn alerts(&self) -> AlertEvents {
@@ -204,6 +239,14 @@ impl Stats {
     /// The alerts firing now.
     pub fn active_alerts(&self) -> Vec<Alert> {
         self.inner.book.active()
+    }
+
+    /// The last alerts that resolved (at most
+    /// [`RESOLVED_KEPT`](super::RESOLVED_KEPT)), newest first, each with the
+    /// value that resolved it: what a dashboard shows once an alert is no
+    /// longer in the snapshot's active list.
+    pub fn resolved_alerts(&self) -> Vec<ResolvedAlert> {
+        self.inner.book.resolved()
     }
 
     /// The alert thresholds.
@@ -228,12 +271,14 @@ impl Stats {
             })
             .collect();
         let memory = inner.memory();
+        let dependencies = inner.dependencies.check(&inner.book, false);
         Snapshot {
             uptime_secs: inner.clock.now() as f64 / 1e9,
             memory_bytes: memory.values().sum(),
             memory,
             endpoints,
             alerts: inner.book.active(),
+            dependencies,
         }
     }
 
@@ -451,6 +496,7 @@ impl Inner {
                 self.book.resolve(&id, total as f64);
             }
         }
+        self.dependencies.check(&self.book, true);
         self.published
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

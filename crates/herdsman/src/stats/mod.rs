@@ -95,7 +95,9 @@
 //! upstream calls per minute for one key (one hook); more than 100 MB held
 //! by coordination (the layers' own estimates, summed over the sources
 //! given to [`Stats::track_memory`]); an error rate above 5 % over one
-//! minute with at least 20 requests; any breaker trip. Each alert fires
+//! minute with at least 20 requests; any breaker trip; and, for each
+//! dependency given to [`Stats::track_dependency`] (a Redis server), while
+//! it cannot be reached (`redis_unavailable`). Each alert fires
 //! once when its condition starts and resolves once when it ends, with
 //! hysteresis ([`AlertRules::with_resolve_ratio`]). It is delivered as a
 //! `tracing` warning, a `herdsman_alerts_total{rule}` counter, the
@@ -116,6 +118,8 @@
 )]
 
 mod alerts;
+mod dependency;
+mod describe;
 mod future;
 mod handle;
 mod histogram;
@@ -130,7 +134,9 @@ mod snapshot;
 /// The clock latencies, rates and alerts read: [`crate::clock::Clock`],
 /// under its earlier name.
 pub use self::{
-    alerts::{Alert, AlertEvents, AlertRule, AlertRules, AlertState},
+    alerts::{Alert, AlertEvents, AlertRule, AlertRules, AlertState, ResolvedAlert, RESOLVED_KEPT},
+    dependency::DependencySnapshot,
+    describe::describe_metrics,
     future::{Recording, ResponseFuture},
     handle::{Stats, StatsBuilder, MAX_CLASSES, OVERFLOW_CLASS},
     histogram::{Percentiles, SIGNIFICANT_FIGURES},

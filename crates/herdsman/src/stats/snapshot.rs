@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::{
     alerts::Alert,
+    dependency::DependencySnapshot,
     histogram::Percentiles,
     recorder::{ClassRecorder, ErrorKind, REJECTIONS},
 };
@@ -28,6 +29,9 @@ pub struct Snapshot {
     pub memory: BTreeMap<String, u64>,
     /// The alerts firing now.
     pub alerts: Vec<Alert>,
+    /// The health of each dependency given to
+    /// [`Stats::track_dependency`](super::Stats::track_dependency), by name.
+    pub dependencies: BTreeMap<String, DependencySnapshot>,
 }
 
 /// The client requests of one class that made no upstream call of their
