@@ -8,19 +8,23 @@ use axum::{
     http::{header, HeaderValue, Response, StatusCode},
     middleware::Next,
 };
-use herdsman::config::Environment;
+use herdsman::{config::Environment, http::ClientAddr};
 
 /// The admin routes' access rule.
 ///
 /// - In production and docker, a request needs `Authorization: Bearer
 ///   <token>` with the configured token. With no token configured, admin
 ///   routes are closed.
-/// - In development and test, they are open to loopback peers only (the
-///   peer address is axum's `ConnectInfo<SocketAddr>`, which
-///   [`Server`](crate::Server) inserts, as does axum's
-///   `into_make_service_with_connect_info::<SocketAddr>()`; without it
-///   they are closed). Behind a reverse proxy on the same host every peer
-///   is loopback: give that setup a token.
+/// - In development and test, they are open to loopback clients only. The
+///   client is the request's [`ClientAddr`], which [`Server`](crate::Server)
+///   inserts (the peer, or behind a trusted proxy the client it names),
+///   else axum's `ConnectInfo<SocketAddr>` (axum's
+///   `into_make_service_with_connect_info::<SocketAddr>()`); without either
+///   they are closed. A loopback peer whose request still carries
+///   `Forwarded`, `X-Forwarded-For` or `X-Real-IP` (a proxy on the same
+///   host that is not among `server.trusted_proxies`) is refused: every
+///   request through it would look local. List that proxy, or give the
+///   setup a token.
 ///
 /// Refusals are 403 with a one-line reason.
 #[derive(Clone)]
@@ -77,13 +81,37 @@ impl AdminAccess {
                     None => Err("admin token required"),
                 }
             }
-            Rule::Loopback => match req.extensions().get::<ConnectInfo<SocketAddr>>() {
-                Some(ConnectInfo(peer)) if peer.ip().is_loopback() => Ok(()),
-                Some(_) => Err("admin routes are open to loopback only in this environment"),
-                None => Err("admin routes need the peer address (serve with connect info)"),
-            },
+            Rule::Loopback => loopback(req),
         }
     }
+}
+
+/// The loopback rule: the client address is loopback, and no proxy that
+/// the server did not resolve stands between.
+fn loopback(req: &Request) -> Result<(), &'static str> {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| *peer);
+    let client = req.extensions().get::<ClientAddr>().map(|c| c.0);
+    let Some(addr) = client.or(peer) else {
+        return Err("admin routes need the peer address (serve with connect info)");
+    };
+    if !addr.ip().to_canonical().is_loopback() {
+        return Err("admin routes are open to loopback only in this environment");
+    }
+    // The server put the client a trusted proxy named: that hop is believed.
+    let resolved = matches!((client, peer), (Some(client), Some(peer)) if client != peer);
+    let forwarded = ["forwarded", "x-forwarded-for", "x-real-ip"]
+        .iter()
+        .any(|name| req.headers().contains_key(*name));
+    if forwarded && !resolved {
+        return Err(
+            "admin routes are open to loopback only in this environment, and this \
+             request came through a proxy that is not in server.trusted_proxies",
+        );
+    }
+    Ok(())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -29,6 +29,9 @@
 //!   request-head bytes, graceful shutdown, and each request's
 //!   [`ClientAddr`](herdsman::http::ClientAddr) and axum `ConnectInfo` in
 //!   its extensions. Event streams are never cut by the deadlines.
+//! - [`Shutdown`] ([`shutdown`]): one signal for the server's graceful
+//!   shutdown and for [`Live`]'s streams, which end with a last
+//!   `shutdown` event so that clients reconnect elsewhere at once.
 //!
 //! `docs/HTTP.md` in the repository lists every route, header and status
 //! code; `examples/active-users` puts it all together.
@@ -80,6 +83,7 @@ mod poll;
 mod router;
 mod routes;
 pub mod serve;
+pub mod shutdown;
 mod sse;
 mod stats;
 mod streams;
@@ -91,8 +95,10 @@ pub use crate::{
     poll::{etag, not_modified, poll_response},
     routes::{prometheus, Admin, AdminBuilder, Toggle},
     serve::Server,
+    shutdown::Shutdown,
     sse::{
-        event_id, sse, Encode, InvalidSseField, LastEventId, SseMessage, UpdateEvents, KEEP_ALIVE,
+        event_id, sse, Encode, InvalidSseField, LastEventId, SseMessage, Until, UpdateEvents,
+        KEEP_ALIVE,
     },
     stats::stats_document,
     streams::OpenStreams,

@@ -1,16 +1,18 @@
 //! SSE and polling endpoints over one HTTP registry.
 
-use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
+use std::{fmt, future::Future, net::SocketAddr, sync::Arc, task::Poll, time::Duration};
 
 use axum::{
     body::Body,
     extract::ConnectInfo,
     http::{header, request::Parts, HeaderMap, HeaderValue, Request, Response, StatusCode},
+    response::sse::Event,
 };
 use futures_core::Stream;
 use herdsman::{
     class::{Class, Classify},
     error::{describe, Describe, ErrorKind},
+    event::Rejection,
     failure::{FailureClassifier, Verdict},
     http::{retry_after_secs, ClientAddr, ServerErrors, SharedBody},
     registry::{Subscription, TooManySubscribers, Update},
@@ -21,7 +23,8 @@ use crate::{
     error::refusal_response,
     poll::poll_response,
     routes::Toggle,
-    sse::{sse, LastEventId, SseMessage, KEEP_ALIVE},
+    shutdown::{Shutdown, SHUTDOWN_RETRY},
+    sse::{sse, LastEventId, SseMessage, Until, KEEP_ALIVE},
     streams::OpenStreams,
 };
 
@@ -54,12 +57,21 @@ type SubscribeFn = dyn Fn(Request<Body>) -> Result<Subscription<Response<SharedB
 /// [`error_response`](crate::error_response) maps it: 429 for a caller's or an address's budget,
 /// 503 for the registry's capacity, 414 for a key over the maximum length.
 /// The caller is read from the data request, and so is its address
-/// ([`data_request`] carries it over).
+/// ([`data_request`] carries it over). Beside those budgets, the process
+/// holds at most [`with_max_streams`](Self::with_max_streams) streams
+/// (`server.max_event_streams`) from all callers together.
+///
+/// Given a [`Shutdown`] ([`with_shutdown`](Self::with_shutdown)), its
+/// streams end with a last `shutdown` event when it is triggered, so that
+/// clients reconnect elsewhere at once and the server's graceful shutdown
+/// does not wait for them.
 #[derive(Clone)]
 pub struct Live {
     subscribe: Arc<SubscribeFn>,
     sse_enabled: Toggle,
     streams: OpenStreams,
+    max_streams: usize,
+    shutdown: Option<Shutdown>,
     keep_alive: Duration,
     stats: Option<(Stats, Arc<ClassifyFn>)>,
 }
@@ -76,6 +88,8 @@ impl Live {
             subscribe: Arc::new(subscribe),
             sse_enabled: Toggle::new(true),
             streams: OpenStreams::default(),
+            max_streams: usize::MAX,
+            shutdown: None,
             keep_alive: KEEP_ALIVE,
             stats: None,
         }
@@ -85,6 +99,26 @@ impl Live {
     /// and clients fall back to polling.
     pub fn with_sse_toggle(mut self, toggle: Toggle) -> Self {
         self.sse_enabled = toggle;
+        self
+    }
+
+    /// Event streams open at once, at most, from every caller together
+    /// (default: no cap but the registry's; the configuration's is
+    /// `server.max_event_streams`). At the cap a new stream is answered
+    /// `429 Too Many Requests` with `Retry-After: 5`, so that clients poll
+    /// meanwhile, and counted as an `event_streams` rejection.
+    pub fn with_max_streams(mut self, max: usize) -> Self {
+        self.max_streams = max;
+        self
+    }
+
+    /// Ends every stream, open or opened later, with a last event when
+    /// `shutdown` is triggered (see [`shutdown`](crate::shutdown)):
+    /// `event: shutdown`, `data: {"retry_ms": 1000}`, `retry: 1000`
+    /// ([`SHUTDOWN_RETRY`]), no `id:`, so that a client reconnects a second
+    /// later with the id of the last value it has.
+    pub fn with_shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = Some(shutdown);
         self
     }
 
@@ -153,6 +187,16 @@ impl Live {
             return r;
         }
         let recording = self.record(&data_request);
+        let Some(open) = self.streams.try_open(self.max_streams) else {
+            if let Some(r) = recording {
+                r.rejected(Rejection::EventStreams);
+            }
+            let mut r = Response::new(Body::from("too many event streams open; poll instead"));
+            *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return r;
+        };
         match (self.subscribe)(data_request) {
             Ok(subscription) => {
                 if let Some(r) = recording {
@@ -162,8 +206,8 @@ impl Live {
                     subscription,
                     last_event_id,
                     encode_http,
-                    Some(Box::new(self.streams.open())),
-                    Some(Box::pin(self.sse_enabled.off())),
+                    Some(Box::new(open)),
+                    Some(self.until()),
                     self.keep_alive,
                 )
             }
@@ -174,6 +218,25 @@ impl Live {
                 refusal_response(&err)
             }
         }
+    }
+
+    /// What ends a stream: the SSE switch turned off (no last event), or
+    /// the shutdown (its last event).
+    fn until(&self) -> Until {
+        let mut off = Box::pin(self.sse_enabled.off());
+        let Some(shutdown) = &self.shutdown else {
+            return Box::pin(async move {
+                off.await;
+                None
+            });
+        };
+        let mut shutdown = Box::pin(shutdown.triggered());
+        Box::pin(std::future::poll_fn(move |cx| {
+            if shutdown.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(shutdown_event());
+            }
+            off.as_mut().poll(cx).map(|()| None)
+        }))
     }
 
     /// The polling response for `data_request`'s resource, as
@@ -274,6 +337,13 @@ fn judge(response: &Response<Body>) -> Verdict {
     ServerErrors.verdict(&Ok(status))
 }
 
+/// The last event of a stream when the server shuts down.
+fn shutdown_event() -> Option<Event> {
+    let retry_ms = SHUTDOWN_RETRY.as_millis();
+    let message = SseMessage::new(format!("{{\"retry_ms\":{retry_ms}}}")).with_event("shutdown");
+    message.ok()?.into_event(None, Some(SHUTDOWN_RETRY)).ok()
+}
+
 async fn next<S: Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
     std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_next(cx)).await
 }
@@ -319,6 +389,8 @@ impl fmt::Debug for Live {
         f.debug_struct("Live")
             .field("sse_enabled", &self.sse_enabled)
             .field("streams", &self.streams)
+            .field("max_streams", &self.max_streams)
+            .field("shutdown", &self.shutdown)
             .finish_non_exhaustive()
     }
 }

@@ -205,12 +205,18 @@ where
     }
 }
 
+/// What ends a stream of [`sse`]: a future that resolves to the stream's
+/// last event, or to `None` to end it without one.
+pub type Until = Pin<Box<dyn Future<Output = Option<Event>> + Send>>;
+
 /// The event stream of [`sse`]: one event per change of the value (`id:`
 /// its [`event_id`]), an error event per failure (no `id:`), `retry:` the
 /// poll interval on the first event.
 pub struct UpdateEvents<T: Send + Sync + 'static, E> {
     subscription: Subscription<T>,
-    until: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    until: Option<Until>,
+    /// `until` resolved: the stream has ended (after its last event).
+    ended: bool,
     encode: E,
     /// The id of the last value the client has: its `Last-Event-ID`, then
     /// that of each value sent.
@@ -283,9 +289,13 @@ impl<T: Send + Sync + 'static, E: Encode<T> + Unpin> Stream for UpdateEvents<T, 
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
         if let Some(until) = &mut this.until {
-            if until.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(None);
+            if let Poll::Ready(last) = until.as_mut().poll(cx) {
+                this.ended = true;
+                return Poll::Ready(last.map(Ok));
             }
         }
         if let Some(event) = this.pending.take() {
@@ -332,16 +342,19 @@ impl<T: Send + Sync + 'static, E: Encode<T> + Unpin> Stream for UpdateEvents<T, 
 ///
 /// The first event carries `retry:` the key's poll interval. An idle stream
 /// sends a keep-alive comment every `keep_alive` ([`KEEP_ALIVE`] is the
-/// usual 15 s). The response carries `Cache-Control: no-store`.
+/// usual 15 s). The response carries `Cache-Control: no-store` and
+/// `X-Accel-Buffering: no` (nginx then passes each event on at once,
+/// whatever its `proxy_buffering`).
 ///
 /// `guard` is held for the stream's life (a per-caller stream permit, say);
-/// the stream ends when `until` resolves (the SSE switch turned off, say).
+/// the stream ends when `until` resolves (the SSE switch turned off, say),
+/// after the event it resolves to, if any (a server's shutdown notice).
 pub fn sse<T, E>(
     subscription: Subscription<T>,
     last_event_id: LastEventId,
     encode: E,
     guard: Option<Box<dyn Send + Sync>>,
-    until: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    until: Option<Until>,
     keep_alive: Duration,
 ) -> Response
 where
@@ -351,6 +364,7 @@ where
     let events = UpdateEvents {
         subscription,
         until,
+        ended: false,
         encode,
         has: last_event_id.0,
         failing: false,
@@ -361,9 +375,9 @@ where
     let mut response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"))
         .into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
 }
 

@@ -20,7 +20,7 @@ use herdsman::{
     event::Invalidation,
     Coordinated, Coordinator,
 };
-use herdsman_axum::{data_request, LastEventId, Live};
+use herdsman_axum::{data_request, LastEventId, Live, Shutdown};
 use http_body_util::BodyExt;
 use support::{settle, Calls};
 use tokio::time;
@@ -558,4 +558,40 @@ async fn sse_errors_carry_no_id_and_a_joining_client_gets_the_good_value_first()
         assert_eq!(field(&back, "id"), Some(id.as_str()));
         assert_eq!(field(&back, "data"), Some("[1]"));
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_ends_every_stream_with_a_last_event_that_keeps_the_clients_id() {
+    let origin = Origin::new("[]");
+    let app = App::start(&origin, |_| {});
+    let shutdown = Shutdown::new();
+    let app = App {
+        live: app.live.with_shutdown(shutdown.clone()),
+        coordinator: app.coordinator,
+    };
+    let mut streams: Vec<Events> = (0..3)
+        .map(|i| app.sse(&format!("viewer-{i}"), None, &[]))
+        .collect();
+    for stream in &mut streams {
+        stream.next_event().await;
+    }
+
+    shutdown.trigger();
+    for stream in &mut streams {
+        let last = stream.next_within(SEC).await.expect("a last event at once");
+        assert_eq!(field(&last, "event"), Some("shutdown"));
+        assert_eq!(field(&last, "data"), Some(r#"{"retry_ms":1000}"#));
+        assert_eq!(field(&last, "retry"), Some("1000"));
+        assert_eq!(field(&last, "id"), None, "the client keeps its last id");
+        assert!(stream.body.frame().await.is_none(), "then the stream ends");
+    }
+    drop(streams);
+    assert_eq!(app.live.streams().get(), 0);
+
+    // A stream opened after the signal (on a connection already open) is
+    // told at once.
+    let mut late = app.sse("late", None, &[]);
+    let first = late.next_within(SEC).await.expect("an event at once");
+    assert_eq!(field(&first, "event"), Some("shutdown"));
+    assert!(late.body.frame().await.is_none());
 }

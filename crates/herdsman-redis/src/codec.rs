@@ -85,26 +85,27 @@ pub use self::http_codec::HttpCodec;
 #[cfg(feature = "http")]
 mod http_codec {
     use bytes::Bytes;
-    use herdsman::http::{HttpBody, HttpShare, SharedBody};
-    use herdsman::share::Share;
-    use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version};
+    use herdsman::http::SharedBody;
+    use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version};
 
     use super::Codec;
 
-    /// The first byte of [`HttpCodec`]'s encoding.
+    /// The first byte of [`HttpCodec`]'s encoding: version 2 carries the
+    /// trailers; version 1 (no trailers) is still read.
     const HTTP_V1: u8 = 1;
+    const HTTP_V2: u8 = 2;
 
     /// Encodes herdsman's shared HTTP responses (`Response<SharedBody>`):
-    /// version, status, headers and body.
+    /// version, status, headers, trailers and body.
     ///
-    /// Layout (version 1, integers big-endian): `1`, the HTTP version
-    /// (`0` = 0.9 … `4` = 3), the status (`u16`), the header count
-    /// (`u32`), each header as name length (`u16`), name, value length
-    /// (`u32`), value; then the body to the end.
+    /// Layout (version 2, integers big-endian): `2`, the HTTP version
+    /// (`0` = 0.9 … `4` = 3), the status (`u16`), the headers, `1` and the
+    /// trailers when the body has trailers (else `0`), then the body to the
+    /// end. A header map is its count (`u32`), then each field as name
+    /// length (`u16`), name, value length (`u32`), value. Version 1 (the
+    /// same without the trailers' byte) is still read.
     ///
-    /// Response extensions are process-local and are not kept. A response
-    /// with trailers is not encoded (kept local): herdsman's `SharedBody`
-    /// cannot be rebuilt with trailers outside herdsman.
+    /// Response extensions are process-local and are not kept.
     #[derive(Debug, Clone, Copy, Default)]
     pub struct HttpCodec;
 
@@ -156,31 +157,60 @@ mod http_codec {
         }
     }
 
-    impl Codec<Response<SharedBody>> for HttpCodec {
-        fn encode(&self, value: &Response<SharedBody>, out: &mut Vec<u8>) -> bool {
-            if value.body().trailers().is_some() {
-                return false;
-            }
-            let headers = value.headers();
-            let Ok(count) = u32::try_from(headers.len()) else {
+    /// Appends `headers` (count, then each field); `false` if a field is
+    /// too long for the layout.
+    fn encode_headers(headers: &HeaderMap, out: &mut Vec<u8>) -> bool {
+        let Ok(count) = u32::try_from(headers.len()) else {
+            return false;
+        };
+        out.extend_from_slice(&count.to_be_bytes());
+        for (name, value) in headers {
+            let name = name.as_str().as_bytes();
+            // Header names are short; values are bounded by the server.
+            let (Ok(name_len), Ok(value_len)) =
+                (u16::try_from(name.len()), u32::try_from(value.len()))
+            else {
                 return false;
             };
-            out.push(HTTP_V1);
+            out.extend_from_slice(&name_len.to_be_bytes());
+            out.extend_from_slice(name);
+            out.extend_from_slice(&value_len.to_be_bytes());
+            out.extend_from_slice(value.as_bytes());
+        }
+        true
+    }
+
+    fn decode_headers(r: &mut Reader<'_>) -> Option<HeaderMap> {
+        let count = r.u32()? as usize;
+        // Each field takes six bytes at least: a bogus count cannot make
+        // us reserve much.
+        let mut headers = HeaderMap::with_capacity(count.min(r.0.len() / 6));
+        for _ in 0..count {
+            let len = r.u16()? as usize;
+            let name = HeaderName::from_bytes(r.take(len)?).ok()?;
+            let len = r.u32()? as usize;
+            let value = HeaderValue::from_bytes(r.take(len)?).ok()?;
+            headers.append(name, value);
+        }
+        Some(headers)
+    }
+
+    impl Codec<Response<SharedBody>> for HttpCodec {
+        fn encode(&self, value: &Response<SharedBody>, out: &mut Vec<u8>) -> bool {
+            out.push(HTTP_V2);
             out.push(version_byte(value.version()));
             out.extend_from_slice(&value.status().as_u16().to_be_bytes());
-            out.extend_from_slice(&count.to_be_bytes());
-            for (name, value) in headers {
-                let name = name.as_str().as_bytes();
-                // Header names are short; values are bounded by the server.
-                let (Ok(name_len), Ok(value_len)) =
-                    (u16::try_from(name.len()), u32::try_from(value.len()))
-                else {
-                    return false;
-                };
-                out.extend_from_slice(&name_len.to_be_bytes());
-                out.extend_from_slice(name);
-                out.extend_from_slice(&value_len.to_be_bytes());
-                out.extend_from_slice(value.as_bytes());
+            if !encode_headers(value.headers(), out) {
+                return false;
+            }
+            match value.body().trailers() {
+                None => out.push(0),
+                Some(trailers) => {
+                    out.push(1);
+                    if !encode_headers(trailers, out) {
+                        return false;
+                    }
+                }
             }
             out.extend_from_slice(value.body().data());
             true
@@ -188,30 +218,28 @@ mod http_codec {
 
         fn decode(&self, bytes: &[u8]) -> Option<Response<SharedBody>> {
             let mut r = Reader(bytes);
-            if r.u8()? != HTTP_V1 {
+            let layout = r.u8()?;
+            if layout != HTTP_V1 && layout != HTTP_V2 {
                 return None;
             }
             let version = version_of(r.u8()?)?;
             let status = StatusCode::from_u16(r.u16()?).ok()?;
-            let count = r.u32()? as usize;
-            // Each header takes six bytes at least: a bogus count cannot
-            // make us reserve much.
-            let mut headers = HeaderMap::with_capacity(count.min(r.0.len() / 6));
-            for _ in 0..count {
-                let len = r.u16()? as usize;
-                let name = HeaderName::from_bytes(r.take(len)?).ok()?;
-                let len = r.u32()? as usize;
-                let value = HeaderValue::from_bytes(r.take(len)?).ok()?;
-                headers.append(name, value);
+            let headers = decode_headers(&mut r)?;
+            // Never shared by the cache, so never encoded: refused all the
+            // same, as `HttpShare` refuses to share one.
+            if headers.contains_key(header::SET_COOKIE) {
+                return None;
             }
-            let mut response = Response::new(HttpBody::<()>::full(Bytes::copy_from_slice(r.0)));
+            let trailers = match (layout, layout == HTTP_V2 && r.u8()? == 1) {
+                (HTTP_V2, true) => Some(decode_headers(&mut r)?),
+                _ => None,
+            };
+            let body = SharedBody::new(Bytes::copy_from_slice(r.0), trailers);
+            let mut response = Response::new(body);
             *response.status_mut() = status;
             *response.version_mut() = version;
             *response.headers_mut() = headers;
-            // The one public way to a `SharedBody`: share a buffered body.
-            // `HttpShare` refuses a response setting cookies; the cache
-            // never shares one, so none is ever encoded.
-            HttpShare.share(response).ok()
+            Some(response)
         }
     }
 }
@@ -255,6 +283,17 @@ mod tests {
         assert_eq!(back.version(), Version::HTTP_2);
         assert_eq!(back.headers(), shared.headers());
         assert_eq!(back.body().data(), "{\"n\":1}");
+
+        // Trailers go with the body.
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        let with_trailers =
+            back.map(|body| SharedBody::new(body.data().clone(), Some(trailers.clone())));
+        let mut encoded = Vec::new();
+        assert!(HttpCodec.encode(&with_trailers, &mut encoded));
+        let again: Response<SharedBody> = HttpCodec.decode(&encoded).unwrap();
+        assert_eq!(again.body().trailers(), Some(&trailers));
+        assert_eq!(again.body().data(), "{\"n\":1}");
 
         // Cut anywhere in the headers, it is not a response.
         for len in 1..out.len() - 7 {

@@ -83,9 +83,8 @@ impl Redis {
     /// A connection to the server of `settings`, subscribed to the channels
     /// of its key prefix. Must be called within a tokio runtime.
     pub fn new(settings: RedisSettings) -> Result<Self, InvalidSettings> {
-        settings.validate()?;
-        let info = redis::IntoConnectionInfo::into_connection_info(settings.url.as_str())
-            .expect("validated");
+        let url = crate::settings::checked_url(&settings)?;
+        let info = redis::IntoConnectionInfo::into_connection_info(url).expect("validated");
         let resp3 = info
             .redis_settings()
             .clone()

@@ -24,7 +24,11 @@
 //!   is given it).
 //!
 //! All of them share one [`Redis`] connection per replica, made from
-//! [`RedisSettings`] (the `[redis]` table of the configuration).
+//! [`RedisSettings`] (the `[redis]` section of herdsman's configuration).
+//! [`backends`] makes the four for a
+//! [`Coordinator`](herdsman::Coordinator) from that section
+//! (`HERDSMAN__REDIS__URL`), for
+//! [`CoordinatorBuilder::backends`](herdsman::coordinator::CoordinatorBuilder::backends).
 //!
 //! # When Redis fails
 //!
@@ -56,6 +60,8 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "coordinator")]
+mod backends;
 mod codec;
 mod conn;
 #[cfg(feature = "dev")]
@@ -68,6 +74,9 @@ mod settings;
 mod store;
 mod trips;
 
+#[cfg(feature = "coordinator")]
+#[cfg_attr(docsrs, doc(cfg(feature = "coordinator")))]
+pub use backends::backends;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use codec::HttpCodec;
@@ -76,7 +85,7 @@ pub use conn::Redis;
 pub use flights::RedisFlights;
 pub use loops::RedisLoops;
 pub use rates::{RedisBudgets, RedisRates};
-pub use settings::{Invalid, InvalidSettings, RedisSettings};
+pub use settings::{InvalidSettings, RedisSettings};
 pub use store::{Invalidations, RedisStore};
 pub use trips::RedisTrips;
 

@@ -4,7 +4,7 @@ use std::{
     collections::HashMap,
     fmt,
     sync::{
-        atomic::{AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
         Arc, Mutex, Weak,
     },
     time::Duration,
@@ -43,22 +43,19 @@ const BATCH: usize = 128;
 /// replicas at once, and over time the quota holds cluster-wide. Without
 /// Redis, each replica enforces the quota on its own.
 ///
-/// A rule is named in Redis by the order the limit layer asks for its
-/// budgets (its `n`th rule): replicas must build the same rules in the
-/// same order (they do from one configuration).
+/// A rule is named in Redis by its [`RuleId`](herdsman::backend::RuleId)
+/// (the class whose limits hold it, and which of its budgets), the same in
+/// every replica built from one configuration, whatever order each builds
+/// its rules in.
 #[derive(Clone)]
 pub struct RedisRates {
     redis: Redis,
-    rules: Arc<AtomicU32>,
 }
 
 impl RedisRates {
     /// Rate budgets on `redis`.
     pub fn new(redis: Redis) -> Self {
-        RedisRates {
-            redis,
-            rules: Arc::default(),
-        }
+        RedisRates { redis }
     }
 }
 
@@ -66,7 +63,7 @@ impl RateBackend for RedisRates {
     type Budgets = RedisBudgets;
 
     fn budgets(&self, quota: &RateQuota) -> RedisBudgets {
-        let rule = self.rules.fetch_add(1, Ordering::Relaxed);
+        let rule = quota.rule.get();
         let (sync, queue) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             redis: self.redis.clone(),
@@ -88,7 +85,7 @@ pub struct RedisBudgets {
 
 struct Shared {
     redis: Redis,
-    rule: u32,
+    rule: u64,
     quota: RateQuota,
     budgets: Mutex<Budgets>,
     untracked: AtomicU64,
@@ -146,7 +143,7 @@ impl Shared {
     }
 
     fn name(&self, bucket: &BudgetKey) -> Vec<u8> {
-        let mut rest = Vec::with_capacity(8);
+        let mut rest = Vec::with_capacity(12);
         rest.extend_from_slice(&self.rule.to_be_bytes());
         rest.extend_from_slice(&bucket.class.to_be_bytes());
         if let Some(identity) = &bucket.identity {
@@ -256,7 +253,6 @@ impl fmt::Debug for RedisRates {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisRates")
             .field("redis", &self.redis)
-            .field("rules", &self.rules)
             .finish()
     }
 }

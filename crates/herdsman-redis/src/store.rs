@@ -2,6 +2,8 @@
 
 use std::{
     fmt,
+    future::Future,
+    pin::Pin,
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc,
@@ -10,7 +12,7 @@ use std::{
 };
 
 use herdsman::{
-    backend::{Answer, Shelved, StoreBackend},
+    backend::{Answer, RemoteInvalidations, Shelved, StoreBackend},
     class::Class,
     event::Invalidation,
     key::Key,
@@ -172,6 +174,10 @@ where
 
     fn memory_bytes(&self) -> u64 {
         self.shared.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    fn remote_invalidations(&self) -> Option<Box<dyn RemoteInvalidations>> {
+        Some(Box::new(self.invalidations()))
     }
 }
 
@@ -341,6 +347,12 @@ impl Invalidations {
                 _ => continue,
             }
         }
+    }
+}
+
+impl RemoteInvalidations for Invalidations {
+    fn next(&mut self) -> Pin<Box<dyn Future<Output = Option<Invalidation>> + Send + '_>> {
+        Box::pin(self.recv())
     }
 }
 

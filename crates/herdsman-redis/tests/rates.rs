@@ -8,7 +8,7 @@ mod support;
 use std::{num::NonZeroU32, time::Duration};
 
 use herdsman::{
-    backend::{BudgetKey, RateBackend, RateBudgets, RateQuota, WhenFull},
+    backend::{BudgetKey, RateBackend, RateBudgets, RateQuota, RuleId, WhenFull},
     key::Key,
 };
 use herdsman_redis::{dev::RedisServer, RedisRates};
@@ -16,6 +16,7 @@ use support::{eventually, replica};
 
 fn quota(max_keys: usize, when_full: WhenFull) -> RateQuota {
     RateQuota {
+        rule: RuleId::new("default", 0),
         interval: Duration::from_secs(1),
         burst: NonZeroU32::new(2).unwrap(),
         keyed: true,
@@ -47,7 +48,7 @@ async fn what_one_replica_used_up_is_refused_on_another_after_a_round_trip() {
     eventually("in redis", || {
         let mut con = con.clone();
         async move {
-            let keys: Vec<String> = redis::cmd("KEYS")
+            let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
                 .arg("herdsman:rate:*")
                 .query_async(&mut con)
                 .await
@@ -74,6 +75,31 @@ async fn what_one_replica_used_up_is_refused_on_another_after_a_round_trip() {
 
 #[tokio::test]
 #[ignore = "needs redis-server"]
+async fn a_rule_is_one_budget_cluster_wide_whatever_order_replicas_build_their_rules_in() {
+    let server = RedisServer::start().await.unwrap();
+    // Here another class's rule is built first; there, only this one.
+    let rates = RedisRates::new(replica(&server));
+    let _other = rates.budgets(&RateQuota {
+        rule: RuleId::new("other-class", 0),
+        ..quota(100, WhenFull::Conform)
+    });
+    let here = rates.budgets(&quota(100, WhenFull::Conform));
+    let there = RedisRates::new(replica(&server)).budgets(&quota(100, WhenFull::Conform));
+
+    assert_eq!(here.check(&caller(1)), Ok(()));
+    assert_eq!(here.check(&caller(1)), Ok(()));
+    let mut passed = 0;
+    eventually("refused there", || {
+        let result = there.check(&caller(1));
+        passed += u32::from(result.is_ok());
+        async move { result.err() }
+    })
+    .await;
+    assert!(passed <= 2, "{passed}");
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server"]
 async fn with_redis_down_a_replica_enforces_the_quota_alone() {
     let mut server = RedisServer::start().await.unwrap();
     let budgets = RedisRates::new(replica(&server)).budgets(&quota(100, WhenFull::Conform));
@@ -90,7 +116,10 @@ async fn full_budgets_decide_new_keys_as_the_rule_says_and_count_them() {
     let server = RedisServer::start().await.unwrap();
     let rates = RedisRates::new(replica(&server));
     let conform = rates.budgets(&quota(1, WhenFull::Conform));
-    let refuse = rates.budgets(&quota(1, WhenFull::Refuse));
+    let refuse = rates.budgets(&RateQuota {
+        rule: RuleId::new("refusing", 0),
+        ..quota(1, WhenFull::Refuse)
+    });
     for budgets in [&conform, &refuse] {
         assert_eq!(budgets.check(&caller(1)), Ok(()));
     }

@@ -71,6 +71,15 @@ use std::{fmt, future::Future, num::NonZeroU32, pin::Pin, sync::Arc, time::Durat
 
 use crate::{class::Class, event::Invalidation, key::Key};
 
+#[cfg(feature = "coordinator")]
+mod backends;
+mod erased;
+
+#[cfg(feature = "coordinator")]
+#[cfg_attr(docsrs, doc(cfg(feature = "coordinator")))]
+pub use self::backends::Backends;
+pub use self::erased::{DynFlights, DynStore, RemoteInvalidations};
+
 /// A backend's answer: known at once, or after a network call.
 pub enum Answer<T> {
     /// Known at once; nothing to await.
@@ -139,6 +148,14 @@ pub trait FlightBackend<V>: Clone + Send + Sync + 'static {
     /// response unshared.
     const ANSWERS: bool;
 
+    /// Whether other replicas may wait for this one's values, as the layer
+    /// reads it: [`ANSWERS`](Self::ANSWERS) unless a backend that holds
+    /// another (such as [`DynFlights`]) asks it.
+    #[inline]
+    fn answers(&self) -> bool {
+        Self::ANSWERS
+    }
+
     /// Asks to make the call of `key`; called by the local leader before it
     /// calls the inner service.
     fn lead(&self, key: &Key) -> Answer<Lead<V>>;
@@ -177,10 +194,39 @@ pub struct BudgetKey {
     pub identity: Option<Key>,
 }
 
+/// Names one rule's budgets the same way in every process built from one
+/// configuration, whatever order the rules are built in: the endpoint
+/// class whose limits hold the rule, and which budgets of the rule (`0`:
+/// its budgets; `1`: an alert-only rule's warnings). A distributed
+/// [`RateBackend`] keys the rule's shared state by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RuleId(u64);
+
+impl RuleId {
+    /// The `index`th budgets of the rate rule in `class`'s limits (the
+    /// default class's for the default limits).
+    pub fn new(class: &str, index: u32) -> Self {
+        let mut bytes = Vec::with_capacity(class.len() + 12);
+        bytes.extend_from_slice(&(class.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(class.as_bytes());
+        bytes.extend_from_slice(&index.to_le_bytes());
+        RuleId(twox_hash::XxHash3_64::oneshot(&bytes))
+    }
+
+    /// Its value: a hash of the class and the index (XXH3, fixed by its
+    /// specification: the same in every process and release).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
 /// What a rate rule allows, as a backend sees it: one request every
 /// `interval` on average, up to `burst` at once after a quiet spell (GCRA).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateQuota {
+    /// Which rule (and which of its budgets) this is, the same in every
+    /// replica.
+    pub rule: RuleId,
     /// The time one request uses of the budget: the rule's period divided
     /// by its limit.
     pub interval: Duration,
@@ -412,10 +458,11 @@ pub struct Shelved<V> {
 ///   background, best effort), and, after an invalidation, answer no
 ///   response stored before it.
 ///
-/// The layer looks a key up in the backend on a miss of its own store
-/// (not for a forced refresh, nor when a stale copy is held), files what
-/// the backend answers in its own store, and writes every response it
-/// stores through to the backend. Stale windows stay local: a response
+/// The layer looks a key up in the backend whenever it would call the
+/// inner service for it (a miss of its own store, a stale copy's
+/// refresh, in the foreground or the background; not for a forced
+/// refresh), files what the backend answers in its own store, and writes
+/// every response it stores through to the backend. Stale windows stay local: a response
 /// that the backend answers is kept for its freshness only.
 pub trait StoreBackend<V>: Clone + Send + Sync + 'static {
     /// The response filed under `key`, asked on a miss of the local store.
@@ -433,6 +480,16 @@ pub trait StoreBackend<V>: Clone + Send + Sync + 'static {
     /// (a backend that sends its writes in the background keeps them in
     /// order).
     fn invalidate(&self, what: &Invalidation);
+
+    /// The invalidations other replicas made, for this replica's own store
+    /// and registry: a distributed backend hears them; the others (the
+    /// default) have none. Asked once per coordinator; what it yields is
+    /// applied to the local store and announced to the registry, never
+    /// passed to [`invalidate`](Self::invalidate) (which would send it to
+    /// the other replicas again).
+    fn remote_invalidations(&self) -> Option<Box<dyn RemoteInvalidations>> {
+        None
+    }
 
     /// Bytes this process holds for the backend (buffers, connections),
     /// added to the cache's memory figure.

@@ -129,11 +129,14 @@ pub enum Rejection {
     /// A caller, or a client address, already has its share of a class's
     /// calls in flight (the Limit layer's `TooManyInFlight`, answered 429).
     InFlightCap,
+    /// The process already has its most event streams open
+    /// (`herdsman_axum::Live::with_max_streams`, answered 429).
+    EventStreams,
 }
 
 impl Rejection {
     /// The label used in metrics and JSON: `breaker_open`, `overloaded`,
-    /// `rate_limited`, `in_flight_cap`, or for a subscription the
+    /// `rate_limited`, `in_flight_cap`, `event_streams`, or for a subscription the
     /// [limit](Limit::as_str) that refused it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -142,6 +145,7 @@ impl Rejection {
             Rejection::RateLimited => "rate_limited",
             Rejection::Subscription(limit) => limit.as_str(),
             Rejection::InFlightCap => "in_flight_cap",
+            Rejection::EventStreams => "event_streams",
         }
     }
 }

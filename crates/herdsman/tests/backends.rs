@@ -18,7 +18,7 @@ use futures_util::{FutureExt, StreamExt};
 use herdsman::{
     backend::{
         Answer, BudgetKey, FlightBackend, Lead, LocalFlights, LocalLoops, LocalStore, LoopBackend,
-        RateBackend, RateBudgets, RateQuota, Role, Shelved, StoreBackend, WhenFull,
+        RateBackend, RateBudgets, RateQuota, Role, RuleId, Shelved, StoreBackend, WhenFull,
     },
     cache::CacheLayer,
     class::Class,
@@ -35,6 +35,7 @@ use tower::{service_fn, Layer, Service, ServiceExt};
 
 fn keyed_quota(interval: Duration, burst: u32, max_keys: usize) -> RateQuota {
     RateQuota {
+        rule: RuleId::new("default", 0),
         interval,
         burst: NonZeroU32::new(burst).unwrap(),
         keyed: true,
@@ -153,6 +154,7 @@ async fn a_limit_layer_keeps_its_rate_budgets_in_the_backend_it_is_given() {
     assert_eq!(
         quotas,
         [RateQuota {
+            rule: RuleId::new("default", 0),
             interval: Duration::from_millis(500),
             burst: NonZeroU32::new(2).unwrap(),
             keyed: true,
@@ -641,6 +643,44 @@ async fn a_cache_answers_from_its_store_backend_what_its_own_store_does_not_hold
 #[tokio::test(start_paused = true)]
 async fn a_cache_waits_for_a_store_backend_that_answers_later() {
     replicas_share_responses_through_the_store_backend(true).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_background_refresh_takes_a_fresh_copy_from_the_store_backend_without_a_call() {
+    let shelf = Shelf::default();
+    let calls = Arc::new(AtomicU64::new(0));
+    let layer = cache_layer(&shelf).with_stale_while_revalidate(TTL * 2);
+    let svc = layer.layer(counting_upstream(&calls));
+    assert_eq!(svc.clone().oneshot("/a").await.unwrap(), "/a from here");
+    time::advance(TTL + Duration::from_secs(1)).await;
+
+    // Meanwhile another replica fetched a newer answer into the backend.
+    let newer = ("/a from there".to_owned(), TTL);
+    shelf.entries.lock().unwrap().insert(Key::from("/a"), newer);
+    // Stale: served as it is while a refresh runs in the background, which
+    // takes the backend's fresh copy instead of calling the upstream.
+    assert_eq!(svc.clone().oneshot("/a").await.unwrap(), "/a from here");
+    settle().await;
+    assert_eq!(svc.clone().oneshot("/a").await.unwrap(), "/a from there");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(layer.handle().stats().backend_hits, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_copy_past_its_windows_is_refreshed_from_the_store_backend_first() {
+    let shelf = Shelf::default();
+    let calls = Arc::new(AtomicU64::new(0));
+    let layer = cache_layer(&shelf).with_stale_if_error(TTL * 10);
+    let svc = layer.layer(counting_upstream(&calls));
+    assert_eq!(svc.clone().oneshot("/a").await.unwrap(), "/a from here");
+    time::advance(TTL + Duration::from_secs(1)).await;
+
+    // Stale, kept for errors only: the request waits for a refresh, which
+    // the backend's fresh copy (another replica's) answers.
+    let newer = ("/a from there".to_owned(), TTL);
+    shelf.entries.lock().unwrap().insert(Key::from("/a"), newer);
+    assert_eq!(svc.clone().oneshot("/a").await.unwrap(), "/a from there");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
 /// A store backend in which an invalidation lands between the cache's

@@ -720,7 +720,7 @@ fn unknown_keys_are_refused_wherever_they_are() {
     assert_eq!(
         errors(Environment::Development, &with_file(file)),
         [
-            r#"colour = "blue": unknown key, expected one of layers, registry, cache, dedup, breaker, limit, alerts, admin, rollout, server, keys, classes (set by herdsman.toml)"#,
+            r#"colour = "blue": unknown key, expected one of layers, registry, cache, dedup, breaker, limit, alerts, admin, rollout, server, keys, redis, classes (set by herdsman.toml)"#,
             r#"cache.tll = "5s": unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, mode, max_bytes, max_entries, sweep_interval (set by herdsman.toml)"#,
             r#"classes.active-users.cache.max_bytes = 10: unknown key, expected one of ttl, stale_while_revalidate, stale_if_error, mode (set by herdsman.toml)"#,
             // Found too, now that a class's sections are read apart from it.
@@ -1085,5 +1085,75 @@ fn an_alert_threshold_may_be_off_and_a_left_out_key_keeps_its_default() {
             r#"alerts.min_samples = 0: must be at least 1 (set by herdsman.toml)"#,
         ]
         .join("\n")
+    );
+}
+
+#[test]
+fn redis_is_off_by_default_and_its_url_comes_from_herdsman_redis_url() {
+    let config = load(Environment::Production, &StaticEnv::new()).unwrap();
+    assert_eq!(config.redis.url, None);
+    assert!(!config.redis.share_breaker);
+
+    let source = with_file("[redis]\nkey_prefix = \"{app}:\"\nshare_breaker = true\n")
+        .var("HERDSMAN__REDIS__URL", "redis://127.0.0.1:6379/2");
+    let config = load(Environment::Production, &source).unwrap();
+    assert_eq!(
+        config.redis.url.as_deref(),
+        Some("redis://127.0.0.1:6379/2")
+    );
+    assert_eq!(config.redis.key_prefix, "{app}:");
+    assert!(config.redis.share_breaker);
+    assert_eq!(
+        Config::load_from(
+            Environment::Production,
+            &StaticEnv::new().file("herdsman.toml", config.to_toml())
+        )
+        .unwrap(),
+        config
+    );
+}
+
+#[test]
+fn each_bad_redis_value_is_refused_naming_its_field() {
+    let source = with_file(
+        "[redis]\nurl = \"http://example.com\"\nkey_prefix = \"\"\nop_timeout = \"1s\"\n\
+         flight_lease = \"0s\"\nloop_lease = \"500ms\"\n",
+    );
+    let err = load(Environment::Development, &source).unwrap_err();
+    let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "redis.url",
+            "redis.key_prefix",
+            "redis.flight_lease",
+            "redis.loop_lease"
+        ]
+    );
+    assert_eq!(
+        err.problems()[2].to_string(),
+        "redis.flight_lease = \"0s\": must be greater than zero (set by herdsman.toml)"
+    );
+    assert_eq!(
+        err.problems()[3].to_string(),
+        "redis.loop_lease = \"500ms\": must be longer than op_timeout: a claim would end \
+         before Redis answers it (set by herdsman.toml)"
+    );
+}
+
+#[test]
+fn a_redis_password_is_redacted_when_printed() {
+    let source = StaticEnv::new().var("HERDSMAN__REDIS__URL", "redis://app:s3cret-pw@cache:6379/0");
+    let config = load(Environment::Development, &source).unwrap();
+    let shown = config.redacted().to_toml();
+    assert!(!shown.contains("s3cret-pw"), "{shown}");
+    assert!(
+        shown.contains("redis://app:<redacted>@cache:6379/0"),
+        "{shown}"
+    );
+    let lone = herdsman::config::RedisSettings::new("redis://s3cret-pw@cache:6379");
+    assert_eq!(
+        lone.redacted_url().as_deref(),
+        Some("redis://<redacted>@cache:6379")
     );
 }

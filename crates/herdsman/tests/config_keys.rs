@@ -232,6 +232,47 @@ const CASES: &[Case] = &[
         "[\"10.0.0.0/8\", \"::1\"]",
         ("[\"10.0.0.0/0\"]", "trusts every address")
     )),
+    case!("redis.url", redis_url),
+    case!("redis.key_prefix", |s| server_key(
+        s,
+        "redis.key_prefix",
+        "\"{app}:\"",
+        ("\"\"", "must not be empty")
+    )),
+    case!("redis.op_timeout", |s| server_key(
+        s,
+        "redis.op_timeout",
+        "\"50ms\"",
+        ("\"0s\"", "must be greater than zero")
+    )),
+    case!("redis.flight_lease", |s| server_key(
+        s,
+        "redis.flight_lease",
+        "\"20s\"",
+        ("\"50ms\"", "must be longer than op_timeout")
+    )),
+    case!("redis.loop_lease", |s| server_key(
+        s,
+        "redis.loop_lease",
+        "\"9s\"",
+        ("\"0s\"", "must be greater than zero")
+    )),
+    case!("redis.share_breaker", redis_share_breaker),
+    case!("server.forwarded_header", |s| server_key(
+        s,
+        "server.forwarded_header",
+        "\"forwarded\"",
+        (
+            "\"x-real-ip\"",
+            "expected one of x-forwarded-for, forwarded"
+        )
+    )),
+    case!("server.max_event_streams", |s| server_key(
+        s,
+        "server.max_event_streams",
+        "7",
+        ("0", "must be at least 1")
+    )),
     case!("paths", class_paths),
     case!("public", class_public),
     case!("vary", class_vary),
@@ -1547,7 +1588,8 @@ async fn server_key(scope: Scope, key: &str, value: &str, (bad, reason): (&str, 
     global_only(scope);
     let setup = Setup::new(scope, key, value);
     let config = setup.coordinator().config().clone();
-    let leaf = key.strip_prefix("server.").unwrap();
+    // Read by herdsman-axum's server, or herdsman-redis's backends.
+    let leaf = key.split_once('.').unwrap().1;
     let shown = config.to_toml();
     assert!(
         shown.contains(&format!("{leaf} = {value}")),
@@ -1559,6 +1601,42 @@ async fn server_key(scope: Scope, key: &str, value: &str, (bad, reason): (&str, 
         refused.starts_with(&format!("{key} = {bad}: {reason}")),
         "{refused}"
     );
+}
+
+// ------------------------------------------------------------------- [redis]
+
+/// A Redis URL takes effect: the Coordinator refuses to build without the
+/// backends it names (never a silent in-process fallback); a URL of
+/// another scheme is refused at load.
+async fn redis_url(scope: Scope) {
+    global_only(scope);
+    let setup = Setup::new(scope, "redis.url", "\"redis://127.0.0.1:6379/0\"");
+    let config = setup.load().unwrap();
+    assert_eq!(
+        config.redis.url.as_deref(),
+        Some("redis://127.0.0.1:6379/0")
+    );
+    let err = Coordinator::builder()
+        .environment(setup.env)
+        .config(config)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.problems()[0].path, "redis.url");
+    let refused = Setup::new(scope, "redis.url", "\"http://127.0.0.1:6379\"").refusal();
+    assert!(
+        refused.starts_with("redis.url = \"http://127.0.0.1:6379\": is not a Redis URL"),
+        "{refused}"
+    );
+}
+
+/// Read by the breaker's shared trips (herdsman-redis): in force, and a
+/// value that is no boolean is refused naming the key.
+async fn redis_share_breaker(scope: Scope) {
+    global_only(scope);
+    let setup = Setup::new(scope, "redis.share_breaker", "true");
+    assert!(setup.coordinator().config().redis.share_breaker);
+    let refused = Setup::new(scope, "redis.share_breaker", "\"yes\"").refusal();
+    assert!(refused.starts_with("redis.share_breaker"), "{refused}");
 }
 
 // ----------------------------------------------------------------- [classes]

@@ -28,6 +28,12 @@
 //! shows them); JSON routes a [`REQUEST_TIMEOUT`] and gzip for callers that
 //! accept it; writes a body limit of [`MAX_WRITE_BYTES`].
 //!
+//! With `HERDSMAN__REDIS__URL=redis://127.0.0.1:6379` (the `[redis]`
+//! section) the replicas coordinate through Redis ([`Demo::start`] picks
+//! the `herdsman-redis` backends): one upstream call per interval whatever
+//! the number of replicas. Without it nothing connects. `cluster.sh`
+//! starts Redis, the upstream and three replicas.
+//!
 //! The routes and what they answer are in docs/HTTP.md; besides herdsman's
 //! admin routes, `POST /_demo/upstream` (`{"fail_rate": 0.5}`, admin only)
 //! changes the failure rate at run time.
@@ -47,13 +53,14 @@ use axum::{
     Router,
 };
 use herdsman::{
+    backend::Backends,
     config::{CacheSettings, ClassConfig, Config, Environment},
     coordinator::{BuildError, Coordinated, Coordinator},
     event::Invalidation,
     BoxError,
 };
 use herdsman_axum::{
-    data_request, error_response, require_admin, Admin, AdminAccess, LastEventId, Live,
+    data_request, error_response, require_admin, Admin, AdminAccess, LastEventId, Live, Shutdown,
 };
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
@@ -241,6 +248,10 @@ pub struct Demo {
     pub upstream: Upstream,
     /// SSE and polling over the registry.
     pub live: Live,
+    /// Ends every event stream with a last `shutdown` event when
+    /// triggered (the binary triggers it on SIGTERM and SIGINT, with the
+    /// server's graceful shutdown).
+    pub shutdown: Shutdown,
     coordinated: Coordinated<Origin>,
     /// Whether the upstream is remote (`DEMO_UPSTREAM_URL`).
     remote: bool,
@@ -250,16 +261,52 @@ pub struct Demo {
 
 impl Demo {
     /// Builds the demo for `environment` with `config` (give it
-    /// [`with_demo_classes`]). Must run inside a tokio runtime.
+    /// [`with_demo_classes`]), in process: refused, naming `redis.url`,
+    /// when `config.redis.url` is set (see [`start`](Self::start)). Must
+    /// run inside a tokio runtime.
     pub fn build(
         environment: Environment,
         config: Config,
         options: &Options,
     ) -> Result<Demo, BuildError> {
-        let coordinator = Coordinator::builder()
+        Self::build_on(environment, config, options, None)
+    }
+
+    /// Builds the demo as [`build`](Self::build) does, on the Redis
+    /// backends of `config.redis` when it names a server
+    /// (`HERDSMAN__REDIS__URL`): then the replicas share their cache,
+    /// single-flight, poll loops and rate budgets. Start-up never waits on
+    /// a Redis that is down: the replica coordinates alone until it is
+    /// back.
+    pub async fn start(
+        environment: Environment,
+        config: Config,
+        options: &Options,
+    ) -> Result<Demo, String> {
+        let backends = match config.redis.url {
+            Some(_) => Some(
+                herdsman_redis::backends(&config.redis)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
+        Self::build_on(environment, config, options, backends).map_err(|e| e.to_string())
+    }
+
+    fn build_on(
+        environment: Environment,
+        config: Config,
+        options: &Options,
+        backends: Option<Backends>,
+    ) -> Result<Demo, BuildError> {
+        let mut builder = Coordinator::builder()
             .environment(environment)
-            .config(config)
-            .build()?;
+            .config(config);
+        if let Some(backends) = backends {
+            builder = builder.backends(backends);
+        }
+        let coordinator = builder.build()?;
         let upstream = Upstream::new(options.latency, options.fail_rate);
         let origin = match &options.upstream_url {
             Some(url) => remote_origin(url),
@@ -269,10 +316,14 @@ impl Demo {
         let subscriber = coordinated.clone();
         // Polls and streams are answered from the registry, above the Stats
         // layer: count them as the client requests they are.
-        let live = Live::new(move |req| subscriber.subscribe(req)).with_stats(
-            coordinator.stats().clone(),
-            coordinator.config().path_classes(),
-        );
+        let shutdown = Shutdown::new();
+        let live = Live::new(move |req| subscriber.subscribe(req))
+            .with_stats(
+                coordinator.stats().clone(),
+                coordinator.config().path_classes(),
+            )
+            .with_max_streams(coordinator.config().server.max_event_streams)
+            .with_shutdown(shutdown.clone());
         // A remote upstream churns on its own.
         if let (Some(every), None) = (options.churn, &options.upstream_url) {
             upstream.spawn_churn(every);
@@ -288,6 +339,7 @@ impl Demo {
             coordinator,
             upstream,
             live,
+            shutdown,
             coordinated,
             remote: options.upstream_url.is_some(),
             identity_header,

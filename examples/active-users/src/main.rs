@@ -6,20 +6,34 @@
 //! ```
 //!
 //! See the crate docs (`src/lib.rs`) for the variables it reads.
+//!
+//! What the operator must see (where it listens, this run's admin token)
+//! goes to stderr directly, whatever `RUST_LOG` says, and never through
+//! the log pipeline, where log shipping would carry the token. Logs go to
+//! stderr too, with colours only when it is a terminal.
+//!
+//! SIGTERM or SIGINT: the server stops accepting, every event stream ends
+//! with a last `shutdown` event (clients reconnect elsewhere at once),
+//! requests in progress finish within `server.shutdown_timeout`, and the
+//! process exits 0.
 
-use std::process::ExitCode;
+use std::{io::IsTerminal, net::SocketAddr, process::ExitCode};
 
 use active_users::{with_demo_classes, Demo, Options, Upstream};
 use herdsman::config::{Config, Environment};
-use herdsman_axum::Server;
+use herdsman_axum::{shutdown::signal, Server};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
@@ -70,39 +84,95 @@ async fn run() -> Result<(), String> {
         config.admin.token = Some(random_token());
     }
     let options = Options::from_env(|name| std::env::var(name).ok())?;
-    let demo = Demo::build(environment, with_demo_classes(config), &options)
+    let demo = Demo::start(environment, with_demo_classes(config), &options)
+        .await
         .map_err(|e| format!("invalid configuration:\n{e}"))?;
 
-    let addr = std::env::var("HERDSMAN_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
+    let (addr, default_addr) = match std::env::var("HERDSMAN_ADDR") {
+        Ok(addr) => (addr, false),
+        Err(_) => (default_addr(environment).to_owned(), true),
+    };
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let config = demo.coordinator.config();
     tracing::info!(
         environment = environment.as_str(),
-        interval = ?demo.coordinator.config().registry.class.interval,
+        interval = ?config.registry.class.interval,
+        redis = config.redis.redacted_url().as_deref().unwrap_or("off"),
         "active-users demo listening on http://{local}/"
     );
-    if generated {
-        let token = demo
-            .coordinator
-            .config()
-            .admin
-            .token
-            .as_deref()
-            .unwrap_or_default();
-        tracing::info!(
-            "no admin token configured (HERDSMAN__ADMIN__TOKEN): this run's is {token}; \
-             open the dashboard at http://{local}/#token={token}"
-        );
-    }
-    let server = Server::from_settings(&demo.coordinator.config().server)
+    let token = config.admin.token.as_deref().filter(|_| generated);
+    announce(environment, local, default_addr, token);
+    let server = Server::from_settings(&config.server)
         .map_err(|e| format!("invalid configuration:\n{e}"))?;
+    let (shutdown, live, grace) = (
+        demo.shutdown.clone(),
+        demo.live.clone(),
+        config.server.shutdown_timeout,
+    );
     server
         .serve(listener, demo.router())
-        .with_graceful_shutdown(shutdown())
+        .with_graceful_shutdown(async move {
+            signal().await;
+            tracing::info!(
+                event_streams = live.streams().get(),
+                ?grace,
+                "shutting down: event streams end now, requests in progress have the grace period"
+            );
+            shutdown.trigger();
+        })
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Tells the operator, straight on stderr (whatever `RUST_LOG` says, and
+/// never through the logs, where log shipping would carry a token): where
+/// the demo listens, and the URL that opens the dashboard with the token
+/// made for this run, if one was.
+fn announce(environment: Environment, local: SocketAddr, default_addr: bool, token: Option<&str>) {
+    eprintln!(
+        "active-users: listening on http://{local}/ ({} profile{})",
+        environment.as_str(),
+        listen_note(local, default_addr)
+    );
+    if let Some(token) = token {
+        eprintln!(
+            "active-users: no admin token configured (HERDSMAN__ADMIN__TOKEN); \
+             this run's opens the dashboard:\n\n    http://{}/_herdsman/#token={token}\n",
+            browsable(local)
+        );
+    }
+}
+
+/// Where the demo listens unless `HERDSMAN_ADDR` says: loopback, but in
+/// the docker profile every interface, since a container's loopback is
+/// out of reach from the host's published port.
+fn default_addr(environment: Environment) -> &'static str {
+    match environment {
+        Environment::Docker => "0.0.0.0:3000",
+        _ => "127.0.0.1:3000",
+    }
+}
+
+/// Says why the demo listens on every interface, when it does.
+fn listen_note(local: SocketAddr, default_addr: bool) -> &'static str {
+    match (local.ip().is_unspecified(), default_addr) {
+        (true, true) => "; every interface, the docker profile's default: HERDSMAN_ADDR changes it",
+        (true, false) => "; every interface",
+        (false, _) => "",
+    }
+}
+
+/// An address a browser on this host can open: loopback for a socket
+/// bound to every interface (a container's published port, say).
+fn browsable(local: SocketAddr) -> String {
+    if local.ip().is_unspecified() {
+        format!("localhost:{}", local.port())
+    } else {
+        local.to_string()
+    }
 }
 
 /// `--upstream-only`: the simulated upstream alone, with `GET
@@ -122,24 +192,7 @@ async fn run_upstream() -> Result<(), String> {
         "active-users upstream listening on http://{local}/ (its calls: http://{local}/upstream/calls)"
     );
     axum::serve(listener, upstream.standalone_router())
-        .with_graceful_shutdown(shutdown())
+        .with_graceful_shutdown(signal())
         .await
         .map_err(|e| e.to_string())
-}
-
-/// Ctrl-C, or SIGTERM (what `docker stop` and Kubernetes send; as the
-/// container's first process, the demo would otherwise ignore it).
-async fn shutdown() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

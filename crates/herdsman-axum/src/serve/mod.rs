@@ -45,16 +45,19 @@
 //! [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo) (so that its
 //! extractor works without `into_make_service_with_connect_info`) and as
 //! herdsman's [`ClientAddr`](herdsman::http::ClientAddr), which budgets per
-//! address are keyed by. Both are the connection's peer: `Forwarded` and
+//! address are keyed by, and which [`AdminAccess`](crate::AdminAccess)
+//! checks for loopback. Both are the connection's peer: `Forwarded` and
 //! `X-Forwarded-For` are written by clients as well as proxies, and are
-//! never read unless the peer is one of the
-//! [`TrustedProxies`] configured; then
-//! `ClientAddr` is the client that proxy names (`ConnectInfo` stays the
-//! peer).
+//! never read unless the peer is one of the [`TrustedProxies`] configured;
+//! then `ClientAddr` is the client that proxy names in the header it
+//! writes (`ConnectInfo` stays the peer).
 //!
 //! [`Serve::with_graceful_shutdown`] stops accepting when its signal
 //! fires, lets requests in progress finish, and closes the connections
-//! still busy after the shutdown timeout (event streams never finish).
+//! still busy after the shutdown timeout. An event stream never finishes
+//! on its own: trigger a [`Shutdown`](crate::Shutdown) from the same
+//! signal, and the streams of a [`Live`](crate::Live) given it end at
+//! once with a last event ([`shutdown`](crate::shutdown) shows how).
 //!
 //! The settings are `herdsman::config::ServerSettings`, the `[server]`
 //! section of the configuration (`docs/CONFIGURATION.md` gives each
@@ -176,7 +179,10 @@ impl Server {
             max_connections: 1,
             max_header_bytes: settings.max_header_bytes,
             max_concurrent_streams: settings.max_concurrent_streams,
-            trusted_proxies: Arc::new(TrustedProxies::parse(&settings.trusted_proxies)?),
+            trusted_proxies: Arc::new(
+                TrustedProxies::parse(&settings.trusted_proxies)?
+                    .with_header(settings.forwarded_header),
+            ),
         }
         .with_max_connections(settings.max_connections))
     }
@@ -228,8 +234,9 @@ impl Server {
         self
     }
 
-    /// The proxies whose `X-Forwarded-For` names the [`ClientAddr`]
-    /// (default: none).
+    /// The proxies whose `X-Forwarded-For` (or, as
+    /// [`TrustedProxies::with_header`] says, `Forwarded`) names the
+    /// [`ClientAddr`] (default: none).
     ///
     /// [`ClientAddr`]: herdsman::http::ClientAddr
     pub fn with_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {

@@ -291,13 +291,14 @@ impl<P, V: Clone, B: StoreBackend<V>> Invalidation<P, V, B> {
 }
 
 impl<P, V: Clone, B: StoreBackend<V>> Fetch<P, V, B> {
-    /// The key to ask the store backend for: the primary key, when nothing
-    /// is stored for it here (responses that vary are kept locally only: a
-    /// variant's key holds this process's marker epoch), and the request
-    /// is no forced refresh.
+    /// The key to ask the store backend for: the primary key (responses
+    /// that vary are kept locally only: a variant's key holds this
+    /// process's marker epoch), unless the request is a forced refresh.
+    /// Also when a stale copy is held here: another replica may have
+    /// fetched a fresh one since (a poll loop's fetch, a refresh).
     pub(super) fn shelf_key(&self) -> Option<&Key> {
         let primary = matches!(self.filing, Filing::Primary { .. });
-        (primary && self.stored.is_none() && !self.forced).then_some(&self.key)
+        (primary && !self.forced).then_some(&self.key)
     }
 
     /// Counts a miss of both stores, before the inner call.

@@ -67,6 +67,26 @@ impl<V: Clone, B: StoreBackend<V>> CacheHandle<V, B> {
         removed
     }
 
+    /// Applies another replica's invalidation, which the backend reported
+    /// ([`StoreBackend::remote_invalidations`]): removes what it covers
+    /// here and announces it (the registry polls the keys it covers), but
+    /// never hands it to the backend, which would send it to the other
+    /// replicas again.
+    #[cfg(feature = "coordinator")]
+    pub(crate) fn apply_remote(&self, what: Invalidation) -> u64 {
+        let removed = self.remove_local(&what);
+        self.store.announce(|| what);
+        removed
+    }
+
+    /// The invalidations other replicas make, when the backend hears them.
+    #[cfg(feature = "coordinator")]
+    pub(crate) fn remote_invalidations(
+        &self,
+    ) -> Option<Box<dyn crate::backend::RemoteInvalidations>> {
+        self.backend.remote_invalidations()
+    }
+
     fn remove_local(&self, what: &Invalidation) -> u64 {
         let store = &self.store;
         match what {

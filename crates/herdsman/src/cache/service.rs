@@ -426,6 +426,16 @@ impl<S, K, V, P, C, B> Cache<S, K, V, P, C, B> {
             // Released however the refresh ends, panics and runtime shutdown
             // included.
             let _release = release;
+            // A fresh copy in the store backend (another replica's fetch)
+            // is the refresh: no inner call. In memory, answered at once.
+            if let Some(shelf) = fetch.shelf_key() {
+                if let Some(shelved) = fetch.backend.lookup(shelf).get().await {
+                    if shelved.age < shelved.ttl {
+                        let _: S::Response = fetch.shelved(shelved);
+                        return;
+                    }
+                }
+            }
             let response = async {
                 poll_fn(|cx| inner.poll_ready(cx)).await?;
                 inner.call(req).await

@@ -17,7 +17,8 @@ use serde::de::DeserializeOwned;
 
 use super::{
     section::{class_keys, each_section, keys, EachSection, Section},
-    AdminSettings, ClassConfig, Config, Environment, KeySettings, RolloutSettings, ServerSettings,
+    AdminSettings, ClassConfig, Config, Environment, KeySettings, RedisSettings, RolloutSettings,
+    ServerSettings,
 };
 use crate::{limit::RateRule, stats::AlertRules};
 
@@ -104,6 +105,7 @@ fn accepted() -> BTreeSet<String> {
         global::<RolloutSettings>("rollout"),
         global::<ServerSettings>("server"),
         global::<KeySettings>("keys"),
+        global::<RedisSettings>("redis"),
         global::<RateRule>("limit.rate"),
     ]);
     let mut accepted = BTreeSet::new();

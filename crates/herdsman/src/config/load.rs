@@ -25,9 +25,9 @@ use super::{
 };
 
 /// The top-level keys of a configuration.
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "layers", "registry", "cache", "dedup", "breaker", "limit", "alerts", "admin", "rollout",
-    "server", "keys", "classes",
+    "server", "keys", "redis", "classes",
 ];
 
 /// Keys that are no longer read, by section, with what replaced them: each
@@ -200,6 +200,7 @@ impl<'a> Loader<'a> {
             rollout: reader.section("rollout", defaults.rollout, &mut problems),
             server: reader.section("server", defaults.server, &mut problems),
             keys: reader.section("keys", defaults.keys, &mut problems),
+            redis: reader.section("redis", defaults.redis, &mut problems),
             classes: BTreeMap::new(),
         };
         config.classes = reader.classes(&config, &mut problems);

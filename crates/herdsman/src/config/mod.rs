@@ -100,7 +100,7 @@ pub use self::{
     load::{Loaded, Loader},
     settings::{
         AdminSettings, CacheSettings, ClassConfig, DedupSettings, KeySettings, Layers,
-        RegistrySettings, RolloutSettings, ServerSettings,
+        RedisSettings, RegistrySettings, RolloutSettings, ServerSettings,
     },
 };
 use crate::{
@@ -139,6 +139,10 @@ pub struct Config {
     /// What keys are made of.
     #[serde(default)]
     pub keys: KeySettings,
+    /// Distributed mode: the Redis server replicas coordinate through
+    /// (none by default: everything stays in this process).
+    #[serde(default)]
+    pub redis: RedisSettings,
     /// Endpoint classes by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub classes: BTreeMap<String, ClassConfig>,
@@ -257,13 +261,14 @@ impl Config {
         classes
     }
 
-    /// The same configuration with secrets (the admin token) replaced by
-    /// `<redacted>`, for printing.
+    /// The same configuration with secrets (the admin token, the Redis
+    /// URL's password) replaced by `<redacted>`, for printing.
     pub fn redacted(&self) -> Config {
         let mut config = self.clone();
         if let Some(token) = &mut config.admin.token {
             *token = "<redacted>".to_owned();
         }
+        config.redis.url = self.redis.redacted_url();
         config
     }
 

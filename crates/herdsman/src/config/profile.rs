@@ -4,8 +4,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use super::{
     settings::{
-        AdminSettings, CacheSettings, DedupSettings, KeySettings, Layers, RegistrySettings,
-        RolloutSettings, ServerSettings,
+        AdminSettings, CacheSettings, DedupSettings, KeySettings, Layers, RedisSettings,
+        RegistrySettings, RolloutSettings, ServerSettings,
     },
     Config, Environment,
 };
@@ -109,6 +109,7 @@ pub(super) fn profile(env: Environment) -> Config {
         },
         server: server(env),
         keys: KeySettings::default(),
+        redis: RedisSettings::default(),
         classes: BTreeMap::new(),
     }
 }
@@ -129,5 +130,11 @@ fn server(env: Environment) -> ServerSettings {
         max_header_bytes: 16 * 1024,
         max_concurrent_streams: 100,
         trusted_proxies: Vec::new(),
+        forwarded_header: crate::http::ForwardedHeader::XForwardedFor,
+        // Three quarters of the connections: streams over HTTP/1 hold one
+        // each, and polls, writes and the admin routes keep the rest. Over
+        // the registry's 256 per address, so that one address never fills
+        // the process.
+        max_event_streams: pick(env, [384, 3072, 3072, 384]),
     }
 }

@@ -142,6 +142,114 @@ fn default_max_len() -> usize {
     crate::key::DEFAULT_MAX_KEY_LEN
 }
 
+/// Distributed mode: the Redis (or Valkey) server the replicas of an app
+/// coordinate through, and how long each kind of claim lasts. Read by
+/// `herdsman-redis`; without a [`url`](Self::url) (the default) nothing
+/// connects and every layer keeps its state in this process.
+///
+/// ```
+/// use herdsman::config::{Config, Environment, StaticEnv};
+/// use std::time::Duration;
+///
+/// let source = StaticEnv::new()
+///     .file("herdsman.toml", "[redis]\nop_timeout = \"50ms\"\n")
+///     .var("HERDSMAN__REDIS__URL", "redis://127.0.0.1:6379");
+/// let config = Config::load_from(Environment::Development, &source).unwrap();
+/// assert_eq!(config.redis.url.as_deref(), Some("redis://127.0.0.1:6379"));
+/// assert_eq!(config.redis.op_timeout, Duration::from_millis(50));
+/// assert_eq!(config.redis.key_prefix, "herdsman:");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// The server: `redis://[user:password@]host:port[/db]`, `rediss://`
+    /// for TLS (when redis-rs is built with it) or `redis+unix:///path`.
+    /// Redis 6 or Valkey at least: the connection speaks RESP3 to carry
+    /// pub/sub beside commands. None (the default): no Redis.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "text")]
+    pub url: Option<String>,
+    /// Put before every key and channel name, so that several apps (or
+    /// versions of one) can share a server without meeting. On Redis
+    /// Cluster, a hash tag (`"{herdsman}:"`) keeps every key on one node.
+    pub key_prefix: String,
+    /// The longest one Redis operation may take; past it, this replica
+    /// answers as if it had no Redis (a cache miss, its own upstream
+    /// call). Short: a request waits for it.
+    #[serde(with = "humantime_serde")]
+    pub op_timeout: Duration,
+    /// How long a replica's claim to make an upstream call lasts: the
+    /// longest a dead holder can keep the others waiting before one of
+    /// them takes over. Longer than the upstream's slow calls.
+    #[serde(with = "humantime_serde")]
+    pub flight_lease: Duration,
+    /// How long a replica's claim to poll a key lasts past the round's
+    /// interval (the poller renews it each round): a poller that died is
+    /// replaced at most one interval plus this later.
+    #[serde(with = "humantime_serde")]
+    pub loop_lease: Duration,
+    /// Whether a breaker that trips on one replica trips on every replica
+    /// (off by default: each replica's breakers judge its own calls).
+    pub share_breaker: bool,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            url: None,
+            key_prefix: "herdsman:".into(),
+            op_timeout: Duration::from_millis(100),
+            flight_lease: Duration::from_secs(10),
+            loop_lease: Duration::from_secs(5),
+            share_breaker: false,
+        }
+    }
+}
+
+impl RedisSettings {
+    /// Settings for the server at `url`, defaults otherwise.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisSettings {
+            url: Some(url.into()),
+            ..RedisSettings::default()
+        }
+    }
+
+    /// Checks these settings as a configuration's `[redis]` section is
+    /// checked: one problem per refused value, each naming its field
+    /// (`redis.flight_lease = "0s": must be greater than zero`).
+    pub fn validate(&self) -> Result<(), super::ConfigError> {
+        use super::validate::{Path, Problems, Validate};
+        let mut problems = Problems::default();
+        Validate::validate(self, &Path::section("redis"), &mut problems);
+        problems.into_result()
+    }
+
+    /// The URL with its password, if any, replaced by `<redacted>`, for
+    /// printing.
+    pub fn redacted_url(&self) -> Option<String> {
+        self.url.as_deref().map(redact_password)
+    }
+}
+
+/// `url` with the password of its user information replaced.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let user = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:<redacted>"),
+        // `redis://secret@host`: redis-rs reads a lone user as a user
+        // name, but some clients take it as the password.
+        None => "<redacted>".to_owned(),
+    };
+    format!("{scheme}://{user}@{host}{path}")
+}
+
 /// Gradual rollout of the coordinated path; see
 /// [`Rollout`](crate::switch::Rollout).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,12 +306,23 @@ pub struct ServerSettings {
     pub max_header_bytes: usize,
     /// Requests in progress at once on one HTTP/2 connection, at most.
     pub max_concurrent_streams: u32,
-    /// The reverse proxies whose `X-Forwarded-For` is believed, as IP
+    /// The reverse proxies whose `forwarded_header` is believed, as IP
     /// addresses and CIDR blocks; see
     /// [`TrustedProxies`](crate::http::TrustedProxies). Empty: the client
     /// address is always the connection's peer.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// The header the trusted proxies name the client in:
+    /// `"x-forwarded-for"` (the default) or `"forwarded"` (RFC 7239). Only
+    /// that one is read.
+    #[serde(default)]
+    pub forwarded_header: crate::http::ForwardedHeader,
+    /// Event streams open at once in the whole process, at most
+    /// (`herdsman_axum::Live`), beside the registry's budgets per caller
+    /// and per address (keep it over `registry.max_subscribers_per_address`,
+    /// so that one address never fills it): past it a new stream is
+    /// answered `429` with `Retry-After`, and the client polls instead.
+    pub max_event_streams: usize,
 }
 
 /// One endpoint class: the paths it matches and its own settings where

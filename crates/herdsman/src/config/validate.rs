@@ -9,9 +9,9 @@ use super::{
     section::{changed_keys, each_section, EachSection, Section},
     settings::{
         AdminSettings, CacheSettings, ClassConfig, DedupSettings, KeySettings, Layers,
-        RegistrySettings, RolloutSettings, ServerSettings,
+        RedisSettings, RegistrySettings, RolloutSettings, ServerSettings,
     },
-    Config, Environment,
+    Config, ConfigError, Environment,
 };
 use crate::{
     breaker::BreakerConfig,
@@ -53,6 +53,7 @@ pub(super) fn validate(config: &mut Config, env: Environment) -> (Vec<Problem>, 
         ("server", &config.server),
         ("keys", &config.keys),
         ("admin", &config.admin),
+        ("redis", &config.redis),
     ] {
         section.validate(&Path::section(name), &mut check.problems);
     }
@@ -113,6 +114,15 @@ pub(crate) struct Problems {
 }
 
 impl Problems {
+    /// The problems found, as an error; `Ok` when there is none.
+    pub(crate) fn into_result(self) -> Result<(), ConfigError> {
+        if self.found.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::new(self.found))
+        }
+    }
+
     /// A problem with the value at `at`.
     pub(crate) fn fail(&mut self, at: &Path, value: Option<String>, reason: &str) {
         self.fail_with(at, &[], value, reason);
@@ -672,6 +682,7 @@ impl Validate for ServerSettings {
             &p.key("max_concurrent_streams"),
             self.max_concurrent_streams.into(),
         );
+        problems.at_least_one(&p.key("max_event_streams"), self.max_event_streams as u64);
         let at = p.key("trusted_proxies");
         for entry in &self.trusted_proxies {
             let value = Some(format!("{entry:?}"));
@@ -711,5 +722,51 @@ impl Validate for KeySettings {
             );
         }
         problems.integer(&p.key("max_len"), self.max_len as u64);
+    }
+}
+
+/// The URL schemes redis-rs reads.
+const REDIS_SCHEMES: [&str; 5] = ["redis", "rediss", "redis+unix", "unix", "valkey"];
+
+impl Validate for RedisSettings {
+    fn validate(&self, p: &Path, problems: &mut Problems) {
+        if let Some(url) = &self.url {
+            let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+            let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+            if !scheme.is_some_and(|s| REDIS_SCHEMES.contains(&s)) || rest.is_empty() {
+                problems.fail(
+                    &p.key("url"),
+                    self.redacted_url().map(|u| format!("{u:?}")),
+                    "is not a Redis URL (redis://host:port/db, rediss:// or redis+unix://)",
+                );
+            }
+        }
+        if self.key_prefix.is_empty() {
+            problems.fail(
+                &p.key("key_prefix"),
+                Some("\"\"".into()),
+                "must not be empty: the cluster's keys would mix with others",
+            );
+        }
+        for (key, value) in [
+            ("op_timeout", self.op_timeout),
+            ("flight_lease", self.flight_lease),
+            ("loop_lease", self.loop_lease),
+        ] {
+            problems.positive(&p.key(key), value);
+        }
+        for (key, value) in [
+            ("flight_lease", self.flight_lease),
+            ("loop_lease", self.loop_lease),
+        ] {
+            if !value.is_zero() && value <= self.op_timeout {
+                problems.fail_with(
+                    &p.key(key),
+                    &["op_timeout"],
+                    dur(value),
+                    "must be longer than op_timeout: a claim would end before Redis answers it",
+                );
+            }
+        }
     }
 }

@@ -11,10 +11,12 @@ use super::{
     route::{CallerIdentity, ClassKey, ClassOf, Routes},
 };
 use crate::{
+    backend::{Backends, TripBackend, TripListener},
     breaker::BreakerLayer,
     cache::CacheLayer,
+    class::Class,
     clock::Clock,
-    config::{Config, EffectiveClass, Environment},
+    config::{Config, ConfigError, EffectiveClass, Environment, Problem},
     dedup::DedupLayer,
     http::{BufferLayer, ClientAddress, HttpShare, ServerErrors},
     limit::LimitLayer,
@@ -28,6 +30,7 @@ use crate::{
 pub struct CoordinatorBuilder {
     environment: Option<Environment>,
     config: Option<Config>,
+    backends: Option<Backends>,
 }
 
 impl CoordinatorBuilder {
@@ -48,8 +51,22 @@ impl CoordinatorBuilder {
         self
     }
 
+    /// Where the state a cluster of replicas would share lives; default
+    /// [`Backends::local`] (everything in this process). `herdsman-redis`
+    /// makes the distributed set from `config.redis`
+    /// (`herdsman_redis::backends`): required when `redis.url` is set.
+    pub fn backends(mut self, backends: Backends) -> Self {
+        self.backends = Some(backends);
+        self
+    }
+
     /// Validates the configuration as start-up does and builds every
     /// layer's shared state.
+    ///
+    /// Fails, naming `redis.url`, when the configuration names a Redis
+    /// server but no [`backends`](Self::backends) were given: a cluster
+    /// that silently coordinated each replica alone would make N upstream
+    /// calls where one was configured.
     pub fn build(self) -> Result<Coordinator, BuildError> {
         let environment = self.environment.unwrap_or(Environment::Development);
         let config = self
@@ -57,8 +74,21 @@ impl CoordinatorBuilder {
             .unwrap_or_else(|| Config::profile(environment))
             .validated(environment)
             .map_err(BuildError::new)?;
+        if config.redis.url.is_some() && self.backends.is_none() {
+            return Err(BuildError::new(ConfigError::new(vec![Problem {
+                path: "redis.url".into(),
+                value: config.redis.redacted_url().map(|url| format!("{url:?}")),
+                reason: "names a Redis server, but the builder was given no backends: \
+                         pass herdsman_redis::backends(&config.redis) to \
+                         CoordinatorBuilder::backends (there is no in-process fallback \
+                         for a configured cluster)"
+                    .into(),
+                source: None,
+            }])));
+        }
+        let backends = self.backends.unwrap_or_default();
         Ok(Coordinator {
-            shared: Arc::new(compose(environment, config)),
+            shared: Arc::new(compose(environment, config, backends)),
         })
     }
 }
@@ -68,11 +98,12 @@ impl fmt::Debug for CoordinatorBuilder {
         f.debug_struct("CoordinatorBuilder")
             .field("environment", &self.environment)
             .field("config", &self.config.as_ref().map(Config::redacted))
+            .field("backends", &self.backends)
             .finish()
     }
 }
 
-fn compose(environment: Environment, config: Config) -> Shared {
+fn compose(environment: Environment, config: Config, backends: Backends) -> Shared {
     let clock = match environment {
         Environment::Test => Clock::Tokio,
         _ => Clock::Fast,
@@ -81,6 +112,9 @@ fn compose(environment: Environment, config: Config) -> Shared {
         .with_rules(config.alerts.clone())
         .with_clock(clock.clone())
         .build();
+    for (name, health) in backends.dependencies {
+        stats.track_dependency(name, move || health.is_up());
+    }
     let switches = Switches::from_config(&config);
     let classes = config.classes();
     let routes = Arc::new(Routes::new(&config, &switches));
@@ -93,6 +127,9 @@ fn compose(environment: Environment, config: Config) -> Shared {
     // subscription with one is refused.
     let max_key_len = config.keys.max_len;
     let mut registry = registry_layer(&config, &classes, &key, &classify, &stats, &rollout);
+    if let Some(loops) = backends.loops {
+        registry = registry.with_loop_backend(loops);
+    }
 
     let c = &config.cache;
     let mut cache = CacheLayer::http(key.clone())
@@ -102,7 +139,8 @@ fn compose(environment: Environment, config: Config) -> Shared {
         .with_sweep_interval(c.sweep_interval)
         .with_clock(clock)
         .with_max_key_len(max_key_len)
-        .with_observer(stats.clone());
+        .with_observer(stats.clone())
+        .with_store_backend(backends.store);
     if let Some(entries) = c.max_entries {
         cache = cache.with_max_entries(entries);
     }
@@ -112,14 +150,22 @@ fn compose(environment: Environment, config: Config) -> Shared {
         .with_classifier(classify.clone())
         .with_window(config.dedup.window)
         .with_max_key_len(max_key_len)
-        .with_observer(stats.clone());
+        .with_observer(stats.clone())
+        .with_flight_backend(backends.flights);
 
     let mut breaker = BreakerLayer::new()
         .with_classifier(classify.clone())
         .with_failure_classifier(ServerErrors)
         .with_config(config.breaker)
         .with_observer(stats.clone());
-    let mut limit = LimitLayer::new(config.limit.clone())
+    if let Some(trips) = backends.trips {
+        breaker = breaker.with_trip_backend(SharedTrips(trips));
+    }
+    let mut limit = LimitLayer::new(config.limit.clone());
+    if let Some(rates) = backends.rates {
+        limit = limit.with_rate_backend(rates);
+    }
+    let mut limit = limit
         .with_classifier(classify.clone())
         .with_identity(CallerIdentity::new(rollout.clone()))
         .with_address(ClientAddress)
@@ -160,6 +206,19 @@ fn compose(environment: Environment, config: Config) -> Shared {
         buffer: BufferLayer::new(),
         following: AtomicBool::new(false),
         config,
+    }
+}
+
+/// A [`TripBackend`] behind a pointer, as [`Backends`] holds it.
+struct SharedTrips(Arc<dyn TripBackend>);
+
+impl TripBackend for SharedTrips {
+    fn announce(&self, class: &Class, open_for: Duration) {
+        self.0.announce(class, open_for);
+    }
+
+    fn listen(&self, listener: TripListener) {
+        self.0.listen(listener);
     }
 }
 

@@ -16,6 +16,7 @@ use super::{
     route::Routes,
 };
 use crate::{
+    backend::DynStore,
     breaker::BreakerHandle,
     cache::CacheHandle,
     config::{Config, Environment},
@@ -63,9 +64,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Makes the registry follow the cache's invalidations, once, if called
-    /// within a tokio runtime; `true` once it does.
-    pub(crate) fn follow(&self) -> bool {
+    /// Makes the registry follow the cache's invalidations, and the cache
+    /// apply other replicas' ones, once, if called within a tokio runtime;
+    /// `true` once it does.
+    pub(crate) fn follow(self: &Arc<Self>) -> bool {
         if self.following.load(Ordering::Acquire) {
             return true;
         }
@@ -80,8 +82,29 @@ impl Shared {
                     .handle()
                     .follow(self.cache.handle().invalidations()),
             );
+            self.apply_remote_invalidations();
         }
         true
+    }
+
+    /// Applies the invalidations other replicas make (heard by the cache's
+    /// store backend) to this one's cache, announcing each so that the
+    /// registry polls the keys it covers; never sends them to the backend
+    /// again. The task holds the coordinator weakly: it ends with it, or
+    /// when the backend is gone.
+    fn apply_remote_invalidations(self: &Arc<Self>) {
+        let Some(mut remote) = self.cache.handle().remote_invalidations() else {
+            return;
+        };
+        let shared = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(what) = remote.next().await {
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                shared.cache.handle().apply_remote(what);
+            }
+        });
     }
 }
 
@@ -121,7 +144,7 @@ impl Coordinator {
     /// The cache's handle: invalidate entries (without the registry: see
     /// [`invalidate`](Self::invalidate)), sweep,
     /// [`stats`](CacheHandle::stats).
-    pub fn cache(&self) -> CacheHandle<Response<SharedBody>> {
+    pub fn cache(&self) -> CacheHandle<Response<SharedBody>, DynStore<Response<SharedBody>>> {
         self.shared.cache.handle()
     }
 

@@ -12,6 +12,7 @@ use super::{
     Coordinated,
 };
 use crate::{
+    backend::{DynFlights, DynStore},
     breaker::BreakerLayer,
     cache::{CacheLayer, HttpCachePolicy},
     dedup::DedupLayer,
@@ -37,8 +38,13 @@ pub(crate) type RegistryOf = RegistryLayer<
     ServerErrors,
 >;
 pub(crate) type StatsOf = StatsLayer<ClassOf, ServerErrors>;
-pub(crate) type CacheOf = CacheLayer<ClassKey, Response<SharedBody>, HttpCachePolicy, ClassOf>;
-pub(crate) type DedupOf = DedupLayer<ClassKey, HttpShare, ClassOf>;
+pub(crate) type CacheOf =
+    CacheLayer<ClassKey, Response<SharedBody>, HttpCachePolicy, ClassOf, StoreOf>;
+pub(crate) type DedupOf = DedupLayer<ClassKey, HttpShare, ClassOf, FlightsOf>;
+/// The backends of the cache and of dedup: the in-memory ones, or those
+/// given to the builder ([`Backends`](crate::backend::Backends)).
+pub(crate) type StoreOf = DynStore<Response<SharedBody>>;
+pub(crate) type FlightsOf = DynFlights<Response<SharedBody>>;
 pub(crate) type BreakerOf = BreakerLayer<ClassOf, ServerErrors>;
 pub(crate) type LimitOf = LimitLayer<ClassOf, CallerIdentity, ClientAddress>;
 pub(crate) type UpstreamOf = UpstreamLayer<ClassOf, ClassKey, ServerErrors>;

@@ -79,6 +79,16 @@
 //!   (it is counted in `polls`, and its upstream call as one), and what
 //!   the layers below do for it is no client saving.
 //!
+//! - **Backends.** [`CoordinatorBuilder::backends`] puts the state a
+//!   cluster of replicas shares behind the layers
+//!   ([`Backends`](crate::backend::Backends): the cache's store backend,
+//!   dedup's flights, the registry's loops, the limit layer's rate
+//!   budgets; in memory by default). `herdsman_redis::backends` makes the
+//!   Redis set from `config.redis`, which `build` requires when
+//!   `redis.url` is set. Other replicas' invalidations (the store
+//!   backend's [`remote_invalidations`](crate::backend::StoreBackend::remote_invalidations))
+//!   are applied to the cache and announced to the registry, from the
+//!   first service made within a tokio runtime, and never sent back.
 //! - **Handles.** Each layer's handle is reachable from the coordinator,
 //!   named after the layer ([`Coordinator::registry`], [`Coordinator::cache`],
 //!   [`Coordinator::dedup`], [`Coordinator::breaker`],

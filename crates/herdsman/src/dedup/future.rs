@@ -235,7 +235,7 @@ where
 {
     let err = match out {
         Ok(Ok(value)) => {
-            if !B::ANSWERS && driver.finish_alone() {
+            if !backend.answers() && driver.finish_alone() {
                 return Ok(value);
             }
             return match share.share(value) {

@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod etag;
+pub mod forwarded;
 pub mod freshness;
 pub mod key;
 

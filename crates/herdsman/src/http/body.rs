@@ -154,6 +154,13 @@ pub struct SharedBody {
 }
 
 impl SharedBody {
+    /// A body of `data` then `trailers`, as a buffered response's: for a
+    /// store that rebuilds shared responses from their bytes (a cache
+    /// kept outside this process).
+    pub fn new(data: Bytes, trailers: Option<HeaderMap>) -> Self {
+        SharedBody { data, trailers }
+    }
+
     /// The body's bytes.
     pub fn data(&self) -> &Bytes {
         &self.data

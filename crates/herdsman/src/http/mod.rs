@@ -70,7 +70,7 @@ pub use self::{
     errors::{described_response, error_response, error_status, retry_after_secs},
     failures::ServerErrors,
     key::HttpKey,
-    proxies::{InvalidProxy, TrustedProxies},
+    proxies::{ForwardedHeader, InvalidProxy, TrustedProxies},
     share::HttpShare,
 };
 // For the layers' HTTP glue.

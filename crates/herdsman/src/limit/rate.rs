@@ -24,7 +24,10 @@ use governor::{
 };
 use tokio::time::Instant;
 
-use crate::backend::{BudgetKey, RateBackend, RateBudgets, RateQuota, WhenFull};
+use crate::{
+    backend::{BudgetKey, RateBackend, RateBudgets, RateQuota, RuleId, WhenFull},
+    class::Class,
+};
 
 /// Default bound on the number of keys one rate rule tracks: 100,000.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
@@ -202,9 +205,11 @@ impl RateRule {
     }
 
     /// The quota of the rule's budgets, and of its warnings (one per
-    /// period, and none for keys the warnings cannot keep).
-    fn quotas(&self) -> (RateQuota, RateQuota) {
+    /// period, and none for keys the warnings cannot keep), for the rule
+    /// of `class`'s limits.
+    fn quotas(&self, class: &Class) -> (RateQuota, RateQuota) {
         let budgets = RateQuota {
+            rule: RuleId::new(class.as_str(), 0),
             interval: (self.per / self.limit.get()).max(Duration::from_nanos(1)),
             burst: self.burst,
             keyed: self.key != RateKey::Class,
@@ -212,6 +217,7 @@ impl RateRule {
             when_full: WhenFull::Conform,
         };
         let warnings = RateQuota {
+            rule: RuleId::new(class.as_str(), 1),
             interval: self.per,
             burst: NonZeroU32::MIN,
             when_full: WhenFull::Refuse,
@@ -658,9 +664,10 @@ pub(crate) enum Verdict {
 }
 
 impl RateState {
-    /// The state of `rule`, its budgets made by `rates`.
-    pub(crate) fn new(rule: RateRule, rates: &Rates) -> Self {
-        let (budgets, warnings) = rule.quotas();
+    /// The state of `rule`, the rule of `class`'s limits, its budgets made
+    /// by `rates`.
+    pub(crate) fn new(rule: RateRule, class: &Class, rates: &Rates) -> Self {
+        let (budgets, warnings) = rule.quotas(class);
         let budgets = rates.budgets(&budgets);
         let warnings = (rule.mode == RateMode::AlertOnly).then(|| rates.budgets(&warnings));
         RateState {
@@ -712,7 +719,7 @@ mod tests {
         let rule = RateRule::per_minute(1)
             .keyed_by(RateKey::Identity)
             .with_max_keys(1);
-        let (quota, warnings) = rule.quotas();
+        let (quota, warnings) = rule.quotas(&Class::default());
 
         // Budgets: an untracked key passes, as a fresh key would.
         let budgets = GovernorRates.budgets(&quota);
@@ -745,7 +752,7 @@ mod tests {
     #[test]
     fn a_rule_spreads_its_limit_over_its_period() {
         let rule = RateRule::new(20, Duration::from_secs(60)).with_burst(5);
-        let quota = governor_quota(&rule.quotas().0);
+        let quota = governor_quota(&rule.quotas(&Class::default()).0);
         assert_eq!(quota.replenish_interval(), Duration::from_secs(3));
         assert_eq!(quota.burst_size().get(), 5);
         assert_eq!(RateRule::per_second(3).burst(), 3);

@@ -54,11 +54,11 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(settings: Settings) -> Self {
-        let default_rate = shared_rate(&settings.default, &settings.rates);
+        let default_rate = shared_rate(&Class::default(), &settings.default, &settings.rates);
         let mut configured = ClassMap::default();
         let mut default = None;
         for (i, (class, limits)) in settings.classes.iter().enumerate() {
-            let rate = shared_rate(limits, &settings.rates);
+            let rate = shared_rate(class, limits, &settings.rates);
             let state = Arc::new(ClassState::new(
                 class.clone(),
                 i as u32 + 1,
@@ -206,9 +206,9 @@ impl fmt::Debug for Shared {
 
 /// The state of a rule by caller, shared by the classes it applies to. (A
 /// rule by class has state of its own in each class.)
-fn shared_rate(limits: &ClassLimits, rates: &Rates) -> Option<Arc<RateState>> {
+fn shared_rate(class: &Class, limits: &ClassLimits, rates: &Rates) -> Option<Arc<RateState>> {
     let rule = limits.rate.as_ref()?;
-    (rule.key() != RateKey::Class).then(|| Arc::new(RateState::new(rule.clone(), rates)))
+    (rule.key() != RateKey::Class).then(|| Arc::new(RateState::new(rule.clone(), class, rates)))
 }
 
 #[derive(Default)]
@@ -362,7 +362,7 @@ impl ClassState {
     ) -> Self {
         let rate = match &limits.rate {
             Some(rule) if rule.key() == RateKey::Class => {
-                Some(Arc::new(RateState::new(rule.clone(), rates)))
+                Some(Arc::new(RateState::new(rule.clone(), &class, rates)))
             }
             _ => shared_rate,
         };

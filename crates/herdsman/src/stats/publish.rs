@@ -82,6 +82,7 @@ impl ClassMetrics {
                     let layer = match r {
                         Rejection::BreakerOpen => "breaker",
                         Rejection::Subscription(_) => "registry",
+                        Rejection::EventStreams => "sse",
                         _ => "limit",
                     };
                     (

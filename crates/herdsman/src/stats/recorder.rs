@@ -22,16 +22,17 @@ use crate::{
 /// [describes itself](crate::error::Describe) with.
 pub use crate::error::ErrorKind;
 
-/// Every rejection counted: the layers' own, then the Registry's refused
-/// subscriptions, one per [`Limit`].
-pub(crate) const REJECTIONS: [Rejection; 4 + Limit::ALL.len()] = {
-    let mut all = [Rejection::BreakerOpen; 4 + Limit::ALL.len()];
+/// Every rejection counted: the layers' own, the event streams' cap, then
+/// the Registry's refused subscriptions, one per [`Limit`].
+pub(crate) const REJECTIONS: [Rejection; 5 + Limit::ALL.len()] = {
+    let mut all = [Rejection::BreakerOpen; 5 + Limit::ALL.len()];
     all[1] = Rejection::Overloaded;
     all[2] = Rejection::RateLimited;
     all[3] = Rejection::InFlightCap;
+    all[4] = Rejection::EventStreams;
     let mut i = 0;
     while i < Limit::ALL.len() {
-        all[4 + i] = Rejection::Subscription(Limit::ALL[i]);
+        all[5 + i] = Rejection::Subscription(Limit::ALL[i]);
         i += 1;
     }
     all
