@@ -1,22 +1,28 @@
-//! `herdsman`: check and show herdsman configuration.
+//! `herdsman`: check configuration, audit a running app, load it.
 //!
 //! ```text
 //! herdsman config check [--env ENV] [FILE]   # "ok", or every problem; exit 1
 //! herdsman config show  [--env ENV] [FILE]   # the effective configuration, as TOML
+//! herdsman audit URL [--token T]             # a running app's stats; exit 1 when unhealthy
+//! herdsman load tabs|sse|http [OPTIONS]      # a bounded load on a loopback server
 //! ```
 //!
-//! Both read what start-up reads: the profile of the environment (`--env`,
-//! else detected as at start-up: `HERDSMAN_ENV`, container markers), the
-//! file (`FILE`, else `HERDSMAN_CONFIG`, else `./herdsman.toml` if present)
-//! and `HERDSMAN__SECTION__KEY` variables, and print problems exactly as
-//! start-up reports them. Exit status: 0 valid, 1 invalid, 2 usage error.
+//! Each subcommand's module says what it reads and prints; `--help` lists
+//! the options. Exit status: 0 success (valid, healthy, load done), 1 the
+//! thing checked is not (invalid configuration, a runaway key or an alert),
+//! 2 usage error, or what was asked could not be done (stats unreadable, a
+//! load refused).
 
-use std::{io::Write, path::PathBuf, process::ExitCode};
+mod audit;
+mod config;
+mod load;
+mod net;
 
-use clap::{builder::PossibleValuesParser, Parser, Subcommand};
-use herdsman::config::{Config, Environment, Loaded};
+use std::process::ExitCode;
 
-/// Checks and shows herdsman configuration.
+use clap::{Parser, Subcommand};
+
+/// Checks herdsman configuration, audits a running app, loads it.
 #[derive(Debug, Parser)]
 #[command(name = "herdsman", version, about)]
 struct Cli {
@@ -28,69 +34,24 @@ struct Cli {
 enum Command {
     /// Configuration files and variables.
     #[command(subcommand)]
-    Config(ConfigCommand),
+    Config(config::ConfigCommand),
+    /// Reads a running app's stats: savings per class, runaway keys, layers
+    /// switched off, alerts firing. Exits 1 on a runaway key or an alert.
+    Audit(audit::AuditArgs),
+    /// Loads a running server (loopback only, unless --allow-remote) and
+    /// reports what it did, in markdown.
+    #[command(subcommand)]
+    Load(load::LoadCommand),
 }
 
-#[derive(Debug, Subcommand)]
-enum ConfigCommand {
-    /// Validates a configuration: prints "ok", or every problem (exit 1).
-    Check(Target),
-    /// Prints the effective configuration as TOML, secrets redacted.
-    Show(Target),
-}
-
-#[derive(Debug, clap::Args)]
-struct Target {
-    /// The environment whose profile applies [default: detected, as at start-up]
-    #[arg(long, value_parser = PossibleValuesParser::new(["development", "production", "docker", "test"]))]
-    env: Option<String>,
-    /// The configuration file [default: $HERDSMAN_CONFIG, else ./herdsman.toml if present]
-    file: Option<PathBuf>,
-}
+/// Exit status 2: usage error, or the command could not do what it was
+/// asked.
+const CANNOT: u8 = 2;
 
 fn main() -> ExitCode {
-    let Command::Config(command) = Cli::parse().command;
-    let (target, show) = match command {
-        ConfigCommand::Check(target) => (target, false),
-        ConfigCommand::Show(target) => (target, true),
-    };
-    let env = match target
-        .env
-        .as_deref()
-        .map(str::parse)
-        .unwrap_or_else(Environment::detect)
-    {
-        Ok(env) => env,
-        Err(err) => return fail(&err.to_string()),
-    };
-    let loader = Config::loader(env);
-    let loaded = match &target.file {
-        Some(file) => loader.file(file).load(),
-        None => loader.load(),
-    };
-    match loaded {
-        Ok(Loaded {
-            config, warnings, ..
-        }) => {
-            let mut stderr = std::io::stderr().lock();
-            for warning in &warnings {
-                let _ = writeln!(stderr, "warning: {warning}");
-            }
-            if show {
-                print!(
-                    "# herdsman configuration for {env}\n{}",
-                    config.redacted().to_toml()
-                );
-            } else {
-                println!("ok");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(err) => fail(&err.to_string()),
+    match Cli::parse().command {
+        Command::Config(command) => config::run(command),
+        Command::Audit(args) => audit::run(&args),
+        Command::Load(command) => load::run(command),
     }
-}
-
-fn fail(message: &str) -> ExitCode {
-    eprintln!("{message}");
-    ExitCode::FAILURE
 }

@@ -378,6 +378,9 @@ impl Demo {
                 post(add_card).layer(RequestBodyLimitLayer::new(MAX_WRITE_BYTES)),
             )
             .route("/api/me", get(poll))
+            // The same bytes as active-users' answer through the same
+            // tower-http layers, without herdsman's: a load's ceiling.
+            .route("/bare/static", get(bare_static))
             .route(
                 "/_demo/upstream",
                 post(set_upstream)
@@ -490,6 +493,15 @@ async fn sse_board(
     let (parts, _) = req.into_parts();
     let path = format!("/api/boards/{board}/events");
     demo.live.sse(data(&demo, &parts, &path), last)
+}
+
+/// `GET /bare/static`: the bytes of `/api/active-users`'s answer for the
+/// seeded users, with no herdsman layer on the way: the ceiling that
+/// `herdsman load http --compare /bare/static` holds the coordinated route
+/// against.
+async fn bare_static() -> Response {
+    const BODY: &str = r#"{"count":4,"users":["ann","bob","chen","dara"]}"#;
+    ([(header::CONTENT_TYPE, "application/json")], BODY).into_response()
 }
 
 /// Writes go through the coordinated stack (the Cache drops what the write
