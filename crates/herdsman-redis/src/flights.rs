@@ -18,7 +18,7 @@ use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
     codec::Codec,
-    conn::{Message, Redis, FLIGHTS, INVALIDATIONS},
+    conn::{Message, Redis, FLIGHTS},
 };
 
 /// Ends a flight: leaves the lease naming the finished holder with its
@@ -68,7 +68,7 @@ const MAX_HELD: usize = 1024;
 ///
 /// - granted: this replica calls the upstream. When the call ends, one Lua
 ///   script leaves the lease naming this replica's finished call, with its
-///   value, for a few seconds (`max(10 × op_timeout, 1 s)`), and publishes
+///   value, for one operation timeout (`op_timeout`), and publishes
 ///   the end on the prefix's `flights` channel;
 /// - held by another replica that is calling: this one waits for that
 ///   holder's notice, at most
@@ -87,8 +87,8 @@ const MAX_HELD: usize = 1024;
 ///   call that starts within those few seconds of another replica's call
 ///   of the key is answered with that call's value, as a shared cache
 ///   entry of that age would; but never after a cache invalidation: each
-///   one (any replica's `RedisStore` publishes them) bumps the prefix's
-///   flight generation, which each finished lease is stamped with, so the
+///   one (any replica's `RedisStore`, before it publishes it) bumps the
+///   prefix's flight generation, which each finished lease is stamped with, so the
 ///   leases finished before it answer no more (they are taken as free).
 ///
 /// Any Redis failure or timeout answers [`Lead::Call`]: the replica makes
@@ -107,6 +107,16 @@ struct Shared {
     held: Mutex<HashMap<Key, ([u8; 16], Instant)>>,
 }
 
+/// The flight generation of `redis`'s prefix: bumped by every cache
+/// invalidation, so that no finished lease from before it answers a claim.
+/// `RedisStore` bumps it in the pipeline that publishes the invalidation,
+/// before the publication: a replica that claims after hearing it never
+/// gets a value from before it.
+pub(crate) fn flight_generation(redis: &Redis) -> Vec<u8> {
+    let prefix = &redis.settings().key_prefix;
+    format!("{prefix}flight-generation").into_bytes()
+}
+
 /// A waiting local leader: its id, and where its notices go.
 type Listener = (u64, mpsc::UnboundedSender<Notice>);
 
@@ -122,24 +132,23 @@ impl<C> RedisFlights<C> {
     /// be called within a tokio runtime.
     pub fn new(redis: Redis, codec: C) -> Self {
         let messages = redis.messages();
-        let channels = (redis.channel(FLIGHTS), redis.channel(INVALIDATIONS));
+        let channel = redis.channel(FLIGHTS);
         let shared = Arc::new(Shared {
             redis,
             waiters: Mutex::default(),
             next_waiter: AtomicU64::new(0),
             held: Mutex::default(),
         });
-        tokio::spawn(dispatch(Arc::downgrade(&shared), messages, channels));
+        tokio::spawn(dispatch(Arc::downgrade(&shared), messages, channel));
         RedisFlights { shared, codec }
     }
 }
 
-/// Hands each published notice to the local leaders waiting on its lease;
-/// bumps the flight generation on each cache invalidation heard.
+/// Hands each published notice to the local leaders waiting on its lease.
 async fn dispatch(
     shared: Weak<Shared>,
     mut messages: tokio::sync::broadcast::Receiver<Message>,
-    (channel, invalidations): (Vec<u8>, Vec<u8>),
+    channel: Vec<u8>,
 ) {
     loop {
         let message = match messages.recv().await {
@@ -151,10 +160,6 @@ async fn dispatch(
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        if message.channel == invalidations {
-            tokio::spawn(async move { shared.bump_generation().await });
-            continue;
-        }
         if message.channel != channel {
             continue;
         }
@@ -237,11 +242,8 @@ impl Drop for Waiter {
 }
 
 impl Shared {
-    /// The flight generation: bumped by every cache invalidation, so that
-    /// no finished lease from before it answers a claim.
     fn generation(&self) -> Vec<u8> {
-        let prefix = &self.redis.settings().key_prefix;
-        format!("{prefix}flight-generation").into_bytes()
+        flight_generation(&self.redis)
     }
 
     fn lease_of(&self, key: &Key) -> Vec<u8> {
@@ -249,20 +251,16 @@ impl Shared {
     }
 
     /// How long a finished call's value stays in its lease, for the
-    /// replicas that wait for it and those that ask late.
+    /// replicas that wait for it (they read it one round trip after the
+    /// notice) and those that ask late (their cache lookup missed before
+    /// the holder's write reached Redis: a round trip or two), each round
+    /// trip bounded by `op_timeout`. No longer: a call that starts after
+    /// that is a new question and must not get an old answer (with a
+    /// longer lease, a poll loop's next fetch was answered with the value
+    /// it was polling to replace: two upstream calls in four intervals
+    /// instead of four, in `tests/coordinator.rs`).
     fn result_ttl(&self) -> Duration {
-        (self.redis.settings().op_timeout * 10).max(Duration::from_secs(1))
-    }
-
-    /// A cache invalidation (from any replica) makes the finished leases
-    /// answer no more: what they hold may be what was invalidated. Each
-    /// replica that hears it bumps the generation (a lost bump: those
-    /// leases expire within `result_ttl`).
-    async fn bump_generation(&self) {
-        let mut manager = self.redis.manager();
-        let mut incr = redis::cmd("INCR");
-        incr.arg(self.generation());
-        self.redis.run(incr.query_async::<()>(&mut manager)).await;
+        self.redis.settings().op_timeout
     }
 
     /// Asks for `key`'s lease (one round trip); `None` when Redis does not

@@ -68,6 +68,9 @@ struct Shared {
     queued_bytes: AtomicU64,
     pending_invalidations: AtomicUsize,
     generation: Vec<u8>,
+    /// The flight generation ([`RedisFlights`](crate::RedisFlights)),
+    /// bumped with each invalidation.
+    flights: Vec<u8>,
 }
 
 enum Write {
@@ -90,6 +93,7 @@ impl<C> RedisStore<C> {
         let (writes, queue) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             generation: redis.name("cache-generation", b""),
+            flights: crate::flights::flight_generation(&redis),
             redis,
             writes,
             queued_bytes: AtomicU64::new(0),
@@ -268,6 +272,9 @@ async fn send(shared: &Shared, batch: &[Write]) -> bool {
                     Some(name) => pipe.del(name).ignore(),
                     None => pipe.incr(&shared.generation, 1).ignore(),
                 };
+                // Before the publication: a replica that hears it and asks
+                // for a flight lease finds no finished lease from before.
+                pipe.incr(&shared.flights, 1).ignore();
                 pipe.publish(&channel, message).ignore();
             }
         }
