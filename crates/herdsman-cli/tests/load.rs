@@ -7,8 +7,8 @@ use std::{
     io::{Read, Write},
     net::SocketAddr,
     path::PathBuf,
-    process::{Command, Output, Stdio},
-    time::{Duration, Instant},
+    process::{Output, Stdio},
+    time::Duration,
 };
 
 use active_users::{with_demo_classes, Demo, Endpoint, Options};
@@ -33,30 +33,22 @@ async fn demo() -> (Demo, SocketAddr) {
     (demo, addr)
 }
 
-/// `herdsman load ARGS`, off the runtime's threads, killed (and the test
-/// failed) if it has not finished within a minute.
+/// `herdsman load ARGS`, killed (and the test failed) if it has not
+/// finished within a minute.
 async fn load(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herdsman"))
-            .arg("load")
-            .args(&args)
-            .env_remove("HERDSMAN_ADMIN_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary runs");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("herdsman load {args:?} did not finish within a minute");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap()
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herdsman"))
+        .arg("load")
+        .args(&args)
+        .env_remove("HERDSMAN_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary runs");
+    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("herdsman load {args:?} did not finish within a minute"))
+        .unwrap()
 }
 
 fn args(list: &[&str]) -> Vec<String> {
