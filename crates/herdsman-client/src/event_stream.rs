@@ -296,7 +296,8 @@ impl Parser {
     }
 
     fn extend_line(&mut self, bytes: &[u8]) -> Result<(), ParseError> {
-        if self.line.len() + bytes.len() > self.max_line + self.bom_allowance() {
+        // Saturating: a bound of `usize::MAX` means "unbounded".
+        if self.line.len() + bytes.len() > self.max_line.saturating_add(self.bom_allowance()) {
             return Err(self.fail(Bound::Line, self.max_line));
         }
         self.line.extend_from_slice(bytes);
@@ -575,6 +576,19 @@ mod tests {
     fn invalid_utf8_becomes_replacement_characters() {
         let events = parse(b"data: a\xFFb\n\n");
         assert_eq!(events, [ev("message", "a\u{FFFD}b", "")]);
+    }
+
+    #[test]
+    fn an_unbounded_parser_reads_lines_and_events_without_overflow() {
+        let mut parser = Parser::new()
+            .with_max_line(usize::MAX)
+            .with_max_event(usize::MAX);
+        let events = parser
+            .feed("\u{feff}data: a\nretry: 7\n\n".as_bytes())
+            .unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].data(), "a");
+        assert_eq!(parser.retry(), Some(Duration::from_millis(7)));
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! A reference parser of `text/event-stream` (WHATWG HTML, "Server-sent
-//! events", §9.2.6 "Interpreting an event stream"), to read the encoder's
-//! output back as a browser would.
+//! The encoder's output read back as a client reads it: through
+//! herdsman-client's event-stream parser (WHATWG HTML, "Server-sent
+//! events", §9.2.6, proptested there against a literal reading of the
+//! rules), unbounded, in the shape the property checks compare.
+
+use herdsman_client::event_stream::Parser;
 
 /// One dispatched event, as `EventSource` hands it to listeners.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,60 +30,26 @@ pub struct Parsed {
 /// Parses a whole stream; a last line without its end of line is not
 /// processed, as the rules say.
 pub fn parse(stream: &str) -> Parsed {
-    let stream = stream.strip_prefix('\u{feff}').unwrap_or(stream);
-    let mut parsed = Parsed::default();
-    let (mut data, mut kind, mut id) = (String::new(), String::new(), String::new());
-    let mut rest = stream;
-    while let Some(end) = rest.find(['\r', '\n']) {
-        let line = &rest[..end];
-        let skip = if rest[end..].starts_with("\r\n") {
-            2
-        } else {
-            1
-        };
-        rest = &rest[end + skip..];
-        if line.is_empty() {
-            parsed.last_event_id.clone_from(&id);
-            if data.is_empty() {
-                kind.clear();
-                continue;
-            }
-            if data.ends_with('\n') {
-                data.pop();
-            }
-            parsed.events.push(Dispatched {
-                kind: if kind.is_empty() {
-                    "message".to_owned()
-                } else {
-                    std::mem::take(&mut kind)
-                },
-                data: std::mem::take(&mut data),
-                last_event_id: id.clone(),
-            });
-            kind.clear();
-            continue;
-        }
-        if line.starts_with(':') {
-            continue;
-        }
-        let (field, value) = match line.split_once(':') {
-            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
-            None => (line, ""),
-        };
-        match field {
-            "event" => kind = value.to_owned(),
-            "data" => {
-                data.push_str(value);
-                data.push('\n');
-            }
-            "id" if !value.contains('\0') => id = value.to_owned(),
-            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
-                parsed.retry = Some(value.parse().unwrap_or(u64::MAX));
-            }
-            _ => {}
-        }
+    let mut parser = Parser::new()
+        .with_max_line(usize::MAX)
+        .with_max_event(usize::MAX);
+    let events = parser
+        .feed(stream.as_bytes())
+        .expect("an unbounded parser never fails");
+    Parsed {
+        events: events
+            .into_iter()
+            .map(|event| Dispatched {
+                kind: event.event_type().to_owned(),
+                last_event_id: event.last_event_id().to_owned(),
+                data: event.into_data(),
+            })
+            .collect(),
+        last_event_id: parser.last_event_id().to_owned(),
+        retry: parser
+            .retry()
+            .map(|retry| u64::try_from(retry.as_millis()).unwrap_or(u64::MAX)),
     }
-    parsed
 }
 
 #[cfg(test)]
